@@ -1,0 +1,56 @@
+"""FastVideo's public, stable types: configs, requests, results, events, continuation state.
+
+Contract: everything integrators import lives in ``__all__``; importing this package imports the
+standard library only (never torch), so it is cheap in a router or Dynamo frontend process.
+"""
+
+from fastvideo.api.config import (
+    CompileConfig,
+    ComponentConfig,
+    EngineConfig,
+    GeneratorConfig,
+    OffloadConfig,
+    ParallelismConfig,
+    PipelineSelection,
+    QuantizationConfig,
+)
+from fastvideo.api.errors import ModelLoadError, RequestError
+from fastvideo.api.parse import ConfigError, config_to_dict, parse_config
+from fastvideo.api.request import GenerationRequest, InputConfig, OutputConfig, SamplingConfig
+from fastvideo.api.results import (
+    GenerationResult,
+    VideoEvent,
+    VideoFinalEvent,
+    VideoPartialEvent,
+    VideoProgressEvent,
+    VideoResult,
+)
+from fastvideo.api.state import KNOWN_STATE_KINDS, ContinuationState
+
+__all__ = [
+    "CompileConfig",
+    "ComponentConfig",
+    "ConfigError",
+    "ContinuationState",
+    "EngineConfig",
+    "GenerationRequest",
+    "GenerationResult",
+    "GeneratorConfig",
+    "InputConfig",
+    "KNOWN_STATE_KINDS",
+    "ModelLoadError",
+    "OffloadConfig",
+    "OutputConfig",
+    "ParallelismConfig",
+    "PipelineSelection",
+    "QuantizationConfig",
+    "RequestError",
+    "SamplingConfig",
+    "VideoEvent",
+    "VideoFinalEvent",
+    "VideoPartialEvent",
+    "VideoProgressEvent",
+    "VideoResult",
+    "config_to_dict",
+    "parse_config",
+]

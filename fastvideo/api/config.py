@@ -1,0 +1,108 @@
+"""Typed generator configuration: what model to load and how to run it.
+
+Contract: these dataclasses are the only way configuration reaches the runtime; they are plain,
+mutable (integrators assign fields after construction), JSON round-trippable through
+:func:`fastvideo.api.config_to_dict` / :func:`fastvideo.api.parse_config`, and import nothing
+heavy. Field names integrators write (Dynamo, OpenAI server) are stable. Options that are accepted
+but not implemented yet (tensor/sequence parallelism, FSDP, quantization, some offloads) are
+reported once in the log by the runtime, never silently applied wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+DType = Literal["auto", "bf16", "fp16", "fp32"]
+
+
+@dataclass
+class ParallelismConfig:
+    """Multi-GPU parallelism degrees (tensor and sequence parallel)."""
+
+    tp_size: int = 1
+    sp_size: int = 1
+
+
+@dataclass
+class OffloadConfig:
+    """Which components live on the CPU between uses."""
+
+    dit: bool = False
+    dit_layerwise: bool = False
+    text_encoder: bool = False
+    image_encoder: bool = False
+    vae: bool = False
+    pin_cpu_memory: bool = True
+
+
+@dataclass
+class CompileConfig:
+    """torch.compile settings for the DiT (mutable: callers assign fields after construction)."""
+
+    enabled: bool = False
+    backend: str = "inductor"
+    fullgraph: bool = False
+    mode: str | None = None
+    dynamic: bool | None = None
+
+
+@dataclass
+class QuantizationConfig:
+    """Weight quantization of the transformer (``None`` or e.g. ``"FP8"``)."""
+
+    transformer_quant: str | None = None
+
+
+@dataclass
+class EngineConfig:
+    """How the engine runs: devices, precision, attention backend, compile, offload, artifacts."""
+
+    num_gpus: int = 1
+    parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
+    offload: OffloadConfig = field(default_factory=OffloadConfig)
+    compile: CompileConfig = field(default_factory=CompileConfig)
+    use_fsdp_inference: bool = False
+    disable_autocast: bool = False
+    quantization: QuantizationConfig | None = None
+    #: "auto" picks cuda when available, else cpu; or an explicit torch device string.
+    device: str = "auto"
+    #: "auto" is bf16 on GPU and fp32 on CPU.
+    dtype: DType = "auto"
+    #: Attention backend name (sdpa, triton, flash_attn); None reads FASTVIDEO_ATTENTION_BACKEND, then sdpa.
+    attention_backend: str | None = None
+    #: Folder of built artifacts (``fastvideo-build --out``) to load instead of eager models.
+    artifacts_path: str | None = None
+
+
+@dataclass
+class ComponentConfig:
+    """Per-component weight overrides (paths to diffusers sub-folders or extra weights)."""
+
+    transformer_path: str | None = None
+    vae_path: str | None = None
+    text_encoder_path: str | None = None
+    tokenizer_path: str | None = None
+    upsampler_weights: str | None = None
+    lora_path: str | None = None
+
+
+@dataclass
+class PipelineSelection:
+    """Which pipeline runs: workload type (t2v) and a model preset name."""
+
+    workload_type: str = "t2v"
+    #: Preset name (e.g. "wan2.1-t2v-1.3b"); None infers it from the model folder.
+    preset: str | None = None
+    components: ComponentConfig = field(default_factory=ComponentConfig)
+    experimental: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GeneratorConfig:
+    """Everything needed to build a :class:`fastvideo.VideoGenerator`."""
+
+    #: Local diffusers-format folder; None uses the built-in tiny default model.
+    model_path: str | None = None
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    pipeline: PipelineSelection = field(default_factory=PipelineSelection)

@@ -1,0 +1,172 @@
+"""Strict parsing and serialization of the public config dataclasses.
+
+Contract:
+- :func:`parse_config(Type, mapping)` builds a dataclass (nested dataclasses, ``Optional``,
+  ``list``/``tuple``/``dict`` and ``Literal`` fields included) from plain data. An unknown key fails
+  with :class:`ConfigError` naming its dotted path (``engine.compile.mdoe``); a value of the wrong
+  type fails naming the path, the expected type and what was given. ``bool`` is never accepted
+  where a number is expected; an ``int`` is accepted where a ``float`` is.
+- :func:`config_to_dict(obj)` is the inverse: JSON-safe plain data (tuples become lists) such that
+  ``parse_config(type(obj), config_to_dict(obj)) == obj``.
+- Stdlib only: importing this module must not import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config or request mapping that does not fit its typed schema."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "None"
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+_HINTS_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS_CACHE:
+        _HINTS_CACHE[cls] = get_type_hints(cls)
+    return _HINTS_CACHE[cls]
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    """Convert ``value`` to type ``tp`` or raise ConfigError naming ``path``."""
+    if tp is Any:
+        return value
+    origin = get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        options = get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(path, f"must not be null (expected {_type_name(tp)})")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, path)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(path, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if origin is typing.Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(path, f"must be one of {list(allowed)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(path, f"expected a mapping for {tp.__name__}, got {type(value).__name__}")
+        return _build(tp, value, path)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, f"expected a list, got {type(value).__name__} {value!r}")
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(path, f"expected {len(args)} items, got {len(value)}")
+            return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        item_tp = args[0] if args else Any
+        items = [_convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin is tuple or tp is tuple) else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(path, f"expected a mapping, got {type(value).__name__}")
+        args = get_args(tp)
+        val_tp = args[1] if len(args) == 2 else Any
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(path, f"keys must be strings, got {k!r}")
+            out[k] = _convert(val_tp, v, _join(path, k))
+        return out
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, f"expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise ConfigError(path, f"expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type[T], data: Mapping[str, Any], path: str) -> T:
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(_join(path, str(key)),
+                          f"unknown key for {cls.__name__}; known keys: {sorted(fields)}")
+    kwargs = {name: _convert(hints[name], value, _join(path, name)) for name, value in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(path or cls.__name__, str(exc)) from exc
+    return obj
+
+
+def parse_config(cls: type[T], data: Mapping[str, Any] | T) -> T:
+    """Build ``cls`` strictly from ``data`` (a mapping, or already an instance of ``cls``)."""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError("", f"expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    return _build(cls, data, "")
+
+
+def config_to_dict(obj: Any) -> Any:
+    """JSON-safe plain data for a config dataclass (inverse of :func:`parse_config`)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        to_dict = getattr(obj, "to_dict", None)
+        if to_dict is not None and not hasattr(obj, "__dataclass_fields__"):
+            return to_dict()
+        return {f.name: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+    if isinstance(obj, Mapping):
+        return {str(k): config_to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [config_to_dict(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"config_to_dict: value of type {type(obj).__name__} is not JSON-safe: {obj!r}")

@@ -1,0 +1,1 @@
+"""Offline builder (``fastvideo-build``): export specs, compiled artifacts and their manifests."""

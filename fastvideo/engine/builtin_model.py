@@ -1,0 +1,178 @@
+"""The built-in default model: a tiny Wan2.1-architecture checkpoint synthesized on first use.
+
+Contract: :func:`ensure_builtin_model(cache_dir)` returns the path of a real diffusers-format
+folder (``model_index.json``, ``transformer/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
+``scheduler/``) holding a tiny random-weight model of the real architectures (our DiT and VAE
+configs, transformers' UMT5 encoder, a byte-level tokenizer that needs no download). Weights are a
+pure function of :data:`BUILTIN_SEED` and the configs below, so every machine synthesizes the same
+bytes. The folder is built in a temporary sibling and renamed into place, so a crash never leaves
+a half-written model behind; concurrent callers race benignly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_NAME = "fastvideo-tiny-wan-v1"
+BUILTIN_SEED = 20261123
+TEXT_DIM = 64
+
+TRANSFORMER_CONFIG: dict[str, Any] = {
+    "_class_name": "WanTransformer3DModel",
+    "patch_size": [1, 2, 2], "num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 16,
+    "out_channels": 16, "text_dim": TEXT_DIM, "freq_dim": 64, "ffn_dim": 128, "num_layers": 2,
+    "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "image_dim": None,
+    "added_kv_proj_dim": None, "rope_max_seq_len": 1024, "pos_embed_seq_len": None,
+}
+
+VAE_CONFIG: dict[str, Any] = {
+    "_class_name": "AutoencoderKLWan",
+    "base_dim": 4, "z_dim": 16, "dim_mult": [1, 1, 2, 2], "num_res_blocks": 1, "attn_scales": [],
+    "temperal_downsample": [False, True, True], "dropout": 0.0,
+}
+
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "_class_name": "UniPCMultistepScheduler", "beta_end": 0.02, "beta_schedule": "linear",
+    "beta_start": 0.0001, "disable_corrector": [], "dynamic_thresholding_ratio": 0.995,
+    "final_sigmas_type": "zero", "flow_shift": 3.0, "lower_order_final": True, "num_train_timesteps": 1000,
+    "predict_x0": True, "prediction_type": "flow_prediction", "rescale_betas_zero_snr": False,
+    "sample_max_value": 1.0, "solver_order": 2, "solver_p": None, "solver_type": "bh2", "steps_offset": 0,
+    "thresholding": False, "timestep_spacing": "linspace", "trained_betas": None, "use_beta_sigmas": False,
+    "use_exponential_sigmas": False, "use_flow_sigmas": True, "use_karras_sigmas": False,
+}
+
+TEXT_ENCODER_CONFIG: dict[str, Any] = {
+    "vocab_size": 259, "d_model": TEXT_DIM, "d_kv": 16, "d_ff": 128, "num_layers": 2, "num_heads": 4,
+    "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128, "dropout_rate": 0.0,
+    "feed_forward_proj": "gated-gelu", "layer_norm_epsilon": 1e-6, "pad_token_id": 0, "eos_token_id": 1,
+    "decoder_start_token_id": 0, "tie_word_embeddings": False, "scalable_attention": True,
+}
+
+
+def _fill(name: str, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    """Deterministic, activation-preserving values for a parameter named ``name``."""
+    if len(shape) <= 1:
+        if name.endswith("bias"):
+            return torch.randn(shape, generator=generator) * 0.02
+        if "norm" in name or name.endswith("gamma") or name.endswith(".weight") and len(shape) == 1:
+            return 1.0 + 0.05 * torch.randn(shape, generator=generator)
+        return torch.randn(shape, generator=generator) * 0.5
+    if "scale_shift_table" in name:
+        return torch.randn(shape, generator=generator) / shape[-1] ** 0.5
+    if "embed_tokens" in name or name.endswith("shared.weight"):
+        return torch.randn(shape, generator=generator)
+    fan_in = 1
+    for d in shape[1:]:
+        fan_in *= int(d)
+    return torch.randn(shape, generator=generator) / max(fan_in, 1) ** 0.5
+
+
+def synthesize_state_dict(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Deterministic weights for every entry of ``module.state_dict()`` (built on meta is fine)."""
+    generator = torch.Generator().manual_seed(seed)
+    return {name: _fill(name, tensor.shape, generator).to(torch.float32).contiguous()
+            for name, tensor in sorted(module.state_dict().items())}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_byte_tokenizer(folder: Path, max_length: int) -> None:
+    """A byte-level tokenizer (pad=0, eos=1, unk=2, then 256 byte symbols) that appends ``</s>``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for symbol in sorted(alphabet):
+        vocab[symbol] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=max_length)
+    fast.save_pretrained(str(folder))
+    # Name the portable class (transformers 4.x and 5.x both resolve it) rather than a 5.x-only alias.
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config.pop("backend", None)
+    _write_json(config_path, config)
+
+
+def write_builtin_model(target: Path, seed: int = BUILTIN_SEED) -> Path:
+    """Write the tiny model folder to ``target`` (which must not exist yet)."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel
+    from fastvideo.engine.presets import get_preset
+    from fastvideo.engine.vae import WanVAE, WanVAEConfig
+
+    preset = get_preset("fastvideo-tiny")
+    generator = torch.Generator().manual_seed(seed)
+    vae_config = dict(VAE_CONFIG)
+    vae_config["latents_mean"] = [round(float(v), 4) for v in torch.randn(16, generator=generator) * 0.3]
+    vae_config["latents_std"] = [round(float(v), 4) for v in 1.0 + 2.0 * torch.rand(16, generator=generator)]
+
+    with torch.device("meta"):
+        dit = WanTransformer3DModel(WanDiTConfig.from_dict(TRANSFORMER_CONFIG))
+        vae = WanVAE(WanVAEConfig.from_dict(vae_config))
+        encoder = UMT5EncoderModel(UMT5Config(**TEXT_ENCODER_CONFIG))
+    parts = {"transformer": (dit, TRANSFORMER_CONFIG, seed + 1), "vae": (vae, vae_config, seed + 2)}
+    for name, (module, config, part_seed) in parts.items():
+        _write_json(target / name / "config.json", config)
+        save_file(synthesize_state_dict(module, part_seed), str(target / name / "diffusion_pytorch_model.safetensors"),
+                  metadata={"format": "pt"})
+
+    encoder_state = synthesize_state_dict(encoder, seed + 3)
+    encoder_state.pop("encoder.embed_tokens.weight", None)  # tied to shared.weight
+    (target / "text_encoder").mkdir(parents=True, exist_ok=True)
+    config = UMT5Config(**TEXT_ENCODER_CONFIG)
+    config.architectures = ["UMT5EncoderModel"]
+    config.save_pretrained(str(target / "text_encoder"))
+    save_file(encoder_state, str(target / "text_encoder" / "model.safetensors"), metadata={"format": "pt"})
+
+    write_byte_tokenizer(target / "tokenizer", preset.text_length)
+    _write_json(target / "scheduler" / "scheduler_config.json", SCHEDULER_CONFIG)
+    _write_json(target / "model_index.json", {
+        "_class_name": "WanPipeline", "_diffusers_version": "0.42.1", "_fastvideo_preset": preset.name,
+        "scheduler": ["diffusers", "UniPCMultistepScheduler"], "text_encoder": ["transformers", "UMT5EncoderModel"],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"], "transformer": ["diffusers", "WanTransformer3DModel"],
+        "vae": ["diffusers", "AutoencoderKLWan"],
+    })
+    return target
+
+
+def ensure_builtin_model(cache_dir: Path) -> Path:
+    """Return the built-in model folder under ``cache_dir``, synthesizing it on first use."""
+    final = Path(cache_dir) / "models" / BUILTIN_NAME
+    if (final / "model_index.json").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("synthesizing the built-in model at %s (first use)", final)
+    staging = Path(tempfile.mkdtemp(prefix=f".{BUILTIN_NAME}-", dir=final.parent))
+    try:
+        write_builtin_model(staging / "model")
+        try:
+            os.replace(staging / "model", final)
+        except OSError:
+            if not (final / "model_index.json").exists():  # not a benign race with another writer
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final

@@ -1,0 +1,209 @@
+"""The Wan text-to-video pipeline: text encode -> denoise (DiT + sampler + CFG) -> VAE decode.
+
+Contract:
+- :meth:`WanT2VPipeline.from_folder` loads a checked diffusers folder: DiT and VAE built on the meta
+  device and filled from memory-mapped safetensors, UMT5 through ``transformers``, the sampler
+  from ``scheduler/scheduler_config.json``, the attention backend chosen once here.
+- :meth:`WanT2VPipeline.run` is pure compute for one request (already resolved and validated):
+  noise is drawn on the CPU from ``torch.Generator().manual_seed(seed)`` in float32 (so a seed gives
+  the same video on any device, and the same noise diffusers' ``WanPipeline`` draws with a CPU
+  generator), CFG runs conditional and unconditional branches as one batch of 2 through the DiT,
+  ``on_step(step, total)`` is called after every denoising step, ``should_cancel()`` is polled
+  before each step and raises :class:`GenerationCancelled`. Frames come back as ``uint8``
+  ``(T, H, W, 3)``, trimmed to the requested count; the clean latents come back too (continuation).
+- Timings per stage (seconds) are recorded in the output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from fastvideo.api.errors import ModelLoadError
+from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
+from fastvideo.engine.loader import ModelFolder, load_module_weights
+from fastvideo.engine.presets import ModelPreset, infer_preset
+from fastvideo.engine.sampler import SamplerConfig, make_sampler
+from fastvideo.engine.text_encoder import WanTextEncoder
+from fastvideo.engine.validation import ResolvedSampling
+from fastvideo.engine.vae import WanVAE, WanVAEConfig
+from fastvideo.kernels.registry import select_attention_backend
+
+logger = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, int], None]
+CancelCheck = Callable[[], bool]
+
+
+class GenerationCancelled(RuntimeError):
+    """Raised inside :meth:`WanT2VPipeline.run` when ``should_cancel()`` turns true."""
+
+
+@dataclass
+class PipelineOutput:
+    """Frames (uint8, (T, H, W, 3)), the final clean latents and per-stage timings."""
+
+    frames: np.ndarray
+    latents: torch.Tensor
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def frames_to_uint8(video: torch.Tensor) -> np.ndarray:
+    """VAE output ``(C, T, H, W)`` in [-1, 1] -> ``(T, H, W, C)`` uint8 (round-to-nearest)."""
+    scaled = ((video.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    return scaled.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+
+
+class WanT2VPipeline:
+    """Wan2.1 T2V inference over our own DiT/VAE and transformers' UMT5."""
+
+    def __init__(self, *, text_encoder: WanTextEncoder, dit: WanTransformer3DModel, vae: WanVAE,
+                 sampler_config: SamplerConfig, preset: ModelPreset, device: torch.device,
+                 dtype: torch.dtype, vae_dtype: torch.dtype) -> None:
+        self.text_encoder = text_encoder
+        self.dit = dit
+        self.vae = vae
+        self.sampler_config = sampler_config
+        self.preset = preset
+        self.device = device
+        self.dtype = dtype
+        self.vae_dtype = vae_dtype
+
+    @classmethod
+    def from_folder(cls, folder: ModelFolder, *, device: torch.device, dtype: torch.dtype,
+                    vae_dtype: torch.dtype = torch.float32, attention_backend: str | None = None,
+                    preset: ModelPreset | None = None) -> "WanT2VPipeline":
+        """Load every component of a checked diffusers folder onto ``device``."""
+        dit_cfg_dict = folder.read_config("transformer")
+        preset = preset or infer_preset(folder.model_index, dit_cfg_dict)
+        try:
+            dit_config = WanDiTConfig.from_dict(dit_cfg_dict)
+            vae_config = WanVAEConfig.from_dict(folder.read_config("vae"))
+            sampler_config = SamplerConfig.from_scheduler_config(folder.read_config("scheduler",
+                                                                                    "scheduler_config.json"))
+        except (ValueError, TypeError) as exc:
+            raise ModelLoadError(f"unsupported model config in {folder.root}: {exc}") from exc
+        backend = select_attention_backend(attention_backend, dtype=dtype, head_dim=dit_config.attention_head_dim,
+                                           device=device)
+        t0 = time.perf_counter()
+        with torch.device("meta"):
+            dit = WanTransformer3DModel(dit_config, attention_backend=backend)
+            vae = WanVAE(vae_config)
+        load_module_weights(dit, folder.component("transformer"), dtype=dtype, device=device,
+                            dtype_for=inference_param_dtype)
+        load_module_weights(vae, folder.component("vae"), dtype=vae_dtype, device=device)
+        try:
+            text_encoder = WanTextEncoder.from_folder(folder.component("tokenizer"), folder.component("text_encoder"),
+                                                      dtype=dtype, device=device, max_length=preset.text_length)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load the text encoder/tokenizer from {folder.root}: {exc}") from exc
+        logger.info("loaded %s (%s) in %.2fs on %s/%s", folder.root, preset.name, time.perf_counter() - t0,
+                    device, dtype)
+        return cls(text_encoder=text_encoder, dit=dit, vae=vae, sampler_config=sampler_config, preset=preset,
+                   device=device, dtype=dtype, vae_dtype=vae_dtype)
+
+    # ------------------------------------------------------------------ stages
+    def encode_prompts(self, prompt: str, negative_prompt: str, do_cfg: bool) -> torch.Tensor:
+        """Text embeddings ``(1 or 2, L, D)``: conditional first, unconditional second under CFG."""
+        prompts = [prompt, negative_prompt] if do_cfg else [prompt]
+        return self.text_encoder.encode(prompts).to(device=self.device, dtype=self.dtype)
+
+    def initial_noise(self, s: ResolvedSampling, batch: int = 1) -> torch.Tensor:
+        """Seeded float32 noise ``(B, C, T', H/8, W/8)`` drawn on the CPU, moved to the device."""
+        shape = (batch, self.dit.config.in_channels, s.latent_frames,
+                 s.height // self.vae.spatial_factor, s.width // self.vae.spatial_factor)
+        generator = torch.Generator(device="cpu").manual_seed(s.seed)
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+
+    def denoise(self, latents: torch.Tensor, embeds: torch.Tensor, s: ResolvedSampling, *,
+                on_step: StepCallback | None = None, should_cancel: CancelCheck | None = None) -> torch.Tensor:
+        """Run the sampler loop; returns the clean float32 latents."""
+        config = self.sampler_config
+        if s.sampler is not None and s.sampler != config.kind:
+            config = dataclasses.replace(config, kind=s.sampler)
+        sampler = make_sampler(config)
+        sampler.set_timesteps(s.num_inference_steps, device=self.device, shift=s.shift)
+        batch = latents.shape[0]
+        total = len(sampler.timesteps)
+        for index, t in enumerate(sampler.timesteps):
+            if should_cancel is not None and should_cancel():
+                raise GenerationCancelled(f"cancelled before step {index + 1}/{total}")
+            model_in = latents.to(self.dtype)
+            if s.do_cfg:
+                model_in = torch.cat([model_in, model_in])
+            timestep = t.expand(model_in.shape[0])  # same values and dtype diffusers passes
+            pred = self.dit(model_in, timestep, embeds.repeat_interleave(batch, dim=0) if batch > 1 else embeds)
+            if s.do_cfg:
+                cond, uncond = pred.chunk(2)
+                pred = uncond + s.guidance_scale * (cond - uncond)
+            latents = sampler.step(pred, index, latents)  # an int index: no host sync
+            if on_step is not None:
+                on_step(index + 1, total)
+        return latents
+
+    def decode(self, latents: torch.Tensor, s: ResolvedSampling) -> np.ndarray:
+        """Clean latents -> uint8 frames, trimmed to ``s.num_frames``."""
+        raw = self.vae.denormalize_latents(latents.to(self.vae_dtype))
+        video = self.vae.decode(raw)[0]
+        return frames_to_uint8(video[:, : s.num_frames])
+
+    @torch.no_grad()
+    def run(self, prompt: str, negative_prompt: str | None, s: ResolvedSampling, *,
+            on_step: StepCallback | None = None, should_cancel: CancelCheck | None = None,
+            on_stage: Callable[[str], None] | None = None) -> PipelineOutput:
+        """Generate one video for a resolved request (see module contract)."""
+        timings: dict[str, float] = {}
+        negative = self.preset.negative_prompt if negative_prompt is None else negative_prompt
+
+        def stage(name: str) -> float:
+            if on_stage is not None:
+                on_stage(name)
+            return time.perf_counter()
+
+        t0 = stage("text_encode")
+        embeds = self.encode_prompts(prompt, negative, s.do_cfg)
+        _sync(self.device)
+        t1 = stage("denoise")
+        timings["text_encode_s"] = t1 - t0
+        latents = self.denoise(self.initial_noise(s), embeds, s, on_step=on_step, should_cancel=should_cancel)
+        _sync(self.device)
+        t2 = stage("decode")
+        timings["denoise_s"] = t2 - t1
+        frames = self.decode(latents, s)
+        timings["decode_s"] = time.perf_counter() - t2
+        return PipelineOutput(frames=frames, latents=latents, timings=timings)
+
+    def close(self) -> None:
+        """Drop references to the models (frees device memory once callers let go)."""
+        for name in ("text_encoder", "dit", "vae"):
+            setattr(self, name, None)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def model_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Resolve an EngineConfig dtype string for ``device``."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def model_path_or_default(path: str | None, cache_dir: Path) -> Path:
+    """``path`` or the built-in model folder (synthesized on first use)."""
+    if path:
+        return Path(path).expanduser()
+    from fastvideo.engine.builtin_model import ensure_builtin_model
+
+    return ensure_builtin_model(cache_dir)

@@ -1,0 +1,44 @@
+"""The one place FastVideo reads environment variables.
+
+Contract: every environment variable the package honours is listed here and read through
+``read_env()``; no other module calls ``os.environ`` for configuration. Values are read at
+call time (not import time) so tests can set them with ``monkeypatch``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Name of the variable that picks the attention backend (``sdpa``, ``triton``, ``flash_attn``).
+ATTENTION_BACKEND_VAR = "FASTVIDEO_ATTENTION_BACKEND"
+#: Where the built-in default model (and other caches) are written.
+CACHE_DIR_VAR = "FASTVIDEO_CACHE_DIR"
+#: Log level for the ``fastvideo`` logger (``INFO``, ``DEBUG``...).
+LOG_LEVEL_VAR = "FASTVIDEO_LOG_LEVEL"
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """Snapshot of the environment variables FastVideo understands."""
+
+    attention_backend: str | None
+    cache_dir: Path
+    log_level: str
+
+
+def read_env() -> EnvSettings:
+    """Read every FastVideo environment variable once and return them typed."""
+    backend = os.environ.get(ATTENTION_BACKEND_VAR) or None
+    cache = os.environ.get(CACHE_DIR_VAR)
+    if cache:
+        cache_dir = Path(cache).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        cache_dir = (Path(xdg) if xdg else Path.home() / ".cache") / "fastvideo"
+    return EnvSettings(
+        attention_backend=backend.strip().lower() if backend else None,
+        cache_dir=cache_dir,
+        log_level=(os.environ.get(LOG_LEVEL_VAR) or "INFO").upper(),
+    )

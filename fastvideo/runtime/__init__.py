@@ -1,0 +1,1 @@
+"""Runtime: turns the engine into a service: VideoGenerator, events, media encoding, scheduling."""

@@ -1,0 +1,322 @@
+"""``VideoGenerator``: the public Python entry point (what Dynamo and our servers import).
+
+Contract:
+- ``from_pretrained(path | GeneratorConfig | mapping, **typed_kwargs)`` / ``from_config(config)``
+  load the model once (the built-in tiny model when no path is given). Options that are accepted
+  but not implemented (multi-GPU parallelism, FSDP, quantization, offload) are logged once.
+- ``generate(request | mapping) -> VideoResult``: validates (``RequestError`` naming the field),
+  runs the pipeline, returns frames / MP4 path / continuation state / metadata (timings per stage,
+  ``inference_time_s``, resolved sampling). The MP4 is written atomically: nothing half-written is
+  ever left at ``output.output_path``. One generation runs at a time per generator (a lock);
+  concurrency and batching belong to the runtime scheduler.
+- ``generate_async(request)`` yields exactly one :class:`VideoProgressEvent` per denoising step,
+  then exactly one :class:`VideoFinalEvent` carrying the MP4 bytes. Closing the iterator early
+  cancels the generation at the next step. Errors propagate as exceptions from the iterator.
+- ``default_health_check_request()``: 256x256, 8 frames, 1 step, nothing saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastvideo.api import (
+    ContinuationState,
+    GenerationRequest,
+    GeneratorConfig,
+    InputConfig,
+    OutputConfig,
+    RequestError,
+    SamplingConfig,
+    VideoFinalEvent,
+    VideoProgressEvent,
+    VideoResult,
+    parse_config,
+)
+from fastvideo.engine.loader import inspect_model_folder
+from fastvideo.engine.pipeline import WanT2VPipeline, model_dtype, model_path_or_default
+from fastvideo.engine.presets import get_preset
+from fastvideo.engine.validation import ResolvedSampling, resolve_sampling
+from fastvideo.envs import read_env
+from fastvideo.runtime.counters import RuntimeCounters
+from fastvideo.runtime.media import encode_mp4, write_mp4_atomic
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_DIR = "outputs"
+
+#: Keyword arguments ``from_pretrained`` accepts besides the model path (typed homes in GeneratorConfig).
+_CONVENIENCE_KWARGS: dict[str, tuple[str, ...]] = {
+    "num_gpus": ("engine", "num_gpus"),
+    "device": ("engine", "device"),
+    "dtype": ("engine", "dtype"),
+    "attention_backend": ("engine", "attention_backend"),
+    "artifacts_path": ("engine", "artifacts_path"),
+    "tp_size": ("engine", "parallelism", "tp_size"),
+    "sp_size": ("engine", "parallelism", "sp_size"),
+    "dit_offload": ("engine", "offload", "dit"),
+    "text_encoder_offload": ("engine", "offload", "text_encoder"),
+    "vae_offload": ("engine", "offload", "vae"),
+    "enable_torch_compile": ("engine", "compile", "enabled"),
+    "preset": ("pipeline", "preset"),
+    "workload_type": ("pipeline", "workload_type"),
+}
+
+
+def _apply_kwargs(data: dict[str, Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(kwargs) - set(_CONVENIENCE_KWARGS))
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {unknown}; from_pretrained accepts {sorted(_CONVENIENCE_KWARGS)}"
+                        " (or pass a GeneratorConfig for everything else)")
+    for key, value in kwargs.items():
+        node = data
+        *parents, leaf = _CONVENIENCE_KWARGS[key]
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return data
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RequestError("engine.device", f"{name!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    return device
+
+
+def _report_unimplemented(config: GeneratorConfig) -> None:
+    engine = config.engine
+    notes = []
+    if engine.num_gpus != 1 or engine.parallelism.tp_size != 1 or engine.parallelism.sp_size != 1:
+        notes.append("multi-GPU parallelism (num_gpus/tp_size/sp_size) runs on one device")
+    if engine.use_fsdp_inference:
+        notes.append("use_fsdp_inference is ignored (single device)")
+    if engine.quantization is not None and engine.quantization.transformer_quant:
+        notes.append(f"quantization {engine.quantization.transformer_quant!r} is not applied (weights stay dense)")
+    off = engine.offload
+    if off.dit or off.dit_layerwise or off.text_encoder or off.image_encoder or off.vae:
+        notes.append("offload flags are not applied (all components stay on the device)")
+    if engine.artifacts_path:
+        notes.append("artifacts_path is not loaded by this build (eager models are used)")
+    if config.pipeline.workload_type != "t2v":
+        notes.append(f"workload_type {config.pipeline.workload_type!r} runs as t2v")
+    comps = config.pipeline.components
+    if comps.lora_path or comps.upsampler_weights:
+        notes.append("LoRA / upsampler weights are not applied")
+    for note in notes:
+        logger.warning("option accepted but not implemented: %s", note)
+
+
+@dataclass
+class _RunOutput:
+    result: VideoResult
+    resolved: ResolvedSampling
+
+
+class VideoGenerator:
+    """Load a model once; generate videos from typed requests (see module contract)."""
+
+    def __init__(self, config: GeneratorConfig, pipeline: WanT2VPipeline, model_path: Path,
+                 counters: RuntimeCounters | None = None) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.model_path = model_path
+        self.counters = counters or RuntimeCounters()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._warned_true_cfg = False
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, model_path: str | GeneratorConfig | Mapping[str, Any] | None = None, *,
+                        config: GeneratorConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> "VideoGenerator":
+        """Load from a model folder path (None: built-in model), a GeneratorConfig, or a mapping."""
+        if config is not None:
+            if model_path is not None or kwargs:
+                raise TypeError("pass either config=... alone, or a model path with keyword options, not both")
+            return cls.from_config(config)
+        if isinstance(model_path, (GeneratorConfig, Mapping)):
+            if kwargs:
+                raise TypeError(f"unexpected keyword arguments {sorted(kwargs)} with a typed config")
+            return cls.from_config(model_path)
+        if model_path is not None and not isinstance(model_path, (str, Path)):
+            raise TypeError(f"model_path must be a path, GeneratorConfig or mapping, got {type(model_path).__name__}")
+        data = _apply_kwargs({"model_path": str(model_path) if model_path is not None else None}, kwargs)
+        return cls.from_config(parse_config(GeneratorConfig, data))
+
+    @classmethod
+    def from_config(cls, config: GeneratorConfig | Mapping[str, Any]) -> "VideoGenerator":
+        """Build the generator a typed config describes."""
+        config = parse_config(GeneratorConfig, config)
+        _report_unimplemented(config)
+        env = read_env()
+        device = _resolve_device(config.engine.device)
+        dtype = model_dtype(config.engine.dtype, device)
+        path = model_path_or_default(config.model_path, env.cache_dir)
+        folder = inspect_model_folder(path)
+        preset = get_preset(config.pipeline.preset) if config.pipeline.preset else None
+        backend = config.engine.attention_backend or env.attention_backend
+        vae_dtype = model_dtype(str(config.pipeline.experimental.get("vae_dtype", "fp32")), device)
+        pipeline = WanT2VPipeline.from_folder(folder, device=device, dtype=dtype, vae_dtype=vae_dtype,
+                                              attention_backend=backend, preset=preset)
+        counters = RuntimeCounters()
+        counters.add("model_loads")
+        compile_cfg = config.engine.compile
+        if compile_cfg.enabled:
+            pipeline.dit.compile(backend=compile_cfg.backend, mode=compile_cfg.mode, fullgraph=compile_cfg.fullgraph,
+                                 dynamic=compile_cfg.dynamic)
+            counters.add("compiles")
+        return cls(config, pipeline, path, counters)
+
+    # ------------------------------------------------------------------ info
+    @property
+    def preset(self):
+        return self.pipeline.preset
+
+    @staticmethod
+    def default_health_check_request() -> GenerationRequest:
+        """The minimal probe request: 256x256, 8 frames, 1 step, nothing saved."""
+        return GenerationRequest(
+            prompt="health check", inputs=InputConfig(),
+            sampling=SamplingConfig(width=256, height=256, num_frames=8, fps=24, num_inference_steps=1,
+                                    guidance_scale=1.0, seed=0),
+            output=OutputConfig(save_video=False, return_frames=False))
+
+    def resolve(self, request: GenerationRequest | Mapping[str, Any]) -> tuple[GenerationRequest, ResolvedSampling]:
+        """Parse and validate a request against the loaded model (raises RequestError / ConfigError)."""
+        req = parse_config(GenerationRequest, request)
+        if req.request_id is None:
+            req = replace(req, request_id=f"video_{uuid.uuid4().hex[:24]}")
+        if req.inputs.image_path or req.inputs.video_path:
+            field = "inputs.image_path" if req.inputs.image_path else "inputs.video_path"
+            raise RequestError(field, f"model {self.preset.name!r} is text-to-video; image/video conditioning "
+                                      "is not supported, drop the input or use an image-to-video model")
+        if req.state is not None:
+            raise RequestError("state", "continuation segments are not supported by this build yet; "
+                                        "send the request without a continuation state")
+        if req.sampling.true_cfg_scale is not None and not self._warned_true_cfg:
+            self._warned_true_cfg = True
+            logger.warning("sampling.true_cfg_scale is ignored: Wan uses classic CFG (sampling.guidance_scale)")
+        return req, resolve_sampling(req, self.preset)
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, request: GenerationRequest | Mapping[str, Any]) -> VideoResult:
+        """Generate one video synchronously (see module contract)."""
+        req, resolved = self.resolve(request)
+        return self._run(req, resolved).result
+
+    def _run(self, req: GenerationRequest, s: ResolvedSampling, *, on_step: Callable[[int, int], None] | None = None,
+             should_cancel: Callable[[], bool] | None = None, need_bytes: bool = False) -> _RunOutput:
+        if self._closed:
+            raise RuntimeError("this VideoGenerator has been shut down; create a new one")
+        assert req.request_id is not None
+        self.counters.add("generations_started")
+        start = time.perf_counter()
+        try:
+            with self._lock:
+                out = self.pipeline.run(req.prompt, req.negative_prompt, s, on_step=on_step,
+                                        should_cancel=should_cancel)
+            timings = dict(out.timings)
+            video_bytes = None
+            video_path = None
+            if req.output.save_video or need_bytes:
+                t0 = time.perf_counter()
+                video_bytes = encode_mp4(out.frames, s.fps)
+                timings["encode_s"] = time.perf_counter() - t0
+            if req.output.save_video:
+                assert video_bytes is not None
+                video_path = str(write_mp4_atomic(self._output_file(req), video_bytes))
+        except BaseException as exc:
+            name = "generations_cancelled" if type(exc).__name__ == "GenerationCancelled" else "generations_failed"
+            self.counters.add(name)
+            raise
+        elapsed = time.perf_counter() - start
+        self.counters.add("generations_completed")
+        metadata = {
+            "request_id": req.request_id, "model": self.preset.name, "timings": timings,
+            "inference_time_s": elapsed, "width": s.width, "height": s.height, "num_frames": s.num_frames,
+            "generated_frames": s.generated_frames, "fps": s.fps, "num_inference_steps": s.num_inference_steps,
+            "guidance_scale": s.guidance_scale, "seed": s.seed, "shift": s.shift,
+            "device": str(self.pipeline.device), "dtype": str(self.pipeline.dtype).replace("torch.", ""),
+        }
+        result = VideoResult(request_id=req.request_id, prompt=req.prompt,
+                             frames=out.frames if req.output.return_frames else None, video_path=video_path,
+                             state=self._state_for(req, out.latents) if req.output.return_state else None,
+                             metadata=metadata, generation_time=elapsed, video_bytes=video_bytes)
+        logger.info("request %s done in %.2fs (%dx%d, %d frames, %d steps)", req.request_id, elapsed, s.width,
+                    s.height, s.num_frames, s.num_inference_steps)
+        return _RunOutput(result=result, resolved=s)
+
+    def _output_file(self, req: GenerationRequest) -> Path:
+        target = Path(req.output.output_path or DEFAULT_OUTPUT_DIR).expanduser()
+        if target.suffix.lower() == ".mp4":
+            return target
+        return target / f"{req.request_id}.mp4"
+
+    def _state_for(self, req: GenerationRequest, latents: torch.Tensor) -> ContinuationState:
+        from fastvideo.runtime.state_codec import encode_latent_state
+
+        return encode_latent_state(latents, segment_index=0, seed=None)
+
+    async def generate_async(self, request: GenerationRequest | Mapping[str, Any]) -> AsyncIterator[Any]:
+        """Yield one progress event per denoising step, then exactly one final event."""
+        req, resolved = self.resolve(request)
+        assert req.request_id is not None
+        request_id = req.request_id
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
+        started = time.perf_counter()
+        done = object()
+
+        def on_step(step: int, total: int) -> None:
+            event = VideoProgressEvent(request_id=request_id, step=step, total_steps=total, stage="denoise",
+                                       elapsed_s=time.perf_counter() - started)
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        def work() -> _RunOutput:
+            try:
+                return self._run(req, resolved, on_step=on_step, should_cancel=cancelled.is_set, need_bytes=True)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        future = loop.run_in_executor(None, work)
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    break
+                yield item
+            output = await future
+        finally:
+            if not future.done():
+                cancelled.set()
+        result = output.result
+        yield VideoFinalEvent(request_id=request_id, video_bytes=result.video_bytes, frames=result.frames,
+                              metadata=result.metadata, continuation_state=result.state, result=result)
+
+    def shutdown(self) -> None:
+        """Release the models; later calls raise. Safe to call twice."""
+        if self._closed:
+            return
+        with self._lock:
+            self._closed = True
+            self.pipeline.close()
+        logger.info("VideoGenerator shut down")
+
+    def __enter__(self) -> "VideoGenerator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()

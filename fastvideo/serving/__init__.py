@@ -1,0 +1,1 @@
+"""Serving: CLI entry points and (later) HTTP/WebSocket apps over the runtime."""
