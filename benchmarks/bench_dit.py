@@ -1,0 +1,115 @@
+"""DiT forward latency: our WanTransformer3DModel against diffusers' on identical weights and inputs.
+
+Runs both models in the same process, on the same device, dtype, weights and inputs, alternating
+them over repeated timed iterations (after warmup), and prints both median times and the ratio.
+``--full`` uses the real Wan2.1-T2V-1.3B config (random weights time exactly like trained ones) at
+the 480x832x81 latent shape in bf16 with CFG batch 2 (meant for a GPU); the default is a tiny config
+that runs on a CPU in seconds. ``--json PATH`` writes the exact workload and figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+TINY = {"patch_size": [1, 2, 2], "num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 16,
+        "out_channels": 16, "text_dim": 64, "freq_dim": 64, "ffn_dim": 128, "num_layers": 2,
+        "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "rope_max_seq_len": 1024}
+WAN_1_3B = {"patch_size": [1, 2, 2], "num_attention_heads": 12, "attention_head_dim": 128, "in_channels": 16,
+            "out_channels": 16, "text_dim": 4096, "freq_dim": 256, "ffn_dim": 8960, "num_layers": 30,
+            "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "rope_max_seq_len": 1024}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, iters: int) -> list[float]:
+    out = []
+    for _ in range(iters):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--full", action="store_true", help="Wan2.1-1.3B config, 480x832x81, bf16 (GPU)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default: bf16 full, fp32 tiny")
+    p.add_argument("--size", default=None, help="HEIGHTxWIDTHxFRAMES of the video (default 480x832x81 / 64x64x9)")
+    p.add_argument("--batch", type=int, default=2, help="DiT batch (2 = CFG)")
+    p.add_argument("--text-len", type=int, default=512)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--json", default=None, help="write results to this file")
+    args = p.parse_args(argv)
+
+    from diffusers import WanTransformer3DModel as RefModel
+
+    from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
+
+    config = WAN_1_3B if args.full else TINY
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
+        args.dtype or ("bf16" if args.full else "fp32")]
+    device = torch.device(args.device)
+    h, w, f = (int(v) for v in (args.size or ("480x832x81" if args.full else "64x64x9")).split("x"))
+    latent = (args.batch, 16, (f - 1) // 4 + 1, h // 8, w // 8)
+
+    torch.manual_seed(0)
+    ref = RefModel(**config).eval()
+    ours = WanTransformer3DModel(WanDiTConfig.from_dict(config)).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    # Both cast like diffusers' from_pretrained(torch_dtype=...): its keep-in-fp32 modules stay fp32.
+    for model in (ref, ours):
+        model.to(device)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.data = param.data.to(inference_param_dtype(name, dtype))
+    x = torch.randn(latent, device=device, dtype=dtype)
+    t = torch.full((args.batch,), 500.0, device=device)
+    ctx = torch.randn(args.batch, args.text_len, config["text_dim"], device=device, dtype=dtype)
+
+    with torch.no_grad():
+        run_ours = lambda: ours(x, t, ctx)  # noqa: E731
+        run_ref = lambda: ref(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)  # noqa: E731
+        err = (run_ours().float() - run_ref()[0].float()).abs().max().item()
+        timed(run_ours, device, args.warmup)
+        timed(run_ref, device, args.warmup)
+        ours_t, ref_t = [], []
+        for _ in range(args.iters):  # alternate so drift hits both equally
+            ours_t += timed(run_ours, device, 1)
+            ref_t += timed(run_ref, device, 1)
+    ours_med, ref_med = statistics.median(ours_t), statistics.median(ref_t)
+    tokens = latent[2] * (latent[3] // 2) * (latent[4] // 2)
+    result = {
+        "workload": {"config": "wan2.1-1.3b" if args.full else "tiny", "device": str(device),
+                     "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                     "dtype": str(dtype), "video": f"{h}x{w}x{f}", "latent_shape": list(latent), "tokens": tokens,
+                     "text_len": args.text_len, "iters": args.iters, "warmup": args.warmup,
+                     "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "ours_median_s": ours_med, "diffusers_median_s": ref_med, "speedup_vs_diffusers": ref_med / ours_med,
+        "max_abs_diff": err,
+    }
+    print(f"DiT forward {result['workload']['config']} {h}x{w}x{f} ({tokens} tokens, batch {args.batch}, {dtype}) "
+          f"on {result['workload']['device_name']}")
+    print(f"  ours      {ours_med * 1e3:10.2f} ms")
+    print(f"  diffusers {ref_med * 1e3:10.2f} ms")
+    print(f"  speedup   {ref_med / ours_med:10.3f}x   (max |diff| {err:.2e})")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
