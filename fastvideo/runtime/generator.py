@@ -119,7 +119,7 @@ def _report_unimplemented(config: GeneratorConfig) -> None:
 
 
 @dataclass
-class _RunOutput:
+class RunOutput:
     result: VideoResult
     resolved: ResolvedSampling
 
@@ -214,12 +214,13 @@ class VideoGenerator:
     def generate(self, request: GenerationRequest | Mapping[str, Any]) -> VideoResult:
         """Generate one video synchronously (see module contract)."""
         req, resolved = self.resolve(request)
-        return self._run(req, resolved).result
+        return self.run_resolved(req, resolved).result
 
-    def _run(self, req: GenerationRequest, s: ResolvedSampling, *, on_step: Callable[[int, int], None] | None = None,
-             should_cancel: Callable[[], bool] | None = None, need_bytes: bool = False) -> _RunOutput:
+    def run_resolved(self, req: GenerationRequest, s: ResolvedSampling, *, on_step: Callable[[int, int], None] | None = None,
+             should_cancel: Callable[[], bool] | None = None, need_bytes: bool = False) -> RunOutput:
         if self._closed:
             raise RuntimeError("this VideoGenerator has been shut down; create a new one")
+        # Runtime-internal entry: the request was already checked by resolve(); the scheduler calls this.
         assert req.request_id is not None
         self.counters.add("generations_started")
         start = time.perf_counter()
@@ -256,7 +257,7 @@ class VideoGenerator:
                              metadata=metadata, generation_time=elapsed, video_bytes=video_bytes)
         logger.info("request %s done in %.2fs (%dx%d, %d frames, %d steps)", req.request_id, elapsed, s.width,
                     s.height, s.num_frames, s.num_inference_steps)
-        return _RunOutput(result=result, resolved=s)
+        return RunOutput(result=result, resolved=s)
 
     def _output_file(self, req: GenerationRequest) -> Path:
         target = Path(req.output.output_path or DEFAULT_OUTPUT_DIR).expanduser()
@@ -285,9 +286,9 @@ class VideoGenerator:
                                        elapsed_s=time.perf_counter() - started)
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
-        def work() -> _RunOutput:
+        def work() -> RunOutput:
             try:
-                return self._run(req, resolved, on_step=on_step, should_cancel=cancelled.is_set, need_bytes=True)
+                return self.run_resolved(req, resolved, on_step=on_step, should_cancel=cancelled.is_set, need_bytes=True)
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, done)
 

@@ -103,7 +103,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     bar = tqdm(total=resolved.num_inference_steps, desc="denoising", unit="step", file=sys.stderr,
                disable=None)
     try:
-        result = generator._run(req, resolved, on_step=lambda step, total: bar.update(1)).result
+        result = generator.run_resolved(req, resolved, on_step=lambda step, total: bar.update(1)).result
     finally:
         bar.close()
         generator.shutdown()

@@ -1,0 +1,95 @@
+"""VideoService: admission control, progress, cancellation, drain on stop, warmup readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fastvideo.api import RequestError, VideoFinalEvent, VideoProgressEvent
+from fastvideo.runtime.service import JobFailed, QueueFull, ServiceConfig, ServiceStopped, VideoService
+
+REQ = {"prompt": "a fox", "sampling": {"width": 32, "height": 32, "num_frames": 1, "num_inference_steps": 3,
+                                      "seed": 1}}
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_job_lifecycle_and_progress(tiny_generator):
+    async def main():
+        service = VideoService(tiny_generator)
+        await service.start()
+        job = service.submit(REQ)
+        assert job.status == "queued" and job.progress == 0
+        events = job.subscribe()
+        seen = []
+        while True:
+            item = await events.get()
+            seen.append(item)
+            if not isinstance(item, VideoProgressEvent):
+                break
+        await service.stop()
+        return job, seen
+
+    job, seen = run(main())
+    assert [e.step for e in seen[:-1]] == [1, 2, 3]
+    assert isinstance(seen[-1], VideoFinalEvent) and seen[-1].video_bytes[4:8] == b"ftyp"
+    assert job.status == "completed" and job.progress == 100 and job.queue_time_s is not None
+
+
+def test_queue_full_rejects_before_creating_a_job(tiny_generator):
+    async def main():
+        service = VideoService(tiny_generator, ServiceConfig(max_queue=2, retry_after_s=7))
+        await service.start()
+        jobs = [service.submit(REQ) for _ in range(2)]  # the worker has not picked anything yet
+        with pytest.raises(QueueFull) as err:
+            service.submit(REQ)
+        assert err.value.retry_after_s == 7 and len(service.jobs) == 2
+        with pytest.raises(RequestError):
+            service.submit({"prompt": "x", "sampling": {"width": 30}})
+        await asyncio.gather(*(j.wait() for j in jobs))
+        await service.stop()
+        with pytest.raises(ServiceStopped):
+            service.submit(REQ)
+        return jobs
+
+    assert [j.status for j in run(main())] == ["completed", "completed"]
+
+
+def test_cancel_queued_and_running(tiny_generator):
+    async def main():
+        service = VideoService(tiny_generator)
+        await service.start()
+        slow = service.submit({**REQ, "sampling": {**REQ["sampling"], "num_inference_steps": 50}})
+        queued = service.submit(REQ)
+        events = slow.subscribe()
+        first = await events.get()  # running now
+        assert isinstance(first, VideoProgressEvent)
+        assert queued.cancel() and slow.cancel()
+        await asyncio.gather(slow.wait(), queued.wait())
+        terminal = await events.get()
+        while isinstance(terminal, VideoProgressEvent):
+            terminal = await events.get()
+        await service.stop()
+        return slow, queued, terminal
+
+    slow, queued, terminal = run(main())
+    assert slow.status == "cancelled" and queued.status == "cancelled"
+    assert isinstance(terminal, JobFailed) and terminal.code == "cancelled"
+
+
+def test_warmup_sets_ready_and_graceful_stop_drains(tiny_generator):
+    async def main():
+        service = VideoService(tiny_generator)
+        await service.start()
+        assert not service.ready
+        await service.warmup()
+        assert service.ready
+        jobs = [service.submit(REQ) for _ in range(2)]
+        await service.stop(graceful=True)
+        return service, jobs
+
+    service, jobs = run(main())
+    assert not service.ready and all(j.status == "completed" for j in jobs)
