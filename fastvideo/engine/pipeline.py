@@ -42,6 +42,29 @@ StepCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
 
 
+def overlap_video_frames(latent_frames: int) -> int:
+    """Decoded frames covered by the first ``latent_frames`` latent frames (causal VAE: 1 + 4(k-1))."""
+    return 0 if latent_frames <= 0 else 1 + 4 * (latent_frames - 1)
+
+
+@dataclass
+class Conditioning:
+    """Clean latents imposed on the first frames of a segment (continuation branch)."""
+
+    clean: torch.Tensor
+    noise: torch.Tensor
+    strength: float = 1.0
+
+    def to(self, like: torch.Tensor) -> "Conditioning":
+        return Conditioning(self.clean.to(like), self.noise.to(like), self.strength)
+
+    def impose(self, latents: torch.Tensor, sigma: float) -> torch.Tensor:
+        k = self.clean.shape[2]
+        target = (1.0 - sigma) * self.clean + sigma * self.noise
+        head = torch.lerp(latents[:, :, :k], target, self.strength)
+        return torch.cat([head, latents[:, :, k:]], dim=2)
+
+
 class GenerationCancelled(RuntimeError):
     """Raised inside :meth:`WanT2VPipeline.run` when ``should_cancel()`` turns true."""
 
@@ -128,13 +151,24 @@ class WanT2VPipeline:
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
 
     def denoise(self, latents: torch.Tensor, embeds: torch.Tensor, s: ResolvedSampling, *,
-                on_step: StepCallback | None = None, should_cancel: CancelCheck | None = None) -> torch.Tensor:
-        """Run the sampler loop; returns the clean float32 latents."""
+                on_step: StepCallback | None = None, should_cancel: CancelCheck | None = None,
+                conditioning: Conditioning | None = None) -> torch.Tensor:
+        """Run the sampler loop; returns the clean float32 latents.
+
+        With ``conditioning`` (the continuation branch), after every step the first ``K`` latent
+        frames are pulled towards the clean conditioning latents noised to the current level,
+        ``(1 - sigma) * clean + sigma * noise``, by ``strength``; at the end they equal the clean
+        latents when ``strength`` is 1.
+        """
         config = self.sampler_config
         if s.sampler is not None and s.sampler != config.kind:
             config = dataclasses.replace(config, kind=s.sampler)
         sampler = make_sampler(config)
         sampler.set_timesteps(s.num_inference_steps, device=self.device, shift=s.shift)
+        sigmas = [float(v) for v in sampler.sigmas.cpu()]
+        if conditioning is not None:
+            conditioning = conditioning.to(latents)
+            latents = conditioning.impose(latents, sigmas[0])
         batch = latents.shape[0]
         total = len(sampler.timesteps)
         for index, t in enumerate(sampler.timesteps):
@@ -149,21 +183,30 @@ class WanT2VPipeline:
                 cond, uncond = pred.chunk(2)
                 pred = uncond + s.guidance_scale * (cond - uncond)
             latents = sampler.step(pred, index, latents)  # an int index: no host sync
+            if conditioning is not None:
+                latents = conditioning.impose(latents, sigmas[index + 1])
             if on_step is not None:
                 on_step(index + 1, total)
         return latents
 
-    def decode(self, latents: torch.Tensor, s: ResolvedSampling) -> np.ndarray:
-        """Clean latents -> uint8 frames, trimmed to ``s.num_frames``."""
+    def decode(self, latents: torch.Tensor, s: ResolvedSampling, skip_frames: int = 0) -> np.ndarray:
+        """Clean latents -> uint8 frames ``[skip_frames, skip_frames + s.num_frames)``."""
         raw = self.vae.denormalize_latents(latents.to(self.vae_dtype))
         video = self.vae.decode(raw)[0]
-        return frames_to_uint8(video[:, : s.num_frames])
+        return frames_to_uint8(video[:, skip_frames: skip_frames + s.num_frames])
 
     @torch.no_grad()
     def run(self, prompt: str, negative_prompt: str | None, s: ResolvedSampling, *,
             on_step: StepCallback | None = None, should_cancel: CancelCheck | None = None,
-            on_stage: Callable[[str], None] | None = None) -> PipelineOutput:
-        """Generate one video for a resolved request (see module contract)."""
+            on_stage: Callable[[str], None] | None = None,
+            continue_from: torch.Tensor | None = None) -> PipelineOutput:
+        """Generate one video for a resolved request (see module contract).
+
+        ``continue_from``: the previous segment's trailing clean latents ``(1, C, K, h, w)``. The
+        segment is then generated with those ``K`` latent frames as its start (the continuation
+        branch: ``s.latent_frames`` already counts them) and the decoded frames of the overlap are
+        dropped, so the returned frames are new frames that follow the previous segment.
+        """
         timings: dict[str, float] = {}
         negative = self.preset.negative_prompt if negative_prompt is None else negative_prompt
 
@@ -177,11 +220,18 @@ class WanT2VPipeline:
         _sync(self.device)
         t1 = stage("denoise")
         timings["text_encode_s"] = t1 - t0
-        latents = self.denoise(self.initial_noise(s), embeds, s, on_step=on_step, should_cancel=should_cancel)
+        noise = self.initial_noise(s)
+        conditioning = None
+        if continue_from is not None:
+            conditioning = Conditioning(clean=continue_from, noise=noise[:, :, : continue_from.shape[2]],
+                                        strength=s.continuation_strength)
+        latents = self.denoise(noise, embeds, s, on_step=on_step, should_cancel=should_cancel,
+                               conditioning=conditioning)
         _sync(self.device)
         t2 = stage("decode")
         timings["denoise_s"] = t2 - t1
-        frames = self.decode(latents, s)
+        overlap = 0 if continue_from is None else overlap_video_frames(continue_from.shape[2])
+        frames = self.decode(latents, s, skip_frames=overlap)
         timings["decode_s"] = time.perf_counter() - t2
         return PipelineOutput(frames=frames, latents=latents, timings=timings)
 

@@ -10,7 +10,7 @@ pipeline runs: ``num_frames`` is what the caller gets back and ``generated_frame
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fastvideo.api.errors import RequestError
 from fastvideo.api.request import GenerationRequest
@@ -113,3 +113,10 @@ def resolve_sampling(request: GenerationRequest, preset: ModelPreset) -> Resolve
                             latent_frames=latent_frames, fps=fps, num_inference_steps=steps,
                             guidance_scale=float(guidance), seed=seed, shift=float(shift), sampler=s.sampler,
                             continuation_strength=float(strength))
+
+
+def with_overlap(s: ResolvedSampling, overlap_frames: int) -> ResolvedSampling:
+    """The continuation branch: ``overlap_frames`` decoded frames precede the requested ones."""
+    total = overlap_frames + s.num_frames
+    generated = total if (total - 1) % TEMPORAL_FACTOR == 0 else total + (-(total - 1)) % TEMPORAL_FACTOR
+    return replace(s, generated_frames=generated, latent_frames=(generated - 1) // TEMPORAL_FACTOR + 1)

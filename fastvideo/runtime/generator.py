@@ -12,6 +12,11 @@ Contract:
 - ``generate_async(request)`` yields exactly one :class:`VideoProgressEvent` per denoising step,
   then exactly one :class:`VideoFinalEvent` carrying the MP4 bytes. Closing the iterator early
   cancels the generation at the next step. Errors propagate as exceptions from the iterator.
+- Continuation: with ``output.return_state`` the result carries a ``wan.v1`` ContinuationState
+  (the segment's trailing latents); a request whose ``state`` is such a state runs the continuation
+  branch: its first latent frames are conditioned on that tail and the overlap frames are dropped,
+  so it returns ``num_frames`` new frames that follow the previous segment. A state from another
+  size or model kind is a ``RequestError`` on ``state``.
 - ``default_health_check_request()``: 256x256, 8 frames, 1 step, nothing saved.
 """
 
@@ -30,7 +35,6 @@ from typing import Any
 import torch
 
 from fastvideo.api import (
-    ContinuationState,
     GenerationRequest,
     GeneratorConfig,
     InputConfig,
@@ -43,12 +47,13 @@ from fastvideo.api import (
     parse_config,
 )
 from fastvideo.engine.loader import inspect_model_folder
-from fastvideo.engine.pipeline import WanT2VPipeline, model_dtype, model_path_or_default
+from fastvideo.engine.pipeline import WanT2VPipeline, model_dtype, model_path_or_default, overlap_video_frames
 from fastvideo.engine.presets import get_preset
-from fastvideo.engine.validation import ResolvedSampling, resolve_sampling
+from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
 from fastvideo.envs import read_env
 from fastvideo.runtime.counters import RuntimeCounters
 from fastvideo.runtime.media import encode_mp4, write_mp4_atomic
+from fastvideo.runtime.state_codec import decode_latent_state, encode_latent_state
 
 logger = logging.getLogger(__name__)
 
@@ -202,13 +207,30 @@ class VideoGenerator:
             field = "inputs.image_path" if req.inputs.image_path else "inputs.video_path"
             raise RequestError(field, f"model {self.preset.name!r} is text-to-video; image/video conditioning "
                                       "is not supported, drop the input or use an image-to-video model")
-        if req.state is not None:
-            raise RequestError("state", "continuation segments are not supported by this build yet; "
-                                        "send the request without a continuation state")
         if req.sampling.true_cfg_scale is not None and not self._warned_true_cfg:
             self._warned_true_cfg = True
             logger.warning("sampling.true_cfg_scale is ignored: Wan uses classic CFG (sampling.guidance_scale)")
-        return req, resolve_sampling(req, self.preset)
+        resolved = resolve_sampling(req, self.preset)
+        if req.state is not None:
+            tail, _ = self._continuation(req, resolved)
+            resolved = with_overlap(resolved, overlap_video_frames(tail.shape[2]))
+        return req, resolved
+
+    def _continuation(self, req: GenerationRequest, s: ResolvedSampling) -> tuple[torch.Tensor, int]:
+        """The previous segment's tail latents and index, checked against this request."""
+        assert req.state is not None
+        try:
+            tail, index = decode_latent_state(req.state)
+        except ValueError as exc:
+            raise RequestError("state", f"{exc}") from exc
+        factor = self.pipeline.vae.spatial_factor
+        expected = (self.pipeline.dit.config.in_channels, s.height // factor, s.width // factor)
+        got = (tail.shape[1], tail.shape[3], tail.shape[4])
+        if tail.shape[0] != 1 or got != expected:
+            size = f"{tail.shape[4] * factor}x{tail.shape[3] * factor}"
+            raise RequestError("state", f"the continuation state was produced at {size} (latent {tuple(tail.shape)}); "
+                                        f"this request is {s.width}x{s.height}: continue with the same size")
+        return tail, index
 
     # ------------------------------------------------------------------ generation
     def generate(self, request: GenerationRequest | Mapping[str, Any]) -> VideoResult:
@@ -226,8 +248,9 @@ class VideoGenerator:
         start = time.perf_counter()
         try:
             with self._lock:
+                tail, previous = self._continuation(req, s) if req.state is not None else (None, -1)
                 out = self.pipeline.run(req.prompt, req.negative_prompt, s, on_step=on_step,
-                                        should_cancel=should_cancel)
+                                        should_cancel=should_cancel, continue_from=tail)
             timings = dict(out.timings)
             video_bytes = None
             video_path = None
@@ -250,10 +273,13 @@ class VideoGenerator:
             "generated_frames": s.generated_frames, "fps": s.fps, "num_inference_steps": s.num_inference_steps,
             "guidance_scale": s.guidance_scale, "seed": s.seed, "shift": s.shift,
             "device": str(self.pipeline.device), "dtype": str(self.pipeline.dtype).replace("torch.", ""),
+            "branch": "initial" if req.state is None else "continuation", "segment_index": previous + 1,
         }
         result = VideoResult(request_id=req.request_id, prompt=req.prompt,
                              frames=out.frames if req.output.return_frames else None, video_path=video_path,
-                             state=self._state_for(req, out.latents) if req.output.return_state else None,
+                             state=encode_latent_state(out.latents, segment_index=previous + 1, seed=s.seed,
+                                                       width=s.width, height=s.height, model=self.preset.name)
+                             if req.output.return_state else None,
                              metadata=metadata, generation_time=elapsed, video_bytes=video_bytes)
         logger.info("request %s done in %.2fs (%dx%d, %d frames, %d steps)", req.request_id, elapsed, s.width,
                     s.height, s.num_frames, s.num_inference_steps)
@@ -264,11 +290,6 @@ class VideoGenerator:
         if target.suffix.lower() == ".mp4":
             return target
         return target / f"{req.request_id}.mp4"
-
-    def _state_for(self, req: GenerationRequest, latents: torch.Tensor) -> ContinuationState:
-        from fastvideo.runtime.state_codec import encode_latent_state
-
-        return encode_latent_state(latents, segment_index=0, seed=None)
 
     async def generate_async(self, request: GenerationRequest | Mapping[str, Any]) -> AsyncIterator[Any]:
         """Yield one progress event per denoising step, then exactly one final event."""

@@ -37,17 +37,18 @@ def tensor_from_b64(blob: Any) -> torch.Tensor:
         raise ValueError(f"tensor entry cannot be decoded: {exc}") from exc
 
 
-def encode_latent_state(latents: torch.Tensor, *, segment_index: int, seed: int | None,
-                        tail_frames: int = DEFAULT_TAIL_FRAMES) -> ContinuationState:
-    """State holding the last ``tail_frames`` latent frames of a segment."""
+def encode_latent_state(latents: torch.Tensor, *, segment_index: int, seed: int | None, width: int, height: int,
+                        model: str, tail_frames: int = DEFAULT_TAIL_FRAMES) -> ContinuationState:
+    """State holding the last ``tail_frames`` latent frames of segment ``segment_index``."""
     tail = latents[:, :, -tail_frames:].float()
     return ContinuationState(kind=WAN_STATE_KIND, payload={
         "schema_version": SCHEMA_VERSION, "segment_index": int(segment_index), "seed": seed,
+        "width": int(width), "height": int(height), "model": model,
         "latent_shape": list(latents.shape), "tail_latents": tensor_to_b64(tail)})
 
 
 def decode_latent_state(state: ContinuationState) -> tuple[torch.Tensor, int]:
-    """``(tail_latents, segment_index)`` from a validated ``wan.v1`` state."""
+    """``(tail_latents, segment_index)`` from a validated ``wan.v1`` state (ValueError if malformed)."""
     state.validate()
     if state.kind != WAN_STATE_KIND:
         raise ValueError(f"continuation state kind {state.kind!r} cannot continue a Wan model (needs {WAN_STATE_KIND!r})")
@@ -55,4 +56,7 @@ def decode_latent_state(state: ContinuationState) -> tuple[torch.Tensor, int]:
     tail = tensor_from_b64(payload.get("tail_latents"))
     if tail.ndim != 5:
         raise ValueError(f"tail_latents must be 5-D (B, C, T, h, w), got shape {tuple(tail.shape)}")
-    return tail, int(payload.get("segment_index", 0))
+    index = payload.get("segment_index", 0)
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValueError(f"segment_index must be a non-negative integer, got {index!r}")
+    return tail, index

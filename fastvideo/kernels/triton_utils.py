@@ -1,0 +1,114 @@
+"""Helpers shared by the Triton kernels (attention and fused ops). Imports ``triton``.
+
+Contract:
+- Only the Triton kernel modules (``attention/triton_attention.py``, ``fused_triton.py``) and the
+  capability checks that have already imported one of them import this module. Triton decides
+  compiled vs interpreted when a kernel is *decorated*, so we ask the kernel itself
+  (:func:`is_interpreted`) instead of reading ``TRITON_INTERPRET``.
+- :func:`triton_device_reason` is the one device/dtype rule: CUDA with the dtypes the caller
+  allows, or CPU only when the kernels run under the Triton interpreter (``TRITON_INTERPRET=1``,
+  used by the CPU test suite), where float32 is also accepted so algorithms can be checked with
+  tight tolerances.
+- :func:`rne_bf16` works around the Triton interpreter's float32->bfloat16 cast, which truncates
+  instead of rounding to nearest even; kernels call it only when ``SOFT_BF16`` (interpreted and
+  bfloat16), so the compiled GPU path is unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import triton
+import triton.language as tl
+
+#: Dtypes a compiled (GPU) kernel accepts by default.
+LOW_PRECISION_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
+
+
+def is_interpreted(kernel: object) -> bool:
+    """True when ``kernel`` (a ``@triton.jit`` object) was built for the Triton interpreter."""
+    return type(kernel).__name__ == "InterpretedFunction"
+
+
+def triton_device_reason(
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    interpreted: bool,
+    cuda_dtypes: tuple[torch.dtype, ...] = LOW_PRECISION_DTYPES,
+) -> str | None:
+    """Why a Triton kernel cannot run on ``device`` with ``dtype``; ``None`` when it can.
+
+    On CUDA ``cuda_dtypes`` are accepted. On CPU the kernels run only when interpreted, and then
+    float32 is accepted too (testing only: the interpreter is slow).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "device is cuda but torch.cuda.is_available() is False"
+        if interpreted:
+            return ("triton kernels were built for the interpreter (TRITON_INTERPRET=1) and "
+                    "cannot run on cuda tensors; unset TRITON_INTERPRET")
+        if dtype not in cuda_dtypes:
+            return f"dtype {dtype} not supported on cuda (supported: {_names(cuda_dtypes)})"
+        return None
+    if device.type == "cpu":
+        if not interpreted:
+            return ("device cpu needs the Triton interpreter (TRITON_INTERPRET=1 set before "
+                    "triton kernels are imported; testing only)")
+        allowed = tuple(dict.fromkeys(cuda_dtypes + (torch.float32,)))
+        if dtype not in allowed:
+            return f"dtype {dtype} not supported (supported: {_names(allowed)})"
+        return None
+    return f"device {device.type} not supported (cuda, or cpu with TRITON_INTERPRET=1)"
+
+
+def _names(dtypes: tuple[torch.dtype, ...]) -> str:
+    return ", ".join(str(d).replace("torch.", "") for d in dtypes)
+
+
+def soft_bf16(dtype: torch.dtype, interpreted: bool) -> bool:
+    """Whether kernels must emulate bfloat16 rounding/matmul (interpreter + bfloat16)."""
+    return interpreted and dtype == torch.bfloat16
+
+
+def normalize_gpu_name(name: str) -> str:
+    """``"NVIDIA H100 80GB HBM3"`` -> ``"nvidia-h100-80gb-hbm3"`` (lowercase, ``-`` separated)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def current_gpu_name(device: torch.device | None = None, *, interpreted: bool = False) -> str:
+    """Normalized name of the GPU kernels will run on; ``"interpreter"`` under TRITON_INTERPRET,
+    ``"cpu"`` when no CUDA device is present."""
+    if interpreted:
+        return "interpreter"
+    if not torch.cuda.is_available():
+        return "cpu"
+    return normalize_gpu_name(torch.cuda.get_device_name(device))
+
+
+def next_power_of_2(n: int) -> int:
+    """Smallest power of two >= ``n`` (``n >= 1``)."""
+    return int(triton.next_power_of_2(n))
+
+
+def row_num_warps(block: int) -> int:
+    """Warps for a one-row-per-program kernel whose row tile has ``block`` elements."""
+    if block >= 8192:
+        return 16
+    if block >= 2048:
+        return 8
+    return 4
+
+
+@triton.jit
+def rne_bf16(x):
+    """Round float32 ``x`` to the nearest bfloat16 value (ties to even), kept as float32.
+
+    A later ``.to(tl.bfloat16)`` is then exact even where the cast truncates (interpreter).
+    """
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = bits + 0x7FFF + ((bits >> 16) & 1)
+    bits = bits & 0xFFFF0000
+    return bits.to(tl.float32, bitcast=True)
