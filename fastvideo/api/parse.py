@@ -159,9 +159,6 @@ def parse_config(cls: type[T], data: Mapping[str, Any] | T) -> T:
 def config_to_dict(obj: Any) -> Any:
     """JSON-safe plain data for a config dataclass (inverse of :func:`parse_config`)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        to_dict = getattr(obj, "to_dict", None)
-        if to_dict is not None and not hasattr(obj, "__dataclass_fields__"):
-            return to_dict()
         return {f.name: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
     if isinstance(obj, Mapping):
         return {str(k): config_to_dict(v) for k, v in obj.items()}
