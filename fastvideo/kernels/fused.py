@@ -3,7 +3,7 @@
 Contract:
 - Four ops, each with a torch reference here and a Triton twin in :mod:`fastvideo.kernels.fused_triton`
   with the same signature and numerics (float32 math, one rounding to ``x.dtype``; the result has
-  ``x``'s shape and dtype):
+  ``x``'s shape and dtype; the references compute in float64 when ``x`` is float64):
 
   * ``rms_norm(x, weight, eps)``: ``x * rsqrt(mean(x^2, -1) + eps) * weight``; x ``(..., N)``,
     weight ``(N,)``. (Wan's q/k norm: ``N = heads * head_dim``; matches ``F.rms_norm``.)
@@ -49,32 +49,40 @@ OPS_BACKENDS: tuple[str, ...] = ("torch", "triton")
 
 
 # ------------------------------------------------------------------------------- references
+# Math in float32 (float64 when x is float64, so the tests can use these as exact references).
+def _math_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Reference RMSNorm over the last dim (float32 math, result in ``x.dtype``)."""
-    xf = x.float()
-    out = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps) * weight.float()
+    xf = x.to(_math_dtype(x))
+    out = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps) * weight.to(xf.dtype)
     return out.to(x.dtype)
 
 
 def layer_norm_modulate_ref(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
     """Reference ``LayerNorm(x) * (1 + scale) + shift`` (float32 math, result in ``x.dtype``)."""
-    scale, shift = _as_modulation(scale), _as_modulation(shift)
-    normed = F.layer_norm(x.float(), (x.shape[-1],), eps=eps)
-    return (normed * (1 + scale.float()) + shift.float()).to(x.dtype)
+    dt = _math_dtype(x)
+    scale, shift = _as_modulation(scale).to(dt), _as_modulation(shift).to(dt)
+    normed = F.layer_norm(x.to(dt), (x.shape[-1],), eps=eps)
+    return (normed * (1 + scale) + shift).to(x.dtype)
 
 
 def apply_rope_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Reference interleaved-pair rotation of x ``(B, L, H, D)`` (float32 math, result in ``x.dtype``)."""
+    dt = _math_dtype(x)
     length, half = x.shape[1], x.shape[-1] // 2
-    c = cos.reshape(length, 1, half).float()
-    s = sin.reshape(length, 1, half).float()
-    x1, x2 = x.float().unflatten(-1, (half, 2)).unbind(-1)
+    c = cos.reshape(length, 1, half).to(dt)
+    s = sin.reshape(length, 1, half).to(dt)
+    x1, x2 = x.to(dt).unflatten(-1, (half, 2)).unbind(-1)
     return torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).flatten(-2).to(x.dtype)
 
 
 def gated_residual_ref(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     """Reference ``x + y * gate`` (float32 math, result in ``x.dtype``)."""
-    return (x.float() + y.float() * _as_modulation(gate).float()).to(x.dtype)
+    dt = _math_dtype(x)
+    return (x.to(dt) + y.to(dt) * _as_modulation(gate).to(dt)).to(x.dtype)
 
 
 def _as_modulation(t: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastvideo.kernels.triton_utils import (is_interpreted, next_power_of_2, rne_bf16, row_num_warps,
-                                            soft_bf16, triton_device_reason)
+from fastvideo.kernels.triton_utils import (interpreter_mode_error, is_interpreted, next_power_of_2, rne_bf16,
+                                            row_num_warps, row_sum, soft_bf16, triton_device_reason)
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _rms_norm_kernel(X, W, Y, stride_xr, stride_yr, N, eps,
     cols = tl.arange(0, BLOCK)
     mask = cols < N
     x = tl.load(X + row * stride_xr + cols, mask=mask, other=0.0).to(tl.float32)
-    rstd = tl.math.rsqrt(tl.sum(x * x, 0) / N + eps)
+    rstd = tl.math.rsqrt(row_sum(x * x, 0) / N + eps)
     w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
     _store_rounded(Y + row * stride_yr + cols, x * rstd * w, mask, SOFT_BF16)
 
@@ -58,9 +58,9 @@ def _ln_modulate_kernel(X, SCALE, SHIFT, Y, L, stride_xr, stride_yr,
     cols = tl.arange(0, BLOCK)
     mask = cols < N
     x = tl.load(X + row * stride_xr + cols, mask=mask, other=0.0).to(tl.float32)
-    mean = tl.sum(x, 0) / N
+    mean = row_sum(x, 0) / N
     xc = tl.where(mask, x - mean, 0.0)
-    rstd = tl.math.rsqrt(tl.sum(xc * xc, 0) / N + eps)
+    rstd = tl.math.rsqrt(row_sum(xc * xc, 0) / N + eps)
     scale = tl.load(SCALE + b * stride_sb + pos * stride_sl + cols * stride_sc, mask=mask, other=0.0)
     shift = tl.load(SHIFT + b * stride_hb + pos * stride_hl + cols * stride_hc, mask=mask, other=0.0)
     y = xc * rstd * (1.0 + scale.to(tl.float32)) + shift.to(tl.float32)
@@ -107,11 +107,13 @@ def _rope_kernel(X, COS, SIN, Y, L, H, HALF,
 
 #: True when this module's kernels were built for the Triton interpreter (TRITON_INTERPRET=1).
 INTERPRETED: bool = is_interpreted(_rms_norm_kernel)
+_MODE_ERROR: str | None = interpreter_mode_error(_rms_norm_kernel)
 
 
 def fused_check(dtype: torch.dtype, device: torch.device) -> str | None:
     """Why the Triton fused ops cannot run on ``device`` with activations of ``dtype``, or ``None``."""
-    return triton_device_reason(dtype, torch.device(device), interpreted=INTERPRETED, cuda_dtypes=_FUSED_DTYPES)
+    return _MODE_ERROR or triton_device_reason(dtype, torch.device(device), interpreted=INTERPRETED,
+                                               cuda_dtypes=_FUSED_DTYPES)
 
 
 def _require(x: torch.Tensor, *others: torch.Tensor) -> None:

@@ -1,6 +1,12 @@
 """Helpers shared by the Triton kernels (attention and fused ops). Imports ``triton``.
 
 Contract:
+- Triton decorates its own library (``tl.sum``, ``tl.max``, ``tl.zeros``...) interpreted or
+  compiled at ``import triton``, and our kernels when their module is imported. Our kernels use
+  only builtins plus the helpers here (:func:`row_sum`, :func:`row_max`, ``tl.full``), never a
+  ``@triton.jit`` function of triton's library, so they can be built for the interpreter even in
+  a process that imported triton compiled (the CPU test suite does this). The reverse mix is
+  reported by :func:`interpreter_mode_error`.
 - Only the Triton kernel modules (``attention/triton_attention.py``, ``fused_triton.py``) and the
   capability checks that have already imported one of them import this module. Triton decides
   compiled vs interpreted when a kernel is *decorated*, so we ask the kernel itself
@@ -29,6 +35,21 @@ LOW_PRECISION_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
 def is_interpreted(kernel: object) -> bool:
     """True when ``kernel`` (a ``@triton.jit`` object) was built for the Triton interpreter."""
     return type(kernel).__name__ == "InterpretedFunction"
+
+
+#: Whether triton's own library (decorated at ``import triton``) is interpreted.
+_TRITON_INTERPRETED = is_interpreted(tl.standard.sum)
+
+
+def interpreter_mode_error(kernel: object) -> str | None:
+    """A reason string when ``kernel`` cannot run: triton itself was imported interpreted but our
+    kernels were built compiled (TRITON_INTERPRET unset in between). The other mix (triton
+    compiled, our kernels interpreted) works because our kernels call no ``@triton.jit`` function
+    of triton's library (see :func:`row_sum`)."""
+    if _TRITON_INTERPRETED and not is_interpreted(kernel):
+        return ("TRITON_INTERPRET was unset between `import triton` and importing the fastvideo "
+                "kernels; set it once, before anything imports triton")
+    return None
 
 
 def triton_device_reason(
@@ -100,6 +121,35 @@ def row_num_warps(block: int) -> int:
     if block >= 2048:
         return 8
     return 4
+
+
+@triton.jit
+def _add(a, b):
+    return a + b
+
+
+@triton.jit
+def _maximum(a, b):
+    return tl.maximum(a, b)
+
+
+# triton's own combine functions are what the interpreter recognizes for its numpy fast path (it
+# compares them by identity and never calls them, so their mode does not matter); our copies are
+# the fallback if a triton release renames them (same GPU code, slower interpreter).
+_SUM_COMBINE = getattr(tl.standard, "_sum_combine", _add)
+_MAX_COMBINE = getattr(tl.standard, "_elementwise_max", _maximum)
+
+
+@triton.jit
+def row_sum(x, axis: tl.constexpr):
+    """``tl.sum`` without calling triton's ``@jit`` library (see module doc)."""
+    return tl.reduce(x, axis, _SUM_COMBINE)
+
+
+@triton.jit
+def row_max(x, axis: tl.constexpr):
+    """``tl.max`` without calling triton's ``@jit`` library (see module doc)."""
+    return tl.reduce(x, axis, _MAX_COMBINE)
 
 
 @triton.jit

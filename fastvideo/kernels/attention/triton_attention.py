@@ -33,8 +33,8 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from fastvideo.kernels.attention.tuning import AttentionConfig, load_attention_config
-from fastvideo.kernels.triton_utils import (current_gpu_name, is_interpreted, rne_bf16, soft_bf16,
-                                            triton_device_reason)
+from fastvideo.kernels.triton_utils import (current_gpu_name, interpreter_mode_error, is_interpreted, rne_bf16,
+                                            row_max, row_sum, soft_bf16, triton_device_reason)
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +60,10 @@ def _attn_tile(acc, l_i, m_i, q, k_ptrs, v_ptrs, start_n, offs_n, Lk, qk_scale,
     s = tl.dot(q, k) * qk_scale  # fp32 logits in log2 units
     if MASK:
         s = tl.where(valid[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_new = tl.maximum(m_i, row_max(s, 1))
     p = tl.math.exp2(s - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
+    l_i = l_i * alpha + row_sum(p, 1)
     acc = acc * alpha[:, None]
     if SOFT_BF16:
         p = rne_bf16(p)
@@ -106,8 +106,8 @@ def _attn_fwd_kernel(
     v_ptrs = V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vl + offs_d[None, :] * stride_vd
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    l_i = tl.full([BLOCK_M], 0.0, dtype=tl.float32)
+    acc = tl.full([BLOCK_M, HEAD_DIM], 0.0, dtype=tl.float32)
 
     n_full = (Lk // BLOCK_N) * BLOCK_N
     for start_n in range(0, n_full, BLOCK_N):
@@ -129,11 +129,12 @@ def _attn_fwd_kernel(
 
 #: True when this module's kernels were built for the Triton interpreter (TRITON_INTERPRET=1).
 INTERPRETED: bool = is_interpreted(_attn_fwd_kernel)
+_MODE_ERROR: str | None = interpreter_mode_error(_attn_fwd_kernel)
 
 
 def attention_check(dtype: torch.dtype, head_dim: int, device: torch.device) -> str | None:
     """Why the Triton kernel cannot run this configuration, or ``None`` (registry ``check``)."""
-    reason = triton_device_reason(dtype, torch.device(device), interpreted=INTERPRETED)
+    reason = _MODE_ERROR or triton_device_reason(dtype, torch.device(device), interpreted=INTERPRETED)
     if reason is not None:
         return reason
     if head_dim not in SUPPORTED_HEAD_DIMS:
