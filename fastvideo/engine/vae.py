@@ -456,7 +456,8 @@ class WanVAE(nn.Module):
         the causal feature cache; ``chunk_size=1`` is diffusers' schedule and the least memory.
         """
         if z.ndim != 5 or z.shape[1] != self.config.z_dim:
-            raise ValueError(f"decode expects (B, {self.config.z_dim}, T, h, w) latents, got {tuple(z.shape)}")
+            raise ValueError(
+                f"decode expects (B, {self.config.z_dim}, T, h, w) latents, got {tuple(z.shape)}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         b, _, t, h, w = z.shape
@@ -496,7 +497,7 @@ class WanVAE(nn.Module):
         return DiagonalGaussian(self.quant_conv(h))
 
     def _latent_stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mean, 1/std)`` shaped ``(1, z_dim, 1, 1, 1)`` in z's device/dtype, as the pipelines build them."""
+        """``(mean, 1/std)`` as ``(1, z_dim, 1, 1, 1)`` in z's device/dtype, built as the pipelines do."""
         shape = (1, self.config.z_dim, 1, 1, 1)
         mean = torch.tensor(self.config.latents_mean).view(shape).to(z.device, z.dtype)
         inv_std = 1.0 / torch.tensor(self.config.latents_std).view(shape).to(z.device, z.dtype)

@@ -8,7 +8,9 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 from diffusers import AutoencoderKLWan  # noqa: E402
 
-from fastvideo.engine.vae import WanVAE, WanVAEConfig  # noqa: E402
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution  # noqa: E402
+
+from fastvideo.engine.vae import DiagonalGaussian, WanVAE, WanVAEConfig  # noqa: E402
 
 TINY = dict(
     base_dim=8,
@@ -93,6 +95,16 @@ def test_encode_matches_diffusers(models, frames: int, h: int, w: int) -> None:
     got_sample = post.sample(torch.Generator().manual_seed(3))
     exp_sample = expected.sample(torch.Generator().manual_seed(3))
     assert (got_sample - exp_sample).abs().max().item() <= ATOL
+
+
+def test_posterior_matches_diffusers_including_logvar_clamp() -> None:
+    params = 40.0 * torch.randn(2, 8, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    ours, ref = DiagonalGaussian(params), DiagonalGaussianDistribution(params)
+    assert ref.logvar.min() == -30.0 and ref.logvar.max() == 20.0  # the clamp is exercised
+    assert torch.equal(ours.mode(), ref.mode()) and torch.equal(ours.logvar, ref.logvar)
+    assert torch.equal(ours.std, ref.std)
+    g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    assert torch.equal(ours.sample(g1), ref.sample(g2))
 
 
 def test_encode_chunk_size_and_frame_validation(models) -> None:
