@@ -16,7 +16,10 @@ Contract:
   (the segment's trailing latents); a request whose ``state`` is such a state runs the continuation
   branch: its first latent frames are conditioned on that tail and the overlap frames are dropped,
   so it returns ``num_frames`` new frames that follow the previous segment. A state from another
-  size or model kind is a ``RequestError`` on ``state``.
+  size or model kind is a ``RequestError`` on ``state``. With a BlobStore attached
+  (:meth:`VideoGenerator.attach_blob_store`), returned states keep tensors above the size threshold
+  in the store by id (``{"encoding": "blob", "blob_id": ...}``) and incoming states that reference
+  blobs are fetched from it (a missing blob is a ``RequestError`` on ``state``).
 - ``default_health_check_request()``: 256x256, 8 frames, 1 step, nothing saved.
 """
 
@@ -53,6 +56,7 @@ from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with
 from fastvideo.envs import read_env
 from fastvideo.runtime.counters import RuntimeCounters
 from fastvideo.runtime.media import encode_mp4, write_mp4_atomic
+from fastvideo.runtime.state_blobs import externalize_state, has_blob_refs, internalize_state
 from fastvideo.runtime.state_codec import decode_latent_state, encode_latent_state
 
 logger = logging.getLogger(__name__)
@@ -141,6 +145,15 @@ class VideoGenerator:
         self._lock = threading.Lock()
         self._closed = False
         self._warned_true_cfg = False
+        self.blob_store: Any = None
+        self.blob_threshold_bytes = 64 * 1024
+        self.blob_ttl_s: float | None = None
+
+    def attach_blob_store(self, store: Any, *, threshold_bytes: int = 64 * 1024, ttl_s: float | None = None) -> None:
+        """Keep state tensors larger than ``threshold_bytes`` in ``store`` (a runtime BlobStore) by id."""
+        self.blob_store = store
+        self.blob_threshold_bytes = threshold_bytes
+        self.blob_ttl_s = ttl_s
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -211,6 +224,11 @@ class VideoGenerator:
             self._warned_true_cfg = True
             logger.warning("sampling.true_cfg_scale is ignored: Wan uses classic CFG (sampling.guidance_scale)")
         resolved = resolve_sampling(req, self.preset)
+        if req.state is not None and has_blob_refs(req.state):
+            try:
+                req = replace(req, state=internalize_state(req.state, self.blob_store))
+            except ValueError as exc:
+                raise RequestError("state", str(exc)) from exc
         if req.state is not None:
             tail, _ = self._continuation(req, resolved)
             resolved = with_overlap(resolved, overlap_video_frames(tail.shape[2]))
@@ -252,21 +270,22 @@ class VideoGenerator:
                 out = self.pipeline.run(req.prompt, req.negative_prompt, s, on_step=on_step,
                                         should_cancel=should_cancel, continue_from=tail)
             timings = dict(out.timings)
-            video_bytes = None
-            video_path = None
-            if req.output.save_video or need_bytes:
-                t0 = time.perf_counter()
-                video_bytes = encode_mp4(out.frames, s.fps)
-                timings["encode_s"] = time.perf_counter() - t0
-            if req.output.save_video:
-                assert video_bytes is not None
-                video_path = str(write_mp4_atomic(self._output_file(req), video_bytes))
+            video_bytes, video_path = self.encode_outputs(req, s, out.frames, timings, need_bytes)
         except BaseException as exc:
             name = "generations_cancelled" if type(exc).__name__ == "GenerationCancelled" else "generations_failed"
             self.counters.add(name)
             raise
-        elapsed = time.perf_counter() - start
         self.counters.add("generations_completed")
+        result = self.build_result(req, s, out.frames, out.latents, timings, start=start, previous=previous,
+                                   video_bytes=video_bytes, video_path=video_path)
+        return RunOutput(result=result, resolved=s)
+
+    def build_result(self, req: GenerationRequest, s: ResolvedSampling, frames: Any, latents: torch.Tensor,
+                     timings: dict[str, float], *, start: float, previous: int, video_bytes: bytes | None,
+                     video_path: str | None, extra_metadata: Mapping[str, Any] | None = None) -> VideoResult:
+        """The VideoResult of a finished generation (runtime-internal; the scheduler's executor uses it too)."""
+        assert req.request_id is not None
+        elapsed = time.perf_counter() - start
         metadata = {
             "request_id": req.request_id, "model": self.preset.name, "timings": timings,
             "inference_time_s": elapsed, "width": s.width, "height": s.height, "num_frames": s.num_frames,
@@ -274,16 +293,38 @@ class VideoGenerator:
             "guidance_scale": s.guidance_scale, "seed": s.seed, "shift": s.shift,
             "device": str(self.pipeline.device), "dtype": str(self.pipeline.dtype).replace("torch.", ""),
             "branch": "initial" if req.state is None else "continuation", "segment_index": previous + 1,
+            **(extra_metadata or {}),
         }
+        state = None
+        if req.output.return_state:
+            state = encode_latent_state(latents, segment_index=previous + 1, seed=s.seed, width=s.width,
+                                        height=s.height, model=self.preset.name)
+            if self.blob_store is not None:
+                state = externalize_state(state, self.blob_store, self.blob_threshold_bytes, ttl_s=self.blob_ttl_s)
         result = VideoResult(request_id=req.request_id, prompt=req.prompt,
-                             frames=out.frames if req.output.return_frames else None, video_path=video_path,
-                             state=encode_latent_state(out.latents, segment_index=previous + 1, seed=s.seed,
-                                                       width=s.width, height=s.height, model=self.preset.name)
-                             if req.output.return_state else None,
-                             metadata=metadata, generation_time=elapsed, video_bytes=video_bytes)
+                             frames=frames if req.output.return_frames else None, video_path=video_path,
+                             state=state, metadata=metadata, generation_time=elapsed, video_bytes=video_bytes)
         logger.info("request %s done in %.2fs (%dx%d, %d frames, %d steps)", req.request_id, elapsed, s.width,
                     s.height, s.num_frames, s.num_inference_steps)
-        return RunOutput(result=result, resolved=s)
+        return result
+
+    def encode_outputs(self, req: GenerationRequest, s: ResolvedSampling, frames: Any, timings: dict[str, float],
+                       need_bytes: bool) -> tuple[bytes | None, str | None]:
+        """MP4 bytes (when saved or ``need_bytes``) and the saved path (when ``save_video``)."""
+        video_bytes = None
+        video_path = None
+        if req.output.save_video or need_bytes:
+            t0 = time.perf_counter()
+            video_bytes = encode_mp4(frames, s.fps)
+            timings["encode_s"] = time.perf_counter() - t0
+        if req.output.save_video:
+            assert video_bytes is not None
+            video_path = str(write_mp4_atomic(self._output_file(req), video_bytes))
+        return video_bytes, video_path
+
+    def continuation_tail(self, req: GenerationRequest, s: ResolvedSampling) -> tuple[torch.Tensor | None, int]:
+        """``(tail latents, previous segment index)`` of a continuation request, ``(None, -1)`` otherwise."""
+        return self._continuation(req, s) if req.state is not None else (None, -1)
 
     def _output_file(self, req: GenerationRequest) -> Path:
         target = Path(req.output.output_path or DEFAULT_OUTPUT_DIR).expanduser()

@@ -9,14 +9,16 @@ Contract (the seam between ``serving/`` and the runtime):
   later :class:`VideoProgressEvent` and then exactly one terminal item (a ``VideoFinalEvent`` or a
   :class:`JobFailed`); ``wait()`` awaits the end. ``cancel()`` drops a queued job or stops a running
   one at its next step.
-- ``warmup()`` runs the generator's health-check request so the first user request pays no
-  one-time cost; ``ready`` is true only after it. ``stop(graceful=True)`` stops admission, lets
-  running and queued jobs finish within ``drain_timeout_s``, then cancels what is left (those jobs
-  fail visibly with ``shutting down``). Job records expire ``job_ttl_s`` after they end.
-- This implementation runs one job at a time on a worker thread per service (the generator is not
-  re-entrant); batching across requests belongs to the scheduler that replaces the worker loop.
+- ``warmup()`` captures the declared CUDA graphs and runs the warmup request through the normal
+  path for both branches (a first segment, then a continuation from its state) so the first user
+  request pays no one-time cost; ``ready`` is true only after it. ``stop(graceful=True)`` stops
+  admission, lets running and queued jobs finish within ``drain_timeout_s``, then cancels what is
+  left (those jobs fail visibly with ``shutting down``). Job records expire ``job_ttl_s`` after they end.
+- Jobs run through the runtime scheduler (:mod:`fastvideo.runtime.scheduler`) on a
+  :class:`~fastvideo.runtime.worker.BatchWorker`: jobs that share a shape bucket run as one batched
+  DiT forward (up to ``max_batch``), odd shapes are not starved (``max_bypass``). Jobs submitted
+  in the same event-loop tick are handed to the batcher together (it is woken at the end of the tick).
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -24,24 +26,22 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastvideo.api import GenerationRequest, VideoFinalEvent, VideoProgressEvent, VideoResult
-from fastvideo.engine.pipeline import GenerationCancelled
+from fastvideo.api import GenerationRequest, RequestError, VideoFinalEvent, VideoProgressEvent, VideoResult
+from fastvideo.runtime.cuda_graphs import GraphConfig
+from fastvideo.runtime.executor import ExecutorConfig
 from fastvideo.runtime.generator import VideoGenerator
+from fastvideo.runtime.scheduler import QueueFull, SchedulerConfig, WorkItem
+from fastvideo.runtime.worker import BatchWorker, WorkerConfig
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Job", "JobFailed", "QueueFull", "ServiceConfig", "ServiceStopped", "VideoService"]
+
 TERMINAL = ("completed", "failed", "cancelled")
-
-
-class QueueFull(RuntimeError):
-    """The service cannot take another job now; retry after ``retry_after_s`` seconds."""
-
-    def __init__(self, depth: int, retry_after_s: int) -> None:
-        self.retry_after_s = retry_after_s
-        super().__init__(f"the queue is full ({depth} jobs waiting); retry in {retry_after_s}s")
 
 
 class ServiceStopped(RuntimeError):
@@ -66,6 +66,22 @@ class ServiceConfig:
     retry_after_s: int = 5
     job_ttl_s: float = 3600.0
     drain_timeout_s: float = 60.0
+    #: Largest number of same-bucket jobs in one DiT forward (1: no batching).
+    max_batch: int = 1
+    #: A queued job is jumped by at most this many batches before its shape goes next.
+    max_bypass: int = 4
+    #: Text encode / denoise / decode on separate threads and CUDA streams; None: on for CUDA.
+    overlap: bool | None = None
+    #: DiT-step CUDA graphs captured at warmup (declared buckets).
+    graphs: GraphConfig = field(default_factory=GraphConfig)
+    #: What warmup runs for both branches; None: the generator's health-check request.
+    warmup_request: GenerationRequest | None = None
+
+    def worker_config(self) -> WorkerConfig:
+        return WorkerConfig(
+            scheduler=SchedulerConfig(max_queue=self.max_queue, max_batch=self.max_batch, max_bypass=self.max_bypass,
+                                      retry_after_s=self.retry_after_s),
+            overlap=self.overlap, executor=ExecutorConfig(graphs=self.graphs), warmup_request=self.warmup_request)
 
 
 @dataclass
@@ -87,6 +103,7 @@ class Job:
     _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _final: Any = field(default=None, repr=False)
+    _cancel_hook: Callable[[], Any] | None = field(default=None, repr=False)
 
     @property
     def queue_time_s(self) -> float | None:
@@ -110,6 +127,8 @@ class Job:
         if self.status in TERMINAL:
             return False
         self._cancel.set()
+        if self._cancel_hook is not None:
+            self._cancel_hook()
         return True
 
     def _publish(self, item: Any) -> None:
@@ -125,40 +144,79 @@ class Job:
         self._done.set()
 
 
-class VideoService:
-    """Queue + worker over one VideoGenerator (see module contract)."""
+class _JobListener:
+    """Dispatcher callbacks (worker threads) -> job updates on the service's event loop."""
 
-    def __init__(self, generator: VideoGenerator, config: ServiceConfig | None = None) -> None:
+    def __init__(self, service: "VideoService", job: Job, loop: asyncio.AbstractEventLoop) -> None:
+        self.service, self.job, self.loop = service, job, loop
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    def on_start(self, item: WorkItem) -> None:
+        self._post(self.service._on_start, self.job)
+
+    def on_step(self, item: WorkItem, step: int, total: int) -> None:
+        job = self.job
+        event = VideoProgressEvent(request_id=job.id, step=step, total_steps=total, stage="denoise",
+                                   elapsed_s=time.time() - (job.started_at or job.created_at))
+        self._post(self.service._on_progress, job, event)
+
+    def on_done(self, item: WorkItem, result: VideoResult) -> None:
+        self._post(self.service._on_done, self.job, result)
+
+    def on_cancelled(self, item: WorkItem, message: str) -> None:
+        code = "shutting_down" if "shutting down" in message else "cancelled"
+        self._post(self.service._fail, self.job, "cancelled", code, message)
+
+    def on_failed(self, item: WorkItem, exc: BaseException) -> None:
+        logger.error("job %s failed: %s: %s", self.job.id, type(exc).__name__, exc)
+        self._post(self.service._fail, self.job, "failed", "generation_failed", f"{type(exc).__name__}: {exc}")
+
+
+class VideoService:
+    """Jobs over a BatchWorker (scheduler + executor) for one VideoGenerator (see module contract)."""
+
+    def __init__(self, generator: VideoGenerator, config: ServiceConfig | None = None, *,
+                 graph_backend: Any = None, stream_backend: Any = None) -> None:
         self.generator = generator
         self.config = config or ServiceConfig()
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self.ready = False
-        self._queue: asyncio.Queue[Job] | None = None
-        self._worker: asyncio.Task | None = None
+        self.worker: BatchWorker | None = None
+        self._backends = {"graph_backend": graph_backend, "stream_backend": stream_backend}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
-        self._running: Job | None = None
+        self._wake_pending = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        if self._worker is not None:
+        if self.worker is not None:
             return
-        self._queue = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self.worker = BatchWorker(self.generator, self.config.worker_config(), name="fastvideo-service",
+                                  **self._backends)
+        self.worker.start()
         self._accepting = True
-        self._worker = asyncio.create_task(self._work(), name="fastvideo-service-worker")
 
     async def warmup(self) -> None:
-        """Run the health-check request once, then report ready."""
-        t0 = time.perf_counter()
-        request = self.generator.default_health_check_request()
-        await asyncio.to_thread(self.generator.generate, request)
+        """Capture declared graphs and run both branches once, then report ready."""
+        if self.worker is None:
+            await self.start()
+        assert self.worker is not None
+        info = await asyncio.to_thread(self.worker.warmup)
         self.ready = True
-        logger.info("warmup done in %.2fs; service ready", time.perf_counter() - t0)
+        logger.info("warmup done in %.2fs; service ready (graphs: %s)", info["warmup_s"], info["graphs"] or "none")
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop admission; drain (graceful) or cancel what is queued and running."""
         self._accepting = False
         self.ready = False
-        if self._worker is None:
+        worker = self.worker
+        if worker is None:
             return
         pending = [j for j in self.jobs.values() if j.status not in TERMINAL]
         if graceful and pending:
@@ -169,42 +227,50 @@ class VideoService:
                                sum(j.status not in TERMINAL for j in pending))
         for job in list(self.jobs.values()):
             if job.status not in TERMINAL:
+                queued = job.status == "queued"
                 job.cancel()
-                if job.status == "queued":
+                if queued:
                     self._fail(job, "cancelled", "shutting_down", "the server is shutting down")
-        if self._running is not None:
-            await self._running.wait()
-        self._worker.cancel()
-        try:
-            await self._worker
-        except asyncio.CancelledError:
-            pass
-        self._worker = None
+        running = [j for j in self.jobs.values() if j.status not in TERMINAL]
+        if running:
+            await asyncio.gather(*(j.wait() for j in running))
+        await asyncio.to_thread(worker.stop)
+        self.worker = None
 
     # ------------------------------------------------------------------ jobs
     @property
     def queue_depth(self) -> int:
-        return sum(1 for j in self.jobs.values() if j.status == "queued")
+        return 0 if self.worker is None else self.worker.queue_depth
 
     @property
     def running(self) -> int:
-        return 0 if self._running is None else 1
+        return 0 if self.worker is None else self.worker.running
 
     def submit(self, request: GenerationRequest | dict) -> Job:
         """Validate and enqueue (raises RequestError, ConfigError, QueueFull, ServiceStopped)."""
-        if not self._accepting or self._queue is None:
+        worker, loop = self.worker, self._loop
+        if not self._accepting or worker is None or loop is None:
             raise ServiceStopped("the service is not accepting jobs (starting up or shutting down)")
         req, resolved = self.generator.resolve(request)
         self._expire()
-        depth = self.queue_depth
-        if depth >= self.config.max_queue:
-            raise QueueFull(depth, self.config.retry_after_s)
         assert req.request_id is not None
+        existing = self.jobs.get(req.request_id)
+        if existing is not None and existing.status not in TERMINAL:
+            raise RequestError("request_id", f"{req.request_id!r} is already queued or running; use a new id")
         job = Job(id=req.request_id, request=req, total_steps=resolved.num_inference_steps)
-        job._resolved = resolved  # type: ignore[attr-defined]
+        worker.submit_resolved(req, resolved, listener=_JobListener(self, job, loop), need_bytes=True, notify=False,
+                               should_cancel=job._cancel.is_set)  # QueueFull propagates: no job exists
+        job._cancel_hook = lambda: worker.cancel(job.id)
         self.jobs[job.id] = job
-        self._queue.put_nowait(job)
+        if not self._wake_pending:  # wake the batcher once, at the end of this loop tick
+            self._wake_pending = True
+            loop.call_soon(self._wake)
         return job
+
+    def _wake(self) -> None:
+        self._wake_pending = False
+        if self.worker is not None:
+            self.worker.notify()
 
     def get(self, job_id: str) -> Job | None:
         self._expire()
@@ -224,45 +290,25 @@ class VideoService:
                        if j.completed_at is not None and now - j.completed_at > self.config.job_ttl_s]:
             del self.jobs[job_id]
 
+    # ------------------------------------------------------------------ callbacks (event loop thread)
     def _fail(self, job: Job, status: str, code: str, message: str) -> None:
+        if job.status in TERMINAL:
+            return
         job.error_code, job.error_message = code, message
         job._finish(status, JobFailed(job_id=job.id, status=status, code=code, message=message))
 
-    async def _work(self) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            job = await self._queue.get()
-            if job.status != "queued":
-                continue
-            if job._cancel.is_set():
-                self._fail(job, "cancelled", "cancelled", "the job was cancelled before it started")
-                continue
-            self._running = job
+    def _on_start(self, job: Job) -> None:
+        if job.status == "queued":
             job.status, job.started_at = "in_progress", time.time()
 
-            def on_step(step: int, total: int, job: Job = job) -> None:
-                event = VideoProgressEvent(request_id=job.id, step=step, total_steps=total, stage="denoise",
-                                           elapsed_s=time.time() - (job.started_at or job.created_at))
-                loop.call_soon_threadsafe(self._on_progress, job, event)
-
-            try:
-                output = await asyncio.to_thread(self.generator.run_resolved, job.request, job._resolved,  # type: ignore[attr-defined]
-                                                 on_step=on_step, should_cancel=job._cancel.is_set, need_bytes=True)
-            except GenerationCancelled:
-                self._fail(job, "cancelled", "cancelled", "the job was cancelled")
-            except Exception as exc:  # noqa: BLE001 - every failure is reported on the job
-                logger.exception("job %s failed", job.id)
-                self._fail(job, "failed", "generation_failed", f"{type(exc).__name__}: {exc}")
-            else:
-                job.result = output.result
-                job.progress = 100
-                result = output.result
-                job._finish("completed", VideoFinalEvent(
-                    request_id=job.id, video_bytes=result.video_bytes, frames=result.frames,
-                    metadata=result.metadata, continuation_state=result.state, result=result))
-            finally:
-                self._running = None
+    def _on_done(self, job: Job, result: VideoResult) -> None:
+        if job.status in TERMINAL:
+            return
+        job.result = result
+        job.progress = 100
+        job._finish("completed", VideoFinalEvent(
+            request_id=job.id, video_bytes=result.video_bytes, frames=result.frames,
+            metadata=result.metadata, continuation_state=result.state, result=result))
 
     def _on_progress(self, job: Job, event: VideoProgressEvent) -> None:
         if job.status in TERMINAL:

@@ -1,0 +1,397 @@
+"""Device work for the dispatcher: text encoding, batched denoising, VAE decode, on CUDA streams.
+
+Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a VideoGenerator):
+- ``prepare(item)``: on the *encode* stream, the request's text embeddings (cond + uncond under
+  CFG), its seeded noise (drawn on the CPU exactly as :meth:`WanT2VPipeline.initial_noise`) and,
+  for the continuation branch, the previous segment's tail latents; records an event.
+- ``denoise(batch, on_step)``: on the *denoise* stream (after waiting for each member's encode
+  event), one DiT forward per step for the whole batch: latents ``[r1..rB]`` and, under CFG,
+  ``[r1..rB, r1..rB]`` with text embeddings ``[cond1..condB, uncond1..uncondB]`` and per-row
+  timesteps; then per request, eagerly: CFG with its own guidance scale, its own sampler state
+  (shift may differ), its own continuation conditioning, ``on_step(item, step, total)``. A member
+  whose ``is_cancelled()`` turns true is dropped before the next step (``GenerationCancelled``);
+  the others go on. The step goes through a :class:`DiTGraphRunner` when one is configured (graph
+  replay for captured shapes, eager otherwise). Numerics per request equal the unbatched
+  :meth:`WanT2VPipeline.run` up to the batched matmuls' summation order (parity test: frames within
+  1 uint8 level, latents within 1e-4 on the built-in model in fp32).
+- ``finish(item)``: on the *decode* stream (after the denoise event), VAE decode with the overlap
+  frames of a continuation dropped, MP4 encoding / saving, state encoding; returns a VideoResult
+  built exactly like ``VideoGenerator.run_resolved`` builds it (plus ``batch_size``/``queue_s``).
+- Streams: :class:`StageStreams` holds three CUDA streams and orders them with events; tensors that
+  cross streams are ``record_stream``-ed. Off CUDA (or with ``streams=False``) every call is a no-op
+  and the same code runs on the current thread in order. A stand-in stream backend (same methods)
+  lets CPU tests assert the ordering.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from fastvideo.api import GenerationRequest, SamplingConfig
+from fastvideo.engine.pipeline import Conditioning, GenerationCancelled, overlap_video_frames
+from fastvideo.engine.sampler import make_sampler
+from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
+from fastvideo.runtime.cuda_graphs import (
+    CudaGraphBackend,
+    DiTGraphRunner,
+    GraphBackend,
+    GraphBucket,
+    GraphConfig,
+)
+from fastvideo.runtime.scheduler import BucketKey, WorkItem
+from fastvideo.runtime.state_codec import DEFAULT_TAIL_FRAMES
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("encode", "denoise", "decode")
+
+
+class StreamBackend(Protocol):
+    def new_stream(self) -> Any: ...
+
+    def use(self, stream: Any) -> contextlib.AbstractContextManager: ...
+
+    def new_event(self) -> Any: ...
+
+    def handoff(self, tensor: torch.Tensor, stream: Any) -> None: ...
+
+
+class CudaStreamBackend:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def new_stream(self) -> Any:
+        return torch.cuda.Stream(self.device)
+
+    def use(self, stream: Any) -> contextlib.AbstractContextManager:
+        return torch.cuda.stream(stream)
+
+    def new_event(self) -> Any:
+        return torch.cuda.Event()
+
+    def handoff(self, tensor: torch.Tensor, stream: Any) -> None:
+        if tensor.is_cuda:
+            tensor.record_stream(stream)
+
+
+class StageStreams:
+    """One stream per stage (encode, denoise, decode) or, when disabled, nothing at all."""
+
+    def __init__(self, backend: StreamBackend | None) -> None:
+        self.backend = backend
+        self.streams = {name: backend.new_stream() for name in STAGES} if backend is not None else {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend is not None
+
+    @contextlib.contextmanager
+    def use(self, stage: str) -> Iterator[None]:
+        if self.backend is None:
+            yield
+            return
+        with self.backend.use(self.streams[stage]):
+            yield
+
+    def record(self, stage: str) -> Any:
+        if self.backend is None:
+            return None
+        event = self.backend.new_event()
+        event.record(self.streams[stage])
+        return event
+
+    def wait(self, stage: str, event: Any) -> None:
+        if self.backend is not None and event is not None:
+            self.streams[stage].wait_event(event)
+
+    def handoff(self, tensor: torch.Tensor | None, stage: str) -> None:
+        if self.backend is not None and tensor is not None:
+            self.backend.handoff(tensor, self.streams[stage])
+
+    def synchronize(self, stage: str) -> None:
+        if self.backend is not None:
+            self.streams[stage].synchronize()
+
+
+@dataclass
+class ExecutorConfig:
+    """Device options of the executor."""
+
+    #: CUDA streams per stage; None: on when the device is CUDA.
+    streams: bool | None = None
+    graphs: GraphConfig = field(default_factory=GraphConfig)
+
+
+@dataclass
+class WanWork:
+    """The executor's payload of a WorkItem."""
+
+    request: GenerationRequest
+    resolved: ResolvedSampling
+    need_bytes: bool = True
+
+
+@dataclass
+class _Ctx:
+    start: float
+    embeds: torch.Tensor
+    noise: torch.Tensor
+    conditioning: Conditioning | None
+    previous: int
+    overlap: int
+    encoded: Any = None
+    denoised: Any = None
+    latents: torch.Tensor | None = None
+    batch_size: int = 1
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Member:
+    item: WorkItem
+    sampler: Any
+    latents: torch.Tensor
+    sigmas: tuple[float, ...]
+
+
+def branch_of(request: GenerationRequest) -> str:
+    return "initial" if request.state is None else "continuation"
+
+
+class WanBatchExecutor:
+    """BatchExecutor over a VideoGenerator's pipeline (see module contract)."""
+
+    def __init__(self, generator: Any, config: ExecutorConfig | None = None, *,
+                 graph_backend: GraphBackend | None = None, stream_backend: StreamBackend | None = None) -> None:
+        self.generator = generator
+        self.config = config or ExecutorConfig()
+        pipe = generator.pipeline
+        self.pipeline = pipe
+        self.device: torch.device = pipe.device
+        use_streams = self.config.streams if self.config.streams is not None else self.device.type == "cuda"
+        if stream_backend is None and use_streams and self.device.type == "cuda":
+            stream_backend = CudaStreamBackend(self.device)
+        self.streams = StageStreams(stream_backend if use_streams else None)
+        self.runner: DiTGraphRunner | None = None
+        graphs = self.config.graphs
+        if graphs.enabled:
+            if graph_backend is None and self.device.type == "cuda":
+                graph_backend = CudaGraphBackend(self.device)
+            if graph_backend is None:
+                logger.warning("CUDA graphs requested on %s without a graph backend; the DiT runs eagerly",
+                               self.device)
+            else:
+                self.runner = DiTGraphRunner(self._eager_step, graph_backend, counters=generator.counters,
+                                             warmup_iters=graphs.warmup_iters, keep_alive=self._rope_for)
+
+    # ------------------------------------------------------------------ items
+    def make_item(self, request: GenerationRequest, resolved: ResolvedSampling, *, listener: Any = None,
+                  need_bytes: bool = True, should_cancel: Any = None) -> WorkItem:
+        assert request.request_id is not None
+        item = WorkItem(request_id=request.request_id, key=BucketKey.of(resolved, branch_of(request)),
+                        payload=WanWork(request, resolved, need_bytes), listener=listener)
+        item._external_cancel = should_cancel
+        return item
+
+    # ------------------------------------------------------------------ DiT step
+    def _eager_step(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        return self.pipeline.dit(latents, timestep, embeds)
+
+    def _rope_for(self, latents: torch.Tensor) -> Any:
+        pt, ph, pw = self.pipeline.dit.config.patch_size
+        _, _, f, h, w = latents.shape
+        return self.pipeline.dit.rope_tables((f // pt, h // ph, w // pw), latents.device)
+
+    def _step(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor, token: Any) -> torch.Tensor:
+        if self.runner is not None:
+            return self.runner(latents, timestep, embeds, embeds_token=token)
+        return self._eager_step(latents, timestep, embeds)
+
+    def _sampler(self, s: ResolvedSampling) -> Any:
+        config = self.pipeline.sampler_config
+        if s.sampler is not None and s.sampler != config.kind:
+            config = dataclasses.replace(config, kind=s.sampler)
+        sampler = make_sampler(config)
+        sampler.set_timesteps(s.num_inference_steps, device=self.device, shift=s.shift)
+        return sampler
+
+    # ------------------------------------------------------------------ stages
+    @torch.no_grad()
+    def prepare(self, item: WorkItem) -> None:
+        work: WanWork = item.payload
+        req, s = work.request, work.resolved
+        pipe = self.pipeline
+        self.generator.counters.add("generations_started")
+        try:
+            start = time.perf_counter()
+            tail, previous = self.generator.continuation_tail(req, s)
+            negative = pipe.preset.negative_prompt if req.negative_prompt is None else req.negative_prompt
+            with self.streams.use("encode"):
+                embeds = pipe.encode_prompts(req.prompt, negative, s.do_cfg)
+                noise = pipe.initial_noise(s)
+                conditioning = None
+                if tail is not None:
+                    tail = tail.to(self.device)
+                    conditioning = Conditioning(clean=tail, noise=noise[:, :, : tail.shape[2]],
+                                                strength=s.continuation_strength)
+                encoded = self.streams.record("encode")
+            for tensor in (embeds, noise, tail):
+                self.streams.handoff(tensor, "denoise")
+            overlap = 0 if tail is None else overlap_video_frames(tail.shape[2])
+            item.ctx = _Ctx(start=start, embeds=embeds, noise=noise, conditioning=conditioning, previous=previous,
+                            overlap=overlap, encoded=encoded)
+            item.ctx.timings["text_encode_s"] = time.perf_counter() - start
+        except BaseException:
+            self.generator.counters.add("generations_failed")
+            raise
+
+    @torch.no_grad()
+    def denoise(self, batch: list[WorkItem], on_step: Any) -> list[tuple[WorkItem, BaseException]]:
+        pipe = self.pipeline
+        s0: ResolvedSampling = batch[0].payload.resolved
+        keys = {item.key for item in batch}
+        if len(keys) != 1:
+            raise ValueError(f"a batch must share one bucket, got {sorted(k.describe() for k in keys)}")
+        total = s0.num_inference_steps
+        cfg = s0.do_cfg
+        dropped: list[tuple[WorkItem, BaseException]] = []
+        t0 = time.perf_counter()
+        with self.streams.use("denoise"):
+            members = []
+            for item in batch:
+                ctx: _Ctx = item.ctx
+                self.streams.wait("denoise", ctx.encoded)
+                sampler = self._sampler(item.payload.resolved)
+                sigmas = sampler.state.schedule.sigmas_host
+                latents = ctx.noise
+                if ctx.conditioning is not None:
+                    ctx.conditioning = ctx.conditioning.to(latents)
+                    latents = ctx.conditioning.impose(latents, sigmas[0])
+                members.append(_Member(item, sampler, latents, sigmas))
+            token: Any = None
+            embeds: torch.Tensor | None = None
+            for index in range(total):
+                alive = []
+                for m in members:
+                    if m.item.is_cancelled():
+                        self.generator.counters.add("generations_cancelled")
+                        dropped.append((m.item, GenerationCancelled(f"cancelled before step {index + 1}/{total}")))
+                    else:
+                        alive.append(m)
+                members = alive
+                if not members:
+                    break
+                ids = tuple(m.item.request_id for m in members)
+                if ids != token:
+                    token = ids
+                    embeds = self._batch_embeds([m.item.ctx.embeds for m in members], cfg)
+                assert embeds is not None
+                model_in = torch.cat([m.latents.to(pipe.dtype) for m in members])
+                timestep = torch.cat([m.sampler.model_timestep(index, 1) for m in members])
+                if cfg:
+                    model_in = torch.cat([model_in, model_in])
+                    timestep = torch.cat([timestep, timestep])
+                pred = self._step(model_in, timestep, embeds, token)
+                count = len(members)
+                for row, m in enumerate(members):
+                    s = m.item.payload.resolved
+                    if cfg:
+                        cond, uncond = pred[row: row + 1], pred[count + row: count + row + 1]
+                        p = uncond + s.guidance_scale * (cond - uncond)
+                    else:
+                        p = pred[row: row + 1]
+                    m.latents = m.sampler.step(p, index, m.latents)
+                    if m.item.ctx.conditioning is not None:
+                        m.latents = m.item.ctx.conditioning.impose(m.latents, m.sigmas[index + 1])
+                    on_step(m.item, index + 1, total)
+            event = self.streams.record("denoise")
+        self.streams.synchronize("denoise")
+        elapsed = time.perf_counter() - t0
+        for m in members:
+            ctx = m.item.ctx
+            ctx.latents, ctx.denoised, ctx.batch_size = m.latents, event, len(batch)
+            ctx.timings["denoise_s"] = elapsed
+            self.streams.handoff(m.latents, "decode")
+        return dropped
+
+    @staticmethod
+    def _batch_embeds(per_item: list[torch.Tensor], cfg: bool) -> torch.Tensor:
+        if not cfg:
+            return torch.cat([e[:1] for e in per_item])
+        return torch.cat([e[:1] for e in per_item] + [e[1:2] for e in per_item])
+
+    @torch.no_grad()
+    def finish(self, item: WorkItem) -> Any:
+        work: WanWork = item.payload
+        req, s = work.request, work.resolved
+        ctx: _Ctx = item.ctx
+        assert ctx.latents is not None
+        try:
+            t0 = time.perf_counter()
+            with self.streams.use("decode"):
+                self.streams.wait("decode", ctx.denoised)
+                frames = self.pipeline.decode(ctx.latents, s, skip_frames=ctx.overlap)
+            ctx.timings["decode_s"] = time.perf_counter() - t0
+            timings = dict(ctx.timings)
+            video_bytes, video_path = self.generator.encode_outputs(req, s, frames, timings, work.need_bytes)
+            queue_s = (item.started_at - item.admitted_at) if item.started_at is not None else 0.0
+            result = self.generator.build_result(
+                req, s, frames, ctx.latents, timings, start=ctx.start, previous=ctx.previous,
+                video_bytes=video_bytes, video_path=video_path,
+                extra_metadata={"batch_size": ctx.batch_size, "queue_s": queue_s})
+        except BaseException:
+            self.generator.counters.add("generations_failed")
+            raise
+        self.generator.counters.add("generations_completed")
+        return result
+
+    def release(self, item: WorkItem) -> None:
+        item.ctx = None
+
+    # ------------------------------------------------------------------ graphs
+    def capture_declared(self, graphs: GraphConfig | None = None) -> list[str]:
+        """Capture the DiT step for every declared bucket x branch x batch size; returns the labels."""
+        graphs = graphs or self.config.graphs
+        if self.runner is None or not graphs.buckets:
+            return []
+        labels = []
+        for bucket in graphs.buckets:
+            for branch in ("initial", "continuation"):
+                for batch in bucket.batch_sizes:
+                    label = f"{bucket.width}x{bucket.height}x{bucket.num_frames}/{branch}/b{batch}/" + \
+                            ("cfg" if bucket.cfg else "nocfg")
+                    latents, timestep, embeds = self.example_step_inputs(bucket, branch, batch)
+                    if self.runner.capture(latents, timestep, embeds, label=label):
+                        labels.append(label)
+        return labels
+
+    @torch.no_grad()
+    def example_step_inputs(self, bucket: GraphBucket, branch: str, batch: int) -> tuple[torch.Tensor, ...]:
+        """Inputs shaped like one DiT step of ``batch`` requests in ``bucket``/``branch``."""
+        s = self.bucket_sampling(bucket, branch)
+        pipe = self.pipeline
+        rows = batch * (2 if s.do_cfg else 1)
+        factor = pipe.vae.spatial_factor
+        latents = torch.randn((rows, pipe.dit.config.in_channels, s.latent_frames, s.height // factor,
+                               s.width // factor), generator=torch.Generator().manual_seed(0)).to(self.device, pipe.dtype)
+        timestep = self._sampler(s).model_timestep(0, rows).contiguous()
+        embeds = pipe.encode_prompts("warmup", "", s.do_cfg)
+        embeds = self._batch_embeds([embeds] * batch, s.do_cfg)
+        return latents, timestep, embeds
+
+    def bucket_sampling(self, bucket: GraphBucket, branch: str) -> ResolvedSampling:
+        req = GenerationRequest(prompt="warmup", sampling=SamplingConfig(
+            width=bucket.width, height=bucket.height, num_frames=bucket.num_frames, num_inference_steps=1,
+            guidance_scale=5.0 if bucket.cfg else 1.0, sampler=bucket.sampler, seed=0))
+        s = resolve_sampling(req, self.pipeline.preset)
+        if branch == "continuation":
+            s = with_overlap(s, overlap_video_frames(DEFAULT_TAIL_FRAMES))
+        return s

@@ -1,0 +1,126 @@
+"""GPU pool on CPU with the built-in model: spawn workers, a failed boot excluded, a killed worker's session
+failing clearly while the others keep serving, sticky sessions, migration by snapshot + hydrate, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+from fastvideo.api import GenerationRequest, OutputConfig, RequestError, SamplingConfig
+from fastvideo.runtime.pool import GpuPool, LocalWorker, PoolBootError, SessionLost, WorkerDied
+from fastvideo.runtime.pool_process import ProcessWorker
+from fastvideo.runtime.state_blobs import state_blob_ids
+from fastvideo.runtime.stores import StoreConfig, open_stores
+from fastvideo.runtime.worker import WorkerConfig
+
+WARM = GenerationRequest(prompt="warm", sampling=SamplingConfig(width=32, height=32, num_frames=1, num_inference_steps=1,
+                                                                guidance_scale=1.0, seed=0),
+                         output=OutputConfig(return_frames=False))
+
+
+def request(seed: int, steps: int = 2, **extra) -> dict:
+    return {"prompt": "a lighthouse at dusk", "sampling": {"width": 32, "height": 32, "num_frames": 5,
+                                                           "num_inference_steps": steps, "guidance_scale": 1.0,
+                                                           "seed": seed}, **extra}
+
+
+def close(a, b) -> bool:
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 1
+
+
+def test_process_pool_boot_failure_worker_death_and_resume(tiny_model_dir, tiny_generator):
+    config = {"model_path": str(tiny_model_dir), "engine": {"device": "cpu", "dtype": "fp32"}}
+    wc = WorkerConfig(warmup_request=WARM)
+    stores = open_stores(StoreConfig(blob_threshold_bytes=0))  # every state tensor goes to the BlobStore
+    workers = [ProcessWorker("w0", config, worker_config=wc, threads=1),
+               ProcessWorker("w1", config, worker_config=wc, threads=1),
+               ProcessWorker("broken", {"model_path": "/nonexistent/wan"}, worker_config=wc, threads=1)]
+    pool = GpuPool(workers, stores=stores)
+    try:
+        infos = {i.worker_id: i for i in pool.start()}
+        assert infos["w0"].status == infos["w1"].status == "ready"
+        assert infos["broken"].status == "failed" and "/nonexistent/wan" in infos["broken"].error
+        assert infos["w0"].pid != os.getpid() and infos["w0"].pid != infos["w1"].pid
+
+        steps: list[tuple[int, int]] = []
+        a0 = pool.submit(request(1), session_id="a", on_progress=lambda s, t: steps.append((s, t))).result(60)
+        b0 = pool.generate(request(2), session_id="b", timeout=60)
+        assert steps == [(1, 2), (2, 2)] and a0.state is None  # not asked for: not returned
+        assert pool.sessions["a"].worker_id != pool.sessions["b"].worker_id  # spread over the workers
+        assert not any(w.load for w in pool.ready_workers)
+        a1 = pool.generate(request(3, output={"return_state": True}), session_id="a", timeout=60)
+        assert a1.metadata["branch"] == "continuation" and a1.metadata["segment_index"] == 1  # sticky, hot state
+        assert state_blob_ids(pool.snapshot("a"))  # persisted with its tensor by blob id
+        assert stores.sessions.get("a").segment_index == 1
+
+        victim = pool.workers[pool.sessions["a"].worker_id]
+        survivor = pool.workers[pool.sessions["b"].worker_id]
+        started = threading.Event()
+        in_flight = pool.submit(request(4, steps=1000), session_id="a", on_progress=lambda s, t: started.set())
+        assert started.wait(30)  # running on the victim now
+        os.kill(victim.pid, signal.SIGKILL)
+        with pytest.raises(WorkerDied, match=rf"worker {victim.worker_id} \(pid \d+\) died: exit code -9"):
+            in_flight.result(30)
+        with pytest.raises(SessionLost, match=r"died.*hot state is gone.*resume\('a'\)"):
+            pool.generate(request(5), session_id="a", timeout=60)
+        assert victim.status == "dead" and {i.worker_id: i.status for i in pool.info()}[victim.worker_id] == "dead"
+
+        b1 = pool.generate(request(6), session_id="b", timeout=60)  # the other session keeps going
+        assert b1.metadata["branch"] == "continuation" and b0.metadata["branch"] == "initial"
+        fresh = pool.generate(request(7), timeout=60)  # new work avoids the dead worker
+        assert fresh.frames.shape == (5, 32, 32, 3)
+
+        assert pool.resume("a") == survivor.worker_id  # from the last stored snapshot (segment 1)
+        a2 = pool.generate(request(8), session_id="a", timeout=60)
+        assert a2.metadata["segment_index"] == 2 and a2.metadata["branch"] == "continuation"
+        direct = tiny_generator.generate(request(8, state=a1.state))
+        assert close(a2.frames, direct.frames)
+        with pytest.raises(RequestError, match="sampling.width"):
+            pool.generate(request(9, sampling={"width": 30}), timeout=60)
+    finally:
+        pool.stop()
+    assert all(w._process.exitcode is not None for w in workers)
+
+
+def test_in_process_pool_sticky_sessions_migrate_and_restart(tiny_generator):
+    wc = WorkerConfig(warmup_request=WARM)
+    stores = open_stores(StoreConfig(blob_threshold_bytes=0))
+    pool = GpuPool([LocalWorker("g0", generator=tiny_generator, worker_config=wc),
+                    LocalWorker("g1", generator=tiny_generator, worker_config=wc)], stores=stores)
+    pool.start()
+    try:
+        first = pool.generate(request(1, output={"return_state": True}), session_id="s", timeout=60)
+        home = pool.sessions["s"].worker_id
+        assert pool.workers[home].session_ids() == ["s"]
+        target = pool.migrate("s")
+        assert target != home and pool.sessions["s"].worker_id == target
+        assert pool.workers[home].session_ids() == [] and pool.workers[target].session_ids() == ["s"]
+        second = pool.generate(request(2), session_id="s", timeout=60)
+        assert second.metadata["segment_index"] == 1
+        assert np.array_equal(second.frames, tiny_generator.generate(request(2, state=first.state)).frames)
+    finally:
+        pool.stop()
+
+    # a restarted server (new pool, new workers, same stores) resumes the session from the SessionStore
+    restarted = GpuPool([LocalWorker("g2", generator=tiny_generator, worker_config=wc)], stores=stores)
+    restarted.start()
+    try:
+        third = restarted.generate(request(3), session_id="s", timeout=60)
+        assert third.metadata["segment_index"] == 2 and restarted.sessions["s"].worker_id == "g2"
+        restarted.close_session("s")
+        assert stores.sessions.get("s") is None
+        with pytest.raises(KeyError, match="no stored snapshot"):
+            restarted.resume("s")
+    finally:
+        restarted.stop()
+
+
+def test_pool_with_no_bootable_worker_raises(tiny_model_dir):
+    pool = GpuPool([LocalWorker("x", generator_config={"model_path": "/nonexistent/a"}),
+                    LocalWorker("y", generator_config={"model_path": "/nonexistent/b"})])
+    with pytest.raises(PoolBootError, match=r"x: boot failed: ModelLoadError.*y: boot failed"):
+        pool.start()
