@@ -1,0 +1,539 @@
+"""The offline builder: a validated :class:`BuildRequest` in, one verified artifact folder out.
+
+Contract
+--------
+- :func:`run_build` validates everything it can before touching the disk (model folder, profiles,
+  branches, precision on the device, backend availability) and raises :class:`BuildError` with
+  ``exit_code`` :data:`EXIT_USAGE` (2) and a message saying what to change.
+- The artifact folder ``<out>/<backend>-<precision>-<hash12>`` is content-addressed (see
+  :mod:`fastvideo.build.manifest`). If it already exists and verifies, nothing is rebuilt
+  (``status="up-to-date"``) unless ``force``.
+- Everything is built in ``<out>/.<name>.<random>.partial`` and renamed into place only after every
+  program was verified against eager PyTorch and ``manifest.json`` (written last) lists the sha256
+  of every file. Any failure or interrupt removes the partial folder (and ``out`` itself when this
+  build created it and left it empty): nothing half-written remains. Build failures raise
+  :class:`BuildError` with exit code :data:`EXIT_FAILED` (1).
+- Backends: ``aoti`` (one weight-free ``.pt2`` per shape case), ``inductor`` (a warm
+  ``torch.compile`` cache for every case and batch), ``tensorrt`` (dynamo-exported ONNX checked
+  with onnxruntime, then one engine per case). When TensorRT or a CUDA GPU is missing the
+  tensorrt build keeps the verified ONNX stage as a complete folder with ``stage="onnx"`` and
+  returns exit code :data:`EXIT_ONNX_ONLY` (3) with a message (0 with ``onnx_only=True``).
+- ``progress`` (optional) is told the number of steps, then each step's label as it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+
+from fastvideo.build import manifest as mf
+from fastvideo.build.specs import (
+    ComponentSpec,
+    ModelDims,
+    ShapeCase,
+    SpecError,
+    VideoProfile,
+    batches_for_cfg,
+    derive_specs,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BACKENDS", "BuildError", "BuildRequest", "BuildResult", "EXIT_FAILED", "EXIT_ONNX_ONLY", "EXIT_OK",
+           "EXIT_USAGE", "Progress", "run_build"]
+
+BACKENDS = ("inductor", "aoti", "tensorrt")
+PRECISIONS = ("bf16", "fp16", "fp32")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ONNX_ONLY = 0, 1, 2, 3
+
+
+class BuildError(Exception):
+    """A build that cannot run or failed; ``exit_code`` is the CLI's status."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Progress(Protocol):
+    def begin(self, total: int) -> None: ...
+
+    def step(self, label: str) -> None: ...
+
+
+class _NoProgress:
+    def begin(self, total: int) -> None:
+        pass
+
+    def step(self, label: str) -> None:
+        pass
+
+
+@dataclass
+class BuildRequest:
+    """What to build (the CLI's options, typed)."""
+
+    backend: str
+    profiles: list[VideoProfile]
+    out: Path
+    model_path: Path | None = None
+    branches: tuple[str, ...] = ("initial",)
+    precision: str = "bf16"
+    vae_precision: str = "fp32"
+    cfg: str = "both"
+    components: tuple[str, ...] | None = None
+    device: str = "auto"
+    force: bool = False
+    onnx_only: bool = False
+    keep_onnx: bool = False
+    onnx_check: str = "ort"
+    workspace_gib: float = 8.0
+
+
+@dataclass
+class BuildResult:
+    """Where the artifact is, what it holds and how long each step took."""
+
+    path: Path
+    manifest: mf.Manifest
+    status: str  # "built", "up-to-date" or "onnx-only"
+    exit_code: int
+    message: str
+    seconds: float
+    steps: list[tuple[str, float]] = field(default_factory=list)
+
+
+class _Steps:
+    """Times each step and forwards its label to the progress display."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.records: list[tuple[str, float]] = []
+        self._label: str | None = None
+        self._t0 = 0.0
+
+    def __call__(self, label: str) -> None:
+        self.finish()
+        self._label, self._t0 = label, time.perf_counter()
+        self.progress.step(label)
+
+    def finish(self) -> None:
+        if self._label is not None:
+            self.records.append((self._label, time.perf_counter() - self._t0))
+            self._label = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise BuildError(f"--device {name!r} is not a torch device ({exc})", EXIT_USAGE) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BuildError(f"--device {name} requested but CUDA is not available; use cpu", EXIT_USAGE)
+    return device
+
+
+def _check_precision(name: str, what: str, device: torch.device) -> torch.dtype:
+    from fastvideo.build.exportable import DTYPES
+
+    if name not in DTYPES:
+        raise BuildError(f"{what} {name!r} is unknown; use one of {', '.join(PRECISIONS)}", EXIT_USAGE)
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        major, minor = torch.cuda.get_device_capability(device)
+        raise BuildError(f"{what} bf16 needs an sm_80 (Ampere) or newer GPU; {device} is sm_{major}{minor}: use fp16 "
+                         "or fp32", EXIT_USAGE)
+    return DTYPES[name]
+
+
+def _probe_precision(models: Any, components: tuple[str, ...]) -> None:
+    """Run each component once at a tiny shape so an unsupported dtype fails here, clearly."""
+    device = models.device
+    try:
+        with torch.no_grad():
+            if "dit" in components:
+                cfg = models.dit.config
+                x = torch.zeros(1, cfg.in_channels, cfg.patch_size[0], 2 * cfg.patch_size[1], 2 * cfg.patch_size[2],
+                                device=device, dtype=models.dtype)
+                models.dit(x, torch.zeros(1, device=device), torch.zeros(1, 4, cfg.text_dim, device=device,
+                                                                          dtype=models.dtype))
+            if "vae_decoder" in components or "vae_encoder" in components:
+                models.vae.decode(torch.zeros(1, models.vae.config.z_dim, 1, 2, 2, device=device,
+                                              dtype=models.vae_dtype))
+    except (RuntimeError, NotImplementedError, TypeError) as exc:
+        raise BuildError(f"this torch cannot run the model in the requested precision on {device} "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0]}); pick another --precision / "
+                         "--vae-precision or another --device", EXIT_USAGE) from None
+
+
+@dataclass
+class _Plan:
+    """Everything validated, before any file is written."""
+
+    request: BuildRequest
+    device: torch.device
+    dtype: torch.dtype
+    vae_dtype: torch.dtype
+    folder: Any
+    dims: ModelDims
+    preset: Any
+    specs: list[ComponentSpec]
+    batches: tuple[int, ...]
+    components: tuple[str, ...]
+    stage: str
+    engines_reason: str | None = None
+
+    def cases(self) -> list[ShapeCase]:
+        return [case for spec in self.specs for case in spec.cases]
+
+    def case_dtype(self, case: ShapeCase) -> torch.dtype:
+        return self.dtype if case.component == "dit" else self.vae_dtype
+
+
+def _plan(request: BuildRequest) -> _Plan:
+    from fastvideo.api.errors import ModelLoadError
+    from fastvideo.engine.dit import WanDiTConfig
+    from fastvideo.engine.loader import inspect_model_folder
+    from fastvideo.engine.presets import infer_preset
+    from fastvideo.engine.vae import WanVAEConfig
+    from fastvideo.envs import read_env
+
+    if request.backend not in BACKENDS:
+        raise BuildError(f"backend {request.backend!r} is unknown; use one of {', '.join(BACKENDS)}", EXIT_USAGE)
+    if request.onnx_check not in ("ort", "checker"):
+        raise BuildError(f"onnx_check must be 'ort' or 'checker', got {request.onnx_check!r}", EXIT_USAGE)
+    device = resolve_device(request.device)
+    dtype = _check_precision(request.precision, "--precision", device)
+    vae_dtype = _check_precision(request.vae_precision, "--vae-precision", device)
+    out = Path(request.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise BuildError(f"--out {out} exists and is not a folder", EXIT_USAGE)
+    try:
+        if request.model_path is None:
+            from fastvideo.engine.builtin_model import ensure_builtin_model
+
+            root = ensure_builtin_model(read_env().cache_dir)
+        else:
+            root = Path(request.model_path).expanduser()
+        folder = inspect_model_folder(root)
+        dit_cfg_dict = folder.read_config("transformer")
+        preset = infer_preset(folder.model_index, dit_cfg_dict)
+        dims = ModelDims.from_configs(WanDiTConfig.from_dict(dit_cfg_dict),
+                                      WanVAEConfig.from_dict(folder.read_config("vae")), preset)
+    except (ModelLoadError, ValueError, NotImplementedError) as exc:
+        raise BuildError(f"cannot use the model: {exc}", EXIT_USAGE) from None
+    try:
+        batches = batches_for_cfg(request.cfg)
+        specs = derive_specs(dims, request.profiles, request.branches, batches, request.components)
+    except SpecError as exc:
+        raise BuildError(str(exc), EXIT_USAGE) from None
+    components = tuple(spec.name for spec in specs)
+
+    stage, engines_reason = "complete", None
+    if request.backend in ("aoti", "inductor"):
+        from fastvideo.build.aoti import aoti_unavailable_reason
+
+        reason = aoti_unavailable_reason(device)
+        if reason:
+            raise BuildError(f"backend {request.backend} cannot build for {device}: {reason}", EXIT_USAGE)
+        if request.backend == "inductor":
+            from fastvideo.engine.dit import ROPE_CACHE_SIZE
+
+            dit_cases = [c for s in specs if s.name == "dit" for c in s.cases]
+            if len(dit_cases) > ROPE_CACHE_SIZE:
+                raise BuildError(f"the inductor backend serves at most {ROPE_CACHE_SIZE} DiT latent shapes per "
+                                 f"build; this request has {len(dit_cases)}: split it into several builds",
+                                 EXIT_USAGE)
+    else:
+        from fastvideo.build.onnx_export import onnx_unavailable_reason
+        from fastvideo.build.tensorrt import tensorrt_unavailable_reason
+
+        reason = onnx_unavailable_reason()
+        if reason:
+            raise BuildError(f"backend tensorrt: {reason}", EXIT_USAGE)
+        engines_reason = "--onnx-only was given" if request.onnx_only else tensorrt_unavailable_reason(device)
+        stage = "onnx" if engines_reason else "complete"
+    return _Plan(request=request, device=device, dtype=dtype, vae_dtype=vae_dtype, folder=folder, dims=dims,
+                 preset=preset, specs=specs, batches=batches, components=components, stage=stage,
+                 engines_reason=engines_reason)
+
+
+def _count_steps(plan: _Plan) -> int:
+    cases = plan.cases()
+    backend = plan.request.backend
+    if backend == "aoti":
+        per_case = 2 * len(cases)
+    elif backend == "inductor":
+        per_case = sum(len(c.batches) for c in cases)
+    else:
+        per_case = (2 + (2 if plan.stage == "complete" else 0)) * len(cases)
+    return 3 + per_case  # hash weights, load models, ..., write manifest
+
+
+def _verify(label: str, program: Callable[..., torch.Tensor], module: Any, inputs: tuple[torch.Tensor, ...],
+            dtype: torch.dtype) -> float:
+    from fastvideo.build.exportable import compare_outputs
+
+    with torch.no_grad():
+        ref = module(*inputs)
+        out = program(*inputs)
+    diff, allowed, ok = compare_outputs(out, ref, dtype)
+    if not ok:
+        raise BuildError(f"{label}: the compiled output differs from eager PyTorch by {diff:.3g} (allowed "
+                         f"{allowed:.3g}); the artifact was not written")
+    return diff
+
+
+def _build_aoti(plan: _Plan, models: Any, tmp: Path, step: _Steps) -> dict[str, dict[str, Any]]:
+    from fastvideo.build.aoti import AOTIProgram, build_aoti_case
+    from fastvideo.build.exportable import export_module
+
+    records: dict[str, dict[str, Any]] = {}
+    for case in plan.cases():
+        module = export_module(case, models)
+        dtype = plan.case_dtype(case)
+        sample = {b: case.sample_inputs(b, device=plan.device, compute_dtype=plan.dtype, vae_dtype=plan.vae_dtype)
+                  for b in case.batches}
+        step(f"aoti {case.key}")
+        path = build_aoti_case(module, case, sample[max(case.batches)], tmp)
+        step(f"verify {case.key}")
+        program = AOTIProgram(path, plan.device)
+        program.bind(module)
+        diffs = {b: _verify(f"{case.key} batch {b}", program, module, sample[b], dtype) for b in case.batches}
+        records[case.key] = {"file": path.relative_to(tmp).as_posix(), "max_abs_diff": diffs}
+    return records
+
+
+def _build_inductor(plan: _Plan, models: Any, tmp: Path, step: _Steps) -> dict[str, dict[str, Any]]:
+    from fastvideo.build.exportable import dit_grid, export_module
+    from fastvideo.build.inductor import CACHE_SUBDIR, compile_component, inductor_cache_env, warm_rope
+
+    cases = plan.cases()
+    records: dict[str, dict[str, Any]] = {}
+    shapes = sum(len(c.batches) for c in cases)
+    with inductor_cache_env(tmp / CACHE_SUBDIR, shapes=shapes):
+        warm_rope(models.dit, [dit_grid(models.dit, c.latent) for c in cases if c.component == "dit"], plan.device)
+        compiled: dict[str, Callable[..., torch.Tensor]] = {}
+        for case in cases:
+            eager = models.dit if case.component == "dit" else export_module(case, models)
+            if case.component not in compiled:
+                compiled[case.component] = compile_component(case.component, eager)
+            diffs = {}
+            for batch in case.batches:
+                step(f"compile {case.key} batch {batch}")
+                inputs = case.sample_inputs(batch, device=plan.device, compute_dtype=plan.dtype,
+                                            vae_dtype=plan.vae_dtype)
+                diffs[batch] = _verify(f"{case.key} batch {batch}", compiled[case.component], eager, inputs,
+                                       plan.case_dtype(case))
+            records[case.key] = {"file": CACHE_SUBDIR, "max_abs_diff": diffs}
+    return records
+
+
+def _build_tensorrt(plan: _Plan, models: Any, tmp: Path, step: _Steps) -> dict[str, dict[str, Any]]:
+    from fastvideo.build.exportable import export_module, load_build_models
+    from fastvideo.build.onnx_export import OnnxCheckError, check_onnx, export_onnx
+
+    request = plan.request
+    engines = plan.stage == "complete"
+    onnx_dir = tmp / "onnx"
+    twin: Any = None
+    records: dict[str, dict[str, Any]] = {}
+    for case in plan.cases():
+        module = export_module(case, models)
+        dtype = plan.case_dtype(case)
+        inputs = case.sample_inputs(max(case.batches), device=plan.device, compute_dtype=plan.dtype,
+                                    vae_dtype=plan.vae_dtype)
+        step(f"onnx {case.key}")
+        path = export_onnx(module, case, inputs, onnx_dir)
+        step(f"check {case.key}")
+        record: dict[str, Any] = {"onnx": path.relative_to(tmp).as_posix()}
+        try:
+            if request.onnx_check == "checker":
+                import onnx
+
+                onnx.checker.check_model(str(path))
+                record["onnx_check"] = {"kind": "onnx.checker"}
+            elif dtype == torch.float32 and plan.device.type == "cpu":
+                cpu_inputs = {b: case.sample_inputs(b, device="cpu", compute_dtype=plan.dtype,
+                                                    vae_dtype=plan.vae_dtype) for b in case.batches}
+                result = check_onnx(path, module, case, cpu_inputs, dtype)
+                record["onnx_check"] = {"kind": "onnxruntime", "file": result.checked_file,
+                                        "max_abs_diff": result.max_abs_diff}
+            else:
+                import onnx
+
+                onnx.checker.check_model(str(path))
+                if twin is None:  # fp32 copies on the CPU, for onnxruntime
+                    twin = load_build_models(plan.folder, device=torch.device("cpu"), dtype=torch.float32,
+                                             vae_dtype=torch.float32)
+                twin_module = export_module(case, twin)
+                cpu_inputs = {b: case.sample_inputs(b, device="cpu", compute_dtype=torch.float32,
+                                                    vae_dtype=torch.float32) for b in case.batches}
+                scratch = Path(tempfile.mkdtemp(prefix=".twin-", dir=tmp))
+                try:
+                    twin_path = export_onnx(twin_module, case, cpu_inputs[max(case.batches)], scratch)
+                    result = check_onnx(twin_path, twin_module, case, cpu_inputs, torch.float32)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                record["onnx_check"] = {"kind": "onnxruntime (fp32 twin of this graph)",
+                                        "max_abs_diff": result.max_abs_diff}
+        except OnnxCheckError as exc:
+            raise BuildError(f"{case.key}: {exc}") from None
+        if engines:
+            from fastvideo.build.tensorrt import TensorRTProgram, build_engine
+
+            step(f"engine {case.key}")
+            engine = build_engine(path, case, tmp / "tensorrt" / f"{case.key}.engine", precision=request.precision,
+                                  workspace_gib=request.workspace_gib)
+            step(f"verify {case.key}")
+            program = TensorRTProgram(engine, plan.device, case.input_names())
+            record["file"] = engine.relative_to(tmp).as_posix()
+            record["max_abs_diff"] = {b: _verify(f"{case.key} batch {b}", program, module, case.sample_inputs(
+                b, device=plan.device, compute_dtype=plan.dtype, vae_dtype=plan.vae_dtype), dtype)
+                for b in case.batches}
+        else:
+            record["file"] = None
+        records[case.key] = record
+    if engines and not request.keep_onnx:
+        shutil.rmtree(onnx_dir, ignore_errors=True)
+        for record in records.values():
+            record["onnx"] = None
+    return records
+
+
+def _rebuild_command(plan: _Plan) -> str:
+    request = plan.request
+    extra = ["--device", request.device] if request.device != "auto" else []
+    if request.onnx_only:
+        extra.append("--onnx-only")
+    return mf.rebuild_command(
+        model_path=request.model_path, backend=request.backend, profiles=[p.label for p in sorted(request.profiles)],
+        branches=request.branches, precision=request.precision, vae_precision=request.vae_precision,
+        batches=plan.batches, components=request.components, out=request.out, extra=extra)
+
+
+def _existing_ok(final: Path) -> mf.Manifest | None:
+    try:
+        existing = mf.read_manifest(final)
+    except mf.ManifestError as exc:
+        logger.warning("rebuilding %s: %s", final, exc)
+        return None
+    problems = mf.verify_files(final, existing.files)
+    if problems:
+        logger.warning("rebuilding %s: %s", final, "; ".join(problems))
+        return None
+    return existing
+
+
+def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildResult:
+    """Build one artifact folder (see module contract)."""
+    from fastvideo.build.exportable import load_build_models
+    from fastvideo.envs import read_env
+
+    started = time.perf_counter()
+    plan = _plan(request)
+    out = Path(request.out).expanduser()
+    step = _Steps(progress or _NoProgress())
+    step.progress.begin(_count_steps(plan))
+
+    step("hash weights")
+    weights = mf.compute_weights_digest(plan.folder.root, read_env().cache_dir)
+    env = mf.environment_info(plan.device, request.backend, with_tensorrt=plan.stage == "complete")
+    profiles = [p.label for p in sorted(set(request.profiles))]
+    identity = mf.identity_fields(weights=weights, backend=request.backend, stage=plan.stage,
+                                  precision=request.precision, vae_precision=request.vae_precision, profiles=profiles,
+                                  branches=request.branches, batches=plan.batches, components=plan.components,
+                                  environment=env)
+    short = mf.identity_hash(identity)
+    name = mf.folder_name(request.backend, request.precision, short)
+    final = out / name
+    status, code, message = "built", EXIT_OK, ""
+    if plan.stage == "onnx":
+        status = "onnx-only"
+        if not request.onnx_only:
+            code = EXIT_ONNX_ONLY
+            message = (f"the ONNX stage was exported and verified, but the TensorRT engine stage needs TensorRT and "
+                       f"a CUDA GPU: {plan.engines_reason}. Re-run this command on a GPU machine with TensorRT "
+                       "installed (pip install tensorrt) to build the engines.")
+    if final.exists() and not request.force:
+        existing = _existing_ok(final)
+        if existing is not None:
+            step.finish()
+            return BuildResult(final, existing, "up-to-date", code, message or "already built (use --force to rebuild)",
+                               time.perf_counter() - started, step.records)
+
+    step("load models")
+    models = load_build_models(plan.folder, device=plan.device, dtype=plan.dtype, vae_dtype=plan.vae_dtype)
+    _probe_precision(models, plan.components)
+
+    created_out = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out))
+    try:
+        builder = {"aoti": _build_aoti, "inductor": _build_inductor, "tensorrt": _build_tensorrt}[request.backend]
+        records = builder(plan, models, tmp, step)
+        step("write manifest")
+        components = []
+        for spec in plan.specs:
+            cases = []
+            for case in spec.cases:
+                entry = case.to_dict()
+                entry.update({k: ({str(b): v for b, v in val.items()} if isinstance(val, dict) and k == "max_abs_diff"
+                                  else val) for k, val in records.get(case.key, {}).items()})
+                cases.append(entry)
+            components.append({"name": spec.name, "input_names": list(spec.input_names),
+                               "output_names": list(spec.output_names), "cases": cases})
+        step.finish()
+        manifest = mf.Manifest(
+            name=name, identity=identity, identity_hash=short, backend=request.backend, stage=plan.stage,
+            precision=request.precision, vae_precision=request.vae_precision, profiles=profiles,
+            branches=list(request.branches), batches=list(plan.batches), components=components,
+            model={"path": str(plan.folder.root), "preset": plan.preset.name, "weights_digest": weights.digest,
+                   "config_digest": weights.config_digest, "weight_files": weights.files,
+                   "text_length": plan.dims.text_length, "spatial_factor": plan.dims.spatial_factor,
+                   "temporal_factor": plan.dims.temporal_factor,
+                   "attention_backend": models.dit.attention_backend.name},
+            environment=env.to_dict(), files=mf.hash_files(tmp),
+            build={"command": _rebuild_command(plan), "device": str(plan.device),
+                   "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "seconds": round(time.perf_counter() - started, 3),
+                   "steps": [{"label": label, "seconds": round(sec, 3)} for label, sec in step.records]})
+        mf.write_manifest(tmp, manifest)
+        _install(tmp, final)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created_out:
+            try:
+                out.rmdir()  # only succeeds when nothing else is in it
+            except OSError:
+                pass
+        if isinstance(exc, (BuildError, KeyboardInterrupt, SystemExit)):
+            raise
+        logger.debug("build failed", exc_info=True)
+        raise BuildError(f"building {request.backend} artifacts failed: {type(exc).__name__}: {exc}") from exc
+    return BuildResult(final, manifest, status, code, message, time.perf_counter() - started, step.records)
+
+
+def _install(tmp: Path, final: Path) -> None:
+    """Rename the finished ``tmp`` folder to ``final`` (replacing an old build atomically per rename)."""
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    trash = final.with_name(f".{final.name}.old-{os.getpid()}")
+    os.replace(final, trash)
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        os.replace(trash, final)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,178 @@
+"""Exportable modules: the DiT and VAE wrapped with fixed signatures for export and compilation.
+
+Contract
+--------
+- :func:`load_build_models` loads the DiT (compute precision, diffusers' fp32-kept parameters) and
+  the VAE (its own precision) of a checked model folder onto a device, exactly as
+  :meth:`WanT2VPipeline.from_folder` does, without the text encoder.
+- :class:`DiTExport` wraps the DiT for one latent shape. Its RoPE tables are its own named
+  buffers (``rope_cos``/``rope_sin``, recomputed deterministically from the config), so an
+  exported program's constants are all named: ``dit.<param>`` plus those two. While tracing
+  (``with module.tracing():``) the DiT's public ``rope_tables`` method is overridden on the
+  instance to return these buffers, and restored afterwards; eager calls are untouched.
+- :class:`VAEDecodeExport` maps raw latents ``(1, z, T, h, w)`` to video with
+  ``WanVAE.decode`` (chunk size 1, the pipeline's schedule); :class:`VAEEncodeExport` maps video
+  to the posterior parameters ``cat([mean, logvar], dim=1)`` (rebuild the posterior with
+  ``DiagonalGaussian(params)``).
+- :func:`constants_map` gives every parameter and buffer by its fully qualified name: what an
+  AOTInductor package built without packaged weights needs (``load_constants``), so compiled
+  programs share the eager model's memory instead of holding their own copies.
+- :func:`compare_outputs` is the one verification rule: ``max|a - b| <= tol * max(1, max|b|)``
+  with the tolerance of :data:`TOLERANCES` for the precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from fastvideo.build.specs import LatentShape, ShapeCase
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BuildModels",
+    "DTYPES",
+    "DiTExport",
+    "TOLERANCES",
+    "VAEDecodeExport",
+    "VAEEncodeExport",
+    "compare_outputs",
+    "constants_map",
+    "export_module",
+    "load_build_models",
+]
+
+DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+#: Relative tolerance (to ``max(1, max|reference|)``) of compiled vs eager outputs, per precision.
+TOLERANCES: dict[torch.dtype, float] = {torch.float32: 1e-3, torch.float16: 2e-2, torch.bfloat16: 5e-2}
+
+
+@dataclass
+class BuildModels:
+    """The eager DiT and VAE a build compiles (and verifies against)."""
+
+    dit: Any
+    vae: Any
+    dtype: torch.dtype
+    vae_dtype: torch.dtype
+    device: torch.device
+
+
+def load_build_models(folder: Any, *, device: torch.device, dtype: torch.dtype,
+                      vae_dtype: torch.dtype) -> BuildModels:
+    """Load the DiT and VAE of a checked :class:`ModelFolder` like the pipeline does."""
+    from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
+    from fastvideo.engine.loader import load_module_weights
+    from fastvideo.engine.vae import WanVAE, WanVAEConfig
+
+    with torch.device("meta"):
+        dit = WanTransformer3DModel(WanDiTConfig.from_dict(folder.read_config("transformer")))
+        vae = WanVAE(WanVAEConfig.from_dict(folder.read_config("vae")))
+    load_module_weights(dit, folder.component("transformer"), dtype=dtype, device=device,
+                        dtype_for=inference_param_dtype)
+    load_module_weights(vae, folder.component("vae"), dtype=vae_dtype, device=device)
+    return BuildModels(dit=dit, vae=vae, dtype=dtype, vae_dtype=vae_dtype, device=device)
+
+
+def dit_grid(dit: Any, latent: LatentShape) -> tuple[int, int, int]:
+    """The DiT patch grid ``(F', H', W')`` of a latent shape."""
+    pt, ph, pw = dit.config.patch_size
+    return latent.frames // pt, latent.height // ph, latent.width // pw
+
+
+class DiTExport(nn.Module):
+    """The DiT at one latent shape, with its RoPE tables as named buffers (see module contract)."""
+
+    def __init__(self, dit: Any, latent: LatentShape, device: torch.device | str) -> None:
+        super().__init__()
+        from fastvideo.engine.dit import build_rope_tables
+
+        self.dit = dit
+        self.latent = latent
+        cos, sin = build_rope_tables(dit.config, dit_grid(dit, latent), device)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    @contextlib.contextmanager
+    def tracing(self) -> Iterator["DiTExport"]:
+        """Route the DiT's RoPE lookup to this module's buffers while an exporter traces it."""
+        def fixed_tables(grid: tuple[int, int, int], device: torch.device | str) -> tuple[torch.Tensor, ...]:
+            # Read the attributes at call time: exporters swap buffers for traced stand-ins.
+            return self.rope_cos, self.rope_sin
+
+        self.dit.__dict__["rope_tables"] = fixed_tables
+        try:
+            yield self
+        finally:
+            self.dit.__dict__.pop("rope_tables", None)
+
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor,
+                encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dit(hidden_states, timestep, encoder_hidden_states)
+
+
+class VAEDecodeExport(nn.Module):
+    """Raw latents -> video through ``WanVAE.decode`` (chunk size 1)."""
+
+    def __init__(self, vae: Any) -> None:
+        super().__init__()
+        self.vae = vae
+
+    @contextlib.contextmanager
+    def tracing(self) -> Iterator["VAEDecodeExport"]:
+        yield self
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents)
+
+
+class VAEEncodeExport(nn.Module):
+    """Video -> posterior parameters ``cat([mean, logvar], dim=1)`` through ``WanVAE.encode``."""
+
+    def __init__(self, vae: Any) -> None:
+        super().__init__()
+        self.vae = vae
+
+    @contextlib.contextmanager
+    def tracing(self) -> Iterator["VAEEncodeExport"]:
+        yield self
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        posterior = self.vae.encode(video)
+        return torch.cat([posterior.mean, posterior.logvar], dim=1)
+
+
+def export_module(case: ShapeCase, models: BuildModels) -> nn.Module:
+    """The wrapper module a shape case is exported/compiled from (eval mode)."""
+    if case.component == "dit":
+        module: nn.Module = DiTExport(models.dit, case.latent, models.device)
+    elif case.component == "vae_decoder":
+        module = VAEDecodeExport(models.vae)
+    elif case.component == "vae_encoder":
+        module = VAEEncodeExport(models.vae)
+    else:  # pragma: no cover - specs reject unknown components
+        raise ValueError(f"unknown component {case.component!r}")
+    return module.eval()
+
+
+def constants_map(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of ``module`` by fully qualified name (no copies)."""
+    out = {name: p.detach() for name, p in module.named_parameters(remove_duplicate=False)}
+    out.update({name: b for name, b in module.named_buffers(remove_duplicate=False)})
+    return out
+
+
+def compare_outputs(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> tuple[float, float, bool]:
+    """``(max_abs_diff, allowed, ok)`` of a compiled output against the eager reference."""
+    if tuple(out.shape) != tuple(ref.shape):
+        return float("inf"), 0.0, False
+    diff = (out.float() - ref.float()).abs().max().item() if out.numel() else 0.0
+    scale = max(1.0, ref.float().abs().max().item() if ref.numel() else 0.0)
+    allowed = TOLERANCES.get(dtype, 5e-2) * scale
+    return diff, allowed, bool(diff <= allowed)
