@@ -17,6 +17,8 @@ ATTENTION_BACKEND_VAR = "FASTVIDEO_ATTENTION_BACKEND"
 CACHE_DIR_VAR = "FASTVIDEO_CACHE_DIR"
 #: Log level for the ``fastvideo`` logger (``INFO``, ``DEBUG``...).
 LOG_LEVEL_VAR = "FASTVIDEO_LOG_LEVEL"
+#: API key ``fastvideo serve`` / ``bench`` use when ``--api-key`` is not given (keeps it out of ``ps``).
+API_KEY_VAR = "FASTVIDEO_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class EnvSettings:
     attention_backend: str | None
     cache_dir: Path
     log_level: str
+    api_key: str | None = None
 
 
 def read_env() -> EnvSettings:
@@ -41,4 +44,5 @@ def read_env() -> EnvSettings:
         attention_backend=backend.strip().lower() if backend else None,
         cache_dir=cache_dir,
         log_level=(os.environ.get(LOG_LEVEL_VAR) or "INFO").upper(),
+        api_key=os.environ.get(API_KEY_VAR) or None,
     )

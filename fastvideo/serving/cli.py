@@ -1,8 +1,10 @@
-"""The ``fastvideo`` command line: ``fastvideo generate`` (and later ``serve``, ``bench``).
+"""The ``fastvideo`` command line: ``generate``, ``serve``, ``router-serve`` and ``bench``.
 
-Contract: every sub-command parses its flags into typed ``fastvideo.api`` objects and calls the
-public runtime API; bad input exits with status 2 and a one-line message naming the flag and the
-fix, never a traceback, and never leaves a partial output file. Progress is shown on stderr.
+Contract: every sub-command parses its flags into typed ``fastvideo.api`` / serving config objects
+and calls the public runtime API; bad input exits with status 2 and a one-line message naming the
+flag and the fix, never a traceback, and never leaves a partial output file. Progress is shown on
+stderr. ``serve`` layers defaults < ``--config`` file < explicit flags < dotted ``KEY=VALUE``
+overrides (see :mod:`fastvideo.serving.config`).
 """
 
 from __future__ import annotations
@@ -116,11 +118,116 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("serve", help="run the OpenAI-compatible HTTP + WebSocket streaming server",
+                       description="Serve a model over OpenAI-compatible HTTP (/v1/videos, /v1/videos/generations, "
+                                   "/v1/images/generations, /v1/models), the /v1/stream WebSocket (fMP4), /health, "
+                                   "/readyz, /metrics and a browser player at /. Settings: defaults < --config file < "
+                                   "flags < KEY=VALUE overrides.")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted config overrides, e.g. engine.dtype=bf16 server.port=8001 streaming.max_sessions=8")
+    p.add_argument("--config", default=None, help="YAML or JSON serve config (sections: generator, server, queue, "
+                                                   "streaming; generator keys may sit at the top level)")
+    add_generator_args(p)
+    p.set_defaults(device=None, dtype=None)
+    p.add_argument("--artifacts", default=None, help="folder of built artifacts (fastvideo-build --out) to load")
+    s = p.add_argument_group("server")
+    s.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/* "
+                                                   "(default: $FASTVIDEO_API_KEY, else no auth)")
+    s.add_argument("--max-queue", type=int, default=None, help="jobs that may wait; more get 429 (default 16)")
+    s.add_argument("--output-dir", default=None, help="folder of generated files (default outputs/serving)")
+    s.add_argument("--output-ttl", type=float, default=None, help="seconds finished files are kept (default 3600)")
+    s.add_argument("--served-model-name", default=None, help="model id clients use (default: the preset name)")
+    s.add_argument("--max-sessions", type=int, default=None, help="concurrent /v1/stream sessions (default 4)")
+    s.add_argument("--stream-codec", choices=["h264", "av1"], default=None, help="fMP4 stream codec (default h264)")
+    s.add_argument("--no-warmup", action="store_true", help="skip the startup warmup (ready at once)")
+    s.add_argument("--log-format", choices=["text", "json"], default=None, help="log lines as text or JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_serve)
+    return p
+
+
+def serve_flags_from_args(args: argparse.Namespace) -> dict:
+    """The nested mapping of flags the user gave explicitly (None / False mean "not given")."""
+    flags: dict = {}
+
+    def put(path: str, value: object) -> None:
+        if value is None or value is False:
+            return
+        node = flags
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+
+    put("generator.model_path", args.model_path)
+    put("generator.pipeline.preset", args.preset)
+    put("generator.engine.device", args.device)
+    put("generator.engine.dtype", args.dtype)
+    put("generator.engine.attention_backend", args.attention_backend)
+    put("generator.engine.compile.enabled", bool(args.compile) or None)
+    put("generator.engine.artifacts_path", args.artifacts)
+    put("server.host", args.host)
+    put("server.port", args.port)
+    put("server.api_key", args.api_key or read_env().api_key)
+    put("server.output_dir", args.output_dir)
+    put("server.output_ttl_s", args.output_ttl)
+    put("server.served_model_name", args.served_model_name)
+    put("server.log_format", args.log_format)
+    put("queue.max_queue", args.max_queue)
+    put("streaming.max_sessions", args.max_sessions)
+    put("streaming.codec", args.stream_codec)
+    if args.no_warmup:
+        flags.setdefault("server", {})["warmup"] = False
+    return flags
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fastvideo.serving.config import load_serve_config
+    from fastvideo.serving.observability import setup_server_logging
+    from fastvideo.serving.server import run_server
+
+    config = load_serve_config(args.config, flags=serve_flags_from_args(args), overrides=args.overrides)
+    level = "DEBUG" if args.verbose else read_env().log_level
+    setup_server_logging(config.server.log_format, level)
+    return run_server(config)
+
+
+def _build_router_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("router-serve", help="run the HTTP + WebSocket router in front of several servers",
+                       description="Proxy /v1/* HTTP and /v1/stream WebSocket traffic to healthy replicas "
+                                   "(health-checked, failover, sticky job ids and streaming sessions).")
+    p.add_argument("--config", required=True, help="router YAML/JSON (host, port, replicas[url, primary], "
+                                                   "health_check{path, interval_s, ...}); may sit under 'router:'")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. port=9001")
+    p.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines as text or JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_router_serve)
+    return p
+
+
+def cmd_router_serve(args: argparse.Namespace) -> int:
+    from fastvideo.serving.config import load_router_config
+    from fastvideo.serving.observability import setup_server_logging
+    from fastvideo.serving.server import run_router
+
+    config = load_router_config(args.config, args.overrides)
+    setup_server_logging(args.log_format, "DEBUG" if args.verbose else read_env().log_level)
+    return run_router(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from fastvideo.serving.bench import build_bench_parser
+
     parser = argparse.ArgumentParser(prog="fastvideo", description="FastVideo Engine: video diffusion inference.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _build_generate_parser(sub)
+    _build_serve_parser(sub)
+    _build_router_parser(sub)
+    build_bench_parser(sub)
     return parser
 
 

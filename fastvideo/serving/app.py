@@ -1,0 +1,226 @@
+"""The ``fastvideo serve`` FastAPI app: OpenAI HTTP, ``/v1/stream``, operations endpoints, browser page.
+
+Contract:
+- :func:`build_app(config, generator)` wraps an already loaded :class:`VideoGenerator` in a
+  :class:`VideoService` (the runtime seam) and mounts every route. Its lifespan starts the
+  service, then warms it up in the background (``config.server.warmup``): ``/health`` (liveness)
+  is 200 as soon as the process serves, ``/readyz`` is 200 only once warmup is done (503 before,
+  with the phase, and 503 again while draining). Shutdown stops admission (503), lets running and
+  queued jobs finish within ``server.drain_timeout_s`` then fails the rest visibly
+  (``shutting_down``), writes the outputs of jobs that finished, and stops the expiry reaper.
+  The generator is shut down by whoever created it (``run_server``), not by the app.
+- :class:`RequestContextMiddleware` (pure ASGI, outermost): every HTTP response carries
+  ``x-request-id`` (the client's when sane, else a new one) - error and 500 responses included;
+  the id is in every log line of the request; ``/v1/*`` requires ``Authorization: Bearer`` when
+  an API key is configured (401 envelope otherwise); bodies over ``max_body_bytes`` get 413; an
+  unexpected exception becomes a 500 envelope and the server keeps serving. Requests are counted
+  in ``/metrics`` by route template.
+- ``GET /`` serves the MSE player page from ``fastvideo/serving/static/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from fastvideo.runtime.generator import VideoGenerator
+from fastvideo.runtime.service import ServiceConfig, VideoService
+from fastvideo.serving.app_state import ServerState
+from fastvideo.serving.config import ServeConfig
+from fastvideo.serving.errors import error_body, install_error_handlers
+from fastvideo.serving.metrics import ServingMetrics
+from fastvideo.serving.observability import accept_request_id, request_id_var
+from fastvideo.serving.openai_routes import build_openai_router
+from fastvideo.serving.request_mapping import ModelDefaults
+from fastvideo.serving.session import SessionManager
+from fastvideo.serving.stream_routes import register_stream_routes
+from fastvideo.serving.video_store import VideoStore
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+_OPEN_PATHS = ("/health", "/healthz", "/readyz", "/metrics")
+
+
+class RequestContextMiddleware:
+    """Request id, auth, body limit, last-resort 500s and HTTP metrics (see module contract)."""
+
+    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int, metrics: ServingMetrics) -> None:
+        self.app, self.api_key, self.max_body_bytes, self.metrics = app, api_key, max_body_bytes, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                request_id_var.set(accept_request_id(_header(scope, b"x-request-id")))
+            await self.app(scope, receive, send)
+            return
+        request_id = accept_request_id(_header(scope, b"x-request-id"))
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status_holder = {"status": 500, "started": False}
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"], status_holder["started"] = message["status"], True
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        async def reply(status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+            payload = json.dumps(body).encode()
+            hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+            hdrs += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+            await send_with_id({"type": "http.response.start", "status": status, "headers": hdrs})
+            await send({"type": "http.response.body", "body": payload})
+
+        path = scope.get("path", "")
+        try:
+            if self.api_key and path.startswith("/v1/") and not _authorized(scope, self.api_key):
+                await reply(401, error_body("missing or wrong API key (send Authorization: Bearer <key>)",
+                                            type="authentication_error", code="invalid_api_key"),
+                            {"www-authenticate": "Bearer"})
+                return
+            length = _header(scope, b"content-length")
+            if length and length.isdigit() and int(length) > self.max_body_bytes:
+                await reply(413, error_body(f"request body is larger than {self.max_body_bytes} bytes",
+                                            type="invalid_request_error", code="request_too_large"))
+                return
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: answer, log, keep serving
+            logger.exception("unhandled error on %s %s: %s", scope.get("method"), path, exc)
+            if not status_holder["started"]:
+                await reply(500, error_body("internal server error", type="server_error", code="internal_error"))
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or ("unmatched" if status_holder["status"] == 404 else path)
+            method = scope.get("method", "GET")
+            self.metrics.http_requests.labels(method, template, str(status_holder["status"])).inc()
+            self.metrics.http_latency.labels(method, template).observe(time.perf_counter() - started)
+            level = logging.DEBUG if method == "GET" and status_holder["status"] < 400 else logging.INFO
+            logger.log(level, "%s %s -> %d in %.1fms", method, path, status_holder["status"],
+                       1000 * (time.perf_counter() - started))
+            request_id_var.reset(token)
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _authorized(scope: dict, api_key: str) -> bool:
+    auth = _header(scope, b"authorization") or ""
+    return auth.lower().startswith("bearer ") and auth[7:].strip() == api_key
+
+
+def model_defaults(generator: VideoGenerator, served_name: str | None) -> ModelDefaults:
+    preset = generator.preset
+    return ModelDefaults(name=served_name or preset.name, width=preset.width, height=preset.height,
+                         num_frames=preset.num_frames, fps=preset.fps, max_frames=preset.max_frames)
+
+
+def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
+    """The server app over ``generator`` (see module contract)."""
+    srv = config.server
+    service = VideoService(generator, ServiceConfig(max_queue=config.queue.max_queue,
+                                                    retry_after_s=config.queue.retry_after_s,
+                                                    job_ttl_s=120.0, drain_timeout_s=srv.drain_timeout_s))
+    holder: dict[str, ServerState] = {}
+    metrics = ServingMetrics(queue_depth=lambda: service.queue_depth, running=lambda: service.running,
+                             ready=lambda: 1.0 if holder and holder["s"].ready else 0.0)
+    defaults = model_defaults(generator, srv.served_model_name)
+    ids = {defaults.name, generator.preset.name, str(generator.model_path), Path(generator.model_path).name}
+    state = ServerState(config=config, service=service, store=VideoStore(service, metrics, srv.output_dir,
+                                                                         srv.output_ttl_s),
+                        metrics=metrics, sessions=SessionManager(config.streaming.max_sessions), defaults=defaults,
+                        model_ids=frozenset(ids))
+    holder["s"] = state
+    stop = asyncio.Event()
+
+    async def warm() -> None:
+        if not srv.warmup:
+            state.phase = "ready"
+            return
+        state.phase = "warming"
+        t0 = time.perf_counter()
+        try:
+            await service.warmup()
+        except Exception:  # noqa: BLE001 - a failed warmup keeps /readyz at 503 and says why in the log
+            logger.exception("warmup failed; the server stays not ready")
+            state.phase = "warmup_failed"
+            return
+        state.warmup_s = time.perf_counter() - t0
+        if state.phase == "warming":
+            state.phase = "ready"
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        Path(srv.output_dir).expanduser().mkdir(parents=True, exist_ok=True)
+        removed = state.store.sweep_stale_files()
+        if removed:
+            logger.info("removed %d expired files from %s", removed, srv.output_dir)
+        await service.start()
+        warm_task = asyncio.create_task(warm(), name="fastvideo-warmup")
+        reaper = asyncio.create_task(state.store.run_reaper(stop), name="fastvideo-reaper")
+        logger.info("serving %s on http://%s:%d (queue %d, sessions %d)", defaults.name, srv.host, srv.port,
+                    config.queue.max_queue, config.streaming.max_sessions)
+        try:
+            yield
+        finally:
+            state.phase = "draining"
+            logger.info("shutting down: draining %d queued and %d running jobs (up to %.0fs)", service.queue_depth,
+                        service.running, srv.drain_timeout_s)
+            if not warm_task.done():
+                with contextlib.suppress(BaseException):
+                    await warm_task
+            await service.stop(graceful=True)
+            await state.store.close()
+            stop.set()
+            with contextlib.suppress(BaseException):
+                await reaper
+            state.phase = "stopped"
+            logger.info("shutdown complete")
+
+    app = FastAPI(title="FastVideo Engine", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.server = state
+    install_error_handlers(app)
+    app.include_router(build_openai_router(state))
+    register_stream_routes(app, state)
+
+    @app.get("/health")
+    @app.get("/healthz")
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok", "phase": state.phase, "uptime_s": round(time.time() - state.started_at, 3)})
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        body = {"status": "ready" if state.ready else "not_ready", "phase": state.phase, "model": defaults.name,
+                "queue_depth": service.queue_depth, "running": service.running,
+                "max_queue": config.queue.max_queue, "sessions": len(state.sessions),
+                "max_sessions": config.streaming.max_sessions, "warmup_s": state.warmup_s}
+        headers = {} if state.ready else {"retry-after": str(config.queue.retry_after_s)}
+        return JSONResponse(body, status_code=200 if state.ready else 503, headers=headers)
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        payload, content_type = metrics.render()
+        return Response(payload, media_type=content_type)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse((STATIC_DIR / "index.html").read_text())
+
+    # Added last = outermost of the user middleware: it wraps every route and exception handler.
+    app.add_middleware(RequestContextMiddleware, api_key=srv.api_key, max_body_bytes=srv.max_body_bytes,
+                       metrics=metrics)
+    return app

@@ -1,0 +1,85 @@
+"""What one ``fastvideo serve`` app holds, passed explicitly to its route builders.
+
+Contract: :class:`ServerState` bundles the config, the runtime's :class:`VideoService` (the only
+seam to the runtime), the :class:`VideoStore`, metrics, streaming sessions and the served
+model's identity. It is created by :func:`fastvideo.serving.app.build_app` and stored on
+``app.state.server``; there is no module-level instance. :meth:`submit` is the single admission
+path for HTTP and WebSocket jobs: it refuses with 503 before warmup or while draining, 429 when
+the queue is full (both with ``retry-after``, and both before any job exists), 400 for bad input
+with ``param`` naming the client's field.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastvideo.api import ConfigError, GenerationRequest, RequestError
+from fastvideo.runtime.service import Job, QueueFull, ServiceStopped, VideoService
+from fastvideo.serving.config import ServeConfig
+from fastvideo.serving.errors import APIError, bad_request, queue_full, unavailable
+from fastvideo.serving.metrics import ServingMetrics
+from fastvideo.serving.request_mapping import ModelDefaults, param_for_field
+from fastvideo.serving.session import SessionManager
+from fastvideo.serving.video_store import VideoStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerState:
+    """Everything the routes of one server use (see module contract)."""
+
+    config: ServeConfig
+    service: VideoService
+    store: VideoStore
+    metrics: ServingMetrics
+    sessions: SessionManager
+    defaults: ModelDefaults
+    model_ids: frozenset[str]
+    started_at: float = field(default_factory=time.time)
+    phase: str = "starting"  # starting | warming | ready | draining | stopped | warmup_failed
+    warmup_s: float | None = None
+    _reported_extras: set[str] = field(default_factory=set)
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "ready"
+
+    def require_ready(self) -> None:
+        retry = self.config.queue.retry_after_s
+        if self.phase == "draining" or self.phase == "stopped":
+            self.metrics.rejections.labels("shutting_down").inc()
+            raise unavailable("the server is shutting down; retry on another replica", retry, "shutting_down")
+        if self.phase != "ready":
+            self.metrics.rejections.labels("not_ready").inc()
+            raise unavailable(f"the server is not ready yet ({self.phase}); retry shortly", retry, "not_ready")
+
+    def check_model(self, model: str | None) -> None:
+        if model is not None and model not in self.model_ids:
+            raise APIError(404, f"the model {model!r} does not exist; this server serves {self.defaults.name!r}",
+                           param="model", code="model_not_found")
+
+    def report_extras(self, extras: dict[str, Any] | None) -> None:
+        for key in sorted(extras or {}):
+            if key not in self._reported_extras:
+                self._reported_extras.add(key)
+                logger.warning("request field %r is not supported and is ignored (reported once)", key)
+
+    def submit(self, request: GenerationRequest, given: frozenset[str] | set[str] = frozenset()) -> Job:
+        """Admit one job (see module contract)."""
+        self.require_ready()
+        try:
+            return self.service.submit(request)
+        except QueueFull as exc:
+            self.metrics.rejections.labels("queue_full").inc()
+            raise queue_full(str(exc), exc.retry_after_s) from exc
+        except ServiceStopped as exc:
+            self.metrics.rejections.labels("shutting_down").inc()
+            raise unavailable(str(exc), self.config.queue.retry_after_s, "shutting_down") from exc
+        except RequestError as exc:
+            raise bad_request(str(exc), param_for_field(exc.field, given)) from exc
+        except ConfigError as exc:
+            raise bad_request(str(exc), param_for_field(exc.path, given)) from exc

@@ -1,0 +1,250 @@
+"""Typed configuration of the servers (``fastvideo serve`` and ``fastvideo router-serve``).
+
+Contract:
+- :class:`ServeConfig` is everything ``fastvideo serve`` needs: the :class:`GeneratorConfig` to load,
+  the HTTP server (:class:`ServerConfig`), admission (:class:`QueueConfig`) and WebSocket streaming
+  (:class:`StreamingConfig`). :class:`RouterConfig` is everything ``fastvideo router-serve`` needs.
+- Both are plain dataclasses, built strictly with :func:`fastvideo.api.parse_config` (an unknown
+  key fails naming its dotted path) and passed explicitly; nothing here is a global.
+- :func:`load_serve_config` layers, lowest first: defaults, a YAML/JSON file, CLI flags, dotted
+  ``KEY=VALUE`` overrides. A top-level key that belongs to :class:`GeneratorConfig`
+  (``model_path``, ``engine``, ``pipeline``) is read as ``generator.<key>``, so
+  ``engine.dtype=bf16`` works as well as ``generator.engine.dtype=bf16``. Values of overrides are
+  parsed as YAML scalars (``2`` is an int, ``true`` a bool, ``bf16`` a string).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+from urllib.parse import urlparse
+
+from fastvideo.api import ConfigError, GeneratorConfig, parse_config
+
+GENERATOR_KEYS = ("model_path", "engine", "pipeline")
+SERVE_SECTIONS = ("generator", "server", "queue", "streaming")
+
+
+@dataclass
+class ServerConfig:
+    """The HTTP server: address, auth, outputs, logging, readiness."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: When set, every ``/v1/*`` request needs ``Authorization: Bearer <api_key>``.
+    api_key: str | None = None
+    #: The model id clients send and ``/v1/models`` lists; None: the model preset's name.
+    served_model_name: str | None = None
+    #: Folder of generated files (MP4, PNG, uploaded references); created if missing.
+    output_dir: str = "outputs/serving"
+    #: Seconds a finished job's files and record are kept before they expire.
+    output_ttl_s: float = 3600.0
+    #: Run the generator's health-check request at startup; ``/readyz`` is 200 only after it.
+    warmup: bool = True
+    #: ``openai-poll-after-ms`` sent on job reads while a job is queued or running.
+    poll_after_ms: int = 500
+    #: Largest request body accepted (bytes), uploads included.
+    max_body_bytes: int = 32 * 1024 * 1024
+    #: ``text`` or ``json`` (one JSON object per line, with request ids).
+    log_format: Literal["text", "json"] = "text"
+    #: Seconds graceful shutdown waits for running and queued jobs before failing them.
+    drain_timeout_s: float = 60.0
+
+
+@dataclass
+class QueueConfig:
+    """Admission: how many jobs may wait, and what clients are told when it is full."""
+
+    max_queue: int = 16
+    retry_after_s: int = 5
+
+
+@dataclass
+class StreamingConfig:
+    """The ``/v1/stream`` WebSocket sessions."""
+
+    enabled: bool = True
+    #: Concurrent sessions; one more is answered ``session_rejected``.
+    max_sessions: int = 4
+    #: A session with no client frame and no running segment for this long ends with ``session_timeout``.
+    idle_timeout_s: float = 300.0
+    #: Segments one session may generate.
+    max_segments: int = 64
+    #: Segment requests a session may have waiting behind the running one.
+    max_pending_segments: int = 4
+    #: Video codec of the fMP4 stream: ``h264`` (avc1, libx264) or ``av1`` (av01, libsvtav1).
+    codec: Literal["h264", "av1"] = "h264"
+    #: Quality (CRF) of the stream encoder; lower is better and bigger.
+    crf: int = 23
+    #: Defaults of a session's sampling when ``session_init_v2`` leaves them unset (None: the preset's).
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = None
+    fps: int | None = None
+    num_inference_steps: int | None = None
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``fastvideo serve`` needs."""
+
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
+
+
+@dataclass
+class ReplicaEndpoint:
+    """One backend server the router forwards to."""
+
+    url: str
+    name: str | None = None
+    #: Preferred while healthy; others take traffic when it is not.
+    primary: bool = False
+
+
+@dataclass
+class HealthCheckConfig:
+    """How the router probes its replicas."""
+
+    path: str = "/readyz"
+    interval_s: float = 2.0
+    timeout_s: float = 2.0
+    #: Consecutive failed probes (or failed forwards) that mark a replica unhealthy.
+    failure_threshold: int = 2
+    #: Consecutive good probes that bring it back.
+    recovery_threshold: int = 1
+
+
+@dataclass
+class RouterConfig:
+    """Everything ``fastvideo router-serve`` needs."""
+
+    host: str = "127.0.0.1"
+    port: int = 9000
+    replicas: list[ReplicaEndpoint] = field(default_factory=list)
+    health_check: HealthCheckConfig = field(default_factory=HealthCheckConfig)
+    #: Seconds a job id or session id stays bound to the replica that owns it.
+    sticky_ttl_s: float = 3600.0
+    #: Timeout of one forwarded HTTP request (synchronous generations can be long).
+    request_timeout_s: float = 600.0
+    api_key: str | None = None
+
+    def validate(self) -> "RouterConfig":
+        if not self.replicas:
+            raise ConfigError("replicas", "the router needs at least one replica")
+        for i, replica in enumerate(self.replicas):
+            parsed = urlparse(replica.url)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ConfigError(f"replicas[{i}].url", f"{replica.url!r} is not an http(s) URL")
+        if sum(r.primary for r in self.replicas) > 1:
+            raise ConfigError("replicas", "at most one replica may be primary")
+        hc = self.health_check
+        if hc.interval_s <= 0 or hc.timeout_s <= 0:
+            raise ConfigError("health_check", "interval_s and timeout_s must be positive")
+        if hc.failure_threshold < 1 or hc.recovery_threshold < 1:
+            raise ConfigError("health_check", "thresholds must be >= 1")
+        return self
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A mapping from a ``.yaml``/``.yml``/``.json`` file (ConfigError when unreadable or not a mapping)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError("config", f"config file {str(p)!r} does not exist")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a config error
+        raise ConfigError("config", f"cannot parse {str(p)!r}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"{str(p)!r} must hold a mapping at the top level")
+    return data
+
+
+def _normalize_serve_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Move GeneratorConfig keys given at the top level under ``generator``."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in GENERATOR_KEYS:
+            out.setdefault("generator", {})
+            if not isinstance(out["generator"], dict):
+                raise ConfigError("generator", "must be a mapping")
+            out["generator"][key] = value
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated recursively with ``extra`` (mappings merge, everything else replaces)."""
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+    return base
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"engine.dtype=bf16"`` -> (["engine", "dtype"], "bf16"); the value is a YAML scalar."""
+    key, sep, raw = text.partition("=")
+    key = key.strip().lstrip("-")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError("overrides", f"{text!r} is not KEY=VALUE with a dotted KEY (e.g. engine.dtype=bf16)")
+    import yaml
+
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except Exception:  # noqa: BLE001 - keep unparseable text as a string
+        value = raw
+    return key.split("."), value
+
+
+def _set_path(data: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    node = data
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(path[: i + 1]), "is not a mapping; cannot set a key under it")
+        node = child
+    node[path[-1]] = value
+
+
+def load_serve_config(path: str | Path | None = None, *, flags: Mapping[str, Any] | None = None,
+                      overrides: Sequence[str] = ()) -> ServeConfig:
+    """Defaults < file < ``flags`` (a nested mapping of explicitly given CLI flags) < dotted overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _normalize_serve_mapping(read_config_file(path))
+    if flags:
+        deep_merge(data, _normalize_serve_mapping(flags))
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys[0] in GENERATOR_KEYS:
+            keys = ["generator", *keys]
+        _set_path(data, keys, value)
+    return parse_config(ServeConfig, data)
+
+
+def load_router_config(path: str | Path, overrides: Sequence[str] = ()) -> RouterConfig:
+    """A validated RouterConfig from a file whose mapping sits at the top or under ``router:``."""
+    data = read_config_file(path)
+    if set(data) == {"router"} and isinstance(data["router"], dict):
+        data = data["router"]
+    data = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_path(data, keys, value)
+    return parse_config(RouterConfig, data).validate()

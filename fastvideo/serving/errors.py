@@ -1,0 +1,103 @@
+"""OpenAI-style errors for the HTTP servers.
+
+Contract: every error response body is the OpenAI envelope
+``{"error": {"message", "type", "param", "code"}}`` with the matching status: 400 bad input
+(``invalid_request_error``), 401 bad or missing key (``authentication_error``), 404 unknown id,
+model or route (``not_found_error`` / ``invalid_request_error``), 413 body too large, 429 queue
+full (``rate_limit_error``, with ``retry-after``), 503 not ready / shutting down
+(``service_unavailable``, with ``retry-after``), 500 anything unexpected (``server_error``; the
+message never leaks a traceback). :func:`install_error_handlers` maps FastAPI's validation errors,
+Starlette's HTTP errors and :class:`APIError` onto it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    """An error answered with the OpenAI envelope."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, type=self.type, param=self.param, code=self.code)
+
+
+def error_body(message: str, *, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def bad_request(message: str, param: str | None = None, code: str = "invalid_value") -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def not_found(message: str, param: str | None = None, code: str = "not_found") -> APIError:
+    return APIError(404, message, type="invalid_request_error", param=param, code=code)
+
+
+def unavailable(message: str, retry_after_s: int, code: str = "service_unavailable") -> APIError:
+    return APIError(503, message, type="service_unavailable", code=code, headers={"retry-after": str(retry_after_s)})
+
+
+def queue_full(message: str, retry_after_s: int) -> APIError:
+    return APIError(429, message, type="rate_limit_error", code="queue_full",
+                    headers={"retry-after": str(retry_after_s)})
+
+
+def error_response(exc: APIError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def _validation_param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
+    return ".".join(parts) or None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error in the OpenAI envelope."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        param = _validation_param(tuple(first.get("loc", ())))
+        message = first.get("msg", "invalid request")
+        return error_response(bad_request(f"{param}: {message}" if param else message, param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kinds = {401: "authentication_error", 404: "invalid_request_error", 405: "invalid_request_error",
+                 413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        return JSONResponse(error_body(message, type=kinds.get(exc.status_code, "server_error" if exc.status_code >= 500
+                                                               else "invalid_request_error"),
+                                       code=codes.get(exc.status_code)),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error: %s", exc)
+        return JSONResponse(error_body("internal server error", type="server_error", code="internal_error"),
+                            status_code=500)

@@ -1,0 +1,496 @@
+"""The ``/v1/stream`` WebSocket: continued segments streamed as one fragmented MP4.
+
+Contract (frames in :mod:`fastvideo.serving.stream_protocol`):
+- Admission: a bad key gets ``error{code:"unauthorized"}``, a server that is not ready
+  ``error{code:"not_ready", retryable:true}``, a full server ``error{code:"session_rejected",
+  retryable:true}``; each then closes (1008 / 1013). Nothing was started for them.
+- ``session_init_v2`` fixes the session's size, fps, frames per segment and sampling (unset values
+  take the server's streaming defaults, then the model's) and may carry a ``continuation_state``
+  (from ``continuation_state_snapshot``) or the ``session_id`` of a session this server recently
+  held, to resume it; the server answers ``ltx2_stream_start{session_id, ...}``. With a ``prompt``
+  the first segment starts at once.
+- Each ``segment_prompt_source`` runs one segment through the runtime's VideoService, continuing
+  the previous segment's continuation state: ``queue_status`` (while it waits), ``gpu_assigned``,
+  ``ltx2_segment_start``, one ``step_complete`` per denoising step, then (first segment only)
+  ``media_init{mime, codec}`` followed by the binary init segment (``ftyp``+``moov``), then binary
+  ``moof``+``mdat`` fragments, ``media_segment_complete`` and ``ltx2_segment_complete``. One encoder
+  per session: all segments form one playable stream. Segments run one at a time, in order; up to
+  ``max_pending_segments`` may wait.
+- ``snapshot_state`` -> ``continuation_state_snapshot{state: {kind, payload} | null}``;
+  ``end_stream`` -> ``ltx2_stream_complete`` after the requested segments, then close (1000).
+- Errors are frames ``error{code, message, retryable}``: ``invalid_message`` (malformed or
+  out-of-order frame; the session goes on), ``invalid_request`` (the runtime refused a segment's
+  values, with ``param``), ``queue_full`` (retryable, with ``retry_after_s``), ``segment_cap``,
+  ``generation_failed``, ``shutting_down``, ``session_timeout`` (no client frame and nothing running
+  for ``idle_timeout_s``; closes), ``internal_error``. A client that disconnects cancels its
+  running and pending segments. The handler never lets an exception escape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from fastvideo.api import ContinuationState, GenerationRequest, OutputConfig, SamplingConfig, VideoFinalEvent, VideoProgressEvent
+from fastvideo.serving.app_state import ServerState
+from fastvideo.serving.errors import APIError
+from fastvideo.serving.fmp4 import FragmentedMP4Encoder
+from fastvideo.serving.observability import request_id_var
+from fastvideo.serving.session import Session, SessionRejected, SessionState
+from fastvideo.serving.stream_protocol import (
+    EndStream,
+    Ping,
+    ProtocolError,
+    SegmentPromptSource,
+    SessionInitV2,
+    SnapshotState,
+    parse_client_message,
+)
+
+logger = logging.getLogger(__name__)
+
+S = SessionState
+WS_POLICY_VIOLATION = 1008
+WS_TRY_AGAIN_LATER = 1013
+WS_INTERNAL_ERROR = 1011
+
+
+@dataclass
+class _Segment:
+    prompt: str
+    negative_prompt: str | None
+    overrides: dict[str, Any]
+    received_at: float
+
+
+@dataclass
+class _Retained:
+    """What a server keeps of an ended session so a reconnect with its id can resume it."""
+
+    state: ContinuationState
+    segment_idx: int
+    sampling: dict[str, Any]
+    negative_prompt: str | None
+    expires_at: float
+
+
+class RetainedSessions:
+    """Continuation states of recently ended sessions, by session id, for ``idle_timeout_s``."""
+
+    def __init__(self, ttl_s: float, max_items: int = 1024) -> None:
+        self.ttl_s, self.max_items = ttl_s, max_items
+        self._items: OrderedDict[str, _Retained] = OrderedDict()
+
+    def keep(self, session: Session) -> None:
+        if session.continuation_state is None:
+            return
+        self._items[session.id] = _Retained(session.continuation_state, session.segment_idx, dict(session.sampling),
+                                            session.negative_prompt, time.monotonic() + self.ttl_s)
+        self._items.move_to_end(session.id)
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    def take(self, session_id: str) -> _Retained | None:
+        now = time.monotonic()
+        for key in [k for k, v in self._items.items() if v.expires_at <= now]:
+            del self._items[key]
+        return self._items.pop(session_id, None)
+
+
+class StreamSession:
+    """One WebSocket connection (see module contract)."""
+
+    def __init__(self, ws: WebSocket, session: Session, state: ServerState, retained: RetainedSessions) -> None:
+        self.ws, self.session, self.state, self.retained = ws, session, state, retained
+        self.cfg = state.config.streaming
+        self.pending: asyncio.Queue[_Segment | None] = asyncio.Queue()
+        self.pending_count = 0
+        self.requested = 0
+        self.running_job = None
+        self.encoder: FragmentedMP4Encoder | None = None
+        self.ending = False
+        self.initialized = False
+        self.closed = False
+        self._send_lock = asyncio.Lock()
+        self._worker: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ sending
+    async def send(self, kind: str, **fields: Any) -> None:
+        if self.closed:
+            return
+        async with self._send_lock:
+            await self.ws.send_text(json.dumps({"type": kind, "session_id": self.session.id, **fields}))
+
+    async def send_bytes(self, data: bytes) -> None:
+        if self.closed:
+            return
+        async with self._send_lock:
+            await self.ws.send_bytes(data)
+
+    async def error(self, code: str, message: str, *, retryable: bool = False, **extra: Any) -> None:
+        logger.info("session %s: error %s: %s", self.session.id, code, message)
+        await self.send("error", code=code, message=message, retryable=retryable, **extra)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            if self.ws.application_state == WebSocketState.CONNECTED:
+                await self.ws.close(code=code, reason=reason)
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        self._worker = asyncio.create_task(self._segment_worker(), name=f"fastvideo-stream-{self.session.id}")
+        try:
+            await self._read_loop()
+        finally:
+            self.closed = True
+            if self.running_job is not None:
+                self.running_job.cancel()
+            self._worker.cancel()
+            with contextlib.suppress(BaseException):
+                await self._worker
+            if self.encoder is not None:
+                await asyncio.to_thread(self.encoder.close)
+            self.retained.keep(self.session)
+
+    def _busy(self) -> bool:
+        return self.running_job is not None or self.pending_count > 0
+
+    async def _read_loop(self) -> None:
+        idle = self.cfg.idle_timeout_s
+        while not self.closed:
+            timeout = idle if self._busy() else max(0.05, idle - self.session.idle_for())
+            try:
+                message = await asyncio.wait_for(self.ws.receive(), timeout)
+            except asyncio.TimeoutError:
+                if self._busy() or self.session.idle_for() < idle:
+                    continue
+                await self.error("session_timeout", f"no client frame and nothing running for {idle:.0f}s")
+                self._end(S.TIMEOUT)
+                await self.close(1000, "session_timeout")
+                return
+            if message["type"] == "websocket.disconnect":
+                logger.info("session %s: client disconnected", self.session.id)
+                if not self.session.terminal:
+                    self._end(S.COMPLETE if not self._busy() else S.ERROR)
+                self.closed = True
+                return
+            self.session.touch()
+            try:
+                msg = parse_client_message(message.get("text") if message.get("text") is not None else None)
+            except ProtocolError as exc:
+                await self.error("invalid_message", str(exc))
+                continue
+            await self._handle(msg)
+
+    async def _handle(self, msg: Any) -> None:
+        if isinstance(msg, Ping):
+            await self.send("pong", ts=time.time())
+        elif isinstance(msg, SessionInitV2):
+            await self._init(msg)
+        elif not self.initialized:
+            await self.error("invalid_message", "send session_init_v2 first")
+        elif isinstance(msg, SegmentPromptSource):
+            overrides = {k: getattr(msg, k) for k in ("num_frames", "num_inference_steps", "guidance_scale", "seed")
+                         if getattr(msg, k) is not None}
+            await self._enqueue(_Segment(msg.prompt, msg.negative_prompt, overrides, time.perf_counter()))
+        elif isinstance(msg, SnapshotState):
+            state = self.session.continuation_state
+            await self.send("continuation_state_snapshot", segment_idx=self.session.segment_idx,
+                            state=state.to_dict() if state is not None else None)
+        elif isinstance(msg, EndStream):
+            self.ending = True
+            if not self._busy():
+                await self._complete()
+
+    # ------------------------------------------------------------------ init / segments
+    async def _init(self, msg: SessionInitV2) -> None:
+        if self.initialized:
+            await self.error("invalid_message", "session_init_v2 was already received for this session")
+            return
+        resumed = False
+        defaults, cfg = self.state.defaults, self.cfg
+        sampling = {
+            "width": msg.width or cfg.width or defaults.width,
+            "height": msg.height or cfg.height or defaults.height,
+            "num_frames": msg.num_frames or cfg.num_frames or defaults.num_frames,
+            "fps": msg.fps or cfg.fps or defaults.fps,
+            "num_inference_steps": msg.num_inference_steps or cfg.num_inference_steps,
+            "guidance_scale": msg.guidance_scale, "seed": msg.seed,
+        }
+        negative = msg.negative_prompt
+        if msg.continuation_state is not None:
+            try:
+                self.session.continuation_state = ContinuationState.from_dict(msg.continuation_state)
+            except ValueError as exc:
+                await self.error("invalid_message", f"continuation_state: {exc}")
+                return
+            index = self.session.continuation_state.payload.get("segment_index")
+            self.session.segment_idx = index + 1 if isinstance(index, int) and index >= 0 else 0
+            resumed = True
+        elif msg.session_id:
+            if msg.session_id in self.state.sessions.sessions:
+                await self.error("invalid_message", f"session {msg.session_id!r} is still open on another connection")
+                return
+            kept = self.retained.take(msg.session_id)
+            if kept is None:
+                await self.error("session_not_found", f"session {msg.session_id!r} is not held by this server; "
+                                 "resume with its continuation_state snapshot instead")
+                return
+            self.state.sessions.release(self.session)
+            self.session.id = msg.session_id
+            self.state.sessions.sessions[self.session.id] = self.session
+            self.session.continuation_state, self.session.segment_idx = kept.state, kept.segment_idx
+            sampling.update({k: v for k, v in kept.sampling.items() if k in ("width", "height", "fps")})
+            negative = negative or kept.negative_prompt
+            resumed = True
+        self.session.sampling, self.session.negative_prompt = sampling, negative
+        self.initialized = True
+        request_id_var.set(self.session.id)
+        await self.send("ltx2_stream_start", width=sampling["width"], height=sampling["height"], fps=sampling["fps"],
+                        num_frames=sampling["num_frames"], codec=cfg.codec, model=defaults.name,
+                        max_segments=cfg.max_segments, segment_idx=self.session.segment_idx, resumed=resumed)
+        if msg.prompt:
+            await self._enqueue(_Segment(msg.prompt, None, {}, time.perf_counter()))
+
+    async def _enqueue(self, segment: _Segment) -> None:
+        if self.ending:
+            await self.error("invalid_message", "the stream is ending (end_stream was received)")
+        elif self.requested >= self.cfg.max_segments:
+            await self.error("segment_cap", f"this session reached its limit of {self.cfg.max_segments} segments")
+        elif self.pending_count >= self.cfg.max_pending_segments + (0 if self.running_job is None else 1):
+            await self.error("too_many_pending", f"{self.pending_count} segments are already waiting; wait for one "
+                             "to finish", retryable=True)
+        else:
+            self.requested += 1
+            self.pending_count += 1
+            self.pending.put_nowait(segment)
+
+    async def _segment_worker(self) -> None:
+        while True:
+            segment = await self.pending.get()
+            if segment is None:
+                return
+            try:
+                await self._run_segment(segment)
+            except (WebSocketDisconnect, RuntimeError) as exc:
+                if self.closed:
+                    return
+                logger.exception("session %s: segment failed: %s", self.session.id, exc)
+                await self._fatal("internal_error", f"{type(exc).__name__}: {exc}")
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a segment must never crash the server
+                logger.exception("session %s: segment failed", self.session.id)
+                await self._fatal("internal_error", f"{type(exc).__name__}: {exc}")
+                return
+            finally:
+                self.pending_count -= 1
+                self.running_job = None
+            if self.ending and self.pending_count == 0:
+                await self._complete()
+                return
+
+    async def _fatal(self, code: str, message: str, retryable: bool = False) -> None:
+        with contextlib.suppress(Exception):
+            await self.error(code, message, retryable=retryable)
+        self._end(S.ERROR)
+        await self.close(WS_INTERNAL_ERROR, code)
+
+    def _end(self, target: SessionState) -> None:
+        if not self.session.terminal:
+            self.session.transition(target)
+            self.state.metrics.sessions.labels(target.value).inc()
+
+    async def _complete(self) -> None:
+        await self.send("ltx2_stream_complete", segments=self.session.segment_idx,
+                        duration_s=self.encoder.duration_s if self.encoder else 0.0)
+        self._end(S.COMPLETE)
+        await self.close(1000, "stream_complete")
+
+    def _request(self, segment: _Segment) -> GenerationRequest:
+        s = {**self.session.sampling, **segment.overrides}
+        seed = s.get("seed")
+        if seed is not None and "seed" not in segment.overrides:
+            seed = seed + self.session.segment_idx
+        return GenerationRequest(
+            prompt=segment.prompt, negative_prompt=segment.negative_prompt or self.session.negative_prompt,
+            sampling=SamplingConfig(width=s["width"], height=s["height"], num_frames=s["num_frames"], fps=s["fps"],
+                                    num_inference_steps=s.get("num_inference_steps"),
+                                    guidance_scale=s.get("guidance_scale"), seed=seed),
+            output=OutputConfig(save_video=False, return_frames=True, return_state=True),
+            state=self.session.continuation_state,
+            request_id=f"{self.session.id}_seg{self.session.segment_idx}")
+
+    async def _run_segment(self, segment: _Segment) -> None:
+        idx = self.session.segment_idx
+        metrics = self.state.metrics
+        try:
+            job = self.state.submit(self._request(segment), {"num_frames", "width", "height", "fps",
+                                                             "num_inference_steps", "guidance_scale", "seed"})
+        except APIError as exc:
+            metrics.segments.labels("refused").inc()
+            code = {429: "queue_full", 503: "shutting_down" if exc.code == "shutting_down" else "not_ready"}.get(
+                exc.status, "invalid_request")
+            extra: dict[str, Any] = {"segment_idx": idx}
+            if exc.param:
+                extra["param"] = exc.param
+            if "retry-after" in exc.headers:
+                extra["retry_after_s"] = int(exc.headers["retry-after"])
+            await self.error(code, exc.message, retryable=exc.status in (429, 503), **extra)
+            return
+        self.running_job = job
+        self.session.transition(S.QUEUED)
+        events = job.subscribe()
+        position = self._position(job)
+        await self.send("queue_status", segment_idx=idx, position=position, queue_depth=self.state.service.queue_depth,
+                        request_id=job.id)
+        assigned = False
+        while True:
+            try:
+                item = await asyncio.wait_for(events.get(), 0.25)
+            except asyncio.TimeoutError:
+                if job.status == "queued":
+                    now = self._position(job)
+                    if now != position:
+                        position = now
+                        await self.send("queue_status", segment_idx=idx, position=position,
+                                        queue_depth=self.state.service.queue_depth, request_id=job.id)
+                elif not assigned:
+                    assigned = await self._assigned(job, idx, segment)
+                continue
+            self.session.touch()
+            if not assigned:
+                assigned = await self._assigned(job, idx, segment)
+            if isinstance(item, VideoProgressEvent):
+                await self.send("step_complete", segment_idx=idx, step=item.step, total_steps=item.total_steps,
+                                elapsed_s=round(item.elapsed_s, 4))
+                continue
+            break
+        if isinstance(item, VideoFinalEvent):
+            await self._deliver(job, idx, segment, item)
+        else:
+            code = getattr(item, "code", "generation_failed")
+            metrics.segments.labels("failed").inc()
+            self.state.service.delete(job.id)
+            if code == "shutting_down" or (code == "cancelled" and self.state.phase in ("draining", "stopped")):
+                await self._fatal("shutting_down", "the server is shutting down; resume from your last snapshot "
+                                  "on another replica", retryable=True)
+                return
+            await self.error(code if code != "cancelled" else "generation_cancelled",
+                             getattr(item, "message", "the segment failed"), segment_idx=idx,
+                             retryable=code == "cancelled")
+            self.session.transition(S.ACTIVE)
+
+    def _position(self, job: Any) -> int:
+        queued = [j for j in self.state.service.jobs.values() if j.status == "queued"]
+        return next((i for i, j in enumerate(queued) if j is job), -1) + 1
+
+    async def _assigned(self, job: Any, idx: int, segment: _Segment) -> bool:
+        self.session.transition(S.GPU_BINDING)
+        await self.send("gpu_assigned", segment_idx=idx, gpu_id=0, worker_id="inproc-0",
+                        queue_time_s=round(job.queue_time_s or 0.0, 4))
+        self.session.transition(S.ACTIVE)
+        await self.send("ltx2_segment_start", segment_idx=idx, prompt=segment.prompt, total_steps=job.total_steps,
+                        num_frames=self.session.sampling["num_frames"] if "num_frames" not in segment.overrides
+                        else segment.overrides["num_frames"], continuation=job.request.state is not None)
+        return True
+
+    async def _deliver(self, job: Any, idx: int, segment: _Segment, final: VideoFinalEvent) -> None:
+        frames = final.frames
+        self.state.service.delete(job.id)
+        if self.encoder is None:
+            s = self.session.sampling
+            self.encoder = FragmentedMP4Encoder(width=s["width"], height=s["height"], fps=s["fps"],
+                                                codec=self.cfg.codec, crf=self.cfg.crf)
+        try:
+            media = await asyncio.to_thread(self.encoder.encode_segment, frames)
+        except Exception as exc:  # noqa: BLE001
+            logger.exception("session %s: encoding failed", self.session.id)
+            await self._fatal("encode_failed", f"{type(exc).__name__}: {exc}")
+            return
+        if media.init is not None:
+            await self.send("media_init", mime=self.encoder.mime, codec=self.encoder.codec_string,
+                            width=self.encoder.width, height=self.encoder.height, fps=self.encoder.fps,
+                            bytes=len(media.init))
+            await self.send_bytes(media.init)
+        for i, fragment in enumerate(media.fragments):
+            if i == 0:
+                self.state.metrics.ttff.observe(time.perf_counter() - segment.received_at)
+            await self.send_bytes(fragment)
+        await self.send("media_segment_complete", segment_idx=idx, fragments=len(media.fragments),
+                        bytes=sum(len(f) for f in media.fragments), frames=media.frame_count,
+                        start_time_s=round(media.start_time_s, 6), duration_s=round(media.duration_s, 6))
+        self.session.continuation_state = final.continuation_state
+        self.session.segment_idx = idx + 1
+        meta = final.metadata
+        self.state.metrics.segments.labels("completed").inc()
+        self.state.metrics.observe_job("stream", "completed", e2e_s=time.time() - job.created_at,
+                                       queue_s=job.queue_time_s, generation_s=meta.get("inference_time_s"))
+        await self.send("ltx2_segment_complete", segment_idx=idx, frames=media.frame_count,
+                        inference_time_s=meta.get("inference_time_s"), queue_time_s=job.queue_time_s,
+                        seed=meta.get("seed"), branch=meta.get("branch"),
+                        has_continuation_state=final.continuation_state is not None,
+                        time_to_first_fragment_s=round(time.perf_counter() - segment.received_at, 4))
+
+
+def register_stream_routes(app: FastAPI, state: ServerState) -> None:
+    """Mount ``/v1/stream`` on ``app``."""
+    retained = RetainedSessions(state.config.streaming.idle_timeout_s)
+    app.state.retained_sessions = retained
+
+    @app.websocket("/v1/stream")
+    async def stream(ws: WebSocket) -> None:
+        await ws.accept()
+        api_key = state.config.server.api_key
+        if api_key:
+            auth = ws.headers.get("authorization", "")
+            given = auth[7:] if auth.lower().startswith("bearer ") else ws.query_params.get("api_key")
+            if given != api_key:
+                await ws.send_text(json.dumps({"type": "error", "code": "unauthorized", "retryable": False,
+                                               "message": "missing or wrong API key"}))
+                await ws.close(WS_POLICY_VIOLATION, "unauthorized")
+                return
+        if not state.config.streaming.enabled or not state.ready:
+            await ws.send_text(json.dumps({"type": "error", "code": "not_ready", "retryable": True,
+                                           "message": f"streaming is not available ({state.phase})"}))
+            await ws.close(WS_TRY_AGAIN_LATER, "not_ready")
+            return
+        try:
+            session = state.sessions.create()
+        except SessionRejected as exc:
+            state.metrics.sessions.labels("rejected").inc()
+            await ws.send_text(json.dumps({"type": "error", "code": "session_rejected", "retryable": True,
+                                           "message": str(exc)}))
+            await ws.close(WS_TRY_AGAIN_LATER, "session_rejected")
+            return
+        request_id_var.set(session.id)
+        state.metrics.sessions_active.inc()
+        runner = StreamSession(ws, session, state, retained)
+        try:
+            await runner.run()
+        except WebSocketDisconnect:
+            pass
+        except Exception:  # noqa: BLE001 - the server keeps serving whatever one session does
+            logger.exception("session %s: unexpected error", session.id)
+            with contextlib.suppress(Exception):
+                await runner.error("internal_error", "unexpected server error")
+            runner._end(S.ERROR)
+            await runner.close(WS_INTERNAL_ERROR, "internal_error")
+        finally:
+            if not session.terminal:
+                runner._end(S.COMPLETE)
+            state.sessions.release(session)
+            state.metrics.sessions_active.dec()
