@@ -5,6 +5,11 @@ them over repeated timed iterations (after warmup), and prints both median times
 ``--full`` uses the real Wan2.1-T2V-1.3B config (random weights time exactly like trained ones) at
 the 480x832x81 latent shape in bf16 with CFG batch 2 (meant for a GPU); the default is a tiny config
 that runs on a CPU in seconds. ``--json PATH`` writes the exact workload and figures.
+
+``--fast-path`` (default on CUDA) also times our model with the ``triton`` attention backend and the
+fused Triton ops (norms, AdaLN modulation, RoPE, gated residuals) in the same run, against our eager
+sdpa model and diffusers. On a CPU the Triton kernels only run in the interpreter (set
+``TRITON_INTERPRET=1``), which measures nothing useful about speed.
 """
 
 from __future__ import annotations
@@ -52,11 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--json", default=None, help="write results to this file")
+    p.add_argument("--fast-path", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time triton attention + fused triton ops (default: on for CUDA)")
     args = p.parse_args(argv)
 
     from diffusers import WanTransformer3DModel as RefModel
 
     from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
+    from fastvideo.kernels.fused import select_ops_backend
+    from fastvideo.kernels.registry import select_attention_backend
 
     config = WAN_1_3B if args.full else TINY
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
@@ -79,17 +88,36 @@ def main(argv: list[str] | None = None) -> int:
     t = torch.full((args.batch,), 500.0, device=device)
     ctx = torch.randn(args.batch, args.text_len, config["text_dim"], device=device, dtype=dtype)
 
+    fast_path = args.fast_path if args.fast_path is not None else device.type == "cuda"
+    sdpa = select_attention_backend("sdpa", dtype=dtype, head_dim=config["attention_head_dim"], device=device)
+    if fast_path:
+        fast_attn = select_attention_backend("triton", dtype=dtype, head_dim=config["attention_head_dim"],
+                                             device=device)
+        fast_ops = select_ops_backend("triton", dtype=dtype, device=device)
+
+    def run_ours():
+        ours.set_attention_backend(sdpa)
+        ours.set_ops_backend(None)
+        return ours(x, t, ctx)
+
+    def run_fast():
+        ours.set_attention_backend(fast_attn)
+        ours.set_ops_backend(fast_ops)
+        return ours(x, t, ctx)
+
     with torch.no_grad():
-        run_ours = lambda: ours(x, t, ctx)  # noqa: E731
         run_ref = lambda: ref(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)  # noqa: E731
-        err = (run_ours().float() - run_ref()[0].float()).abs().max().item()
-        timed(run_ours, device, args.warmup)
-        timed(run_ref, device, args.warmup)
-        ours_t, ref_t = [], []
-        for _ in range(args.iters):  # alternate so drift hits both equally
-            ours_t += timed(run_ours, device, 1)
-            ref_t += timed(run_ref, device, 1)
-    ours_med, ref_med = statistics.median(ours_t), statistics.median(ref_t)
+        reference = run_ref()[0].float()
+        err = (run_ours().float() - reference).abs().max().item()
+        fast_err = (run_fast().float() - reference).abs().max().item() if fast_path else None
+        runs = {"ours": run_ours, "diffusers": run_ref, **({"fast": run_fast} if fast_path else {})}
+        for fn in runs.values():
+            timed(fn, device, args.warmup)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(args.iters):  # interleave so drift hits every variant equally
+            for name, fn in runs.items():
+                times[name] += timed(fn, device, 1)
+    ours_med, ref_med = statistics.median(times["ours"]), statistics.median(times["diffusers"])
     tokens = latent[2] * (latent[3] // 2) * (latent[4] // 2)
     result = {
         "workload": {"config": "wan2.1-1.3b" if args.full else "tiny", "device": str(device),
@@ -100,11 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         "ours_median_s": ours_med, "diffusers_median_s": ref_med, "speedup_vs_diffusers": ref_med / ours_med,
         "max_abs_diff": err,
     }
+    if fast_path:
+        fast_med = statistics.median(times["fast"])
+        result.update({"fast_median_s": fast_med, "fast_speedup_vs_ours_sdpa": ours_med / fast_med,
+                       "fast_speedup_vs_diffusers": ref_med / fast_med, "fast_max_abs_diff": fast_err})
     print(f"DiT forward {result['workload']['config']} {h}x{w}x{f} ({tokens} tokens, batch {args.batch}, {dtype}) "
           f"on {result['workload']['device_name']}")
     print(f"  ours      {ours_med * 1e3:10.2f} ms")
     print(f"  diffusers {ref_med * 1e3:10.2f} ms")
     print(f"  speedup   {ref_med / ours_med:10.3f}x   (max |diff| {err:.2e})")
+    if fast_path:
+        print(f"  ours triton attention + fused ops {result['fast_median_s'] * 1e3:10.2f} ms  "
+              f"({result['fast_speedup_vs_ours_sdpa']:.3f}x vs ours sdpa, "
+              f"{result['fast_speedup_vs_diffusers']:.3f}x vs diffusers, max |diff| {fast_err:.2e})")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=2)

@@ -15,6 +15,8 @@ from pathlib import Path
 ATTENTION_BACKEND_VAR = "FASTVIDEO_ATTENTION_BACKEND"
 #: Where the built-in default model (and other caches) are written.
 CACHE_DIR_VAR = "FASTVIDEO_CACHE_DIR"
+#: Fused DiT ops backend when the config names none (``triton``, ``torch``; unset = eager model code).
+OPS_BACKEND_VAR = "FASTVIDEO_OPS_BACKEND"
 #: Log level for the ``fastvideo`` logger (``INFO``, ``DEBUG``...).
 LOG_LEVEL_VAR = "FASTVIDEO_LOG_LEVEL"
 #: API key ``fastvideo serve`` / ``bench`` use when ``--api-key`` is not given (keeps it out of ``ps``).
@@ -28,6 +30,7 @@ class EnvSettings:
     attention_backend: str | None
     cache_dir: Path
     log_level: str
+    ops_backend: str | None = None
     api_key: str | None = None
 
 
@@ -45,4 +48,5 @@ def read_env() -> EnvSettings:
         cache_dir=cache_dir,
         log_level=(os.environ.get(LOG_LEVEL_VAR) or "INFO").upper(),
         api_key=os.environ.get(API_KEY_VAR) or None,
+        ops_backend=(os.environ.get(OPS_BACKEND_VAR) or "").strip().lower() or None,
     )

@@ -71,6 +71,9 @@ class EngineConfig:
     dtype: DType = "auto"
     #: Attention backend name (sdpa, triton, flash_attn); None reads FASTVIDEO_ATTENTION_BACKEND, then sdpa.
     attention_backend: str | None = None
+    #: Fused DiT ops (norms, AdaLN modulation, RoPE, gated residual): "triton" or "torch" (their
+    #: references); None reads FASTVIDEO_OPS_BACKEND, else the model's own eager code.
+    ops_backend: str | None = None
     #: Folder of built artifacts (``fastvideo-build --out``) to load instead of eager models.
     artifacts_path: str | None = None
 

@@ -41,6 +41,14 @@ Contract
   The tables depend only on the patch grid, so they are computed once per
   ``(F', H', W', device)`` and cached (oldest evicted past :data:`ROPE_CACHE_SIZE` grids), never
   per block.
+- Fused ops: by default (``ops is None``) the model runs the code above, which mirrors diffusers
+  operation by operation. :meth:`WanTransformer3DModel.set_ops_backend` with an
+  :class:`~fastvideo.kernels.fused.OpsBackend` (``select_ops_backend("triton", ...)``) routes the
+  q/k RMSNorm, the three AdaLN modulations (``norm1``, ``norm3``, ``norm_out``), the RoPE rotation
+  and the two gated residual adds through that backend's single-pass kernels instead. They keep
+  the precision rules above (float32 math, one rounding to the activation dtype); the only
+  difference is the q/k RMSNorm, which the fused kernel computes in float32 rather than in the
+  compute dtype, so bf16 results differ by rounding (tested against a float64 model).
 - ``forward`` has no data-dependent control flow and no host syncs; the only Python branches are
   on shapes/config. Building a RoPE table is kept out of compiled graphs: warm the cache
   (:meth:`WanTransformer3DModel.rope_tables` or one eager forward) per latent shape before
@@ -61,6 +69,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fastvideo.engine.attention import attention
+from fastvideo.kernels.fused import OpsBackend
 from fastvideo.kernels.registry import AttentionBackend, select_attention_backend
 
 logger = logging.getLogger(__name__)
@@ -298,13 +307,20 @@ class _Attention(nn.Module):
         kv_states: torch.Tensor,
         backend: AttentionBackend,
         rope: RopeTables | None = None,
+        ops: OpsBackend | None = None,
     ) -> torch.Tensor:
-        q = self.norm_q(self.to_q(x)).unflatten(2, (self.heads, -1))
-        k = self.norm_k(self.to_k(kv_states)).unflatten(2, (self.heads, -1))
+        if ops is None:
+            q = self.norm_q(self.to_q(x)).unflatten(2, (self.heads, -1))
+            k = self.norm_k(self.to_k(kv_states)).unflatten(2, (self.heads, -1))
+        else:
+            eps = self.norm_q.eps if self.norm_q.eps is not None else torch.finfo(x.dtype).eps
+            q = ops.rms_norm(self.to_q(x), self.norm_q.weight, eps).unflatten(2, (self.heads, -1))
+            k = ops.rms_norm(self.to_k(kv_states), self.norm_k.weight, eps).unflatten(2, (self.heads, -1))
         v = self.to_v(kv_states).unflatten(2, (self.heads, -1))
         if rope is not None:
-            q = apply_rotary_embedding(q, *rope)
-            k = apply_rotary_embedding(k, *rope)
+            rotate = apply_rotary_embedding if ops is None else ops.apply_rope
+            q = rotate(q, *rope)
+            k = rotate(k, *rope)
         out = attention(q, k, v, backend).flatten(2, 3).to(q.dtype)
         return self.to_out[0](out)
 
@@ -353,10 +369,14 @@ class _WanBlock(nn.Module):
         modulation: torch.Tensor,
         rope: RopeTables,
         backend: AttentionBackend,
+        ops: OpsBackend | None = None,
     ) -> torch.Tensor:
         """``x (B, L, D)``, ``context (B, L_text, D)``, ``modulation (B, 6, D)`` -> ``(B, L, D)``."""
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
             self.scale_shift_table + modulation.float()).chunk(_NUM_MODULATIONS, dim=1)
+        if ops is not None:
+            return self._forward_fused(x, context, rope, backend, ops, (shift_sa, scale_sa, gate_sa, shift_ff,
+                                                                        scale_ff, gate_ff))
 
         h = _modulated_norm(x, self.eps, shift_sa, scale_sa)
         x = (x.float() + self.attn1(h, h, backend, rope) * gate_sa).to(x.dtype)
@@ -369,6 +389,20 @@ class _WanBlock(nn.Module):
 
         h = _modulated_norm(x, self.eps, shift_ff, scale_ff)
         return (x.float() + self.ffn(h).float() * gate_ff).to(x.dtype)
+
+    def _forward_fused(self, x: torch.Tensor, context: torch.Tensor, rope: RopeTables, backend: AttentionBackend,
+                       ops: OpsBackend, mods: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The same block with norms, modulation, RoPE and gated residuals through ``ops``."""
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = mods
+        h = ops.layer_norm_modulate(x, scale_sa, shift_sa, self.eps)
+        x = ops.gated_residual(x, self.attn1(h, h, backend, rope, ops), gate_sa)
+        if self.norm2 is not None:
+            h = _layer_norm_fp32(x, self.eps, self.norm2.weight, self.norm2.bias).to(x.dtype)
+        else:
+            h = x
+        x = x + self.attn2(h, context, backend, None, ops)
+        h = ops.layer_norm_modulate(x, scale_ff, shift_ff, self.eps)
+        return ops.gated_residual(x, self.ffn(h), gate_ff)
 
 
 class WanTransformer3DModel(nn.Module):
@@ -398,6 +432,8 @@ class WanTransformer3DModel(nn.Module):
             attention_backend = select_attention_backend(
                 "sdpa", dtype=torch.float32, head_dim=config.attention_head_dim, device="cpu")
         self.attention_backend: AttentionBackend = attention_backend
+        #: Fused-ops backend (None: the diffusers-mirroring eager code); see set_ops_backend.
+        self.ops: OpsBackend | None = None
         self._rope_cache: OrderedDict[tuple[int, int, int, torch.device], RopeTables] = OrderedDict()
 
     # ---------------------------------------------------------------- setup helpers
@@ -407,6 +443,14 @@ class WanTransformer3DModel(nn.Module):
             raise TypeError(f"expected an AttentionBackend, got {type(backend).__name__}")
         logger.info("WanTransformer3DModel attention backend: %s", backend.name)
         self.attention_backend = backend
+
+    def set_ops_backend(self, ops: OpsBackend | None) -> None:
+        """Route norms, modulation, RoPE and gated residuals through ``ops`` (pick it with
+        ``fastvideo.kernels.fused.select_ops_backend``); ``None`` restores the eager code."""
+        if ops is not None and not isinstance(ops, OpsBackend):
+            raise TypeError(f"expected an OpsBackend or None, got {type(ops).__name__}")
+        logger.info("WanTransformer3DModel fused ops: %s", ops.name if ops is not None else "eager (none)")
+        self.ops = ops
 
     def to_inference_dtype(self, dtype: torch.dtype) -> "WanTransformer3DModel":
         """Cast parameters like diffusers' ``from_pretrained(torch_dtype=dtype)``: the
@@ -474,12 +518,15 @@ class WanTransformer3DModel(nn.Module):
         x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # (B, L, D)
         temb, modulation, context = self.condition_embedder(timestep, encoder_hidden_states)
 
-        backend = self.attention_backend
+        backend, ops = self.attention_backend, self.ops
         for block in self.blocks:
-            x = block(x, context, modulation, rope, backend)
+            x = block(x, context, modulation, rope, backend, ops)
 
         shift, scale = (self.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
-        x = self.proj_out(_modulated_norm(x, self.config.eps, shift, scale))
+        if ops is None:
+            x = self.proj_out(_modulated_norm(x, self.config.eps, shift, scale))
+        else:
+            x = self.proj_out(ops.layer_norm_modulate(x, scale, shift, self.config.eps))
         return self._unpatchify(x, batch, grid)
 
     def _unpatchify(self, x: torch.Tensor, batch: int, grid: tuple[int, int, int]) -> torch.Tensor:

@@ -34,6 +34,7 @@ from fastvideo.engine.sampler import SamplerConfig, make_sampler
 from fastvideo.engine.text_encoder import WanTextEncoder
 from fastvideo.engine.validation import ResolvedSampling
 from fastvideo.engine.vae import WanVAE, WanVAEConfig
+from fastvideo.kernels.fused import select_ops_backend
 from fastvideo.kernels.registry import select_attention_backend
 
 logger = logging.getLogger(__name__)
@@ -107,8 +108,9 @@ class WanT2VPipeline:
     @classmethod
     def from_folder(cls, folder: ModelFolder, *, device: torch.device, dtype: torch.dtype,
                     vae_dtype: torch.dtype = torch.float32, attention_backend: str | None = None,
-                    preset: ModelPreset | None = None) -> "WanT2VPipeline":
-        """Load every component of a checked diffusers folder onto ``device``."""
+                    ops_backend: str | None = None, preset: ModelPreset | None = None) -> "WanT2VPipeline":
+        """Load every component of a checked diffusers folder onto ``device``; ``ops_backend`` picks the
+        DiT's fused ops (None: its eager code)."""
         dit_cfg_dict = folder.read_config("transformer")
         preset = preset or infer_preset(folder.model_index, dit_cfg_dict)
         try:
@@ -120,12 +122,14 @@ class WanT2VPipeline:
             raise ModelLoadError(f"unsupported model config in {folder.root}: {exc}") from exc
         backend = select_attention_backend(attention_backend, dtype=dtype, head_dim=dit_config.attention_head_dim,
                                            device=device)
+        ops = select_ops_backend(ops_backend, dtype=dtype, device=device) if ops_backend else None
         t0 = time.perf_counter()
         with torch.device("meta"):
             dit = WanTransformer3DModel(dit_config, attention_backend=backend)
             vae = WanVAE(vae_config)
         load_module_weights(dit, folder.component("transformer"), dtype=dtype, device=device,
                             dtype_for=inference_param_dtype)
+        dit.set_ops_backend(ops)
         load_module_weights(vae, folder.component("vae"), dtype=vae_dtype, device=device)
         try:
             text_encoder = WanTextEncoder.from_folder(folder.component("tokenizer"), folder.component("text_encoder"),

@@ -69,6 +69,7 @@ _CONVENIENCE_KWARGS: dict[str, tuple[str, ...]] = {
     "device": ("engine", "device"),
     "dtype": ("engine", "dtype"),
     "attention_backend": ("engine", "attention_backend"),
+    "ops_backend": ("engine", "ops_backend"),
     "artifacts_path": ("engine", "artifacts_path"),
     "tp_size": ("engine", "parallelism", "tp_size"),
     "sp_size": ("engine", "parallelism", "sp_size"),
@@ -187,7 +188,8 @@ class VideoGenerator:
         backend = config.engine.attention_backend or env.attention_backend
         vae_dtype = model_dtype(str(config.pipeline.experimental.get("vae_dtype", "fp32")), device)
         pipeline = WanT2VPipeline.from_folder(folder, device=device, dtype=dtype, vae_dtype=vae_dtype,
-                                              attention_backend=backend, preset=preset)
+                                              attention_backend=backend, preset=preset,
+                                              ops_backend=config.engine.ops_backend or env.ops_backend)
         counters = RuntimeCounters()
         counters.add("model_loads")
         compile_cfg = config.engine.compile

@@ -49,6 +49,9 @@ def add_generator_args(parser: argparse.ArgumentParser) -> None:
                    help="compute precision of DiT and text encoder (auto: bf16 on GPU, fp32 on CPU)")
     g.add_argument("--attention-backend", default=None,
                    help="sdpa, triton or flash_attn (default: $FASTVIDEO_ATTENTION_BACKEND, else sdpa)")
+    g.add_argument("--ops-backend", default=None, choices=["triton", "torch"],
+                   help="fused DiT ops (norms, AdaLN modulation, RoPE, gated residual): triton kernels, or "
+                        "torch for their references (default: $FASTVIDEO_OPS_BACKEND, else the eager model code)")
     g.add_argument("--compile", action="store_true", help="torch.compile the DiT")
 
 
@@ -56,6 +59,7 @@ def generator_config_from_args(args: argparse.Namespace) -> dict:
     config: dict = {"model_path": args.model_path,
                     "engine": {"device": args.device, "dtype": args.dtype,
                                "attention_backend": args.attention_backend,
+                               "ops_backend": args.ops_backend,
                                "compile": {"enabled": bool(args.compile)}},
                     "pipeline": {"preset": args.preset}}
     return config
@@ -167,6 +171,7 @@ def serve_flags_from_args(args: argparse.Namespace) -> dict:
     put("generator.engine.device", args.device)
     put("generator.engine.dtype", args.dtype)
     put("generator.engine.attention_backend", args.attention_backend)
+    put("generator.engine.ops_backend", args.ops_backend)
     put("generator.engine.compile.enabled", bool(args.compile) or None)
     put("generator.engine.artifacts_path", args.artifacts)
     put("server.host", args.host)
