@@ -17,8 +17,14 @@ from typing import Any
 import av
 import pytest
 
-from fastvideo.serving.dynamo.handler import VideoGenerationHandler
-from fastvideo.serving.dynamo.health import default_health_check_payload, health_check_payload
+from fastvideo.serving.dynamo.handler import HealthCheckFailed, VideoGenerationHandler
+from fastvideo.serving.dynamo.health import (
+    HEALTH_CHECK_KEY,
+    HealthPolicy,
+    default_health_check_payload,
+    health_check_payload,
+    is_health_check,
+)
 from fastvideo.serving.dynamo.media import MediaStore
 from fastvideo.serving.dynamo.protocol import RequestDefaults
 
@@ -147,20 +153,55 @@ def test_closing_the_stream_cancels_the_generation(handler, fake_context):
     assert handler.cancelled == 1
 
 
-def test_a_stopped_request_waiting_for_the_worker_is_dropped(handler, fake_context):
+class _GatedGenerator:
+    """Delegates to the real generator, but each generation first waits until ``gate`` is set.
+
+    While a generation waits at the gate it holds the worker and has made no progress, which makes
+    "a request queued behind a running one" deterministic instead of a race against a fast CPU.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate: asyncio.Event | None = None
+        self.entered = 0
+
+    async def generate_async(self, request: Any):
+        if self.gate is None:
+            self.gate = asyncio.Event()
+        self.entered += 1
+        await self.gate.wait()
+        async for event in self.inner.generate_async(request):
+            yield event
+
+
+async def _until(predicate: Any, timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+def test_a_stopped_request_waiting_for_the_worker_is_dropped(tiny_generator, fake_context):
+    gated = _GatedGenerator(tiny_generator)
+    handler = VideoGenerationHandler(gated, model_name="fastvideo-tiny")  # type: ignore[arg-type]
+
     async def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         first_ctx, second_ctx = fake_context("first"), fake_context("second")
-        first = asyncio.ensure_future(_agen_list(handler.generate(_request(nvext={"num_inference_steps": 60}),
-                                                                  first_ctx)))
-        await asyncio.sleep(0.2)
+        first = asyncio.ensure_future(_agen_list(handler.generate(_request(), first_ctx)))
+        await _until(lambda: gated.entered == 1)  # the first request holds the worker
         second = asyncio.ensure_future(_agen_list(handler.generate(_request(), second_ctx)))
-        await asyncio.sleep(0.1)
+        await _until(lambda: handler._waiting == 1)  # the second waits for it
         second_ctx.stop()
-        return await first, await second
+        second_chunks = await second  # answered while the first still holds the worker
+        assert gated.gate is not None
+        gated.gate.set()
+        return await first, second_chunks
 
     first, second = asyncio.run(run())
     assert first[-1]["status"] == "completed"
     assert second == [second[0]] and second[0]["status"] == "failed" and "before it started" in second[0]["error"]
+    assert gated.entered == 1, "the stopped request must never reach the generator"
+    assert (handler.completed, handler.cancelled) == (1, 1)
 
 
 async def _agen_list(agen: Any) -> list[dict[str, Any]]:
@@ -198,29 +239,107 @@ def test_generation_is_one_in_flight(tiny_generator, fake_context):
     assert spy.max_active == 1
 
 
-def test_health_payload_is_built_from_the_public_default_request(tiny_generator, fake_context, monkeypatch):
+def test_health_payload_is_built_from_the_public_default_request(monkeypatch):
     monkeypatch.delenv("DYN_HEALTH_CHECK_PAYLOAD", raising=False)
     payload = health_check_payload("fastvideo-tiny")
     assert payload == default_health_check_payload("fastvideo-tiny")
     assert payload["size"] == "256x256" and payload["response_format"] == "b64_json"
     assert payload["nvext"]["num_frames"] == 8 and payload["nvext"]["num_inference_steps"] == 1
+    assert payload[HEALTH_CHECK_KEY] is True and is_health_check(payload)  # Dynamo 1.6.1's canary marker
+    assert not is_health_check(_request()) and not is_health_check({**_request(), HEALTH_CHECK_KEY: "yes"})
+
+
+async def _canary(handler: VideoGenerationHandler, payload: dict[str, Any], context: Any) -> list[dict[str, Any]]:
+    return [chunk async for chunk in handler.generate(payload, context)]
+
+
+def test_health_canary_probes_the_engine_in_the_background(tiny_generator, fake_context, monkeypatch):
+    """The canary answers at once; its probe runs the real payload on the engine, one at a time."""
+    monkeypatch.delenv("DYN_HEALTH_CHECK_PAYLOAD", raising=False)
+    payload = health_check_payload("fastvideo-tiny")
     handler = VideoGenerationHandler(tiny_generator, model_name="fastvideo-tiny", health_payload=payload)
-    _collect(handler, payload, fake_context("warm"))
-    started = time.perf_counter()
-    (chunk,) = _collect(handler, payload, fake_context("probe"))
-    elapsed = time.perf_counter() - started
-    assert chunk["status"] == "completed"
-    # Dynamo's canary gives up after 3 s (DYN_HEALTH_CHECK_REQUEST_TIMEOUT); about 1.2 s on 2 idle CPU cores.
-    assert elapsed < 3.0, f"health-check request took {elapsed:.2f}s, over Dynamo's 3 s canary timeout"
+
+    async def run() -> list[dict[str, Any]]:
+        answers = [await _canary(handler, payload, fake_context(f"canary-{i}")) for i in range(5)]
+        assert handler._probe_task is not None
+        await handler._probe_task
+        return [chunk for answer in answers for chunk in answer]
+
+    chunks = asyncio.run(run())
+    assert [c["status"] for c in chunks] == ["completed"] * 5 and all(c["data"] == [] for c in chunks)
+    assert chunks[0]["id"] == "health-canary-0" and chunks[0]["object"] == "video"
+    assert handler.probes == 1, "canaries that arrive while a probe runs must not queue more generations"
+    assert handler.health.last_success is not None and handler.health.problem() is None
+    assert (handler.completed, handler.failed, handler.health_checks) == (0, 0, 5)  # probes are not requests
+
+
+def test_health_canary_is_answered_while_a_generation_holds_the_worker(tiny_generator, fake_context):
+    gated = _GatedGenerator(tiny_generator)
+    payload = {**_request(), HEALTH_CHECK_KEY: True}
+    handler = VideoGenerationHandler(gated, model_name="fastvideo-tiny",  # type: ignore[arg-type]
+                                     health_payload=payload)
+
+    async def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        busy = asyncio.ensure_future(_agen_list(handler.generate(_request(), fake_context("busy"))))
+        await _until(lambda: gated.entered == 1)
+        answer = await _canary(handler, payload, fake_context("canary"))  # the worker is still busy
+        assert gated.gate is not None and not busy.done()
+        gated.gate.set()
+        return answer, await busy
+
+    answer, busy = asyncio.run(run())
+    assert [c["status"] for c in answer] == ["completed"] and busy[-1]["status"] == "completed"
+
+
+def test_a_failing_health_probe_fails_the_next_canary(tiny_generator, fake_context):
+    """A payload the engine cannot serve: the canary raises (Dynamo counts only errors as unhealthy)."""
+    payload = {**_request(size="sixty-four"), HEALTH_CHECK_KEY: True}
+    handler = VideoGenerationHandler(tiny_generator, model_name="fastvideo-tiny", health_payload=payload)
+
+    async def run() -> None:
+        first = await _canary(handler, payload, fake_context("c1"))  # nothing known yet: healthy, probe starts
+        assert [c["status"] for c in first] == ["completed"]
+        assert handler._probe_task is not None
+        await handler._probe_task
+        with pytest.raises(HealthCheckFailed, match="size: 'sixty-four' is not a size"):
+            await _canary(handler, payload, fake_context("c2"))
+        await handler._probe_task  # that canary started another probe; let it fail too
+        # A generation that succeeds proves the engine healthy again.
+        (ok,) = await _agen_list(handler.generate(_request(), fake_context("real")))
+        assert ok["status"] == "completed"
+        assert [c["status"] for c in await _canary(handler, payload, fake_context("c3"))] == ["completed"]
+
+    asyncio.run(run())
+
+
+def test_a_generation_without_progress_fails_the_canary(tiny_generator, fake_context):
+    gated = _GatedGenerator(tiny_generator)
+    handler = VideoGenerationHandler(gated, model_name="fastvideo-tiny",  # type: ignore[arg-type]
+                                     health_payload={**_request(), HEALTH_CHECK_KEY: True},
+                                     health_policy=HealthPolicy(stall_timeout_s=0.05))
+    handler.health.generation_finished(True)  # as if a generation had just succeeded: no probe
+
+    async def run() -> None:
+        busy = asyncio.ensure_future(_agen_list(handler.generate(_request(), fake_context("busy"))))
+        await _until(lambda: gated.entered == 1)
+        await asyncio.sleep(0.2)  # stuck at the gate: no denoising step for longer than the stall timeout
+        with pytest.raises(HealthCheckFailed, match="no progress"):
+            await _canary(handler, {HEALTH_CHECK_KEY: True}, fake_context("canary"))
+        assert gated.gate is not None
+        gated.gate.set()
+        assert (await busy)[-1]["status"] == "completed"
+        assert handler.health.problem() is None
+
+    asyncio.run(run())
 
 
 def test_health_payload_env_override(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("DYN_HEALTH_CHECK_PAYLOAD", '{"prompt": "ping", "model": "m"}')
-    assert health_check_payload("m") == {"prompt": "ping", "model": "m"}
+    assert health_check_payload("m") == {"prompt": "ping", "model": "m", HEALTH_CHECK_KEY: True}
     path = tmp_path / "payload.json"
     path.write_text('{"prompt": "file"}')
     monkeypatch.setenv("DYN_HEALTH_CHECK_PAYLOAD", f"@{path}")
-    assert health_check_payload("m") == {"prompt": "file"}
+    assert health_check_payload("m") == {"prompt": "file", HEALTH_CHECK_KEY: True}
     monkeypatch.setenv("DYN_HEALTH_CHECK_PAYLOAD", "[1, 2]")
     assert health_check_payload("m") == default_health_check_payload("m")
 

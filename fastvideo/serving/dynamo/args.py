@@ -73,6 +73,8 @@ class WorkerArgs:
     event_plane: str | None = None
     response_plane: str = "tcp"
     graceful_shutdown_grace_s: float = 1.0
+    health_probe_interval_s: float = 30.0
+    health_stall_timeout_s: float = 300.0
     dump_config_to: str | None = None
     log_level: str = "INFO"
 
@@ -151,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     dyn.add_argument("--graceful-shutdown-grace-s", type=float,
                      default=float(_env("DYN_GRACEFUL_SHUTDOWN_GRACE_PERIOD_SECS", "1.0") or 1.0),
                      help="seconds between unregistering from discovery and stopping on SIGTERM/SIGINT")
+    dyn.add_argument("--health-probe-interval-s", type=float, default=30.0,
+                     help="Dynamo's health canary runs its payload in the background when no generation "
+                          "succeeded for this long (the canary itself is answered at once)")
+    dyn.add_argument("--health-stall-timeout-s", type=float, default=300.0,
+                     help="a generation with no denoising step for this long fails Dynamo's health canary")
     dyn.add_argument("--dump-config-to", default=None, help="write the resolved worker + engine config as JSON")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -163,6 +170,9 @@ def parse_args(argv: Sequence[str] | None = None) -> WorkerArgs:
     for flag in ("num_gpus", "tp_size", "sp_size"):
         if getattr(ns, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    for flag in ("health_probe_interval_s", "health_stall_timeout_s"):
+        if getattr(ns, flag) <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be > 0")
     if ns.default_fps is not None and ns.default_fps < 1:
         parser.error("--default-fps must be >= 1")
     if "://" not in ns.media_output_fs_url:

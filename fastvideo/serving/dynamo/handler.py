@@ -10,6 +10,11 @@ Contract:
   * with ``stream: true``: one ``in_progress`` chunk per denoising step, then that final chunk.
 - Every failure ends the reply with a ``failed`` chunk whose ``error`` names the field and the fix
   (bad size, missing prompt, too many frames -> ``RequestError``); nothing hangs.
+- Dynamo's health canary (a request marked ``_HEALTH_CHECK: true``, see :mod:`.health`) is answered
+  at once, without waiting for the worker: one ``completed`` chunk with no data when the
+  :class:`~.health.HealthMonitor` sees no problem, else an exception (:class:`HealthCheckFailed`),
+  which Dynamo counts as a failed canary. When no generation succeeded for a while the canary also
+  starts a background probe that runs the payload like a request (at most one at a time).
 - Generation is one-in-flight per worker (an ``asyncio.Lock``; the generator runs one at a time).
   When the context is stopped or killed (client gone, Dynamo cancel), the wait for the lock or
   for the next event is abandoned and ``generate_async``'s iterator is closed, which cancels the
@@ -30,6 +35,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from fastvideo.api import ConfigError, RequestError, VideoFinalEvent, VideoProgressEvent
+from fastvideo.serving.dynamo.health import HealthMonitor, HealthPolicy, is_health_check
 from fastvideo.serving.dynamo.media import MediaStore
 from fastvideo.serving.dynamo.protocol import (
     ParsedVideoRequest,
@@ -62,6 +68,10 @@ class RequestContext(Protocol):
 
 class Cancelled(Exception):
     """The request's context was stopped or killed while it waited or ran."""
+
+
+class HealthCheckFailed(RuntimeError):
+    """Raised to Dynamo's canary: the worker is unhealthy (the message says why)."""
 
 
 def _context_id(context: Any) -> str:
@@ -141,10 +151,14 @@ class VideoGenerationHandler:
 
     def __init__(self, generator: VideoGenerator, *, model_name: str, defaults: RequestDefaults | None = None,
                  media: MediaStore | None = None, worker_label: str | None = None,
-                 health_payload: dict[str, Any] | None = None) -> None:
+                 health_payload: dict[str, Any] | None = None, health_policy: HealthPolicy | None = None) -> None:
         self.generator = generator
-        #: Requests equal to this (Dynamo's canary) are logged at DEBUG instead of INFO.
+        #: Dynamo's canary payload: what the background probe runs (None: canaries never probe).
         self.health_payload = health_payload
+        self.health = HealthMonitor(health_policy)
+        self._probe_task: asyncio.Task[None] | None = None
+        self.probes = 0
+        self.health_checks = 0
         self.model_name = model_name
         self.defaults = defaults or RequestDefaults()
         self.media = media
@@ -162,6 +176,9 @@ class VideoGenerationHandler:
         Dynamo drops the stream (the generator is closed, possibly from a runtime thread without an
         event loop), cleanup is a thread-safe ``task.cancel`` and never an ``await`` in a finally.
         """
+        if is_health_check(request):
+            yield self._answer_canary(request, context)
+            return
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         task = loop.create_task(self._produce(request, context, queue))
@@ -205,11 +222,14 @@ class VideoGenerationHandler:
             return
         model = parsed.model or model
         s = parsed.request.sampling
-        level = logging.DEBUG if self.health_payload is not None and request == self.health_payload else logging.INFO
+        level = logging.INFO
         self._waiting += 1
         queued_at = time.perf_counter()
         try:
             await _acquire(self._lock, stop)
+            if stop.done():  # stopped in the same instant the worker came free: still never started
+                self._lock.release()
+                raise Cancelled()
         except Cancelled:
             self.cancelled += 1
             logger.info("worker %s: request %s cancelled while queued", self.worker_label, response_id)
@@ -222,13 +242,71 @@ class VideoGenerationHandler:
                        "queued %.2fs, %d waiting)", self.worker_label, response_id, s.width, s.height, s.num_frames,
                        s.num_inference_steps, parsed.stream, parsed.response_format,
                        time.perf_counter() - queued_at, self._waiting)
-            await self._generate_locked(parsed, response_id, model, stop, emit, level)
+            self.health.generation_started()
+            ok = False
+            try:
+                ok = await self._generate_locked(parsed, response_id, model, stop, emit, level)
+            finally:
+                self.health.generation_finished(ok)
         finally:
             self._lock.release()
 
+    # ------------------------------------------------------------------ health canary
+    def _answer_canary(self, request: dict[str, Any], context: Any) -> dict[str, Any]:
+        """Dynamo's canary: report the monitor's verdict now (never wait for the worker)."""
+        self.health_checks += 1
+        model = request.get("model") if isinstance(request.get("model"), str) else self.model_name
+        if self.health.needs_probe() and self.health_payload is not None and (
+                self._probe_task is None or self._probe_task.done()):
+            self._probe_task = asyncio.get_running_loop().create_task(self._probe())
+        problem = self.health.problem()
+        if problem is not None:
+            logger.warning("worker %s fails Dynamo's health check: %s", self.worker_label, problem)
+            raise HealthCheckFailed(f"worker {self.worker_label} is unhealthy: {problem}")
+        chunk = _canary_chunk(f"health-{safe_id(_context_id(context))}", model or self.model_name)
+        logger.debug("worker %s answered Dynamo's health check", self.worker_label)
+        return chunk
+
+    async def _probe(self) -> None:
+        """Run the health payload like a request (in the background); a failure marks the worker unhealthy."""
+        self.probes += 1
+        response_id = f"health-probe-{self.probes}"
+        try:
+            assert self.health_payload is not None
+            parsed = to_generation_request(self.health_payload, self.defaults, request_id=response_id)
+        except (RequestError, ConfigError) as exc:
+            self.health.probe_failed(f"the health-check payload is not a valid request: {exc}")
+            return
+        chunks: list[dict[str, Any]] = []
+        never = asyncio.get_running_loop().create_future()  # the probe has no client that could stop it
+        try:
+            await _acquire(self._lock, never)
+            try:
+                self.health.generation_started()
+                ok = False
+                try:
+                    ok = await self._generate_locked(parsed, response_id, parsed.model or self.model_name, never,
+                                                     chunks.append, logging.DEBUG, counted=False)
+                finally:
+                    self.health.generation_finished(ok)
+            finally:
+                self._lock.release()
+        except Exception as exc:  # noqa: BLE001 - any failure of the probe is the verdict
+            logger.exception("worker %s: health probe failed", self.worker_label)
+            self.health.probe_failed(f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            never.cancel()
+        final = chunks[-1] if chunks else {}
+        if final.get("status") != "completed":
+            self.health.probe_failed(str(final.get("error") or "the probe produced no video"))
+
     async def _generate_locked(self, parsed: ParsedVideoRequest, response_id: str, model: str,
                                stop: asyncio.Future[Any], emit: Callable[[dict[str, Any]], None],
-                               level: int = logging.INFO) -> None:
+                               level: int = logging.INFO, counted: bool = True) -> bool:
+        """Run one generation holding the worker; emits its chunks; True when it completed.
+
+        ``counted=False`` (the health probe) leaves the request counters alone."""
         started = time.perf_counter()
         events = self.generator.generate_async(parsed.request)
         try:
@@ -238,6 +316,7 @@ class VideoGenerationHandler:
                     event = await _race(events.__anext__(), stop)
                 except StopAsyncIteration:
                     break
+                self.health.progressed()
                 if isinstance(event, VideoProgressEvent):
                     if parsed.stream and event.total_steps > 0:
                         emit(progress_response(response_id, model, step=event.step, total_steps=event.total_steps))
@@ -247,26 +326,27 @@ class VideoGenerationHandler:
                 raise RuntimeError("the generator finished without a video")
             chunk = await self._final_chunk(parsed, response_id, model, final, time.perf_counter() - started)
         except Cancelled:
-            self.cancelled += 1
+            self.cancelled += int(counted)
             logger.info("worker %s: request %s cancelled after %.2fs", self.worker_label, response_id,
                         time.perf_counter() - started)
             emit(failed_response(response_id, model, "cancelled: the request was stopped by the client or Dynamo"))
-            return
+            return False
         except (RequestError, ConfigError) as exc:
-            self.failed += 1
+            self.failed += int(counted)
             logger.info("worker %s rejected request %s: %s", self.worker_label, response_id, exc)
             emit(failed_response(response_id, model, f"invalid request: {exc}"))
-            return
+            return False
         finally:
             # Closing the iterator cancels a generation still running at its next denoising step.
             try:
                 await events.aclose()  # type: ignore[attr-defined]
             except RuntimeError as exc:  # pragma: no cover - defensive: iterator still running
                 logger.debug("closing the generation iterator of %s failed: %s", response_id, exc)
-        self.completed += 1
+        self.completed += int(counted)
         logger.log(level, "worker %s finished request %s in %.2fs", self.worker_label, response_id,
                    chunk.get("inference_time_s") or 0.0)
         emit(chunk)
+        return True
 
     async def _final_chunk(self, parsed: ParsedVideoRequest, response_id: str, model: str, final: VideoFinalEvent,
                            elapsed: float) -> dict[str, Any]:
@@ -285,3 +365,9 @@ class VideoGenerationHandler:
         b64 = await asyncio.to_thread(lambda: base64.b64encode(final.video_bytes or b"").decode("ascii"))
         return completed_response(response_id, model, output_format=parsed.output_format, b64_json=b64, fps=fps,
                                   inference_time_s=inference_time, continuation_state=state)
+
+
+def _canary_chunk(response_id: str, model: str) -> dict[str, Any]:
+    """The healthy answer to Dynamo's canary: an ``NvVideosResponse`` with no video."""
+    return {"id": response_id, "object": "video", "model": model, "status": "completed", "progress": 100,
+            "created": int(time.time()), "data": []}

@@ -27,7 +27,7 @@ from fastvideo import VideoGenerator
 from fastvideo.api import ModelLoadError, config_to_dict
 from fastvideo.serving.dynamo.args import WorkerArgs, build_generator_config, parse_args
 from fastvideo.serving.dynamo.handler import VideoGenerationHandler
-from fastvideo.serving.dynamo.health import health_check_payload
+from fastvideo.serving.dynamo.health import HealthPolicy, health_check_payload
 from fastvideo.serving.dynamo.media import MediaStore
 from fastvideo.serving.dynamo.protocol import RequestDefaults
 
@@ -86,7 +86,10 @@ async def serve(args: WorkerArgs, generator: VideoGenerator) -> None:
         generator, model_name=args.served_name,
         defaults=RequestDefaults(fps=_default_fps(args, generator), response_format=args.default_response_format),
         media=MediaStore(args.media_output_fs_url, args.media_output_http_url), worker_label=label,
-        health_payload=payload)
+        health_payload=payload, health_policy=HealthPolicy(probe_interval_s=args.health_probe_interval_s,
+                                                           stall_timeout_s=args.health_stall_timeout_s))
+    if args.warmup:
+        handler.health.generation_finished(True)  # the warm-up generation just proved the engine healthy
     shutting_down = False
 
     async def shutdown(signum: int) -> None:
@@ -124,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         print(f"error: NVIDIA Dynamo is not installed ({exc}); install it with "
               "`pip install --no-deps ai-dynamo==1.6.1 ai-dynamo-runtime==1.6.1` and "
-              "`pip install msgspec uvloop fsspec pydantic`", file=sys.stderr)
+              "`pip install pydantic uvloop msgspec packaging pyyaml fsspec`", file=sys.stderr)
         return 1
     try:
         generator = load_generator(args)
