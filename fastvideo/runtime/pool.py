@@ -200,6 +200,9 @@ class WorkerHandle(ABC):
     @abstractmethod
     def session_ids(self) -> list[str]: ...
 
+    def request_stop(self) -> None:
+        """Begin stopping without waiting (so a pool stops its workers in parallel); default: nothing."""
+
     @abstractmethod
     def stop(self, timeout: float = 30.0) -> None: ...
 
@@ -328,6 +331,12 @@ class GpuPool:
         return infos
 
     def stop(self) -> None:
+        """Ask every worker to stop, then wait for each (a process worker is reaped before this returns)."""
+        for w in self.workers.values():
+            try:
+                w.request_stop()
+            except Exception:  # noqa: BLE001
+                logger.exception("asking worker %s to stop failed", w.worker_id)
         for w in self.workers.values():
             try:
                 w.stop()

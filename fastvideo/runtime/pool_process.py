@@ -14,7 +14,14 @@ Contract:
 - One reader thread per worker in the parent. When the pipe breaks (the child exited or was
   killed) the worker is marked ``dead`` with the exit code, its pending requests and RPCs fail with
   :class:`~fastvideo.runtime.pool.WorkerDied`, and the pool marks its sessions lost. A child whose
-  parent disappears exits on its own (the pipe closes).
+  parent disappears exits on its own (the pipe closes). A child whose boot failed exits with code 1.
+- Reaping: the reader thread and :meth:`ProcessWorker.stop` may both wait for the child's exit, so
+  every ``waitpid`` on it (join, exit-code poll) and every signal sent to it happen under one lock;
+  the waiting itself is done on the process sentinel outside the lock. (Two threads joining one
+  ``multiprocessing.Process`` race in ``waitpid``: the loser gets ECHILD and sees a dead child as
+  alive, and would then signal a pid that may already be reused.) ``stop`` escalates: ``stop``
+  message, wait ``timeout``; SIGTERM, wait; SIGKILL, wait; each step only while the child is not
+  reaped.
 """
 
 from __future__ import annotations
@@ -22,11 +29,14 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import sys
 import threading
+import time
 import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
+from multiprocessing.connection import wait as wait_ready
 from typing import Any
 
 from fastvideo.api import ContinuationState, GenerationRequest, GeneratorConfig, config_to_dict, parse_config
@@ -65,7 +75,7 @@ def _child_main(worker_id: str, config_dict: dict, worker_config: Any, conn: Any
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which excludes this worker
         send("boot_failed", f"{type(exc).__name__}: {exc}")
         conn.close()
-        return
+        sys.exit(1)
     send("ready", {"pid": os.getpid(), "device": str(generator.pipeline.device), "warmup": info})
 
     def callbacks(rid: str) -> HostCallbacks:
@@ -121,10 +131,40 @@ class ProcessWorker(WorkerHandle):
         self._send_lock = threading.Lock()
         self._rpcs: dict[str, Future] = {}
         self._reader: threading.Thread | None = None
+        #: Held around every waitpid on the child and every signal sent to it (see module contract).
+        self._reap_lock = threading.Lock()
 
     @property
     def exitcode(self) -> int | None:
-        return None if self._process is None else self._process.exitcode
+        if self._process is None:
+            return None
+        with self._reap_lock:
+            return self._process.exitcode
+
+    def _wait_exit(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` s for the child to exit and reap it; its exit code, or None if alive."""
+        process = self._process
+        if process is None:
+            return None
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            # Wait on the sentinel (readable once the child has exited) without reaping; only the
+            # thread holding the lock calls waitpid, so a concurrent waiter never sees ECHILD.
+            exited = bool(wait_ready([process.sentinel], max(0.0, deadline - time.monotonic())))
+            with self._reap_lock:
+                if exited:
+                    process.join(1.0)  # the child is exiting: waitpid returns at once
+                code = process.exitcode
+            if code is not None or time.monotonic() >= deadline:
+                return code
+
+    def _signal(self, how: str) -> bool:
+        """``terminate`` or ``kill`` the child if it is not reaped yet; True when a signal was sent."""
+        with self._reap_lock:
+            if self._process is None or self._process.exitcode is not None:
+                return False
+            getattr(self._process, how)()
+            return True
 
     def start(self) -> None:
         ctx = mp.get_context("spawn")
@@ -178,9 +218,7 @@ class ProcessWorker(WorkerHandle):
         self._on_pipe_closed()
 
     def _on_pipe_closed(self) -> None:
-        if self._process is not None:
-            self._process.join(5)
-        code = self.exitcode
+        code = self._wait_exit(5.0)
         if self.status in ("stopped", "failed"):
             self._fail_rpcs(f"worker {self.worker_id} is {self.status}")
             self._fail_all(f"worker {self.worker_id} is {self.status}")
@@ -237,17 +275,27 @@ class ProcessWorker(WorkerHandle):
     def session_ids(self) -> list[str]:
         return []  # the pool's bindings are authoritative for process workers
 
-    def stop(self, timeout: float = 30.0) -> None:
-        was = self.status
-        if was in ("ready", "booting"):
+    def request_stop(self) -> None:
+        """Ask the child to stop (returns at once; :meth:`stop` waits and escalates)."""
+        if self.status in ("ready", "booting"):
             self.status = "stopped"
             try:
                 self._send("stop")
             except (OSError, EOFError, BrokenPipeError):
                 pass
-        if self._process is not None:
-            self._process.join(timeout)
-            if self._process.is_alive():
-                logger.warning("worker %s did not stop within %.0fs; terminating", self.worker_id, timeout)
-                self._process.terminate()
-                self._process.join(5)
+
+    def stop(self, timeout: float = 30.0, *, grace_s: float = 10.0) -> None:
+        """Stop the child: ``stop`` message and ``timeout`` s, then SIGTERM and ``grace_s`` s, then SIGKILL;
+        returns once it is reaped (or logs that even SIGKILL did not end it)."""
+        self.request_stop()
+        if self._process is None:
+            return
+        if self._wait_exit(timeout) is not None:
+            return
+        for how, grace in (("terminate", grace_s), ("kill", grace_s)):
+            logger.warning("worker %s (pid %s) did not exit within %.0fs; sending %s", self.worker_id, self.pid,
+                           timeout, "SIGTERM" if how == "terminate" else "SIGKILL")
+            if not self._signal(how) or self._wait_exit(grace) is not None:
+                return
+            timeout = grace
+        logger.error("worker %s (pid %s) is still running after SIGKILL", self.worker_id, self.pid)

@@ -77,3 +77,58 @@ def test_bad_states_rejected(tiny_generator):
     broken["payload"]["tail_latents"]["data"] = "not base64!"
     with pytest.raises(RequestError, match="cannot be decoded"):
         segment(tiny_generator, seed=2, state=broken)
+
+
+def test_runtime_segment_two_starts_at_segment_one_tail(tiny_generator, monkeypatch):
+    """The serving path (BatchWorker: scheduler -> batched executor) with the state sent as JSON.
+
+    Measured on the clean latents each segment hands to the VAE (recorded at ``pipeline.decode``),
+    in latent space for the reason given above: with random weights, neighbouring latent frames of
+    *one* segment are as far apart as unrelated ones (mean |diff| ~1.5 on this model), so neither
+    pixels nor the first newly generated latent frame can show continuity; the overlap frames that
+    open segment 2 are what the conditioning sets. Segment 2 must open on segment 1's tail far closer
+    than an unconditioned segment with the same seed, half strength must land in between, and the
+    overlap must be decoded as context but not returned (same frame count as segment 1).
+    """
+    from fastvideo.runtime.worker import BatchWorker, WorkerConfig
+
+    pipe = tiny_generator.pipeline
+    decoded: list[tuple[object, int]] = []
+    real_decode = pipe.decode
+
+    def spy(latents, s, skip_frames=0):
+        decoded.append((latents.detach().clone(), skip_frames))
+        return real_decode(latents, s, skip_frames=skip_frames)
+
+    monkeypatch.setattr(pipe, "decode", spy)
+    worker = BatchWorker(tiny_generator, WorkerConfig())
+    worker.start()
+    try:
+        def run(seed, state=None, strength=None):
+            sampling = {**SAMPLING, "seed": seed}
+            if strength is not None:
+                sampling["continuation_strength"] = strength
+            result = worker.generate({"prompt": "a slow pan over a mountain lake", "sampling": sampling,
+                                      "output": {"return_state": True}, "state": state}, timeout=120)
+            latents, skip = decoded.pop()
+            return result, latents, skip
+
+        first, lat1, _ = run(seed=1)
+        wire = json.loads(first.state.to_json())
+        second, lat2, skip2 = run(seed=2, state=wire)
+        fresh, lat_fresh, skip_fresh = run(seed=2)
+        _, lat_half, _ = run(seed=2, state=wire, strength=0.5)
+    finally:
+        worker.stop()
+
+    k = lat2.shape[2] - lat_fresh.shape[2]  # overlap latent frames the continuation carries
+    assert k >= 1 and skip2 > 0 and skip_fresh == 0
+    tail = lat1[:, :, -k:]
+    err = {name: (lat[:, :, :k] - tail).abs().mean().item()
+           for name, lat in (("continued", lat2), ("fresh", lat_fresh), ("half", lat_half))}
+    within_segment = (lat1[:, :, 1:] - lat1[:, :, :-1]).abs().mean().item()
+    assert err["fresh"] > 0.5 and within_segment > 0.5  # unrelated starts are far apart (scale)
+    assert err["continued"] < 1e-3 * err["fresh"]  # segment 2 opens on segment 1's tail
+    assert err["continued"] < err["half"] < err["fresh"]  # strength is a real knob
+    assert second.metadata["branch"] == "continuation" and fresh.metadata["branch"] == "initial"
+    assert second.frames.shape == first.frames.shape  # the overlap is context, not output

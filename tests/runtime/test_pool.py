@@ -1,8 +1,10 @@
 """GPU pool on CPU with the built-in model: spawn workers, a failed boot excluded, a killed worker's session
-failing clearly while the others keep serving, sticky sessions, migration by snapshot + hydrate, resume."""
+failing clearly while the others keep serving, sticky sessions, migration by snapshot + hydrate (in process and
+between worker processes), resume, and a worker stop that escalates and reaps each child exactly once."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
 import threading
@@ -32,7 +34,7 @@ def close(a, b) -> bool:
     return np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 1
 
 
-def test_process_pool_boot_failure_worker_death_and_resume(tiny_model_dir, tiny_generator):
+def test_process_pool_boot_failure_worker_death_and_resume(tiny_model_dir, tiny_generator, caplog):
     config = {"model_path": str(tiny_model_dir), "engine": {"device": "cpu", "dtype": "fp32"}}
     wc = WorkerConfig(warmup_request=WARM)
     stores = open_stores(StoreConfig(blob_threshold_bytes=0))  # every state tensor goes to the BlobStore
@@ -56,6 +58,16 @@ def test_process_pool_boot_failure_worker_death_and_resume(tiny_model_dir, tiny_
         assert a1.metadata["branch"] == "continuation" and a1.metadata["segment_index"] == 1  # sticky, hot state
         assert state_blob_ids(pool.snapshot("a"))  # persisted with its tensor by blob id
         assert stores.sessions.get("a").segment_index == 1
+
+        # a session moves between worker processes by snapshot (pickled out, blobs to the store) + hydrate
+        c0 = pool.generate(request(10, output={"return_state": True}), session_id="c", timeout=60)
+        source = pool.sessions["c"].worker_id
+        target = pool.migrate("c")
+        assert target != source and pool.sessions["c"].worker_id == target
+        c1 = pool.generate(request(11), session_id="c", timeout=60)
+        assert c1.metadata["branch"] == "continuation" and c1.metadata["segment_index"] == 1
+        assert close(c1.frames, tiny_generator.generate(request(11, state=c0.state)).frames)
+        pool.close_session("c")
 
         victim = pool.workers[pool.sessions["a"].worker_id]
         survivor = pool.workers[pool.sessions["b"].worker_id]
@@ -84,6 +96,38 @@ def test_process_pool_boot_failure_worker_death_and_resume(tiny_model_dir, tiny_
     finally:
         pool.stop()
     assert all(w._process.exitcode is not None for w in workers)
+    # every child reaped with its own exit status: the survivor stopped cleanly (no SIGTERM), the
+    # failed boot exited 1, the victim shows the SIGKILL
+    assert {w.worker_id: w.exitcode for w in workers} == {victim.worker_id: -9, survivor.worker_id: 0, "broken": 1}
+    assert not [r.getMessage() for r in caplog.records if "did not exit" in r.getMessage()]
+
+
+def _ignore_sigterm_and_sleep(armed) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    armed.set()
+    threading.Event().wait(120)
+
+
+def test_process_worker_stop_escalates_and_reaps_exactly_once(caplog):
+    """A child that ignores the stop message and SIGTERM gets SIGKILL; a second thread waiting for the
+    same exit (as the reader thread does) sees the same status instead of a lost ECHILD."""
+    ctx = mp.get_context("fork")  # a trivial child: no model, no torch import
+    worker = ProcessWorker("stubborn", {"model_path": "/nonexistent/wan"})
+    armed = ctx.Event()
+    worker._process = ctx.Process(target=_ignore_sigterm_and_sleep, args=(armed,), daemon=True)
+    worker._process.start()
+    worker.pid, worker.status = worker._process.pid, "failed"  # nothing to send: straight to the signals
+    assert armed.wait(30)
+    seen: list = []
+    waiter = threading.Thread(target=lambda: seen.append(worker._wait_exit(60)))
+    waiter.start()
+    worker.stop(timeout=0.2, grace_s=0.5)
+    waiter.join(30)
+    assert worker.exitcode == -signal.SIGKILL and seen == [-signal.SIGKILL]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("sending SIGTERM" in m for m in messages) and any("sending SIGKILL" in m for m in messages)
+    worker.stop(timeout=0.1, grace_s=0.1)  # stopping a reaped worker sends nothing
+    assert not [m for m in (r.getMessage() for r in caplog.records) if m not in messages]
 
 
 def test_in_process_pool_sticky_sessions_migrate_and_restart(tiny_generator):

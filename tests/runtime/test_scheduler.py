@@ -92,6 +92,27 @@ def test_fairness_odd_shape_is_not_starved():
     assert served_at == 3  # jumped by exactly max_bypass batches, then served
 
 
+def test_fairness_two_odd_shapes_each_bounded_and_in_arrival_order():
+    """Two odd shapes (different buckets) behind a saturating popular bucket: each is served, the older
+    first, the younger right after it (it has been jumped max_bypass times by then too)."""
+    sched = Scheduler(SchedulerConfig(max_batch=2, max_bypass=3, max_queue=100))
+    sched.admit(item("odd-b", B))
+    sched.admit(item("odd-c", C))
+    served: dict[str, int] = {}
+    n = 0
+    for round_ in range(20):
+        for _ in range(2):
+            sched.admit(item(f"p{n}", A))
+            n += 1
+        batch, _ = sched.next_batch()
+        for rid in ids(batch):
+            if rid.startswith("odd"):
+                served[rid] = round_
+        if len(served) == 2:
+            break
+    assert served == {"odd-b": 3, "odd-c": 4}
+
+
 def test_without_fairness_bound_popular_bucket_would_win():
     sched = Scheduler(SchedulerConfig(max_batch=2, max_bypass=100, max_queue=100))
     sched.admit(item("odd", B))

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from fastvideo.api import RequestError, VideoFinalEvent, VideoProgressEvent
+from fastvideo.api import GenerationRequest, RequestError, SamplingConfig, VideoFinalEvent, VideoProgressEvent
 from fastvideo.runtime.service import JobFailed, QueueFull, ServiceConfig, ServiceStopped, VideoService
 
 REQ = {"prompt": "a fox", "sampling": {"width": 32, "height": 32, "num_frames": 1, "num_inference_steps": 3,
@@ -93,3 +93,38 @@ def test_warmup_sets_ready_and_graceful_stop_drains(tiny_generator):
 
     service, jobs = run(main())
     assert not service.ready and all(j.status == "completed" for j in jobs)
+
+
+def test_warmup_runs_both_branches_before_ready(tiny_generator):
+    """Warmup runs a first segment, then a continuation from its state, and only then reports ready;
+    a warmup whose continuation branch fails leaves the service not ready."""
+    seen: list[tuple[str, bool, bool]] = []
+
+    async def main(fail_continuation: bool):
+        warm = GenerationRequest(prompt="warm", sampling=SamplingConfig(width=32, height=32, num_frames=1,
+                                                                        num_inference_steps=1, seed=0))
+        service = VideoService(tiny_generator, ServiceConfig(warmup_request=warm))
+        await service.start()
+        worker = service.worker
+        prepare = worker.executor.prepare
+
+        def spy(item):
+            seen.append((item.key.branch, item.payload.request.state is not None, worker.ready or service.ready))
+            if fail_continuation and item.key.branch == "continuation":
+                raise RuntimeError("continuation warmup broke")
+            prepare(item)
+
+        worker.executor.prepare = spy
+        try:
+            await service.warmup()
+        finally:
+            ready = service.ready
+            await service.stop(graceful=False)
+        return ready
+
+    assert run(main(fail_continuation=False)) is True
+    assert seen == [("initial", False, False), ("continuation", True, False)]
+    seen.clear()
+    with pytest.raises(RuntimeError, match="continuation warmup broke"):
+        run(main(fail_continuation=True))
+    assert seen == [("initial", False, False), ("continuation", True, False)]
