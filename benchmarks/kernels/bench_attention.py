@@ -22,13 +22,14 @@ import json
 import logging
 import math
 import os
-import statistics
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.timing import median_ms  # noqa: E402
 
 logger = logging.getLogger("bench_attention")
 
@@ -78,30 +79,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _timer(fn: Callable[[], object], warmup: int, iters: int, cuda: bool) -> float:
-    """Median milliseconds of ``fn`` (CUDA events on GPU, perf_counter on CPU)."""
-    import time
-
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def _implementations(cuda: bool) -> dict[str, Callable]:
     """name -> fn(q, k, v) in (B, L, H, D) layout; SDPA variants pinned to one backend each."""
     import importlib.util
@@ -149,7 +126,7 @@ def bench(shapes: tuple[Shape, ...], dtype_name: str, warmup: int, iters: int, c
             row = {"shape": shape.name, "impl": name, **asdict(shape), "dtype": dtype_name, "flops": shape.flops}
             try:
                 out = fn(q, k, v)
-                ms = _timer(lambda: fn(q, k, v), warmup, iters, cuda)
+                ms = median_ms(lambda: fn(q, k, v), warmup, iters, cuda)
             except (RuntimeError, ValueError) as exc:  # an SDPA backend that cannot run this shape
                 row.update(ms=None, tflops=None, error=str(exc).splitlines()[0][:120])
                 rows.append(row)
@@ -202,7 +179,7 @@ def tune(path: Path, dtype_name: str, warmup: int, iters: int, match: str | None
                     for stages in (2, 3, 4):
                         cfg = AttentionConfig(bm, bn, warps, stages, source="tune")
                         try:
-                            ms = _timer(lambda: ta.flash_attention_triton(q, k, v, config=cfg), warmup, iters, True)
+                            ms = median_ms(lambda: ta.flash_attention_triton(q, k, v, config=cfg), warmup, iters, True)
                         except Exception as exc:  # noqa: BLE001 - e.g. out of shared memory: skip config
                             logger.info("skip %s: %s", cfg, str(exc).splitlines()[0][:80])
                             continue

@@ -26,13 +26,14 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.timing import median_ms  # noqa: E402
 
 logger = logging.getLogger("bench_fused")
 
@@ -65,30 +66,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true",
                    help="no GPU needed: tiny shapes on CPU with TRITON_INTERPRET=1 (exercises the script)")
     return p.parse_args(argv)
-
-
-def _timer(fn: Callable[[], object], warmup: int, iters: int, cuda: bool) -> float:
-    """Median milliseconds of ``fn``."""
-    import time
-
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def _cases(shape: Shape, dtype: "object", device: str) -> list[tuple[str, tuple, int]]:
@@ -126,7 +103,7 @@ def bench(shapes: tuple[Shape, ...], dtype_name: str, warmup: int, iters: int, c
         x = cases[0][1][0]
         dst = torch.empty_like(x)
         copy_bytes = 2 * x.numel() * x.element_size()
-        copy_ms = _timer(lambda: dst.copy_(x), warmup, iters, cuda)
+        copy_ms = median_ms(lambda: dst.copy_(x), warmup, iters, cuda)
         copy_gbs = copy_bytes / (copy_ms * 1e-3) / 1e9
         rows.append({"shape": shape.name, "op": "copy", "impl": "d2d-copy", "bytes": copy_bytes,
                      "ms": copy_ms, "gbps": copy_gbs, "of_copy": 1.0})
@@ -141,7 +118,7 @@ def bench(shapes: tuple[Shape, ...], dtype_name: str, warmup: int, iters: int, c
             expected = impls["torch"](*args).float()
             for impl, fn in impls.items():
                 diffs[impl] = (fn(*args).float() - expected).abs().max().item()  # also compiles / warms up
-                results[impl] = _timer(lambda: fn(*args), warmup, iters, cuda)
+                results[impl] = median_ms(lambda: fn(*args), warmup, iters, cuda)
             del expected
             for impl, ms in results.items():
                 gbps = nbytes / (ms * 1e-3) / 1e9

@@ -47,13 +47,18 @@ def _run(model: "dit.WanTransformer3DModel", backend_name: str, dtype: torch.dty
         return model(*inputs)
 
 
-def test_tiny_dit_triton_matches_sdpa_bf16(device: torch.device, check_error) -> None:
+def _bf16_case(device: torch.device) -> tuple["dit.WanTransformer3DModel", tuple[torch.Tensor, ...], torch.Tensor]:
+    """A random tiny model cast to bf16, its bf16 inputs, and the float64 model's output on them."""
     model = _model()
     inputs = _inputs(torch.float32, device)
     reference = _run(model.double().to(device), "sdpa", torch.float64,
                      tuple(t.double() if t.is_floating_point() else t for t in inputs), device)
     model = model.float().to_inference_dtype(torch.bfloat16).to(device)
-    low_inputs = (inputs[0].bfloat16(), inputs[1], inputs[2].bfloat16())
+    return model, (inputs[0].bfloat16(), inputs[1], inputs[2].bfloat16()), reference
+
+
+def test_tiny_dit_triton_matches_sdpa_bf16(device: torch.device, check_error) -> None:
+    model, low_inputs, reference = _bf16_case(device)
     sdpa_out = _run(model, "sdpa", torch.bfloat16, low_inputs, device)
     triton_out = _run(model, "triton", torch.bfloat16, low_inputs, device)
     check_error(triton_out, reference, sdpa_out, "tiny DiT bf16, triton vs float64 model", dtype=torch.bfloat16)
@@ -71,12 +76,7 @@ def test_tiny_dit_triton_matches_sdpa_fp32(device: torch.device) -> None:
 def test_tiny_dit_triton_attention_and_fused_ops_bf16(device: torch.device, check_error) -> None:
     """The whole fast path (triton attention + fused triton norms/modulation/RoPE/residuals) in bf16
     is as close to a float64 model as the eager bf16 model is."""
-    model = _model()
-    inputs = _inputs(torch.float32, device)
-    reference = _run(model.double().to(device), "sdpa", torch.float64,
-                     tuple(t.double() if t.is_floating_point() else t for t in inputs), device)
-    model = model.float().to_inference_dtype(torch.bfloat16).to(device)
-    low_inputs = (inputs[0].bfloat16(), inputs[1], inputs[2].bfloat16())
+    model, low_inputs, reference = _bf16_case(device)
     eager_out = _run(model, "sdpa", torch.bfloat16, low_inputs, device)
     fused_out = _run(model, "triton", torch.bfloat16, low_inputs, device, ops="triton")
     assert model.ops is not None and model.ops.name == "triton"
