@@ -178,6 +178,7 @@ def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
             yield
         finally:
             state.phase = "draining"
+            state.store.shutting_down = True
             logger.info("shutting down: draining %d queued and %d running jobs (up to %.0fs)", service.queue_depth,
                         service.running, srv.drain_timeout_s)
             if not warm_task.done():

@@ -8,7 +8,8 @@ Contract:
   (recording step times), and when the job ends writes the output (MP4 for videos, PNG for
   images) atomically under ``output_dir`` *before* the record reports ``completed``, records the
   job's metrics, then drops the runtime's copy of the job so its bytes are not held twice.
-  A failed or cancelled job reports ``failed`` with ``error{code, message}``.
+  A failed or cancelled job reports ``failed`` with ``error{code, message}``; a job the server
+  cancels while shutting down (``shutting_down`` set) reports code ``shutting_down``.
 - Status moves only forward: ``queued -> in_progress -> completed | failed``; ``progress`` is the
   runtime's (0..100) and 100 only once the file exists.
 - Finished records and their files expire ``ttl_s`` after they finish (:meth:`reap`, run
@@ -116,6 +117,8 @@ class VideoStore:
         self.max_records = max_records
         self.records: OrderedDict[str, VideoRecord] = OrderedDict()
         self._watchers: set[asyncio.Task] = set()
+        #: Set by the app when shutdown begins: jobs cancelled from then on failed because of it.
+        self.shutting_down = False
 
     # ------------------------------------------------------------------ records
     def track(self, record: VideoRecord) -> VideoRecord:
@@ -239,9 +242,13 @@ class VideoStore:
                     record.metadata = {k: v for k, v in item.metadata.items() if k != "timings"}
                     record.metadata["timings"] = dict(item.metadata.get("timings", {}))
                     self._finish(record, "completed", None, None)
+                    if record.id not in self.records:  # deleted while its file was being written
+                        self._remove_files(record)
             else:  # JobFailed
                 code = getattr(item, "code", "generation_failed")
                 message = getattr(item, "message", "the job failed")
+                if code == "cancelled" and self.shutting_down and record.id in self.records:
+                    code, message = "shutting_down", "the server shut down before the job finished"
                 self._finish(record, "failed", code, message)
         except asyncio.CancelledError:
             if not record.done.is_set():

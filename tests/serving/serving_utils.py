@@ -1,9 +1,11 @@
 """Serving test helpers: a real ``fastvideo serve`` subprocess, in-process uvicorn servers, polling.
 
-``live_server`` is one real server process (built-in model, 127.0.0.1, random port) shared by the
-module tests that only need defaults; ``inproc_server(...)`` runs ``build_app`` over the session's
-``tiny_generator`` under uvicorn in a thread, for configs a test needs (small queue, API key,
-session cap, idle timeout, router replicas). Shapes are tiny (64x64, 5 frames, 2 steps).
+``live_server`` is one real server process (built-in model, 127.0.0.1, random port, real warmup)
+shared by every test that only needs defaults; while it starts, :func:`observe_startup` records
+``/health``, ``/readyz`` and one early job attempt (for the readiness test). ``inproc_server(...)``
+runs ``build_app`` over the session's ``tiny_generator`` under uvicorn in a thread, for configs a
+test needs (small queue, API key, session cap, idle timeout, drain timeout). Shapes are tiny
+(64x64, 5 frames, 2 steps).
 """
 
 from __future__ import annotations
@@ -63,12 +65,45 @@ def wait_job(client: httpx.Client, video_id: str, timeout_s: float = 120.0) -> d
     raise TimeoutError(video_id)
 
 
+def observe_startup(base_url: str, proc: subprocess.Popen, timeout_s: float = 180.0) -> list[dict]:
+    """Poll ``/health`` and ``/readyz`` (and try one job while not ready) until ``/readyz`` is 200.
+
+    Returns what was seen, in order: ``{"health", "readyz", "phase", "create"}`` per poll, where
+    ``create`` is the status of a ``POST /v1/videos`` tried once while the server was live but not ready.
+    """
+    seen: list[dict] = []
+    tried_create = False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            health = httpx.get(base_url + "/health", timeout=2.0).status_code
+            ready = httpx.get(base_url + "/readyz", timeout=2.0)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+            continue
+        entry = {"health": health, "readyz": ready.status_code, "phase": ready.json().get("phase"), "create": None}
+        if ready.status_code == 503 and not tried_create:
+            tried_create = True
+            r = httpx.post(base_url + "/v1/videos", json={"prompt": "too early", **SMALL}, timeout=10.0)
+            entry["create"] = r.status_code
+            entry["create_retry_after"] = r.headers.get("retry-after")
+        seen.append(entry)
+        if ready.status_code == 200:
+            return seen
+        time.sleep(0.1)
+    raise TimeoutError(f"{base_url}/readyz not ready after {timeout_s}s (seen: {seen[-3:]})")
+
+
 @dataclass
 class LiveServer:
     base_url: str
     proc: subprocess.Popen | None
     output_dir: Path
     log_path: Path | None = None
+    #: What ``observe_startup`` saw while the server started (see there).
+    startup: list[dict] | None = None
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
@@ -87,7 +122,10 @@ def start_server_process(cache: Path, tmp: Path, *extra: str, ready_path: str = 
                             env=env)
     server = LiveServer(f"http://127.0.0.1:{port}", proc, out, log_path)
     try:
-        wait_ready(server.base_url, path=ready_path, proc=proc)
+        if ready_path == "/readyz":
+            server.startup = observe_startup(server.base_url, proc)
+        else:
+            wait_ready(server.base_url, path=ready_path, proc=proc)
     except BaseException:
         stop_server_process(server)
         raise RuntimeError(f"server did not start:\n{server.log()[-4000:]}")
