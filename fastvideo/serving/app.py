@@ -33,8 +33,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from fastvideo.runtime.generator import VideoGenerator
 from fastvideo.runtime.service import ServiceConfig, VideoService
+from fastvideo.runtime.stores import StoreConfig, open_stores
 from fastvideo.serving.app_state import ServerState
-from fastvideo.serving.config import ServeConfig
+from fastvideo.serving.config import ServeConfig, StateConfig
 from fastvideo.serving.errors import error_body, install_error_handlers
 from fastvideo.serving.metrics import ServingMetrics
 from fastvideo.serving.observability import accept_request_id, request_id_var
@@ -129,12 +130,25 @@ def model_defaults(generator: VideoGenerator, served_name: str | None) -> ModelD
                          num_frames=preset.num_frames, fps=preset.fps, max_frames=preset.max_frames)
 
 
+def attach_state_store(generator: VideoGenerator, state: StateConfig) -> None:
+    """Keep large continuation tensors in the configured store (nothing to do for ``memory://``)."""
+    if state.url in ("memory://", "memory", ""):
+        return
+    stores = open_stores(StoreConfig(url=state.url, blob_threshold_bytes=state.blob_threshold_bytes,
+                                     blob_ttl_s=state.blob_ttl_s))
+    generator.attach_blob_store(stores.blobs, threshold_bytes=state.blob_threshold_bytes, ttl_s=state.blob_ttl_s)
+    logger.info("continuation state tensors above %d bytes go to %s", state.blob_threshold_bytes, state.url)
+
+
 def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
     """The server app over ``generator`` (see module contract)."""
     srv = config.server
     service = VideoService(generator, ServiceConfig(max_queue=config.queue.max_queue,
                                                     retry_after_s=config.queue.retry_after_s,
+                                                    max_batch=config.queue.max_batch,
+                                                    max_bypass=config.queue.max_bypass,
                                                     job_ttl_s=120.0, drain_timeout_s=srv.drain_timeout_s))
+    attach_state_store(generator, config.state)
     holder: dict[str, ServerState] = {}
     metrics = ServingMetrics(queue_depth=lambda: service.queue_depth, running=lambda: service.running,
                              ready=lambda: 1.0 if holder and holder["s"].ready else 0.0)

@@ -141,6 +141,10 @@ def _build_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/* "
                                                    "(default: $FASTVIDEO_API_KEY, else no auth)")
     s.add_argument("--max-queue", type=int, default=None, help="jobs that may wait; more get 429 (default 16)")
+    s.add_argument("--max-batch", type=int, default=None,
+                   help="same-shape jobs denoised together in one DiT forward (default 1: no batching)")
+    s.add_argument("--state-url", default=None,
+                   help="continuation state store: memory:// (default, state inline) or redis://host:port/db")
     s.add_argument("--output-dir", default=None, help="folder of generated files (default outputs/serving)")
     s.add_argument("--output-ttl", type=float, default=None, help="seconds finished files are kept (default 3600)")
     s.add_argument("--served-model-name", default=None, help="model id clients use (default: the preset name)")
@@ -182,6 +186,8 @@ def serve_flags_from_args(args: argparse.Namespace) -> dict:
     put("server.served_model_name", args.served_model_name)
     put("server.log_format", args.log_format)
     put("queue.max_queue", args.max_queue)
+    put("queue.max_batch", args.max_batch)
+    put("state.url", args.state_url)
     put("streaming.max_sessions", args.max_sessions)
     put("streaming.codec", args.stream_codec)
     if args.no_warmup:

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 from fastvideo.api import ConfigError, GeneratorConfig, parse_config
 
 GENERATOR_KEYS = ("model_path", "engine", "pipeline")
-SERVE_SECTIONS = ("generator", "server", "queue", "streaming")
+SERVE_SECTIONS = ("generator", "server", "queue", "streaming", "state")
 
 
 @dataclass
@@ -60,6 +60,10 @@ class QueueConfig:
 
     max_queue: int = 16
     retry_after_s: int = 5
+    #: Same-shape jobs denoised together in one DiT forward (1: no batching).
+    max_batch: int = 1
+    #: A queued job of another shape is jumped by at most this many batches.
+    max_bypass: int = 4
 
 
 @dataclass
@@ -88,6 +92,17 @@ class StreamingConfig:
 
 
 @dataclass
+class StateConfig:
+    """Where continuation state lives: ``memory://`` keeps it inline in the state itself; with
+    ``redis://host:port/db`` tensors above ``blob_threshold_bytes`` are stored in Redis and the state
+    carries their ids, so it survives a restart and can move between servers sharing that Redis."""
+
+    url: str = "memory://"
+    blob_threshold_bytes: int = 64 * 1024
+    blob_ttl_s: float | None = 24 * 3600.0
+
+
+@dataclass
 class ServeConfig:
     """Everything ``fastvideo serve`` needs."""
 
@@ -95,6 +110,7 @@ class ServeConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    state: StateConfig = field(default_factory=StateConfig)
 
 
 @dataclass
