@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -87,7 +87,8 @@ class BuildRequest:
     out: Path
     model_path: Path | None = None
     branches: tuple[str, ...] = ("initial",)
-    precision: str = "bf16"
+    #: DiT precision; "auto": bf16 on CUDA, fp32 on the CPU (the runtime's engine.dtype "auto").
+    precision: str = "auto"
     vae_precision: str = "fp32"
     cfg: str = "both"
     components: tuple[str, ...] | None = None
@@ -441,6 +442,8 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
     from fastvideo.envs import read_env
 
     started = time.perf_counter()
+    if request.precision == "auto":  # what the runtime's engine.dtype "auto" computes in on that device
+        request = replace(request, precision="bf16" if resolve_device(request.device).type == "cuda" else "fp32")
     plan = _plan(request)
     out = Path(request.out).expanduser()
     step = _Steps(progress or _NoProgress())

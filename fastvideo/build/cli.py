@@ -96,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", choices=("both", "on", "off"), default="both",
                    help="DiT batch sizes: on = batch 2 (guidance_scale > 1 runs cond+uncond together), off = batch 1 "
                         "(guidance_scale <= 1), both = either (default)")
-    p.add_argument("--precision", choices=PRECISIONS, default="bf16",
-                   help="DiT compute precision; must match the runtime's engine.dtype (default bf16; bf16 on CPU is "
-                        "supported by AOTInductor, fp16/bf16 support on a device is probed before building)")
+    p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+                   help="DiT compute precision; must match the runtime's engine.dtype. auto (default) is what the "
+                        "runtime's engine.dtype auto uses on the build device: bf16 on CUDA, fp32 on the CPU")
     p.add_argument("--vae-precision", choices=PRECISIONS, default="fp32",
                    help="VAE precision; must match the runtime's vae_dtype (default fp32, the runtime default)")
     p.add_argument("--components", type=_csv(COMPONENTS, "component"), default=None,
@@ -162,7 +162,8 @@ def _size(num: float) -> str:
 def format_summary(result: BuildResult) -> str:
     """The human-readable summary printed after a build."""
     m = result.manifest
-    verb = {"built": "built", "up-to-date": "already up to date:", "onnx-only": "built the ONNX stage of"}[result.status]
+    verbs = {"built": "built", "up-to-date": "already up to date:", "onnx-only": "built the ONNX stage of"}
+    verb = verbs[result.status]
     total = sum(f["bytes"] for f in m.files.values())
     lines = [f"fastvideo-build: {verb} {m.backend} artifacts in {result.seconds:.1f}s",
              f"  folder      {result.path}",
@@ -200,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if logger.getEffectiveLevel() > logging.DEBUG:
         warnings.filterwarnings("ignore", category=FutureWarning)
+        # The ONNX exporter warns about every optional torchvision op it cannot register: noise here.
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     request = BuildRequest(backend=args.backend, profiles=list(args.profile), out=args.out, model_path=args.model_path,
                            branches=tuple(args.branch), precision=args.precision, vae_precision=args.vae_precision,
                            cfg=args.cfg, components=args.components, device=args.device, force=args.force,

@@ -42,7 +42,7 @@ def tensorrt_unavailable_reason(device: torch.device) -> str | None:
     try:
         import tensorrt  # type: ignore[import-not-found]  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - ImportError or a broken CUDA runtime
-        return f"TensorRT cannot be imported ({type(exc).__name__}: {exc}); install it with pip install tensorrt"
+        return f"TensorRT cannot be imported ({type(exc).__name__}: {exc})"
     if device.type != "cuda":
         return f"TensorRT engines run on CUDA GPUs; the build device is {device}"
     if not torch.cuda.is_available():

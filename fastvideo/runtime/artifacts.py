@@ -6,11 +6,15 @@ Contract
   build folder (or of the one build inside ``path`` that matches), and refuses, with
   :class:`ArtifactMismatchError` (a :class:`~fastvideo.api.ModelLoadError`) naming the field, the
   built value, the current value and the exact ``fastvideo-build ...`` command that rebuilds for
-  the current model and environment: an unfinished (ONNX-only) stage, another DiT/VAE precision,
-  another device type, GPU arch, CPU ISA, torch / triton / TensorRT version, other weights or
-  configs (the file that differs is named). Missing, truncated or altered files (sha256 against the
-  manifest) raise :class:`ArtifactCorruptError`. Checks run cheapest first; the weights digest is
-  memoized per file (see :func:`fastvideo.build.manifest.compute_weights_digest`).
+  the current model and environment: an unknown or unwanted backend (``backend=``), an unknown
+  branch, a missing component (``components=``, default the DiT), an unfinished (ONNX-only) stage,
+  another DiT/VAE precision, another device type, GPU arch, CPU ISA, torch / triton / TensorRT
+  version, other weights or configs (the file that differs is named). Missing, truncated or altered
+  files (sha256 against the manifest) and a hand-edited manifest (its identity no longer hashes to
+  the recorded hash, or disagrees with its descriptive fields) raise :class:`ArtifactCorruptError`.
+  Checks run cheapest first; the weights digest is memoized per file (see
+  :func:`fastvideo.build.manifest.compute_weights_digest`). A program that does not bind to the
+  model's component (other parameter names) is an :class:`ArtifactMismatchError` on ``component``.
 - :func:`apply_artifacts(pipeline, loaded)` swaps ``pipeline.dit`` for an :class:`ArtifactDiT` (an
   ``nn.Module`` keeping ``.config`` and the ``(hidden_states, timestep, encoder_hidden_states)``
   call) and ``pipeline.vae`` for an :class:`ArtifactVAE` (same ``decode``/``encode``/
@@ -23,7 +27,8 @@ Contract
   (``on_miss="error"``, the default: a silent eager fallback would hide a 2-5x slower request, and
   memory planned for compiled programs). ``on_miss="eager"`` runs the eager module instead and logs
   one warning per shape. :meth:`LoadedArtifacts.check_request` applies the same rule to a resolved
-  request before any compute, as a :class:`~fastvideo.api.RequestError` (HTTP 400).
+  request before any compute, as a :class:`~fastvideo.api.RequestError` (HTTP 400), and refuses a
+  continuation request when the build does not serve the continuation branch.
 - ``timestep`` is cast to float32 and broadcast to the batch before the compiled call (the DiT
   turns it into float32 itself, so results are identical for the int64 UniPC timesteps).
 """
@@ -100,7 +105,7 @@ class LoadedArtifacts:
     def backend(self) -> str:
         return self.manifest.backend
 
-    def rebuild_command(self, extra_profiles: list[str] = (), **override: Any) -> str:
+    def rebuild_command(self, extra_profiles: list[str] = (), **override: Any) -> str:  # type: ignore[assignment]
         """The ``fastvideo-build`` line that rebuilds these artifacts for the current model/environment."""
         return _rebuild(self.manifest, self.model_folder, self.device, self.path.parent, extra_profiles, **override)
 
@@ -128,6 +133,11 @@ class LoadedArtifacts:
         latent = (sampling.latent_frames, sampling.height // factor, sampling.width // factor)
         batch = 2 if sampling.do_cfg else 1
         branch = "continuation" if continuation else "initial"
+        if branch not in self.manifest.branches:
+            raise RequestError("state", (
+                f"the loaded {self.backend} artifacts serve the {', '.join(self.manifest.branches)} branch only, not "
+                f"the {branch} branch this request needs; drop the state or rebuild with: "
+                f"{self.rebuild_command(branches=('initial', 'continuation'))}"))
         needed = ["dit"] + (["vae_decoder"] if any(e.case.component == "vae_decoder" for e in self.cases.values())
                             else [])
         for component in needed:
@@ -154,11 +164,16 @@ class LoadedArtifacts:
 def _rebuild(manifest: mf.Manifest, model_folder: Path, device: torch.device, out: Path,
              extra_profiles: list[str] = (), **override: Any) -> str:
     batches = {"both": [1, 2], "on": [2], "off": [1]}.get(override.get("cfg", ""), manifest.batches)
+    from fastvideo.build.specs import default_components
+
     components = [c["name"] for c in manifest.components]
-    default = ["dit", "vae_decoder"] + (["vae_encoder"] if "continuation" in manifest.branches else [])
+    default = list(default_components(manifest.branches))  # None below: the defaults of the (new) branches
+    if "components" in override:
+        components = list(dict.fromkeys([*override["components"], *components]))
     return mf.rebuild_command(
-        model_path=model_folder, backend=manifest.backend,
-        profiles=sorted(set(manifest.profiles) | set(extra_profiles)), branches=manifest.branches,
+        model_path=model_folder, backend=override.get("backend", manifest.backend),
+        profiles=sorted(set(manifest.profiles) | set(extra_profiles)),
+        branches=override.get("branches", manifest.branches),
         precision=override.get("precision", manifest.precision),
         vae_precision=override.get("vae_precision", manifest.vae_precision), batches=batches,
         components=None if components == default else components, out=out,
@@ -182,10 +197,38 @@ def _resolve_folder(path: Path, model_folder: Path) -> Path:
                         "artifacts_path to the one to load")
 
 
+def _check_consistent(folder: Path, manifest: mf.Manifest) -> None:
+    """The manifest's identity hashes to its folder name and agrees with its descriptive fields."""
+    identity = manifest.identity
+    if mf.identity_hash(identity) != manifest.identity_hash:
+        raise ArtifactCorruptError(f"{folder / mf.MANIFEST_NAME} was altered: its identity does not hash to the "
+                                   f"recorded {manifest.identity_hash}. Rebuild the artifacts with "
+                                   f"{manifest.build.get('command', 'fastvideo-build (see --help)')} --force")
+    described = {"backend": manifest.backend, "stage": manifest.stage, "precision": manifest.precision,
+                 "vae_precision": manifest.vae_precision, "profiles": sorted(manifest.profiles),
+                 "branches": list(manifest.branches), "batches": sorted(manifest.batches),
+                 "components": [c.get("name") for c in manifest.components],
+                 "weights_digest": manifest.model.get("weights_digest")}
+    for name, value in described.items():
+        if identity.get(name) != value:
+            raise ArtifactCorruptError(f"{folder / mf.MANIFEST_NAME} was altered: {name} is {value!r} but the build's "
+                                       f"identity says {identity.get(name)!r}. Rebuild the artifacts with "
+                                       f"{manifest.build.get('command', 'fastvideo-build (see --help)')} --force")
+
+
+def _env_value(value: Any) -> Any:
+    return "not installed / not used" if value is None else value
+
+
 def load_artifacts(artifacts_path: str | Path, *, model_folder: Path, device: torch.device | str,
-                   dtype: torch.dtype, vae_dtype: torch.dtype | None = None,
-                   check_files: bool = True) -> LoadedArtifacts:
-    """Validate an artifact folder against the model and environment and load its programs."""
+                   dtype: torch.dtype, vae_dtype: torch.dtype | None = None, backend: str | None = None,
+                   components: tuple[str, ...] = ("dit",), check_files: bool = True) -> LoadedArtifacts:
+    """Validate an artifact folder against the model and environment and load its programs.
+
+    ``backend``: the backend the caller expects (``None``: any); ``components``: the components the
+    caller needs compiled (default: the DiT).
+    """
+    from fastvideo.build.builder import BACKENDS
     from fastvideo.envs import read_env
 
     t0 = time.perf_counter()
@@ -197,10 +240,30 @@ def load_artifacts(artifacts_path: str | Path, *, model_folder: Path, device: to
     except mf.ManifestError as exc:
         raise ArtifactCorruptError(f"{exc}. Rebuild the artifacts with fastvideo-build (see --help)") from None
 
+    _check_consistent(folder, manifest)
+
     def mismatch(name: str, built: Any, current: Any, detail: str, **override: Any) -> ArtifactMismatchError:
         return ArtifactMismatchError(name, built, current, detail,
                                      _rebuild(manifest, model_folder, device, folder.parent, **override))
 
+    if manifest.backend not in BACKENDS:
+        raise mismatch("backend", manifest.backend, "/".join(BACKENDS),
+                       f"backend {manifest.backend!r} is unknown to this fastvideo (it serves {', '.join(BACKENDS)})",
+                       backend=backend or "aoti")
+    if backend is not None and manifest.backend != backend:
+        raise mismatch("backend", manifest.backend, backend,
+                       f"{folder.name} holds {manifest.backend} programs but the {backend} backend was asked for",
+                       backend=backend)
+    unknown = [b for b in manifest.branches if b not in ("initial", "continuation")]
+    if unknown:
+        raise mismatch("branch", manifest.branches, ["initial", "continuation"],
+                       f"branch {unknown[0]!r} is unknown to this fastvideo", branches=("initial",))
+    built_components = [c.get("name") for c in manifest.components]
+    missing = [c for c in components if c not in built_components]
+    if missing:
+        raise mismatch("component", built_components, list(components),
+                       f"{folder.name} holds no compiled {', '.join(missing)} (built components: "
+                       f"{', '.join(built_components) or 'none'})", components=list(components))
     if manifest.stage != "complete":
         raise mismatch("stage", manifest.stage, "complete",
                        f"{folder.name} holds only the verified ONNX stage; the TensorRT engines still need to be "
@@ -219,7 +282,7 @@ def load_artifacts(artifacts_path: str | Path, *, model_folder: Path, device: to
     for name in mf.ENV_IDENTITY:
         built, current = built_env.get(name), env.get(name)
         if built is not None and built != current:
-            raise mismatch(name, built, current, f"the {mf.ENV_LABELS[name]} differs")
+            raise mismatch(name, built, _env_value(current), f"the {mf.ENV_LABELS[name]} differs")
 
     weights = mf.compute_weights_digest(model_folder, read_env().cache_dir)
     if weights.digest != manifest.model.get("weights_digest"):
@@ -450,9 +513,15 @@ def apply_artifacts(pipeline: Any, loaded: LoadedArtifacts, *, on_miss: str = "e
         else:
             runner = entry.program
             if loaded.backend == "aoti":
-                owner = {"dit": lambda: DiTExport(dit, case.latent, device), "vae_decoder": lambda: VAEDecodeExport(vae),
+                owner = {"dit": lambda: DiTExport(dit, case.latent, device),
+                         "vae_decoder": lambda: VAEDecodeExport(vae),
                          "vae_encoder": lambda: VAEEncodeExport(vae)}[case.component]()
-                runner.bind(owner)
+                try:
+                    runner.bind(owner)
+                except ValueError as exc:
+                    raise ArtifactMismatchError("component", case.component, case.component, (
+                        f"the program {case.key} does not fit this model's {case.component}: {exc}"),
+                        loaded.rebuild_command() + " --force") from None
         if case.component == "dit":
             dit_runners[(case.latent.frames, case.latent.height, case.latent.width)] = (case.batches, runner)
         else:

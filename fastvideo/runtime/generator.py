@@ -117,8 +117,6 @@ def _report_unimplemented(config: GeneratorConfig) -> None:
     off = engine.offload
     if off.dit or off.dit_layerwise or off.text_encoder or off.image_encoder or off.vae:
         notes.append("offload flags are not applied (all components stay on the device)")
-    if engine.artifacts_path:
-        notes.append("artifacts_path is not loaded by this build (eager models are used)")
     if config.pipeline.workload_type != "t2v":
         notes.append(f"workload_type {config.pipeline.workload_type!r} runs as t2v")
     comps = config.pipeline.components
@@ -149,6 +147,8 @@ class VideoGenerator:
         self.blob_store: Any = None
         self.blob_threshold_bytes = 64 * 1024
         self.blob_ttl_s: float | None = None
+        #: Loaded ``fastvideo-build`` artifacts serving the DiT/VAE (``engine.artifacts_path``), or None.
+        self.artifacts: Any = None
 
     def attach_blob_store(self, store: Any, *, threshold_bytes: int = 64 * 1024, ttl_s: float | None = None) -> None:
         """Keep state tensors larger than ``threshold_bytes`` in ``store`` (a runtime BlobStore) by id."""
@@ -192,12 +192,21 @@ class VideoGenerator:
                                               ops_backend=config.engine.ops_backend or env.ops_backend)
         counters = RuntimeCounters()
         counters.add("model_loads")
+        loaded = None
+        if config.engine.artifacts_path:  # refuses artifacts built for other weights/shapes/environments
+            from fastvideo.runtime.artifacts import apply_artifacts, load_artifacts
+
+            loaded = load_artifacts(config.engine.artifacts_path, model_folder=folder.root, device=device, dtype=dtype,
+                                    vae_dtype=vae_dtype)
+            apply_artifacts(pipeline, loaded)
         compile_cfg = config.engine.compile
-        if compile_cfg.enabled:
+        if compile_cfg.enabled and loaded is None:
             pipeline.dit.compile(backend=compile_cfg.backend, mode=compile_cfg.mode, fullgraph=compile_cfg.fullgraph,
                                  dynamic=compile_cfg.dynamic)
             counters.add("compiles")
-        return cls(config, pipeline, path, counters)
+        generator = cls(config, pipeline, path, counters)
+        generator.artifacts = loaded
+        return generator
 
     # ------------------------------------------------------------------ info
     @property
@@ -234,6 +243,8 @@ class VideoGenerator:
         if req.state is not None:
             tail, _ = self._continuation(req, resolved)
             resolved = with_overlap(resolved, overlap_video_frames(tail.shape[2]))
+        if self.artifacts is not None:  # a shape no compiled program covers is a RequestError, before any compute
+            self.artifacts.check_request(resolved, continuation=req.state is not None)
         return req, resolved
 
     def _continuation(self, req: GenerationRequest, s: ResolvedSampling) -> tuple[torch.Tensor, int]:
