@@ -33,6 +33,8 @@ logger = logging.getLogger("fastvideo.cli")
 def _setup_logging(verbose: bool) -> None:
     level = logging.DEBUG if verbose else getattr(logging, read_env().log_level, logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not verbose:  # one INFO line per HTTP request from the clients (bench, router) drowns the report
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def add_generator_args(parser: argparse.ArgumentParser) -> None:
