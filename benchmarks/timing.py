@@ -32,3 +32,22 @@ def median_ms(fn: Callable[[], object], warmup: int, iters: int, cuda: bool) -> 
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def kernel_bench_cuda(smoke: bool) -> bool | None:
+    """Setup shared by the kernel benchmarks: ``True`` to run on CUDA, ``False`` for a ``--smoke`` run
+    on CPU through the Triton interpreter, ``None`` (after saying so) when there is nothing to measure."""
+    import logging
+    import os
+
+    logging.basicConfig(level=logging.WARNING)
+    if smoke:
+        os.environ["TRITON_INTERPRET"] = "1"  # before any triton kernel is imported
+    import torch
+
+    if smoke:
+        return False
+    if not torch.cuda.is_available():
+        print("no CUDA device: nothing to benchmark (use --smoke to exercise this script on CPU)")
+        return None
+    return True

@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.timing import median_ms  # noqa: E402
+from benchmarks.timing import kernel_bench_cuda, median_ms  # noqa: E402
 
 logger = logging.getLogger("bench_attention")
 
@@ -198,15 +197,11 @@ def tune(path: Path, dtype_name: str, warmup: int, iters: int, match: str | None
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    if args.smoke:
-        os.environ["TRITON_INTERPRET"] = "1"  # before any triton kernel is imported
+    cuda = kernel_bench_cuda(args.smoke)
+    if cuda is None:
+        return 0
     import torch
 
-    cuda = torch.cuda.is_available() and not args.smoke
-    if not cuda and not args.smoke:
-        print("no CUDA device: nothing to benchmark (use --smoke to exercise this script on CPU)")
-        return 0
     if args.tune:
         if not cuda:
             print("no CUDA device: --tune needs a GPU")

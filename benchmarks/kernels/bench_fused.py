@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.timing import median_ms  # noqa: E402
+from benchmarks.timing import kernel_bench_cuda, median_ms  # noqa: E402
 
 logger = logging.getLogger("bench_fused")
 
@@ -148,15 +147,11 @@ def print_table(rows: list[dict], device_name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    if args.smoke:
-        os.environ["TRITON_INTERPRET"] = "1"  # before any triton kernel is imported
+    cuda = kernel_bench_cuda(args.smoke)
+    if cuda is None:
+        return 0
     import torch
 
-    cuda = torch.cuda.is_available() and not args.smoke
-    if not cuda and not args.smoke:
-        print("no CUDA device: nothing to benchmark (use --smoke to exercise this script on CPU)")
-        return 0
     shapes = SMOKE_SHAPES if args.smoke else GPU_SHAPES
     rows = bench(shapes, args.dtype, 0 if args.smoke else args.warmup, 1 if args.smoke else args.iters, cuda,
                  args.compile and cuda)

@@ -201,8 +201,8 @@ def _ttl_ms(ttl_s: float | None) -> int | None:
     return int(ttl_s * 1000) if ttl_s else None
 
 
-class RedisBlobStore(BlobStore):
-    """Blobs as Redis strings under ``{prefix}blob:{id}``."""
+class _RedisBacked:
+    """Connection, key prefix and default TTL shared by the Redis stores."""
 
     def __init__(self, url: str, *, prefix: str = "fastvideo:", default_ttl_s: float | None = None,
                  client: Any = None) -> None:
@@ -210,6 +210,13 @@ class RedisBlobStore(BlobStore):
         self.prefix = prefix
         self.default_ttl_s = default_ttl_s
         self._client = client if client is not None else _redis_client(url)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class RedisBlobStore(_RedisBacked, BlobStore):
+    """Blobs as Redis strings under ``{prefix}blob:{id}``."""
 
     def _key(self, blob_id: str) -> str:
         return f"{self.prefix}blob:{_check_blob_id(blob_id)}"
@@ -234,19 +241,9 @@ class RedisBlobStore(BlobStore):
     def exists(self, blob_id: str) -> bool:
         return bool(self._client.exists(self._key(blob_id)))
 
-    def close(self) -> None:
-        self._client.close()
 
-
-class RedisSessionStore(SessionStore):
+class RedisSessionStore(_RedisBacked, SessionStore):
     """Session records as JSON strings under ``{prefix}session:{id}``."""
-
-    def __init__(self, url: str, *, prefix: str = "fastvideo:", default_ttl_s: float | None = None,
-                 client: Any = None) -> None:
-        self.url = url
-        self.prefix = prefix
-        self.default_ttl_s = default_ttl_s
-        self._client = client if client is not None else _redis_client(url)
 
     def _key(self, session_id: str) -> str:
         return f"{self.prefix}session:{session_id}"
@@ -267,9 +264,6 @@ class RedisSessionStore(SessionStore):
         head = len(self._key(""))
         return sorted(k.decode()[head:] if isinstance(k, bytes) else k[head:]
                       for k in self._client.scan_iter(match=self._key("*"), count=500))
-
-    def close(self) -> None:
-        self._client.close()
 
 
 @dataclass

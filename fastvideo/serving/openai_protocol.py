@@ -16,8 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class NvExt(BaseModel):
-    """Dynamo's extension block (``nvext``)."""
+class SamplingExtensions(BaseModel):
+    """Sampling fields beyond OpenAI's: in ``nvext`` or at the top level (curl, SDK ``extra_body``)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -27,26 +27,22 @@ class NvExt(BaseModel):
     guidance_scale: float | None = None
     seed: int | None = None
     negative_prompt: str | None = None
+
+
+class NvExt(SamplingExtensions):
+    """Dynamo's extension block (``nvext``)."""
+
     continuation_state: dict[str, Any] | None = None
 
 
-class CreateVideoBody(BaseModel):
+class CreateVideoBody(SamplingExtensions):
     """``POST /v1/videos`` and ``POST /v1/videos/generations``."""
-
-    model_config = ConfigDict(extra="allow")
 
     prompt: str = Field(min_length=1)
     model: str | None = None
     seconds: float | None = None
     size: str | None = None
     input_reference: str | dict[str, Any] | None = None
-    # extensions (top level: curl, SDK extra_body)
-    num_frames: int | None = None
-    fps: int | None = None
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    seed: int | None = None
-    negative_prompt: str | None = None
     width: int | None = None
     height: int | None = None
     response_format: Literal["url", "b64_json"] | None = None
