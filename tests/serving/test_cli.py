@@ -25,6 +25,8 @@ def test_generate_writes_playable_mp4(tiny_model_dir, fastvideo_cache, tmp_path)
     assert f"wrote {out}" in proc.stderr
     frames, fps = decode_mp4(out.read_bytes())
     assert frames.shape == (5, 32, 64, 3) and fps == 8
+    assert out.stat().st_mode & 0o777 == 0o644  # an ordinary readable file, not mkstemp's 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["fox.mp4"]  # no temporary left behind
 
 
 def test_bad_input_exits_2_and_writes_nothing(tiny_model_dir, fastvideo_cache, tmp_path):
