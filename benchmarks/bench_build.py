@@ -38,12 +38,15 @@ from typing import Any, Callable
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import interleaved_seconds  # noqa: E402
+from benchmarks.wan_configs import WAN_1_3B_DIT  # noqa: E402
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-WAN_1_3B_DIT = {
-    "_class_name": "WanTransformer3DModel", "patch_size": [1, 2, 2], "num_attention_heads": 12,
-    "attention_head_dim": 128, "in_channels": 16, "out_channels": 16, "text_dim": 4096, "freq_dim": 256,
-    "ffn_dim": 8960, "num_layers": 30, "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6,
-    "image_dim": None, "added_kv_proj_dim": None, "rope_max_seq_len": 1024, "pos_embed_seq_len": None}
+#: transformer/config.json of the full model folder (diffusers' class name and its T2V defaults added).
+DIT_CONFIG_JSON = {"_class_name": "WanTransformer3DModel", **WAN_1_3B_DIT, "image_dim": None,
+                   "added_kv_proj_dim": None, "pos_embed_seq_len": None}
 WAN_VAE = {"_class_name": "AutoencoderKLWan", "base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4],
            "num_res_blocks": 2, "attn_scales": [], "temperal_downsample": [False, True, True], "dropout": 0.0}
 STANDIN_TEXT = {"vocab_size": 259, "d_model": 4096, "d_kv": 64, "d_ff": 256, "num_layers": 1, "num_heads": 8,
@@ -69,10 +72,10 @@ def write_full_model(target: Path) -> Path:
     vae_cfg = dict(WAN_VAE, latents_mean=[round(float(v), 4) for v in torch.randn(16, generator=g) * 0.3],
                    latents_std=[round(float(v), 4) for v in 1.0 + 2.0 * torch.rand(16, generator=g)])
     with torch.device("meta"):
-        dit = WanTransformer3DModel(WanDiTConfig.from_dict(WAN_1_3B_DIT))
+        dit = WanTransformer3DModel(WanDiTConfig.from_dict(DIT_CONFIG_JSON))
         vae = WanVAE(WanVAEConfig.from_dict(vae_cfg))
         encoder = UMT5EncoderModel(UMT5Config(**STANDIN_TEXT))
-    for name, module, cfg, dtype in (("transformer", dit, WAN_1_3B_DIT, torch.bfloat16), ("vae", vae, vae_cfg,
+    for name, module, cfg, dtype in (("transformer", dit, DIT_CONFIG_JSON, torch.bfloat16), ("vae", vae, vae_cfg,
                                                                                           torch.float32)):
         (staging / name).mkdir(parents=True)
         (staging / name / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -97,23 +100,9 @@ def write_full_model(target: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ timing
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def median_time(fn: Callable[[], Any], device: torch.device, warmup: int, iters: int) -> float:
     with torch.no_grad():
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(iters):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        return statistics.median(interleaved_seconds({"fn": fn}, warmup, iters, device.type == "cuda")["fn"])
 
 
 def _diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -18,32 +18,18 @@ import argparse
 import json
 import statistics
 import sys
-import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import interleaved_seconds  # noqa: E402
+from benchmarks.wan_configs import WAN_1_3B_DIT  # noqa: E402
 
 TINY = {"patch_size": [1, 2, 2], "num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 16,
         "out_channels": 16, "text_dim": 64, "freq_dim": 64, "ffn_dim": 128, "num_layers": 2,
         "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "rope_max_seq_len": 1024}
-WAN_1_3B = {"patch_size": [1, 2, 2], "num_attention_heads": 12, "attention_head_dim": 128, "in_channels": 16,
-            "out_channels": 16, "text_dim": 4096, "freq_dim": 256, "ffn_dim": 8960, "num_layers": 30,
-            "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "rope_max_seq_len": 1024}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device, iters: int) -> list[float]:
-    out = []
-    for _ in range(iters):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from fastvideo.kernels.fused import select_ops_backend
     from fastvideo.kernels.registry import select_attention_backend
 
-    config = WAN_1_3B if args.full else TINY
+    config = WAN_1_3B_DIT if args.full else TINY
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
         args.dtype or ("bf16" if args.full else "fp32")]
     device = torch.device(args.device)
@@ -111,12 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         err = (run_ours().float() - reference).abs().max().item()
         fast_err = (run_fast().float() - reference).abs().max().item() if fast_path else None
         runs = {"ours": run_ours, "diffusers": run_ref, **({"fast": run_fast} if fast_path else {})}
-        for fn in runs.values():
-            timed(fn, device, args.warmup)
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        for _ in range(args.iters):  # interleave so drift hits every variant equally
-            for name, fn in runs.items():
-                times[name] += timed(fn, device, 1)
+        times = interleaved_seconds(runs, args.warmup, args.iters, device.type == "cuda")
     ours_med, ref_med = statistics.median(times["ours"]), statistics.median(times["diffusers"])
     tokens = latent[2] * (latent[3] // 2) * (latent[4] // 2)
     result = {

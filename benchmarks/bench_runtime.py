@@ -36,13 +36,16 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
-WAN_1_3B = {"patch_size": [1, 2, 2], "num_attention_heads": 12, "attention_head_dim": 128, "in_channels": 16,
-            "out_channels": 16, "text_dim": 4096, "freq_dim": 256, "ffn_dim": 8960, "num_layers": 30,
-            "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "rope_max_seq_len": 1024}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import interleaved_seconds  # noqa: E402
+from benchmarks.wan_configs import WAN_1_3B_DIT  # noqa: E402
+
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -149,11 +152,6 @@ async def run_mode(generator: Any, name: str, requests: list[dict[str, Any]], *,
 
 
 # ---------------------------------------------------------------------------------------------- graphs
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def graph_vs_eager(dit: Any, shape: tuple[int, int, int], lat_f: int, batch: int, text_len: int, dtype: torch.dtype,
                    device: torch.device, iters: int, warmup: int, label: str, backend: Any) -> dict[str, Any]:
     """Median DiT step time: graph replay (through DiTGraphRunner) versus eager, interleaved."""
@@ -183,17 +181,7 @@ def graph_vs_eager(dit: Any, shape: tuple[int, int, int], lat_f: int, batch: int
         diff = (graph_out.float() - eager_out.float()).abs().max().item()
         runs = {"eager": lambda: step(latents, timestep, embeds),
                 "graph": lambda: runner(latents, timestep, embeds, embeds_token="bench")}
-        times: dict[str, list[float]] = {k: [] for k in runs}
-        for _ in range(warmup):
-            for fn in runs.values():
-                fn()
-        for _ in range(iters):
-            for name, fn in runs.items():
-                sync(device)
-                t0 = time.perf_counter()
-                fn()
-                sync(device)
-                times[name].append(time.perf_counter() - t0)
+        times = interleaved_seconds(runs, warmup, iters, device.type == "cuda")
     eager_s, graph_s = statistics.median(times["eager"]), statistics.median(times["graph"])
     tokens = lat_f * (lat_h // ph) * (lat_w // pw)
     return {"label": label, "video": f"{h}x{w}x{f}", "batch": batch, "tokens": tokens, "captured": captured,
@@ -306,7 +294,7 @@ def run_graphs(args: argparse.Namespace, generator: Any, device: torch.device, d
         from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
 
         torch.manual_seed(0)
-        dit = WanTransformer3DModel(WanDiTConfig.from_dict(WAN_1_3B)).eval().to(device)
+        dit = WanTransformer3DModel(WanDiTConfig.from_dict(WAN_1_3B_DIT)).eval().to(device)
         with torch.no_grad():
             for name, param in dit.named_parameters():
                 param.data = param.data.to(inference_param_dtype(name, dtype))

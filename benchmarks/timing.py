@@ -1,15 +1,19 @@
-"""Timing helper shared by the benchmark scripts.
+"""Timing helpers shared by the benchmark scripts.
 
-Contract: :func:`median_ms` runs ``fn`` ``warmup`` times untimed, then ``iters`` times timed, and
-returns the median in milliseconds: CUDA events around each call on a GPU (so only device time of the
-enqueued work counts, synchronised after each), ``time.perf_counter`` on a CPU.
+Contract:
+- :func:`median_ms` runs ``fn`` ``warmup`` times untimed, then ``iters`` times timed, and returns the
+  median in milliseconds: CUDA events around each call on a GPU (so only device time of the enqueued
+  work counts, synchronised after each), ``time.perf_counter`` on a CPU. For kernels.
+- :func:`interleaved_seconds` times whole calls on the host clock (the device synchronised before
+  and after each call, so launch overhead counts): every variant is warmed up, then the variants
+  take turns, one call each per iteration, so drift and other load hit them alike. For model steps.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 
 def median_ms(fn: Callable[[], object], warmup: int, iters: int, cuda: bool) -> float:
@@ -32,6 +36,29 @@ def median_ms(fn: Callable[[], object], warmup: int, iters: int, cuda: bool) -> 
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def interleaved_seconds(runs: Mapping[str, Callable[[], object]], warmup: int, iters: int,
+                        cuda: bool) -> dict[str, list[float]]:
+    """Seconds of each timed call of each variant in ``runs`` (see the module contract)."""
+    import torch
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        for fn in runs.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(iters):
+        for name, fn in runs.items():
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def kernel_bench_cuda(smoke: bool) -> bool | None:
