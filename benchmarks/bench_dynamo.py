@@ -38,19 +38,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from fastvideo.serving.bench import percentile
 from fastvideo.serving.dynamo.local import ClusterConfig, LocalDynamoCluster, free_port, http_json
 
 MODEL = "fastvideo-tiny"
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 #: A request sender: index -> (ok, error, server-reported queue + inference seconds).

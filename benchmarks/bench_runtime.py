@@ -45,16 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import interleaved_seconds  # noqa: E402
 from benchmarks.wan_configs import WAN_1_3B_DIT  # noqa: E402
-
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default method) of a non-empty list."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+from fastvideo.serving.bench import percentile  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------- load
