@@ -30,7 +30,7 @@ from fastvideo.api.errors import ModelLoadError
 from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
 from fastvideo.engine.loader import ModelFolder, load_module_weights
 from fastvideo.engine.presets import ModelPreset, infer_preset
-from fastvideo.engine.sampler import SamplerConfig, make_sampler
+from fastvideo.engine.sampler import FlowEulerSampler, FlowUniPCSampler, SamplerConfig, make_sampler
 from fastvideo.engine.text_encoder import WanTextEncoder
 from fastvideo.engine.validation import ResolvedSampling
 from fastvideo.engine.vae import WanVAE, WanVAEConfig
@@ -77,6 +77,11 @@ class PipelineOutput:
     frames: np.ndarray
     latents: torch.Tensor
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: ``uncond + scale * (cond - uncond)`` (diffusers' order of operations)."""
+    return uncond + scale * (cond - uncond)
 
 
 def _sync(device: torch.device) -> None:
@@ -154,6 +159,16 @@ class WanT2VPipeline:
         generator = torch.Generator(device="cpu").manual_seed(s.seed)
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
 
+    def make_sampler(self, s: ResolvedSampling) -> FlowUniPCSampler | FlowEulerSampler:
+        """A fresh sampler for one request: the model's scheduler config (or ``s.sampler``), with
+        ``s``'s step count and shift."""
+        config = self.sampler_config
+        if s.sampler is not None and s.sampler != config.kind:
+            config = dataclasses.replace(config, kind=s.sampler)
+        sampler = make_sampler(config)
+        sampler.set_timesteps(s.num_inference_steps, device=self.device, shift=s.shift)
+        return sampler
+
     def denoise(self, latents: torch.Tensor, embeds: torch.Tensor, s: ResolvedSampling, *,
                 on_step: StepCallback | None = None, should_cancel: CancelCheck | None = None,
                 conditioning: Conditioning | None = None) -> torch.Tensor:
@@ -164,12 +179,8 @@ class WanT2VPipeline:
         ``(1 - sigma) * clean + sigma * noise``, by ``strength``; at the end they equal the clean
         latents when ``strength`` is 1.
         """
-        config = self.sampler_config
-        if s.sampler is not None and s.sampler != config.kind:
-            config = dataclasses.replace(config, kind=s.sampler)
-        sampler = make_sampler(config)
-        sampler.set_timesteps(s.num_inference_steps, device=self.device, shift=s.shift)
-        sigmas = [float(v) for v in sampler.sigmas.cpu()]
+        sampler = self.make_sampler(s)
+        sigmas = sampler.state.schedule.sigmas_host
         if conditioning is not None:
             conditioning = conditioning.to(latents)
             latents = conditioning.impose(latents, sigmas[0])
@@ -184,8 +195,7 @@ class WanT2VPipeline:
             timestep = t.expand(model_in.shape[0])  # same values and dtype diffusers passes
             pred = self.dit(model_in, timestep, embeds.repeat_interleave(batch, dim=0) if batch > 1 else embeds)
             if s.do_cfg:
-                cond, uncond = pred.chunk(2)
-                pred = uncond + s.guidance_scale * (cond - uncond)
+                pred = guided(*pred.chunk(2), s.guidance_scale)
             latents = sampler.step(pred, index, latents)  # an int index: no host sync
             if conditioning is not None:
                 latents = conditioning.impose(latents, sigmas[index + 1])

@@ -26,7 +26,6 @@ Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -36,8 +35,7 @@ from typing import Any, Protocol
 import torch
 
 from fastvideo.api import GenerationRequest, SamplingConfig
-from fastvideo.engine.pipeline import Conditioning, GenerationCancelled, overlap_video_frames
-from fastvideo.engine.sampler import make_sampler
+from fastvideo.engine.pipeline import Conditioning, GenerationCancelled, guided, overlap_video_frames
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
 from fastvideo.runtime.cuda_graphs import (
     CudaGraphBackend,
@@ -215,14 +213,6 @@ class WanBatchExecutor:
             return self.runner(latents, timestep, embeds, embeds_token=token)
         return self._eager_step(latents, timestep, embeds)
 
-    def _sampler(self, s: ResolvedSampling) -> Any:
-        config = self.pipeline.sampler_config
-        if s.sampler is not None and s.sampler != config.kind:
-            config = dataclasses.replace(config, kind=s.sampler)
-        sampler = make_sampler(config)
-        sampler.set_timesteps(s.num_inference_steps, device=self.device, shift=s.shift)
-        return sampler
-
     # ------------------------------------------------------------------ stages
     @torch.no_grad()
     def prepare(self, item: WorkItem) -> None:
@@ -269,7 +259,7 @@ class WanBatchExecutor:
             for item in batch:
                 ctx: _Ctx = item.ctx
                 self.streams.wait("denoise", ctx.encoded)
-                sampler = self._sampler(item.payload.resolved)
+                sampler = pipe.make_sampler(item.payload.resolved)
                 sigmas = sampler.state.schedule.sigmas_host
                 latents = ctx.noise
                 if ctx.conditioning is not None:
@@ -304,8 +294,7 @@ class WanBatchExecutor:
                 for row, m in enumerate(members):
                     s = m.item.payload.resolved
                     if cfg:
-                        cond, uncond = pred[row: row + 1], pred[count + row: count + row + 1]
-                        p = uncond + s.guidance_scale * (cond - uncond)
+                        p = guided(pred[row: row + 1], pred[count + row: count + row + 1], s.guidance_scale)
                     else:
                         p = pred[row: row + 1]
                     m.latents = m.sampler.step(p, index, m.latents)
@@ -382,7 +371,7 @@ class WanBatchExecutor:
         factor = pipe.vae.spatial_factor
         latents = torch.randn((rows, pipe.dit.config.in_channels, s.latent_frames, s.height // factor,
                                s.width // factor), generator=torch.Generator().manual_seed(0)).to(self.device, pipe.dtype)
-        timestep = self._sampler(s).model_timestep(0, rows).contiguous()
+        timestep = pipe.make_sampler(s).model_timestep(0, rows).contiguous()
         embeds = pipe.encode_prompts("warmup", "", s.do_cfg)
         embeds = self._batch_embeds([embeds] * batch, s.do_cfg)
         return latents, timestep, embeds
