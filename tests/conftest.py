@@ -35,3 +35,43 @@ def tiny_generator(tiny_model_dir: Path):
     generator = VideoGenerator.from_pretrained(str(tiny_model_dir), device="cpu", dtype="fp32")
     yield generator
     generator.shutdown()
+
+
+# ----------------------------------------------------------------------------- collection guard
+# A whole-suite run (README's `python -m pytest -q`) must collect every test file under tests/: a
+# folder that pytest skips silently (its default norecursedirs drops any folder named "build") would
+# otherwise lose its tests without a trace. Modules that skip at import (importorskip) still count:
+# they show up in the report as skipped, with their reason.
+TESTS_DIR = Path(__file__).resolve().parent
+_collected_files: set[Path] = set()
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    path = report.nodeid.split("::", 1)[0]
+    if path.endswith(".py"):
+        _collected_files.add((TESTS_DIR.parent / path).resolve())
+
+
+def uncollected_test_files(config: pytest.Config, collected: set[Path]) -> list[Path]:
+    """Test files under tests/ (by the ``python_files`` patterns) that were not collected."""
+    import fnmatch
+
+    patterns = config.getini("python_files")
+    files = {p.resolve() for p in TESTS_DIR.rglob("*.py")
+             if any(fnmatch.fnmatch(p.name, pat) for pat in patterns) and "__pycache__" not in p.parts}
+    return sorted(files - collected)
+
+
+def _whole_suite(config: pytest.Config) -> bool:
+    roots = {TESTS_DIR, TESTS_DIR.parent}
+    return all(Path(str(arg).split("::", 1)[0]).resolve() in roots for arg in config.args)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not _whole_suite(session.config):
+        return
+    missing = uncollected_test_files(session.config, _collected_files)
+    if missing:
+        names = ", ".join(str(p.relative_to(TESTS_DIR.parent)) for p in missing)
+        pytest.exit(f"these test files were not collected: {names}. Check norecursedirs/testpaths in "
+                    "pyproject.toml (pytest skips folders named 'build' by default)", returncode=4)
