@@ -151,7 +151,7 @@ def graph_vs_eager(dit: Any, shape: tuple[int, int, int], lat_f: int, batch: int
 
     h, w, f = shape
     cfg = dit.config
-    pt, ph, pw = cfg.patch_size
+    _, ph, pw = cfg.patch_size
     lat_h, lat_w = h // 8, w // 8
     gen = torch.Generator().manual_seed(0)
     latents = torch.randn((batch, cfg.in_channels, lat_f, lat_h, lat_w), generator=gen).to(device, dtype)
@@ -162,16 +162,14 @@ def graph_vs_eager(dit: Any, shape: tuple[int, int, int], lat_f: int, batch: int
         return dit(lat, t, e)
 
     counters = RuntimeCounters()
-    runner = DiTGraphRunner(step, backend, counters=counters, warmup_iters=2,
-                            keep_alive=lambda lat: dit.rope_tables((lat.shape[2] // pt, lat.shape[3] // ph,
-                                                                    lat.shape[4] // pw), lat.device))
+    runner = DiTGraphRunner(step, backend, counters=counters, warmup_iters=2, keep_alive=dit.step_constants)
     with torch.no_grad():
         eager_out = step(latents, timestep, embeds)
         captured = runner.capture(latents, timestep, embeds, label=label)
-        graph_out = runner(latents, timestep, embeds, embeds_token="bench")
+        graph_out = runner(latents, timestep, embeds)
         diff = (graph_out.float() - eager_out.float()).abs().max().item()
         runs = {"eager": lambda: step(latents, timestep, embeds),
-                "graph": lambda: runner(latents, timestep, embeds, embeds_token="bench")}
+                "graph": lambda: runner(latents, timestep, embeds)}
         times = interleaved_seconds(runs, warmup, iters, device.type == "cuda")
     eager_s, graph_s = statistics.median(times["eager"]), statistics.median(times["graph"])
     tokens = lat_f * (lat_h // ph) * (lat_w // pw)

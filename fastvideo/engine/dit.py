@@ -474,6 +474,14 @@ class WanTransformer3DModel(nn.Module):
             tables = self._build_rope_tables(key)
         return tables
 
+    def step_constants(self, latents: torch.Tensor) -> RopeTables:
+        """Device tensors a forward at ``latents``' shape reads besides parameters and inputs (the RoPE
+        tables of its grid): a captured CUDA graph keeps them alive, so the RoPE cache evicting them
+        cannot free memory the graph reads."""
+        pt, ph, pw = self.config.patch_size
+        _, _, frames, height, width = latents.shape
+        return self.rope_tables((frames // pt, height // ph, width // pw), latents.device)
+
     @torch.compiler.disable
     def _build_rope_tables(self, key: tuple[int, int, int, torch.device]) -> RopeTables:
         grid, device = key[:3], key[3]

@@ -376,6 +376,12 @@ class ArtifactDiT(nn.Module):
         self._text_shape = (int(loaded.manifest.model.get("text_length", 0)), dit.config.text_dim)
         self._dtype = loaded.dtype
 
+    def step_constants(self, latents: torch.Tensor) -> Any:
+        """What a captured step at this shape reads besides its inputs (see
+        :meth:`WanTransformer3DModel.step_constants`): the eager DiT's RoPE tables when it is kept
+        (inductor programs read them from its cache); ``None`` when compiled programs own every constant."""
+        return None if self.eager is None else self.eager.step_constants(latents)
+
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor,
                 encoder_hidden_states: torch.Tensor) -> torch.Tensor:
         self._dispatch.calls += 1

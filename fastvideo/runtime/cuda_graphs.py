@@ -19,14 +19,24 @@ evicting them cannot free memory the graph reads).
 
 Per step: the new latents and timesteps are copied into the static inputs, the graph is replayed,
 and a clone of the static output is returned (so the caller never aliases memory the next replay
-overwrites). Text embeddings are copied only when the caller's ``embeds_token`` (the identity of the
-batch's members) differs from the last replay of that graph.
+overwrites). Text embeddings are copied unless the caller passes the very tensor object copied at
+that graph's last replay, unmodified since (same object, same in-place version counter); the runner
+holds a reference to it, so its identity cannot be reused. Nothing is keyed on request ids: two
+requests with the same id (client-supplied, or a WebSocket segment id reused after a reset) are two
+different embedding tensors and are always copied.
 
 Keys and fallback: a graph is keyed by :class:`GraphKey` (shapes and dtypes of the three inputs).
 The executor captures one per declared bucket x branch (initial, continuation) x batch size at
 warmup; any other shape runs eagerly and is counted in ``stats["eager_calls"]``. A capture that
 fails is logged, counted in ``stats["capture_failures"]`` and that key runs eagerly from then on.
 ``RuntimeCounters.graph_captures`` / ``graph_replays`` count successful captures and replays.
+
+Devices and threads: capture and replay run under the backend's device guard (a runner for
+``cuda:1`` captures and replays on GPU 1 whatever the calling thread's current device), capture
+uses a side stream created on that device, and captures are serialized process-wide
+(``_CAPTURE_LOCK``: several in-process workers warming up at once take turns). CUDA graphs are
+captured with ``capture_error_mode="thread_local"``, so other workers' threads may keep running
+eager work while one captures.
 
 Backends: :class:`CudaGraphBackend` uses ``torch.cuda.CUDAGraph`` / ``torch.cuda.graph``.
 :class:`RecordingGraphBackend` is the CPU stand-in: :class:`RecordingGraph` has the same interface
@@ -48,11 +58,15 @@ from typing import Any, Protocol
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from fastvideo.kernels.device import device_guard
 from fastvideo.runtime.counters import RuntimeCounters
 
 logger = logging.getLogger(__name__)
 
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: One graph capture at a time in this process (see module contract).
+_CAPTURE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,8 @@ class GraphBackend(Protocol):
 
     def warmup_stream(self) -> contextlib.AbstractContextManager: ...
 
+    def guard(self) -> contextlib.AbstractContextManager: ...
+
     def synchronize(self) -> None: ...
 
 
@@ -114,7 +130,13 @@ class CudaGraphBackend:
     def __init__(self, device: torch.device) -> None:
         if device.type != "cuda":
             raise ValueError(f"CudaGraphBackend needs a CUDA device, got {device}")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         self.device = device
+        self._capture_stream: Any = None
+
+    def guard(self) -> contextlib.AbstractContextManager:
+        return device_guard(self.device)
 
     def new_graph(self) -> Any:
         return torch.cuda.CUDAGraph()
@@ -123,7 +145,9 @@ class CudaGraphBackend:
         return torch.cuda.graph_pool_handle()
 
     def capture(self, graph: Any, pool: Any) -> contextlib.AbstractContextManager:
-        return torch.cuda.graph(graph, pool=pool)
+        if self._capture_stream is None:
+            self._capture_stream = torch.cuda.Stream(self.device)
+        return torch.cuda.graph(graph, pool=pool, stream=self._capture_stream, capture_error_mode="thread_local")
 
     @contextlib.contextmanager
     def warmup_stream(self) -> Iterator[None]:
@@ -229,6 +253,9 @@ class RecordingGraphBackend:
         self.warmup_runs += 1
         yield
 
+    def guard(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
     def synchronize(self) -> None:
         pass
 
@@ -242,7 +269,9 @@ class _Captured:
     output: torch.Tensor
     label: str
     keep_alive: Any = None
-    embeds_token: Any = None
+    #: The embeddings tensor copied at the last replay and its version then (see module contract).
+    embeds_source: torch.Tensor | None = None
+    embeds_version: int = -1
     replays: int = 0
 
 
@@ -281,16 +310,17 @@ class DiTGraphRunner:
                 return False
             static_l, static_t, static_e = latents.clone(), timestep.clone(), embeds.clone()
             try:
-                with self.backend.warmup_stream():
-                    for _ in range(self.warmup_iters):
-                        self.fn(static_l, static_t, static_e)
-                self.backend.synchronize()
-                if self._pool is None:
-                    self._pool = self.backend.new_pool()
-                graph = self.backend.new_graph()
-                with self.backend.capture(graph, self._pool):
-                    output = self.fn(static_l, static_t, static_e)
-                self.backend.synchronize()
+                with self.backend.guard():
+                    with self.backend.warmup_stream():
+                        for _ in range(self.warmup_iters):
+                            self.fn(static_l, static_t, static_e)
+                    self.backend.synchronize()
+                    if self._pool is None:
+                        self._pool = self.backend.new_pool()
+                    graph = self.backend.new_graph()
+                    with _CAPTURE_LOCK, self.backend.capture(graph, self._pool):
+                        output = self.fn(static_l, static_t, static_e)
+                    self.backend.synchronize()
             except Exception as exc:  # noqa: BLE001 - a shape that cannot be captured runs eagerly
                 logger.warning("CUDA graph capture failed for %s (%s): %s; that shape runs eagerly",
                                label or key, type(exc).__name__, exc)
@@ -305,8 +335,7 @@ class DiTGraphRunner:
             return True
 
     @torch.no_grad()
-    def __call__(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor, *,
-                 embeds_token: Any = None) -> torch.Tensor:
+    def __call__(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         """One DiT step: replay the matching graph, or run eagerly."""
         key = GraphKey.of(latents, timestep, embeds)
         with self._lock:
@@ -316,11 +345,12 @@ class DiTGraphRunner:
                 return self.fn(latents, timestep, embeds)
             entry.latents.copy_(latents)
             entry.timestep.copy_(timestep)
-            if embeds_token is None or embeds_token != entry.embeds_token:
+            if embeds is not entry.embeds_source or embeds._version != entry.embeds_version:
                 entry.embeds.copy_(embeds)
-                entry.embeds_token = embeds_token
+                entry.embeds_source, entry.embeds_version = embeds, embeds._version
                 self.stats["embed_copies"] += 1
-            entry.graph.replay()
+            with self.backend.guard():
+                entry.graph.replay()
             entry.replays += 1
             self.stats["replays"] += 1
             self.counters.add("graph_replays")

@@ -188,7 +188,7 @@ class WanBatchExecutor:
                                self.device)
             else:
                 self.runner = DiTGraphRunner(self._eager_step, graph_backend, counters=generator.counters,
-                                             warmup_iters=graphs.warmup_iters, keep_alive=self._rope_for)
+                                             warmup_iters=graphs.warmup_iters, keep_alive=self._step_constants)
 
     # ------------------------------------------------------------------ items
     def make_item(self, request: GenerationRequest, resolved: ResolvedSampling, *, listener: Any = None,
@@ -203,14 +203,12 @@ class WanBatchExecutor:
     def _eager_step(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         return self.pipeline.dit(latents, timestep, embeds)
 
-    def _rope_for(self, latents: torch.Tensor) -> Any:
-        pt, ph, pw = self.pipeline.dit.config.patch_size
-        _, _, f, h, w = latents.shape
-        return self.pipeline.dit.rope_tables((f // pt, h // ph, w // pw), latents.device)
+    def _step_constants(self, latents: torch.Tensor) -> Any:
+        return self.pipeline.dit.step_constants(latents)
 
-    def _step(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor, token: Any) -> torch.Tensor:
+    def _step(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         if self.runner is not None:
-            return self.runner(latents, timestep, embeds, embeds_token=token)
+            return self.runner(latents, timestep, embeds)
         return self._eager_step(latents, timestep, embeds)
 
     # ------------------------------------------------------------------ stages
@@ -266,7 +264,7 @@ class WanBatchExecutor:
                     ctx.conditioning = ctx.conditioning.to(latents)
                     latents = ctx.conditioning.impose(latents, sigmas[0])
                 members.append(_Member(item, sampler, latents, sigmas))
-            token: Any = None
+            embeds_for: list[_Member] = []
             embeds: torch.Tensor | None = None
             for index in range(total):
                 alive = []
@@ -279,9 +277,8 @@ class WanBatchExecutor:
                 members = alive
                 if not members:
                     break
-                ids = tuple(m.item.request_id for m in members)
-                if ids != token:
-                    token = ids
+                if len(members) != len(embeds_for) or any(a is not b for a, b in zip(members, embeds_for)):
+                    embeds_for = list(members)  # membership changed (by identity, never by request id)
                     embeds = self._batch_embeds([m.item.ctx.embeds for m in members], cfg)
                 assert embeds is not None
                 model_in = torch.cat([m.latents.to(pipe.dtype) for m in members])
@@ -289,7 +286,7 @@ class WanBatchExecutor:
                 if cfg:
                     model_in = torch.cat([model_in, model_in])
                     timestep = torch.cat([timestep, timestep])
-                pred = self._step(model_in, timestep, embeds, token)
+                pred = self._step(model_in, timestep, embeds)
                 count = len(members)
                 for row, m in enumerate(members):
                     s = m.item.payload.resolved
@@ -347,13 +344,13 @@ class WanBatchExecutor:
 
     # ------------------------------------------------------------------ graphs
     def capture_declared(self, graphs: GraphConfig | None = None) -> list[str]:
-        """Capture the DiT step for every declared bucket x branch x batch size; returns the labels."""
+        """Capture the DiT step for every declared bucket x served branch x batch size; returns the labels."""
         graphs = graphs or self.config.graphs
         if self.runner is None or not graphs.buckets:
             return []
         labels = []
         for bucket in graphs.buckets:
-            for branch in ("initial", "continuation"):
+            for branch in self.generator.served_branches:
                 for batch in bucket.batch_sizes:
                     label = f"{bucket.width}x{bucket.height}x{bucket.num_frames}/{branch}/b{batch}/" + \
                             ("cfg" if bucket.cfg else "nocfg")

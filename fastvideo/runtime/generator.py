@@ -213,6 +213,13 @@ class VideoGenerator:
     def preset(self):
         return self.pipeline.preset
 
+    @property
+    def served_branches(self) -> tuple[str, ...]:
+        """Segment branches this generator can run: both, or what its compiled artifacts were built for."""
+        if self.artifacts is not None:
+            return tuple(b for b in ("initial", "continuation") if b in self.artifacts.manifest.branches)
+        return ("initial", "continuation")
+
     @staticmethod
     def default_health_check_request() -> GenerationRequest:
         """The minimal probe request: 256x256, 8 frames, 1 step, nothing saved."""

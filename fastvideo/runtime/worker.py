@@ -9,7 +9,8 @@ Contract:
   callbacks. ``cancel(request_id)`` cancels queued or running work. ``generate(request)`` is the
   blocking convenience.
 - ``warmup()`` captures the declared DiT-step graphs, then runs the health-check request through
-  the normal path for both branches: a first segment, then a continuation from its state (so the
+  the normal path for every branch the generator serves (both, unless its compiled artifacts were
+  built for the initial branch only): a first segment, then a continuation from its state (so the
   continuation's shapes, the state codec and the VAE's overlap trim are exercised too). ``ready`` is
   true only after it succeeded; it returns what it did (timings, graph labels).
 """
@@ -80,15 +81,18 @@ class BatchWorker:
         probe = replace(probe, request_id=f"warmup_initial_{id(self):x}",
                         output=replace(probe.output, return_state=True))
         first = self._run_forced(probe)
-        follow = replace(probe, request_id=f"warmup_continuation_{id(self):x}", state=first.state,
-                         output=OutputConfig(save_video=False, return_frames=False, return_state=False))
-        second = self._run_forced(follow)
-        if second.metadata.get("branch") != "continuation":  # pragma: no cover - defensive
-            raise RuntimeError("warmup continuation did not run the continuation branch")
+        branches = ["initial"]
+        if "continuation" in self.generator.served_branches:
+            follow = replace(probe, request_id=f"warmup_continuation_{id(self):x}", state=first.state,
+                             output=OutputConfig(save_video=False, return_frames=False, return_state=False))
+            second = self._run_forced(follow)
+            if second.metadata.get("branch") != "continuation":  # pragma: no cover - defensive
+                raise RuntimeError("warmup continuation did not run the continuation branch")
+            branches.append("continuation")
         self.ready = True
         took = time.perf_counter() - t0
-        logger.info("warmup done in %.2fs (graphs: %s)", took, labels or "none")
-        return {"warmup_s": took, "graphs": labels, "branches": ["initial", "continuation"]}
+        logger.info("warmup done in %.2fs (branches: %s; graphs: %s)", took, ", ".join(branches), labels or "none")
+        return {"warmup_s": took, "graphs": labels, "branches": branches}
 
     def _run_forced(self, request: GenerationRequest) -> VideoResult:
         req, resolved = self.generator.resolve(request)

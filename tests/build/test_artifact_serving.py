@@ -141,3 +141,31 @@ def test_request_served_from_inductor_artifacts_equals_eager(inductor_build: Cli
         assert "--cfg off" not in str(excinfo.value)  # the rebuild serves both batch sizes
     finally:
         generator.shutdown()
+
+
+def test_cuda_graph_runner_warms_up_over_aoti_artifacts(aoti_generator: VideoGenerator) -> None:
+    """The graph runner captures the compiled DiT step (it used to ask ArtifactDiT for rope tables it lacks)
+    and warmup runs only the branches the build serves (this build: initial only)."""
+    from fastvideo.api import GenerationRequest, OutputConfig, SamplingConfig
+    from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig, RecordingGraphBackend
+    from fastvideo.runtime.executor import ExecutorConfig
+    from fastvideo.runtime.worker import BatchWorker, WorkerConfig
+
+    warm = GenerationRequest(prompt="warm", sampling=SamplingConfig(width=64, height=64, num_frames=5,
+                                                                    num_inference_steps=1, guidance_scale=4.0, seed=0),
+                             output=OutputConfig(return_frames=False))
+    graphs = GraphConfig(enabled=True, buckets=(GraphBucket(width=64, height=64, num_frames=5, cfg=True),))
+    worker = BatchWorker(aoti_generator, WorkerConfig(warmup_request=warm, executor=ExecutorConfig(graphs=graphs)),
+                         graph_backend=RecordingGraphBackend())
+    worker.start()
+    try:
+        info = worker.warmup()
+    finally:
+        worker.stop()
+    assert info["graphs"] == ["64x64x5/initial/b1/cfg"] and info["branches"] == ["initial"]
+    entry = next(iter(worker.executor.runner.graphs.values()))
+    dit = aoti_generator.pipeline.dit
+    assert isinstance(dit, ArtifactDiT)
+    cos, sin = entry.keep_alive
+    ref_cos, ref_sin = dit.eager.rope_tables((LATENT[0], LATENT[1] // 2, LATENT[2] // 2), cos.device)
+    assert cos is ref_cos and sin is ref_sin

@@ -74,11 +74,11 @@ def test_runner_capture_replay_fallback_bookkeeping():
     embeds = inputs(2, 99)[2]
     for seed in range(3):  # new latents and timesteps every step, the same members' embeddings
         latents, timestep, _ = inputs(2, 10 + seed)
-        out = runner(latents, timestep, embeds, embeds_token=("r1", "r2"))
+        out = runner(latents, timestep, embeds)
         torch.testing.assert_close(out, CountingStep()(latents, timestep, embeds), rtol=0, atol=0)
     assert fn.calls == 3  # replays never call the eager function
     assert counters.graph_replays == 3 and runner.stats["replays"] == 3
-    assert runner.stats["embed_copies"] == 1  # same batch members: the embeddings were copied once
+    assert runner.stats["embed_copies"] == 1  # the same embeddings tensor every step: copied once
 
     out = runner(*inputs(3, 0))  # a batch of 3 was never captured: eager fallback
     assert fn.calls == 4 and runner.stats["eager_calls"] == 1 and counters.graph_replays == 3
@@ -89,20 +89,59 @@ def test_runner_capture_replay_fallback_bookkeeping():
     assert runner.graphs == {} and runner(*inputs(2, 0)) is not None and runner.stats["eager_calls"] == 2
 
 
-def test_embeds_are_refreshed_when_the_batch_changes():
+def test_embeds_are_copied_unless_the_very_same_tensor_comes_back_unmodified():
+    """Never keyed on request ids: a new tensor (even with the same request id behind it) or an
+    in-place change is copied into the static input; only the same unmodified object is not."""
     runner = DiTGraphRunner(CountingStep(), RecordingGraphBackend(), warmup_iters=0)
     runner.capture(*inputs(2, 0))
     lat, t, emb_a = inputs(2, 1)
     emb_b = torch.randn_like(emb_a)
-    runner(lat, t, emb_a, embeds_token="A")
-    same = runner(lat, t, emb_a, embeds_token="A")
-    changed = runner(lat, t, emb_b, embeds_token="B")
-    assert runner.stats["embed_copies"] == 2
-    torch.testing.assert_close(same, CountingStep()(lat, t, emb_a), rtol=0, atol=0)
-    torch.testing.assert_close(changed, CountingStep()(lat, t, emb_b), rtol=0, atol=0)
-    untokened = runner(lat, t, emb_a)  # no token: always copied
-    torch.testing.assert_close(untokened, CountingStep()(lat, t, emb_a), rtol=0, atol=0)
+    first = runner(lat, t, emb_a)
+    same = runner(lat, t, emb_a)
+    assert runner.stats["embed_copies"] == 1
+    changed = runner(lat, t, emb_b)
+    equal_values_new_tensor = runner(lat, t, emb_b.clone())
     assert runner.stats["embed_copies"] == 3
+    emb_b.mul_(2)  # the same object, modified in place: copied again
+    doubled = runner(lat, t, emb_b)
+    assert runner.stats["embed_copies"] == 4
+    for out, emb in ((first, emb_a), (same, emb_a), (changed, emb_b / 2), (equal_values_new_tensor, emb_b / 2),
+                     (doubled, emb_b)):
+        torch.testing.assert_close(out, CountingStep()(lat, t, emb), rtol=0, atol=0)
+
+
+def test_captures_are_serialized_across_runners():
+    """Several in-process workers warming up at once: their captures never overlap (CUDA allows one at a time)."""
+    import threading
+    import time
+
+    active, overlaps = [0], []
+
+    class SlowCapture(RecordingGraphBackend):
+        def capture(self, graph, pool):
+            outer = super().capture(graph, pool)
+
+            class Guarded:
+                def __enter__(self_inner):
+                    active[0] += 1
+                    overlaps.append(active[0])
+                    time.sleep(0.05)
+                    return outer.__enter__()
+
+                def __exit__(self_inner, *exc):
+                    active[0] -= 1
+                    return outer.__exit__(*exc)
+
+            return Guarded()
+
+    runners = [DiTGraphRunner(CountingStep(), SlowCapture(), warmup_iters=0) for _ in range(4)]
+    threads = [threading.Thread(target=r.capture, args=inputs(2, i)) for i, r in enumerate(runners)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(len(r.graphs) == 1 for r in runners)
+    assert overlaps == [1, 1, 1, 1]
 
 
 def test_failed_capture_falls_back_to_eager_and_is_not_retried():
@@ -164,3 +203,24 @@ def test_executor_captures_both_branches_at_warmup_and_replays_every_step(tiny_g
     assert np.array_equal(first.frames, eager_first.frames)  # graph replay == eager, exactly
     assert np.array_equal(second.frames, eager_second.frames)
     assert odd.frames.shape == (5, 64, 96, 3)
+
+
+def test_a_repeated_request_id_never_replays_the_previous_prompt(tiny_generator):
+    """Two requests with the same id (client-supplied, or a WebSocket segment id reused after a reset) but
+    different prompts: each graph replay must use its own prompt's embeddings."""
+    config = WorkerConfig(warmup_request=WARM, executor=ExecutorConfig(graphs=GraphConfig(enabled=True, buckets=(BUCKET,))))
+    worker = BatchWorker(tiny_generator, config, graph_backend=RecordingGraphBackend())
+    worker.start()
+    try:
+        worker.warmup()
+        runner = worker.executor.runner
+        first = worker.generate({**request(7), "request_id": "same-id", "prompt": "a red kite over the sea"})
+        second = worker.generate({**request(7), "request_id": "same-id", "prompt": "a lighthouse at night"})
+        assert runner.stats["eager_calls"] == 0
+    finally:
+        worker.stop()
+    eager_first = tiny_generator.generate({**request(7), "prompt": "a red kite over the sea"})
+    eager_second = tiny_generator.generate({**request(7), "prompt": "a lighthouse at night"})
+    assert not np.array_equal(eager_first.frames, eager_second.frames)  # the prompts do differ
+    assert np.array_equal(first.frames, eager_first.frames)
+    assert np.array_equal(second.frames, eager_second.frames)
