@@ -87,7 +87,8 @@ class BuildRequest:
     out: Path
     model_path: Path | None = None
     branches: tuple[str, ...] = ("initial",)
-    #: DiT precision; "auto": bf16 on CUDA, fp32 on the CPU (the runtime's engine.dtype "auto").
+    #: DiT precision; "auto": what the runtime's engine.dtype "auto" picks on the build device (bf16 on
+    #: sm_80+ GPUs, fp16 on older ones, fp32 on the CPU).
     precision: str = "auto"
     vae_precision: str = "fp32"
     cfg: str = "both"
@@ -443,7 +444,11 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
 
     started = time.perf_counter()
     if request.precision == "auto":  # what the runtime's engine.dtype "auto" computes in on that device
-        request = replace(request, precision="bf16" if resolve_device(request.device).type == "cuda" else "fp32")
+        from fastvideo.build.exportable import DTYPES
+        from fastvideo.engine.pipeline import model_dtype
+
+        auto = model_dtype("auto", resolve_device(request.device))
+        request = replace(request, precision=next(name for name, dtype in DTYPES.items() if dtype == auto))
     plan = _plan(request)
     out = Path(request.out).expanduser()
     step = _Steps(progress or _NoProgress())

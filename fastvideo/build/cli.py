@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(guidance_scale <= 1), both = either (default)")
     p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                    help="DiT compute precision; must match the runtime's engine.dtype. auto (default) is what the "
-                        "runtime's engine.dtype auto uses on the build device: bf16 on CUDA, fp32 on the CPU")
+                        "runtime's engine.dtype auto uses on the build device: bf16 on sm_80+ GPUs, fp16 on older "
+                        "ones, fp32 on the CPU")
     p.add_argument("--vae-precision", choices=PRECISIONS, default="fp32",
                    help="VAE precision; must match the runtime's vae_dtype (default fp32, the runtime default)")
     p.add_argument("--components", type=_csv(COMPONENTS, "component"), default=None,

@@ -258,9 +258,12 @@ class WanT2VPipeline:
 
 
 def model_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Resolve an EngineConfig dtype string for ``device``."""
+    """Resolve an EngineConfig dtype string for ``device``: ``auto`` is bf16 on Ampere and newer GPUs,
+    fp16 on older ones (no bf16 tensor cores), fp32 on the CPU."""
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
 
 

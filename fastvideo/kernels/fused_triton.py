@@ -9,6 +9,8 @@ Contract (each function):
   modulation/gate tensors may be broadcast (stride 0) views.
 - Devices: CUDA (bf16/fp16/fp32), or CPU under ``TRITON_INTERPRET=1`` (tests). :func:`fused_check`
   says why a configuration cannot run.
+- Launches go through :class:`~fastvideo.kernels.triton_utils.KernelLaunch` (device guard; ahead-of-time
+  planning on ``meta`` tensors).
 - Kernels: one program per row (``B*L`` rows) for the norms, per (row, channel block) for the gated
   residual, per (token, head block) for RoPE. No autotuning: row tiles are the next power of two
   of the row length, warps grow with it.
@@ -20,8 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastvideo.kernels.triton_utils import (interpreter_mode_error, is_interpreted, next_power_of_2, rne_bf16,
-                                            row_num_warps, row_sum, soft_bf16, triton_device_reason)
+from fastvideo.kernels.triton_utils import (KernelLaunch, interpreter_mode_error, is_interpreted, next_power_of_2,
+                                            rne_bf16, row_num_warps, row_sum, soft_bf16, triton_device_reason)
 
 logger = logging.getLogger(__name__)
 
@@ -183,9 +185,9 @@ def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float, *,
     xr = _rows(x)
     yr, target = _as_row_writer(y)
     block = next_power_of_2(n)
-    _rms_norm_kernel[(xr.shape[0],)](xr, weight.contiguous(), yr, xr.stride(0), yr.stride(0), n, float(eps),
-                                     BLOCK=block, SOFT_BF16=soft_bf16(x.dtype, INTERPRETED),
-                                     num_warps=row_num_warps(block))
+    KernelLaunch("rms_norm", _rms_norm_kernel, (xr.shape[0],),
+                 (xr, weight.contiguous(), yr, xr.stride(0), yr.stride(0), n, float(eps)),
+                 dict(BLOCK=block, SOFT_BF16=soft_bf16(x.dtype, INTERPRETED), num_warps=row_num_warps(block))).run()
     return _finish(yr, target, x.shape)
 
 
@@ -204,9 +206,9 @@ def layer_norm_modulate_triton(x: torch.Tensor, scale: torch.Tensor, shift: torc
     xr = _rows(x)
     yr, target = _as_row_writer(y)
     block = next_power_of_2(n)
-    _ln_modulate_kernel[(batch * length,)](
-        xr, sc, sh, yr, length, xr.stride(0), yr.stride(0), *sc.stride(), *sh.stride(), n, float(eps),
-        BLOCK=block, SOFT_BF16=soft_bf16(x.dtype, INTERPRETED), num_warps=row_num_warps(block))
+    KernelLaunch("layer_norm_modulate", _ln_modulate_kernel, (batch * length,),
+                 (xr, sc, sh, yr, length, xr.stride(0), yr.stride(0), *sc.stride(), *sh.stride(), n, float(eps)),
+                 dict(BLOCK=block, SOFT_BF16=soft_bf16(x.dtype, INTERPRETED), num_warps=row_num_warps(block))).run()
     return _finish(yr, target, x.shape)
 
 
@@ -225,8 +227,9 @@ def gated_residual_triton(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, 
     yr, target = _as_row_writer(res)
     block = min(next_power_of_2(n), _GATED_BLOCK)
     grid = (batch * length, triton.cdiv(n, block))
-    _gated_residual_kernel[grid](xr, rr, g, yr, length, xr.stride(0), rr.stride(0), yr.stride(0), *g.stride(), n,
-                                 BLOCK=block, SOFT_BF16=soft_bf16(x.dtype, INTERPRETED), num_warps=4)
+    KernelLaunch("gated_residual", _gated_residual_kernel, grid,
+                 (xr, rr, g, yr, length, xr.stride(0), rr.stride(0), yr.stride(0), *g.stride(), n),
+                 dict(BLOCK=block, SOFT_BF16=soft_bf16(x.dtype, INTERPRETED), num_warps=4)).run()
     return _finish(yr, target, x.shape)
 
 
@@ -254,7 +257,8 @@ def apply_rope_triton(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *,
     block_j = next_power_of_2(dim // 2)
     block_h = max(1, min(next_power_of_2(heads), 4096 // block_j))
     grid = (batch * length, triton.cdiv(heads, block_h))
-    _rope_kernel[grid](x, c, s, y, length, heads, dim // 2, *x.stride(), *y.stride(), *c.stride(), *s.stride(),
-                       BLOCK_H=block_h, BLOCK_J=block_j, SOFT_BF16=soft_bf16(x.dtype, INTERPRETED),
-                       num_warps=row_num_warps(block_h * block_j))
+    KernelLaunch("apply_rope", _rope_kernel, grid,
+                 (x, c, s, y, length, heads, dim // 2, *x.stride(), *y.stride(), *c.stride(), *s.stride()),
+                 dict(BLOCK_H=block_h, BLOCK_J=block_j, SOFT_BF16=soft_bf16(x.dtype, INTERPRETED),
+                      num_warps=row_num_warps(block_h * block_j))).run()
     return y

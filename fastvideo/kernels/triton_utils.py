@@ -15,6 +15,13 @@ Contract:
   allows, or CPU only when the kernels run under the Triton interpreter (``TRITON_INTERPRET=1``,
   used by the CPU test suite), where float32 is also accepted so algorithms can be checked with
   tight tolerances.
+- Every launch goes through a :class:`KernelLaunch` (kernel, grid, arguments, compile-time
+  options, all decided by the op's wrapper from its tensors) and :meth:`KernelLaunch.run`, which
+  launches under :func:`~fastvideo.kernels.device.device_guard` for the tensors' device (Triton
+  launches on the *current* device, so ``cuda:1`` tensors from a thread whose current device is 0
+  would otherwise run on the wrong GPU). Inside :func:`planning_launches`, ops accept ``meta`` tensors and ``run`` records the
+  launch instead: :mod:`fastvideo.kernels.aot` compiles exactly what a real call would launch,
+  ahead of time, for a named GPU.
 - :func:`rne_bf16` works around the Triton interpreter's float32->bfloat16 cast, which truncates
   instead of rounding to nearest even; kernels call it only when ``SOFT_BF16`` (interpreted and
   bfloat16), so the compiled GPU path is unchanged.
@@ -22,12 +29,21 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import triton
 import triton.language as tl
 
+from fastvideo.kernels.device import device_guard
+
+#: Oldest GPU the compiled kernels are built and checked for (Ampere: bf16 tensor cores, cp.async).
+MIN_CAPABILITY: tuple[int, int] = (8, 0)
 #: Dtypes a compiled (GPU) kernel accepts by default.
 LOW_PRECISION_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
 
@@ -65,12 +81,25 @@ def triton_device_reason(
     float32 is accepted too (testing only: the interpreter is slow).
     """
     device = torch.device(device)
+    if device.type == "meta":
+        if _PLANNED.get() is None:
+            return "device meta not supported outside launch planning (fastvideo.kernels.aot)"
+        if interpreted:
+            return "kernels built for the interpreter (TRITON_INTERPRET=1) cannot be planned for a GPU"
+        if dtype not in cuda_dtypes:
+            return f"dtype {dtype} not supported on cuda (supported: {_names(cuda_dtypes)})"
+        return None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             return "device is cuda but torch.cuda.is_available() is False"
         if interpreted:
             return ("triton kernels were built for the interpreter (TRITON_INTERPRET=1) and "
                     "cannot run on cuda tensors; unset TRITON_INTERPRET")
+        capability = torch.cuda.get_device_capability(device)
+        if capability < MIN_CAPABILITY:
+            return (f"{torch.cuda.get_device_name(device)} is sm_{capability[0]}{capability[1]}; the triton "
+                    f"kernels need sm_{MIN_CAPABILITY[0]}{MIN_CAPABILITY[1]} or newer (Ampere+); use the sdpa "
+                    "attention backend and the torch ops backend on this GPU")
         if dtype not in cuda_dtypes:
             return f"dtype {dtype} not supported on cuda (supported: {_names(cuda_dtypes)})"
         return None
@@ -87,6 +116,45 @@ def triton_device_reason(
 
 def _names(dtypes: tuple[torch.dtype, ...]) -> str:
     return ", ".join(str(d).replace("torch.", "") for d in dtypes)
+
+
+_PLANNED: contextvars.ContextVar[list["KernelLaunch"] | None] = contextvars.ContextVar("fastvideo_planned",
+                                                                                      default=None)
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """One fully decided kernel launch (see module doc)."""
+
+    name: str
+    kernel: Any
+    grid: tuple[int, ...]
+    args: tuple[Any, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(a.device for a in self.args if isinstance(a, torch.Tensor))
+
+    def run(self) -> None:
+        """Launch on the tensors' device (recorded instead inside :func:`planning_launches`)."""
+        planned = _PLANNED.get()
+        if planned is not None:
+            planned.append(self)
+            return
+        with device_guard(self.device):
+            self.kernel[self.grid](*self.args, **self.options)
+
+
+@contextlib.contextmanager
+def planning_launches() -> Iterator[list[KernelLaunch]]:
+    """Record the launches ops make (on ``meta`` tensors too) instead of running them."""
+    planned: list[KernelLaunch] = []
+    token = _PLANNED.set(planned)
+    try:
+        yield planned
+    finally:
+        _PLANNED.reset(token)
 
 
 def soft_bf16(dtype: torch.dtype, interpreted: bool) -> bool:

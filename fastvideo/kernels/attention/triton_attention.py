@@ -10,8 +10,8 @@ Contract:
   fp32 online softmax (exp2 form); the probabilities are rounded to the input dtype before the
   ``P @ V`` matmul, as in FlashAttention. Never materializes the ``Lq x Lk`` matrix: one program
   owns a ``BLOCK_M`` tile of queries of one (batch, head) and streams ``BLOCK_N`` key/value tiles;
-  the last kv tile is masked when ``Lk`` is not a multiple of ``BLOCK_N``; query rows past ``Lq``
-  are computed on zeros and not stored. Tile base offsets are 64-bit (no 2**31-element limit).
+  when ``Lk`` is not a multiple of ``BLOCK_N`` the partial last tile is processed first, masked,
+  ahead of the unmasked pipelined loop; query rows past ``Lq`` are computed on zeros and not stored. Tile base offsets are 64-bit (no 2**31-element limit).
 - Block sizes come from :mod:`fastvideo.kernels.attention.tuning` (JSON per GPU), looked up once per
   (head_dim, device); callers may pass an explicit :class:`AttentionConfig` (tests and the tuner
   do). A JSON config that does not fit the GPU (Triton ``OutOfResources``) is replaced, with a
@@ -33,8 +33,8 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from fastvideo.kernels.attention.tuning import AttentionConfig, load_attention_config
-from fastvideo.kernels.triton_utils import (current_gpu_name, interpreter_mode_error, is_interpreted, rne_bf16,
-                                            row_max, row_sum, soft_bf16, triton_device_reason)
+from fastvideo.kernels.triton_utils import (KernelLaunch, current_gpu_name, interpreter_mode_error, is_interpreted,
+                                            rne_bf16, row_max, row_sum, soft_bf16, triton_device_reason)
 
 logger = logging.getLogger(__name__)
 
@@ -109,15 +109,19 @@ def _attn_fwd_kernel(
     l_i = tl.full([BLOCK_M], 0.0, dtype=tl.float32)
     acc = tl.full([BLOCK_M, HEAD_DIM], 0.0, dtype=tl.float32)
 
+    # The partial kv tile (Lk not a multiple of BLOCK_N) goes first, masked and outside the loop, so
+    # the main loop stays unmasked and software-pipelined: a masked tile after the loop made ptxas
+    # serialize the sm_90 wgmma pipeline (C7515) and spill on sm_80 (tests/kernels/test_gpu_compile.py).
     n_full = (Lk // BLOCK_N) * BLOCK_N
+    if not EVEN_N:
+        tail = tl.full([], 0, tl.int64) + n_full  # 64-bit offsets (Lk may be specialized to a constant)
+        acc, l_i, m_i = _attn_tile(acc, l_i, m_i, q, k_ptrs + tail * stride_kl, v_ptrs + tail * stride_vl,
+                                   n_full, offs_n, Lk, qk_scale, MASK=True, SOFT_BF16=SOFT_BF16)
     for start_n in range(0, n_full, BLOCK_N):
         acc, l_i, m_i = _attn_tile(acc, l_i, m_i, q, k_ptrs, v_ptrs, start_n, offs_n, Lk, qk_scale,
                                    MASK=False, SOFT_BF16=SOFT_BF16)
         k_ptrs += BLOCK_N * stride_kl
         v_ptrs += BLOCK_N * stride_vl
-    if not EVEN_N:
-        acc, l_i, m_i = _attn_tile(acc, l_i, m_i, q, k_ptrs, v_ptrs, n_full, offs_n, Lk, qk_scale,
-                                   MASK=True, SOFT_BF16=SOFT_BF16)
 
     out = acc / l_i[:, None]
     if SOFT_BF16:
@@ -143,8 +147,11 @@ def attention_check(dtype: torch.dtype, head_dim: int, device: torch.device) -> 
 
 
 _CONFIGS: dict[tuple[int, str, int | None], AttentionConfig] = {}
-#: Used when a JSON config does not fit this GPU (e.g. shared memory); fits every sm_80+ GPU.
-FALLBACK_CONFIG = AttentionConfig(64, 64, num_warps=4, num_stages=2, source="fallback")
+#: Used when a JSON config does not fit this GPU (e.g. shared memory): fits every sm_80+ GPU's shared
+#: memory and spills no registers at head dims 64/128 (checked by ``fastvideo.kernels.aot`` in CI).
+FALLBACK_CONFIG = AttentionConfig(128, 32, num_warps=8, num_stages=2, source="fallback")
+#: Compute capabilities FALLBACK_CONFIG is compiled and checked for.
+FALLBACK_CAPABILITIES: tuple[int, ...] = (80, 86, 89, 90)
 
 
 def _config_key(head_dim: int, device: torch.device) -> tuple[int, str, int | None]:
@@ -189,15 +196,13 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor
             cfg: AttentionConfig) -> None:
     batch, len_q, heads, head_dim = q.shape
     len_k = k.shape[1]
-    grid = (triton.cdiv(len_q, cfg.block_m), batch * heads)
-    _attn_fwd_kernel[grid](
-        q, k, v, out,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        heads, len_q, len_k, sm_scale * _LOG2E,
-        HEAD_DIM=head_dim, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-        EVEN_N=len_k % cfg.block_n == 0, SOFT_BF16=soft_bf16(q.dtype, INTERPRETED),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
+    KernelLaunch(
+        f"attention[{cfg.source}]", _attn_fwd_kernel, (triton.cdiv(len_q, cfg.block_m), batch * heads),
+        (q, k, v, out, *q.stride(), *k.stride(), *v.stride(), *out.stride(), heads, len_q, len_k,
+         sm_scale * _LOG2E),
+        dict(HEAD_DIM=head_dim, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, EVEN_N=len_k % cfg.block_n == 0,
+             SOFT_BF16=soft_bf16(q.dtype, INTERPRETED), num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+    ).run()
 
 
 def flash_attention_triton(

@@ -3,14 +3,16 @@
 Contract:
 - Config files live in ``fastvideo/kernels/attention/configs/*.json`` (package data)::
 
-      {"gpu": "NVIDIA H100", "match": ["h100", "h800"], "tuned": false, "note": "...",
+      {"gpu": "NVIDIA H100", "match": ["h100", "h800"], "capabilities": [90], "tuned": false, "note": "...",
        "attention": {"default": {"block_m": 64, "block_n": 64, "num_warps": 4, "num_stages": 3},
                      "128": {...}}}
 
   ``match`` lists substrings of the normalized GPU name (``torch.cuda.get_device_name`` lowercased,
   non-alphanumerics -> ``-``); the file with the longest matching substring wins, else
   ``default.json``. Inside a file the entry for the head dim wins, else its ``"default"``.
-  ``"interpreter"`` is the name used under ``TRITON_INTERPRET=1``.
+  ``"interpreter"`` is the name used under ``TRITON_INTERPRET=1``. ``capabilities`` lists the
+  compute capabilities (``90`` = sm_90) the file's GPUs have: :mod:`fastvideo.kernels.aot` compiles
+  every entry for each of them in CI (no spills, fits shared memory); ``[]`` only for the interpreter.
 - :func:`load_attention_config` never guesses silently past a broken file: a malformed file raises
   :class:`ValueError` naming it. Block sizes must be powers of two >= 16 (``tl.dot`` minimum).
 - Files are written by ``benchmarks/kernels/bench_attention.py --tune``; :func:`config_to_json`
@@ -90,6 +92,22 @@ def config_file_for(gpu_name: str, config_dir: Path = CONFIG_DIR) -> Path:
     return best[1] if best is not None else config_dir / _DEFAULT_FILE
 
 
+def config_entries(path: Path) -> dict[str, AttentionConfig]:
+    """Every entry of one config file, by key (head dim or ``"default"``)."""
+    return dict(_read_file(path)[1])
+
+
+def config_capabilities(path: Path) -> tuple[int, ...]:
+    """The compute capabilities a config file serves (``capabilities``; see module doc)."""
+    try:
+        values = json.loads(path.read_text()).get("capabilities", [])
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read attention config {path}: {exc}") from exc
+    if not isinstance(values, list) or not all(isinstance(v, int) and v >= 70 for v in values):
+        raise ValueError(f"{path}: 'capabilities' must be a list of compute capabilities such as [80, 90]")
+    return tuple(values)
+
+
 def load_attention_config(head_dim: int, gpu_name: str, config_dir: Path = CONFIG_DIR) -> AttentionConfig:
     """Block sizes for ``head_dim`` on ``gpu_name``: the GPU's file (or ``default.json``), the
     head-dim entry (or the file's ``"default"``)."""
@@ -100,9 +118,11 @@ def load_attention_config(head_dim: int, gpu_name: str, config_dir: Path = CONFI
     return config
 
 
-def config_to_json(gpu: str, match: list[str], entries: dict[str, AttentionConfig], note: str) -> str:
+def config_to_json(gpu: str, match: list[str], entries: dict[str, AttentionConfig], note: str,
+                   capabilities: tuple[int, ...] = ()) -> str:
     """Serialize tuned entries in the file format :func:`load_attention_config` reads."""
     table = {key: {k: v for k, v in asdict(cfg).items() if k in _FIELDS} for key, cfg in entries.items()}
     if "default" not in table:
         table["default"] = next(iter(table.values()))
-    return json.dumps({"gpu": gpu, "match": match, "tuned": True, "note": note, "attention": table}, indent=2)
+    return json.dumps({"gpu": gpu, "match": match, "capabilities": list(capabilities), "tuned": True, "note": note,
+                       "attention": table}, indent=2)
