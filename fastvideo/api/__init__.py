@@ -14,7 +14,7 @@ from fastvideo.api.config import (
     PipelineSelection,
     QuantizationConfig,
 )
-from fastvideo.api.errors import ModelLoadError, RequestError
+from fastvideo.api.errors import FastVideoError, ModelLoadError, RequestError
 from fastvideo.api.parse import ConfigError, config_to_dict, parse_config
 from fastvideo.api.request import GenerationRequest, InputConfig, OutputConfig, SamplingConfig
 from fastvideo.api.results import (
@@ -33,6 +33,7 @@ __all__ = [
     "ConfigError",
     "ContinuationState",
     "EngineConfig",
+    "FastVideoError",
     "GenerationRequest",
     "GenerationResult",
     "GeneratorConfig",

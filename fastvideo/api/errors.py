@@ -1,14 +1,21 @@
-"""Errors the public API raises for bad input.
+"""Errors the public API raises for bad input, and the package's one root exception type.
 
-Contract: :class:`RequestError` (a ``ValueError``) names the offending field by its dotted path and
-says how to fix it; :class:`ModelLoadError` names the model folder/file and what is missing or
-corrupt. Servers map RequestError to HTTP 400.
+Contract: every exception class FastVideo defines derives from :class:`FastVideoError` (besides the
+builtin it also is, e.g. ``ValueError``), so callers can catch everything the engine raises on
+purpose in one place and tell it from a bug. :class:`RequestError` (a ``ValueError``) names the
+offending field by its dotted path and says how to fix it; :class:`ModelLoadError` names the model
+folder/file and what is missing or corrupt. Servers map RequestError to HTTP 400. Code decides on
+the exception's type and attributes, never on its message text.
 """
 
 from __future__ import annotations
 
 
-class RequestError(ValueError):
+class FastVideoError(Exception):
+    """Root of every exception FastVideo raises on purpose."""
+
+
+class RequestError(FastVideoError, ValueError):
     """A request value the engine cannot run, with the field and the fix."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -16,5 +23,5 @@ class RequestError(ValueError):
         super().__init__(f"{field}: {message}")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(FastVideoError, RuntimeError):
     """A model folder or weight file that cannot be loaded."""

@@ -19,10 +19,12 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from fastvideo.api.errors import FastVideoError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(FastVideoError, ValueError):
     """A config or request mapping that does not fit its typed schema."""
 
     def __init__(self, path: str, message: str) -> None:

@@ -35,6 +35,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
+from fastvideo.api.errors import FastVideoError
 from fastvideo.build import manifest as mf
 from fastvideo.build.specs import (
     ComponentSpec,
@@ -56,7 +57,7 @@ PRECISIONS = ("bf16", "fp16", "fp32")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ONNX_ONLY = 0, 1, 2, 3
 
 
-class BuildError(Exception):
+class BuildError(FastVideoError):
     """A build that cannot run or failed; ``exit_code`` is the CLI's status."""
 
     def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:

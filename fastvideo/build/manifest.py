@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from fastvideo.api.errors import FastVideoError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -70,7 +72,7 @@ ENV_LABELS = {"torch": "torch version", "device_type": "device type", "gpu_arch"
               "cpu_isa": "CPU vector ISA", "triton": "triton version", "tensorrt": "TensorRT version"}
 
 
-class ManifestError(ValueError):
+class ManifestError(FastVideoError, ValueError):
     """A manifest that is missing, unreadable or of an unknown format."""
 
 

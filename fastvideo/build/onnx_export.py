@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fastvideo.api.errors import FastVideoError
 from fastvideo.build.exportable import compare_outputs
 from fastvideo.build.specs import ShapeCase
 
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["OnnxCheck", "OnnxCheckError", "check_onnx", "export_onnx", "onnx_unavailable_reason"]
 
 
-class OnnxCheckError(RuntimeError):
+class OnnxCheckError(FastVideoError, RuntimeError):
     """An exported ONNX file that is invalid or disagrees with eager PyTorch."""
 
 

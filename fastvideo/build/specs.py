@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
+from fastvideo.api.errors import FastVideoError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -66,7 +68,7 @@ _PROFILE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 SAMPLE_TIMESTEP = 700.0
 
 
-class SpecError(ValueError):
+class SpecError(FastVideoError, ValueError):
     """A build request whose shapes cannot be compiled (the message says why and what works)."""
 
 

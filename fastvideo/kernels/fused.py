@@ -36,6 +36,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from fastvideo.api.errors import FastVideoError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -165,7 +167,7 @@ def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> torc
 
 
 # ------------------------------------------------------------------------------- dispatcher
-class OpsBackendError(ValueError):
+class OpsBackendError(FastVideoError, ValueError):
     """Raised when a requested fused-ops backend cannot be used."""
 
 

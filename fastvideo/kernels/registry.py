@@ -21,13 +21,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from fastvideo.api.errors import FastVideoError
+
 logger = logging.getLogger(__name__)
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 CheckFn = Callable[[torch.dtype, int, torch.device], "str | None"]
 
 
-class AttentionBackendError(ValueError):
+class AttentionBackendError(FastVideoError, ValueError):
     """Raised when a requested attention backend cannot be used."""
 
 

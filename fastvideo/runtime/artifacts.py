@@ -47,7 +47,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from fastvideo.api.errors import ModelLoadError, RequestError
+from fastvideo.api.errors import FastVideoError, ModelLoadError, RequestError
 from fastvideo.build import manifest as mf
 from fastvideo.build.specs import ShapeCase
 
@@ -76,7 +76,7 @@ class ArtifactCorruptError(ArtifactError):
     """Files of the artifact folder are missing or differ from the manifest's hashes."""
 
 
-class ArtifactShapeError(ValueError):
+class ArtifactShapeError(FastVideoError, ValueError):
     """A call or request at a shape no compiled program covers."""
 
 

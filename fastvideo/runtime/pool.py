@@ -36,7 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fastvideo.api import ContinuationState, GenerationRequest, RequestError, VideoResult, parse_config
+from fastvideo.api import ContinuationState, FastVideoError, GenerationRequest, RequestError, VideoResult, parse_config
 from fastvideo.runtime.session import HostCallbacks, SessionHost, SessionLost
 from fastvideo.runtime.state_blobs import externalize_state, has_blob_refs, internalize_state
 from fastvideo.runtime.stores import SessionRecord, StoreConfig, Stores, open_stores
@@ -49,11 +49,11 @@ __all__ = ["GpuPool", "LocalWorker", "PoolBootError", "PoolConfig", "PoolRequest
 ProgressFn = Callable[[int, int], None]
 
 
-class PoolBootError(RuntimeError):
+class PoolBootError(FastVideoError, RuntimeError):
     """No worker of the pool became ready."""
 
 
-class PoolRequestFailed(RuntimeError):
+class PoolRequestFailed(FastVideoError, RuntimeError):
     """A request the pool routed did not complete (``code``: cancelled, queue_full, generation_failed...)."""
 
     def __init__(self, code: str, message: str) -> None:

@@ -28,10 +28,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastvideo.api.errors import FastVideoError
+
 BRANCHES = ("initial", "continuation")
 
 
-class QueueFull(RuntimeError):
+class QueueFull(FastVideoError, RuntimeError):
     """The service cannot take another job now; retry after ``retry_after_s`` seconds."""
 
     def __init__(self, depth: int, retry_after_s: int) -> None:

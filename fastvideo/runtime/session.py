@@ -22,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fastvideo.api import ContinuationState, GenerationRequest, RequestError, VideoResult, parse_config
+from fastvideo.api import ContinuationState, FastVideoError, GenerationRequest, RequestError, VideoResult, parse_config
 from fastvideo.runtime.scheduler import QueueFull, WorkItem
 
 logger = logging.getLogger(__name__)
 
 
-class SessionLost(RuntimeError):
+class SessionLost(FastVideoError, RuntimeError):
     """The worker holding a session's hot state is gone; the session needs resume() or a state."""
 
     def __init__(self, session_id: str, message: str) -> None:

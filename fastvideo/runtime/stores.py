@@ -25,8 +25,10 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fastvideo.api.errors import FastVideoError
 
-class BlobNotFound(KeyError):
+
+class BlobNotFound(FastVideoError, KeyError):
     """A blob id that the store does not hold (never written, deleted or expired)."""
 
     def __init__(self, blob_id: str) -> None:

@@ -20,10 +20,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fastvideo.api.errors import FastVideoError
+
 logger = logging.getLogger(__name__)
 
 
-class APIError(Exception):
+class APIError(FastVideoError):
     """An error answered with the OpenAI envelope."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastvideo.api import ContinuationState
+from fastvideo.api import ContinuationState, FastVideoError
 
 
 class SessionState(str, enum.Enum):
@@ -51,11 +51,11 @@ VALID_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
 }
 
 
-class InvalidSessionTransition(RuntimeError):
+class InvalidSessionTransition(FastVideoError, RuntimeError):
     """An edge the session state machine does not allow."""
 
 
-class SessionRejected(RuntimeError):
+class SessionRejected(FastVideoError, RuntimeError):
     """The server already runs its maximum number of sessions."""
 
 

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from fastvideo.api.errors import FastVideoError
+
 
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -79,7 +81,7 @@ SERVER_FRAMES = ("queue_status", "gpu_assigned", "ltx2_stream_start", "ltx2_segm
                  "continuation_state_snapshot", "error", "pong")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(FastVideoError, ValueError):
     """A client frame that is not a valid control message."""
 
 

@@ -34,7 +34,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol
 
-from fastvideo.api import ConfigError, RequestError, VideoFinalEvent, VideoProgressEvent
+from fastvideo.api import ConfigError, FastVideoError, RequestError, VideoFinalEvent, VideoProgressEvent
 from fastvideo.serving.dynamo.health import HealthMonitor, HealthPolicy, is_health_check
 from fastvideo.serving.dynamo.media import MediaStore
 from fastvideo.serving.dynamo.protocol import (
@@ -66,11 +66,11 @@ class RequestContext(Protocol):
     def is_killed(self) -> bool: ...
 
 
-class Cancelled(Exception):
+class Cancelled(FastVideoError):
     """The request's context was stopped or killed while it waited or ran."""
 
 
-class HealthCheckFailed(RuntimeError):
+class HealthCheckFailed(FastVideoError, RuntimeError):
     """Raised to Dynamo's canary: the worker is unhealthy (the message says why)."""
 
 
