@@ -10,11 +10,14 @@ Contract
   plan: bf16/fp16 matmuls, fp32 norms), else sets the BF16/FP16 builder flag; adds one
   optimization profile per input with the case's ``(min, opt, max)`` shapes (the declared
   profile's latent shape; batch 1..2 under CFG) and serializes ``<key>.engine``.
-- :class:`TensorRTProgram` deserializes an engine on a CUDA device, and on each call sets the
-  input shapes and tensor addresses (inputs made contiguous, in the engine's dtypes), allocates
-  the output with torch and enqueues ``execute_async_v3`` on the caller's current CUDA stream, so
-  it orders with surrounding torch work without host syncs. The engine is checked to hold exactly
-  the case's input names.
+- :class:`TensorRTProgram` deserializes an engine on a CUDA device, and on each call, under the
+  device guard of that device (:func:`fastvideo.kernels.device.device_guard`), sets the input
+  shapes, refusing with :class:`EngineShapeError` (naming the input, its shape and the engine's
+  min/opt/max profile) any shape ``set_input_shape`` rejects, before touching the inputs; then
+  sets the tensor addresses (inputs made contiguous, in the engine's dtypes), allocates the output
+  with torch and enqueues ``execute_async_v3`` on that device's current CUDA stream, so it orders
+  with surrounding torch work without host syncs. The engine is checked to hold exactly the
+  case's input names.
 - This module imports ``tensorrt`` lazily; nothing here runs without it. Not exercised on the
   CPU-only development machine (see the build report).
 """
@@ -27,14 +30,20 @@ from typing import Any
 
 import torch
 
+from fastvideo.api.errors import FastVideoError
 from fastvideo.build.specs import ShapeCase
+from fastvideo.kernels.device import device_guard
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TensorRTProgram", "build_engine", "tensorrt_unavailable_reason"]
+__all__ = ["EngineShapeError", "TensorRTProgram", "build_engine", "tensorrt_unavailable_reason"]
 
 SUBDIR = "tensorrt"
 DEFAULT_WORKSPACE_GIB = 8.0
+
+
+class EngineShapeError(FastVideoError, ValueError):
+    """An input shape outside the TensorRT engine's optimization profile."""
 
 
 def tensorrt_unavailable_reason(device: torch.device) -> str | None:
@@ -122,7 +131,7 @@ class TensorRTProgram:
             raise RuntimeError(f"TensorRT engines run on CUDA devices, not {self.device}")
         self._trt = trt
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        with torch.cuda.device(self.device):
+        with device_guard(self.device):
             self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
             if self._engine is None:
                 raise RuntimeError(f"TensorRT cannot deserialize {self.path} (built by another TensorRT version "
@@ -137,22 +146,39 @@ class TensorRTProgram:
                                f"{list(input_names)} and one output")
         self._dtypes = {n: _torch_dtype(trt, self._engine.get_tensor_dtype(n)) for n in names}
 
+    def profile(self, name: str) -> tuple[tuple[int, ...], ...]:
+        """``(min, opt, max)`` shapes of input ``name`` in the engine's (only) optimization profile."""
+        return tuple(tuple(int(d) for d in shape) for shape in self._engine.get_tensor_profile_shape(name, 0))
+
+    def _set_shapes(self, inputs: tuple[torch.Tensor, ...]) -> None:
+        if len(inputs) != len(self.inputs):
+            raise EngineShapeError(f"{self.path.name} takes {len(self.inputs)} inputs ({', '.join(self.inputs)}), "
+                                   f"got {len(inputs)}")
+        for name, tensor in zip(self.inputs, inputs):
+            shape = tuple(tensor.shape)
+            if not self._context.set_input_shape(name, shape):
+                low, opt, high = self.profile(name)
+                raise EngineShapeError(
+                    f"{self.path.name}: input {name!r} has shape {shape}, outside the engine's profile (min {low}, "
+                    f"opt {opt}, max {high}); rebuild with fastvideo-build and a --profile that covers this size")
+
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         context = self._context
-        keep = []
-        for name, tensor in zip(self.inputs, inputs):
-            tensor = tensor.to(device=self.device, dtype=self._dtypes[name]).contiguous()
-            keep.append(tensor)
-            context.set_input_shape(name, tuple(tensor.shape))
-            context.set_tensor_address(name, tensor.data_ptr())
-        name = self.outputs[0]
-        shape = tuple(context.get_tensor_shape(name))
-        out = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
-        context.set_tensor_address(name, out.data_ptr())
-        stream = torch.cuda.current_stream(self.device)
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError(f"TensorRT execution of {self.path.name} failed for shapes "
-                               f"{[tuple(t.shape) for t in keep]}")
-        for tensor in keep:  # inputs made here must outlive the enqueued work
-            tensor.record_stream(stream)
+        self._set_shapes(inputs)
+        with device_guard(self.device):
+            keep = []
+            for name, tensor in zip(self.inputs, inputs):
+                tensor = tensor.to(device=self.device, dtype=self._dtypes[name]).contiguous()
+                keep.append(tensor)
+                context.set_tensor_address(name, tensor.data_ptr())
+            name = self.outputs[0]
+            shape = tuple(context.get_tensor_shape(name))
+            out = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
+            context.set_tensor_address(name, out.data_ptr())
+            stream = torch.cuda.current_stream(self.device)
+            if not context.execute_async_v3(stream.cuda_stream):
+                raise RuntimeError(f"TensorRT execution of {self.path.name} failed for shapes "
+                                   f"{[tuple(t.shape) for t in keep]}")
+            for tensor in keep:  # inputs made here must outlive the enqueued work
+                tensor.record_stream(stream)
         return out

@@ -11,7 +11,10 @@ Contract (the seam between ``serving/`` and the runtime):
   one at its next step.
 - ``warmup()`` captures the declared CUDA graphs and runs the warmup request through the normal
   path for both branches (a first segment, then a continuation from its state) so the first user
-  request pays no one-time cost; ``ready`` is true only after it. ``stop(graceful=True)`` stops
+  request pays no one-time cost; ``ready`` is true only after it. While it runs, ``submit`` raises
+  :class:`ServiceNotReady` (``retry_after_s``) instead of queueing work beside graph capture: await
+  ``warmup()`` (or watch ``ready``) before submitting. A service that is started and never warmed
+  up takes jobs at once (eager, nothing captured). ``stop(graceful=True)`` stops
   admission, lets running and queued jobs finish within ``drain_timeout_s``, then cancels what is
   left (those jobs fail visibly with ``shutting down``). Job records expire ``job_ttl_s`` after they end.
 - Jobs run through the runtime scheduler (:mod:`fastvideo.runtime.scheduler`) on a
@@ -30,7 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastvideo.api import GenerationRequest, RequestError, VideoFinalEvent, VideoProgressEvent, VideoResult
+from fastvideo.api import (FastVideoError, GenerationRequest, RequestError, VideoFinalEvent, VideoProgressEvent,
+                           VideoResult)
 from fastvideo.runtime.cuda_graphs import GraphConfig
 from fastvideo.runtime.executor import ExecutorConfig
 from fastvideo.runtime.generator import VideoGenerator
@@ -39,13 +43,21 @@ from fastvideo.runtime.worker import BatchWorker, WorkerConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Job", "JobFailed", "QueueFull", "ServiceConfig", "ServiceStopped", "VideoService"]
+__all__ = ["Job", "JobFailed", "QueueFull", "ServiceConfig", "ServiceNotReady", "ServiceStopped", "VideoService"]
 
 TERMINAL = ("completed", "failed", "cancelled")
 
 
-class ServiceStopped(RuntimeError):
+class ServiceStopped(FastVideoError, RuntimeError):
     """The service is shutting down and accepts no new jobs."""
+
+
+class ServiceNotReady(FastVideoError, RuntimeError):
+    """The service is warming up; submit again once ``warmup()`` has returned (``retry_after_s``)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
 
 
 @dataclass
@@ -190,6 +202,7 @@ class VideoService:
         self._backends = {"graph_backend": graph_backend, "stream_backend": stream_backend}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
+        self._warming = False
         self._wake_pending = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -207,7 +220,11 @@ class VideoService:
         if self.worker is None:
             await self.start()
         assert self.worker is not None
-        info = await asyncio.to_thread(self.worker.warmup)
+        self._warming = True
+        try:
+            info = await asyncio.to_thread(self.worker.warmup)
+        finally:
+            self._warming = False
         self.ready = True
         logger.info("warmup done in %.2fs; service ready (graphs: %s)", info["warmup_s"], info["graphs"] or "none")
 
@@ -247,10 +264,14 @@ class VideoService:
         return 0 if self.worker is None else self.worker.running
 
     def submit(self, request: GenerationRequest | dict) -> Job:
-        """Validate and enqueue (raises RequestError, ConfigError, QueueFull, ServiceStopped)."""
+        """Validate and enqueue (raises RequestError, ConfigError, QueueFull, ServiceNotReady, ServiceStopped)."""
         worker, loop = self.worker, self._loop
         if not self._accepting or worker is None or loop is None:
             raise ServiceStopped("the service is not accepting jobs (starting up or shutting down)")
+        if self._warming:
+            raise ServiceNotReady("the service is warming up (capturing CUDA graphs and running each branch once); "
+                                  "await service.warmup() or wait until service.ready, then submit",
+                                  self.config.retry_after_s)
         req, resolved = self.generator.resolve(request)
         self._expire()
         assert req.request_id is not None

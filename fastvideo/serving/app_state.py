@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastvideo.api import ConfigError, GenerationRequest, RequestError
-from fastvideo.runtime.service import Job, QueueFull, ServiceStopped, VideoService
+from fastvideo.runtime.service import Job, QueueFull, ServiceNotReady, ServiceStopped, VideoService
 from fastvideo.serving.config import ServeConfig
 from fastvideo.serving.errors import APIError, bad_request, queue_full, unavailable
 from fastvideo.serving.metrics import ServingMetrics
@@ -76,6 +76,9 @@ class ServerState:
         except QueueFull as exc:
             self.metrics.rejections.labels("queue_full").inc()
             raise queue_full(str(exc), exc.retry_after_s) from exc
+        except ServiceNotReady as exc:
+            self.metrics.rejections.labels("not_ready").inc()
+            raise unavailable(str(exc), exc.retry_after_s, "not_ready") from exc
         except ServiceStopped as exc:
             self.metrics.rejections.labels("shutting_down").inc()
             raise unavailable(str(exc), self.config.queue.retry_after_s, "shutting_down") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -128,3 +129,38 @@ def test_warmup_runs_both_branches_before_ready(tiny_generator):
     with pytest.raises(RuntimeError, match="continuation warmup broke"):
         run(main(fail_continuation=True))
     assert seen == [("initial", False, False), ("continuation", True, False)]
+
+
+def test_submit_during_warmup_is_refused_clearly(tiny_generator):
+    """No job is queued beside graph capture: while warmup runs, submit raises ServiceNotReady (with a
+    retry hint); once warmup returned, the same request is accepted."""
+    from fastvideo.runtime.service import ServiceNotReady
+
+    async def main():
+        service = VideoService(tiny_generator, ServiceConfig(retry_after_s=3))
+        await service.start()
+        worker = service.worker
+        release = threading.Event()
+        warming = threading.Event()
+        original = worker.warmup
+
+        def slow_warmup():
+            warming.set()
+            release.wait(30)
+            return original()
+
+        worker.warmup = slow_warmup
+        task = asyncio.create_task(service.warmup())
+        await asyncio.to_thread(warming.wait, 30)
+        with pytest.raises(ServiceNotReady, match="warming up") as info:
+            service.submit(REQ)
+        assert info.value.retry_after_s == 3 and not service.jobs
+        release.set()
+        await task
+        assert service.ready
+        job = service.submit(REQ)
+        await job.wait()
+        await service.stop()
+        return job
+
+    assert run(main()).status == "completed"
