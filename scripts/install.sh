@@ -50,6 +50,8 @@ case "$MODE" in
         install_dynamo
         # The serving tests drive the server with both openai SDK majors: 3.x from [dev], 2.x here.
         "${PIP[@]}" --target .openai2 "openai>=2,<3"
+        # The ahead-of-time kernel compile test also compiles with the GPU image's triton (3.6), beside the newest.
+        "${PIP[@]}" --no-deps --target .triton36 "triton==3.6.0"
         install_system_packages
         ;;
     *) echo "usage: bash scripts/install.sh [serve|dynamo|dev]" >&2; exit 2 ;;

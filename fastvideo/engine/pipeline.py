@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fastvideo.api.errors import ModelLoadError
+from fastvideo.api.errors import FastVideoError, ModelLoadError
 from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
 from fastvideo.engine.loader import ModelFolder, load_module_weights
 from fastvideo.engine.presets import ModelPreset, infer_preset
@@ -66,7 +66,7 @@ class Conditioning:
         return torch.cat([head, latents[:, :, k:]], dim=2)
 
 
-class GenerationCancelled(RuntimeError):
+class GenerationCancelled(FastVideoError, RuntimeError):
     """Raised inside :meth:`WanT2VPipeline.run` when ``should_cancel()`` turns true."""
 
 

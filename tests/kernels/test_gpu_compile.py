@@ -5,8 +5,10 @@ native casts). ``python -m fastvideo.kernels.aot`` plans each launch through our
 meta tensors at Wan shapes (attention d=64/128, 32,760-token self-attention with its masked tail,
 512-token cross-attention, bf16/fp16, every shipped config for every capability it declares, the
 out-of-resources fallback; fused ops at the 1.3B and 14B widths), compiles it with Triton's JIT
-binder for the named target and runs the wheel's ptxas on it. It runs in a subprocess because the
-kernels must be imported compiled (this test session imports them interpreted). The run fails on
+binder for the named target and runs the wheel's ptxas on it, once with the installed (newest)
+triton and once with triton 3.6, the GPU image's (``.triton36/``, installed by
+``scripts/install.sh dev``). It runs in subprocesses because the kernels must be imported compiled
+(this test session imports them interpreted). The run fails on
 a compile error, shared memory over the target's limit, any register spill, a ptxas performance
 warning (C7515: serialized wgmma) or an sm_90 attention kernel without wgmma.
 """
@@ -24,17 +26,27 @@ import pytest
 pytest.importorskip("triton")
 
 ROOT = Path(__file__).resolve().parents[2]
+TRITON_36 = ROOT / ".triton36"
 
 
-@pytest.fixture(scope="module")
-def aot_reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, list[dict]]:
+@pytest.fixture(scope="module", params=["installed", "3.6"])
+def aot_reports(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    extra = []
+    if request.param == "3.6":
+        if not (TRITON_36 / "triton").is_dir():
+            pytest.skip(f"triton 3.6 is not installed in {TRITON_36} (bash scripts/install.sh dev installs it)")
+        extra = [str(TRITON_36)]
     out = tmp_path_factory.mktemp("aot") / "reports.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*extra, str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.run([sys.executable, "-m", "fastvideo.kernels.aot", "--json", str(out)], capture_output=True,
                           text=True, env=env, timeout=900)
     assert out.exists(), f"the AOT run wrote no report (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n" \
                          f"{proc.stderr[-3000:]}"
+    version = subprocess.run([sys.executable, "-c", "import triton; print(triton.__version__)"], env=env,
+                             capture_output=True, text=True).stdout.strip()
+    assert request.param == "installed" or version.startswith("3.6"), version
     return proc, json.loads(out.read_text())
 
 
