@@ -125,7 +125,7 @@ def bench(shapes: tuple[Shape, ...], dtype_name: str, warmup: int, iters: int, c
             row = {"shape": shape.name, "impl": name, **asdict(shape), "dtype": dtype_name, "flops": shape.flops}
             try:
                 out = fn(q, k, v)
-                ms = median_ms(lambda: fn(q, k, v), warmup, iters, cuda)
+                ms = median_ms(lambda: fn(q, k, v), warmup, iters, cuda)  # noqa: F821 - q/k/v are del'd later
             except (RuntimeError, ValueError) as exc:  # an SDPA backend that cannot run this shape
                 row.update(ms=None, tflops=None, error=str(exc).splitlines()[0][:120])
                 rows.append(row)

@@ -102,7 +102,7 @@ def bench(shapes: tuple[Shape, ...], dtype_name: str, warmup: int, iters: int, c
         x = cases[0][1][0]
         dst = torch.empty_like(x)
         copy_bytes = 2 * x.numel() * x.element_size()
-        copy_ms = median_ms(lambda: dst.copy_(x), warmup, iters, cuda)
+        copy_ms = median_ms(lambda: dst.copy_(x), warmup, iters, cuda)  # noqa: F821 - dst/x are del'd later
         copy_gbs = copy_bytes / (copy_ms * 1e-3) / 1e9
         rows.append({"shape": shape.name, "op": "copy", "impl": "d2d-copy", "bytes": copy_bytes,
                      "ms": copy_ms, "gbps": copy_gbs, "of_copy": 1.0})

@@ -187,7 +187,8 @@ def _attention_cases(dtypes: tuple[torch.dtype, ...], capabilities: tuple[int, .
     from fastvideo.kernels.attention.tuning import CONFIG_DIR, config_capabilities, config_entries
     from fastvideo.kernels.triton_utils import planning_launches
 
-    sources = [(path.stem, config_entries(path), config_capabilities(path)) for path in sorted(CONFIG_DIR.glob("*.json"))]
+    sources = [(path.stem, config_entries(path), config_capabilities(path))
+               for path in sorted(CONFIG_DIR.glob("*.json"))]
     sources.append(("fallback", {"default": ta.FALLBACK_CONFIG}, ta.FALLBACK_CAPABILITIES))
     cases = []
     for source, entries, declared in sources:

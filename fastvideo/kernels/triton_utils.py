@@ -19,9 +19,9 @@ Contract:
   options, all decided by the op's wrapper from its tensors) and :meth:`KernelLaunch.run`, which
   launches under :func:`~fastvideo.kernels.device.device_guard` for the tensors' device (Triton
   launches on the *current* device, so ``cuda:1`` tensors from a thread whose current device is 0
-  would otherwise run on the wrong GPU). Inside :func:`planning_launches`, ops accept ``meta`` tensors and ``run`` records the
-  launch instead: :mod:`fastvideo.kernels.aot` compiles exactly what a real call would launch,
-  ahead of time, for a named GPU.
+  would otherwise run on the wrong GPU). Inside :func:`planning_launches`, ops accept ``meta``
+  tensors and ``run`` records the launch instead: :mod:`fastvideo.kernels.aot` compiles exactly
+  what a real call would launch, ahead of time, for a named GPU.
 - :func:`rne_bf16` works around the Triton interpreter's float32->bfloat16 cast, which truncates
   instead of rounding to nearest even; kernels call it only when ``SOFT_BF16`` (interpreted and
   bfloat16), so the compiled GPU path is unchanged.

@@ -367,7 +367,8 @@ class WanBatchExecutor:
         rows = batch * (2 if s.do_cfg else 1)
         factor = pipe.vae.spatial_factor
         latents = torch.randn((rows, pipe.dit.config.in_channels, s.latent_frames, s.height // factor,
-                               s.width // factor), generator=torch.Generator().manual_seed(0)).to(self.device, pipe.dtype)
+                               s.width // factor), generator=torch.Generator().manual_seed(0))
+        latents = latents.to(self.device, pipe.dtype)
         timestep = pipe.make_sampler(s).model_timestep(0, rows).contiguous()
         embeds = pipe.encode_prompts("warmup", "", s.do_cfg)
         embeds = self._batch_embeds([embeds] * batch, s.do_cfg)

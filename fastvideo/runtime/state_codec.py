@@ -51,7 +51,8 @@ def decode_latent_state(state: ContinuationState) -> tuple[torch.Tensor, int]:
     """``(tail_latents, segment_index)`` from a validated ``wan.v1`` state (ValueError if malformed)."""
     state.validate()
     if state.kind != WAN_STATE_KIND:
-        raise ValueError(f"continuation state kind {state.kind!r} cannot continue a Wan model (needs {WAN_STATE_KIND!r})")
+        raise ValueError(f"continuation state kind {state.kind!r} cannot continue a Wan model "
+                         f"(needs {WAN_STATE_KIND!r})")
     payload = state.payload
     tail = tensor_from_b64(payload.get("tail_latents"))
     if tail.ndim != 5:

@@ -215,7 +215,8 @@ def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
     @app.get("/health")
     @app.get("/healthz")
     async def health() -> JSONResponse:
-        return JSONResponse({"status": "ok", "phase": state.phase, "uptime_s": round(time.time() - state.started_at, 3)})
+        return JSONResponse({"status": "ok", "phase": state.phase,
+                             "uptime_s": round(time.time() - state.started_at, 3)})
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:

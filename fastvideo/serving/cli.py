@@ -14,7 +14,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 from fastvideo.api import (

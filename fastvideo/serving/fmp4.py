@@ -184,7 +184,8 @@ class FragmentedMP4Encoder:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
         if frames.shape[1:3] != (self.height, self.width):
-            raise ValueError(f"frames are {frames.shape[2]}x{frames.shape[1]}, the stream is {self.width}x{self.height}")
+            raise ValueError(f"frames are {frames.shape[2]}x{frames.shape[1]}, "
+                             f"the stream is {self.width}x{self.height}")
         start_pts = self._next_pts
         packets = []
         for i, rgb in enumerate(frames):

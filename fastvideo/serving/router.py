@@ -195,7 +195,8 @@ def build_router_app(config: RouterConfig, *, probe: Probe | None = None) -> Fas
         state.client = httpx.AsyncClient(timeout=httpx.Timeout(config.request_timeout_s, connect=5.0),
                                          limits=httpx.Limits(max_connections=512, max_keepalive_connections=64))
         task = asyncio.create_task(run_health_checks(state, stop, probe), name="fastvideo-router-health")
-        logger.info("router on http://%s:%d over %s", config.host, config.port, [r.url for r in state.registry.replicas])
+        logger.info("router on http://%s:%d over %s", config.host, config.port,
+                    [r.url for r in state.registry.replicas])
         try:
             yield
         finally:
@@ -215,7 +216,8 @@ def build_router_app(config: RouterConfig, *, probe: Probe | None = None) -> Fas
             if config.api_key and request.url.path.startswith("/v1/"):
                 auth = request.headers.get("authorization", "")
                 if not (auth.lower().startswith("bearer ") and auth[7:].strip() == config.api_key):
-                    response: Response = JSONResponse(error_body("missing or wrong API key", type="authentication_error",
+                    response: Response = JSONResponse(error_body("missing or wrong API key",
+                                                                 type="authentication_error",
                                                                  code="invalid_api_key"), status_code=401)
                     response.headers["x-request-id"] = request_id
                     return response
@@ -286,7 +288,8 @@ def build_router_app(config: RouterConfig, *, probe: Probe | None = None) -> Fas
             replica.inflight -= 1
 
     def to_response(resp: httpx.Response, content: bytes) -> Response:
-        headers = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_HEADERS and k.lower() != "x-request-id"}
+        headers = {k: v for k, v in resp.headers.items()
+                   if k.lower() not in HOP_HEADERS and k.lower() != "x-request-id"}
         return Response(content, status_code=resp.status_code, headers=headers)
 
     async def proxy_create(request: Request, body: bytes) -> Response:
@@ -327,8 +330,9 @@ def build_router_app(config: RouterConfig, *, probe: Probe | None = None) -> Fas
             except httpx.HTTPError as exc:
                 state.registry.record(replica, False, f"{type(exc).__name__}: {exc}",
                                       hard=isinstance(exc, httpx.ConnectError))
-                last = JSONResponse(error_body(f"the replica holding {key!r} is unavailable", type="service_unavailable",
-                                               code="replica_unavailable"), status_code=503, headers={"retry-after": "2"})
+                last = JSONResponse(error_body(f"the replica holding {key!r} is unavailable",
+                                               type="service_unavailable", code="replica_unavailable"),
+                                    status_code=503, headers={"retry-after": "2"})
                 continue
             if resp.status_code == 404 and owner is None:
                 await resp.aclose()
@@ -433,7 +437,8 @@ async def bridge_stream(ws: WebSocket, state: RouterState) -> None:
     if first.get("text"):
         with contextlib.suppress(ValueError, AttributeError):
             data = json.loads(first["text"])
-            if isinstance(data, dict) and data.get("type") == "session_init_v2" and isinstance(data.get("session_id"), str):
+            if (isinstance(data, dict) and data.get("type") == "session_init_v2"
+                    and isinstance(data.get("session_id"), str)):
                 sticky_key = data["session_id"]
     tried: set[str] = set()
     upstream = None

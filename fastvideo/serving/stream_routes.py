@@ -40,7 +40,8 @@ from typing import Any
 from fastapi import FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from fastvideo.api import ContinuationState, GenerationRequest, OutputConfig, SamplingConfig, VideoFinalEvent, VideoProgressEvent
+from fastvideo.api import (ContinuationState, GenerationRequest, OutputConfig, SamplingConfig, VideoFinalEvent,
+                           VideoProgressEvent)
 from fastvideo.serving.app_state import ServerState
 from fastvideo.serving.errors import APIError
 from fastvideo.serving.fmp4 import FragmentedMP4Encoder

@@ -20,7 +20,8 @@ import av
 import pytest
 
 pytest.importorskip("dynamo.llm", reason="NVIDIA Dynamo is not installed: pip install --no-deps "
-                                         "ai-dynamo==1.6.1 ai-dynamo-runtime==1.6.1 (see README, Scale out with Dynamo)")
+                                         "ai-dynamo==1.6.1 ai-dynamo-runtime==1.6.1 "
+                                         "(see README, Scale out with Dynamo)")
 
 from fastvideo.serving.dynamo.local import ClusterConfig, LocalDynamoCluster, http_json, http_sse  # noqa: E402
 
@@ -91,7 +92,8 @@ def test_stream_sends_progress_events_then_the_final(cluster):
 def test_two_concurrent_requests_are_served_by_both_workers(cluster):
     results: list[tuple[int, Any]] = []
     # 30 steps keeps each request busy long enough that the two overlap.
-    threads = [threading.Thread(target=lambda: results.append(_post(cluster, _request(nvext={"num_inference_steps": 30}))))
+    threads = [threading.Thread(target=lambda: results.append(_post(cluster,
+                                                                    _request(nvext={"num_inference_steps": 30}))))
                for _ in range(2)]
     for thread in threads:
         thread.start()

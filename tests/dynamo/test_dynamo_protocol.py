@@ -31,7 +31,8 @@ def test_full_mapping_of_dynamo_fields():
     r = parsed.request
     assert (r.sampling.width, r.sampling.height) == (832, 480)
     assert r.sampling.num_frames == 16  # seconds * fps
-    assert (r.sampling.fps, r.sampling.num_inference_steps, r.sampling.guidance_scale, r.sampling.seed) == (8, 3, 4.5, 7)
+    assert (r.sampling.fps, r.sampling.num_inference_steps, r.sampling.guidance_scale,
+            r.sampling.seed) == (8, 3, 4.5, 7)
     assert r.negative_prompt == "blur" and r.inputs.image_path == "/tmp/ref.png"
     assert r.request_id == "video-x" and r.output.save_video is False and r.output.return_frames is False
     assert parsed.stream and parsed.response_format == "b64_json" and parsed.output_format == "mp4"

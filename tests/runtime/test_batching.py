@@ -23,8 +23,8 @@ from fastvideo.runtime.service import ServiceConfig, VideoService
 from fastvideo.runtime.state_codec import decode_latent_state
 from fastvideo.runtime.worker import BatchWorker, WorkerConfig
 
-WARM = GenerationRequest(prompt="warm", sampling=SamplingConfig(width=32, height=32, num_frames=1, num_inference_steps=1,
-                                                                guidance_scale=1.0, seed=0),
+WARM = GenerationRequest(prompt="warm", sampling=SamplingConfig(width=32, height=32, num_frames=1,
+                                                                num_inference_steps=1, guidance_scale=1.0, seed=0),
                          output=OutputConfig(return_frames=False))
 FRAME_TOL = 1
 LATENT_TOL = 1e-4

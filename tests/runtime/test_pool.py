@@ -19,8 +19,8 @@ from fastvideo.runtime.state_blobs import state_blob_ids
 from fastvideo.runtime.stores import StoreConfig, open_stores
 from fastvideo.runtime.worker import WorkerConfig
 
-WARM = GenerationRequest(prompt="warm", sampling=SamplingConfig(width=32, height=32, num_frames=1, num_inference_steps=1,
-                                                                guidance_scale=1.0, seed=0),
+WARM = GenerationRequest(prompt="warm", sampling=SamplingConfig(width=32, height=32, num_frames=1,
+                                                                num_inference_steps=1, guidance_scale=1.0, seed=0),
                          output=OutputConfig(return_frames=False))
 
 

@@ -235,8 +235,8 @@ def test_dispatcher_cancels_running_member_and_keeps_the_rest(overlap):
     gate = threading.Event()
     ex, disp = make(max_batch=3, overlap=overlap, gate=gate)
     lis = {rid: SyncListener() for rid in ["a", "b", "c"]}
-    for rid, l in lis.items():
-        disp.submit(item(rid, A, l), notify=False)
+    for rid, listener in lis.items():
+        disp.submit(item(rid, A, listener), notify=False)
     queued = SyncListener()
     disp.submit(item("q", B, queued), notify=False)
     disp.scheduler.notify()

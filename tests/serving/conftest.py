@@ -11,7 +11,8 @@ from serving_utils import LiveServer, start_server_process, stop_server_process
 
 
 @pytest.fixture(scope="session")
-def live_server(tiny_model_dir: Path, fastvideo_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live_server(tiny_model_dir: Path, fastvideo_cache: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One real ``fastvideo serve`` process on the built-in model (warmup included)."""
     server = start_server_process(fastvideo_cache, tmp_path_factory.mktemp("live-server"), "--max-queue", "8")
     yield server

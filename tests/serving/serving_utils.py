@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import pytest
 
 try:
     import httpx
@@ -38,7 +37,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(base_url: str, timeout_s: float = 180.0, path: str = "/readyz", proc: subprocess.Popen | None = None) -> None:
+def wait_ready(base_url: str, timeout_s: float = 180.0, path: str = "/readyz",
+               proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:

@@ -14,7 +14,8 @@ from fastvideo.runtime.media import decode_mp4  # noqa: E402
 
 from serving_utils import SMALL, inproc_server, wait_job  # noqa: E402
 
-PNG_1x1 = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
+PNG_1x1 = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0g"
+                           "AAAABJRU5ErkJggg==")
 
 
 def error_of(response) -> dict:

@@ -192,7 +192,8 @@ def test_malformed_frames_get_errors_and_session_goes_on(live_server):
         for frame in bad_frames:
             ws.send(frame)
             err = recv(ws, 30)
-            assert err["type"] == "error" and err["code"] == "invalid_message" and err["retryable"] is False, (frame, err)
+            assert (err["type"] == "error" and err["code"] == "invalid_message"
+                    and err["retryable"] is False), (frame, err)
             assert err["message"]
         ws.send(json.dumps({"type": "ping"}))
         assert recv(ws, 30)["type"] == "pong"

@@ -11,7 +11,8 @@ Contract:
   ``P @ V`` matmul, as in FlashAttention. Never materializes the ``Lq x Lk`` matrix: one program
   owns a ``BLOCK_M`` tile of queries of one (batch, head) and streams ``BLOCK_N`` key/value tiles;
   when ``Lk`` is not a multiple of ``BLOCK_N`` the partial last tile is processed first, masked,
-  ahead of the unmasked pipelined loop; query rows past ``Lq`` are computed on zeros and not stored. Tile base offsets are 64-bit (no 2**31-element limit).
+  ahead of the unmasked pipelined loop; query rows past ``Lq`` are computed on zeros and not
+  stored. Tile base offsets are 64-bit (no 2**31-element limit).
 - Block sizes come from :mod:`fastvideo.kernels.attention.tuning` (JSON per GPU), looked up once per
   (head_dim, device); callers may pass an explicit :class:`AttentionConfig` (tests and the tuner
   do). A JSON config that does not fit the GPU (Triton ``OutOfResources``) is replaced, with a
