@@ -40,15 +40,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import interleaved_seconds  # noqa: E402
-from benchmarks.wan_configs import WAN_1_3B_DIT  # noqa: E402
+from benchmarks.timing import interleaved_seconds, peak_memory  # noqa: E402
+from benchmarks.wan_configs import WAN_1_3B_DIT, WAN_VAE  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 #: transformer/config.json of the full model folder (diffusers' class name and its T2V defaults added).
 DIT_CONFIG_JSON = {"_class_name": "WanTransformer3DModel", **WAN_1_3B_DIT, "image_dim": None,
                    "added_kv_proj_dim": None, "pos_embed_seq_len": None}
-WAN_VAE = {"_class_name": "AutoencoderKLWan", "base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4],
-           "num_res_blocks": 2, "attn_scales": [], "temperal_downsample": [False, True, True], "dropout": 0.0}
 STANDIN_TEXT = {"vocab_size": 259, "d_model": 4096, "d_kv": 64, "d_ff": 256, "num_layers": 1, "num_heads": 8,
                 "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128, "dropout_rate": 0.0,
                 "feed_forward_proj": "gated-gelu", "layer_norm_epsilon": 1e-6, "pad_token_id": 0, "eos_token_id": 1,
@@ -221,9 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         # Builds first (each in this process, one after another), then every timing on the same models.
         built: dict[str, Path] = {}
         for backend in [b for b in args.backends.split(",") if b]:
-            request = BuildRequest(backend=backend, profiles=[profile], out=work / "artifacts", precision=args.precision,
-                                   vae_precision="fp32", cfg="on", components=("dit", "vae_decoder"),
-                                   device=str(device), force=True, onnx_check="ort" if not args.full else "checker")
+            request = BuildRequest(backend=backend, profiles=[profile], out=work / "artifacts",
+                                   precision=args.precision, vae_precision="fp32", cfg="on",
+                                   components=("dit", "vae_decoder"), device=str(device), force=True,
+                                   onnx_check="ort" if not args.full else "checker")
             print(f"building {backend} ...", file=sys.stderr, flush=True)
             try:
                 result = run_build(request)
@@ -278,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = median_time(fn, device, args.warmup, args.iters)
                 with torch.no_grad():
                     out = fn()
-                results[table][label] = {"median_s": seconds, "max_abs_diff_vs_eager": _diff(out.to(ref.device), ref)}
+                    memory = peak_memory(fn, device)
+                results[table][label] = {"median_s": seconds, "max_abs_diff_vs_eager": _diff(out.to(ref.device), ref),
+                                         "peak_memory": memory}
             base, ref_s = results[table]["eager (ours)"]["median_s"], results[table]["diffusers"]["median_s"]
             for row in results[table].values():
                 row["speedup_vs_eager"], row["speedup_vs_diffusers"] = base / row["median_s"], ref_s / row["median_s"]

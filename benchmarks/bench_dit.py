@@ -9,7 +9,10 @@ that runs on a CPU in seconds. ``--json PATH`` writes the exact workload and fig
 ``--fast-path`` (default on CUDA) also times our model with the ``triton`` attention backend and the
 fused Triton ops (norms, AdaLN modulation, RoPE, gated residuals) in the same run, against our eager
 sdpa model and diffusers. On a CPU the Triton kernels only run in the interpreter (set
-``TRITON_INTERPRET=1``), which measures nothing useful about speed.
+``TRITON_INTERPRET=1``), which measures nothing useful about speed. ``--compile`` (default on CUDA)
+adds our model under ``torch.compile(fullgraph=True)`` (with the fast path when it is on; a second
+instance, so swapping backends never invalidates its graph). On CUDA every variant's peak memory is
+reported too (``peak_bytes``: resident weights included; ``added_bytes``: what one forward adds).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import interleaved_seconds  # noqa: E402
+from benchmarks.timing import interleaved_seconds, peak_memory  # noqa: E402
 from benchmarks.wan_configs import WAN_1_3B_DIT  # noqa: E402
 
 TINY = {"patch_size": [1, 2, 2], "num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 16,
@@ -45,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="write results to this file")
     p.add_argument("--fast-path", action=argparse.BooleanOptionalAction, default=None,
                    help="also time triton attention + fused triton ops (default: on for CUDA)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time our model under torch.compile (default: on for CUDA)")
     args = p.parse_args(argv)
 
     from diffusers import WanTransformer3DModel as RefModel
@@ -91,13 +96,27 @@ def main(argv: list[str] | None = None) -> int:
         ours.set_ops_backend(fast_ops)
         return ours(x, t, ctx)
 
+    use_compile = args.compile if args.compile is not None else device.type == "cuda"
+    runs: dict = {}
     with torch.no_grad():
         run_ref = lambda: ref(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)  # noqa: E731
         reference = run_ref()[0].float()
         err = (run_ours().float() - reference).abs().max().item()
         fast_err = (run_fast().float() - reference).abs().max().item() if fast_path else None
-        runs = {"ours": run_ours, "diffusers": run_ref, **({"fast": run_fast} if fast_path else {})}
+        if use_compile:
+            with torch.device("meta"):
+                twin = WanTransformer3DModel(WanDiTConfig.from_dict(config)).eval()
+            twin.load_state_dict(ours.state_dict(), strict=True, assign=True)  # shares ours' weights: no copy
+            twin.set_attention_backend(fast_attn if fast_path else sdpa)
+            twin.set_ops_backend(fast_ops if fast_path else None)
+            twin(x, t, ctx)  # fills the RoPE cache outside the graph
+            compiled = torch.compile(twin, fullgraph=True)
+            print("compiling (torch.compile, fullgraph) ...", file=sys.stderr, flush=True)
+            compiled_err = (compiled(x, t, ctx).float() - reference).abs().max().item()
+            runs["compiled"] = lambda: compiled(x, t, ctx)
+        runs = {"ours": run_ours, "diffusers": run_ref, **({"fast": run_fast} if fast_path else {}), **runs}
         times = interleaved_seconds(runs, args.warmup, args.iters, device.type == "cuda")
+        memory = {name: peak_memory(fn, device) for name, fn in runs.items()}
     ours_med, ref_med = statistics.median(times["ours"]), statistics.median(times["diffusers"])
     tokens = latent[2] * (latent[3] // 2) * (latent[4] // 2)
     result = {
@@ -107,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                      "text_len": args.text_len, "iters": args.iters, "warmup": args.warmup,
                      "torch": torch.__version__, "threads": torch.get_num_threads()},
         "ours_median_s": ours_med, "diffusers_median_s": ref_med, "speedup_vs_diffusers": ref_med / ours_med,
-        "max_abs_diff": err,
+        "max_abs_diff": err, "peak_memory": memory,
     }
     if fast_path:
         fast_med = statistics.median(times["fast"])
@@ -122,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ours triton attention + fused ops {result['fast_median_s'] * 1e3:10.2f} ms  "
               f"({result['fast_speedup_vs_ours_sdpa']:.3f}x vs ours sdpa, "
               f"{result['fast_speedup_vs_diffusers']:.3f}x vs diffusers, max |diff| {fast_err:.2e})")
+    if use_compile:
+        comp_med = statistics.median(times["compiled"])
+        result.update({"compiled_median_s": comp_med, "compiled_speedup_vs_diffusers": ref_med / comp_med,
+                       "compiled_speedup_vs_ours_sdpa": ours_med / comp_med, "compiled_max_abs_diff": compiled_err,
+                       "compiled_variant": "triton+fused" if fast_path else "sdpa"})
+        print(f"  ours torch.compile ({result['compiled_variant']}) {comp_med * 1e3:10.2f} ms  "
+              f"({result['compiled_speedup_vs_diffusers']:.3f}x vs diffusers, max |diff| {compiled_err:.2e})")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=2)

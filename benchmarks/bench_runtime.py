@@ -43,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import interleaved_seconds  # noqa: E402
+from benchmarks.timing import interleaved_seconds, peak_memory  # noqa: E402
 from benchmarks.wan_configs import WAN_1_3B_DIT  # noqa: E402
 from fastvideo.serving.bench import percentile  # noqa: E402
 
@@ -171,11 +171,13 @@ def graph_vs_eager(dit: Any, shape: tuple[int, int, int], lat_f: int, batch: int
         runs = {"eager": lambda: step(latents, timestep, embeds),
                 "graph": lambda: runner(latents, timestep, embeds)}
         times = interleaved_seconds(runs, warmup, iters, device.type == "cuda")
+        memory = {name: peak_memory(fn, device) for name, fn in runs.items()}
     eager_s, graph_s = statistics.median(times["eager"]), statistics.median(times["graph"])
     tokens = lat_f * (lat_h // ph) * (lat_w // pw)
     return {"label": label, "video": f"{h}x{w}x{f}", "batch": batch, "tokens": tokens, "captured": captured,
             "eager_median_s": eager_s, "graph_median_s": graph_s, "speedup": eager_s / graph_s,
-            "max_abs_diff": diff, "graph_replays": counters.graph_replays, "graph_captures": counters.graph_captures}
+            "max_abs_diff": diff, "graph_replays": counters.graph_replays, "graph_captures": counters.graph_captures,
+            "peak_memory": memory}
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -234,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     generator = VideoGenerator.from_pretrained(args.model_path, device=str(device), dtype=dtype_name)
     workload = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
                 else "cpu", "dtype": dtype_name, "model": generator.pipeline.preset.name, "size": args.size,
-                "steps": args.steps, "guidance": args.guidance, "requests_per_mode": args.requests, "rounds": args.rounds,
+                "steps": args.steps, "guidance": args.guidance, "requests_per_mode": args.requests,
+                "rounds": args.rounds,
                 "concurrency": args.concurrency, "max_batch": args.max_batch, "torch": torch.__version__,
                 "threads": torch.get_num_threads()}
     out: dict[str, Any] = {"workload": workload, "load": [], "graphs": []}
@@ -246,10 +249,15 @@ def main(argv: list[str] | None = None) -> int:
             if do_overlap:
                 modes.append(("batched+overlap", args.concurrency, args.max_batch, True))
             merged: dict[str, ModeResult] = {}
+            peaks: dict[str, int] = {}
             for _ in range(args.rounds):  # modes interleaved, so drift and neighbours' load hit each alike
                 for name, conc, batch, overlap in modes:
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
                     res = asyncio.run(run_mode(generator, name, requests, concurrency=conc, max_batch=batch,
                                                overlap=overlap))
+                    if device.type == "cuda":
+                        peaks[name] = max(peaks.get(name, 0), torch.cuda.max_memory_allocated(device))
                     if name in merged:
                         merged[name].merge(res)
                     else:
@@ -258,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             base = out["load"][0]["throughput_rps"]
             for row in out["load"]:
                 row["throughput_vs_sequential"] = row["throughput_rps"] / base if base else None
+                row["peak_memory_bytes"] = peaks.get(row["mode"])
             if do_overlap:
                 by = {r["mode"]: r for r in out["load"]}
                 out["overlap_gain"] = by["batched+overlap"]["throughput_rps"] / by["batched"]["throughput_rps"]

@@ -7,6 +7,9 @@ Contract:
 - :func:`interleaved_seconds` times whole calls on the host clock (the device synchronised before
   and after each call, so launch overhead counts): every variant is warmed up, then the variants
   take turns, one call each per iteration, so drift and other load hit them alike. For model steps.
+- :func:`peak_memory` runs ``fn`` once on a CUDA device and returns its peak allocated bytes (what
+  was resident before, weights included, plus what the call added at its peak) and the added part;
+  ``None`` off CUDA.
 """
 
 from __future__ import annotations
@@ -78,3 +81,19 @@ def kernel_bench_cuda(smoke: bool) -> bool | None:
         print("no CUDA device: nothing to benchmark (use --smoke to exercise this script on CPU)")
         return None
     return True
+
+
+def peak_memory(fn: Callable[[], object], device: object) -> dict[str, int] | None:
+    """Peak CUDA memory of one call of ``fn`` (see the module contract)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    resident = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    return {"peak_bytes": peak, "added_bytes": peak - resident}

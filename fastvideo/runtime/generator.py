@@ -229,6 +229,16 @@ class VideoGenerator:
                                     guidance_scale=1.0, seed=0),
             output=OutputConfig(save_video=False, return_frames=False))
 
+    def warmup_request(self) -> GenerationRequest:
+        """What warmup runs by default: the health-check request, or, when compiled artifacts serve the DiT,
+        the same probe at the smallest size they are built for (the health-check size may not be)."""
+        probe = self.default_health_check_request()
+        if self.artifacts is None:
+            return probe
+        profile, cfg = self.artifacts.smallest_served()
+        return replace(probe, sampling=replace(probe.sampling, width=profile.width, height=profile.height,
+                                               num_frames=profile.frames, guidance_scale=5.0 if cfg else 1.0))
+
     def resolve(self, request: GenerationRequest | Mapping[str, Any]) -> tuple[GenerationRequest, ResolvedSampling]:
         """Parse and validate a request against the loaded model (raises RequestError / ConfigError)."""
         req = parse_config(GenerationRequest, request)
@@ -276,8 +286,9 @@ class VideoGenerator:
         req, resolved = self.resolve(request)
         return self.run_resolved(req, resolved).result
 
-    def run_resolved(self, req: GenerationRequest, s: ResolvedSampling, *, on_step: Callable[[int, int], None] | None = None,
-             should_cancel: Callable[[], bool] | None = None, need_bytes: bool = False) -> RunOutput:
+    def run_resolved(self, req: GenerationRequest, s: ResolvedSampling, *,
+                     on_step: Callable[[int, int], None] | None = None,
+                     should_cancel: Callable[[], bool] | None = None, need_bytes: bool = False) -> RunOutput:
         if self._closed:
             raise RuntimeError("this VideoGenerator has been shut down; create a new one")
         # Runtime-internal entry: the request was already checked by resolve(); the scheduler calls this.
@@ -370,7 +381,8 @@ class VideoGenerator:
 
         def work() -> RunOutput:
             try:
-                return self.run_resolved(req, resolved, on_step=on_step, should_cancel=cancelled.is_set, need_bytes=True)
+                return self.run_resolved(req, resolved, on_step=on_step, should_cancel=cancelled.is_set,
+                                         need_bytes=True)
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, done)
 

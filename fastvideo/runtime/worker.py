@@ -41,7 +41,8 @@ class WorkerConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     #: Seconds warmup may take before it is reported as failed.
     warmup_timeout_s: float = 600.0
-    #: The request warmup runs (both branches); None: the generator's health-check request.
+    #: The request warmup runs (both branches); None: ``generator.warmup_request()`` (the health-check
+    #: request, at a size the compiled artifacts serve when there are any).
     warmup_request: GenerationRequest | None = None
 
 
@@ -77,7 +78,7 @@ class BatchWorker:
         """Capture declared graphs, run both branches once; then ``ready`` (see module contract)."""
         t0 = time.perf_counter()
         labels = self.executor.capture_declared()
-        probe = self.config.warmup_request or self.generator.default_health_check_request()
+        probe = self.config.warmup_request or self.generator.warmup_request()
         probe = replace(probe, request_id=f"warmup_initial_{id(self):x}",
                         output=replace(probe.output, return_state=True))
         first = self._run_forced(probe)

@@ -245,7 +245,7 @@ def _run_engine(args: argparse.Namespace, prompts: list[str], offsets: list[floa
     generator = VideoGenerator.from_config(config)
     try:
         if args.engine_warmup:
-            generator.generate(generator.default_health_check_request())
+            generator.generate(generator.warmup_request())
         s = _sampling(args)
         outcomes = []
         t_begin = time.perf_counter()
@@ -303,7 +303,8 @@ def print_report(report: dict[str, Any], out: Any = sys.stdout) -> None:
     print(f"backend={w['backend']} prompts={w['num_prompts']} concurrency={w['max_concurrency']} "
           f"rate={w['request_rate']} shape={w['size']}x{w['num_frames']}f/{w['steps']} steps", file=out)
     print(f"completed {report['completed']}, failed {report['failed']} in {report['duration_s']:.2f}s "
-          f"-> {report['throughput_rps'] or 0:.3f} req/s, {report['throughput_frames_per_s'] or 0:.2f} frames/s", file=out)
+          f"-> {report['throughput_rps'] or 0:.3f} req/s, {report['throughput_frames_per_s'] or 0:.2f} frames/s",
+          file=out)
     for key, label in (("e2e_latency_s", "e2e"), ("queue_time_s", "queue"), ("generation_time_s", "generation"),
                        ("client_overhead_s", "overhead"), ("time_to_first_fragment_s", "ttff")):
         if report.get(key):

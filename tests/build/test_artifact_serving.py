@@ -144,18 +144,17 @@ def test_request_served_from_inductor_artifacts_equals_eager(inductor_build: Cli
 
 
 def test_cuda_graph_runner_warms_up_over_aoti_artifacts(aoti_generator: VideoGenerator) -> None:
-    """The graph runner captures the compiled DiT step (it used to ask ArtifactDiT for rope tables it lacks)
-    and warmup runs only the branches the build serves (this build: initial only)."""
-    from fastvideo.api import GenerationRequest, OutputConfig, SamplingConfig
+    """The graph runner captures the compiled DiT step (it used to ask ArtifactDiT for rope tables it lacks);
+    warmup runs only the branches the build serves (this build: initial only), by default at a size the build
+    serves (the health-check size, 256x256x8, is not one)."""
     from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig, RecordingGraphBackend
     from fastvideo.runtime.executor import ExecutorConfig
     from fastvideo.runtime.worker import BatchWorker, WorkerConfig
 
-    warm = GenerationRequest(prompt="warm", sampling=SamplingConfig(width=64, height=64, num_frames=5,
-                                                                    num_inference_steps=1, guidance_scale=4.0, seed=0),
-                             output=OutputConfig(return_frames=False))
+    probe = aoti_generator.warmup_request().sampling
+    assert (probe.width, probe.height, probe.num_frames, probe.guidance_scale > 1) == (64, 64, 5, True)
     graphs = GraphConfig(enabled=True, buckets=(GraphBucket(width=64, height=64, num_frames=5, cfg=True),))
-    worker = BatchWorker(aoti_generator, WorkerConfig(warmup_request=warm, executor=ExecutorConfig(graphs=graphs)),
+    worker = BatchWorker(aoti_generator, WorkerConfig(executor=ExecutorConfig(graphs=graphs)),
                          graph_backend=RecordingGraphBackend())
     worker.start()
     try:

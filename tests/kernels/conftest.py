@@ -1,17 +1,12 @@
 """Kernel-test setup: Triton interpreter on CPU, a fresh random seed per test, error budgets.
 
-- Without a GPU (and with ``TRITON_INTERPRET`` unset), the FastVideo kernel modules are imported
-  here with ``TRITON_INTERPRET=1`` and the variable is removed again right after, so it does not
-  leak into the rest of the session. Triton decides interpreted-vs-compiled when a function is
-  decorated; ``triton`` itself is imported first (compiled: other tests may already have imported
-  it through diffusers/torch), and our kernels avoid triton's own ``@jit`` library functions, so
-  that mix works (see ``fastvideo/kernels/triton_utils.py``). With a GPU the kernels are compiled
-  and tested on CUDA; an explicit ``TRITON_INTERPRET`` from the caller is left alone.
+- The kernels are imported interpreted without a GPU, compiled with one
+  (:func:`kernel_testing.import_kernels`).
 - Every test gets a new seed (``time_ns``); a failing test prints ``FASTVIDEO_TEST_SEED=<n>``,
   and setting that variable replays the same inputs.
-- :func:`check_error` is the accuracy rule used throughout: the kernel's max abs error against a
-  float64 reference must be at most ``2 x`` torch's own error at the same low precision, plus
-  ``ATOL = 1e-6`` (covers the exact cases, e.g. Lk = 1, where both errors are ~0).
+- :func:`check_error` is the accuracy rule used throughout (``tests/kernel_testing.py``, shared
+  with the GPU suite): the kernel's max abs error against a float64 reference must be at most
+  ``2 x`` torch's own error at the same low precision, plus ``ATOL = 1e-6``.
 """
 
 from __future__ import annotations
@@ -23,26 +18,10 @@ from typing import Callable
 import pytest
 import torch
 
+from kernel_testing import assert_within_budget, import_kernels
 
-def _import_kernels() -> None:
-    try:
-        import triton  # noqa: F401 - library decorated in the caller's mode (compiled by default)
-    except ImportError:  # no triton: the tests that need it skip (device fixture / importorskip)
-        return
-    interpret = "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available()
-    if interpret:
-        os.environ["TRITON_INTERPRET"] = "1"
-    try:
-        import fastvideo.kernels.attention.triton_attention  # noqa: F401
-        import fastvideo.kernels.fused_triton  # noqa: F401
-    finally:
-        if interpret:
-            del os.environ["TRITON_INTERPRET"]
+import_kernels()
 
-
-_import_kernels()
-
-ATOL = 1e-6
 SEED_VAR = "FASTVIDEO_TEST_SEED"
 
 
@@ -82,23 +61,13 @@ def device() -> torch.device:
                 "and there is no GPU; unset TRITON_INTERPRET or export TRITON_INTERPRET=1")
 
 
-def max_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """Max abs difference, computed in float64 on the CPU (operands may live on different devices)."""
-    return (out.detach().cpu().double() - ref.detach().cpu().double()).abs().max().item() if out.numel() else 0.0
-
-
 @pytest.fixture
 def check_error(seed: int) -> Callable[..., None]:
-    """``check_error(out, ref64, torch_lowp, what)``: finite, right shape/dtype, within budget."""
+    """``check_error(out, ref64, torch_lowp, what)``: finite, right shape/dtype, within budget
+    (:func:`kernel_testing.assert_within_budget`)."""
 
     def check(out: torch.Tensor, ref64: torch.Tensor, torch_lowp: torch.Tensor, what: str,
               *, dtype: torch.dtype | None = None) -> None:
-        assert out.shape == ref64.shape, f"{what}: shape {tuple(out.shape)} != {tuple(ref64.shape)}"
-        if dtype is not None:
-            assert out.dtype == dtype, f"{what}: dtype {out.dtype} != {dtype}"
-        assert torch.isfinite(out).all(), f"{what}: non-finite output (seed={seed})"
-        ours, theirs = max_err(out, ref64), max_err(torch_lowp, ref64)
-        assert ours <= 2 * theirs + ATOL, (
-            f"{what}: max|err| {ours:.3e} > 2 x torch's {theirs:.3e} + {ATOL:g} (seed={seed})")
+        assert_within_budget(out, ref64.cpu(), torch_lowp, what, dtype=dtype, seed=seed)
 
     return check

@@ -160,9 +160,11 @@ def test_cuda_backend_refuses_a_cpu_device():
 
 
 BUCKET = GraphBucket(width=64, height=64, num_frames=5, cfg=True, batch_sizes=(1, 2))
-WARM = GenerationRequest(prompt="warm", sampling=SamplingConfig(width=64, height=64, num_frames=5, num_inference_steps=1,
-                                                                guidance_scale=4.0, seed=0),
+WARM = GenerationRequest(prompt="warm",
+                         sampling=SamplingConfig(width=64, height=64, num_frames=5, num_inference_steps=1,
+                                                 guidance_scale=4.0, seed=0),
                          output=OutputConfig(return_frames=False))
+GRAPHS = ExecutorConfig(graphs=GraphConfig(enabled=True, buckets=(BUCKET,)))
 
 
 def request(seed: int, state=None, **sampling):
@@ -175,7 +177,7 @@ def request(seed: int, state=None, **sampling):
 def test_executor_captures_both_branches_at_warmup_and_replays_every_step(tiny_generator):
     counters = tiny_generator.counters
     before = counters.snapshot()
-    config = WorkerConfig(warmup_request=WARM, executor=ExecutorConfig(graphs=GraphConfig(enabled=True, buckets=(BUCKET,))))
+    config = WorkerConfig(warmup_request=WARM, executor=GRAPHS)
     worker = BatchWorker(tiny_generator, config, graph_backend=RecordingGraphBackend())
     worker.start()
     try:
@@ -208,7 +210,7 @@ def test_executor_captures_both_branches_at_warmup_and_replays_every_step(tiny_g
 def test_a_repeated_request_id_never_replays_the_previous_prompt(tiny_generator):
     """Two requests with the same id (client-supplied, or a WebSocket segment id reused after a reset) but
     different prompts: each graph replay must use its own prompt's embeddings."""
-    config = WorkerConfig(warmup_request=WARM, executor=ExecutorConfig(graphs=GraphConfig(enabled=True, buckets=(BUCKET,))))
+    config = WorkerConfig(warmup_request=WARM, executor=GRAPHS)
     worker = BatchWorker(tiny_generator, config, graph_backend=RecordingGraphBackend())
     worker.start()
     try:

@@ -58,7 +58,7 @@ def load_generator(args: WorkerArgs) -> VideoGenerator:
     logger.info("model %r loaded in %.1fs", args.served_name, time.perf_counter() - started)
     if args.warmup:
         started = time.perf_counter()
-        generator.generate(VideoGenerator.default_health_check_request())
+        generator.generate(generator.warmup_request())
         logger.info("warm-up (health-check request) took %.2fs", time.perf_counter() - started)
     return generator
 
