@@ -89,6 +89,9 @@ def dit_grid(dit: Any, latent: LatentShape) -> tuple[int, int, int]:
 class DiTExport(nn.Module):
     """The DiT at one latent shape, with its RoPE tables as named buffers (see module contract)."""
 
+    rope_cos: torch.Tensor  # registered buffers (register_buffer below)
+    rope_sin: torch.Tensor
+
     def __init__(self, dit: Any, latent: LatentShape, device: torch.device | str) -> None:
         super().__init__()
         from fastvideo.engine.dit import build_rope_tables

@@ -142,9 +142,9 @@ def write_builtin_model(target: Path, seed: int = BUILTIN_SEED) -> Path:
     encoder_state = synthesize_state_dict(encoder, seed + 3)
     encoder_state.pop("encoder.embed_tokens.weight", None)  # tied to shared.weight
     (target / "text_encoder").mkdir(parents=True, exist_ok=True)
-    config = UMT5Config(**TEXT_ENCODER_CONFIG)
-    config.architectures = ["UMT5EncoderModel"]
-    config.save_pretrained(str(target / "text_encoder"))
+    text_config = UMT5Config(**TEXT_ENCODER_CONFIG)
+    text_config.architectures = ["UMT5EncoderModel"]
+    text_config.save_pretrained(str(target / "text_encoder"))
     save_file(encoder_state, str(target / "text_encoder" / "model.safetensors"), metadata={"format": "pt"})
 
     write_byte_tokenizer(target / "tokenizer", preset.text_length)

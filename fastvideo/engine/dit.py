@@ -421,6 +421,7 @@ class WanTransformer3DModel(nn.Module):
                 "(and diffusers applies that norm whatever this field says)")
         self.config = config
         dim = config.inner_dim
+        assert config.out_channels is not None  # __post_init__ resolves None to in_channels
         self.patch_embedding = nn.Conv3d(config.in_channels, dim, kernel_size=config.patch_size,
                                          stride=config.patch_size)
         self.condition_embedder = _ConditionEmbedder(config)
@@ -542,5 +543,6 @@ class WanTransformer3DModel(nn.Module):
         f, h, w = grid
         pt, ph, pw = self.config.patch_size
         c = self.config.out_channels
+        assert c is not None  # WanDiTConfig.__post_init__ resolves None to in_channels
         x = x.reshape(batch, f, h, w, pt, ph, pw, c).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return x.reshape(batch, c, f * pt, h * ph, w * pw)

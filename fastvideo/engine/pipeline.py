@@ -180,6 +180,7 @@ class WanT2VPipeline:
         latents when ``strength`` is 1.
         """
         sampler = self.make_sampler(s)
+        assert sampler.state is not None  # make_sampler called set_timesteps
         sigmas = sampler.state.schedule.sigmas_host
         if conditioning is not None:
             conditioning = conditioning.to(latents)
@@ -195,7 +196,8 @@ class WanT2VPipeline:
             timestep = t.expand(model_in.shape[0])  # same values and dtype diffusers passes
             pred = self.dit(model_in, timestep, embeds.repeat_interleave(batch, dim=0) if batch > 1 else embeds)
             if s.do_cfg:
-                pred = guided(*pred.chunk(2), s.guidance_scale)
+                cond, uncond = pred.chunk(2)  # the batch is [cond rows, uncond rows]
+                pred = guided(cond, uncond, s.guidance_scale)
             latents = sampler.step(pred, index, latents)  # an int index: no host sync
             if conditioning is not None:
                 latents = conditioning.impose(latents, sigmas[index + 1])

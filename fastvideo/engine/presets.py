@@ -76,7 +76,7 @@ def infer_preset(model_index: dict[str, Any], transformer_config: dict[str, Any]
     heads = transformer_config.get("num_attention_heads")
     head_dim = transformer_config.get("attention_head_dim")
     layers = transformer_config.get("num_layers")
-    if not all(isinstance(v, int) for v in (heads, head_dim, layers)):
+    if not (isinstance(heads, int) and isinstance(head_dim, int) and isinstance(layers, int)):
         raise ModelLoadError("transformer/config.json lacks num_attention_heads/attention_head_dim/num_layers")
     dim = heads * head_dim
     if dim >= 5120:

@@ -48,7 +48,7 @@ class WanTextEncoder:
         from transformers import AutoTokenizer, UMT5EncoderModel
 
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-        model = UMT5EncoderModel.from_pretrained(str(encoder_dir), dtype=dtype, local_files_only=True)
+        model: torch.nn.Module = UMT5EncoderModel.from_pretrained(str(encoder_dir), dtype=dtype, local_files_only=True)
         model.to(device).eval().requires_grad_(False)
         return cls(tokenizer, model, max_length=max_length)
 

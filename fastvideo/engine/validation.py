@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from fastvideo.api.errors import RequestError
 from fastvideo.api.request import GenerationRequest
@@ -35,7 +36,7 @@ class ResolvedSampling:
     guidance_scale: float
     seed: int
     shift: float
-    sampler: str | None
+    sampler: Literal["unipc", "euler"] | None
     continuation_strength: float
 
     @property

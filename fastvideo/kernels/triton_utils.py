@@ -167,7 +167,7 @@ def normalize_gpu_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def current_gpu_name(device: torch.device | None = None, *, interpreted: bool = False) -> str:
+def current_gpu_name(device: torch.device | int | None = None, *, interpreted: bool = False) -> str:
     """Normalized name of the GPU kernels will run on; ``"interpreter"`` under TRITON_INTERPRET,
     ``"cpu"`` when no CUDA device is present."""
     if interpreted:

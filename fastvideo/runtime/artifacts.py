@@ -40,9 +40,10 @@ import shutil
 import tempfile
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -50,6 +51,9 @@ from torch import nn
 from fastvideo.api.errors import FastVideoError, ModelLoadError, RequestError
 from fastvideo.build import manifest as mf
 from fastvideo.build.specs import ShapeCase
+
+if TYPE_CHECKING:
+    from fastvideo.engine.dit import WanTransformer3DModel
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +109,7 @@ class LoadedArtifacts:
     def backend(self) -> str:
         return self.manifest.backend
 
-    def rebuild_command(self, extra_profiles: list[str] = (), **override: Any) -> str:  # type: ignore[assignment]
+    def rebuild_command(self, extra_profiles: Sequence[str] = (), **override: Any) -> str:
         """The ``fastvideo-build`` line that rebuilds these artifacts for the current model/environment."""
         return _rebuild(self.manifest, self.model_folder, self.device, self.path.parent, extra_profiles, **override)
 
@@ -173,7 +177,7 @@ class LoadedArtifacts:
 
 
 def _rebuild(manifest: mf.Manifest, model_folder: Path, device: torch.device, out: Path,
-             extra_profiles: list[str] = (), **override: Any) -> str:
+             extra_profiles: Sequence[str] = (), **override: Any) -> str:
     batches = {"both": [1, 2], "on": [2], "off": [1]}.get(override.get("cfg", ""), manifest.batches)
     from fastvideo.build.specs import default_components
 
@@ -274,7 +278,7 @@ def load_artifacts(artifacts_path: str | Path, *, model_folder: Path, device: to
     if missing:
         raise mismatch("component", built_components, list(components),
                        f"{folder.name} holds no compiled {', '.join(missing)} (built components: "
-                       f"{', '.join(built_components) or 'none'})", components=list(components))
+                       f"{', '.join(map(str, built_components)) or 'none'})", components=list(components))
     if manifest.stage != "complete":
         raise mismatch("stage", manifest.stage, "complete",
                        f"{folder.name} holds only the verified ONNX stage; the TensorRT engines still need to be "
@@ -284,10 +288,10 @@ def load_artifacts(artifacts_path: str | Path, *, model_folder: Path, device: to
         raise mismatch("precision", manifest.precision, want,
                        f"the DiT was compiled for {manifest.precision} but the engine runs {want}", precision=want)
     if vae_dtype is not None and manifest.vae_precision != _PRECISION_NAMES.get(vae_dtype, str(vae_dtype)):
-        current = _PRECISION_NAMES.get(vae_dtype, str(vae_dtype))
-        raise mismatch("vae_precision", manifest.vae_precision, current,
-                       f"the VAE was compiled for {manifest.vae_precision} but the engine runs it in {current}",
-                       vae_precision=current)
+        vae_want = _PRECISION_NAMES.get(vae_dtype, str(vae_dtype))
+        raise mismatch("vae_precision", manifest.vae_precision, vae_want,
+                       f"the VAE was compiled for {manifest.vae_precision} but the engine runs it in {vae_want}",
+                       vae_precision=vae_want)
     env = mf.environment_info(device, manifest.backend, with_tensorrt=True).identity()
     built_env = manifest.identity.get("environment", {})
     for name in mf.ENV_IDENTITY:
@@ -375,13 +379,13 @@ class _Dispatch:
 class ArtifactDiT(nn.Module):
     """The DiT served by compiled programs (see module contract)."""
 
-    def __init__(self, dit: nn.Module, loaded: LoadedArtifacts, runners: dict[tuple[int, int, int],
+    def __init__(self, dit: WanTransformer3DModel, loaded: LoadedArtifacts, runners: dict[tuple[int, int, int],
                  tuple[tuple[int, ...], Callable[..., torch.Tensor]]], on_miss: str = "error",
                  keep_eager: bool = True) -> None:
         super().__init__()
         self.config = dit.config
         self.attention_backend = getattr(dit, "attention_backend", None)
-        self.eager = dit if keep_eager else None
+        self.eager: WanTransformer3DModel | None = dit if keep_eager else None
         self._runners = runners
         self._dispatch = _Dispatch(loaded, "dit", on_miss)
         self._text_shape = (int(loaded.manifest.model.get("text_length", 0)), dit.config.text_dim)
@@ -398,8 +402,9 @@ class ArtifactDiT(nn.Module):
         self._dispatch.calls += 1
         batch = hidden_states.shape[0]
         latent = tuple(hidden_states.shape[2:]) if hidden_states.ndim == 5 else ()
-        runner = self._runners.get(latent) if latent else None
-        eager = None if self.eager is None else (lambda: self.eager(hidden_states, timestep, encoder_hidden_states))
+        runner = self._runners.get(latent) if len(latent) == 3 else None
+        eager_dit = self.eager
+        eager = None if eager_dit is None else (lambda: eager_dit(hidden_states, timestep, encoder_hidden_states))
         if runner is None or batch not in runner[0]:
             return self._dispatch.miss(f"latent shape {tuple(hidden_states.shape)} (batch {batch})",
                                        (latent, batch), eager)

@@ -53,7 +53,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -78,7 +78,7 @@ class GraphBucket:
     num_frames: int
     cfg: bool = True
     batch_sizes: tuple[int, ...] = (1,)
-    sampler: str | None = None
+    sampler: Literal["unipc", "euler"] | None = None
 
 
 @dataclass

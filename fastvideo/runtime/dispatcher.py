@@ -292,8 +292,8 @@ class Dispatcher:
                 self._end(item, exc)
             return
         gone = {id(item) for item, _ in dropped}
-        for item, exc in dropped:
-            self._end(item, exc)
+        for item, reason in dropped:
+            self._end(item, reason)
         survivors = [item for item in ready if id(item) not in gone]
         if self.overlap:
             self._finish_queue.put(survivors)

@@ -26,6 +26,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def summarize(values: list[float | None]) -> dict[str, float | None] | None:
+def summarize(values: Sequence[float | None]) -> dict[str, float | None] | None:
     vals = [v for v in values if v is not None]
     if not vals:
         return None

@@ -89,6 +89,7 @@ def build_generation_request(body: CreateVideoBody | ImageGenerationBody, defaul
     height = body.height if body.height is not None else height
 
     fps = _pick(getattr(body, "fps", None), nv.fps if nv else None, defaults.fps)
+    num_frames: int | None
     if single_frame:
         num_frames = 1
     else:

@@ -150,7 +150,12 @@ class RouterState:
                                    registry=r)
         healthy = Gauge("fastvideo_router_replica_healthy", "1 when the replica is healthy", ["replica"], registry=r)
         for replica in self.registry.replicas:
-            healthy.labels(replica.url).set_function(lambda rep=replica: 1.0 if rep.healthy else 0.0)
+            healthy.labels(replica.url).set_function(_health_reader(replica))
+
+
+def _health_reader(replica: Replica) -> Callable[[], float]:
+    """The gauge value of ``replica``, read at scrape time: 1.0 while healthy, else 0.0."""
+    return lambda: 1.0 if replica.healthy else 0.0
 
 
 async def _default_probe(client: httpx.AsyncClient, url: str, timeout: float) -> bool:

@@ -42,6 +42,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from fastvideo.api import (ContinuationState, GenerationRequest, OutputConfig, SamplingConfig, VideoFinalEvent,
                            VideoProgressEvent)
+from fastvideo.runtime.service import Job
 from fastvideo.serving.app_state import ServerState
 from fastvideo.serving.errors import APIError
 from fastvideo.serving.fmp4 import FragmentedMP4Encoder
@@ -116,7 +117,7 @@ class StreamSession:
         self.pending: asyncio.Queue[_Segment | None] = asyncio.Queue()
         self.pending_count = 0
         self.requested = 0
-        self.running_job = None
+        self.running_job: Job | None = None
         self.encoder: FragmentedMP4Encoder | None = None
         self.ending = False
         self.initialized = False

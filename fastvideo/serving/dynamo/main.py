@@ -106,8 +106,11 @@ async def serve(args: WorkerArgs, generator: VideoGenerator) -> None:
         await asyncio.sleep(max(0.0, args.graceful_shutdown_grace_s))
         runtime.shutdown()
 
+    def on_signal(signum: int) -> None:
+        asyncio.ensure_future(shutdown(signum))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(shutdown(s)))
+        loop.add_signal_handler(sig, on_signal, sig)
 
     logger.info("worker %s serving %s (discovery=%s, request plane=%s, DYN_FILE_KV=%s)", label, args.endpoint_path,
                 args.discovery_backend, args.request_plane, os.environ.get("DYN_FILE_KV", "-"))
