@@ -215,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
                                             "device": str(device), "torch": torch.__version__,
                                             "warmup": args.warmup, "iters": args.iters},
                                "builds": {}, "dit": {}, "vae_decode": {}, "startup": []}
+    def save() -> None:  # after each build and timing, so a run stopped early keeps what it measured
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+
     try:
         # Builds first (each in this process, one after another), then every timing on the same models.
         built: dict[str, Path] = {}
@@ -233,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                                           "stage": result.manifest.stage, "path": str(result.path),
                                           "note": result.message or None}
             built[backend] = result.path
+            save()
 
         models = load_build_models(folder, device=device, dtype=dtype, vae_dtype=vae_dtype)
         ref_dit = WanTransformer3DModel.from_pretrained(str(model), subfolder="transformer", torch_dtype=dtype).to(
@@ -280,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                     memory = peak_memory(fn, device)
                 results[table][label] = {"median_s": seconds, "max_abs_diff_vs_eager": _diff(out.to(ref.device), ref),
                                          "peak_memory": memory}
+                save()
             base, ref_s = results[table]["eager (ours)"]["median_s"], results[table]["diffusers"]["median_s"]
             for row in results[table].values():
                 row["speedup_vs_eager"], row["speedup_vs_diffusers"] = base / row["median_s"], ref_s / row["median_s"]
@@ -295,8 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     print_table(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    save()
     return 0
 
 

@@ -241,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
                 "concurrency": args.concurrency, "max_batch": args.max_batch, "torch": torch.__version__,
                 "threads": torch.get_num_threads()}
     out: dict[str, Any] = {"workload": workload, "load": [], "graphs": []}
+
+    def save() -> None:  # after each phase and graph row, so a run stopped early keeps what it measured
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as handle:
+                json.dump(out, handle, indent=2)
     try:
         if not args.skip_load:
             requests = make_requests(args)
@@ -270,29 +275,30 @@ def main(argv: list[str] | None = None) -> int:
             if do_overlap:
                 by = {r["mode"]: r for r in out["load"]}
                 out["overlap_gain"] = by["batched+overlap"]["throughput_rps"] / by["batched"]["throughput_rps"]
+        save()
         if do_graphs:
-            out["graphs"] = run_graphs(args, generator, device, dtype)
+            run_graphs(args, generator, device, dtype, out["graphs"], save)
     finally:
         generator.shutdown()
     print_table(out)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(out, handle, indent=2)
+    save()
     return 0
 
 
-def run_graphs(args: argparse.Namespace, generator: Any, device: torch.device, dtype: torch.dtype) -> list[dict]:
+def run_graphs(args: argparse.Namespace, generator: Any, device: torch.device, dtype: torch.dtype, rows: list[dict],
+               save: Any) -> None:
+    """Graph vs eager rows appended to ``rows`` (``save()`` after each)."""
     from fastvideo.runtime.cuda_graphs import CudaGraphBackend, RecordingGraphBackend
 
     backend = CudaGraphBackend(device) if args.graph_backend == "cuda" else RecordingGraphBackend()
     _, health = generator.resolve(generator.default_health_check_request())
     health_shape = (health.height, health.width, health.num_frames)
-    rows = []
     if args.full:
         from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
 
         torch.manual_seed(0)
-        dit = WanTransformer3DModel(WanDiTConfig.from_dict(WAN_1_3B_DIT)).eval().to(device)
+        with torch.device(device):  # random init on the device (fast), not on the CPU
+            dit = WanTransformer3DModel(WanDiTConfig.from_dict(WAN_1_3B_DIT)).eval()
         with torch.no_grad():
             for name, param in dit.named_parameters():
                 param.data = param.data.to(inference_param_dtype(name, dtype))
@@ -312,7 +318,7 @@ def run_graphs(args: argparse.Namespace, generator: Any, device: torch.device, d
         row = graph_vs_eager(dit, shape, lat_f, batch, text_len, dtype, device, args.iters, args.warmup, label, backend)
         row["model"], row["backend"] = model, backend.name
         rows.append(row)
-    return rows
+        save()
 
 
 def print_table(out: dict[str, Any]) -> None:

@@ -1,11 +1,13 @@
 """The prepared GPU check: everything a GPU window measures, as one command (``scripts/gpu_check.sh``).
 
 Contract:
-- Stages run in order, each in its own subprocess with its own time budget; a stage that overruns is
-  killed (its whole process group) and reported ``timed_out`` with whatever it printed, and the next
-  stage starts. A stage starts only if its minimum time is left before the global deadline
-  (``--budget-s``, default 540 s: a 10-minute device call with room to install and return), else it
-  is reported ``skipped``. ``--stages a,b`` runs a subset (e.g. the AOTI build alone in a later window).
+- Stages run in order, each in its own subprocess with its own time budget; a stage that overruns gets
+  SIGINT (pytest then writes its report; the benchmarks save their JSON after every phase anyway),
+  then its whole process group is killed :data:`GRACE_S` later; it is reported ``timed_out`` with the
+  figures it saved and whatever it printed, and the next stage starts. A stage starts only if its
+  minimum time is left before the global deadline (``--budget-s``, default 540 s: a 10-minute device
+  call with room to install and return), else it is reported ``skipped``. ``--stages a,b`` runs a
+  subset (e.g. the AOTI build alone in a later window).
 - Stages: ``tests`` (``pytest -m gpu tests/gpu``), ``attention`` (our Triton kernel against every SDPA
   backend at the Wan2.1-1.3B shapes), ``fused`` (fused ops GB/s against a device copy), ``dit`` (the DiT
   step at the full Wan2.1-1.3B config, random weights, bf16, 480x832x81, CFG batch 2: ours eager SDPA,
@@ -56,6 +58,8 @@ GPU_IMAGE_HAS = frozenset("""
 anyio annotated-doc certifi charset-normalizer click filelock fsspec h11 hf-xet httpcore httpx huggingface-hub idna
 jinja2 markupsafe mpmath networkx numpy packaging pillow prometheus-client protobuf psutil pyyaml regex requests
 safetensors six sympy tokenizers torch tqdm transformers triton urllib3 zipp""".split())
+#: Seconds a stage gets after SIGINT at its deadline before its process group is killed.
+GRACE_S = 15.0
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
                    "manylinux1_x86_64")
 
@@ -175,7 +179,8 @@ def extract_dit(path: Path) -> list[Figure]:
         figures.append(_speedup("DiT step ours triton+fused", d["fast_median_s"], "diffusers eager", ref))
     if "compiled_median_s" in d:
         figures.append(_speedup(f"DiT step ours torch.compile ({d['compiled_variant']})", d["compiled_median_s"],
-                                "diffusers eager", ref, target=">= 1.3x diffusers eager"))
+                                "diffusers eager (timed beside it)", d.get("compiled_diffusers_median_s", ref),
+                                target=">= 1.3x diffusers eager"))
     names = {"ours": "ours eager sdpa", "fast": "ours triton+fused", "compiled": "ours torch.compile",
              "diffusers": "diffusers eager"}
     for key, memory in (d.get("peak_memory") or {}).items():
@@ -244,20 +249,23 @@ def make_stages(dry: bool, work: Path) -> list[Stage]:
         attention = ["--shapes", "wan1.3b-self", "wan1.3b-cross", "--iters", "10", "--warmup", "3"]
         fused = ["--iters", "20"]
         dit = ["--full", "--iters", "3", "--warmup", "1", "--compile"]
-        graphs = ["--device", "cuda", "--full", "--skip-load", "--graphs", "--iters", "10", "--warmup", "3"]
+        graphs = ["--device", "cuda", "--full", "--skip-load", "--graphs", "--graph-size", "480x832x33", "--iters",
+                  "8", "--warmup", "2"]
         batching = ["--device", "cuda", "--size", "256x256x9", "--steps", "8"]
-        build = ["--full", "--no-startup", "--iters", "3", "--warmup", "1"]
+        build = ["--full", "--no-startup", "--iters", "2", "--warmup", "1"]
     load = ["--no-graphs", "--requests", "4", "--concurrency", "4", "--max-batch", "4", "--rounds", "1"]
+    build += ["--workdir", str(work / "bench-build")]  # the vae and aoti stages share one model folder
     scale = 3.0 if dry else 1.0  # CPU rehearsal runs are slower than the GPU ones they stand for
     return [
         Stage("tests", "GPU test suite (pytest -m gpu tests/gpu)",
-              [PY, "-m", "pytest", "-q", "-m", "gpu", "tests/gpu", "-p", "no:cacheprovider", f"--junitxml={junit}"],
-              150 * scale, 60, extract_tests, pytest_env, "tests.xml"),
+              [PY, "-m", "pytest", "-v", "-rfEs", "-m", "gpu", "tests/gpu", "-p", "no:cacheprovider",
+               f"--timeout={int(150 * scale)}", f"--junitxml={junit}"],
+              170 * scale, 60, extract_tests, pytest_env, "tests.xml"),
         Stage("attention", "attention TFLOP/s vs every SDPA backend (Wan2.1-1.3B shapes)",
-              [PY, f"{bench}/kernels/bench_attention.py", *attention, "--json", j("attention")], 40, 15,
+              [PY, f"{bench}/kernels/bench_attention.py", *attention, "--json", j("attention")], 30, 15,
               extract_attention, result_file="attention.json"),
         Stage("fused", "fused ops GB/s vs a device copy",
-              [PY, f"{bench}/kernels/bench_fused.py", *fused, "--json", j("fused")], 30, 10, extract_fused,
+              [PY, f"{bench}/kernels/bench_fused.py", *fused, "--json", j("fused")], 20, 10, extract_fused,
               result_file="fused.json"),
         Stage("dit", "DiT step, Wan2.1-1.3B, 480x832x81, bf16, CFG batch 2",
               [PY, f"{bench}/bench_dit.py", *dit, "--json", j("dit")], 140 * (1 if not dry else 2), 60, extract_dit,
@@ -266,13 +274,14 @@ def make_stages(dry: bool, work: Path) -> list[Stage]:
               [PY, f"{bench}/bench_runtime.py", *graphs, "--json", j("graphs")], 50 * scale, 20, extract_graphs,
               result_file="graphs.json"),
         Stage("batching", "4 concurrent requests: batched vs one at a time",
-              [PY, f"{bench}/bench_runtime.py", *batching, *load, "--json", j("batching")], 40 * scale, 15,
+              [PY, f"{bench}/bench_runtime.py", *batching, *load, "--json", j("batching")], 30 * scale, 15,
               extract_batching, result_file="batching.json"),
         Stage("vae", "VAE decode (and DiT step) vs diffusers",
-              [PY, f"{bench}/bench_build.py", *build, "--backends", "", "--json", j("vae")], 45 * scale, 20,
+              [PY, f"{bench}/bench_build.py", *build, "--backends", "", "--json", j("vae")], 100 * scale, 30,
               extract_build, result_file="vae.json"),
-        Stage("aoti", "AOTI build of the DiT and VAE decoder, then their step times",
-              [PY, f"{bench}/bench_build.py", *build, "--backends", "aoti", "--json", j("aoti")], 240, 45,
+        Stage("aoti", "AOTI build of the DiT and VAE decoder at 480x832x21, then their step times",
+              [PY, f"{bench}/bench_build.py", *build, *([] if dry else ["--profile", "480x832x21"]), "--backends",
+               "aoti", "--json", j("aoti")], 240, 60,
               extract_build, result_file="aoti.json"),
     ]
 
@@ -302,8 +311,13 @@ def run_stage(stage: Stage, budget: float, work: Path, log: Any) -> StageReport:
         try:
             report.returncode = proc.wait(timeout=budget)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            # SIGINT first: pytest writes its junit report and summary, benchmarks keep the JSON saved so far.
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=GRACE_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
             report.status = "timed_out"
     report.seconds = time.perf_counter() - t0
     text = out_path.read_text(errors="replace")

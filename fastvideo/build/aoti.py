@@ -11,7 +11,9 @@ Contract
   they are the weights the package was compiled against.
 - :class:`AOTIProgram` loads a package on a device (``aoti_load_package``), binds constants from a
   wrapper module (:meth:`AOTIProgram.bind`, which keeps that module alive) and is called with the
-  case's inputs in order, returning one tensor.
+  case's inputs in order, returning one tensor. The runner is single-threaded (safe inside CUDA-graph
+  capture: it records no completion event of its own); calls are serialized by a lock and run under
+  the device guard of the package's device.
 - Works on CPU (a C++ compiler is needed, see :func:`aoti_unavailable_reason`) and CUDA.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from torch import nn
 
 from fastvideo.build.exportable import constants_map
 from fastvideo.build.specs import ShapeCase
+from fastvideo.kernels.device import device_guard
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +88,13 @@ class AOTIProgram:
         index = -1
         if self.device.type == "cuda":
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-        self._runner = torch._inductor.aoti_load_package(str(self.path), device_index=index)
+        # Single-threaded runner: no per-run completion event. The default runner records one on the current
+        # stream each run; recorded inside a CUDA-graph capture, the next eager run's query of it fails (907),
+        # poisoning the only model instance. Calls are serialized by our lock instead.
+        self._runner = torch._inductor.aoti_load_package(str(self.path), run_single_threaded=True,
+                                                         device_index=index)
         self._owner: nn.Module | None = None
+        self._lock = threading.Lock()
 
     def constant_names(self) -> list[str]:
         return list(self._runner.get_constant_fqns())
@@ -112,7 +121,8 @@ class AOTIProgram:
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self._owner is None:
             raise RuntimeError(f"{self.path.name}: bind() the model's weights before calling the program")
-        out = self._runner(*inputs)
+        with self._lock, device_guard(self.device):
+            out = self._runner(*inputs)
         if isinstance(out, (list, tuple)):
             return out[0]
         return out

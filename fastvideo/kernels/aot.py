@@ -3,7 +3,8 @@
 Contract:
 - :func:`plan_cases` calls our public op wrappers (``flash_attention_triton`` and the four fused
   ops) on ``meta`` tensors shaped like the Wan DiT's (attention: head dims 64 and 128, the
-  Wan2.1-1.3B self-attention of 32,760 tokens, which is not a multiple of any block, and the
+  Wan2.1-1.3B self-attention of 32,760 tokens, which is not a multiple of any block, the 14B's
+  75,600 (divisible by 16, which Triton specializes differently) at d=128, and the
   512-token cross-attention, bf16 and fp16, with every shipped attention config for each compute
   capability its file declares, and the out-of-resources fallback config; fused ops at the 1.3B and 14B widths) inside
   :func:`~fastvideo.kernels.triton_utils.planning_launches`, so each recorded launch has exactly
@@ -45,6 +46,7 @@ SHARED_LIMIT: dict[int, int] = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90
 #: Wan DiT geometry the cases use: (name, model width, heads).
 WAN_WIDTHS: tuple[tuple[str, int, int], ...] = (("1.3b", 1536, 12), ("14b", 5120, 40))
 SELF_TOKENS = 32760  # Wan2.1 480x832x81: latent 21x60x104 -> 21x30x52 patches
+SELF_TOKENS_14B = 75600  # Wan2.1-14B 720x1280x81: 21x45x80 patches (divisible by 16)
 TEXT_TOKENS = 512
 BATCH = 2  # CFG: conditional + unconditional rows
 
@@ -197,15 +199,18 @@ def _attention_cases(dtypes: tuple[torch.dtype, ...], capabilities: tuple[int, .
                 continue
             for head_dim in (64, 128):
                 config = entries.get(str(head_dim), entries["default"])
+                shapes = [("self", SELF_TOKENS, SELF_TOKENS, 1536), ("cross", SELF_TOKENS, TEXT_TOKENS, 1536)]
+                if head_dim == 128:  # Lk divisible by 16: Triton specializes it differently
+                    shapes.append(("self-14b", SELF_TOKENS_14B, SELF_TOKENS_14B, 5120))
                 for dtype in dtypes:
-                    for kind, len_k in (("self", SELF_TOKENS), ("cross", TEXT_TOKENS)):
-                        heads = 1536 // head_dim
-                        q = _meta(BATCH, SELF_TOKENS, heads, head_dim, dtype=dtype)
+                    for kind, len_q, len_k, width in shapes:
+                        heads = width // head_dim
+                        q = _meta(BATCH, len_q, heads, head_dim, dtype=dtype)
                         kv = _meta(BATCH, len_k, heads, head_dim, dtype=dtype)
                         with planning_launches() as planned:
                             ta.flash_attention_triton(q, kv, kv, config=config)
                         dt = str(dtype).removeprefix("torch.")
-                        name = (f"attention {source}[{head_dim}] {kind} Lq={SELF_TOKENS} Lk={len_k} d={head_dim} "
+                        name = (f"attention {source}[{head_dim}] {kind} Lq={len_q} Lk={len_k} d={head_dim} "
                                 f"{dt} {config.block_m}x{config.block_n} w{config.num_warps} s{config.num_stages}")
                         cases += [Case(name, capability, launch) for launch in planned]
     return cases

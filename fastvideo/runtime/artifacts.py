@@ -131,14 +131,14 @@ class LoadedArtifacts:
                 return entry
         return None
 
-    def smallest_served(self) -> tuple[Any, bool]:
+    def smallest_served(self) -> tuple[Any, bool] | None:
         """The smallest video profile the DiT is built for (initial branch) and whether it serves it with CFG
-        (DiT batch 2): what a warmup request should run."""
+        (DiT batch 2): what a warmup request should run; ``None`` when no DiT program was built."""
         options = [(c.case.latent.frames * c.case.latent.height * c.case.latent.width, profile, 2 in c.case.batches)
                    for c in self.cases.values() if c.case.component == "dit"
                    for profile, branch in c.case.covers if branch == "initial"]
         if not options:
-            raise ArtifactError(f"{self.path.name} serves no initial-branch DiT shape")
+            return None
         _, profile, cfg = min(options, key=lambda o: (o[0], o[1].label))
         return profile, cfg
 

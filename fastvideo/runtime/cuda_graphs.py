@@ -33,10 +33,12 @@ fails is logged, counted in ``stats["capture_failures"]`` and that key runs eage
 
 Devices and threads: capture and replay run under the backend's device guard (a runner for
 ``cuda:1`` captures and replays on GPU 1 whatever the calling thread's current device), capture
-uses a side stream created on that device, and captures are serialized process-wide
-(``_CAPTURE_LOCK``: several in-process workers warming up at once take turns). CUDA graphs are
-captured with ``capture_error_mode="thread_local"``, so other workers' threads may keep running
-eager work while one captures.
+uses a side stream created on that device, and the whole capture sequence (warm-up forwards,
+device syncs, capture) is serialized process-wide (``_CAPTURE_LOCK``: several in-process workers
+warming up at once take turns). CUDA graphs are captured with ``capture_error_mode="thread_local"``:
+other threads' stream-ordered work on other streams may go on during a capture, but a device-wide
+``torch.cuda.synchronize()`` from another thread would break it; the runtime syncs streams, not
+devices, outside warmup. Embeddings that are inference tensors (no version counter) are always copied.
 
 Backends: :class:`CudaGraphBackend` uses ``torch.cuda.CUDAGraph`` / ``torch.cuda.graph``.
 :class:`RecordingGraphBackend` is the CPU stand-in: :class:`RecordingGraph` has the same interface
@@ -153,9 +155,11 @@ class CudaGraphBackend:
     def warmup_stream(self) -> Iterator[None]:
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            yield
-        torch.cuda.current_stream(self.device).wait_stream(side)
+        try:
+            with torch.cuda.stream(side):
+                yield
+        finally:  # also on failure: the side stream's work must finish before its inputs can be freed
+            torch.cuda.current_stream(self.device).wait_stream(side)
 
     def synchronize(self) -> None:
         torch.cuda.synchronize(self.device)
@@ -310,7 +314,7 @@ class DiTGraphRunner:
                 return False
             static_l, static_t, static_e = latents.clone(), timestep.clone(), embeds.clone()
             try:
-                with self.backend.guard():
+                with _CAPTURE_LOCK, self.backend.guard():  # warmup syncs the device: no capture may be open
                     with self.backend.warmup_stream():
                         for _ in range(self.warmup_iters):
                             self.fn(static_l, static_t, static_e)
@@ -318,7 +322,7 @@ class DiTGraphRunner:
                     if self._pool is None:
                         self._pool = self.backend.new_pool()
                     graph = self.backend.new_graph()
-                    with _CAPTURE_LOCK, self.backend.capture(graph, self._pool):
+                    with self.backend.capture(graph, self._pool):
                         output = self.fn(static_l, static_t, static_e)
                     self.backend.synchronize()
             except Exception as exc:  # noqa: BLE001 - a shape that cannot be captured runs eagerly
@@ -345,9 +349,11 @@ class DiTGraphRunner:
                 return self.fn(latents, timestep, embeds)
             entry.latents.copy_(latents)
             entry.timestep.copy_(timestep)
-            if embeds is not entry.embeds_source or embeds._version != entry.embeds_version:
+            if (embeds is not entry.embeds_source or embeds.is_inference()  # inference tensors have no version
+                    or embeds._version != entry.embeds_version):
                 entry.embeds.copy_(embeds)
-                entry.embeds_source, entry.embeds_version = embeds, embeds._version
+                entry.embeds_source = embeds
+                entry.embeds_version = -1 if embeds.is_inference() else embeds._version
                 self.stats["embed_copies"] += 1
             with self.backend.guard():
                 entry.graph.replay()

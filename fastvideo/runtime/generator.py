@@ -233,9 +233,10 @@ class VideoGenerator:
         """What warmup runs by default: the health-check request, or, when compiled artifacts serve the DiT,
         the same probe at the smallest size they are built for (the health-check size may not be)."""
         probe = self.default_health_check_request()
-        if self.artifacts is None:
+        served = None if self.artifacts is None else self.artifacts.smallest_served()
+        if served is None:
             return probe
-        profile, cfg = self.artifacts.smallest_served()
+        profile, cfg = served
         return replace(probe, sampling=replace(probe.sampling, width=profile.width, height=profile.height,
                                                num_frames=profile.frames, guidance_scale=5.0 if cfg else 1.0))
 

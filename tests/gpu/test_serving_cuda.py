@@ -2,7 +2,8 @@
 
 - ``VideoGenerator`` on the built-in model with ``device``/``dtype`` auto (CUDA, bf16 on sm_80+) and the
   Triton attention and fused-ops backends: a video of the asked shape, finite and not constant, the same
-  for the same seed, and ``generate_async`` streams one event per step then the final MP4.
+  for the same seed (within 1 uint8 level: a GPU convolution algorithm may sum in another order), and
+  ``generate_async`` streams one event per step then the final MP4.
 - ``fastvideo serve --device cuda`` in a real process: ready after warmup, ``POST /v1/videos`` completes
   and its MP4 decodes to the asked frames (needs the serving extra; the GPU check carries its wheels).
 """
@@ -37,7 +38,7 @@ def test_video_generator_end_to_end_with_gpu_defaults(gpu, tiny_model_dir: Path)
         first, again = generator.generate(REQUEST), generator.generate(REQUEST)
         frames = np.asarray(first.frames)
         assert frames.shape == (9, 64, 64, 3) and frames.dtype == np.uint8 and frames.std() > 0
-        assert np.array_equal(frames, np.asarray(again.frames))
+        assert np.abs(frames.astype(np.int16) - np.asarray(again.frames).astype(np.int16)).max() <= 1
 
         async def collect():
             return [e async for e in generator.generate_async({**REQUEST, "output": {"save_video": False}})]

@@ -70,6 +70,7 @@ def test_the_cases_cover_wan_shapes_configs_and_targets(aot_reports) -> None:
                                                             f"Lk={len_k} d={head_dim} {dtype}") for t, n in names), \
                         (target, source, head_dim, kind, dtype)
     assert all(r["wgmma"] for r in attention if r["target"] == "sm_90")
+    assert any(t == "sm_90" and n.startswith("attention h200[128] self-14b Lq=75600 Lk=75600") for t, n in names)
     for kernel in ("rms_norm", "layer_norm_modulate", "gated_residual", "apply_rope"):
         for width in (1536, 5120):
             for target in ("sm_80", "sm_90"):

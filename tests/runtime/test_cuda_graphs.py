@@ -226,3 +226,17 @@ def test_a_repeated_request_id_never_replays_the_previous_prompt(tiny_generator)
     assert not np.array_equal(eager_first.frames, eager_second.frames)  # the prompts do differ
     assert np.array_equal(first.frames, eager_first.frames)
     assert np.array_equal(second.frames, eager_second.frames)
+
+
+def test_inference_mode_embeddings_are_copied_every_replay():
+    """Inference tensors carry no version counter: the runner cannot prove them unchanged, so it copies."""
+    runner = DiTGraphRunner(CountingStep(), RecordingGraphBackend(), warmup_iters=0)
+    runner.capture(*inputs(2, 0))
+    with torch.inference_mode():
+        lat, t, emb = inputs(2, 1)
+        first = runner(lat, t, emb)
+        emb.mul_(3)  # changed in place, unobservable through a version counter
+        second = runner(lat, t, emb)
+    assert runner.stats["embed_copies"] == 2
+    torch.testing.assert_close(second, CountingStep()(lat, t, emb), rtol=0, atol=0)
+    assert not torch.equal(first, second)
