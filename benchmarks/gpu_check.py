@@ -297,6 +297,12 @@ def environment() -> dict[str, Any]:
     return {**info, "python": sys.version.split()[0], "host": os.uname().nodename}
 
 
+def _interruptible() -> None:
+    """In the stage's process: SIGINT raises KeyboardInterrupt again, even if this script inherited it ignored
+    (a background job of a non-interactive shell does), so the deadline's SIGINT lets pytest write its report."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_stage(stage: Stage, budget: float, work: Path, log: Any) -> StageReport:
     report = StageReport(stage.name, stage.title, shlex.join(stage.argv))
     env = {**os.environ, **stage.env, "PYTHONUNBUFFERED": "1"}
@@ -307,7 +313,7 @@ def run_stage(stage: Stage, budget: float, work: Path, log: Any) -> StageReport:
     t0 = time.perf_counter()
     with open(out_path, "w") as out:
         proc = subprocess.Popen(stage.argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_interruptible)
         try:
             report.returncode = proc.wait(timeout=budget)
         except subprocess.TimeoutExpired:

@@ -14,7 +14,7 @@ from fastvideo.api.config import (
     PipelineSelection,
     QuantizationConfig,
 )
-from fastvideo.api.errors import FastVideoError, ModelLoadError, RequestError
+from fastvideo.api.errors import FastVideoError, GenerationCancelled, ModelLoadError, RequestError
 from fastvideo.api.parse import ConfigError, config_to_dict, parse_config
 from fastvideo.api.request import GenerationRequest, InputConfig, OutputConfig, SamplingConfig
 from fastvideo.api.results import (
@@ -34,6 +34,7 @@ __all__ = [
     "ContinuationState",
     "EngineConfig",
     "FastVideoError",
+    "GenerationCancelled",
     "GenerationRequest",
     "GenerationResult",
     "GeneratorConfig",

@@ -25,3 +25,12 @@ class RequestError(FastVideoError, ValueError):
 
 class ModelLoadError(FastVideoError, RuntimeError):
     """A model folder or weight file that cannot be loaded."""
+
+
+class GenerationCancelled(FastVideoError, RuntimeError):
+    """A generation stopped before it finished because it was cancelled (by its caller, a client, or a
+    shutdown); ``shutting_down`` tells the last case apart."""
+
+    def __init__(self, message: str, *, shutting_down: bool = False) -> None:
+        self.shutting_down = shutting_down
+        super().__init__(message)

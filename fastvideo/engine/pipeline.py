@@ -1,17 +1,17 @@
-"""The Wan text-to-video pipeline: text encode -> denoise (DiT + sampler + CFG) -> VAE decode.
+"""The Wan text-to-video model stages: text encode, initial noise, sampler, one DiT step, VAE decode.
 
 Contract:
 - :meth:`WanT2VPipeline.from_folder` loads a checked diffusers folder: DiT and VAE built on the meta
   device and filled from memory-mapped safetensors, UMT5 through ``transformers``, the sampler
   from ``scheduler/scheduler_config.json``, the attention backend chosen once here.
-- :meth:`WanT2VPipeline.run` is pure compute for one request (already resolved and validated):
-  noise is drawn on the CPU from ``torch.Generator().manual_seed(seed)`` in float32 (so a seed gives
-  the same video on any device, and the same noise diffusers' ``WanPipeline`` draws with a CPU
-  generator), CFG runs conditional and unconditional branches as one batch of 2 through the DiT,
-  ``on_step(step, total)`` is called after every denoising step, ``should_cancel()`` is polled
-  before each step and raises :class:`GenerationCancelled`. Frames come back as ``uint8``
-  ``(T, H, W, 3)``, trimmed to the requested count; the clean latents come back too (continuation).
-- Timings per stage (seconds) are recorded in the output.
+- Stage functions only; the denoising loop lives in the engine core
+  (:class:`fastvideo.runtime.executor.WanBatchExecutor`), the one loop every entry point runs.
+  :meth:`encode_prompts` gives ``(1 or 2, L, D)`` embeddings (conditional first under CFG);
+  :meth:`initial_noise` draws float32 noise on the CPU from ``torch.Generator().manual_seed(seed)``
+  (a seed gives the same video on any device, and the noise diffusers' ``WanPipeline`` draws with a
+  CPU generator); :meth:`make_sampler` builds a fresh per-request sampler; :func:`guided` is the CFG
+  formula; :meth:`decode` turns clean latents into ``uint8`` ``(T, H, W, 3)`` frames trimmed to the
+  requested count; :class:`Conditioning` imposes a continuation's clean tail latents.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from fastvideo.api.errors import FastVideoError, ModelLoadError
+from fastvideo.api.errors import ModelLoadError
 from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
 from fastvideo.engine.loader import ModelFolder, load_module_weights
 from fastvideo.engine.presets import ModelPreset, infer_preset
@@ -38,10 +37,6 @@ from fastvideo.kernels.fused import select_ops_backend
 from fastvideo.kernels.registry import select_attention_backend
 
 logger = logging.getLogger(__name__)
-
-StepCallback = Callable[[int, int], None]
-CancelCheck = Callable[[], bool]
-
 
 def overlap_video_frames(latent_frames: int) -> int:
     """Decoded frames covered by the first ``latent_frames`` latent frames (causal VAE: 1 + 4(k-1))."""
@@ -66,27 +61,9 @@ class Conditioning:
         return torch.cat([head, latents[:, :, k:]], dim=2)
 
 
-class GenerationCancelled(FastVideoError, RuntimeError):
-    """Raised inside :meth:`WanT2VPipeline.run` when ``should_cancel()`` turns true."""
-
-
-@dataclass
-class PipelineOutput:
-    """Frames (uint8, (T, H, W, 3)), the final clean latents and per-stage timings."""
-
-    frames: np.ndarray
-    latents: torch.Tensor
-    timings: dict[str, float] = field(default_factory=dict)
-
-
 def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: ``uncond + scale * (cond - uncond)`` (diffusers' order of operations)."""
     return uncond + scale * (cond - uncond)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def frames_to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -169,87 +146,11 @@ class WanT2VPipeline:
         sampler.set_timesteps(s.num_inference_steps, device=self.device, shift=s.shift)
         return sampler
 
-    def denoise(self, latents: torch.Tensor, embeds: torch.Tensor, s: ResolvedSampling, *,
-                on_step: StepCallback | None = None, should_cancel: CancelCheck | None = None,
-                conditioning: Conditioning | None = None) -> torch.Tensor:
-        """Run the sampler loop; returns the clean float32 latents.
-
-        With ``conditioning`` (the continuation branch), after every step the first ``K`` latent
-        frames are pulled towards the clean conditioning latents noised to the current level,
-        ``(1 - sigma) * clean + sigma * noise``, by ``strength``; at the end they equal the clean
-        latents when ``strength`` is 1.
-        """
-        sampler = self.make_sampler(s)
-        assert sampler.state is not None  # make_sampler called set_timesteps
-        sigmas = sampler.state.schedule.sigmas_host
-        if conditioning is not None:
-            conditioning = conditioning.to(latents)
-            latents = conditioning.impose(latents, sigmas[0])
-        batch = latents.shape[0]
-        total = len(sampler.timesteps)
-        for index, t in enumerate(sampler.timesteps):
-            if should_cancel is not None and should_cancel():
-                raise GenerationCancelled(f"cancelled before step {index + 1}/{total}")
-            model_in = latents.to(self.dtype)
-            if s.do_cfg:
-                model_in = torch.cat([model_in, model_in])
-            timestep = t.expand(model_in.shape[0])  # same values and dtype diffusers passes
-            pred = self.dit(model_in, timestep, embeds.repeat_interleave(batch, dim=0) if batch > 1 else embeds)
-            if s.do_cfg:
-                cond, uncond = pred.chunk(2)  # the batch is [cond rows, uncond rows]
-                pred = guided(cond, uncond, s.guidance_scale)
-            latents = sampler.step(pred, index, latents)  # an int index: no host sync
-            if conditioning is not None:
-                latents = conditioning.impose(latents, sigmas[index + 1])
-            if on_step is not None:
-                on_step(index + 1, total)
-        return latents
-
     def decode(self, latents: torch.Tensor, s: ResolvedSampling, skip_frames: int = 0) -> np.ndarray:
         """Clean latents -> uint8 frames ``[skip_frames, skip_frames + s.num_frames)``."""
         raw = self.vae.denormalize_latents(latents.to(self.vae_dtype))
         video = self.vae.decode(raw)[0]
         return frames_to_uint8(video[:, skip_frames: skip_frames + s.num_frames])
-
-    @torch.no_grad()
-    def run(self, prompt: str, negative_prompt: str | None, s: ResolvedSampling, *,
-            on_step: StepCallback | None = None, should_cancel: CancelCheck | None = None,
-            on_stage: Callable[[str], None] | None = None,
-            continue_from: torch.Tensor | None = None) -> PipelineOutput:
-        """Generate one video for a resolved request (see module contract).
-
-        ``continue_from``: the previous segment's trailing clean latents ``(1, C, K, h, w)``. The
-        segment is then generated with those ``K`` latent frames as its start (the continuation
-        branch: ``s.latent_frames`` already counts them) and the decoded frames of the overlap are
-        dropped, so the returned frames are new frames that follow the previous segment.
-        """
-        timings: dict[str, float] = {}
-        negative = self.preset.negative_prompt if negative_prompt is None else negative_prompt
-
-        def stage(name: str) -> float:
-            if on_stage is not None:
-                on_stage(name)
-            return time.perf_counter()
-
-        t0 = stage("text_encode")
-        embeds = self.encode_prompts(prompt, negative, s.do_cfg)
-        _sync(self.device)
-        t1 = stage("denoise")
-        timings["text_encode_s"] = t1 - t0
-        noise = self.initial_noise(s)
-        conditioning = None
-        if continue_from is not None:
-            conditioning = Conditioning(clean=continue_from, noise=noise[:, :, : continue_from.shape[2]],
-                                        strength=s.continuation_strength)
-        latents = self.denoise(noise, embeds, s, on_step=on_step, should_cancel=should_cancel,
-                               conditioning=conditioning)
-        _sync(self.device)
-        t2 = stage("decode")
-        timings["denoise_s"] = t2 - t1
-        overlap = 0 if continue_from is None else overlap_video_frames(continue_from.shape[2])
-        frames = self.decode(latents, s, skip_frames=overlap)
-        timings["decode_s"] = time.perf_counter() - t2
-        return PipelineOutput(frames=frames, latents=latents, timings=timings)
 
     def close(self) -> None:
         """Drop references to the models (frees device memory once callers let go)."""

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fastvideo.api.errors import GenerationCancelled
 from fastvideo.runtime.scheduler import Scheduler, WorkItem
 
 logger = logging.getLogger(__name__)
@@ -103,13 +104,13 @@ class SyncListener:
         self.done.set()
 
     def wait(self, timeout: float | None = None) -> Any:
-        """The result, or raise the failure (RuntimeError for a cancellation)."""
+        """The result, or raise the failure (:class:`GenerationCancelled` for a cancellation)."""
         if not self.done.wait(timeout):
             raise TimeoutError(f"no result within {timeout}s")
         if self.error is not None:
             raise self.error
         if self.cancelled is not None:
-            raise RuntimeError(f"cancelled: {self.cancelled}")
+            raise GenerationCancelled(self.cancelled)
         return self.result
 
 

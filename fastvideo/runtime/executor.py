@@ -13,10 +13,11 @@ Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a 
   the others go on. The step goes through a :class:`DiTGraphRunner` when one is configured (graph
   replay for captured shapes, eager otherwise). Numerics per request equal the unbatched
   :meth:`WanT2VPipeline.run` up to the batched matmuls' summation order (parity test: frames within
-  1 uint8 level, latents within 1e-4 on the built-in model in fp32).
+  1 uint8 level, latents within 1e-4 on the built-in model in fp32). This is the one denoising loop:
+  ``VideoGenerator.generate`` / ``generate_async`` run it with batches of one.
 - ``finish(item)``: on the *decode* stream (after the denoise event), VAE decode with the overlap
   frames of a continuation dropped, MP4 encoding / saving, state encoding; returns a VideoResult
-  built exactly like ``VideoGenerator.run_resolved`` builds it (plus ``batch_size``/``queue_s``).
+  built by ``VideoGenerator.build_result`` (with ``batch_size``/``queue_s``).
 - Streams: :class:`StageStreams` holds three CUDA streams and orders them with events; tensors that
   cross streams are ``record_stream``-ed. Off CUDA (or with ``streams=False``) every call is a no-op
   and the same code runs on the current thread in order. A stand-in stream backend (same methods)
@@ -35,7 +36,8 @@ from typing import Any, Protocol
 import torch
 
 from fastvideo.api import GenerationRequest, SamplingConfig
-from fastvideo.engine.pipeline import Conditioning, GenerationCancelled, guided, overlap_video_frames
+from fastvideo.api import GenerationCancelled
+from fastvideo.engine.pipeline import Conditioning, guided, overlap_video_frames
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
 from fastvideo.runtime.cuda_graphs import (
     CudaGraphBackend,

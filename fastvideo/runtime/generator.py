@@ -4,14 +4,19 @@ Contract:
 - ``from_pretrained(path | GeneratorConfig | mapping, **typed_kwargs)`` / ``from_config(config)``
   load the model once (the built-in tiny model when no path is given). Options that are accepted
   but not implemented (multi-GPU parallelism, FSDP, quantization, offload) are logged once.
-- ``generate(request | mapping) -> VideoResult``: validates (``RequestError`` naming the field),
-  runs the pipeline, returns frames / MP4 path / continuation state / metadata (timings per stage,
-  ``inference_time_s``, resolved sampling). The MP4 is written atomically: nothing half-written is
-  ever left at ``output.output_path``. One generation runs at a time per generator (a lock);
-  concurrency and batching belong to the runtime scheduler.
+- ``generate(request | mapping, on_step=None) -> VideoResult``: validates (``RequestError`` naming
+  the field), then runs the request through the generator's engine core (:meth:`engine_core`: the
+  scheduler + batch executor + dispatcher that ``VideoService`` and the GPU pool run too; here with
+  batches of one, requests served in arrival order, callers waiting in line instead of being refused),
+  and returns frames / MP4 path / continuation state / metadata (timings per stage,
+  ``inference_time_s``, resolved sampling, ``batch_size``, ``queue_s``). The MP4 is written
+  atomically: nothing half-written is ever left at ``output.output_path``.
 - ``generate_async(request)`` yields exactly one :class:`VideoProgressEvent` per denoising step,
   then exactly one :class:`VideoFinalEvent` carrying the MP4 bytes. Closing the iterator early
-  cancels the generation at the next step. Errors propagate as exceptions from the iterator.
+  cancels the generation at the next step. Errors propagate as exceptions from the iterator; a
+  cancellation is :class:`~fastvideo.api.GenerationCancelled`.
+- ``shutdown()`` stops the engine core and releases the models; later calls raise
+  :class:`GeneratorClosed`.
 - Continuation: with ``output.return_state`` the result carries a ``wan.v1`` ContinuationState
   (the segment's trailing latents); a request whose ``state`` is such a state runs the continuation
   branch: its first latent frames are conditioned on that tail and the overlap frames are dropped,
@@ -31,13 +36,15 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fastvideo.api import (
+    FastVideoError,
+    GenerationCancelled,
     GenerationRequest,
     GeneratorConfig,
     InputConfig,
@@ -55,6 +62,7 @@ from fastvideo.engine.presets import get_preset
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
 from fastvideo.envs import read_env
 from fastvideo.runtime.counters import RuntimeCounters
+from fastvideo.runtime.dispatcher import SyncListener
 from fastvideo.runtime.media import encode_mp4, write_mp4_atomic
 from fastvideo.runtime.state_blobs import externalize_state, has_blob_refs, internalize_state
 from fastvideo.runtime.state_codec import decode_latent_state, encode_latent_state
@@ -126,10 +134,39 @@ def _report_unimplemented(config: GeneratorConfig) -> None:
         logger.warning("option accepted but not implemented: %s", note)
 
 
-@dataclass
-class RunOutput:
-    result: VideoResult
-    resolved: ResolvedSampling
+class GeneratorClosed(FastVideoError, RuntimeError):
+    """The VideoGenerator was shut down."""
+
+
+class _QueueListener:
+    """Dispatcher callbacks (worker threads) -> ``(kind, value)`` items on an asyncio queue."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, request_id: str) -> None:
+        self.loop, self.request_id = loop, request_id
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.started = time.perf_counter()
+
+    def _put(self, kind: str, value: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    def on_start(self, item: Any) -> None:
+        pass
+
+    def on_step(self, item: Any, step: int, total: int) -> None:
+        self._put("step", VideoProgressEvent(request_id=self.request_id, step=step, total_steps=total,
+                                             stage="denoise", elapsed_s=time.perf_counter() - self.started))
+
+    def on_done(self, item: Any, result: VideoResult) -> None:
+        self._put("done", result)
+
+    def on_cancelled(self, item: Any, message: str) -> None:
+        self._put("error", GenerationCancelled(message))
+
+    def on_failed(self, item: Any, exc: BaseException) -> None:
+        self._put("error", exc)
 
 
 class VideoGenerator:
@@ -142,6 +179,7 @@ class VideoGenerator:
         self.model_path = model_path
         self.counters = counters or RuntimeCounters()
         self._lock = threading.Lock()
+        self._core: Any = None
         self._closed = False
         self._warned_true_cfg = False
         self.blob_store: Any = None
@@ -282,35 +320,37 @@ class VideoGenerator:
         return tail, index
 
     # ------------------------------------------------------------------ generation
-    def generate(self, request: GenerationRequest | Mapping[str, Any]) -> VideoResult:
-        """Generate one video synchronously (see module contract)."""
-        req, resolved = self.resolve(request)
-        return self.run_resolved(req, resolved).result
+    def engine_core(self) -> Any:
+        """The engine core that runs this generator's direct requests (created on first use): a
+        :class:`~fastvideo.runtime.worker.BatchWorker` (scheduler, batch executor, dispatcher), the same
+        execution path ``VideoService`` and the GPU pool run. Batches of one; its stages overlap on
+        their own threads and CUDA streams on a GPU, run in order on one thread on a CPU."""
+        self._check_open()
+        with self._lock:
+            if self._core is None:
+                from fastvideo.runtime.worker import BatchWorker
 
-    def run_resolved(self, req: GenerationRequest, s: ResolvedSampling, *,
-                     on_step: Callable[[int, int], None] | None = None,
-                     should_cancel: Callable[[], bool] | None = None, need_bytes: bool = False) -> RunOutput:
+                core = BatchWorker(self, name="fastvideo-generator")
+                core.start()
+                self._core = core
+            return self._core
+
+    def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this VideoGenerator has been shut down; create a new one")
-        # Runtime-internal entry: the request was already checked by resolve(); the scheduler calls this.
-        assert req.request_id is not None
-        self.counters.add("generations_started")
-        start = time.perf_counter()
-        try:
-            with self._lock:
-                tail, previous = self._continuation(req, s) if req.state is not None else (None, -1)
-                out = self.pipeline.run(req.prompt, req.negative_prompt, s, on_step=on_step,
-                                        should_cancel=should_cancel, continue_from=tail)
-            timings = dict(out.timings)
-            video_bytes, video_path = self.encode_outputs(req, s, out.frames, timings, need_bytes)
-        except BaseException as exc:
-            name = "generations_cancelled" if type(exc).__name__ == "GenerationCancelled" else "generations_failed"
-            self.counters.add(name)
-            raise
-        self.counters.add("generations_completed")
-        result = self.build_result(req, s, out.frames, out.latents, timings, start=start, previous=previous,
-                                   video_bytes=video_bytes, video_path=video_path)
-        return RunOutput(result=result, resolved=s)
+            raise GeneratorClosed("this VideoGenerator has been shut down; create a new one")
+
+    def generate(self, request: GenerationRequest | Mapping[str, Any], *,
+                 on_step: Callable[[int, int], None] | None = None) -> VideoResult:
+        """Generate one video synchronously through the engine core (see module contract); ``on_step(step,
+        total)`` is called after every denoising step."""
+        self._check_open()
+        req, resolved = self.resolve(request)
+        core = self.engine_core()
+        listener = SyncListener()
+        if on_step is not None:
+            listener.on_step_cb = lambda item, step, total: on_step(step, total)
+        core.submit_resolved(req, resolved, listener=listener, need_bytes=False, force=True)
+        return listener.wait()
 
     def build_result(self, req: GenerationRequest, s: ResolvedSampling, frames: Any, latents: torch.Tensor,
                      timings: dict[str, float], *, start: float, previous: int, video_bytes: bytes | None,
@@ -365,50 +405,42 @@ class VideoGenerator:
         return target / f"{req.request_id}.mp4"
 
     async def generate_async(self, request: GenerationRequest | Mapping[str, Any]) -> AsyncIterator[Any]:
-        """Yield one progress event per denoising step, then exactly one final event."""
+        """Yield one progress event per denoising step, then exactly one final event (see module contract)."""
+        self._check_open()
         req, resolved = self.resolve(request)
         assert req.request_id is not None
         request_id = req.request_id
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        cancelled = threading.Event()
-        started = time.perf_counter()
-        done = object()
-
-        def on_step(step: int, total: int) -> None:
-            event = VideoProgressEvent(request_id=request_id, step=step, total_steps=total, stage="denoise",
-                                       elapsed_s=time.perf_counter() - started)
-            loop.call_soon_threadsafe(queue.put_nowait, event)
-
-        def work() -> RunOutput:
-            try:
-                return self.run_resolved(req, resolved, on_step=on_step, should_cancel=cancelled.is_set,
-                                         need_bytes=True)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, done)
-
-        future = loop.run_in_executor(None, work)
+        core = self.engine_core()
+        listener = _QueueListener(asyncio.get_running_loop(), request_id)
+        item = core.submit_resolved(req, resolved, listener=listener, need_bytes=True, force=True)
+        result: VideoResult | None = None
         try:
-            while True:
-                item = await queue.get()
-                if item is done:
-                    break
-                yield item
-            output = await future
+            while result is None:
+                kind, value = await listener.queue.get()
+                if kind == "step":
+                    yield value
+                elif kind == "done":
+                    result = value
+                else:
+                    raise value
         finally:
-            if not future.done():
-                cancelled.set()
-        result = output.result
+            if result is None:  # closed early or failed: stop it at its next step
+                item.request_cancel()
+                core.cancel(request_id)
         yield VideoFinalEvent(request_id=request_id, video_bytes=result.video_bytes, frames=result.frames,
                               metadata=result.metadata, continuation_state=result.state, result=result)
 
     def shutdown(self) -> None:
-        """Release the models; later calls raise. Safe to call twice."""
+        """Stop the engine core (queued direct requests are cancelled), release the models; later calls
+        raise :class:`GeneratorClosed`. Safe to call twice."""
         if self._closed:
             return
         with self._lock:
             self._closed = True
-            self.pipeline.close()
+            core, self._core = self._core, None
+        if core is not None:
+            core.stop()
+        self.pipeline.close()
         logger.info("VideoGenerator shut down")
 
     def __enter__(self) -> "VideoGenerator":

@@ -109,10 +109,12 @@ class BatchWorker:
                                     should_cancel=should_cancel)
 
     def submit_resolved(self, req: GenerationRequest, resolved: Any, *, listener: Any = None,
-                        need_bytes: bool = True, notify: bool = True, should_cancel: Any = None) -> WorkItem:
+                        need_bytes: bool = True, notify: bool = True, should_cancel: Any = None,
+                        force: bool = False) -> WorkItem:
+        """Admit an already resolved request (``force``: past ``max_queue``, for callers that wait in line)."""
         item = self.executor.make_item(req, resolved, listener=listener, need_bytes=need_bytes,
                                        should_cancel=should_cancel)
-        self.dispatcher.submit(item, notify=notify)
+        self.dispatcher.submit(item, notify=notify, force=force)
         return item
 
     def notify(self) -> None:

@@ -106,11 +106,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     generator = VideoGenerator.from_config(generator_config_from_args(args))
     logger.info("model ready in %.1fs (%s)", time.perf_counter() - t0, generator.preset.name)
-    req, resolved = generator.resolve(request)
-    bar = tqdm(total=resolved.num_inference_steps, desc="denoising", unit="step", file=sys.stderr,
-               disable=None)
+    bar = tqdm(desc="denoising", unit="step", file=sys.stderr, disable=None)
+
+    def on_step(step: int, total: int) -> None:
+        bar.total = total
+        bar.update(1)
+
     try:
-        result = generator.run_resolved(req, resolved, on_step=lambda step, total: bar.update(1)).result
+        result = generator.generate(request, on_step=on_step)
     finally:
         bar.close()
         generator.shutdown()

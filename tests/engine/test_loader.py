@@ -96,19 +96,21 @@ def test_builtin_model_is_deterministic(tiny_model_dir, tmp_path):
 
 
 def test_bf16_pipeline_is_finite(tiny_model_dir):
-    from fastvideo.api import GenerationRequest, SamplingConfig
-    from fastvideo.engine.pipeline import WanT2VPipeline
-    from fastvideo.engine.validation import resolve_sampling
+    """bf16 DiT and VAE on the CPU, through the engine core's denoising loop: finite, non-constant output."""
+    from core_testing import core_latents
+    from fastvideo import VideoGenerator
 
-    pipe = WanT2VPipeline.from_folder(inspect_model_folder(tiny_model_dir), device=torch.device("cpu"),
-                                      dtype=torch.bfloat16, vae_dtype=torch.bfloat16)
-    s = resolve_sampling(GenerationRequest(prompt="x", sampling=SamplingConfig(width=32, height=32, num_frames=5,
-                                                                                num_inference_steps=2, seed=0)),
-                         pipe.preset)
-    with torch.no_grad():
-        embeds = pipe.encode_prompts("x", "", True)
-        assert embeds.dtype == torch.bfloat16
-        latents = pipe.denoise(pipe.initial_noise(s), embeds, s)
-        video = pipe.vae.decode(pipe.vae.denormalize_latents(latents.to(torch.bfloat16)))
-    assert torch.isfinite(latents).all() and torch.isfinite(video.float()).all()
-    assert latents.float().std() > 0
+    generator = VideoGenerator.from_pretrained({"model_path": str(tiny_model_dir),
+                                                "engine": {"device": "cpu", "dtype": "bf16"},
+                                                "pipeline": {"experimental": {"vae_dtype": "bf16"}}})
+    try:
+        pipe = generator.pipeline
+        assert pipe.encode_prompts("x", "", True).dtype == torch.bfloat16
+        latents, _ = core_latents(generator, {"prompt": "x", "sampling": {"width": 32, "height": 32, "num_frames": 5,
+                                                                          "num_inference_steps": 2, "seed": 0}})
+        with torch.no_grad():
+            video = pipe.vae.decode(pipe.vae.denormalize_latents(latents.to(torch.bfloat16)))
+        assert torch.isfinite(latents).all() and torch.isfinite(video.float()).all()
+        assert latents.float().std() > 0
+    finally:
+        generator.shutdown()

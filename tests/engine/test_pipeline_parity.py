@@ -1,7 +1,8 @@
-"""Full pipeline parity: our WanT2VPipeline against diffusers' WanPipeline on the same tiny folder.
+"""Full pipeline parity: our engine core against diffusers' WanPipeline on the same tiny folder.
 
 Both load the built-in tiny model folder (real diffusers layout), get the same prompt, negative
-prompt, seed (CPU generator) and settings; we compare the decoded float frames.
+prompt, seed (CPU generator) and settings. Ours runs the one denoising loop there is, the engine
+core's batched executor, with a batch of one; we compare its clean latents, decoded as float frames.
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ import pytest
 import torch
 
 from fastvideo.api import GenerationRequest, SamplingConfig
-from fastvideo.engine.loader import inspect_model_folder
-from fastvideo.engine.pipeline import WanT2VPipeline
+from core_testing import core_latents
 from fastvideo.engine.presets import get_preset
-from fastvideo.engine.validation import resolve_sampling
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -23,9 +22,8 @@ FRAME_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def ours(tiny_model_dir):
-    return WanT2VPipeline.from_folder(inspect_model_folder(tiny_model_dir), device=torch.device("cpu"),
-                                      dtype=torch.float32)
+def ours(tiny_generator):
+    return tiny_generator
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +39,10 @@ def test_pipeline_matches_diffusers(ours, reference, steps, guidance, frames, si
                                 sampling=SamplingConfig(width=width, height=height, num_frames=frames,
                                                         num_inference_steps=steps, guidance_scale=guidance,
                                                         seed=seed))
-    s = resolve_sampling(request, get_preset("fastvideo-tiny"))
+    latents, _ = core_latents(ours, request)
+    pipe = ours.pipeline
     with torch.no_grad():
-        embeds = ours.encode_prompts(prompt, negative, s.do_cfg)
-        latents = ours.denoise(ours.initial_noise(s), embeds, s)
-        video = ours.vae.decode(ours.vae.denormalize_latents(latents))[0]
+        video = pipe.vae.decode(pipe.vae.denormalize_latents(latents))[0]
     mine = (video / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).numpy()
 
     theirs = reference(prompt=prompt, negative_prompt=negative, height=height, width=width, num_frames=frames,
@@ -59,12 +56,14 @@ def test_pipeline_matches_diffusers(ours, reference, steps, guidance, frames, si
     assert err <= FRAME_TOLERANCE, f"max abs frame error {err:.2e} > {FRAME_TOLERANCE}"
 
 
-def test_uint8_frames_match_run(ours):
-    """``run`` returns the same frames as the stage-by-stage path, quantized and trimmed."""
+def test_uint8_frames_are_the_core_latents_decoded_and_trimmed(ours):
+    """``generate`` returns the core's latents decoded, quantized and trimmed to the asked frame count."""
     request = GenerationRequest(prompt="waves", sampling=SamplingConfig(width=32, height=32, num_frames=3,
                                                                         num_inference_steps=2, seed=7))
-    s = resolve_sampling(request, get_preset("fastvideo-tiny"))
-    out = ours.run("waves", None, s)
+    out = ours.generate(request)
     assert out.frames.dtype == np.uint8 and out.frames.shape == (3, 32, 32, 3)  # 5 generated, trimmed to 3
-    again = ours.run("waves", None, s)
+    again = ours.generate(request)
     assert np.array_equal(out.frames, again.frames)
+    latents, resolved = core_latents(ours, request)
+    with torch.no_grad():
+        assert np.array_equal(out.frames, ours.pipeline.decode(latents, resolved))

@@ -32,16 +32,17 @@ def test_state_round_trips_through_json(tiny_generator):
 
 
 def _latents(generator, seed: int, continue_from=None, strength: float = 1.0):
-    from fastvideo.api import GenerationRequest, SamplingConfig
-    from fastvideo.engine.validation import resolve_sampling, with_overlap
+    """The engine core's clean latents of a segment (continuing from ``continue_from`` tail latents)."""
+    from core_testing import core_latents
+    from fastvideo.runtime.state_codec import encode_latent_state
 
-    pipe = generator.pipeline
-    req = GenerationRequest(prompt="a slow pan", sampling=SamplingConfig(**SAMPLING, seed=seed,
-                                                                         continuation_strength=strength))
-    s = resolve_sampling(req, pipe.preset)
+    state = None
     if continue_from is not None:
-        s = with_overlap(s, 1)
-    return pipe.run(req.prompt, None, s, continue_from=continue_from).latents
+        state = encode_latent_state(continue_from, segment_index=0, seed=seed, width=SAMPLING["width"],
+                                    height=SAMPLING["height"], model=generator.preset.name)
+    latents, _ = core_latents(generator, {"prompt": "a slow pan", "state": state,
+                                          "sampling": {**SAMPLING, "seed": seed, "continuation_strength": strength}})
+    return latents
 
 
 def test_continuation_starts_where_the_previous_segment_ended(tiny_generator):

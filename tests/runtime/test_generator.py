@@ -178,3 +178,47 @@ def test_builtin_model_when_no_path(tiny_model_dir):
         assert gen.model_path == tiny_model_dir
     finally:
         gen.shutdown()
+
+
+def test_generate_runs_through_the_engine_core(tiny_generator):
+    """One road: generate and generate_async are clients of the generator's engine core (a BatchWorker), whose
+    executor counts every generation; a batch of one, and a failure inside the core reaches the caller typed."""
+    from fastvideo.runtime.worker import BatchWorker
+
+    before = tiny_generator.counters.snapshot()
+    result = tiny_generator.generate(small_request(seed=11))
+    after = tiny_generator.counters.snapshot()
+    assert after["generations_started"] - before["generations_started"] == 1
+    assert after["generations_completed"] - before["generations_completed"] == 1
+    core = tiny_generator.engine_core()
+    assert isinstance(core, BatchWorker) and core is tiny_generator.engine_core()
+    assert result.metadata["batch_size"] == 1 and result.metadata["queue_s"] >= 0
+
+    async def collect():
+        return [e async for e in tiny_generator.generate_async(small_request(seed=11, num_inference_steps=2))]
+
+    events = asyncio.run(collect())
+    assert np.array_equal(events[-1].frames, tiny_generator.generate(small_request(seed=11,
+                                                                                   num_inference_steps=2)).frames)
+    assert tiny_generator.counters.snapshot()["generations_completed"] - after["generations_completed"] == 2
+
+
+def test_steps_are_reported_to_on_step(tiny_generator):
+    seen = []
+    tiny_generator.generate(small_request(num_inference_steps=3),
+                            on_step=lambda step, total: seen.append((step, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_a_shut_down_generator_refuses_typed(tiny_model_dir):
+    from fastvideo.api import FastVideoError
+    from fastvideo.runtime.generator import GeneratorClosed
+
+    gen = VideoGenerator.from_pretrained(str(tiny_model_dir), device="cpu")
+    gen.generate(small_request())
+    core = gen.engine_core()
+    gen.shutdown()
+    assert not core.dispatcher.started  # the core's threads were stopped
+    with pytest.raises(GeneratorClosed, match="shut down") as err:
+        gen.generate(small_request())
+    assert isinstance(err.value, FastVideoError)
