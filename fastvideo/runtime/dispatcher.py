@@ -12,7 +12,8 @@ Contract:
   not started: the denoise thread prepares such an item itself. The finish queue is bounded
   (backpressure: denoise never runs more than ``finish_backlog`` batches ahead of decode).
 - Every item gets exactly one terminal callback on its listener: ``on_done(item, result)``,
-  ``on_cancelled(item, message)`` (cancelled while queued, or at a step boundary while running) or
+  ``on_cancelled(item, reason)`` (a :class:`GenerationCancelled`: cancelled while queued, at a step
+  boundary while running, or by a shutdown, ``reason.shutting_down``) or
   ``on_failed(item, exc)``; before that, ``on_start(item)`` once when its batch is picked and
   ``on_step(item, step, total)`` after every denoising step. Listener exceptions are logged, never
   allowed to kill the loop.
@@ -60,7 +61,7 @@ class WorkListener(Protocol):
 
     def on_done(self, item: WorkItem, result: Any) -> None: ...
 
-    def on_cancelled(self, item: WorkItem, message: str) -> None: ...
+    def on_cancelled(self, item: WorkItem, reason: GenerationCancelled) -> None: ...
 
     def on_failed(self, item: WorkItem, exc: BaseException) -> None: ...
 
@@ -80,6 +81,7 @@ class SyncListener:
     result: Any = None
     error: BaseException | None = None
     cancelled: str | None = None
+    cancel_reason: GenerationCancelled | None = None
     steps: list[tuple[int, int]] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -95,8 +97,9 @@ class SyncListener:
         self.result = result
         self.done.set()
 
-    def on_cancelled(self, item: WorkItem, message: str) -> None:
-        self.cancelled = message
+    def on_cancelled(self, item: WorkItem, reason: GenerationCancelled) -> None:
+        self.cancelled = str(reason)
+        self.cancel_reason = reason
         self.done.set()
 
     def on_failed(self, item: WorkItem, exc: BaseException) -> None:
@@ -109,8 +112,8 @@ class SyncListener:
             raise TimeoutError(f"no result within {timeout}s")
         if self.error is not None:
             raise self.error
-        if self.cancelled is not None:
-            raise GenerationCancelled(self.cancelled)
+        if self.cancel_reason is not None:
+            raise self.cancel_reason
         return self.result
 
 
@@ -155,7 +158,7 @@ class Dispatcher:
         self.scheduler.close()
         for item in self.scheduler.drain_queue():
             self._release(item)
-            self._call(item, "on_cancelled", "the server is shutting down")
+            self._call(item, "on_cancelled", GenerationCancelled("the server is shutting down", shutting_down=True))
         if self.overlap:
             self._prep_queue.put(_STOP)
         for thread in self._threads:
@@ -180,7 +183,7 @@ class Dispatcher:
         where, item = self.scheduler.cancel(request_id)
         if where == "queued" and item is not None:
             self._release(item)
-            self._call(item, "on_cancelled", "the job was cancelled before it started")
+            self._call(item, "on_cancelled", GenerationCancelled("the job was cancelled before it started"))
         return where
 
     def run_sync(self, item: WorkItem, timeout: float | None = None, *, force: bool = True) -> Any:
@@ -214,7 +217,7 @@ class Dispatcher:
         if exc is None:
             self._call(item, "on_done", result)
         elif item.is_cancelled():
-            self._call(item, "on_cancelled", "the job was cancelled")
+            self._call(item, "on_cancelled", GenerationCancelled("the job was cancelled"))
         else:
             self._call(item, "on_failed", exc)
 
@@ -260,7 +263,7 @@ class Dispatcher:
             batch, dropped = self.scheduler.next_batch()
             for item in dropped:
                 self._release(item)
-                self._call(item, "on_cancelled", "the job was cancelled before it started")
+                self._call(item, "on_cancelled", GenerationCancelled("the job was cancelled before it started"))
             if not batch:
                 continue
             try:

@@ -162,8 +162,8 @@ class _QueueListener:
     def on_done(self, item: Any, result: VideoResult) -> None:
         self._put("done", result)
 
-    def on_cancelled(self, item: Any, message: str) -> None:
-        self._put("error", GenerationCancelled(message))
+    def on_cancelled(self, item: Any, reason: GenerationCancelled) -> None:
+        self._put("error", reason)
 
     def on_failed(self, item: Any, exc: BaseException) -> None:
         self._put("error", exc)

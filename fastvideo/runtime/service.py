@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastvideo.api import (FastVideoError, GenerationRequest, RequestError, VideoFinalEvent, VideoProgressEvent,
-                           VideoResult)
+from fastvideo.api import (FastVideoError, GenerationCancelled, GenerationRequest, RequestError, VideoFinalEvent,
+                           VideoProgressEvent, VideoResult)
 from fastvideo.runtime.cuda_graphs import GraphConfig
 from fastvideo.runtime.executor import ExecutorConfig
 from fastvideo.runtime.generator import VideoGenerator
@@ -180,9 +180,9 @@ class _JobListener:
     def on_done(self, item: WorkItem, result: VideoResult) -> None:
         self._post(self.service._on_done, self.job, result)
 
-    def on_cancelled(self, item: WorkItem, message: str) -> None:
-        code = "shutting_down" if "shutting down" in message else "cancelled"
-        self._post(self.service._fail, self.job, "cancelled", code, message)
+    def on_cancelled(self, item: WorkItem, reason: GenerationCancelled) -> None:
+        code = "shutting_down" if reason.shutting_down else "cancelled"
+        self._post(self.service._fail, self.job, "cancelled", code, str(reason))
 
     def on_failed(self, item: WorkItem, exc: BaseException) -> None:
         logger.error("job %s failed: %s: %s", self.job.id, type(exc).__name__, exc)

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fastvideo.api import ContinuationState, FastVideoError, GenerationRequest, RequestError, VideoResult, parse_config
+from fastvideo.api import (ContinuationState, FastVideoError, GenerationCancelled, GenerationRequest, RequestError,
+                           VideoResult, parse_config)
 from fastvideo.runtime.scheduler import QueueFull, WorkItem
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,8 @@ class _Listener:
             result = replace(result, state=None)
         self.cb.on_done(result, state if self.session_id is not None else None)
 
-    def on_cancelled(self, item: WorkItem, message: str) -> None:
-        self.cb.on_error("cancelled", message, None)
+    def on_cancelled(self, item: WorkItem, reason: GenerationCancelled) -> None:
+        self.cb.on_error("cancelled", str(reason), None)
 
     def on_failed(self, item: WorkItem, exc: BaseException) -> None:
         if isinstance(exc, RequestError):
