@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
-
+from core_testing import assert_same_video, video_request
 from fastvideo.api import GenerationRequest, OutputConfig, SamplingConfig
 from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
 from fastvideo.runtime.executor import ExecutorConfig
 from fastvideo.runtime.service import ServiceConfig, VideoService
-from fastvideo.runtime.state_codec import decode_latent_state
 from fastvideo.runtime.worker import BatchWorker, WorkerConfig
 
-FRAME_TOL = 1
-LATENT_TOL = 1e-4
 WARM = GenerationRequest(prompt="warm",
                          sampling=SamplingConfig(width=64, height=64, num_frames=5, num_inference_steps=1,
                                                  guidance_scale=4.0, seed=0),
@@ -31,17 +27,7 @@ WARM = GenerationRequest(prompt="warm",
 
 
 def request(seed: int, prompt: str = "waves on a beach", state=None, **sampling) -> dict:
-    return {"prompt": prompt, "sampling": {"width": 64, "height": 64, "num_frames": 5, "num_inference_steps": 3,
-                                           "guidance_scale": 4.0, "seed": seed, **sampling},
-            "output": {"return_state": True}, "state": state}
-
-
-def assert_same_video(got, want) -> None:
-    diff = np.abs(got.frames.astype(np.int16) - want.frames.astype(np.int16)).max()
-    assert diff <= FRAME_TOL, f"frames differ by {diff} levels"
-    a, _ = decode_latent_state(got.state)
-    b, _ = decode_latent_state(want.state)
-    assert (a.float() - b.float()).abs().max().item() <= LATENT_TOL
+    return video_request(seed, prompt, state, **{"guidance_scale": 4.0, **sampling})
 
 
 def test_cuda_graphs_for_both_branches_equal_eager(gpu, gpu_generator) -> None:

@@ -1,9 +1,7 @@
 """Batched execution on the built-in model: same frames as unbatched for the same seeds, per-member cancel,
 the service wired through the scheduler, and the stage/stream ordering with a CPU stand-in stream backend.
 
-Tolerance (fp32, CPU): a batched DiT forward sums its matmuls in a different order than a batch of one, so
-latents may differ by float32 rounding: tail latents within 1e-4 (measured <= 1e-5), frames within 1 uint8
-level (the rounding of a value that sits on a .5 boundary can flip).
+Tolerance (fp32, CPU): ``core_testing.assert_same_video`` (frames within 1 uint8 level, tail latents 1e-4).
 """
 
 from __future__ import annotations
@@ -12,41 +10,24 @@ import asyncio
 import contextlib
 import threading
 
-import numpy as np
 import pytest
 
+from core_testing import assert_same_video, video_request
 from fastvideo.api import GenerationRequest, OutputConfig, SamplingConfig, VideoFinalEvent
 from fastvideo.runtime.dispatcher import SyncListener
 from fastvideo.runtime.executor import ExecutorConfig
 from fastvideo.runtime.scheduler import SchedulerConfig
 from fastvideo.runtime.service import ServiceConfig, VideoService
-from fastvideo.runtime.state_codec import decode_latent_state
 from fastvideo.runtime.worker import BatchWorker, WorkerConfig
 
 WARM = GenerationRequest(prompt="warm", sampling=SamplingConfig(width=32, height=32, num_frames=1,
                                                                 num_inference_steps=1, guidance_scale=1.0, seed=0),
                          output=OutputConfig(return_frames=False))
-FRAME_TOL = 1
-LATENT_TOL = 1e-4
-
-
-def request(seed: int, prompt: str = "a red fox in snow", state=None, **sampling) -> dict:
-    return {"prompt": prompt, "sampling": {"width": 64, "height": 64, "num_frames": 5, "num_inference_steps": 3,
-                                           "guidance_scale": 5.0, "seed": seed, **sampling},
-            "output": {"return_state": True}, "state": state}
-
-
-def assert_parity(batched, reference) -> None:
-    diff = np.abs(batched.frames.astype(np.int16) - reference.frames.astype(np.int16)).max()
-    assert diff <= FRAME_TOL, f"frames differ by {diff} levels"
-    tail_b, _ = decode_latent_state(batched.state)
-    tail_r, _ = decode_latent_state(reference.state)
-    assert (tail_b - tail_r).abs().max().item() <= LATENT_TOL
 
 
 def test_service_batches_a_bucket_and_matches_unbatched(tiny_generator):
-    reqs = [request(1), request(2, "a cat on a roof", guidance_scale=3.0), request(3, "rain", shift=5.0),
-            request(4, width=96)]  # the last one is another bucket
+    reqs = [video_request(1), video_request(2, "a cat on a roof", guidance_scale=3.0),
+            video_request(3, "rain", shift=5.0), video_request(4, width=96)]  # the last one is another bucket
 
     async def main():
         service = VideoService(tiny_generator, ServiceConfig(max_batch=3, warmup_request=WARM))
@@ -62,17 +43,17 @@ def test_service_batches_a_bucket_and_matches_unbatched(tiny_generator):
     assert [j.result.metadata["batch_size"] for j in jobs] == [3, 3, 3, 1]
     assert all(isinstance(j._final, VideoFinalEvent) and j._final.video_bytes[4:8] == b"ftyp" for j in jobs)
     for job, req in zip(jobs, reqs):
-        assert_parity(job.result, tiny_generator.generate(req))
+        assert_same_video(job.result, tiny_generator.generate(req))
 
 
 def test_continuation_segments_batch_together(tiny_generator):
-    firsts = [tiny_generator.generate(request(seed)) for seed in (11, 12)]
+    firsts = [tiny_generator.generate(video_request(seed)) for seed in (11, 12)]
     worker = BatchWorker(tiny_generator, WorkerConfig(scheduler=SchedulerConfig(max_batch=2), warmup_request=WARM))
     worker.start()
     try:
         listeners = [SyncListener(), SyncListener()]
         for seed, first, lis in zip((21, 22), firsts, listeners):
-            worker.submit(request(seed, state=first.state), listener=lis, notify=False)
+            worker.submit(video_request(seed, state=first.state), listener=lis, notify=False)
         worker.notify()
         results = [lis.wait(60) for lis in listeners]
     finally:
@@ -80,7 +61,7 @@ def test_continuation_segments_batch_together(tiny_generator):
     assert [r.metadata["batch_size"] for r in results] == [2, 2]
     assert all(r.metadata["branch"] == "continuation" for r in results)
     for seed, first, result in zip((21, 22), firsts, results):
-        assert_parity(result, tiny_generator.generate(request(seed, state=first.state)))
+        assert_same_video(result, tiny_generator.generate(video_request(seed, state=first.state)))
 
 
 def test_cancelling_one_member_leaves_the_others_exact(tiny_generator):
@@ -96,15 +77,15 @@ def test_cancelling_one_member_leaves_the_others_exact(tiny_generator):
     try:
         keep_a, victim, keep_b = SyncListener(), CancelAtFirstStep(), SyncListener()
         for seed, lis in ((31, keep_a), (32, victim), (33, keep_b)):
-            worker.submit(request(seed), listener=lis, notify=False)
+            worker.submit(video_request(seed), listener=lis, notify=False)
         worker.notify()
         a, b = keep_a.wait(60), keep_b.wait(60)
         assert victim.done.wait(60) and victim.cancelled and victim.steps == [(1, 3)]
     finally:
         worker.stop()
     assert a.metadata["batch_size"] == 3 and keep_a.steps == [(1, 3), (2, 3), (3, 3)]
-    assert_parity(a, tiny_generator.generate(request(31)))
-    assert_parity(b, tiny_generator.generate(request(33)))
+    assert_same_video(a, tiny_generator.generate(video_request(31)))
+    assert_same_video(b, tiny_generator.generate(video_request(33)))
 
 
 # ------------------------------------------------------------------------------------ stream stand-in
@@ -181,7 +162,7 @@ def test_stages_run_on_their_streams_in_event_order(tiny_generator, monkeypatch)
     try:
         listeners = [SyncListener() for _ in range(3)]
         for seed, lis in zip((41, 42, 43), listeners):
-            worker.submit(request(seed, num_inference_steps=2), listener=lis)
+            worker.submit(video_request(seed, num_inference_steps=2), listener=lis)
         results = [lis.wait(60) for lis in listeners]
     finally:
         worker.stop()
@@ -195,18 +176,18 @@ def test_stages_run_on_their_streams_in_event_order(tiny_generator, monkeypatch)
         assert recorded[event_id][1] < i  # recorded before it is waited on
         assert (source, stream) in {("encode", "denoise"), ("denoise", "decode")}
     for seed, result in zip((41, 42, 43), results):
-        assert_parity(result, tiny_generator.generate(request(seed, num_inference_steps=2)))
+        assert_same_video(result, tiny_generator.generate(video_request(seed, num_inference_steps=2)))
 
 
 def test_queue_full_still_decided_before_a_job_exists_with_batching(tiny_generator):
     async def main():
         service = VideoService(tiny_generator, ServiceConfig(max_queue=2, max_batch=2, warmup_request=WARM))
         await service.start()
-        jobs = [service.submit(request(s)) for s in (1, 2)]
+        jobs = [service.submit(video_request(s)) for s in (1, 2)]
         from fastvideo.runtime.service import QueueFull
 
         with pytest.raises(QueueFull):
-            service.submit(request(3))
+            service.submit(video_request(3))
         assert len(service.jobs) == 2 and service.queue_depth == 2
         await asyncio.gather(*(j.wait() for j in jobs))
         await service.stop()
