@@ -28,7 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastvideo.api.errors import FastVideoError
+from fastvideo.api.errors import FastVideoError, RequestError
 
 BRANCHES = ("initial", "continuation")
 
@@ -138,7 +138,8 @@ class Scheduler:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")
             if item.request_id in self._queue or item.request_id in self._running:
-                raise ValueError(f"request id {item.request_id!r} is already queued or running")
+                raise RequestError("request_id", f"{item.request_id!r} is already queued or running; use another id "
+                                                 "(or none: one is generated)")
             depth = len(self._queue)
             if not force and depth >= self.config.max_queue:
                 raise QueueFull(depth, self.config.retry_after_s)

@@ -222,3 +222,31 @@ def test_a_shut_down_generator_refuses_typed(tiny_model_dir):
     with pytest.raises(GeneratorClosed, match="shut down") as err:
         gen.generate(small_request())
     assert isinstance(err.value, FastVideoError)
+
+
+def test_a_request_id_already_in_flight_is_refused_not_lost(tiny_generator):
+    """Two direct calls with the same explicit request id at once: the second is refused on ``request_id``
+    (the core keeps one item per id), and the first completes."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    results = []
+
+    def slow_step(step, total):
+        started.set()
+        release.wait(30)
+
+    from dataclasses import replace
+
+    worker = threading.Thread(target=lambda: results.append(tiny_generator.generate(
+        replace(small_request(num_inference_steps=2), request_id="dup-1"), on_step=slow_step)))
+    worker.start()
+    try:
+        assert started.wait(30)
+        with pytest.raises(RequestError, match="already queued or running") as err:
+            tiny_generator.generate(replace(small_request(), request_id="dup-1"))
+        assert err.value.field == "request_id"
+    finally:
+        release.set()
+        worker.join(60)
+    assert len(results) == 1 and results[0].request_id == "dup-1"
