@@ -6,6 +6,7 @@ standard library only (never torch), so it is cheap in a router or Dynamo fronte
 
 from fastvideo.api.config import (
     CompileConfig,
+    CudaGraphsConfig,
     ComponentConfig,
     EngineConfig,
     GeneratorConfig,
@@ -29,6 +30,7 @@ from fastvideo.api.state import KNOWN_STATE_KINDS, ContinuationState
 
 __all__ = [
     "CompileConfig",
+    "CudaGraphsConfig",
     "ComponentConfig",
     "ConfigError",
     "ContinuationState",

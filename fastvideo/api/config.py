@@ -55,6 +55,20 @@ class QuantizationConfig:
 
 
 @dataclass
+class CudaGraphsConfig:
+    """DiT-step CUDA graphs, captured when the engine core starts for the declared sizes (every served
+    branch, each batch size, with and/or without CFG); any other shape runs eagerly. CUDA devices only."""
+
+    enabled: bool = False
+    #: Sizes to capture, ``"WIDTHxHEIGHTxFRAMES"`` (e.g. ``"832x480x81"``); empty: the model preset's default.
+    sizes: list[str] = field(default_factory=list)
+    #: Requests per batched DiT forward to capture (with ``queue.max_batch`` > 1, list the sizes you batch).
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    #: Capture the CFG forward (two rows per request), the guidance-free one, or both.
+    cfg: Literal["on", "off", "both"] = "on"
+
+
+@dataclass
 class EngineConfig:
     """How the engine runs: devices, precision, attention backend, compile, offload, artifacts."""
 
@@ -76,6 +90,8 @@ class EngineConfig:
     ops_backend: str | None = None
     #: Folder of built artifacts (``fastvideo-build --out``) to load instead of eager models.
     artifacts_path: str | None = None
+    #: DiT-step CUDA graphs (see :class:`CudaGraphsConfig`).
+    cuda_graphs: CudaGraphsConfig = field(default_factory=CudaGraphsConfig)
 
 
 @dataclass

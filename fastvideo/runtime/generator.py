@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 import uuid
@@ -43,6 +44,8 @@ from typing import Any
 import torch
 
 from fastvideo.api import (
+    ConfigError,
+    CudaGraphsConfig,
     FastVideoError,
     GenerationCancelled,
     GenerationRequest,
@@ -62,6 +65,8 @@ from fastvideo.engine.presets import get_preset
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
 from fastvideo.envs import read_env
 from fastvideo.runtime.counters import RuntimeCounters
+from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
+from fastvideo.runtime.executor import ExecutorConfig
 from fastvideo.runtime.dispatcher import SyncListener
 from fastvideo.runtime.media import encode_mp4, write_mp4_atomic
 from fastvideo.runtime.state_blobs import externalize_state, has_blob_refs, internalize_state
@@ -134,6 +139,31 @@ def _report_unimplemented(config: GeneratorConfig) -> None:
         logger.warning("option accepted but not implemented: %s", note)
 
 
+def _graph_config(cfg: CudaGraphsConfig, generator: "VideoGenerator") -> GraphConfig:
+    """``engine.cuda_graphs`` as the buckets the executor captures; a bad size or batch size is a ConfigError."""
+    if not cfg.enabled:
+        return GraphConfig()
+    if not cfg.batch_sizes or any(b < 1 for b in cfg.batch_sizes):
+        raise ConfigError("engine.cuda_graphs.batch_sizes", f"must list batch sizes >= 1, got {cfg.batch_sizes}")
+    preset = generator.preset
+    sizes = cfg.sizes or [f"{preset.width}x{preset.height}x{preset.num_frames}"]
+    buckets = []
+    for index, text in enumerate(sizes):
+        field = f"engine.cuda_graphs.sizes[{index}]"
+        match = re.fullmatch(r"\s*(\d+)x(\d+)x(\d+)\s*", text)
+        if match is None:
+            raise ConfigError(field, f"{text!r} must look like 832x480x81 (WIDTHxHEIGHTxFRAMES)")
+        width, height, frames = (int(v) for v in match.groups())
+        try:
+            generator.resolve({"prompt": "graph", "sampling": {"width": width, "height": height, "num_frames": frames}})
+        except RequestError as exc:
+            raise ConfigError(field, f"{text!r} is not a size this model serves: {exc}") from None
+        for with_cfg in {"on": (True,), "off": (False,), "both": (True, False)}[cfg.cfg]:
+            buckets.append(GraphBucket(width=width, height=height, num_frames=frames, cfg=with_cfg,
+                                       batch_sizes=tuple(cfg.batch_sizes)))
+    return GraphConfig(enabled=True, buckets=tuple(buckets))
+
+
 class GeneratorClosed(FastVideoError, RuntimeError):
     """The VideoGenerator was shut down."""
 
@@ -180,6 +210,7 @@ class VideoGenerator:
         self.counters = counters or RuntimeCounters()
         self._lock = threading.Lock()
         self._core: Any = None
+        self._graphs = GraphConfig()
         self._closed = False
         self._warned_true_cfg = False
         self.blob_store: Any = None
@@ -219,6 +250,9 @@ class VideoGenerator:
         _report_unimplemented(config)
         env = read_env()
         device = _resolve_device(config.engine.device)
+        if config.engine.cuda_graphs.enabled and device.type != "cuda":
+            raise ConfigError("engine.cuda_graphs.enabled", f"CUDA graphs need a CUDA device and this engine runs on "
+                                                             f"{device}: set engine.device to cuda, or turn them off")
         dtype = model_dtype(config.engine.dtype, device)
         path = model_path_or_default(config.model_path, env.cache_dir)
         folder = inspect_model_folder(path)
@@ -244,7 +278,17 @@ class VideoGenerator:
             counters.add("compiles")
         generator = cls(config, pipeline, path, counters)
         generator.artifacts = loaded
+        try:
+            generator._graphs = _graph_config(config.engine.cuda_graphs, generator)
+        except ConfigError:
+            generator.shutdown()
+            raise
         return generator
+
+    def graph_config(self) -> GraphConfig:
+        """The DiT-step CUDA graphs ``engine.cuda_graphs`` declares (checked when the generator loaded); the
+        engine core captures them when it starts, and ``VideoService`` at warmup."""
+        return self._graphs
 
     # ------------------------------------------------------------------ info
     @property
@@ -328,10 +372,12 @@ class VideoGenerator:
         self._check_open()
         with self._lock:
             if self._core is None:
-                from fastvideo.runtime.worker import BatchWorker
+                from fastvideo.runtime.worker import BatchWorker, WorkerConfig
 
-                core = BatchWorker(self, name="fastvideo-generator")
+                core = BatchWorker(self, WorkerConfig(executor=ExecutorConfig(graphs=self._graphs)),
+                                   name="fastvideo-generator")
                 core.start()
+                core.executor.capture_declared()  # nothing unless engine.cuda_graphs is enabled
                 self._core = core
             return self._core
 

@@ -31,6 +31,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from fastvideo.api import ConfigError
 from fastvideo.runtime.generator import VideoGenerator
 from fastvideo.runtime.service import ServiceConfig, VideoService
 from fastvideo.runtime.stores import StoreConfig, open_stores
@@ -143,11 +144,15 @@ def attach_state_store(generator: VideoGenerator, state: StateConfig) -> None:
 def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
     """The server app over ``generator`` (see module contract)."""
     srv = config.server
+    if generator.graph_config().enabled and not srv.warmup:
+        raise ConfigError("server.warmup", "CUDA graphs (engine.cuda_graphs) are captured at warmup, which is off: "
+                                           "drop --no-warmup / server.warmup=false, or drop --cuda-graphs")
     service = VideoService(generator, ServiceConfig(max_queue=config.queue.max_queue,
                                                     retry_after_s=config.queue.retry_after_s,
                                                     max_batch=config.queue.max_batch,
                                                     max_bypass=config.queue.max_bypass,
-                                                    job_ttl_s=120.0, drain_timeout_s=srv.drain_timeout_s))
+                                                    job_ttl_s=120.0, drain_timeout_s=srv.drain_timeout_s,
+                                                    graphs=generator.graph_config()))
     attach_state_store(generator, config.state)
     holder: dict[str, ServerState] = {}
     metrics = ServingMetrics(queue_depth=lambda: service.queue_depth, running=lambda: service.running,

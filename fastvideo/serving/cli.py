@@ -139,6 +139,10 @@ def _build_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     add_generator_args(p)
     p.set_defaults(device=None, dtype=None)
     p.add_argument("--artifacts", default=None, help="folder of built artifacts (fastvideo-build --out) to load")
+    p.add_argument("--cuda-graphs", nargs="*", default=None, metavar="WxHxF",
+                   help="capture the DiT step as CUDA graphs at warmup for these sizes (no size: the model's default "
+                        "size), for batch sizes 1..--max-batch; other sizes run eagerly. CUDA only "
+                        "(engine.cuda_graphs in a config file for batch sizes and CFG on/off)")
     s = p.add_argument_group("server")
     s.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="port (default 8000)")
@@ -182,6 +186,11 @@ def serve_flags_from_args(args: argparse.Namespace) -> dict:
     put("generator.engine.ops_backend", args.ops_backend)
     put("generator.engine.compile.enabled", bool(args.compile) or None)
     put("generator.engine.artifacts_path", args.artifacts)
+    if args.cuda_graphs is not None:
+        put("generator.engine.cuda_graphs.enabled", True)
+        put("generator.engine.cuda_graphs.sizes", list(args.cuda_graphs) or None)
+        if args.max_batch:
+            put("generator.engine.cuda_graphs.batch_sizes", list(range(1, args.max_batch + 1)))
     put("server.host", args.host)
     put("server.port", args.port)
     put("server.api_key", args.api_key or read_env().api_key)

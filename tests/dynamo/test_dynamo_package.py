@@ -78,6 +78,10 @@ def test_cli_maps_to_a_typed_generator_config(monkeypatch):
     assert (e.dtype, e.device, e.attention_backend, e.num_gpus, e.parallelism.tp_size) == ("bf16", "cuda:1",
                                                                                             "triton", 2, 2)
     assert e.compile.enabled and e.compile.mode == "max-autotune-no-cudagraphs"
+    assert not e.cuda_graphs.enabled
+    graphs = build_generator_config(parse_args(["--cuda-graphs", "832x480x81"])).engine.cuda_graphs
+    assert graphs.enabled and graphs.sizes == ["832x480x81"]
+    assert build_generator_config(parse_args(["--cuda-graphs"])).engine.cuda_graphs.sizes == []
     assert e.offload.dit and e.offload.text_encoder and e.offload.vae and not e.offload.pin_cpu_memory
     assert config.pipeline.preset == "wan2.1-t2v-1.3b"
     assert args.served_name == "Wan2.1-T2V-1.3B-Diffusers" and args.discovery_backend == "etcd"

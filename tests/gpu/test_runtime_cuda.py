@@ -75,3 +75,27 @@ def test_stream_executor_batched_equals_unbatched(gpu, gpu_generator) -> None:
     assert [j.result.metadata["batch_size"] for j in jobs] == [3, 3, 3]
     for job, req in zip(jobs, reqs):
         assert_same_video(job.result, gpu_generator.generate(req))
+
+
+def test_cuda_graphs_from_engine_config_in_the_generators_core(gpu, gpu_generator, tiny_model_dir) -> None:
+    """``engine.cuda_graphs`` alone (no worker wiring by hand): the generator's engine core captures the declared
+    size for both branches when it starts, and direct ``generate`` calls replay them (refused off CUDA)."""
+    import pytest
+
+    from fastvideo import VideoGenerator
+    from fastvideo.api import ConfigError
+
+    config = {"model_path": str(tiny_model_dir), "engine": {
+        "device": str(gpu.device), "dtype": "fp32", "cuda_graphs": {"enabled": True, "sizes": ["64x64x5"]}}}
+    if gpu.rehearsal:
+        with pytest.raises(ConfigError, match="engine.cuda_graphs.enabled"):
+            VideoGenerator.from_pretrained(config)
+        return
+    generator = VideoGenerator.from_pretrained(config)
+    try:
+        got = generator.generate(request(7))
+        counters = generator.counters.snapshot()
+        assert counters["graph_captures"] == 2 and counters["graph_replays"] == 3  # both branches; 3 steps
+    finally:
+        generator.shutdown()
+    assert_same_video(got, gpu_generator.generate(request(7)))

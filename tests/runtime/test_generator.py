@@ -250,3 +250,31 @@ def test_a_request_id_already_in_flight_is_refused_not_lost(tiny_generator):
         release.set()
         worker.join(60)
     assert len(results) == 1 and results[0].request_id == "dup-1"
+
+
+def test_cuda_graphs_config_is_checked_when_the_generator_loads(tiny_model_dir, tiny_generator):
+    """engine.cuda_graphs works (captured by the engine core; GPU suite) or is refused naming the field."""
+    from fastvideo.api import ConfigError, CudaGraphsConfig
+    from fastvideo.runtime.generator import _graph_config
+
+    with pytest.raises(ConfigError) as err:
+        VideoGenerator.from_pretrained({"model_path": str(tiny_model_dir), "engine": {
+            "device": "cpu", "cuda_graphs": {"enabled": True}}})
+    assert err.value.path == "engine.cuda_graphs.enabled" and "CUDA device" in str(err.value)
+
+    assert _graph_config(CudaGraphsConfig(), tiny_generator).enabled is False
+    preset = tiny_generator.preset
+    default = _graph_config(CudaGraphsConfig(enabled=True, batch_sizes=[1, 2]), tiny_generator)
+    assert default.enabled and [(b.width, b.height, b.num_frames, b.cfg, b.batch_sizes) for b in default.buckets] == \
+        [(preset.width, preset.height, preset.num_frames, True, (1, 2))]
+    both = _graph_config(CudaGraphsConfig(enabled=True, sizes=["64x32x5"], cfg="both"), tiny_generator)
+    assert [(b.width, b.height, b.cfg) for b in both.buckets] == [(64, 32, True), (64, 32, False)]
+    for cfg, path, hint in [(CudaGraphsConfig(enabled=True, sizes=["64x32"]), "engine.cuda_graphs.sizes[0]",
+                             "WIDTHxHEIGHTxFRAMES"),
+                            (CudaGraphsConfig(enabled=True, sizes=["64x64x5", "250x256x5"]),
+                             "engine.cuda_graphs.sizes[1]", "not a size this model serves"),
+                            (CudaGraphsConfig(enabled=True, batch_sizes=[0]), "engine.cuda_graphs.batch_sizes",
+                             ">= 1")]:
+        with pytest.raises(ConfigError) as err:
+            _graph_config(cfg, tiny_generator)
+        assert err.value.path == path and hint in str(err.value)

@@ -37,3 +37,29 @@ def test_unknown_state_store_url_is_refused_with_the_choices(tiny_generator):
     with pytest.raises(ValueError, match="memory://.*redis://"):
         attach_state_store(tiny_generator, StateConfig(url="s3://bucket/state"))
     assert tiny_generator.blob_store is None
+
+
+def test_cuda_graphs_flags_reach_the_engine_config_and_the_service(tiny_generator):
+    """``fastvideo serve --cuda-graphs [WxHxF ...]`` (with --max-batch) sets engine.cuda_graphs; the service captures
+    what the generator declares."""
+    from fastvideo.serving.cli import build_parser, serve_flags_from_args
+
+    args = build_parser().parse_args(["serve", "--cuda-graphs", "832x480x81", "--max-batch", "2"])
+    graphs = load_serve_config(flags=serve_flags_from_args(args)).generator.engine.cuda_graphs
+    assert (graphs.enabled, graphs.sizes, graphs.batch_sizes) == (True, ["832x480x81"], [1, 2])
+    default = load_serve_config(flags=serve_flags_from_args(build_parser().parse_args(["serve", "--cuda-graphs"])))
+    assert default.generator.engine.cuda_graphs.enabled and default.generator.engine.cuda_graphs.sizes == []
+    off = load_serve_config(flags=serve_flags_from_args(build_parser().parse_args(["serve"])))
+    assert not off.generator.engine.cuda_graphs.enabled
+    app = build_app(load_serve_config(overrides=["server.warmup=false"]), tiny_generator)
+    assert app.state.server.service.config.graphs is tiny_generator.graph_config()
+
+
+def test_cuda_graphs_without_warmup_are_refused(tiny_generator, monkeypatch):
+    """Graphs are captured at warmup: ``--no-warmup`` with ``--cuda-graphs`` would silently capture nothing."""
+    from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
+
+    declared = GraphConfig(enabled=True, buckets=(GraphBucket(width=64, height=64, num_frames=5),))
+    monkeypatch.setattr(tiny_generator, "graph_config", lambda: declared)
+    with pytest.raises(ConfigError, match="server.warmup.*captured at warmup"):
+        build_app(load_serve_config(overrides=["server.warmup=false"]), tiny_generator)

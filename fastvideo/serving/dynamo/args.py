@@ -17,6 +17,7 @@ from typing import Sequence
 
 from fastvideo.api import (
     CompileConfig,
+    CudaGraphsConfig,
     EngineConfig,
     GeneratorConfig,
     OffloadConfig,
@@ -49,6 +50,7 @@ class WorkerArgs:
     compile_mode: str | None = None
     compile_backend: str = "inductor"
     compile_fullgraph: bool = False
+    cuda_graphs: list[str] | None = None
     dit_offload: bool = False
     dit_layerwise_offload: bool = False
     text_encoder_offload: bool = False
@@ -120,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--compile-mode", default=None, help="torch.compile mode (e.g. max-autotune-no-cudagraphs)")
     model.add_argument("--compile-backend", default="inductor")
     model.add_argument("--compile-fullgraph", action="store_true")
+    model.add_argument("--cuda-graphs", nargs="*", default=None, metavar="WxHxF",
+                       help="capture the DiT step as CUDA graphs for these sizes when the worker starts (no size: "
+                            "the model's default size); other sizes run eagerly. CUDA only")
     model.add_argument("--dit-offload", action="store_true", help="keep the DiT on CPU between uses")
     model.add_argument("--dit-layerwise-offload", action="store_true")
     model.add_argument("--text-encoder-offload", action="store_true")
@@ -195,6 +200,7 @@ def build_generator_config(args: WorkerArgs) -> GeneratorConfig:
             device=args.device,
             dtype=args.dtype,  # type: ignore[arg-type]  # argparse choices match DType
             attention_backend=args.attention_backend,
+            cuda_graphs=CudaGraphsConfig(enabled=args.cuda_graphs is not None, sizes=list(args.cuda_graphs or [])),
         ),
         pipeline=PipelineSelection(workload_type=args.workload_type, preset=args.preset),
     )
