@@ -127,7 +127,9 @@ class ExecutorConfig:
 
     #: CUDA streams per stage; None: on when the device is CUDA.
     streams: bool | None = None
-    graphs: GraphConfig = field(default_factory=GraphConfig)
+    #: DiT-step graphs to capture; None: the generator's own (``engine.cuda_graphs``), so every core over a
+    #: generator (its direct one, a service's, a pool worker's) honours that config.
+    graphs: GraphConfig | None = None
 
 
 @dataclass
@@ -181,7 +183,8 @@ class WanBatchExecutor:
             stream_backend = CudaStreamBackend(self.device)
         self.streams = StageStreams(stream_backend if use_streams else None)
         self.runner: DiTGraphRunner | None = None
-        graphs = self.config.graphs
+        self.graphs: GraphConfig = self.config.graphs if self.config.graphs is not None else generator.graph_config()
+        graphs = self.graphs
         if graphs.enabled:
             if graph_backend is None and self.device.type == "cuda":
                 graph_backend = CudaGraphBackend(self.device)
@@ -347,7 +350,7 @@ class WanBatchExecutor:
     # ------------------------------------------------------------------ graphs
     def capture_declared(self, graphs: GraphConfig | None = None) -> list[str]:
         """Capture the DiT step for every declared bucket x served branch x batch size; returns the labels."""
-        graphs = graphs or self.config.graphs
+        graphs = graphs or self.graphs
         if self.runner is None or not graphs.buckets:
             return []
         labels = []

@@ -66,7 +66,6 @@ from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with
 from fastvideo.envs import read_env
 from fastvideo.runtime.counters import RuntimeCounters
 from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
-from fastvideo.runtime.executor import ExecutorConfig
 from fastvideo.runtime.dispatcher import SyncListener
 from fastvideo.runtime.media import encode_mp4, write_mp4_atomic
 from fastvideo.runtime.state_blobs import externalize_state, has_blob_refs, internalize_state
@@ -372,10 +371,9 @@ class VideoGenerator:
         self._check_open()
         with self._lock:
             if self._core is None:
-                from fastvideo.runtime.worker import BatchWorker, WorkerConfig
+                from fastvideo.runtime.worker import BatchWorker
 
-                core = BatchWorker(self, WorkerConfig(executor=ExecutorConfig(graphs=self._graphs)),
-                                   name="fastvideo-generator")
+                core = BatchWorker(self, name="fastvideo-generator")  # captures engine.cuda_graphs (executor default)
                 core.start()
                 core.executor.capture_declared()  # nothing unless engine.cuda_graphs is enabled
                 self._core = core

@@ -84,8 +84,8 @@ class ServiceConfig:
     max_bypass: int = 4
     #: Text encode / denoise / decode on separate threads and CUDA streams; None: on for CUDA.
     overlap: bool | None = None
-    #: DiT-step CUDA graphs captured at warmup (declared buckets).
-    graphs: GraphConfig = field(default_factory=GraphConfig)
+    #: DiT-step CUDA graphs captured at warmup (declared buckets); None: the generator's ``engine.cuda_graphs``.
+    graphs: GraphConfig | None = None
     #: What warmup runs for both branches; None: the generator's health-check request.
     warmup_request: GenerationRequest | None = None
 

@@ -72,7 +72,7 @@ class BatchWorker:
 
     @property
     def graph_config(self) -> GraphConfig:
-        return self.config.executor.graphs
+        return self.executor.graphs
 
     def warmup(self) -> dict[str, Any]:
         """Capture declared graphs, run both branches once; then ``ready`` (see module contract)."""

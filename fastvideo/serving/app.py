@@ -151,8 +151,7 @@ def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
                                                     retry_after_s=config.queue.retry_after_s,
                                                     max_batch=config.queue.max_batch,
                                                     max_bypass=config.queue.max_bypass,
-                                                    job_ttl_s=120.0, drain_timeout_s=srv.drain_timeout_s,
-                                                    graphs=generator.graph_config()))
+                                                    job_ttl_s=120.0, drain_timeout_s=srv.drain_timeout_s))
     attach_state_store(generator, config.state)
     holder: dict[str, ServerState] = {}
     metrics = ServingMetrics(queue_depth=lambda: service.queue_depth, running=lambda: service.running,

@@ -192,6 +192,7 @@ def test_generate_runs_through_the_engine_core(tiny_generator):
     assert after["generations_completed"] - before["generations_completed"] == 1
     core = tiny_generator.engine_core()
     assert isinstance(core, BatchWorker) and core is tiny_generator.engine_core()
+    assert core.executor.graphs is tiny_generator.graph_config()  # engine.cuda_graphs reaches every core
     assert result.metadata["batch_size"] == 1 and result.metadata["queue_s"] >= 0
 
     async def collect():

@@ -51,8 +51,11 @@ def test_cuda_graphs_flags_reach_the_engine_config_and_the_service(tiny_generato
     assert default.generator.engine.cuda_graphs.enabled and default.generator.engine.cuda_graphs.sizes == []
     off = load_serve_config(flags=serve_flags_from_args(build_parser().parse_args(["serve"])))
     assert not off.generator.engine.cuda_graphs.enabled
+    from fastvideo.runtime.worker import BatchWorker
+
     app = build_app(load_serve_config(overrides=["server.warmup=false"]), tiny_generator)
-    assert app.state.server.service.config.graphs is tiny_generator.graph_config()
+    worker = BatchWorker(tiny_generator, app.state.server.service.config.worker_config())
+    assert worker.executor.graphs is tiny_generator.graph_config()
 
 
 def test_cuda_graphs_without_warmup_are_refused(tiny_generator, monkeypatch):
