@@ -68,7 +68,7 @@ def _whole_suite(config: pytest.Config) -> bool:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if not _whole_suite(session.config):
+    if not _whole_suite(session.config) or session.testsfailed:  # collection errors fail the run with their cause
         return
     missing = uncollected_test_files(session.config, _collected_files)
     if missing:
