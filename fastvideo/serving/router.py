@@ -21,6 +21,10 @@ Contract:
   ``continuation_state_snapshot`` on any replica.
 - ``/health`` (router alive), ``/readyz`` (some replica healthy), ``/status`` (replica table),
   ``/metrics`` (router counters, private registry).
+- Layout: :func:`build_router_app` only builds the :class:`RouterState` (kept on ``app.state.router``),
+  adds the request-context middleware and includes the module-level ``router`` (an ``APIRouter``);
+  every handler is a module-level function that receives the state through a FastAPI dependency
+  (:func:`get_state` / :func:`get_ws_state`), so one process may hold several independent router apps.
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any, Awaitable, Callable
 
 import httpx
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from starlette.websockets import WebSocketState
@@ -139,6 +144,8 @@ class RouterState:
     registry: ReplicaRegistry
     sticky: StickyMap
     client: httpx.AsyncClient | None = None
+    #: Replaces the HTTP health probe (tests); None: GET ``health_check.path`` on each replica.
+    probe: Probe | None = None
     registry_metrics: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
 
     def __post_init__(self) -> None:
@@ -189,233 +196,274 @@ def _unavailable(message: str) -> JSONResponse:
                         headers={"retry-after": "2"})
 
 
-def build_router_app(config: RouterConfig, *, probe: Probe | None = None) -> FastAPI:
-    """The router app (see module contract)."""
-    config.validate()
-    state = RouterState(config=config, registry=ReplicaRegistry(config), sticky=StickyMap(config.sticky_ttl_s))
-    stop = asyncio.Event()
+# ---------------------------------------------------------------------------- dependencies
+def get_state(request: Request) -> RouterState:
+    """The router's state (set by :func:`build_router_app`), for HTTP handlers."""
+    return request.app.state.router
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI):
-        state.client = httpx.AsyncClient(timeout=httpx.Timeout(config.request_timeout_s, connect=5.0),
-                                         limits=httpx.Limits(max_connections=512, max_keepalive_connections=64))
-        task = asyncio.create_task(run_health_checks(state, stop, probe), name="fastvideo-router-health")
-        logger.info("router on http://%s:%d over %s", config.host, config.port,
-                    [r.url for r in state.registry.replicas])
+
+def get_ws_state(ws: WebSocket) -> RouterState:
+    """The router's state, for the WebSocket handler."""
+    return ws.app.state.router
+
+
+# ---------------------------------------------------------------------------- proxy helpers
+def forward_headers(request: Request) -> dict[str, str]:
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+    headers["x-request-id"] = request_id_var.get()
+    headers["x-forwarded-host"] = request.headers.get("host", "")
+    return headers
+
+
+def learn(state: RouterState, url: str, payload: bytes, content_type: str) -> None:
+    """Remember which replica owns the job / image ids a reply names (sticky reads)."""
+    if "json" not in content_type:
+        return
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return
+    items = data.get("data") if isinstance(data, dict) else None
+    if isinstance(data, dict) and isinstance(data.get("id"), str):
+        state.sticky.put(data["id"], url)
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict):
+            if isinstance(item.get("id"), str):
+                state.sticky.put(item["id"], url)
+            match = _ID_IN_URL.search(str(item.get("url", "")))
+            if match:
+                state.sticky.put(match.group(1), url)
+
+
+async def send_to(state: RouterState, replica: Replica, request: Request, body: bytes, *,
+                  stream: bool = False) -> httpx.Response:
+    assert state.client is not None
+    target = replica.url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    # Keep the client's Host so the replica builds URLs (url_for) that point back at the router.
+    headers = {**forward_headers(request), "host": request.headers.get("host", "")}
+    replica.inflight += 1
+    try:
+        req = state.client.build_request(request.method, target, headers=headers, content=body)
+        return await state.client.send(req, stream=stream)
+    finally:
+        replica.inflight -= 1
+
+
+def to_response(resp: httpx.Response, content: bytes) -> Response:
+    headers = {k: v for k, v in resp.headers.items()
+               if k.lower() not in HOP_HEADERS and k.lower() != "x-request-id"}
+    return Response(content, status_code=resp.status_code, headers=headers)
+
+
+async def proxy_create(state: RouterState, request: Request, body: bytes) -> Response:
+    """A request that creates work: the selected replica, failing over until a job may exist."""
+    tried: set[str] = set()
+    last: Response | None = None
+    while True:
+        replica = state.registry.select(tried)
+        if replica is None:
+            return last or _unavailable("no healthy replica is available")
+        tried.add(replica.url)
         try:
-            yield
-        finally:
-            stop.set()
-            with contextlib.suppress(BaseException):
-                await task
-            await state.client.aclose()
+            resp = await send_to(state, replica, request, body)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            state.registry.record(replica, False, f"connect failed: {exc}", hard=True)
+            state.failovers.labels("connect").inc()
+            continue
+        except httpx.HTTPError as exc:
+            # The replica may have created a job: never replay the request elsewhere.
+            state.registry.record(replica, False, f"{type(exc).__name__}: {exc}")
+            return JSONResponse(error_body(f"replica {replica.url} failed while handling the request: "
+                                           f"{type(exc).__name__}", type="server_error", code="replica_failed"),
+                                status_code=502)
+        content = resp.content
+        if resp.status_code in (429, 503):
+            state.failovers.labels(str(resp.status_code)).inc()
+            last = to_response(resp, content)
+            continue
+        learn(state, replica.url, content, resp.headers.get("content-type", ""))
+        return to_response(resp, content)
 
+
+async def proxy_sticky(state: RouterState, request: Request, body: bytes, key: str, streaming: bool) -> Response:
+    """A job read: the replica that owns ``key`` (or each healthy one until one knows it)."""
+    owner = state.sticky.get(key)
+    candidates = [state.registry.by_url[owner]] if owner in state.registry.by_url else state.registry.healthy()
+    last: Response | None = None
+    for replica in candidates:
+        try:
+            resp = await send_to(state, replica, request, body, stream=streaming)
+        except httpx.HTTPError as exc:
+            state.registry.record(replica, False, f"{type(exc).__name__}: {exc}",
+                                  hard=isinstance(exc, httpx.ConnectError))
+            last = JSONResponse(error_body(f"the replica holding {key!r} is unavailable",
+                                           type="service_unavailable", code="replica_unavailable"),
+                                status_code=503, headers={"retry-after": "2"})
+            continue
+        if resp.status_code == 404 and owner is None:
+            await resp.aclose()
+            last = None
+            continue
+        state.sticky.put(key, replica.url)
+        if streaming and resp.status_code == 200:
+            headers = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_HEADERS
+                       and k.lower() != "x-request-id"}
+
+            async def body_iter(r: httpx.Response = resp):
+                try:
+                    async for chunk in r.aiter_raw():
+                        yield chunk
+                finally:
+                    await r.aclose()
+
+            return StreamingResponse(body_iter(), status_code=resp.status_code, headers=headers)
+        content = await resp.aread()
+        await resp.aclose()
+        return to_response(resp, content)
+    if last is not None:
+        return last
+    return JSONResponse(error_body(f"no replica knows {key!r}", type="invalid_request_error", code="not_found"),
+                        status_code=404)
+
+
+async def proxy_list(state: RouterState, request: Request) -> Response:
+    """``GET /v1/videos``: the replicas' first pages merged (with ``after``: the owner's page)."""
+    after = request.query_params.get("after")
+    if after:
+        return await proxy_sticky(state, request, b"", after, False)
+    pages = []
+    for replica in state.registry.healthy():
+        try:
+            resp = await send_to(state, replica, request, b"")
+        except httpx.HTTPError as exc:
+            state.registry.record(replica, False, f"{type(exc).__name__}: {exc}")
+            continue
+        if resp.status_code != 200:
+            return to_response(resp, resp.content)
+        page = resp.json()
+        for item in page.get("data", []):
+            state.sticky.put(item["id"], replica.url)
+        pages.append(page)
+    if not pages:
+        return _unavailable("no healthy replica is available")
+    limit = int(request.query_params.get("limit", 20))
+    reverse = request.query_params.get("order", "desc") == "desc"
+    data = sorted((d for p in pages for d in p.get("data", [])), key=lambda d: d.get("created_at", 0),
+                  reverse=reverse)
+    has_more = any(p.get("has_more") for p in pages) or len(data) > limit
+    data = data[:limit]
+    return JSONResponse({"object": "list", "data": data, "has_more": has_more,
+                         "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
+
+
+# ---------------------------------------------------------------------------- handlers
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(state: RouterState = Depends(get_state)) -> JSONResponse:
+    return JSONResponse({"status": "ok", "healthy_replicas": len(state.registry.healthy())})
+
+
+@router.get("/readyz")
+async def readyz(state: RouterState = Depends(get_state)) -> JSONResponse:
+    n = len(state.registry.healthy())
+    return JSONResponse({"status": "ready" if n else "not_ready", "healthy_replicas": n},
+                        status_code=200 if n else 503)
+
+
+@router.get("/status")
+async def status(state: RouterState = Depends(get_state)) -> JSONResponse:
+    return JSONResponse({"replicas": [r.as_dict() for r in state.registry.replicas]})
+
+
+@router.get("/metrics")
+async def metrics(state: RouterState = Depends(get_state)) -> Response:
+    return Response(generate_latest(state.registry_metrics), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.api_route("/v1/{path:path}", methods=["GET", "POST", "DELETE", "PUT", "PATCH"])
+async def proxy(request: Request, path: str, state: RouterState = Depends(get_state)) -> Response:
+    body = await request.body()
+    match = _ID_IN_PATH.match(request.url.path)
+    if match and request.method in ("GET", "DELETE"):
+        return await proxy_sticky(state, request, body, match.group(2), streaming=bool(match.group(3)))
+    if request.url.path == "/v1/videos" and request.method == "GET":
+        return await proxy_list(state, request)
+    if request.method == "GET":
+        replica = state.registry.select()
+        if replica is None:
+            return _unavailable("no healthy replica is available")
+        try:
+            resp = await send_to(state, replica, request, body)
+        except httpx.HTTPError as exc:
+            state.registry.record(replica, False, str(exc), hard=isinstance(exc, httpx.ConnectError))
+            return _unavailable(f"replica {replica.url} is unavailable")
+        return to_response(resp, resp.content)
+    return await proxy_create(state, request, body)
+
+
+@router.websocket("/v1/stream")
+async def stream(ws: WebSocket, state: RouterState = Depends(get_ws_state)) -> None:
+    await bridge_stream(ws, state)
+
+
+async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """HTTP middleware: request id in and out, the API key on ``/v1/*``, 500 envelope, request counter."""
+    state = get_state(request)
+    request_id = accept_request_id(request.headers.get("x-request-id"))
+    token = request_id_var.set(request_id)
+    try:
+        api_key = state.config.api_key
+        if api_key and request.url.path.startswith("/v1/"):
+            auth = request.headers.get("authorization", "")
+            if not (auth.lower().startswith("bearer ") and auth[7:].strip() == api_key):
+                response: Response = JSONResponse(error_body("missing or wrong API key",
+                                                             type="authentication_error",
+                                                             code="invalid_api_key"), status_code=401)
+                response.headers["x-request-id"] = request_id
+                return response
+        try:
+            response = await call_next(request)
+        except Exception:  # noqa: BLE001
+            logger.exception("router error on %s", request.url.path)
+            response = JSONResponse(error_body("router error", type="server_error", code="internal_error"),
+                                    status_code=500)
+        response.headers["x-request-id"] = request_id
+        state.requests.labels(str(response.status_code)).inc()
+        return response
+    finally:
+        request_id_var.reset(token)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the upstream HTTP client and run the health checks while the app serves."""
+    state: RouterState = app.state.router
+    config = state.config
+    state.client = httpx.AsyncClient(timeout=httpx.Timeout(config.request_timeout_s, connect=5.0),
+                                     limits=httpx.Limits(max_connections=512, max_keepalive_connections=64))
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_health_checks(state, stop, state.probe), name="fastvideo-router-health")
+    logger.info("router on http://%s:%d over %s", config.host, config.port, [r.url for r in state.registry.replicas])
+    try:
+        yield
+    finally:
+        stop.set()
+        with contextlib.suppress(BaseException):
+            await task
+        await state.client.aclose()
+
+
+def build_router_app(config: RouterConfig, *, probe: Probe | None = None) -> FastAPI:
+    """The router app (see module contract): its state, the middleware and the module's handlers."""
+    config.validate()
+    state = RouterState(config=config, registry=ReplicaRegistry(config), sticky=StickyMap(config.sticky_ttl_s),
+                        probe=probe)
     app = FastAPI(title="FastVideo Router", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.router = state
-
-    @app.middleware("http")
-    async def request_context(request: Request, call_next):  # type: ignore[no-untyped-def]
-        request_id = accept_request_id(request.headers.get("x-request-id"))
-        token = request_id_var.set(request_id)
-        try:
-            if config.api_key and request.url.path.startswith("/v1/"):
-                auth = request.headers.get("authorization", "")
-                if not (auth.lower().startswith("bearer ") and auth[7:].strip() == config.api_key):
-                    response: Response = JSONResponse(error_body("missing or wrong API key",
-                                                                 type="authentication_error",
-                                                                 code="invalid_api_key"), status_code=401)
-                    response.headers["x-request-id"] = request_id
-                    return response
-            try:
-                response = await call_next(request)
-            except Exception:  # noqa: BLE001
-                logger.exception("router error on %s", request.url.path)
-                response = JSONResponse(error_body("router error", type="server_error", code="internal_error"),
-                                        status_code=500)
-            response.headers["x-request-id"] = request_id
-            state.requests.labels(str(response.status_code)).inc()
-            return response
-        finally:
-            request_id_var.reset(token)
-
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        return JSONResponse({"status": "ok", "healthy_replicas": len(state.registry.healthy())})
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        n = len(state.registry.healthy())
-        return JSONResponse({"status": "ready" if n else "not_ready", "healthy_replicas": n},
-                            status_code=200 if n else 503)
-
-    @app.get("/status")
-    async def status() -> JSONResponse:
-        return JSONResponse({"replicas": [r.as_dict() for r in state.registry.replicas]})
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(state.registry_metrics), media_type=CONTENT_TYPE_LATEST)
-
-    def forward_headers(request: Request) -> dict[str, str]:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
-        headers["x-request-id"] = request_id_var.get()
-        headers["x-forwarded-host"] = request.headers.get("host", "")
-        return headers
-
-    def learn(url: str, payload: bytes, content_type: str) -> None:
-        if "json" not in content_type:
-            return
-        try:
-            data = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            return
-        items = data.get("data") if isinstance(data, dict) else None
-        if isinstance(data, dict) and isinstance(data.get("id"), str):
-            state.sticky.put(data["id"], url)
-        for item in items if isinstance(items, list) else []:
-            if isinstance(item, dict):
-                if isinstance(item.get("id"), str):
-                    state.sticky.put(item["id"], url)
-                match = _ID_IN_URL.search(str(item.get("url", "")))
-                if match:
-                    state.sticky.put(match.group(1), url)
-
-    async def send_to(replica: Replica, request: Request, body: bytes, *, stream: bool = False) -> httpx.Response:
-        assert state.client is not None
-        target = replica.url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        # Keep the client's Host so the replica builds URLs (url_for) that point back at the router.
-        headers = {**forward_headers(request), "host": request.headers.get("host", "")}
-        replica.inflight += 1
-        try:
-            req = state.client.build_request(request.method, target, headers=headers, content=body)
-            return await state.client.send(req, stream=stream)
-        finally:
-            replica.inflight -= 1
-
-    def to_response(resp: httpx.Response, content: bytes) -> Response:
-        headers = {k: v for k, v in resp.headers.items()
-                   if k.lower() not in HOP_HEADERS and k.lower() != "x-request-id"}
-        return Response(content, status_code=resp.status_code, headers=headers)
-
-    async def proxy_create(request: Request, body: bytes) -> Response:
-        tried: set[str] = set()
-        last: Response | None = None
-        while True:
-            replica = state.registry.select(tried)
-            if replica is None:
-                return last or _unavailable("no healthy replica is available")
-            tried.add(replica.url)
-            try:
-                resp = await send_to(replica, request, body)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                state.registry.record(replica, False, f"connect failed: {exc}", hard=True)
-                state.failovers.labels("connect").inc()
-                continue
-            except httpx.HTTPError as exc:
-                # The replica may have created a job: never replay the request elsewhere.
-                state.registry.record(replica, False, f"{type(exc).__name__}: {exc}")
-                return JSONResponse(error_body(f"replica {replica.url} failed while handling the request: "
-                                               f"{type(exc).__name__}", type="server_error", code="replica_failed"),
-                                    status_code=502)
-            content = resp.content
-            if resp.status_code in (429, 503):
-                state.failovers.labels(str(resp.status_code)).inc()
-                last = to_response(resp, content)
-                continue
-            learn(replica.url, content, resp.headers.get("content-type", ""))
-            return to_response(resp, content)
-
-    async def proxy_sticky(request: Request, body: bytes, key: str, streaming: bool) -> Response:
-        owner = state.sticky.get(key)
-        candidates = [state.registry.by_url[owner]] if owner in state.registry.by_url else state.registry.healthy()
-        last: Response | None = None
-        for replica in candidates:
-            try:
-                resp = await send_to(replica, request, body, stream=streaming)
-            except httpx.HTTPError as exc:
-                state.registry.record(replica, False, f"{type(exc).__name__}: {exc}",
-                                      hard=isinstance(exc, httpx.ConnectError))
-                last = JSONResponse(error_body(f"the replica holding {key!r} is unavailable",
-                                               type="service_unavailable", code="replica_unavailable"),
-                                    status_code=503, headers={"retry-after": "2"})
-                continue
-            if resp.status_code == 404 and owner is None:
-                await resp.aclose()
-                last = None
-                continue
-            state.sticky.put(key, replica.url)
-            if streaming and resp.status_code == 200:
-                headers = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_HEADERS
-                           and k.lower() != "x-request-id"}
-
-                async def body_iter(r: httpx.Response = resp):
-                    try:
-                        async for chunk in r.aiter_raw():
-                            yield chunk
-                    finally:
-                        await r.aclose()
-
-                return StreamingResponse(body_iter(), status_code=resp.status_code, headers=headers)
-            content = await resp.aread()
-            await resp.aclose()
-            return to_response(resp, content)
-        if last is not None:
-            return last
-        return JSONResponse(error_body(f"no replica knows {key!r}", type="invalid_request_error", code="not_found"),
-                            status_code=404)
-
-    async def proxy_list(request: Request) -> Response:
-        after = request.query_params.get("after")
-        if after:
-            return await proxy_sticky(request, b"", after, False)
-        pages = []
-        for replica in state.registry.healthy():
-            try:
-                resp = await send_to(replica, request, b"")
-            except httpx.HTTPError as exc:
-                state.registry.record(replica, False, f"{type(exc).__name__}: {exc}")
-                continue
-            if resp.status_code != 200:
-                return to_response(resp, resp.content)
-            page = resp.json()
-            for item in page.get("data", []):
-                state.sticky.put(item["id"], replica.url)
-            pages.append(page)
-        if not pages:
-            return _unavailable("no healthy replica is available")
-        limit = int(request.query_params.get("limit", 20))
-        reverse = request.query_params.get("order", "desc") == "desc"
-        data = sorted((d for p in pages for d in p.get("data", [])), key=lambda d: d.get("created_at", 0),
-                      reverse=reverse)
-        has_more = any(p.get("has_more") for p in pages) or len(data) > limit
-        data = data[:limit]
-        return JSONResponse({"object": "list", "data": data, "has_more": has_more,
-                             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
-
-    @app.api_route("/v1/{path:path}", methods=["GET", "POST", "DELETE", "PUT", "PATCH"])
-    async def proxy(request: Request, path: str) -> Response:
-        body = await request.body()
-        match = _ID_IN_PATH.match(request.url.path)
-        if match and request.method in ("GET", "DELETE"):
-            return await proxy_sticky(request, body, match.group(2), streaming=bool(match.group(3)))
-        if request.url.path == "/v1/videos" and request.method == "GET":
-            return await proxy_list(request)
-        if request.method == "GET":
-            replica = state.registry.select()
-            if replica is None:
-                return _unavailable("no healthy replica is available")
-            try:
-                resp = await send_to(replica, request, body)
-            except httpx.HTTPError as exc:
-                state.registry.record(replica, False, str(exc), hard=isinstance(exc, httpx.ConnectError))
-                return _unavailable(f"replica {replica.url} is unavailable")
-            return to_response(resp, resp.content)
-        return await proxy_create(request, body)
-
-    @app.websocket("/v1/stream")
-    async def stream(ws: WebSocket) -> None:
-        await bridge_stream(ws, state)
-
+    app.middleware("http")(request_context)
+    app.include_router(router)
     return app
 
 
