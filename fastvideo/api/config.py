@@ -3,9 +3,12 @@
 Contract: these dataclasses are the only way configuration reaches the runtime; they are plain,
 mutable (integrators assign fields after construction), JSON round-trippable through
 :func:`fastvideo.api.config_to_dict` / :func:`fastvideo.api.parse_config`, and import nothing
-heavy. Field names integrators write (Dynamo, OpenAI server) are stable. Options that are accepted
-but not implemented yet (tensor/sequence parallelism, FSDP, quantization, some offloads) are
-reported once in the log by the runtime, never silently applied wrong.
+heavy. Field names integrators write (Dynamo, OpenAI server) are stable. Every field is either
+honoured by ``VideoGenerator.from_config`` or refused there, before any weight is read, with a
+:class:`~fastvideo.api.ConfigError` naming its dotted path (e.g. ``pipeline.components.lora_path``)
+and what to do instead; nothing is ignored silently or merely logged. Defaults are always accepted.
+The per-field table is :data:`fastvideo.runtime.config_support.FIELD_SUPPORT`; the comments below
+say the same for each field.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ DType = Literal["auto", "bf16", "fp16", "fp32"]
 
 @dataclass
 class ParallelismConfig:
-    """Multi-GPU parallelism degrees (tensor and sequence parallel)."""
+    """Multi-GPU parallelism degrees (tensor and sequence parallel). One generator runs on one device:
+    1 (or -1, "auto", which is 1 there) is honoured; any other degree is refused (not supported yet)."""
 
     tp_size: int = 1
     sp_size: int = 1
@@ -26,13 +30,21 @@ class ParallelismConfig:
 
 @dataclass
 class OffloadConfig:
-    """Which components live on the CPU between uses."""
+    """Which components live on the CPU between uses.
+
+    Offloading from a CUDA device is not supported yet: ``dit``, ``dit_layerwise``, ``text_encoder``
+    and ``vae`` set to true are refused on a CUDA engine. On a CPU engine every component already
+    lives on the CPU, so they are honoured as they are.
+    """
 
     dit: bool = False
     dit_layerwise: bool = False
     text_encoder: bool = False
+    #: Honoured either way: a text-to-video model has no image encoder to place.
     image_encoder: bool = False
     vae: bool = False
+    #: Pin the CPU copies of offloaded components. Accepted either way (FastVideo's default is true):
+    #: it only matters for a component offloaded from a GPU, and that is refused, so nothing is pinned.
     pin_cpu_memory: bool = True
 
 
@@ -49,7 +61,8 @@ class CompileConfig:
 
 @dataclass
 class QuantizationConfig:
-    """Weight quantization of the transformer (``None`` or e.g. ``"FP8"``)."""
+    """Weight quantization of the transformer (``None`` or e.g. ``"FP8"``). Only ``None`` is honoured;
+    a scheme is refused (not supported yet: weights stay in ``engine.dtype``)."""
 
     transformer_quant: str | None = None
 
@@ -72,11 +85,16 @@ class CudaGraphsConfig:
 class EngineConfig:
     """How the engine runs: devices, precision, attention backend, compile, offload, artifacts."""
 
+    #: Devices of one generator: only 1 (pick it with ``device``). Several GPUs: one generator per GPU
+    #: behind a GpuPool, or several ``fastvideo serve`` replicas behind ``fastvideo router-serve``.
     num_gpus: int = 1
     parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
     offload: OffloadConfig = field(default_factory=OffloadConfig)
+    #: torch.compile of the DiT; refused together with ``artifacts_path`` (its programs serve the DiT).
     compile: CompileConfig = field(default_factory=CompileConfig)
+    #: Only false is honoured (FSDP is not supported yet: weights load whole on ``device``).
     use_fsdp_inference: bool = False
+    #: Honoured either way: the engine never uses torch.autocast (each component runs in its dtype).
     disable_autocast: bool = False
     quantization: QuantizationConfig | None = None
     #: "auto" picks cuda when available, else cpu; or an explicit torch device string.
@@ -96,13 +114,19 @@ class EngineConfig:
 
 @dataclass
 class ComponentConfig:
-    """Per-component weight overrides (paths to diffusers sub-folders or extra weights)."""
+    """Per-component weight overrides: a ``*_path`` is a folder in the layout of the model folder's
+    sub-folder of that name (``config.json`` + safetensors, or tokenizer files); that component loads
+    from there instead of ``<model_path>/<sub>``, which then need not exist."""
 
+    #: Refused together with ``engine.artifacts_path`` (artifacts are checked against the model folder).
     transformer_path: str | None = None
+    #: Refused together with ``engine.artifacts_path``, like ``transformer_path``.
     vae_path: str | None = None
     text_encoder_path: str | None = None
     tokenizer_path: str | None = None
+    #: Refused when set: this engine has no upsampler (super-resolution) stage.
     upsampler_weights: str | None = None
+    #: Refused when set (LoRA is not supported yet): merge the adapter and use ``transformer_path``.
     lora_path: str | None = None
 
 
@@ -110,10 +134,12 @@ class ComponentConfig:
 class PipelineSelection:
     """Which pipeline runs: workload type (t2v) and a model preset name."""
 
+    #: Only "t2v" is honoured; other workloads are refused.
     workload_type: str = "t2v"
     #: Preset name (e.g. "wan2.1-t2v-1.3b"); None infers it from the model folder.
     preset: str | None = None
     components: ComponentConfig = field(default_factory=ComponentConfig)
+    #: Known keys only: ``vae_dtype`` ("auto", "bf16", "fp16", "fp32"; default fp32). Others are refused.
     experimental: dict[str, Any] = field(default_factory=dict)
 
 

@@ -4,7 +4,10 @@ Contract:
 - :func:`inspect_model_folder` checks a folder has ``model_index.json`` and the sub-folders a Wan
   pipeline needs (``transformer/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``),
   each with its config and weights; anything missing raises :class:`ModelLoadError` listing every
-  problem and what a complete folder looks like.
+  problem and what a complete folder looks like. ``overrides`` maps a component (``transformer``,
+  ``vae``, ``text_encoder``, ``tokenizer``) to another folder in the same sub-folder layout: that
+  component is checked and loaded from there instead of ``<root>/<component>`` (which then need not
+  exist); :meth:`ModelFolder.component` and :meth:`ModelFolder.read_config` resolve through it.
 - :func:`load_module_weights` fills a module built on the meta device from ``*.safetensors`` (one
   file or shards listed by ``*.safetensors.index.json``) with ``load_state_dict(assign=True)``:
   tensors come straight from the memory-mapped files, copied at most once when a dtype or device
@@ -16,7 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,12 +41,15 @@ class ModelFolder:
 
     root: Path
     model_index: dict[str, Any]
+    #: Components loaded from another folder than ``root / name`` (see :func:`inspect_model_folder`).
+    overrides: dict[str, Path] = field(default_factory=dict)
 
     def component(self, name: str) -> Path:
-        return self.root / name
+        """The folder ``name`` loads from: its override, else ``root / name``."""
+        return self.overrides.get(name, self.root / name)
 
     def read_config(self, name: str, file: str = "config.json") -> dict[str, Any]:
-        return read_json(self.root / name / file)
+        return read_json(self.component(name) / file)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -80,9 +87,17 @@ def find_weight_files(folder: Path) -> list[Path]:
     return []
 
 
-def inspect_model_folder(path: str | Path) -> ModelFolder:
-    """Check that ``path`` is a complete diffusers Wan folder; raise listing every problem."""
+OVERRIDABLE_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer")
+
+
+def inspect_model_folder(path: str | Path, overrides: Mapping[str, str | Path] | None = None) -> ModelFolder:
+    """Check that ``path`` is a complete diffusers Wan folder, with ``overrides`` (component -> folder)
+    standing in for their sub-folders; raise listing every problem."""
     root = Path(path).expanduser()
+    moved = {name: Path(folder).expanduser() for name, folder in (overrides or {}).items()}
+    unknown = sorted(set(moved) - set(OVERRIDABLE_COMPONENTS))
+    if unknown:
+        raise ValueError(f"cannot override components {unknown}; overridable: {list(OVERRIDABLE_COMPONENTS)}")
     if not root.is_dir():
         raise ModelLoadError(f"model folder {root} does not exist; pass --model-path to a local "
                              "diffusers folder (e.g. Wan2.1-T2V-1.3B-Diffusers) or omit it to use the built-in model")
@@ -94,29 +109,30 @@ def inspect_model_folder(path: str | Path) -> ModelFolder:
     else:
         model_index = read_json(index_path)
     for name in REQUIRED_COMPONENTS:
-        sub = root / name
+        sub = moved.get(name, root / name)
+        label = f"{name}/" if name not in moved else f"{name} override {sub}/"
         if not sub.is_dir():
-            problems.append(f"{name}/ is missing")
+            problems.append(f"{label} is missing")
             continue
         if name == "tokenizer":
             if not any((sub / f).exists() for f in ("tokenizer.json", "spiece.model", "tokenizer_config.json")):
-                problems.append("tokenizer/ has no tokenizer.json, spiece.model or tokenizer_config.json")
+                problems.append(f"{label} has no tokenizer.json, spiece.model or tokenizer_config.json")
             continue
         config_name = "scheduler_config.json" if name == "scheduler" else "config.json"
         if not (sub / config_name).exists():
-            problems.append(f"{name}/{config_name} is missing")
+            problems.append(f"{label}{config_name} is missing")
         if name != "scheduler":
             files = find_weight_files(sub)
             if not files:
-                problems.append(f"{name}/ has no *.safetensors weights")
+                problems.append(f"{label} has no *.safetensors weights")
             for file in files:
                 if not file.exists():
-                    problems.append(f"{name}/{file.name} is listed in the shard index but missing")
+                    problems.append(f"{label}{file.name} is listed in the shard index but missing")
     if problems:
         raise ModelLoadError(f"model folder {root} is incomplete: " + "; ".join(problems) +
                              ". A diffusers Wan folder holds model_index.json and the sub-folders "
                              + ", ".join(f"{n}/" for n in REQUIRED_COMPONENTS) + ".")
-    return ModelFolder(root=root, model_index=model_index)
+    return ModelFolder(root=root, model_index=model_index, overrides=moved)
 
 
 def read_state_dict(files: list[Path]) -> dict[str, torch.Tensor]:

@@ -3,7 +3,8 @@
 Contract:
 - :meth:`WanT2VPipeline.from_folder` loads a checked diffusers folder: DiT and VAE built on the meta
   device and filled from memory-mapped safetensors, UMT5 through ``transformers``, the sampler
-  from ``scheduler/scheduler_config.json``, the attention backend chosen once here.
+  from ``scheduler/scheduler_config.json``, the attention backend chosen once here. Every component
+  loads from :meth:`ModelFolder.component` (its override folder when one is given).
 - Stage functions only; the denoising loop lives in the engine core
   (:class:`fastvideo.runtime.executor.WanBatchExecutor`), the one loop every entry point runs.
   :meth:`encode_prompts` gives ``(1 or 2, L, D)`` embeddings (conditional first under CFG);
@@ -117,9 +118,10 @@ class WanT2VPipeline:
             text_encoder = WanTextEncoder.from_folder(folder.component("tokenizer"), folder.component("text_encoder"),
                                                       dtype=dtype, device=device, max_length=preset.text_length)
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot load the text encoder/tokenizer from {folder.root}: {exc}") from exc
-        logger.info("loaded %s (%s) in %.2fs on %s/%s", folder.root, preset.name, time.perf_counter() - t0,
-                    device, dtype)
+            raise ModelLoadError(f"cannot load the text encoder/tokenizer from {folder.component('text_encoder')} / "
+                                 f"{folder.component('tokenizer')}: {exc}") from exc
+        logger.info("loaded %s (%s) in %.2fs on %s/%s%s", folder.root, preset.name, time.perf_counter() - t0,
+                    device, dtype, "".join(f"; {name} from {path}" for name, path in folder.overrides.items()))
         return cls(text_encoder=text_encoder, dit=dit, vae=vae, sampler_config=sampler_config, preset=preset,
                    device=device, dtype=dtype, vae_dtype=vae_dtype)
 

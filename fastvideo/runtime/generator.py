@@ -2,8 +2,10 @@
 
 Contract:
 - ``from_pretrained(path | GeneratorConfig | mapping, **typed_kwargs)`` / ``from_config(config)``
-  load the model once (the built-in tiny model when no path is given). Options that are accepted
-  but not implemented (multi-GPU parallelism, FSDP, quantization, offload) are logged once.
+  load the model once (the built-in tiny model when no path is given). Every config field is
+  honoured or refused before any weight is read, with a :class:`~fastvideo.api.ConfigError` naming
+  the dotted field and what to do instead (the table: :mod:`fastvideo.runtime.config_support`);
+  ``pipeline.components.*_path`` load that component from the given diffusers sub-folder.
 - ``generate(request | mapping, on_step=None) -> VideoResult``: validates (``RequestError`` naming
   the field), then runs the request through the generator's engine core (:meth:`engine_core`: the
   scheduler + batch executor + dispatcher that ``VideoService`` and the GPU pool run too; here with
@@ -64,6 +66,7 @@ from fastvideo.engine.pipeline import WanT2VPipeline, model_dtype, model_path_or
 from fastvideo.engine.presets import get_preset
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
 from fastvideo.envs import read_env
+from fastvideo.runtime.config_support import COMPONENT_PATHS, check_generator_config
 from fastvideo.runtime.counters import RuntimeCounters
 from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
 from fastvideo.runtime.dispatcher import SyncListener
@@ -111,31 +114,28 @@ def _apply_kwargs(data: dict[str, Any], kwargs: Mapping[str, Any]) -> dict[str, 
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError("engine.device", f"{name!r} is not a device: {exc}; use 'auto', 'cpu' or 'cuda:N'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RequestError("engine.device", f"{name!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+        raise ConfigError("engine.device", f"{name!r} requested but CUDA is not available; use 'cpu' or 'auto'")
     return device
 
 
-def _report_unimplemented(config: GeneratorConfig) -> None:
-    engine = config.engine
-    notes = []
-    if engine.num_gpus != 1 or engine.parallelism.tp_size != 1 or engine.parallelism.sp_size != 1:
-        notes.append("multi-GPU parallelism (num_gpus/tp_size/sp_size) runs on one device")
-    if engine.use_fsdp_inference:
-        notes.append("use_fsdp_inference is ignored (single device)")
-    if engine.quantization is not None and engine.quantization.transformer_quant:
-        notes.append(f"quantization {engine.quantization.transformer_quant!r} is not applied (weights stay dense)")
-    off = engine.offload
-    if off.dit or off.dit_layerwise or off.text_encoder or off.image_encoder or off.vae:
-        notes.append("offload flags are not applied (all components stay on the device)")
-    if config.pipeline.workload_type != "t2v":
-        notes.append(f"workload_type {config.pipeline.workload_type!r} runs as t2v")
-    comps = config.pipeline.components
-    if comps.lora_path or comps.upsampler_weights:
-        notes.append("LoRA / upsampler weights are not applied")
-    for note in notes:
-        logger.warning("option accepted but not implemented: %s", note)
+def _component_overrides(config: GeneratorConfig) -> dict[str, str]:
+    """``pipeline.components.*_path`` as the loader's component -> folder overrides."""
+    components = config.pipeline.components
+    overrides = {}
+    for name, sub in COMPONENT_PATHS.items():
+        folder = getattr(components, name)
+        if folder is None:
+            continue
+        if not Path(folder).expanduser().is_dir():
+            raise ConfigError(f"pipeline.components.{name}", f"{folder} is not a folder; point it at a diffusers "
+                                                             f"{sub}/ sub-folder (the layout of <model_path>/{sub}/)")
+        overrides[sub] = folder
+    return overrides
 
 
 def _graph_config(cfg: CudaGraphsConfig, generator: "VideoGenerator") -> GraphConfig:
@@ -246,16 +246,19 @@ class VideoGenerator:
     def from_config(cls, config: GeneratorConfig | Mapping[str, Any]) -> "VideoGenerator":
         """Build the generator a typed config describes."""
         config = parse_config(GeneratorConfig, config)
-        _report_unimplemented(config)
         env = read_env()
         device = _resolve_device(config.engine.device)
+        check_generator_config(config, device_type=device.type)  # every field honoured or refused, by name
         if config.engine.cuda_graphs.enabled and device.type != "cuda":
             raise ConfigError("engine.cuda_graphs.enabled", f"CUDA graphs need a CUDA device and this engine runs on "
                                                              f"{device}: set engine.device to cuda, or turn them off")
         dtype = model_dtype(config.engine.dtype, device)
         path = model_path_or_default(config.model_path, env.cache_dir)
-        folder = inspect_model_folder(path)
-        preset = get_preset(config.pipeline.preset) if config.pipeline.preset else None
+        folder = inspect_model_folder(path, overrides=_component_overrides(config))
+        try:
+            preset = get_preset(config.pipeline.preset) if config.pipeline.preset else None
+        except ValueError as exc:
+            raise ConfigError("pipeline.preset", str(exc)) from None
         backend = config.engine.attention_backend or env.attention_backend
         vae_dtype = model_dtype(str(config.pipeline.experimental.get("vae_dtype", "fp32")), device)
         pipeline = WanT2VPipeline.from_folder(folder, device=device, dtype=dtype, vae_dtype=vae_dtype,

@@ -1,0 +1,138 @@
+"""Which ``GeneratorConfig`` fields the runtime honours, and the refusal of every value it cannot.
+
+Contract:
+- :func:`check_generator_config(config, device_type=...)` runs in ``VideoGenerator.from_config``
+  before any weight is read. For a value the runtime cannot honour it raises
+  :class:`fastvideo.api.ConfigError` whose ``path`` is the dotted field (e.g.
+  ``pipeline.components.lora_path``) and whose message says what to do instead. No value is ignored
+  silently or merely logged. Defaults always pass, and so does every value that works.
+- :data:`FIELD_SUPPORT` lists every leaf field of :class:`~fastvideo.api.GeneratorConfig` by its
+  dotted path with how it is honoured or when it is refused. A test keeps it complete, so a new
+  config field cannot land without being classified.
+- Checks that need the loaded model (``engine.cuda_graphs`` sizes, artifact compatibility) run
+  later in ``from_config``; the ones here need only the config and the resolved device type.
+  Stdlib only.
+"""
+
+from __future__ import annotations
+
+from fastvideo.api.config import GeneratorConfig
+from fastvideo.api.parse import ConfigError
+
+#: Dotted path -> how the field is honoured, or when it is refused (see module contract).
+FIELD_SUPPORT: dict[str, str] = {
+    "model_path": "honoured: the local diffusers folder to load (None: the built-in tiny model)",
+    "engine.num_gpus": "1 honoured; other values refused (one generator runs on one device: run one per GPU "
+                       "behind a GpuPool or several fastvideo serve replicas behind fastvideo router-serve)",
+    "engine.parallelism.tp_size": "1 and -1 (auto: 1 on one device) honoured; others refused (not supported yet)",
+    "engine.parallelism.sp_size": "1 and -1 (auto: 1 on one device) honoured; others refused (not supported yet)",
+    "engine.offload.dit": "true refused on a CUDA device (not supported yet); on the CPU the DiT already lives there",
+    "engine.offload.dit_layerwise": "true refused on a CUDA device (not supported yet); on the CPU a no-op",
+    "engine.offload.text_encoder": "true refused on a CUDA device (not supported yet); on the CPU a no-op",
+    "engine.offload.vae": "true refused on a CUDA device (not supported yet); on the CPU a no-op",
+    "engine.offload.image_encoder": "honoured either way: a text-to-video model has no image encoder to place",
+    "engine.offload.pin_cpu_memory": "honoured either way: it only concerns offloaded components, and none is "
+                                     "offloaded from a device (offload is refused on CUDA)",
+    "engine.compile.enabled": "honoured (torch.compile of the DiT); refused together with engine.artifacts_path",
+    "engine.compile.backend": "honoured when compile is enabled",
+    "engine.compile.fullgraph": "honoured when compile is enabled",
+    "engine.compile.mode": "honoured when compile is enabled",
+    "engine.compile.dynamic": "honoured when compile is enabled",
+    "engine.use_fsdp_inference": "false honoured; true refused (not supported yet: weights load whole)",
+    "engine.disable_autocast": "honoured either way: the engine never uses torch.autocast (every component runs "
+                               "in its configured dtype), so autocast is always off",
+    "engine.quantization.transformer_quant": "None honoured; any scheme refused (not supported yet)",
+    "engine.device": "honoured ('auto' or a torch device string); CUDA refused where it is not available",
+    "engine.dtype": "honoured",
+    "engine.attention_backend": "honoured (unknown or unusable backends refused when the model loads)",
+    "engine.ops_backend": "honoured",
+    "engine.artifacts_path": "honoured (artifacts that do not match the model or environment are refused)",
+    "engine.cuda_graphs.enabled": "honoured on a CUDA device; refused elsewhere",
+    "engine.cuda_graphs.sizes": "honoured; sizes the model does not serve are refused",
+    "engine.cuda_graphs.batch_sizes": "honoured; values below 1 are refused",
+    "engine.cuda_graphs.cfg": "honoured",
+    "pipeline.workload_type": "'t2v' honoured; other workloads refused (this engine runs text-to-video)",
+    "pipeline.preset": "honoured (unknown names refused)",
+    "pipeline.components.transformer_path": "honoured: the DiT is loaded from this diffusers transformer folder; "
+                                            "refused together with engine.artifacts_path",
+    "pipeline.components.vae_path": "honoured: the VAE is loaded from this diffusers vae folder; refused together "
+                                    "with engine.artifacts_path",
+    "pipeline.components.text_encoder_path": "honoured: UMT5 is loaded from this folder",
+    "pipeline.components.tokenizer_path": "honoured: the tokenizer is loaded from this folder",
+    "pipeline.components.upsampler_weights": "None honoured; a path refused (this engine has no upsampler stage)",
+    "pipeline.components.lora_path": "None honoured; a path refused (LoRA is not supported yet)",
+    "pipeline.experimental": "known keys honoured (vae_dtype: auto/bf16/fp16/fp32, default fp32); unknown keys "
+                             "refused",
+}
+
+#: ``pipeline.experimental`` keys the runtime reads, with their allowed values.
+EXPERIMENTAL_KEYS: dict[str, tuple[str, ...]] = {"vae_dtype": ("auto", "bf16", "fp16", "fp32")}
+
+#: ``pipeline.components`` path fields -> the diffusers sub-folder they replace.
+COMPONENT_PATHS: dict[str, str] = {"transformer_path": "transformer", "vae_path": "vae",
+                                   "text_encoder_path": "text_encoder", "tokenizer_path": "tokenizer"}
+
+_SCALE_OUT = ("run one generator per GPU behind a GpuPool (fastvideo.runtime.pool), or several `fastvideo serve` "
+              "replicas behind `fastvideo router-serve`")
+
+
+def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None:
+    """Refuse, with a ConfigError naming the field, the first value this runtime cannot honour."""
+    engine = config.engine
+    if engine.num_gpus != 1:
+        raise ConfigError("engine.num_gpus", f"{engine.num_gpus} is not supported: one VideoGenerator runs on one "
+                                             f"device; set it to 1 and pick the GPU with engine.device (e.g. cuda:1), "
+                                             f"and to use several GPUs {_SCALE_OUT}")
+    for name in ("tp_size", "sp_size"):
+        value = getattr(engine.parallelism, name)
+        if value not in (1, -1):
+            kind = "tensor" if name == "tp_size" else "sequence"
+            raise ConfigError(f"engine.parallelism.{name}", f"{value}: {kind} parallelism is not supported yet; set "
+                                                            f"it to 1 (one device per generator); to scale out, "
+                                                            f"{_SCALE_OUT}")
+    if engine.use_fsdp_inference:
+        raise ConfigError("engine.use_fsdp_inference", "FSDP inference is not supported yet (the weights load whole "
+                                                       "on engine.device); set it to false")
+    if device_type == "cuda":
+        offload = engine.offload
+        for name in ("dit", "dit_layerwise", "text_encoder", "vae"):
+            if getattr(offload, name):
+                raise ConfigError(f"engine.offload.{name}", "offloading to the CPU between uses is not supported "
+                                                            "yet; set it to false (every component stays on "
+                                                            "engine.device), or use a smaller dtype or model")
+    quant = engine.quantization
+    if quant is not None and quant.transformer_quant is not None:
+        raise ConfigError("engine.quantization.transformer_quant",
+                          f"{quant.transformer_quant!r}: weight quantization is not supported yet; set it to null "
+                          "(weights stay in engine.dtype)")
+    if engine.compile.enabled and engine.artifacts_path:
+        raise ConfigError("engine.compile.enabled", "the DiT is served by the compiled programs in "
+                                                    "engine.artifacts_path, so torch.compile has nothing to compile; "
+                                                    "turn compile off, or drop engine.artifacts_path")
+    pipeline = config.pipeline
+    if pipeline.workload_type != "t2v":
+        raise ConfigError("pipeline.workload_type", f"{pipeline.workload_type!r} is not supported: this engine "
+                                                    "runs text-to-video; use 't2v'")
+    components = pipeline.components
+    if engine.artifacts_path:
+        for name in ("transformer_path", "vae_path"):
+            if getattr(components, name):
+                raise ConfigError(f"pipeline.components.{name}", (
+                    "cannot be combined with engine.artifacts_path: artifacts are checked against the weights in "
+                    f"the model folder's {COMPONENT_PATHS[name]}/; build the artifacts from a model folder that "
+                    "holds this component, or drop one of the two"))
+    if components.lora_path is not None:
+        raise ConfigError("pipeline.components.lora_path", "LoRA adapters are not supported yet; merge the adapter "
+                                                           "into the transformer weights and point "
+                                                           "pipeline.components.transformer_path at the merged "
+                                                           "folder, or drop it")
+    if components.upsampler_weights is not None:
+        raise ConfigError("pipeline.components.upsampler_weights", "this engine has no upsampler (super-resolution) "
+                                                                   "stage; drop it")
+    for key, value in pipeline.experimental.items():
+        allowed = EXPERIMENTAL_KEYS.get(key)
+        if allowed is None:
+            raise ConfigError(f"pipeline.experimental.{key}", f"unknown experimental option; known: "
+                                                              f"{sorted(EXPERIMENTAL_KEYS)}")
+        if value not in allowed:
+            raise ConfigError(f"pipeline.experimental.{key}", f"{value!r} is not one of {list(allowed)}")
