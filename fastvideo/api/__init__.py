@@ -27,6 +27,7 @@ from fastvideo.api.results import (
     VideoResult,
 )
 from fastvideo.api.state import KNOWN_STATE_KINDS, ContinuationState
+from fastvideo.api.wire import TranslatedRequest, parse_size, translate_request
 
 __all__ = [
     "CompileConfig",
@@ -50,6 +51,7 @@ __all__ = [
     "QuantizationConfig",
     "RequestError",
     "SamplingConfig",
+    "TranslatedRequest",
     "VideoEvent",
     "VideoFinalEvent",
     "VideoPartialEvent",
@@ -57,4 +59,6 @@ __all__ = [
     "VideoResult",
     "config_to_dict",
     "parse_config",
+    "parse_size",
+    "translate_request",
 ]

@@ -20,6 +20,8 @@ class RequestError(FastVideoError, ValueError):
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
+        #: The message without the field name (what an edge re-labelling the field keeps).
+        self.reason = message
         super().__init__(f"{field}: {message}")
 
 

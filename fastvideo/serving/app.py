@@ -40,7 +40,7 @@ from fastvideo.serving.config import ServeConfig, StateConfig
 from fastvideo.serving.errors import error_body, install_error_handlers
 from fastvideo.serving.metrics import ServingMetrics
 from fastvideo.serving.observability import accept_request_id, request_id_var
-from fastvideo.serving.openai_routes import build_openai_router
+from fastvideo.serving.openai_routes import router as openai_router
 from fastvideo.serving.request_mapping import ModelDefaults
 from fastvideo.serving.session import SessionManager
 from fastvideo.serving.stream_routes import register_stream_routes
@@ -213,7 +213,7 @@ def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
     app = FastAPI(title="FastVideo Engine", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.server = state
     install_error_handlers(app)
-    app.include_router(build_openai_router(state))
+    app.include_router(openai_router)
     register_stream_routes(app, state)
 
     @app.get("/health")

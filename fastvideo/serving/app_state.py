@@ -6,7 +6,8 @@ model's identity. It is created by :func:`fastvideo.serving.app.build_app` and s
 ``app.state.server``; there is no module-level instance. :meth:`submit` is the single admission
 path for HTTP and WebSocket jobs: it refuses with 503 before warmup or while draining, 429 when
 the queue is full (both with ``retry-after``, and both before any job exists), 400 for bad input
-with ``param`` naming the client's field.
+with ``param`` naming the client's field (the engine's error re-labelled by the request's
+:class:`~fastvideo.api.TranslatedRequest`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastvideo.api import ConfigError, GenerationRequest, RequestError
+from fastvideo.api import ConfigError, GenerationRequest, RequestError, TranslatedRequest
 from fastvideo.runtime.service import Job, QueueFull, ServiceNotReady, ServiceStopped, VideoService
 from fastvideo.serving.config import ServeConfig
 from fastvideo.serving.errors import APIError, bad_request, queue_full, unavailable
 from fastvideo.serving.metrics import ServingMetrics
-from fastvideo.serving.request_mapping import ModelDefaults, param_for_field
+from fastvideo.serving.request_mapping import ModelDefaults
 from fastvideo.serving.session import SessionManager
 from fastvideo.serving.video_store import VideoStore
 
@@ -68,8 +69,8 @@ class ServerState:
                 self._reported_extras.add(key)
                 logger.warning("request field %r is not supported and is ignored (reported once)", key)
 
-    def submit(self, request: GenerationRequest, given: frozenset[str] | set[str] = frozenset()) -> Job:
-        """Admit one job (see module contract)."""
+    def submit(self, request: GenerationRequest, translated: TranslatedRequest | None = None) -> Job:
+        """Admit one job (see module contract); ``translated`` names the client's fields in a 400."""
         self.require_ready()
         try:
             return self.service.submit(request)
@@ -83,6 +84,7 @@ class ServerState:
             self.metrics.rejections.labels("shutting_down").inc()
             raise unavailable(str(exc), self.config.queue.retry_after_s, "shutting_down") from exc
         except RequestError as exc:
-            raise bad_request(str(exc), param_for_field(exc.field, given)) from exc
+            named = translated.relabel(exc) if translated is not None else exc
+            raise bad_request(str(named), named.field) from exc
         except ConfigError as exc:
-            raise bad_request(str(exc), param_for_field(exc.path, given)) from exc
+            raise bad_request(str(exc), exc.path or None) from exc

@@ -16,14 +16,7 @@ import sys
 import time
 from typing import Sequence
 
-from fastvideo.api import (
-    ConfigError,
-    GenerationRequest,
-    ModelLoadError,
-    OutputConfig,
-    RequestError,
-    SamplingConfig,
-)
+from fastvideo.api import ConfigError, ModelLoadError, OutputConfig, RequestError, translate_request
 from fastvideo.envs import read_env
 
 logger = logging.getLogger("fastvideo.cli")
@@ -75,16 +68,16 @@ def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--output", default="outputs/video.mp4",
                    help="output .mp4 path, or a folder (file named after the request id); default outputs/video.mp4")
     s = p.add_argument_group("sampling (default: the preset's)")
-    s.add_argument("--width", type=int, default=None, help="width in pixels, a multiple of 16")
-    s.add_argument("--height", type=int, default=None, help="height in pixels, a multiple of 16")
-    s.add_argument("--num-frames", type=int, default=None, help="frames to return (4k+1 decodes exactly)")
-    s.add_argument("--fps", type=int, default=None, help="frames per second of the MP4")
-    s.add_argument("--steps", "--num-inference-steps", dest="steps", type=int, default=None,
+    s.add_argument("--width", default=None, help="width in pixels, a multiple of 16")
+    s.add_argument("--height", default=None, help="height in pixels, a multiple of 16")
+    s.add_argument("--num-frames", default=None, help="frames to return (4k+1 decodes exactly)")
+    s.add_argument("--fps", default=None, help="frames per second of the MP4")
+    s.add_argument("--steps", "--num-inference-steps", dest="steps", default=None,
                    help="denoising steps")
-    s.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (1 disables)")
-    s.add_argument("--shift", type=float, default=None, help="flow-matching timestep shift")
+    s.add_argument("--guidance-scale", default=None, help="classifier-free guidance (1 disables)")
+    s.add_argument("--shift", default=None, help="flow-matching timestep shift")
     s.add_argument("--sampler", choices=["unipc", "euler"], default=None, help="sampler (default: model's)")
-    s.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
+    s.add_argument("--seed", default=None, help="random seed (default: random, printed)")
     add_generator_args(p)
     p.add_argument("--json", action="store_true", help="print the result metadata as JSON on stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -92,17 +85,22 @@ def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.Argument
     return p
 
 
+def _request_flags(args: argparse.Namespace) -> dict[str, object]:
+    """The request flags the user set, by flag name without ``--`` (``--steps`` is ``steps``)."""
+    names = ("prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "shift",
+             "sampler", "seed")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fastvideo.runtime.generator import VideoGenerator
 
-    request = GenerationRequest(
-        prompt=args.prompt, negative_prompt=args.negative_prompt,
-        sampling=SamplingConfig(width=args.width, height=args.height, num_frames=args.num_frames, fps=args.fps,
-                                num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
-                                seed=args.seed, shift=args.shift, sampler=args.sampler),
-        output=OutputConfig(save_video=True, return_frames=False, output_path=args.output))
+    # Translated (and type-checked) before the model loads, so a typo fails at once.
+    translated = translate_request("cli", {f"--{k.replace('_', '-')}": v for k, v in _request_flags(args).items()},
+                                   output=OutputConfig(save_video=True, return_frames=False,
+                                                       output_path=args.output))
     t0 = time.perf_counter()
     generator = VideoGenerator.from_config(generator_config_from_args(args))
     logger.info("model ready in %.1fs (%s)", time.perf_counter() - t0, generator.preset.name)
@@ -113,7 +111,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         bar.update(1)
 
     try:
-        result = generator.generate(request, on_step=on_step)
+        result = generator.generate(translated.request, on_step=on_step)
+    except RequestError as exc:  # the engine's range checks, named by the flag the user typed
+        raise translated.relabel(exc) from exc
     finally:
         bar.close()
         generator.shutdown()
@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (RequestError, ConfigError) as exc:
-        print(f"fastvideo {args.command}: invalid input: {_flagify(str(exc))}", file=sys.stderr)
+        print(f"fastvideo {args.command}: invalid input: {exc}", file=sys.stderr)
         return 2
     except ModelLoadError as exc:
         print(f"fastvideo {args.command}: cannot load the model: {exc}", file=sys.stderr)
@@ -273,17 +273,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"fastvideo {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-_FLAG_NAMES = {"sampling.width": "--width", "sampling.height": "--height", "sampling.num_frames": "--num-frames",
-               "sampling.num_inference_steps": "--steps", "sampling.guidance_scale": "--guidance-scale",
-               "sampling.fps": "--fps", "sampling.seed": "--seed", "sampling.shift": "--shift", "prompt": "--prompt"}
-
-
-def _flagify(message: str) -> str:
-    field, _, rest = message.partition(": ")
-    flag = _FLAG_NAMES.get(field)
-    return f"{flag} ({field}): {rest}" if flag else message
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,8 @@ model or route (``not_found_error`` / ``invalid_request_error``), 413 body too l
 full (``rate_limit_error``, with ``retry-after``), 503 not ready / shutting down
 (``service_unavailable``, with ``retry-after``), 500 anything unexpected (``server_error``; the
 message never leaks a traceback). :func:`install_error_handlers` maps FastAPI's validation errors,
-Starlette's HTTP errors and :class:`APIError` onto it.
+Starlette's HTTP errors, :class:`APIError` and a translation-layer
+:class:`~fastvideo.api.RequestError` (400, ``param`` = its field) onto it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fastvideo.api.errors import FastVideoError
+from fastvideo.api.errors import FastVideoError, RequestError
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(_request: Request, exc: RequestError) -> JSONResponse:
+        # Raised by the translation layer, already named for this edge (fastvideo.api.translate_request).
+        return error_response(bad_request(str(exc), exc.field))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

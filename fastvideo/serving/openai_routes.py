@@ -15,6 +15,9 @@ Contract (see ``shared/design/contracts.md``):
   a client that disconnects cancels its job. ``POST /v1/images/generations`` makes 1-frame
   videos and answers PNGs (``b64_json`` by default, or ``url``).
 - All admission goes through :meth:`ServerState.submit` (503 / 429 / 400 before a job exists).
+- Handlers are module-level functions on :data:`router`; each takes the app's :class:`ServerState`
+  through the :func:`get_state` dependency (``app.state.server``). Request fields are translated by
+  :mod:`fastvideo.serving.request_mapping` (which uses :func:`fastvideo.api.translate_request`).
 """
 
 from __future__ import annotations
@@ -26,24 +29,32 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
+from fastvideo.api.wire import HTTP_KEYS
 from fastvideo.serving.app_state import ServerState
 from fastvideo.serving.errors import APIError, bad_request, not_found
 from fastvideo.serving.openai_protocol import CreateVideoBody, ImageGenerationBody, ListQuery, form_to_mapping
-from fastvideo.serving.request_mapping import MappedRequest, build_generation_request, decode_image_reference
+from fastvideo.serving.request_mapping import (
+    MappedRequest,
+    decode_image_reference,
+    map_image_request,
+    map_video_request,
+)
 from fastvideo.serving.video_store import VideoRecord
 
 logger = logging.getLogger(__name__)
+B = TypeVar("B", bound=BaseModel)
 
 
-async def read_body(request: Request, model: type[BaseModel], max_bytes: int) -> tuple[Any, bytes | None]:
-    """Parse a JSON / multipart / urlencoded body into ``model``; returns it and an uploaded file's bytes."""
+async def read_body(request: Request, model: type[B], max_bytes: int) -> tuple[B, dict[str, Any], bytes | None]:
+    """Parse a JSON / multipart / urlencoded body: ``model`` (the edge-only fields), the plain mapping (what
+    the translation layer reads) and an uploaded file's bytes."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     upload: bytes | None = None
     if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
@@ -85,202 +96,227 @@ async def read_body(request: Request, model: type[BaseModel], max_bytes: int) ->
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first.get("loc", ())) or None
         raise bad_request(f"{param}: {first.get('msg')}" if param else str(first.get("msg")), param) from exc
-    return body, upload
+    return body, mapping, upload
 
 
-def build_openai_router(state: ServerState) -> APIRouter:
-    router = APIRouter()
-    cfg = state.config.server
-    poll_headers = {"openai-poll-after-ms": str(cfg.poll_after_ms)}
+router = APIRouter()
 
-    def store_reference(record_id: str, body: Any, upload: bytes | None) -> Path | None:
-        value = upload if upload is not None else getattr(body, "input_reference", None)
-        if value is None:
-            return None
-        data, ext = decode_image_reference(value, max_bytes=cfg.max_body_bytes)
-        path = state.store.input_path_for(record_id, ext)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        return path
 
-    def admit(body: Any, mapped: MappedRequest, kind: str, ref: Path | None) -> VideoRecord:
-        try:
-            job = state.submit(mapped.request, mapped.given)
-        except BaseException:
-            if ref is not None:
-                ref.unlink(missing_ok=True)
-            raise
-        record = VideoRecord(id=job.id, kind=kind, model=body.model or state.defaults.name, prompt=body.prompt,
-                             width=mapped.width, height=mapped.height, seconds=mapped.seconds,
-                             num_frames=mapped.num_frames, fps=mapped.fps, job=job, input_path=ref)
-        logger.info("job %s queued (%s, %dx%d, %d frames)", job.id, kind, mapped.width, mapped.height,
-                    mapped.num_frames)
-        return state.store.track(record)
+def get_state(request: Request) -> ServerState:
+    """The app's :class:`ServerState` (a FastAPI dependency of every handler)."""
+    return request.app.state.server  # type: ignore[no-any-return]
 
-    async def create_from(request: Request, kind_prefix: str = "video") -> VideoRecord:
-        state.require_ready()
-        body, upload = await read_body(request, CreateVideoBody, cfg.max_body_bytes)
-        state.check_model(body.model)
-        state.report_extras(body.model_extra)
-        record_id = f"{kind_prefix}_{uuid.uuid4().hex[:24]}"
-        ref = store_reference(record_id, body, upload)
-        try:
-            mapped = build_generation_request(body, state.defaults, request_id=record_id,
-                                              image_path=str(ref) if ref else None)
-        except BaseException:
-            if ref is not None:
-                ref.unlink(missing_ok=True)
-            raise
-        record = admit(body, mapped, "video", ref)
-        record.response_format = body.response_format
-        return record
 
-    def get_record(video_id: str, kind: str = "video") -> VideoRecord:
-        record = state.store.get(video_id)
-        if record is None or record.kind != kind:
-            raise not_found(f"no {kind} with id {video_id!r} (it may have expired or been deleted)",
-                            "video_id" if kind == "video" else "image_id", f"{kind}_not_found")
-        return record
+Server = Annotated[ServerState, Depends(get_state)]
 
-    @router.post("/v1/videos")
-    async def create_video(request: Request) -> JSONResponse:
-        record = await create_from(request)
-        return JSONResponse(record.to_openai(), headers=poll_headers)
 
-    @router.get("/v1/videos")
-    async def list_videos(request: Request) -> JSONResponse:
-        try:
-            query = ListQuery.model_validate(dict(request.query_params))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            param = ".".join(str(p) for p in first.get("loc", ())) or None
-            raise bad_request(f"{param}: {first.get('msg')}", param) from exc
-        try:
-            items, has_more = state.store.page(after=query.after, limit=query.limit, order=query.order)
-        except KeyError:
-            raise bad_request(f"after={query.after!r} is not a known video id", "after") from None
-        data = [r.to_openai() for r in items]
-        return JSONResponse({"object": "list", "data": data, "has_more": has_more,
-                             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None},
-                            headers=poll_headers)
+def _poll_headers(state: ServerState) -> dict[str, str]:
+    return {"openai-poll-after-ms": str(state.config.server.poll_after_ms)}
 
-    @router.get("/v1/videos/{video_id}")
-    async def retrieve_video(video_id: str) -> JSONResponse:
-        return JSONResponse(get_record(video_id).to_openai(), headers=poll_headers)
 
-    @router.delete("/v1/videos/{video_id}")
-    async def delete_video(video_id: str) -> JSONResponse:
-        get_record(video_id)
-        state.store.delete(video_id)
-        return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
+def _store_reference(state: ServerState, record_id: str, body: CreateVideoBody, upload: bytes | None) -> Path | None:
+    value = upload if upload is not None else body.input_reference
+    if value is None:
+        return None
+    data, ext = decode_image_reference(value, max_bytes=state.config.server.max_body_bytes)
+    path = state.store.input_path_for(record_id, ext)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
 
-    @router.get("/v1/videos/{video_id}/content")
-    async def video_content(video_id: str, variant: str = "video") -> FileResponse:
-        record = get_record(video_id)
-        if variant not in ("video", "thumbnail"):
-            raise bad_request(f"variant {variant!r} is not supported; use 'video' or 'thumbnail'", "variant")
-        if record.status != "completed" or record.file_path is None:
-            raise APIError(409, f"video {video_id!r} is {record.status}; its content exists once it is completed",
-                           param="video_id", code="video_not_ready")
-        if variant == "thumbnail":
-            path = await asyncio.to_thread(state.store.thumbnail, record)
-            return FileResponse(path, media_type="image/png", filename=f"{video_id}.png")
-        return FileResponse(record.file_path, media_type="video/mp4", filename=f"{video_id}.mp4")
 
-    async def wait_or_cancel(request: Request, records: list[VideoRecord]) -> None:
-        """Wait for every record; a disconnecting client cancels its jobs."""
-        for record in records:
-            while not record.done.is_set():
-                try:
-                    await asyncio.wait_for(record.done.wait(), 1.0)
-                except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        logger.info("client went away; cancelling %s", [r.id for r in records])
-                        for r in records:
-                            state.store.delete(r.id)
-                        raise APIError(499, "client closed the request", code="client_closed") from None
+def _admit(state: ServerState, model: str | None, prompt: str, mapped: MappedRequest, kind: str,
+           ref: Path | None) -> VideoRecord:
+    try:
+        job = state.submit(mapped.request, mapped.translated)
+    except BaseException:
+        if ref is not None:
+            ref.unlink(missing_ok=True)
+        raise
+    record = VideoRecord(id=job.id, kind=kind, model=model or state.defaults.name, prompt=prompt,
+                         width=mapped.width, height=mapped.height, seconds=mapped.seconds,
+                         num_frames=mapped.num_frames, fps=mapped.fps, job=job, input_path=ref)
+    logger.info("job %s queued (%s, %dx%d, %d frames)", job.id, kind, mapped.width, mapped.height, mapped.num_frames)
+    return state.store.track(record)
 
-    def raise_if_failed(record: VideoRecord) -> None:
-        if record.status == "completed":
-            return
-        code = record.error_code or "generation_failed"
-        if code in ("shutting_down", "cancelled"):
-            raise APIError(503, record.error_message or code, type="service_unavailable", code=code,
-                           headers={"retry-after": str(state.config.queue.retry_after_s)})
-        raise APIError(500, record.error_message or "generation failed", type="server_error", code=code)
 
-    @router.post("/v1/videos/generations")
-    async def generate_video(request: Request) -> JSONResponse:
-        t0 = time.time()
-        record = await create_from(request)
-        await wait_or_cancel(request, [record])
-        raise_if_failed(record)
-        fmt = record.response_format or "url"
-        item: dict[str, Any] = {"output_format": "mp4"}
-        if fmt == "b64_json":
-            assert record.file_path is not None
-            item["b64_json"] = base64.b64encode(await asyncio.to_thread(record.file_path.read_bytes)).decode()
+def _report_extras(state: ServerState, body: BaseModel) -> None:
+    state.report_extras({k: v for k, v in (body.model_extra or {}).items() if k not in HTTP_KEYS})
+
+
+async def _create(state: ServerState, request: Request) -> VideoRecord:
+    state.require_ready()
+    body, mapping, upload = await read_body(request, CreateVideoBody, state.config.server.max_body_bytes)
+    state.check_model(body.model)
+    _report_extras(state, body)
+    record_id = f"video_{uuid.uuid4().hex[:24]}"
+    ref = _store_reference(state, record_id, body, upload)
+    try:
+        mapped = map_video_request(mapping, state.defaults, request_id=record_id,
+                                   image_path=str(ref) if ref else None)
+    except BaseException:
+        if ref is not None:
+            ref.unlink(missing_ok=True)
+        raise
+    record = _admit(state, body.model, mapped.request.prompt, mapped, "video", ref)
+    record.response_format = body.response_format
+    return record
+
+
+def _get_record(state: ServerState, video_id: str, kind: str = "video") -> VideoRecord:
+    record = state.store.get(video_id)
+    if record is None or record.kind != kind:
+        raise not_found(f"no {kind} with id {video_id!r} (it may have expired or been deleted)",
+                        "video_id" if kind == "video" else "image_id", f"{kind}_not_found")
+    return record
+
+
+@router.post("/v1/videos")
+async def create_video(request: Request, state: Server) -> JSONResponse:
+    record = await _create(state, request)
+    return JSONResponse(record.to_openai(), headers=_poll_headers(state))
+
+
+@router.get("/v1/videos")
+async def list_videos(request: Request, state: Server) -> JSONResponse:
+    try:
+        query = ListQuery.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first.get("loc", ())) or None
+        raise bad_request(f"{param}: {first.get('msg')}", param) from exc
+    try:
+        items, has_more = state.store.page(after=query.after, limit=query.limit, order=query.order)
+    except KeyError:
+        raise bad_request(f"after={query.after!r} is not a known video id", "after") from None
+    data = [r.to_openai() for r in items]
+    return JSONResponse({"object": "list", "data": data, "has_more": has_more,
+                         "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None},
+                        headers=_poll_headers(state))
+
+
+@router.get("/v1/videos/{video_id}")
+async def retrieve_video(video_id: str, state: Server) -> JSONResponse:
+    return JSONResponse(_get_record(state, video_id).to_openai(), headers=_poll_headers(state))
+
+
+@router.delete("/v1/videos/{video_id}")
+async def delete_video(video_id: str, state: Server) -> JSONResponse:
+    _get_record(state, video_id)
+    state.store.delete(video_id)
+    return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
+
+
+@router.get("/v1/videos/{video_id}/content")
+async def video_content(video_id: str, state: Server, variant: str = "video") -> FileResponse:
+    record = _get_record(state, video_id)
+    if variant not in ("video", "thumbnail"):
+        raise bad_request(f"variant {variant!r} is not supported; use 'video' or 'thumbnail'", "variant")
+    if record.status != "completed" or record.file_path is None:
+        raise APIError(409, f"video {video_id!r} is {record.status}; its content exists once it is completed",
+                       param="video_id", code="video_not_ready")
+    if variant == "thumbnail":
+        path = await asyncio.to_thread(state.store.thumbnail, record)
+        return FileResponse(path, media_type="image/png", filename=f"{video_id}.png")
+    return FileResponse(record.file_path, media_type="video/mp4", filename=f"{video_id}.mp4")
+
+
+async def _wait_or_cancel(state: ServerState, request: Request, records: list[VideoRecord]) -> None:
+    """Wait for every record; a disconnecting client cancels its jobs."""
+    for record in records:
+        while not record.done.is_set():
+            try:
+                await asyncio.wait_for(record.done.wait(), 1.0)
+            except asyncio.TimeoutError:
+                if await request.is_disconnected():
+                    logger.info("client went away; cancelling %s", [r.id for r in records])
+                    for r in records:
+                        state.store.delete(r.id)
+                    raise APIError(499, "client closed the request", code="client_closed") from None
+
+
+def _raise_if_failed(state: ServerState, record: VideoRecord) -> None:
+    if record.status == "completed":
+        return
+    code = record.error_code or "generation_failed"
+    if code in ("shutting_down", "cancelled"):
+        raise APIError(503, record.error_message or code, type="service_unavailable", code=code,
+                       headers={"retry-after": str(state.config.queue.retry_after_s)})
+    raise APIError(500, record.error_message or "generation failed", type="server_error", code=code)
+
+
+@router.post("/v1/videos/generations")
+async def generate_video(request: Request, state: Server) -> JSONResponse:
+    t0 = time.time()
+    record = await _create(state, request)
+    await _wait_or_cancel(state, request, [record])
+    _raise_if_failed(state, record)
+    fmt = record.response_format or "url"
+    item: dict[str, Any] = {"output_format": "mp4"}
+    if fmt == "b64_json":
+        assert record.file_path is not None
+        item["b64_json"] = base64.b64encode(await asyncio.to_thread(record.file_path.read_bytes)).decode()
+    else:
+        item["url"] = str(request.url_for("video_content", video_id=record.id))
+    return JSONResponse({"id": record.id, "object": "video", "model": record.model, "created": int(t0),
+                         "status": "completed", "progress": 100, "data": [item],
+                         "inference_time_s": record.inference_time_s, "queue_time_s": record.queue_time_s,
+                         "seconds": record.seconds, "size": record.size, "error": None})
+
+
+@router.post("/v1/images/generations")
+async def generate_images(request: Request, state: Server) -> JSONResponse:
+    state.require_ready()
+    body, mapping, _ = await read_body(request, ImageGenerationBody, state.config.server.max_body_bytes)
+    state.check_model(body.model)
+    _report_extras(state, body)
+    t0 = time.time()
+    records: list[VideoRecord] = []
+    try:
+        for i in range(body.n):
+            mapped = map_image_request(mapping, state.defaults, request_id=f"img_{uuid.uuid4().hex[:24]}", index=i)
+            records.append(_admit(state, body.model, mapped.request.prompt, mapped, "image", None))
+    except BaseException:
+        for r in records:
+            state.store.delete(r.id)
+        raise
+    await _wait_or_cancel(state, request, records)
+    for record in records:
+        _raise_if_failed(state, record)
+    data = []
+    for record in records:
+        assert record.file_path is not None
+        if (body.response_format or "b64_json") == "b64_json":
+            data.append({"b64_json": base64.b64encode(await asyncio.to_thread(record.file_path.read_bytes))
+                         .decode(), "revised_prompt": None})
         else:
-            item["url"] = str(request.url_for("video_content", video_id=record.id))
-        return JSONResponse({"id": record.id, "object": "video", "model": record.model, "created": int(t0),
-                             "status": "completed", "progress": 100, "data": [item],
-                             "inference_time_s": record.inference_time_s, "queue_time_s": record.queue_time_s,
-                             "seconds": record.seconds, "size": record.size, "error": None})
+            data.append({"url": str(request.url_for("image_content", image_id=record.id)), "revised_prompt": None})
+    return JSONResponse({"created": int(t0), "data": data, "output_format": "png",
+                         "size": records[0].size if records else None,
+                         "inference_time_s": sum(r.inference_time_s or 0.0 for r in records)})
 
-    @router.post("/v1/images/generations")
-    async def generate_images(request: Request) -> JSONResponse:
-        state.require_ready()
-        body, _ = await read_body(request, ImageGenerationBody, cfg.max_body_bytes)
-        state.check_model(body.model)
-        state.report_extras(body.model_extra)
-        t0 = time.time()
-        records: list[VideoRecord] = []
-        try:
-            for i in range(body.n):
-                seeded = body if body.seed is None or i == 0 else body.model_copy(update={"seed": body.seed + i})
-                record_id = f"img_{uuid.uuid4().hex[:24]}"
-                mapped = build_generation_request(seeded, state.defaults, request_id=record_id, single_frame=True,
-                                                  return_frames=True)
-                records.append(admit(body, mapped, "image", None))
-        except BaseException:
-            for r in records:
-                state.store.delete(r.id)
-            raise
-        await wait_or_cancel(request, records)
-        for record in records:
-            raise_if_failed(record)
-        data = []
-        for record in records:
-            assert record.file_path is not None
-            if (body.response_format or "b64_json") == "b64_json":
-                data.append({"b64_json": base64.b64encode(await asyncio.to_thread(record.file_path.read_bytes))
-                             .decode(), "revised_prompt": None})
-            else:
-                data.append({"url": str(request.url_for("image_content", image_id=record.id)), "revised_prompt": None})
-        return JSONResponse({"created": int(t0), "data": data, "output_format": "png",
-                             "size": records[0].size if records else None,
-                             "inference_time_s": sum(r.inference_time_s or 0.0 for r in records)})
 
-    @router.get("/v1/images/{image_id}/content")
-    async def image_content(image_id: str) -> FileResponse:
-        record = get_record(image_id, "image")
-        if record.file_path is None:
-            raise APIError(409, f"image {image_id!r} is {record.status}", param="image_id", code="image_not_ready")
-        return FileResponse(record.file_path, media_type="image/png", filename=f"{image_id}.png")
+@router.get("/v1/images/{image_id}/content")
+async def image_content(image_id: str, state: Server) -> FileResponse:
+    record = _get_record(state, image_id, "image")
+    if record.file_path is None:
+        raise APIError(409, f"image {image_id!r} is {record.status}", param="image_id", code="image_not_ready")
+    return FileResponse(record.file_path, media_type="image/png", filename=f"{image_id}.png")
 
-    def model_card(model_id: str) -> dict[str, Any]:
-        return {"id": model_id, "object": "model", "created": int(state.started_at), "owned_by": "fastvideo",
-                "root": str(state.service.generator.model_path), "max_frames": state.defaults.max_frames,
-                "default_size": f"{state.defaults.width}x{state.defaults.height}",
-                "default_num_frames": state.defaults.num_frames, "default_fps": state.defaults.fps}
 
-    @router.get("/v1/models")
-    async def list_models() -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [model_card(state.defaults.name)]})
+def _model_card(state: ServerState, model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": int(state.started_at), "owned_by": "fastvideo",
+            "root": str(state.service.generator.model_path), "max_frames": state.defaults.max_frames,
+            "default_size": f"{state.defaults.width}x{state.defaults.height}",
+            "default_num_frames": state.defaults.num_frames, "default_fps": state.defaults.fps}
 
-    @router.get("/v1/models/{model_id:path}")
-    async def retrieve_model(model_id: str) -> JSONResponse:
-        state.check_model(model_id)
-        return JSONResponse(model_card(model_id))
 
-    return router
+@router.get("/v1/models")
+async def list_models(state: Server) -> JSONResponse:
+    return JSONResponse({"object": "list", "data": [_model_card(state, state.defaults.name)]})
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, state: Server) -> JSONResponse:
+    state.check_model(model_id)
+    return JSONResponse(_model_card(state, model_id))

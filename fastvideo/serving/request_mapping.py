@@ -1,14 +1,14 @@
-"""Mapping OpenAI/Dynamo request fields onto :class:`fastvideo.api.GenerationRequest`, and back.
+"""The HTTP edge's side of request translation: an OpenAI body -> ``GenerationRequest``, and what the
+``Video`` object reports about it; reference images.
 
 Contract:
-- :func:`build_generation_request` resolves size (``width``/``height`` > ``size`` "WxH" > the
-  model's default), frames (``num_frames`` / ``nvext.num_frames`` > ``seconds * fps`` > default),
-  and copies the sampling extensions (top level wins over ``nvext``). Every sampling field the
-  reply reports (size, frames, fps) is made explicit, so the ``Video`` object tells the truth.
-- A malformed value the runtime cannot judge (size string, base64 image, URL reference) raises
-  :class:`fastvideo.serving.errors.APIError` 400 with ``param`` the client's field name.
-- :func:`param_for_field` maps a runtime field path (``sampling.width``) back to the field the
-  client sent (``size``, or ``width`` when they sent that) for the error's ``param``.
+- :func:`map_video_request` hands the body's plain mapping (JSON, or a form mapped to the same
+  nesting) to :func:`fastvideo.api.translate_request` on the ``http`` edge (the one translation
+  layer: field table, precedence rule, size parser, coercions; see :mod:`fastvideo.api.wire`) and
+  adds what the ``Video`` object reports: the size, frames, fps and seconds the job will have (the
+  model's defaults for what the client left out). A bad value raises
+  :class:`fastvideo.api.RequestError` naming the client's field; the routes answer it as a 400
+  with that ``param``. :func:`map_image_request` does the same for one frame of an image request.
 - :func:`decode_image_reference` accepts uploaded bytes, a data URL, bare base64, or
   ``{"image_url": ...}``; checks the bytes are a PNG/JPEG/WebP/GIF image and returns them with an
   extension. Remote URLs and ``file_id`` are refused (the server fetches nothing).
@@ -19,14 +19,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-from fastvideo.api import ContinuationState, GenerationRequest, InputConfig, OutputConfig, SamplingConfig
+from fastvideo.api import GenerationRequest, OutputConfig, RequestError, TranslatedRequest, translate_request
 from fastvideo.serving.errors import bad_request
-from fastvideo.serving.openai_protocol import CreateVideoBody, ImageGenerationBody
-
-_SIZE_RE = re.compile(r"^\s*(\d{1,5})\s*[xX*]\s*(\d{1,5})\s*$")
 
 
 @dataclass(frozen=True)
@@ -43,23 +41,18 @@ class ModelDefaults:
 
 @dataclass(frozen=True)
 class MappedRequest:
-    """A GenerationRequest plus what the ``Video`` object reports about it."""
+    """A translated request plus what the ``Video`` object reports about it."""
 
-    request: GenerationRequest
+    translated: TranslatedRequest
     width: int
     height: int
     num_frames: int
     fps: int
     seconds: str
-    #: Fields the client set explicitly (for error ``param`` mapping).
-    given: frozenset[str]
 
-
-def parse_size(text: str, param: str = "size") -> tuple[int, int]:
-    match = _SIZE_RE.match(text or "")
-    if not match:
-        raise bad_request(f"size {text!r} is not of the form WIDTHxHEIGHT (e.g. 832x480)", param, "invalid_size")
-    return int(match.group(1)), int(match.group(2))
+    @property
+    def request(self) -> GenerationRequest:
+        return self.translated.request
 
 
 def _fmt_seconds(num_frames: int, fps: int) -> str:
@@ -67,88 +60,43 @@ def _fmt_seconds(num_frames: int, fps: int) -> str:
     return str(int(value)) if value == int(value) else f"{value:.4f}".rstrip("0")
 
 
-def _pick(*values: Any) -> Any:
-    for value in values:
-        if value is not None:
-            return value
-    return None
+def _mapped(translated: TranslatedRequest, defaults: ModelDefaults) -> MappedRequest:
+    s = translated.request.sampling
+    width = s.width if s.width is not None else defaults.width
+    height = s.height if s.height is not None else defaults.height
+    num_frames = s.num_frames if s.num_frames is not None else defaults.num_frames
+    fps = s.fps if s.fps is not None else defaults.fps
+    seconds = _fmt_seconds(num_frames, fps) if fps > 0 else str(num_frames)
+    return MappedRequest(translated=translated, width=width, height=height, num_frames=num_frames, fps=fps,
+                         seconds=seconds)
 
 
-def build_generation_request(body: CreateVideoBody | ImageGenerationBody, defaults: ModelDefaults, *,
-                             request_id: str, image_path: str | None = None, single_frame: bool = False,
-                             return_frames: bool = False) -> MappedRequest:
-    """The typed request for an OpenAI video (or image) body; see module contract."""
-    nv = body.nvext
-    given = set(body.model_fields_set)
-    if nv is not None:
-        given |= {f"nvext.{k}" for k in nv.model_fields_set}
-    width, height = defaults.width, defaults.height
-    if body.size is not None:
-        width, height = parse_size(body.size)
-    width = body.width if body.width is not None else width
-    height = body.height if body.height is not None else height
-
-    fps = _pick(getattr(body, "fps", None), nv.fps if nv else None, defaults.fps)
-    num_frames: int | None
-    if single_frame:
-        num_frames = 1
-    else:
-        num_frames = _pick(getattr(body, "num_frames", None), nv.num_frames if nv else None)
-        seconds = getattr(body, "seconds", None)
-        if num_frames is None and seconds is not None:
-            if not 0 < seconds <= 3600:
-                raise bad_request(f"seconds {seconds!r} is out of range; use a positive duration", "seconds")
-            num_frames = max(1, round(seconds * fps)) if isinstance(fps, int) and fps > 0 else None
-        if num_frames is None:
-            num_frames = defaults.num_frames
-    state = None
-    if nv is not None and nv.continuation_state is not None:
-        try:
-            state = ContinuationState.from_dict(nv.continuation_state)
-        except ValueError as exc:
-            raise bad_request(f"nvext.continuation_state: {exc}", "nvext.continuation_state", "invalid_state") from exc
-    sampling = SamplingConfig(
-        width=width, height=height, num_frames=num_frames, fps=fps,
-        num_inference_steps=_pick(body.num_inference_steps, nv.num_inference_steps if nv else None),
-        guidance_scale=_pick(body.guidance_scale, nv.guidance_scale if nv else None),
-        seed=_pick(body.seed, nv.seed if nv else None))
-    request = GenerationRequest(
-        prompt=body.prompt, negative_prompt=_pick(body.negative_prompt, nv.negative_prompt if nv else None),
-        inputs=InputConfig(image_path=image_path), sampling=sampling,
-        output=OutputConfig(save_video=False, return_frames=return_frames, return_state=state is not None),
-        state=state, request_id=request_id)
-    seconds_text = _fmt_seconds(num_frames, fps) if isinstance(num_frames, int) and isinstance(fps, int) and fps > 0 \
-        else str(num_frames)
-    return MappedRequest(request=request, width=width, height=height, num_frames=num_frames, fps=fps,
-                         seconds=seconds_text, given=frozenset(given))
+def map_video_request(body: Mapping[str, Any], defaults: ModelDefaults, *, request_id: str,
+                      image_path: str | None = None) -> MappedRequest:
+    """The typed request for an OpenAI video body (see module contract)."""
+    translated = translate_request("http", body, fps=defaults.fps, request_id=request_id, image_path=image_path,
+                                   output=OutputConfig(save_video=False, return_frames=False))
+    return _mapped(translated, defaults)
 
 
-_FIELD_PARAMS: dict[str, tuple[str, ...]] = {
-    # runtime field -> candidate client fields, the first one the client sent wins; last is the fallback
-    "sampling.width": ("width", "size"),
-    "sampling.height": ("height", "size"),
-    "sampling.num_frames": ("num_frames", "nvext.num_frames", "seconds", "num_frames"),
-    "sampling.fps": ("fps", "nvext.fps", "fps"),
-    "sampling.num_inference_steps": ("num_inference_steps", "nvext.num_inference_steps", "num_inference_steps"),
-    "sampling.guidance_scale": ("guidance_scale", "nvext.guidance_scale", "guidance_scale"),
-    "sampling.seed": ("seed", "nvext.seed", "seed"),
-    "negative_prompt": ("negative_prompt", "nvext.negative_prompt", "negative_prompt"),
-    "prompt": ("prompt",),
-    "inputs.image_path": ("input_reference",),
-    "inputs.video_path": ("input_reference",),
-    "state": ("nvext.continuation_state", "continuation_state"),
-}
+#: Fields an image request cannot set (an image is one frame).
+_FRAME_FIELDS = ("sampling.num_frames", "sampling.fps", "state")
 
 
-def param_for_field(field: str, given: frozenset[str] | set[str]) -> str:
-    """The client's name for runtime field ``field`` (see module contract)."""
-    candidates = _FIELD_PARAMS.get(field)
-    if not candidates:
-        return field
-    for name in candidates:
-        if name in given:
-            return name
-    return candidates[-1]
+def map_image_request(body: Mapping[str, Any], defaults: ModelDefaults, *, request_id: str,
+                      index: int = 0) -> MappedRequest:
+    """One frame of an image request; image ``index`` > 0 takes seed + index (when a seed is given)."""
+    translated = translate_request("http", body, fps=defaults.fps, request_id=request_id,
+                                   output=OutputConfig(save_video=False, return_frames=True))
+    for path in _FRAME_FIELDS:
+        if path in translated.given:
+            raise RequestError(translated.given[path], "does not apply to an image (one frame); remove it")
+    request = translated.request
+    seed = request.sampling.seed
+    sampling = replace(request.sampling, num_frames=1,
+                       seed=seed + index if seed is not None and index else seed)
+    translated = replace(translated, request=replace(request, sampling=sampling))
+    return _mapped(translated, defaults)
 
 
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpg"), (b"GIF87a", "gif"), (b"GIF89a", "gif"))

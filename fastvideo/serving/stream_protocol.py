@@ -5,7 +5,8 @@ Contract: every control frame is a JSON object with a ``type``. Client frames ar
 ``end_stream`` and ``ping``. :func:`parse_client_message` raises :class:`ProtocolError` for
 anything else - not JSON, not an object, unknown ``type``, wrong field types - with a message
 that says what was wrong; the server answers it with an ``error`` frame ``invalid_message`` and
-keeps the session. Unknown extra keys are ignored. Server frame types are listed in
+keeps the session. Unknown extra keys are ignored. Request fields (prompt, sizes, sampling) are
+not judged here but by the translation layer, like on every edge. Server frame types are listed in
 :data:`SERVER_FRAMES`; binary WebSocket messages carry fMP4 bytes only.
 """
 
@@ -24,35 +25,51 @@ class _Msg(BaseModel):
 
 
 class SessionInitV2(_Msg):
-    """Opens the session; sets the sampling every segment shares; may resume from a snapshot."""
+    """Opens the session; sets the sampling every segment shares; may resume from a snapshot.
+
+    Request fields are typed ``Any`` here on purpose: the one translation layer
+    (:func:`fastvideo.api.translate_request`, edge ``ws``) coerces and names them, as on every edge."""
 
     type: Literal["session_init_v2"]
     #: A session id the client saw before (routers use it for stickiness); informational here.
     session_id: str | None = None
     #: When set, the first segment starts right away with this prompt.
-    prompt: str | None = Field(default=None, min_length=1)
-    negative_prompt: str | None = None
-    width: int | None = Field(default=None, gt=0)
-    height: int | None = Field(default=None, gt=0)
-    num_frames: int | None = Field(default=None, gt=0)
-    fps: int | None = Field(default=None, gt=0, le=120)
-    num_inference_steps: int | None = Field(default=None, gt=0)
-    guidance_scale: float | None = Field(default=None, ge=0)
-    seed: int | None = Field(default=None, ge=0)
+    prompt: Any = None
+    negative_prompt: Any = None
+    width: Any = None
+    height: Any = None
+    num_frames: Any = None
+    fps: Any = None
+    num_inference_steps: Any = None
+    guidance_scale: Any = None
+    seed: Any = None
+    shift: Any = None
+    sampler: Any = None
+    continuation_strength: Any = None
     #: ``{kind, payload}`` of a ``continuation_state_snapshot``: the first segment continues it.
     continuation_state: dict[str, Any] | None = None
 
 
 class SegmentPromptSource(_Msg):
-    """Requests the next segment (continuing the previous one)."""
+    """Requests the next segment (continuing the previous one); its fields override the session's."""
 
     type: Literal["segment_prompt_source"]
-    prompt: str = Field(min_length=1)
-    negative_prompt: str | None = None
-    num_frames: int | None = Field(default=None, gt=0)
-    num_inference_steps: int | None = Field(default=None, gt=0)
-    guidance_scale: float | None = Field(default=None, ge=0)
-    seed: int | None = Field(default=None, ge=0)
+    prompt: Any = None
+    negative_prompt: Any = None
+    num_frames: Any = None
+    num_inference_steps: Any = None
+    guidance_scale: Any = None
+    seed: Any = None
+    shift: Any = None
+    sampler: Any = None
+    continuation_strength: Any = None
+
+
+#: The request fields of the two frames above (what the translation layer reads from them).
+SESSION_FIELDS = ("width", "height", "num_frames", "fps", "num_inference_steps", "guidance_scale", "seed", "shift",
+                  "sampler", "continuation_strength")
+SEGMENT_FIELDS = ("num_frames", "num_inference_steps", "guidance_scale", "seed", "shift", "sampler",
+                  "continuation_strength")
 
 
 class SnapshotState(_Msg):

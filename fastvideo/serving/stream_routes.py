@@ -40,8 +40,15 @@ from typing import Any
 from fastapi import FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from fastvideo.api import (ContinuationState, GenerationRequest, OutputConfig, SamplingConfig, VideoFinalEvent,
-                           VideoProgressEvent)
+from fastvideo.api import (
+    ContinuationState,
+    OutputConfig,
+    RequestError,
+    TranslatedRequest,
+    VideoFinalEvent,
+    VideoProgressEvent,
+    translate_request,
+)
 from fastvideo.runtime.service import Job
 from fastvideo.serving.app_state import ServerState
 from fastvideo.serving.errors import APIError
@@ -49,6 +56,8 @@ from fastvideo.serving.fmp4 import FragmentedMP4Encoder
 from fastvideo.serving.observability import request_id_var
 from fastvideo.serving.session import Session, SessionRejected, SessionState
 from fastvideo.serving.stream_protocol import (
+    SEGMENT_FIELDS,
+    SESSION_FIELDS,
     EndStream,
     Ping,
     ProtocolError,
@@ -204,8 +213,7 @@ class StreamSession:
         elif not self.initialized:
             await self.error("invalid_message", "send session_init_v2 first")
         elif isinstance(msg, SegmentPromptSource):
-            overrides = {k: getattr(msg, k) for k in ("num_frames", "num_inference_steps", "guidance_scale", "seed")
-                         if getattr(msg, k) is not None}
+            overrides = {k: getattr(msg, k) for k in SEGMENT_FIELDS if getattr(msg, k) is not None}
             await self._enqueue(_Segment(msg.prompt, msg.negative_prompt, overrides, time.perf_counter()))
         elif isinstance(msg, SnapshotState):
             state = self.session.continuation_state
@@ -223,15 +231,19 @@ class StreamSession:
             return
         resumed = False
         defaults, cfg = self.state.defaults, self.cfg
-        sampling = {
-            "width": msg.width or cfg.width or defaults.width,
-            "height": msg.height or cfg.height or defaults.height,
-            "num_frames": msg.num_frames or cfg.num_frames or defaults.num_frames,
-            "fps": msg.fps or cfg.fps or defaults.fps,
-            "num_inference_steps": msg.num_inference_steps or cfg.num_inference_steps,
-            "guidance_scale": msg.guidance_scale, "seed": msg.seed,
-        }
-        negative = msg.negative_prompt
+        base = {"width": cfg.width or defaults.width, "height": cfg.height or defaults.height,
+                "num_frames": cfg.num_frames or defaults.num_frames, "fps": cfg.fps or defaults.fps,
+                "num_inference_steps": cfg.num_inference_steps}
+        wire = {k: v for k, v in base.items() if v is not None}
+        wire.update({k: getattr(msg, k) for k in SESSION_FIELDS if getattr(msg, k) is not None})
+        if msg.negative_prompt is not None:
+            wire["negative_prompt"] = msg.negative_prompt
+        try:  # judge the session's values now, as its first segment would be judged
+            sampling = self._checked(wire, msg.prompt if msg.prompt is not None else "session check")
+        except RequestError as exc:
+            await self.error("invalid_message", f"session_init_v2: {exc}", param=exc.field)
+            return
+        negative = sampling.pop("negative_prompt", None)
         if msg.continuation_state is not None:
             try:
                 self.session.continuation_state = ContinuationState.from_dict(msg.continuation_state)
@@ -322,26 +334,44 @@ class StreamSession:
         self._end(S.COMPLETE)
         await self.close(1000, "stream_complete")
 
-    def _request(self, segment: _Segment) -> GenerationRequest:
-        s = {**self.session.sampling, **segment.overrides}
-        seed = s.get("seed")
+    def _translate(self, wire: dict[str, Any], request_id: str | None = None) -> TranslatedRequest:
+        return translate_request("ws", {k: v for k, v in wire.items() if v is not None}, fps=self.state.defaults.fps,
+                                 request_id=request_id,
+                                 output=OutputConfig(save_video=False, return_frames=True, return_state=True))
+
+    def _checked(self, wire: dict[str, Any], prompt: Any) -> dict[str, Any]:
+        """``wire`` translated and judged by the engine (ranges, sizes) as a segment would be; the typed
+        values by their ws names. Raises RequestError naming the ws field."""
+        translated = self._translate({**wire, "prompt": prompt})
+        try:
+            self.state.service.generator.resolve(translated.request)
+        except RequestError as exc:
+            raise translated.relabel(exc) from exc
+        request = translated.request
+        typed = {name: getattr(request.sampling, name) for name in wire if hasattr(request.sampling, name)}
+        if request.negative_prompt is not None:
+            typed["negative_prompt"] = request.negative_prompt
+        return typed
+
+    def _request(self, segment: _Segment) -> TranslatedRequest:
+        wire = {**self.session.sampling, **segment.overrides}
+        seed = self.session.sampling.get("seed")
         if seed is not None and "seed" not in segment.overrides:
-            seed = seed + self.session.segment_idx
-        return GenerationRequest(
-            prompt=segment.prompt, negative_prompt=segment.negative_prompt or self.session.negative_prompt,
-            sampling=SamplingConfig(width=s["width"], height=s["height"], num_frames=s["num_frames"], fps=s["fps"],
-                                    num_inference_steps=s.get("num_inference_steps"),
-                                    guidance_scale=s.get("guidance_scale"), seed=seed),
-            output=OutputConfig(save_video=False, return_frames=True, return_state=True),
-            state=self.session.continuation_state,
-            request_id=f"{self.session.id}_seg{self.session.segment_idx}")
+            wire["seed"] = seed + self.session.segment_idx
+        wire.update(prompt=segment.prompt, negative_prompt=segment.negative_prompt or self.session.negative_prompt,
+                    continuation_state=self.session.continuation_state)
+        return self._translate(wire, request_id=f"{self.session.id}_seg{self.session.segment_idx}")
 
     async def _run_segment(self, segment: _Segment) -> None:
         idx = self.session.segment_idx
         metrics = self.state.metrics
         try:
-            job = self.state.submit(self._request(segment), {"num_frames", "width", "height", "fps",
-                                                             "num_inference_steps", "guidance_scale", "seed"})
+            translated = self._request(segment)
+            job = self.state.submit(translated.request, translated)
+        except RequestError as exc:  # the translation layer refused a segment's field
+            metrics.segments.labels("refused").inc()
+            await self.error("invalid_request", str(exc), segment_idx=idx, param=exc.field)
+            return
         except APIError as exc:
             metrics.segments.labels("refused").inc()
             code = {429: "queue_full", 503: "shutting_down" if exc.code == "shutting_down" else "not_ready"}.get(
@@ -406,8 +436,7 @@ class StreamSession:
                         queue_time_s=round(job.queue_time_s or 0.0, 4))
         self.session.transition(S.ACTIVE)
         await self.send("ltx2_segment_start", segment_idx=idx, prompt=segment.prompt, total_steps=job.total_steps,
-                        num_frames=self.session.sampling["num_frames"] if "num_frames" not in segment.overrides
-                        else segment.overrides["num_frames"], continuation=job.request.state is not None)
+                        num_frames=job.request.sampling.num_frames, continuation=job.request.state is not None)
         return True
 
     async def _deliver(self, job: Any, idx: int, segment: _Segment, final: VideoFinalEvent) -> None:

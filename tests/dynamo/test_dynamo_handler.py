@@ -59,7 +59,12 @@ def handler(tiny_generator, tmp_path: Path) -> VideoGenerationHandler:
 
 
 def test_non_stream_b64_is_exactly_one_playable_chunk(handler, fake_context):
+    before = handler.generator.counters.snapshot()
     chunks = _collect(handler, _request(), fake_context("ctx-b64"))
+    after = handler.generator.counters.snapshot()
+    # the worker runs the generator's engine core: its executor (the one denoising loop) counted the request
+    assert after["generations_started"] - before["generations_started"] == 1
+    assert after["generations_completed"] - before["generations_completed"] == 1
     assert len(chunks) == 1
     chunk = chunks[0]
     assert (chunk["id"], chunk["object"], chunk["status"], chunk["progress"]) == ("video-ctx-b64", "video",
@@ -96,10 +101,11 @@ def test_stream_yields_progress_per_step_then_the_final(handler, fake_context):
 @pytest.mark.parametrize("request_fields,needle", [
     ({"prompt": ""}, "prompt: is required"),
     ({"size": "big"}, "size:"),
-    ({"size": "65x64"}, "sampling.width: 65 is not a multiple of 16"),
-    ({"nvext": {"num_frames": 100000}}, "sampling.num_frames: 100000 frames cannot be generated"),
+    ({"size": "65x64"}, "size: 65 is not a multiple of 16"),  # the engine's check, named as the client sent it
+    ({"nvext": {"num_frames": 100000}}, "nvext.num_frames: 100000 frames cannot be generated"),
+    ({"nvext": {"num_inference_steps": 0}}, "nvext.num_inference_steps: 0 is out of range; use 1..1000"),
     ({"extra_args": {"media_passthrough": {"checkpoint": "x"}}}, "unknown request field(s) ['checkpoint']"),
-    ({"input_reference": "/tmp/ref.png"}, "inputs.image_path"),
+    ({"input_reference": "/tmp/ref.png"}, "input_reference: model 'fastvideo-tiny' is text-to-video"),
     ({"response_format": "gif"}, "response_format"),
 ])
 def test_bad_requests_end_with_one_failed_chunk(handler, fake_context, request_fields, needle):

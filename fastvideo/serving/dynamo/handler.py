@@ -333,8 +333,9 @@ class VideoGenerationHandler:
             return False
         except (RequestError, ConfigError) as exc:
             self.failed += int(counted)
-            logger.info("worker %s rejected request %s: %s", self.worker_label, response_id, exc)
-            emit(failed_response(response_id, model, f"invalid request: {exc}"))
+            named = parsed.translated.relabel(exc) if isinstance(exc, RequestError) else exc
+            logger.info("worker %s rejected request %s: %s", self.worker_label, response_id, named)
+            emit(failed_response(response_id, model, f"invalid request: {named}"))
             return False
         finally:
             # Closing the iterator cancels a generation still running at its next denoising step.
