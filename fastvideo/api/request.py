@@ -57,6 +57,10 @@ class OutputConfig:
     output_path: str | None = None
     #: Return a ContinuationState so a next segment can continue this one.
     return_state: bool = False
+    #: ``generate_async`` yields a :class:`~fastvideo.api.VideoPartialEvent` preview after every this many
+    #: denoising steps (not after the last: the final event follows). Each preview costs one VAE decode of
+    #: the whole clip at the request's size. None: no previews (>= 1 otherwise).
+    preview_interval_steps: int | None = None
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Results and streaming events of a generation.
 
 Contract: ``VideoGenerator.generate`` returns a :class:`VideoResult`; ``generate_async`` yields
-:class:`VideoProgressEvent` once per denoising step (plus stage markers), optional
-:class:`VideoPartialEvent`, then exactly one :class:`VideoFinalEvent` per request, always last.
+:class:`VideoProgressEvent` once per denoising step, a :class:`VideoPartialEvent` preview after every
+``output.preview_interval_steps`` steps when the request sets it (right after that step's progress
+event, never after the last step), then exactly one :class:`VideoFinalEvent` per request, always last.
 ``frames`` is whatever array the runtime produced (numpy uint8 ``(T, H, W, 3)``); this module
 does not import numpy or torch. ``metadata`` is JSON-safe (timings per stage in seconds under
 ``timings``, ``inference_time_s``, resolved sampling values).
@@ -55,10 +56,19 @@ class VideoProgressEvent(VideoEvent):
 
 @dataclass
 class VideoPartialEvent(VideoEvent):
-    """Partial output (frames decoded so far) for streaming consumers."""
+    """A preview while denoising: the current clean-video estimate, decoded.
+
+    ``frames`` are uint8 ``(T, H, W, 3)`` at the request's size and frame count (the final video's
+    shape): the sampler's estimate of the clean latents after ``step`` of ``total_steps`` steps
+    (``x0 = x_t - sigma_t * v``), decoded by the VAE. ``index`` counts the request's previews from 0.
+    ``frame_offset`` is where ``frames`` start in the video (0: a preview covers the whole clip).
+    """
 
     frames: Any = None
     frame_offset: int = 0
+    index: int = 0
+    step: int = 0
+    total_steps: int = 0
 
 
 @dataclass

@@ -17,6 +17,11 @@ Contract:
   ``on_failed(item, exc)``; before that, ``on_start(item)`` once when its batch is picked and
   ``on_step(item, step, total)`` after every denoising step. Listener exceptions are logged, never
   allowed to kill the loop.
+- Previews: the executor's ``denoise`` gets a :class:`StepSink` (callable as ``on_step``, plus
+  ``wants_partial(item)`` / ``partial(item, event)``). A listener that defines the optional
+  ``on_partial(item, event)`` receives the previews its request asks for
+  (``output.preview_interval_steps``); for any other listener ``wants_partial`` is false and the
+  executor decodes none.
 - :meth:`stop` closes the scheduler, reports every still-queued item cancelled (``shutting down``)
   and joins the threads after the running batch ends.
 """
@@ -28,7 +33,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from fastvideo.api.errors import GenerationCancelled
 from fastvideo.runtime.scheduler import Scheduler, WorkItem
@@ -38,13 +43,43 @@ logger = logging.getLogger(__name__)
 StepFn = Callable[[WorkItem, int, int], None]
 
 
+@runtime_checkable
+class PreviewSink(Protocol):
+    """Where an executor delivers a request's previews (the dispatcher's :class:`StepSink` is one)."""
+
+    def wants_partial(self, item: WorkItem) -> bool:
+        """Whether anyone takes ``item``'s previews (else the executor decodes none)."""
+        ...
+
+    def partial(self, item: WorkItem, event: Any) -> None: ...
+
+
+class StepSink:
+    """What the dispatcher hands ``BatchExecutor.denoise``: ``sink(item, step, total)`` reports a step to
+    the item's listener; ``wants_partial`` / ``partial`` deliver previews to its optional ``on_partial``."""
+
+    def __init__(self, dispatcher: "Dispatcher") -> None:
+        self._dispatcher = dispatcher
+
+    def __call__(self, item: WorkItem, step: int, total: int) -> None:
+        self._dispatcher._call(item, "on_step", step, total)
+
+    def wants_partial(self, item: WorkItem) -> bool:
+        return callable(getattr(item.listener, "on_partial", None))
+
+    def partial(self, item: WorkItem, event: Any) -> None:
+        self._dispatcher._call(item, "on_partial", event)
+
+
 class BatchExecutor(Protocol):
     """Device work for the dispatcher (see :mod:`fastvideo.runtime.executor`)."""
 
     def prepare(self, item: WorkItem) -> None: ...
 
     def denoise(self, batch: list[WorkItem], on_step: StepFn) -> list[tuple[WorkItem, BaseException]]:
-        """Run the batch; return the members dropped on the way (cancelled or failed) with why."""
+        """Run the batch, calling ``on_step(item, step, total)`` after every step (the dispatcher passes a
+        :class:`StepSink`, which is also a :class:`PreviewSink`); return the members dropped on the way
+        (cancelled or failed) with why."""
         ...
 
     def finish(self, item: WorkItem) -> Any: ...
@@ -290,7 +325,7 @@ class Dispatcher:
             return
         logger.debug("dispatching batch of %d: %s", len(ready), ready[0].key.describe())
         try:
-            dropped = self.executor.denoise(ready, lambda item, step, total: self._call(item, "on_step", step, total))
+            dropped = self.executor.denoise(ready, StepSink(self))
         except BaseException as exc:  # noqa: BLE001
             for item in ready:
                 self._end(item, exc)

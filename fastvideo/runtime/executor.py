@@ -15,6 +15,14 @@ Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a 
   :meth:`WanT2VPipeline.run` up to the batched matmuls' summation order (parity test: frames within
   1 uint8 level, latents within 1e-4 on the built-in model in fp32). This is the one denoising loop:
   ``VideoGenerator.generate`` / ``generate_async`` run it with batches of one.
+- Previews: a member whose request sets ``output.preview_interval_steps = k`` gets, after every k-th
+  step except the last and only when ``on_step`` is a :class:`~fastvideo.runtime.dispatcher.PreviewSink`
+  whose ``wants_partial(item)`` is true, a :class:`~fastvideo.api.VideoPartialEvent`: the sampler's
+  clean estimate ``x0 = x_t - sigma_t * v`` (the continuation tail imposed), decoded by the VAE exactly
+  as ``finish`` decodes (same size and frames). The decode runs on the denoise stream between steps,
+  so it delays the whole batch's next step by one VAE decode; its time is added to the request's
+  ``timings["preview_s"]`` and counted in ``previews_decoded``. A preview that fails drops only its
+  request (``generations_failed``); the rest of the batch goes on.
 - ``finish(item)``: on the *decode* stream (after the denoise event), VAE decode with the overlap
   frames of a continuation dropped, MP4 encoding / saving, state encoding; returns a VideoResult
   built by ``VideoGenerator.build_result`` (with ``batch_size``/``queue_s``).
@@ -35,8 +43,7 @@ from typing import Any, Protocol
 
 import torch
 
-from fastvideo.api import GenerationRequest, SamplingConfig
-from fastvideo.api import GenerationCancelled
+from fastvideo.api import GenerationCancelled, GenerationRequest, SamplingConfig, VideoPartialEvent
 from fastvideo.engine.pipeline import Conditioning, guided, overlap_video_frames
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
 from fastvideo.runtime.cuda_graphs import (
@@ -46,6 +53,7 @@ from fastvideo.runtime.cuda_graphs import (
     GraphBucket,
     GraphConfig,
 )
+from fastvideo.runtime.dispatcher import PreviewSink
 from fastvideo.runtime.scheduler import BucketKey, WorkItem
 from fastvideo.runtime.state_codec import DEFAULT_TAIL_FRAMES
 
@@ -256,6 +264,7 @@ class WanBatchExecutor:
         total = s0.num_inference_steps
         cfg = s0.do_cfg
         dropped: list[tuple[WorkItem, BaseException]] = []
+        previews = on_step if isinstance(on_step, PreviewSink) else None
         t0 = time.perf_counter()
         with self.streams.use("denoise"):
             members = []
@@ -293,16 +302,28 @@ class WanBatchExecutor:
                     timestep = torch.cat([timestep, timestep])
                 pred = self._step(model_in, timestep, embeds)
                 count = len(members)
+                failed: set[int] = set()
                 for row, m in enumerate(members):
                     s = m.item.payload.resolved
                     if cfg:
                         p = guided(pred[row: row + 1], pred[count + row: count + row + 1], s.guidance_scale)
                     else:
                         p = pred[row: row + 1]
-                    m.latents = m.sampler.step(p, index, m.latents)
+                    before = m.latents
+                    m.latents = m.sampler.step(p, index, before)
                     if m.item.ctx.conditioning is not None:
                         m.latents = m.item.ctx.conditioning.impose(m.latents, m.sigmas[index + 1])
                     on_step(m.item, index + 1, total)
+                    if previews is not None and self._preview_due(m.item, index + 1, total, previews):
+                        try:
+                            self._preview(m, p, before, index, total, previews)
+                        except Exception as exc:  # noqa: BLE001 - reported on that request only
+                            logger.exception("preview of %s failed", m.item.request_id)
+                            self.generator.counters.add("generations_failed")
+                            dropped.append((m.item, exc))
+                            failed.add(id(m))
+                if failed:
+                    members = [m for m in members if id(m) not in failed]
             event = self.streams.record("denoise")
         self.streams.synchronize("denoise")
         elapsed = time.perf_counter() - t0
@@ -312,6 +333,28 @@ class WanBatchExecutor:
             ctx.timings["denoise_s"] = elapsed
             self.streams.handoff(m.latents, "decode")
         return dropped
+
+    @staticmethod
+    def _preview_due(item: WorkItem, step: int, total: int, sink: PreviewSink) -> bool:
+        interval = item.payload.request.output.preview_interval_steps
+        return bool(interval) and step < total and step % interval == 0 and sink.wants_partial(item)
+
+    def _preview(self, m: _Member, pred: torch.Tensor, before: torch.Tensor, index: int, total: int,
+                 sink: PreviewSink) -> None:
+        """Decode ``m``'s clean estimate at step ``index`` and hand it to ``sink`` (see module contract)."""
+        t0 = time.perf_counter()
+        item, work = m.item, m.item.payload
+        ctx: _Ctx = item.ctx
+        x0 = before.float() - pred.float() * m.sigmas[index]  # the sampler's own velocity -> data rule
+        if ctx.conditioning is not None:
+            x0 = ctx.conditioning.impose(x0, 0.0)
+        frames = self.pipeline.decode(x0, work.resolved, skip_frames=ctx.overlap)
+        self.generator.counters.add("previews_decoded")
+        ctx.timings["preview_s"] = ctx.timings.get("preview_s", 0.0) + time.perf_counter() - t0
+        step = index + 1
+        sink.partial(item, VideoPartialEvent(request_id=item.request_id, frames=frames,
+                                             index=step // work.request.output.preview_interval_steps - 1,
+                                             step=step, total_steps=total))
 
     @staticmethod
     def _batch_embeds(per_item: list[torch.Tensor], cfg: bool) -> torch.Tensor:

@@ -14,7 +14,11 @@ Contract:
   ``inference_time_s``, resolved sampling, ``batch_size``, ``queue_s``). The MP4 is written
   atomically: nothing half-written is ever left at ``output.output_path``.
 - ``generate_async(request)`` yields exactly one :class:`VideoProgressEvent` per denoising step,
-  then exactly one :class:`VideoFinalEvent` carrying the MP4 bytes. Closing the iterator early
+  with ``output.preview_interval_steps = k`` a :class:`~fastvideo.api.VideoPartialEvent` right after
+  the progress event of every k-th step but the last (``(steps - 1) // k`` previews, ``index`` 0, 1,
+  ...; each is one VAE decode of the clean estimate, see :mod:`fastvideo.runtime.executor`), then
+  exactly one :class:`VideoFinalEvent` carrying the MP4 bytes. ``generate`` decodes no previews
+  (nobody would receive them). Closing the iterator early
   cancels the generation at the next step. Errors propagate as exceptions from the iterator; a
   cancellation is :class:`~fastvideo.api.GenerationCancelled`.
 - ``shutdown()`` stops the engine core and releases the models; later calls raise
@@ -57,6 +61,7 @@ from fastvideo.api import (
     RequestError,
     SamplingConfig,
     VideoFinalEvent,
+    VideoPartialEvent,
     VideoProgressEvent,
     VideoResult,
     parse_config,
@@ -187,6 +192,9 @@ class _QueueListener:
     def on_step(self, item: Any, step: int, total: int) -> None:
         self._put("step", VideoProgressEvent(request_id=self.request_id, step=step, total_steps=total,
                                              stage="denoise", elapsed_s=time.perf_counter() - self.started))
+
+    def on_partial(self, item: Any, event: VideoPartialEvent) -> None:
+        self._put("partial", event)
 
     def on_done(self, item: Any, result: VideoResult) -> None:
         self._put("done", result)
@@ -333,6 +341,10 @@ class VideoGenerator:
             field = "inputs.image_path" if req.inputs.image_path else "inputs.video_path"
             raise RequestError(field, f"model {self.preset.name!r} is text-to-video; image/video conditioning "
                                       "is not supported, drop the input or use an image-to-video model")
+        interval = req.output.preview_interval_steps
+        if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int) or interval < 1):
+            raise RequestError("output.preview_interval_steps", f"{interval!r} must be an integer >= 1 (a preview "
+                                                                "every that many steps), or null for none")
         if req.sampling.true_cfg_scale is not None and not self._warned_true_cfg:
             self._warned_true_cfg = True
             logger.warning("sampling.true_cfg_scale is ignored: Wan uses classic CFG (sampling.guidance_scale)")
@@ -464,7 +476,7 @@ class VideoGenerator:
         try:
             while result is None:
                 kind, value = await listener.queue.get()
-                if kind == "step":
+                if kind in ("step", "partial"):
                     yield value
                 elif kind == "done":
                     result = value
