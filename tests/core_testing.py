@@ -39,7 +39,7 @@ def video_request(seed: int, prompt: str = "a red fox in snow", state: Any = Non
 
 
 def assert_same_video(got: Any, want: Any) -> None:
-    from fastvideo.runtime.state_codec import decode_latent_state
+    from fastvideo.engine.state_codec import decode_latent_state
 
     diff = np.abs(got.frames.astype(np.int16) - want.frames.astype(np.int16)).max()
     assert diff <= FRAME_TOL, f"frames differ by {diff} levels"

@@ -273,7 +273,7 @@ def latent_frames_for(frames: int, temporal_factor: int = 4) -> int:
 
 def _continuation_frames(frames: int, temporal_factor: int) -> int:
     """Video frames the continuation branch generates for ``frames`` new frames (overlap included)."""
-    from fastvideo.runtime.state_codec import DEFAULT_TAIL_FRAMES
+    from fastvideo.engine.state_codec import DEFAULT_TAIL_FRAMES
 
     overlap = 1 + temporal_factor * (DEFAULT_TAIL_FRAMES - 1)
     return overlap + frames

@@ -2,7 +2,7 @@
 
 Contract:
 - An inline tensor entry is ``{"encoding": "safetensors+base64", "data": <base64>}`` (what
-  :mod:`fastvideo.runtime.state_codec` writes). :func:`externalize_state` replaces every such entry
+  :mod:`fastvideo.engine.state_codec` writes). :func:`externalize_state` replaces every such entry
   in the payload (at any depth) whose raw bytes exceed ``threshold_bytes`` with a blob reference
   ``{"encoding": "blob", "blob_id", "format": "safetensors", "nbytes", "sha256"}`` after writing the
   bytes to the store; smaller entries stay inline. :func:`internalize_state` is the inverse: it

@@ -113,7 +113,7 @@ def test_aoti_build_served_on_device(gpu, tiny_model_dir: Path, fastvideo_cache:
     from fastvideo.engine.pipeline import model_dtype
     from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
     from fastvideo.runtime.executor import ExecutorConfig
-    from fastvideo.runtime.state_codec import decode_latent_state
+    from fastvideo.engine.state_codec import decode_latent_state
     from fastvideo.runtime.worker import BatchWorker, WorkerConfig
 
     dtype = model_dtype("auto", gpu.device)

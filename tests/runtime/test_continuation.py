@@ -34,7 +34,7 @@ def test_state_round_trips_through_json(tiny_generator):
 def _latents(generator, seed: int, continue_from=None, strength: float = 1.0):
     """The engine core's clean latents of a segment (continuing from ``continue_from`` tail latents)."""
     from core_testing import core_latents
-    from fastvideo.runtime.state_codec import encode_latent_state
+    from fastvideo.engine.state_codec import encode_latent_state
 
     state = None
     if continue_from is not None:

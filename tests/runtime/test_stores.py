@@ -19,7 +19,7 @@ import pytest
 
 from fastvideo.api import ContinuationState, RequestError
 from fastvideo.runtime.state_blobs import externalize_state, internalize_state, state_blob_ids
-from fastvideo.runtime.state_codec import decode_latent_state
+from fastvideo.engine.state_codec import decode_latent_state
 from fastvideo.runtime.stores import (
     BlobNotFound,
     InMemoryBlobStore,

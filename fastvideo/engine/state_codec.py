@@ -4,7 +4,10 @@ Contract: ``wan.v1`` payloads are JSON-safe dicts ``{schema_version: 1, segment_
 latent_shape, tail_latents: {encoding: "safetensors+base64", data}}`` where ``tail_latents`` holds
 the trailing latent frames of the segment (float32, ``(B, C, T_tail, h, w)``) that a continuation
 conditions on. Decoding checks kind, version and shapes and raises ``ValueError`` saying what is
-wrong. Large tensors may later move to a BlobStore by id; this module keeps them inline.
+wrong. This module keeps tensors inline; the runtime may move large ones to a blob store by id and
+back before decoding. ``DEFAULT_TAIL_FRAMES`` (latent frames a continuation conditions on) is shared
+with the builder's continuation shapes (:mod:`fastvideo.build.specs`). Pure: torch, safetensors and
+:mod:`fastvideo.api` only.
 """
 
 from __future__ import annotations
