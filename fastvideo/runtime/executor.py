@@ -45,6 +45,7 @@ import torch
 
 from fastvideo.api import GenerationCancelled, GenerationRequest, SamplingConfig, VideoPartialEvent
 from fastvideo.engine.pipeline import Conditioning, guided, overlap_video_frames
+from fastvideo.engine.state_codec import DEFAULT_TAIL_FRAMES
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
 from fastvideo.runtime.cuda_graphs import (
     CudaGraphBackend,
@@ -55,7 +56,6 @@ from fastvideo.runtime.cuda_graphs import (
 )
 from fastvideo.runtime.dispatcher import PreviewSink
 from fastvideo.runtime.scheduler import BucketKey, WorkItem
-from fastvideo.runtime.state_codec import DEFAULT_TAIL_FRAMES
 
 logger = logging.getLogger(__name__)
 

@@ -77,7 +77,7 @@ from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
 from fastvideo.runtime.dispatcher import SyncListener
 from fastvideo.runtime.media import encode_mp4, write_mp4_atomic
 from fastvideo.runtime.state_blobs import externalize_state, has_blob_refs, internalize_state
-from fastvideo.runtime.state_codec import decode_latent_state, encode_latent_state
+from fastvideo.engine.state_codec import decode_latent_state, encode_latent_state
 
 logger = logging.getLogger(__name__)
 
