@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     from fastvideo.engine.builtin_model import ensure_builtin_model
     from fastvideo.engine.loader import inspect_model_folder
     from fastvideo.envs import read_env
-    from fastvideo.runtime.artifacts import apply_artifacts, load_artifacts
+    from fastvideo.build.artifact_modules import apply_artifacts
+    from fastvideo.build.loading import load_artifacts
 
     keep = args.workdir is not None
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-build-"))

@@ -15,6 +15,10 @@ Contract
   capture: it records no completion event of its own); calls are serialized by a lock and run under
   the device guard of the package's device.
 - Works on CPU (a C++ compiler is needed, see :func:`aoti_unavailable_reason`) and CUDA.
+- :data:`ARTIFACT_BACKEND` is the ``aoti`` entry of :mod:`fastvideo.build.backends`: one package per
+  shape case (an :class:`AOTIProgram`), bound at apply time to the pipeline's eager DiT / VAE
+  wrappers (a package that does not bind is an ``ArtifactMismatchError`` on ``component``); the
+  programs share the eager weights; the environment adds triton (CUDA) or the CPU vector ISA (CPU).
 """
 
 from __future__ import annotations
@@ -23,18 +27,23 @@ import logging
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from fastvideo.build.exportable import constants_map
+from fastvideo.build.backends import ArtifactBackend, Runner
+from fastvideo.build.exportable import DiTExport, VAEDecodeExport, VAEEncodeExport, constants_map
 from fastvideo.build.specs import ShapeCase
 from fastvideo.kernels.device import device_guard
 
+if TYPE_CHECKING:  # pragma: no cover
+    from fastvideo.build.loading import LoadedArtifacts
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["AOTIProgram", "AOTI_INDUCTOR_CONFIGS", "aoti_unavailable_reason", "build_aoti_case", "export_case"]
+__all__ = ["AOTIProgram", "AOTI_INDUCTOR_CONFIGS", "ARTIFACT_BACKEND", "aoti_unavailable_reason", "build_aoti_case",
+           "export_case"]
 
 #: Inductor settings every package is compiled with (weights stay out of the package).
 AOTI_INDUCTOR_CONFIGS: dict[str, Any] = {"aot_inductor.package_constants_in_so": False}
@@ -126,3 +135,33 @@ class AOTIProgram:
         if isinstance(out, (list, tuple)):
             return out[0]
         return out
+
+
+def _load_program(path: Path, device: torch.device, case: ShapeCase) -> AOTIProgram:
+    return AOTIProgram(path, device)
+
+
+def _bound_runners(pipeline: Any, loaded: LoadedArtifacts) -> dict[str, Runner]:
+    """Bind every loaded package to the eager module of its component (weights shared, not copied)."""
+    from fastvideo.build.loading import ArtifactMismatchError
+
+    dit, vae, device = pipeline.dit, pipeline.vae, torch.device(pipeline.device)
+    owners = {"dit": lambda case: DiTExport(dit, case.latent, device),
+              "vae_decoder": lambda case: VAEDecodeExport(vae),
+              "vae_encoder": lambda case: VAEEncodeExport(vae)}
+    runners: dict[str, Runner] = {}
+    for key, entry in loaded.cases.items():
+        case, program = entry.case, entry.program
+        try:
+            program.bind(owners[case.component](case))
+        except ValueError as exc:
+            raise ArtifactMismatchError("component", case.component, case.component, (
+                f"the program {case.key} does not fit this model's {case.component}: {exc}"),
+                loaded.rebuild_command() + " --force") from None
+        runners[key] = program
+    return runners
+
+
+#: The ``aoti`` entry of the artifact backend registry (see module contract).
+ARTIFACT_BACKEND = ArtifactBackend(name="aoti", environment=frozenset({"triton", "cpu_isa"}), shares_eager_weights=True,
+                                   runners=_bound_runners, load_program=_load_program)

@@ -37,6 +37,7 @@ import torch
 
 from fastvideo.api.errors import FastVideoError
 from fastvideo.build import manifest as mf
+from fastvideo.build.backends import artifact_backend_names
 from fastvideo.build.specs import (
     ComponentSpec,
     ModelDims,
@@ -52,7 +53,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["BACKENDS", "BuildError", "BuildRequest", "BuildResult", "EXIT_FAILED", "EXIT_ONNX_ONLY", "EXIT_OK",
            "EXIT_USAGE", "Progress", "run_build"]
 
-BACKENDS = ("inductor", "aoti", "tensorrt")
+BACKENDS = artifact_backend_names()  # inductor, aoti, tensorrt (fastvideo.build.backends)
 PRECISIONS = ("bf16", "fp16", "fp32")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ONNX_ONLY = 0, 1, 2, 3
 

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build compiled artifacts of a Wan model's DiT and VAE (AOTInductor packages, a warm "
                     "torch.compile cache, or TensorRT engines) for declared video shapes, into a self-describing, "
                     "content-addressed folder <out>/<backend>-<precision>-<hash>/ with manifest.json. The runtime "
-                    "loads it with engine.artifacts_path (fastvideo.runtime.artifacts.load_artifacts) and refuses "
+                    "loads it with engine.artifacts_path (fastvideo.build.loading.load_artifacts) and refuses "
                     "it if the weights, GPU, torch version or files differ.")
     p.add_argument("--model-path", type=Path, default=None,
                    help="diffusers-format Wan folder (model_index.json, transformer/, vae/, ...); default: the "

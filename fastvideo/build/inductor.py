@@ -19,6 +19,10 @@ Contract
 - The DiT is compiled directly (its RoPE lookup is a cache hit: :func:`warm_rope` fills the
   DiT's RoPE cache for every grid before anything is compiled, at build and at load, so guards
   see the same cache). At most ``ROPE_CACHE_SIZE`` DiT latent shapes per build.
+- :data:`ARTIFACT_BACKEND` is the ``inductor`` entry of :mod:`fastvideo.build.backends`: no
+  per-case program files; the private cache copy is made at load, the compile + warm-up runs at
+  apply time; the compiled modules share the eager weights; the environment adds triton (CUDA) or
+  the CPU vector ISA (CPU).
 """
 
 from __future__ import annotations
@@ -26,17 +30,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
+from fastvideo.build.backends import ArtifactBackend, Runner
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fastvideo.build.loading import LoadedArtifacts
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["CACHE_SUBDIR", "CacheStats", "compile_component", "inductor_cache_env", "read_cache_counters",
-           "warm_rope"]
+__all__ = ["ARTIFACT_BACKEND", "CACHE_SUBDIR", "CacheStats", "compile_component", "inductor_cache_env",
+           "read_cache_counters", "warm_rope"]
 
 CACHE_SUBDIR = "inductor_cache"
 _ENV_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
@@ -106,3 +117,45 @@ def compile_component(component: str, module: nn.Module) -> Callable[..., torch.
     if component == "dit":
         return torch.compile(module, backend="inductor", dynamic=False, fullgraph=True)
     return torch.compile(module, backend="inductor", dynamic=False)
+
+
+def _private_copy(folder: Path) -> Path:
+    """Copy the verified cache to a temporary directory: a cache hit still writes into the cache directory."""
+    private = Path(tempfile.mkdtemp(prefix="fastvideo-inductor-"))
+    shutil.copytree(Path(folder) / CACHE_SUBDIR, private / CACHE_SUBDIR)
+    return private
+
+
+def _compiled_runners(pipeline: Any, loaded: LoadedArtifacts) -> dict[str, Runner]:
+    """Compile every component from the private cache copy and warm each (case, batch) once."""
+    from fastvideo.build.exportable import VAEDecodeExport, VAEEncodeExport, dit_grid
+
+    assert loaded.private_dir is not None
+    entries = list(loaded.cases.values())
+    dit, vae = pipeline.dit, pipeline.vae
+    modules = {"dit": dit, "vae_decoder": VAEDecodeExport(vae).eval(), "vae_encoder": VAEEncodeExport(vae).eval()}
+    compiled: dict[str, Runner] = {}
+    vae_dtype = next(vae.parameters()).dtype
+    with inductor_cache_env(loaded.private_dir / CACHE_SUBDIR, shapes=sum(len(e.case.batches) for e in entries)):
+        before = read_cache_counters()
+        warm_rope(dit, [dit_grid(dit, e.case.latent) for e in entries if e.case.component == "dit"], loaded.device)
+        with torch.no_grad():
+            for entry in entries:
+                component = entry.case.component
+                if component not in compiled:
+                    compiled[component] = compile_component(component, modules[component])
+                for batch in entry.case.batches:
+                    compiled[component](*entry.case.sample_inputs(batch, device=loaded.device,
+                                                                  compute_dtype=loaded.dtype, vae_dtype=vae_dtype))
+        after = read_cache_counters()
+    loaded.stats["inductor_cache_hits"] = after.hits - before.hits
+    loaded.stats["inductor_cache_misses"] = after.misses - before.misses
+    if after.misses > before.misses:
+        logger.warning("inductor compiled %d graph(s) that were not in the artifact cache (a different torch or "
+                       "inductor configuration?); startup was slower than it should be", after.misses - before.misses)
+    return {key: compiled[entry.case.component] for key, entry in loaded.cases.items()}
+
+
+#: The ``inductor`` entry of the artifact backend registry (see module contract).
+ARTIFACT_BACKEND = ArtifactBackend(name="inductor", environment=frozenset({"triton", "cpu_isa"}),
+                                   shares_eager_weights=True, runners=_compiled_runners, private_copy=_private_copy)

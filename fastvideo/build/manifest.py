@@ -249,25 +249,30 @@ def _cpu_isa() -> str | None:
 def environment_info(device: Any, backend: str, *, with_tensorrt: bool | None = None) -> EnvironmentInfo:
     """Fingerprint the current environment for ``backend`` on ``device``.
 
-    Fields that do not affect an artifact are left ``None`` (triton for CPU builds, the CPU ISA
-    for GPU builds, TensorRT for non-TensorRT backends or ONNX-only stages).
+    Fields that do not affect an artifact are left ``None``: the optional fields are the ones the
+    backend's registry entry names (:attr:`fastvideo.build.backends.ArtifactBackend.environment`),
+    triton only for GPU builds, the CPU ISA only for CPU builds, TensorRT not for ONNX-only stages
+    (``with_tensorrt=False``).
     """
     import torch
 
+    from fastvideo.build.backends import artifact_backend
+
+    uses = artifact_backend(backend).environment
     device = torch.device(device)
     gpu_arch, gpu_name, triton, cpu_isa = "cpu", None, None, None
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         gpu_arch, gpu_name = f"sm_{major}{minor}", torch.cuda.get_device_name(device)
-        if backend in ("aoti", "inductor"):
+        if "triton" in uses:
             triton = _dist_version("triton") or _dist_version("pytorch-triton")
-    elif backend in ("aoti", "inductor"):
+    elif "cpu_isa" in uses:
         cpu_isa = _cpu_isa()
     trt = None
-    if backend == "tensorrt" and (with_tensorrt if with_tensorrt is not None else True):
+    if "tensorrt" in uses and (with_tensorrt if with_tensorrt is not None else True):
         trt = tensorrt_version()
-    onnx = _dist_version("onnx") if backend == "tensorrt" else None
-    ort = _dist_version("onnxruntime") if backend == "tensorrt" else None
+    onnx = _dist_version("onnx") if "onnx" in uses else None
+    ort = _dist_version("onnxruntime") if "onnxruntime" in uses else None
     return EnvironmentInfo(torch=torch.__version__, device_type=device.type, gpu_arch=gpu_arch, gpu_name=gpu_name,
                            cpu_isa=cpu_isa, triton=triton, tensorrt=trt, cuda=torch.version.cuda, onnx=onnx,
                            onnxruntime=ort)

@@ -18,6 +18,9 @@ Contract
   with torch and enqueues ``execute_async_v3`` on that device's current CUDA stream, so it orders
   with surrounding torch work without host syncs. The engine is checked to hold exactly the
   case's input names.
+- :data:`ARTIFACT_BACKEND` is the ``tensorrt`` entry of :mod:`fastvideo.build.backends`: one
+  engine per shape case, called as is; engines own their weights (the eager DiT is dropped unless
+  eager fallbacks are asked for); the environment adds the TensorRT, onnx and onnxruntime versions.
 - This module imports ``tensorrt`` lazily; nothing here runs without it. Not exercised on the
   CPU-only development machine (see the build report).
 """
@@ -26,17 +29,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from fastvideo.api.errors import FastVideoError
+from fastvideo.build.backends import ArtifactBackend, Runner
 from fastvideo.build.specs import ShapeCase
 from fastvideo.kernels.device import device_guard
 
+if TYPE_CHECKING:  # pragma: no cover
+    from fastvideo.build.loading import LoadedArtifacts
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["EngineShapeError", "TensorRTProgram", "build_engine", "tensorrt_unavailable_reason"]
+__all__ = ["ARTIFACT_BACKEND", "EngineShapeError", "TensorRTProgram", "build_engine", "tensorrt_unavailable_reason"]
 
 SUBDIR = "tensorrt"
 DEFAULT_WORKSPACE_GIB = 8.0
@@ -182,3 +189,17 @@ class TensorRTProgram:
             for tensor in keep:  # inputs made here must outlive the enqueued work
                 tensor.record_stream(stream)
         return out
+
+
+def _load_program(path: Path, device: torch.device, case: ShapeCase) -> TensorRTProgram:
+    return TensorRTProgram(path, device, case.input_names())
+
+
+def _engine_runners(pipeline: Any, loaded: LoadedArtifacts) -> dict[str, Runner]:
+    """Engines run as loaded: nothing to bind."""
+    return {key: entry.program for key, entry in loaded.cases.items()}
+
+
+#: The ``tensorrt`` entry of the artifact backend registry (see module contract).
+ARTIFACT_BACKEND = ArtifactBackend(name="tensorrt", environment=frozenset({"tensorrt", "onnx", "onnxruntime"}),
+                                   shares_eager_weights=False, runners=_engine_runners, load_program=_load_program)

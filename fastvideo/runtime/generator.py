@@ -276,7 +276,8 @@ class VideoGenerator:
         counters.add("model_loads")
         loaded = None
         if config.engine.artifacts_path:  # refuses artifacts built for other weights/shapes/environments
-            from fastvideo.runtime.artifacts import apply_artifacts, load_artifacts
+            from fastvideo.build.artifact_modules import apply_artifacts
+            from fastvideo.build.loading import load_artifacts
 
             loaded = load_artifacts(config.engine.artifacts_path, model_folder=folder.root, device=device, dtype=dtype,
                                     vae_dtype=vae_dtype)

@@ -19,7 +19,7 @@ import torch
 
 from build_helpers import LATENT, PROFILE, CliRun, clone_build as _clone
 from fastvideo.build import manifest as mf
-from fastvideo.runtime.artifacts import ArtifactCorruptError, ArtifactError, ArtifactMismatchError, load_artifacts
+from fastvideo.build.loading import ArtifactCorruptError, ArtifactError, ArtifactMismatchError, load_artifacts
 
 KEY = f"f{LATENT[0]}h{LATENT[1]}w{LATENT[2]}"
 

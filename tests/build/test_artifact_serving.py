@@ -20,7 +20,8 @@ import torch
 from build_helpers import LATENT, CliRun, clone_build
 from fastvideo import VideoGenerator
 from fastvideo.api import GeneratorConfig, RequestError, parse_config
-from fastvideo.runtime.artifacts import ArtifactDiT, ArtifactMismatchError, ArtifactShapeError, ArtifactVAE
+from fastvideo.build.artifact_modules import ArtifactDiT, ArtifactVAE
+from fastvideo.build.loading import ArtifactMismatchError, ArtifactShapeError
 from fastvideo.engine.state_codec import decode_latent_state
 
 KEY = f"f{LATENT[0]}h{LATENT[1]}w{LATENT[2]}"
