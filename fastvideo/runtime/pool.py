@@ -5,10 +5,18 @@ Contract:
   own device, threads only) and :class:`~fastvideo.runtime.pool_process.ProcessWorker` (one
   ``multiprocessing`` *spawn* process per GPU). A worker boots from a ``GeneratorConfig`` (its
   ``engine.device`` names the GPU), warms up both branches and only then reports ``ready``.
-- :meth:`GpuPool.start` boots every worker concurrently and waits; workers that fail to boot are
-  *excluded* (status ``failed``, ``error`` says why) and never receive work; if none is ready it
-  raises :class:`PoolBootError` listing every worker's error.
-- :meth:`GpuPool.submit` routes a request (``concurrent.futures.Future[VideoResult]``): without a
+- :meth:`GpuPool.start` boots every worker concurrently and waits (:meth:`GpuPool.boot` starts the
+  boots and returns at once, :meth:`GpuPool.wait_booted` waits, up to ``boot_timeout_s``); workers
+  that fail to boot are *excluded* (status ``failed``, ``error`` says why) and never receive work;
+  if none is ready it raises :class:`PoolBootError` listing every worker's error.
+- Each worker counts the requests it completed and failed (``WorkerInfo.completed`` / ``failed``),
+  so a caller can see which worker served what. :meth:`GpuPool.stop` gives each worker
+  ``stop_timeout_s`` to finish before it is stopped harder.
+- A :class:`PoolConfig` with ``devices`` describes a pool built from devices
+  (:class:`~fastvideo.runtime.device_pool.DevicePool`, what ``fastvideo serve --devices`` and the
+  Dynamo worker run); a GpuPool given its workers directly refuses devices that are not theirs.
+- :meth:`GpuPool.submit` routes a request (``concurrent.futures.Future[VideoResult]``; ``on_start``
+  is called once when its batch starts, ``on_progress(step, total)`` after every step): without a
   session to the least-loaded ready worker; with a ``session_id`` to the worker that holds the
   session's hot state (sticky), else to the least-loaded one (a session unknown to the pool whose
   record is in the SessionStore is resumed from it first: state survives a server restart). Each
@@ -28,15 +36,18 @@ Contract:
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fastvideo.api import ContinuationState, FastVideoError, GenerationRequest, RequestError, VideoResult, parse_config
+from fastvideo.api import (ConfigError, ContinuationState, FastVideoError, GenerationRequest, RequestError, VideoResult,
+                           parse_config)
 from fastvideo.runtime.session import HostCallbacks, SessionHost, SessionLost
 from fastvideo.runtime.state_blobs import externalize_state, has_blob_refs, internalize_state
 from fastvideo.runtime.stores import SessionRecord, StoreConfig, Stores, open_stores
@@ -44,9 +55,10 @@ from fastvideo.runtime.stores import SessionRecord, StoreConfig, Stores, open_st
 logger = logging.getLogger(__name__)
 
 __all__ = ["GpuPool", "LocalWorker", "PoolBootError", "PoolConfig", "PoolRequestFailed", "SessionLost",
-           "WorkerDied", "WorkerHandle", "WorkerInfo"]
+           "WorkerDied", "WorkerHandle", "WorkerInfo", "normalize_device", "normalize_devices"]
 
 ProgressFn = Callable[[int, int], None]
+StartFn = Callable[[], None]
 
 
 class PoolBootError(FastVideoError, RuntimeError):
@@ -77,6 +89,9 @@ class WorkerInfo:
     load: int
     error: str | None
     sessions: list[str] = field(default_factory=list)
+    #: Requests this worker completed / failed (cancellations included) since it booted.
+    completed: int = 0
+    failed: int = 0
 
 
 @dataclass
@@ -85,6 +100,7 @@ class _Pending:
     session_id: str | None
     future: Future
     on_progress: ProgressFn | None
+    on_start: StartFn | None = None
 
 
 def _error_to_exception(code: str, message: str, field_name: str | None) -> BaseException:
@@ -109,6 +125,10 @@ class WorkerHandle(ABC):
         #: Set by the pool: called once when a ready worker dies, and with every finished session state.
         self.on_death: Callable[["WorkerHandle"], None] | None = None
         self.on_session_state: Callable[[str, ContinuationState, str], None] | None = None
+        self.completed = 0
+        self.failed = 0
+        #: What the worker's warmup reported (timings, graph labels, branches), once it is ready.
+        self.warmup_info: dict[str, Any] = {}
 
     @property
     def alive(self) -> bool:
@@ -125,16 +145,24 @@ class WorkerHandle(ABC):
 
     # -- requests ---------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, session_id: str | None,
-               on_progress: ProgressFn | None = None) -> Future:
+               on_progress: ProgressFn | None = None, on_start: StartFn | None = None) -> Future:
         assert request.request_id is not None
         future: Future = Future()
         if not self.alive:
             future.set_exception(WorkerDied(f"worker {self.worker_id} is {self.status}: {self.error or ''}".strip()))
             return future
         with self.lock:
-            self.pending[request.request_id] = _Pending(request.request_id, session_id, future, on_progress)
+            self.pending[request.request_id] = _Pending(request.request_id, session_id, future, on_progress, on_start)
         self._send_generate(request, session_id)
         return future
+
+    def _started(self, request_id: str) -> None:
+        pending = self.pending.get(request_id)
+        if pending is not None and pending.on_start is not None:
+            try:
+                pending.on_start()
+            except Exception:  # noqa: BLE001
+                logger.exception("start callback failed for %s", request_id)
 
     def _progress(self, request_id: str, step: int, total: int) -> None:
         pending = self.pending.get(request_id)
@@ -147,6 +175,7 @@ class WorkerHandle(ABC):
     def _done(self, request_id: str, result: VideoResult, session_state: ContinuationState | None) -> None:
         with self.lock:
             pending = self.pending.pop(request_id, None)
+            self.completed += pending is not None
         if pending is None:
             return
         if pending.session_id is not None and session_state is not None and self.on_session_state is not None:
@@ -159,12 +188,14 @@ class WorkerHandle(ABC):
     def _error(self, request_id: str, code: str, message: str, field_name: str | None) -> None:
         with self.lock:
             pending = self.pending.pop(request_id, None)
+            self.failed += pending is not None
         if pending is not None:
             pending.future.set_exception(_error_to_exception(code, message, field_name))
 
     def _fail_all(self, message: str) -> None:
         with self.lock:
             pending, self.pending = list(self.pending.values()), {}
+            self.failed += len(pending)
         for p in pending:
             if not p.future.done():
                 p.future.set_exception(WorkerDied(f"{message} while running request {p.request_id}"))
@@ -200,8 +231,9 @@ class WorkerHandle(ABC):
     @abstractmethod
     def session_ids(self) -> list[str]: ...
 
-    def request_stop(self) -> None:
-        """Begin stopping without waiting (so a pool stops its workers in parallel); default: nothing."""
+    def request_stop(self, timeout: float = 30.0) -> None:
+        """Begin stopping without waiting (so a pool stops its workers in parallel), giving running work
+        ``timeout`` s; default: nothing."""
 
     @abstractmethod
     def stop(self, timeout: float = 30.0) -> None: ...
@@ -219,6 +251,7 @@ class LocalWorker(WorkerHandle):
         self._generator_config = generator_config
         self._generator = generator
         self._worker_config = worker_config
+        self.pid = os.getpid()  # it runs in this process
         self.host: SessionHost | None = None
         self._owns_generator = generator is None
 
@@ -234,7 +267,7 @@ class LocalWorker(WorkerHandle):
                 self._generator = VideoGenerator.from_config(self._generator_config)
             worker = BatchWorker(self._generator, self._worker_config, name=f"fastvideo-{self.worker_id}")
             worker.start()
-            worker.warmup()
+            self.warmup_info = worker.warmup()
             self.host = SessionHost(worker)
         except Exception as exc:  # noqa: BLE001 - a failed boot excludes this worker
             logger.error("worker %s failed to boot: %s: %s", self.worker_id, type(exc).__name__, exc)
@@ -249,7 +282,8 @@ class LocalWorker(WorkerHandle):
         self.host.generate(request, session_id, HostCallbacks(
             on_step=lambda step, total: self._progress(rid, step, total),
             on_done=lambda result, state: self._done(rid, result, state),
-            on_error=lambda code, message, fld: self._error(rid, code, message, fld)))
+            on_error=lambda code, message, fld: self._error(rid, code, message, fld),
+            on_start=lambda: self._started(rid)))
 
     def cancel(self, request_id: str) -> None:
         if self.host is not None:
@@ -278,12 +312,57 @@ class LocalWorker(WorkerHandle):
             self.status = "stopped"
 
 
+def normalize_device(entry: str | int) -> str | None:
+    """``"0"`` / ``"cuda"`` / ``"cuda:0"`` -> ``"cuda:0"``, ``"cpu"`` -> ``"cpu"``; None when it names no device."""
+    text = str(entry).strip().lower()
+    if text == "cpu":
+        return "cpu"
+    if text == "cuda":
+        return "cuda:0"
+    index = text[len("cuda:"):] if text.startswith("cuda:") else text
+    return f"cuda:{int(index)}" if index.isdigit() else None
+
+
+def normalize_devices(entries: Sequence[str | int]) -> list[str]:
+    """A device list in canonical form (``cuda:N`` / ``cpu``); ConfigError naming ``devices[i]`` for an entry that
+    is no device, a GPU listed twice, or CPU mixed with CUDA. Existence is checked where torch is loaded
+    (:func:`fastvideo.runtime.device_pool.check_devices`)."""
+    out: list[str] = []
+    for i, entry in enumerate(entries):
+        device = normalize_device(entry)
+        if device is None:
+            raise ConfigError(f"devices[{i}]", f"{entry!r} is not a device: use a CUDA index (0), cuda:N, or cpu")
+        if device != "cpu" and device in out:
+            raise ConfigError(f"devices[{i}]", f"{device} is listed twice: the pool runs one worker per GPU")
+        if out and (device == "cpu") != (out[0] == "cpu"):
+            raise ConfigError(f"devices[{i}]", f"{device} mixes CPU and CUDA workers ({out[0]} first): list one kind")
+        out.append(device)
+    return out
+
+
 @dataclass
 class PoolConfig:
+    """A pool's limits; ``devices`` names the devices of a pool built from them (``fastvideo serve``'s ``pool``
+    section, ``--devices``): one worker each, see :mod:`fastvideo.runtime.device_pool`."""
+
+    #: One worker per entry: ``"cuda:N"`` (or just ``N``) or ``"cpu"`` (may repeat: several CPU workers); stored
+    #: normalized (``cuda:N`` / ``cpu``). Empty: no pool, the server runs one in-process engine on
+    #: ``generator.engine.device``.
+    devices: list[str | int] = field(default_factory=list)
+    #: Seconds every worker may take to load its model and warm up before it is excluded.
     boot_timeout_s: float = 900.0
     #: Persist every finished session segment's state to the SessionStore.
     write_through: bool = True
+    #: Seconds a snapshot / hydrate call to a worker may take.
     rpc_timeout_s: float = 60.0
+    #: Seconds each worker gets to finish on stop before it is stopped harder (SIGTERM, then SIGKILL).
+    stop_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.devices = [*normalize_devices(self.devices)]
+        for name in ("boot_timeout_s", "rpc_timeout_s", "stop_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -307,6 +386,10 @@ class GpuPool:
         self.workers = {w.worker_id: w for w in workers}
         self.stores = stores or open_stores(StoreConfig())
         self.config = config or PoolConfig()
+        theirs = [normalize_device(w.device) for w in workers]
+        if self.config.devices and self.config.devices != theirs:
+            raise ConfigError("pool.devices", f"{self.config.devices} are not the devices of these workers ({theirs}): "
+                                              "a pool built from devices has one worker per device (DevicePool)")
         self.sessions: dict[str, _Binding] = {}
         self._lock = threading.RLock()
         for w in workers:
@@ -316,10 +399,20 @@ class GpuPool:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> list[WorkerInfo]:
         """Boot every worker; exclude failures; raise PoolBootError if none is ready."""
+        self.boot()
+        return self.wait_booted()
+
+    def boot(self) -> None:
+        """Start every worker's boot (returns at once; :meth:`wait_booted` waits for them)."""
         for w in self.workers.values():
             w.start()
+
+    def wait_booted(self) -> list[WorkerInfo]:
+        """Wait for every booting worker (``boot_timeout_s`` in all); exclude failures; raise PoolBootError if
+        none is ready."""
+        deadline = time.monotonic() + self.config.boot_timeout_s
         for w in self.workers.values():
-            if not w.wait_ready(self.config.boot_timeout_s) and w.status == "booting":
+            if not w.wait_ready(max(0.0, deadline - time.monotonic())) and w.status == "booting":
                 w.status, w.error = "failed", f"boot timed out after {self.config.boot_timeout_s:.0f}s"
         infos = self.info()
         failed = [i for i in infos if i.status != "ready"]
@@ -334,18 +427,19 @@ class GpuPool:
         """Ask every worker to stop, then wait for each (a process worker is reaped before this returns)."""
         for w in self.workers.values():
             try:
-                w.request_stop()
+                w.request_stop(self.config.stop_timeout_s)
             except Exception:  # noqa: BLE001
                 logger.exception("asking worker %s to stop failed", w.worker_id)
         for w in self.workers.values():
             try:
-                w.stop()
+                w.stop(self.config.stop_timeout_s)
             except Exception:  # noqa: BLE001
                 logger.exception("stopping worker %s failed", w.worker_id)
 
     def info(self) -> list[WorkerInfo]:
         return [WorkerInfo(w.worker_id, w.status, w.device, w.pid, w.load, w.error,
-                           sorted(s for s, b in self.sessions.items() if b.worker_id == w.worker_id and not b.lost))
+                           sorted(s for s, b in self.sessions.items() if b.worker_id == w.worker_id and not b.lost),
+                           completed=w.completed, failed=w.failed)
                 for w in self.workers.values()]
 
     @property
@@ -364,7 +458,7 @@ class GpuPool:
         return min(ready, key=lambda w: (w.load, bound.get(w.worker_id, 0), w.worker_id))
 
     def submit(self, request: GenerationRequest | dict, *, session_id: str | None = None,
-               on_progress: ProgressFn | None = None) -> Future:
+               on_progress: ProgressFn | None = None, on_start: StartFn | None = None) -> Future:
         """Route one request; the future holds its VideoResult or the failure (see module contract)."""
         req = parse_config(GenerationRequest, request)
         if req.request_id is None:
@@ -376,7 +470,7 @@ class GpuPool:
                 raise RequestError("state", str(exc)) from exc
         with self._lock:
             worker = self._route(req, session_id)
-        return worker.submit(req, session_id, on_progress)
+        return worker.submit(req, session_id, on_progress, on_start)
 
     def generate(self, request: GenerationRequest | dict, *, session_id: str | None = None,
                  timeout: float | None = None) -> VideoResult:

@@ -7,8 +7,9 @@ Contract:
   exception is sent as ``boot_failed`` with the error text and the child exits, so the pool
   excludes it.
 - Parent and child talk over one duplex ``Pipe`` with tuples. Parent -> child: ``generate``,
-  ``cancel``, ``snapshot``, ``hydrate``, ``drop``, ``stop``. Child -> parent: ``ready``,
-  ``boot_failed``, ``progress``, ``done`` (the VideoResult and the session's new state), ``error``
+  ``cancel``, ``snapshot``, ``hydrate``, ``drop``, ``stop`` (with the seconds the child's engine gets to
+  finish). Child -> parent: ``ready`` (pid, device, warmup report), ``boot_failed``, ``started`` (the
+  request's batch began), ``progress``, ``done`` (the VideoResult and the session's new state), ``error``
   (code, message, field), ``reply`` (snapshot/hydrate answers). Objects cross as pickles of the
   public dataclasses.
 - One reader thread per worker in the parent. When the pipe breaks (the child exited or was
@@ -81,8 +82,10 @@ def _child_main(worker_id: str, config_dict: dict, worker_config: Any, conn: Any
     def callbacks(rid: str) -> HostCallbacks:
         return HostCallbacks(on_step=lambda step, total: send("progress", rid, step, total),
                              on_done=lambda result, state: send("done", rid, result, state),
-                             on_error=lambda code, message, fld: send("error", rid, code, message, fld))
+                             on_error=lambda code, message, fld: send("error", rid, code, message, fld),
+                             on_start=lambda: send("started", rid))
 
+    stop_timeout_s = 30.0
     while True:
         try:
             message = conn.recv()
@@ -105,12 +108,13 @@ def _child_main(worker_id: str, config_dict: dict, worker_config: Any, conn: Any
             elif kind == "drop":
                 host.drop(message[1])
             elif kind == "stop":
+                stop_timeout_s = message[1]
                 break
         except Exception as exc:  # noqa: BLE001 - one bad command must not kill the worker
             logging.getLogger(__name__).exception("command %s failed", kind)
             if kind in ("snapshot", "hydrate"):
                 send("reply", message[1], None, f"{type(exc).__name__}: {exc}")
-    worker.stop(timeout=30)
+    worker.stop(timeout=stop_timeout_s)
     generator.shutdown()
     conn.close()
 
@@ -196,12 +200,15 @@ class ProcessWorker(WorkerHandle):
             if kind == "ready":
                 info = message[1]
                 self.pid, self.device = info["pid"], info["device"]
+                self.warmup_info = info["warmup"]
                 self.status = "ready"
                 self.ready_event.set()
             elif kind == "boot_failed":
                 self.error = f"boot failed: {message[1]}"
                 self.status = "failed"
                 self.ready_event.set()
+            elif kind == "started":
+                self._started(message[1])
             elif kind == "progress":
                 self._progress(message[1], message[2], message[3])
             elif kind == "done":
@@ -275,19 +282,20 @@ class ProcessWorker(WorkerHandle):
     def session_ids(self) -> list[str]:
         return []  # the pool's bindings are authoritative for process workers
 
-    def request_stop(self) -> None:
-        """Ask the child to stop (returns at once; :meth:`stop` waits and escalates)."""
+    def request_stop(self, timeout: float = 30.0) -> None:
+        """Ask the child to stop, giving its engine ``timeout`` s (returns at once; :meth:`stop` waits and
+        escalates)."""
         if self.status in ("ready", "booting"):
             self.status = "stopped"
             try:
-                self._send("stop")
+                self._send("stop", timeout)
             except (OSError, EOFError, BrokenPipeError):
                 pass
 
     def stop(self, timeout: float = 30.0, *, grace_s: float = 10.0) -> None:
         """Stop the child: ``stop`` message and ``timeout`` s, then SIGTERM and ``grace_s`` s, then SIGKILL;
         returns once it is reaped (or logs that even SIGKILL did not end it)."""
-        self.request_stop()
+        self.request_stop(timeout)
         if self._process is None:
             return
         if self._wait_exit(timeout) is not None:

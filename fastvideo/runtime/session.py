@@ -10,8 +10,10 @@ Contract:
   to the SessionStore); the caller's result carries a state only if it asked ``return_state``.
 - ``snapshot(session_id)`` returns the hot state (or None); ``hydrate(session_id, state)`` makes a
   state hot here (a moved or restored session); ``drop(session_id)`` forgets it.
-- Errors reported through ``on_error(code, message, field)``: ``invalid_request`` (with the
-  field), ``queue_full``, ``cancelled``, ``generation_failed``.
+- Callbacks: ``on_start()`` once when the request's batch starts (optional), ``on_step(step,
+  total)`` after every step, then ``on_done(result, state)`` or ``on_error(code, message,
+  field)``: ``invalid_request`` (with the field), ``queue_full``, ``cancelled``,
+  ``shutting_down`` (cancelled because the worker is stopping), ``generation_failed``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class HostCallbacks:
     on_step: Callable[[int, int], None]
     on_done: Callable[[VideoResult, ContinuationState | None], None]
     on_error: Callable[[str, str, str | None], None]
+    on_start: Callable[[], None] | None = None
 
 
 class _Listener:
@@ -49,7 +52,8 @@ class _Listener:
         self.host, self.session_id, self.want_state, self.cb = host, session_id, want_state, cb
 
     def on_start(self, item: WorkItem) -> None:
-        pass
+        if self.cb.on_start is not None:
+            self.cb.on_start()
 
     def on_step(self, item: WorkItem, step: int, total: int) -> None:
         self.cb.on_step(step, total)
@@ -64,7 +68,7 @@ class _Listener:
         self.cb.on_done(result, state if self.session_id is not None else None)
 
     def on_cancelled(self, item: WorkItem, reason: GenerationCancelled) -> None:
-        self.cb.on_error("cancelled", str(reason), None)
+        self.cb.on_error("shutting_down" if reason.shutting_down else "cancelled", str(reason), None)
 
     def on_failed(self, item: WorkItem, exc: BaseException) -> None:
         if isinstance(exc, RequestError):

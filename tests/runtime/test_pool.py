@@ -168,3 +168,18 @@ def test_pool_with_no_bootable_worker_raises(tiny_model_dir):
                     LocalWorker("y", generator_config={"model_path": "/nonexistent/b"})])
     with pytest.raises(PoolBootError, match=r"x: boot failed: ModelLoadError.*y: boot failed"):
         pool.start()
+
+
+def test_pool_refuses_devices_that_are_not_its_workers(tiny_generator, monkeypatch):
+    import torch
+
+    from fastvideo.api import ConfigError
+    from fastvideo.runtime.device_pool import DevicePool
+    from fastvideo.runtime.pool import PoolConfig
+
+    with pytest.raises(ConfigError, match=r"^pool.devices: \['cpu', 'cpu'\] are not the devices of these workers"):
+        GpuPool([LocalWorker("a", generator=tiny_generator, device="cpu")], config=PoolConfig(devices=["cpu", "cpu"]))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError, match=r"^pool.devices\[0\]: .*already loaded, which is on cpu, not cuda:0"):
+        DevicePool(tiny_generator, PoolConfig(devices=["0", "1"]))
