@@ -109,11 +109,13 @@ def make_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
 async def run_mode(generator: Any, name: str, requests: list[dict[str, Any]], *, concurrency: int, max_batch: int,
                    overlap: bool) -> ModeResult:
     from fastvideo.api import GenerationRequest, parse_config
+    from fastvideo.runtime.scheduler import SchedulerConfig
     from fastvideo.runtime.service import ServiceConfig, VideoService
+    from fastvideo.runtime.worker import WorkerConfig
 
     warm = parse_config(GenerationRequest, {**requests[0], "request_id": None})
-    service = VideoService(generator, ServiceConfig(max_queue=len(requests) + concurrency, max_batch=max_batch,
-                                                    overlap=overlap, warmup_request=warm))
+    scheduler = SchedulerConfig(max_queue=len(requests) + concurrency, max_batch=max_batch)
+    service = VideoService(generator, ServiceConfig(WorkerConfig(scheduler, overlap=overlap, warmup_request=warm)))
     await service.start()
     await service.warmup()
     pending = list(requests)

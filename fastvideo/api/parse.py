@@ -4,7 +4,9 @@ Contract:
 - :func:`parse_config(Type, mapping)` builds a dataclass (nested dataclasses, ``Optional``,
   ``list``/``tuple``/``dict`` and ``Literal`` fields included) from plain data. An unknown key fails
   with :class:`ConfigError` naming its dotted path (``engine.compile.mdoe``); a value of the wrong
-  type fails naming the path, the expected type and what was given. ``bool`` is never accepted
+  type fails naming the path, the expected type and what was given; a ``ConfigError`` a dataclass's
+  ``__post_init__`` raises naming one of its fields is reported under that field's full dotted path
+  (``queue.max_batch``). ``bool`` is never accepted
   where a number is expected; an ``int`` is accepted where a ``float`` is.
 - :func:`config_to_dict(obj)` is the inverse: JSON-safe plain data (tuples become lists) such that
   ``parse_config(type(obj), config_to_dict(obj)) == obj``.
@@ -32,6 +34,8 @@ class ConfigError(FastVideoError, ValueError):
 
     def __init__(self, path: str, message: str) -> None:
         self.path = path
+        #: The message without the path (what a caller re-rooting the path keeps).
+        self.reason = message
         super().__init__(f"{path}: {message}" if path else message)
 
 
@@ -146,8 +150,10 @@ def _build(cls: type[T], data: Mapping[str, Any], path: str) -> T:
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
+        if isinstance(exc, ConfigError):  # raised by __post_init__ naming its field: root it at this path
+            if not path:
+                raise
+            raise ConfigError(_join(path, exc.path) if exc.path else path, exc.reason) from exc
         raise ConfigError(path or cls.__name__, str(exc)) from exc
     return obj
 

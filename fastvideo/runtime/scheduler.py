@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastvideo.api.errors import FastVideoError, RequestError
+from fastvideo.api.parse import ConfigError
 
 BRANCHES = ("initial", "continuation")
 
@@ -102,7 +103,8 @@ class WorkItem:
 
 @dataclass
 class SchedulerConfig:
-    """Admission and batching policy."""
+    """Admission and batching policy (``fastvideo serve``'s ``queue`` section, passed down as is:
+    ServiceConfig.worker -> WorkerConfig.scheduler -> Scheduler). A bound below its minimum is refused."""
 
     #: Items that may wait (running ones do not count); the next admit raises QueueFull.
     max_queue: int = 16
@@ -114,9 +116,10 @@ class SchedulerConfig:
     retry_after_s: int = 5
 
     def __post_init__(self) -> None:
-        if self.max_queue < 1 or self.max_batch < 1 or self.max_bypass < 0:
-            raise ValueError(f"invalid SchedulerConfig {self}: max_queue and max_batch must be >= 1, "
-                             "max_bypass >= 0")
+        for name, low in (("max_queue", 1), ("max_batch", 1), ("max_bypass", 0), ("retry_after_s", 0)):
+            value = getattr(self, name)
+            if value < low:  # parse_config roots the path at the section (``queue.max_batch``)
+                raise ConfigError(name, f"must be >= {low}, got {value}")
 
 
 class Scheduler:

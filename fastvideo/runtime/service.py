@@ -21,6 +21,15 @@ Contract (the seam between ``serving/`` and the runtime):
   :class:`~fastvideo.runtime.worker.BatchWorker`: jobs that share a shape bucket run as one batched
   DiT forward (up to ``max_batch``), odd shapes are not starved (``max_bypass``). Jobs submitted
   in the same event-loop tick are handed to the batcher together (it is woken at the end of the tick).
+- :class:`ServiceConfig` nests the configs below it and hands them down as they are:
+  ``worker`` (a :class:`WorkerConfig` holding the :class:`SchedulerConfig`) goes to the BatchWorker,
+  ``pool`` to the device pool. With ``pool.devices`` set the jobs run on a
+  :class:`~fastvideo.runtime.device_pool.DevicePool` instead (one worker per device, the first over
+  this service's generator, the others in their own processes; each worker batches what it is
+  sent): ``start()`` begins the boots, ``warmup()`` waits for them (every worker warms up both
+  branches), and until it returned ``submit`` raises :class:`ServiceNotReady`; ``max_queue`` bounds
+  the jobs waiting over the whole pool; ``workers()`` reports each worker's status and counters. A
+  pool whose workers all died refuses jobs with :class:`ServiceNotReady`.
 """
 from __future__ import annotations
 
@@ -33,12 +42,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastvideo.api import (FastVideoError, GenerationCancelled, GenerationRequest, RequestError, VideoFinalEvent,
-                           VideoProgressEvent, VideoResult)
-from fastvideo.runtime.cuda_graphs import GraphConfig
-from fastvideo.runtime.executor import ExecutorConfig
+from fastvideo.api import (ConfigError, FastVideoError, GenerationCancelled, GenerationRequest, RequestError,
+                           VideoFinalEvent, VideoProgressEvent, VideoResult)
+from fastvideo.runtime.device_pool import DevicePool
 from fastvideo.runtime.generator import VideoGenerator
-from fastvideo.runtime.scheduler import QueueFull, SchedulerConfig, WorkItem
+from fastvideo.runtime.pool import PoolConfig, PoolRequestFailed, WorkerInfo
+from fastvideo.runtime.scheduler import QueueFull, WorkItem
 from fastvideo.runtime.worker import BatchWorker, WorkerConfig
 
 logger = logging.getLogger(__name__)
@@ -72,28 +81,22 @@ class JobFailed:
 
 @dataclass
 class ServiceConfig:
-    """Admission and lifecycle limits."""
+    """Admission and lifecycle limits; the nested configs are passed down as they are (see module contract)."""
 
-    max_queue: int = 16
-    retry_after_s: int = 5
+    #: How the generator is served: ``scheduler`` (max_queue, max_batch, max_bypass, retry_after_s), stage
+    #: overlap, executor (CUDA streams, graphs), warmup request and timeout.
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    #: ``devices``: run the jobs on a pool, one worker per device (empty: on one in-process BatchWorker).
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    #: Seconds a finished job's record (and its result) is kept for readers before it expires.
     job_ttl_s: float = 3600.0
+    #: Seconds ``stop(graceful=True)`` waits for running and queued jobs before cancelling them.
     drain_timeout_s: float = 60.0
-    #: Largest number of same-bucket jobs in one DiT forward (1: no batching).
-    max_batch: int = 1
-    #: A queued job is jumped by at most this many batches before its shape goes next.
-    max_bypass: int = 4
-    #: Text encode / denoise / decode on separate threads and CUDA streams; None: on for CUDA.
-    overlap: bool | None = None
-    #: DiT-step CUDA graphs captured at warmup (declared buckets); None: the generator's ``engine.cuda_graphs``.
-    graphs: GraphConfig | None = None
-    #: What warmup runs for both branches; None: the generator's health-check request.
-    warmup_request: GenerationRequest | None = None
 
-    def worker_config(self) -> WorkerConfig:
-        return WorkerConfig(
-            scheduler=SchedulerConfig(max_queue=self.max_queue, max_batch=self.max_batch, max_bypass=self.max_bypass,
-                                      retry_after_s=self.retry_after_s),
-            overlap=self.overlap, executor=ExecutorConfig(graphs=self.graphs), warmup_request=self.warmup_request)
+    def __post_init__(self) -> None:
+        for name in ("job_ttl_s", "drain_timeout_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -198,7 +201,13 @@ class VideoService:
         self.config = config or ServiceConfig()
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self.ready = False
-        self.worker: BatchWorker | None = None
+        #: The engine jobs run on: a BatchWorker, or a DevicePool when ``config.pool.devices`` is set.
+        self.worker: Any = None
+        self._pool: DevicePool | None = None
+        if self.config.pool.devices:  # built now, so devices that do not exist are refused before anything starts
+            if graph_backend is not None or stream_backend is not None:
+                raise ConfigError("pool.devices", "graph/stream backends are for a single in-process worker")
+            self._pool = DevicePool(generator, self.config.pool, self.config.worker)
         self._backends = {"graph_backend": graph_backend, "stream_backend": stream_backend}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
@@ -210,10 +219,22 @@ class VideoService:
         if self.worker is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self.worker = BatchWorker(self.generator, self.config.worker_config(), name="fastvideo-service",
-                                  **self._backends)
+        if self.config.pool.devices:
+            self.worker = self._pool or DevicePool(self.generator, self.config.pool, self.config.worker)
+            self._pool = None
+        else:
+            self.worker = BatchWorker(self.generator, self.config.worker, name="fastvideo-service", **self._backends)
         self.worker.start()
         self._accepting = True
+
+    @property
+    def pooled(self) -> bool:
+        """Whether jobs run on a device pool (``config.pool.devices``)."""
+        return bool(self.config.pool.devices)
+
+    def workers(self) -> list[WorkerInfo]:
+        """Each pool worker's status and counters (empty without a pool, or before ``start``)."""
+        return self.worker.info() if self.pooled and self.worker is not None else []
 
     async def warmup(self) -> None:
         """Capture declared graphs and run both branches once, then report ready."""
@@ -268,10 +289,10 @@ class VideoService:
         worker, loop = self.worker, self._loop
         if not self._accepting or worker is None or loop is None:
             raise ServiceStopped("the service is not accepting jobs (starting up or shutting down)")
-        if self._warming:
+        retry_after_s = self.config.worker.scheduler.retry_after_s
+        if self._warming or (self.pooled and not worker.booted):
             raise ServiceNotReady("the service is warming up (capturing CUDA graphs and running each branch once); "
-                                  "await service.warmup() or wait until service.ready, then submit",
-                                  self.config.retry_after_s)
+                                  "await service.warmup() or wait until service.ready, then submit", retry_after_s)
         req, resolved = self.generator.resolve(request)
         self._expire()
         assert req.request_id is not None
@@ -279,8 +300,11 @@ class VideoService:
         if existing is not None and existing.status not in TERMINAL:
             raise RequestError("request_id", f"{req.request_id!r} is already queued or running; use a new id")
         job = Job(id=req.request_id, request=req, total_steps=resolved.num_inference_steps)
-        worker.submit_resolved(req, resolved, listener=_JobListener(self, job, loop), need_bytes=True, notify=False,
-                               should_cancel=job._cancel.is_set)  # QueueFull propagates: no job exists
+        try:  # QueueFull propagates: no job exists
+            worker.submit_resolved(req, resolved, listener=_JobListener(self, job, loop), need_bytes=True,
+                                   notify=False, should_cancel=job._cancel.is_set)
+        except PoolRequestFailed as exc:  # no live worker left in the pool
+            raise ServiceNotReady(f"no worker can take the job: {exc}", retry_after_s) from exc
         job._cancel_hook = lambda: worker.cancel(job.id)
         self.jobs[job.id] = job
         if not self._wake_pending:  # wake the batcher once, at the end of this loop tick

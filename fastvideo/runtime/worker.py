@@ -2,7 +2,9 @@
 
 Contract:
 - Built from a loaded :class:`VideoGenerator` and a :class:`WorkerConfig` (scheduler limits,
-  stage overlap, CUDA-graph buckets). Thread-based and loop-agnostic: the asyncio
+  stage overlap, CUDA-graph buckets); the config's nested :class:`SchedulerConfig` and
+  :class:`ExecutorConfig` are handed to the scheduler and executor as they are (never copied field
+  by field). Thread-based and loop-agnostic: the asyncio
   :class:`~fastvideo.runtime.service.VideoService` and the GPU pool's workers both sit on it.
 - ``submit(request, listener=...)`` validates (``RequestError``), admits (``QueueFull`` before
   anything is queued) and returns the :class:`WorkItem`; the listener gets the dispatcher's
@@ -22,7 +24,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fastvideo.api import GenerationRequest, OutputConfig, VideoResult
+from fastvideo.api import ConfigError, GenerationRequest, OutputConfig, VideoResult
 from fastvideo.runtime.cuda_graphs import GraphConfig
 from fastvideo.runtime.dispatcher import Dispatcher, SyncListener
 from fastvideo.runtime.executor import ExecutorConfig, WanBatchExecutor
@@ -33,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class WorkerConfig:
-    """How one generator is served."""
+    """How one generator is served (held by ``ServiceConfig.worker``; every pool worker gets the same one)."""
 
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     #: Encode / denoise / decode on separate threads (and CUDA streams); None: on for CUDA.
@@ -44,6 +46,10 @@ class WorkerConfig:
     #: The request warmup runs (both branches); None: ``generator.warmup_request()`` (the health-check
     #: request, at a size the compiled artifacts serve when there are any).
     warmup_request: GenerationRequest | None = None
+
+    def __post_init__(self) -> None:
+        if self.warmup_timeout_s <= 0:
+            raise ConfigError("warmup_timeout_s", f"must be > 0, got {self.warmup_timeout_s}")
 
 
 class BatchWorker:

@@ -2,7 +2,10 @@
 
 Contract:
 - :func:`build_app(config, generator)` wraps an already loaded :class:`VideoGenerator` in a
-  :class:`VideoService` (the runtime seam) and mounts every route. Its lifespan starts the
+  :class:`VideoService` (the runtime seam; its :class:`ServiceConfig` nests the config's ``queue`` and
+  ``pool`` sections as they are, see :func:`service_config`; with ``pool.devices`` the service runs a
+  device pool whose first worker is ``generator``, and ``/readyz`` lists the workers with their
+  counters) and mounts every route. Its lifespan starts the
   service, then warms it up in the background (``config.server.warmup``): ``/health`` (liveness)
   is 200 as soon as the process serves, ``/readyz`` is 200 only once warmup is done (503 before,
   with the phase, and 503 again while draining). Shutdown stops admission (503), lets running and
@@ -35,6 +38,7 @@ from fastvideo.api import ConfigError
 from fastvideo.runtime.generator import VideoGenerator
 from fastvideo.runtime.service import ServiceConfig, VideoService
 from fastvideo.runtime.stores import StoreConfig, open_stores
+from fastvideo.runtime.worker import WorkerConfig
 from fastvideo.serving.app_state import ServerState
 from fastvideo.serving.config import ServeConfig, StateConfig
 from fastvideo.serving.errors import error_body, install_error_handlers
@@ -141,17 +145,20 @@ def attach_state_store(generator: VideoGenerator, state: StateConfig) -> None:
     logger.info("continuation state tensors above %d bytes go to %s", state.blob_threshold_bytes, state.url)
 
 
+def service_config(config: ServeConfig) -> ServiceConfig:
+    """The runtime config of the server's VideoService: the ``queue`` (scheduler) and ``pool`` sections as they
+    are, the job record TTL and drain timeout from ``server``."""
+    return ServiceConfig(worker=WorkerConfig(scheduler=config.queue), pool=config.pool,
+                         job_ttl_s=config.server.job_ttl_s, drain_timeout_s=config.server.drain_timeout_s)
+
+
 def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
     """The server app over ``generator`` (see module contract)."""
     srv = config.server
     if generator.graph_config().enabled and not srv.warmup:
         raise ConfigError("server.warmup", "CUDA graphs (engine.cuda_graphs) are captured at warmup, which is off: "
                                            "drop --no-warmup / server.warmup=false, or drop --cuda-graphs")
-    service = VideoService(generator, ServiceConfig(max_queue=config.queue.max_queue,
-                                                    retry_after_s=config.queue.retry_after_s,
-                                                    max_batch=config.queue.max_batch,
-                                                    max_bypass=config.queue.max_bypass,
-                                                    job_ttl_s=120.0, drain_timeout_s=srv.drain_timeout_s))
+    service = VideoService(generator, service_config(config))
     attach_state_store(generator, config.state)
     holder: dict[str, ServerState] = {}
     metrics = ServingMetrics(queue_depth=lambda: service.queue_depth, running=lambda: service.running,
@@ -224,12 +231,21 @@ def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        body = {"status": "ready" if state.ready else "not_ready", "phase": state.phase, "model": defaults.name,
+        body: dict[str, Any] = {
+                "status": "ready" if state.ready else "not_ready", "phase": state.phase, "model": defaults.name,
                 "queue_depth": service.queue_depth, "running": service.running,
                 "max_queue": config.queue.max_queue, "sessions": len(state.sessions),
                 "max_sessions": config.streaming.max_sessions, "warmup_s": state.warmup_s}
-        headers = {} if state.ready else {"retry-after": str(config.queue.retry_after_s)}
-        return JSONResponse(body, status_code=200 if state.ready else 503, headers=headers)
+        ready = state.ready
+        if service.pooled:  # one entry per device worker; ready only while one of them is
+            workers = service.workers()
+            ready = ready and any(w.status == "ready" for w in workers)
+            body["status"] = "ready" if ready else "not_ready"
+            body["workers"] = [{"worker_id": w.worker_id, "status": w.status, "device": w.device, "pid": w.pid,
+                                "load": w.load, "completed": w.completed, "failed": w.failed, "error": w.error}
+                               for w in workers]
+        headers = {} if ready else {"retry-after": str(config.queue.retry_after_s)}
+        return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:

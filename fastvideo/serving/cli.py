@@ -135,7 +135,7 @@ def _build_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted config overrides, e.g. engine.dtype=bf16 server.port=8001 streaming.max_sessions=8")
     p.add_argument("--config", default=None, help="YAML or JSON serve config (sections: generator, server, queue, "
-                                                   "streaming; generator keys may sit at the top level)")
+                                                   "pool, streaming; generator keys may sit at the top level)")
     add_generator_args(p)
     p.set_defaults(device=None, dtype=None)
     p.add_argument("--artifacts", default=None, help="folder of built artifacts (fastvideo-build --out) to load")
@@ -151,6 +151,10 @@ def _build_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     s.add_argument("--max-queue", type=int, default=None, help="jobs that may wait; more get 429 (default 16)")
     s.add_argument("--max-batch", type=int, default=None,
                    help="same-shape jobs denoised together in one DiT forward (default 1: no batching)")
+    s.add_argument("--devices", default=None, metavar="LIST",
+                   help="serve on several devices, one worker each (pool.devices): CUDA indices such as 0,1 (or "
+                        "cuda:0,cuda:1), or cpu,cpu for CPU workers; the first runs in the server process, the "
+                        "others in their own processes. Default: one engine on --device")
     s.add_argument("--state-url", default=None,
                    help="continuation state store: memory:// (default, state inline) or redis://host:port/db")
     s.add_argument("--output-dir", default=None, help="folder of generated files (default outputs/serving)")
@@ -200,6 +204,8 @@ def serve_flags_from_args(args: argparse.Namespace) -> dict:
     put("server.log_format", args.log_format)
     put("queue.max_queue", args.max_queue)
     put("queue.max_batch", args.max_batch)
+    if args.devices is not None:
+        put("pool.devices", [d.strip() for d in args.devices.split(",")])
     put("state.url", args.state_url)
     put("streaming.max_sessions", args.max_sessions)
     put("streaming.codec", args.stream_codec)

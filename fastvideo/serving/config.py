@@ -2,8 +2,16 @@
 
 Contract:
 - :class:`ServeConfig` is everything ``fastvideo serve`` needs: the :class:`GeneratorConfig` to load,
-  the HTTP server (:class:`ServerConfig`), admission (:class:`QueueConfig`) and WebSocket streaming
-  (:class:`StreamingConfig`). :class:`RouterConfig` is everything ``fastvideo router-serve`` needs.
+  the HTTP server (:class:`ServerConfig`), admission and batching (``queue``: the runtime's
+  :class:`SchedulerConfig` itself, also importable here as ``QueueConfig``), the device pool (``pool``:
+  the runtime's :class:`PoolConfig`; ``pool.devices`` runs one worker per device) and WebSocket
+  streaming (:class:`StreamingConfig`). The runtime sections are the runtime's own dataclasses, handed
+  down as they are (``fastvideo.serving.app.service_config``), never copied field by field.
+  :class:`RouterConfig` is everything ``fastvideo router-serve`` needs.
+- A ServeConfig is checked when it is built: with ``pool.devices`` the first device runs the server's
+  own engine, so ``generator.engine.device`` is set to it (``auto``) or must name it; every pool worker
+  warms up when it boots, so ``server.warmup=false`` is refused with a pool. Devices that do not exist
+  are refused when the server starts (``pool.devices[i]``).
 - Both are plain dataclasses, built strictly with :func:`fastvideo.api.parse_config` (an unknown
   key fails naming its dotted path) and passed explicitly; nothing here is a global.
 - :func:`load_serve_config` layers, lowest first: defaults, a YAML/JSON file, CLI flags, dotted
@@ -23,9 +31,15 @@ from typing import Any, Literal, Mapping, Sequence
 from urllib.parse import urlparse
 
 from fastvideo.api import ConfigError, GeneratorConfig, parse_config
+from fastvideo.runtime.pool import PoolConfig, normalize_device, normalize_devices
+from fastvideo.runtime.scheduler import SchedulerConfig
 
 GENERATOR_KEYS = ("model_path", "engine", "pipeline")
-SERVE_SECTIONS = ("generator", "server", "queue", "streaming", "state")
+SERVE_SECTIONS = ("generator", "server", "queue", "pool", "streaming", "state")
+
+#: ``fastvideo serve``'s ``queue`` section (max_queue, retry_after_s, max_batch, max_bypass) is the runtime's
+#: scheduler config, passed down to every engine as is.
+QueueConfig = SchedulerConfig
 
 
 @dataclass
@@ -52,18 +66,9 @@ class ServerConfig:
     log_format: Literal["text", "json"] = "text"
     #: Seconds graceful shutdown waits for running and queued jobs before failing them.
     drain_timeout_s: float = 60.0
-
-
-@dataclass
-class QueueConfig:
-    """Admission: how many jobs may wait, and what clients are told when it is full."""
-
-    max_queue: int = 16
-    retry_after_s: int = 5
-    #: Same-shape jobs denoised together in one DiT forward (1: no batching).
-    max_batch: int = 1
-    #: A queued job of another shape is jumped by at most this many batches.
-    max_bypass: int = 4
+    #: Seconds the runtime keeps a finished job nobody collected (HTTP and stream jobs are collected as they
+    #: end: their records and files follow ``output_ttl_s``).
+    job_ttl_s: float = 120.0
 
 
 @dataclass
@@ -108,9 +113,27 @@ class ServeConfig:
 
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
-    queue: QueueConfig = field(default_factory=QueueConfig)
+    #: Admission and batching of every engine (per worker with a pool; ``max_queue`` bounds the whole server).
+    queue: SchedulerConfig = field(default_factory=SchedulerConfig)
+    #: ``devices``: one worker per device (the first in this process, the others in their own processes).
+    pool: PoolConfig = field(default_factory=PoolConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     state: StateConfig = field(default_factory=StateConfig)
+
+    def __post_init__(self) -> None:
+        devices = normalize_devices(self.pool.devices)
+        if not devices:
+            return
+        engine = self.generator.engine
+        if engine.device == "auto":
+            engine.device = devices[0]
+        elif normalize_device(engine.device) != devices[0]:
+            raise ConfigError("pool.devices", f"the first device runs the server's own engine, but "
+                                              f"generator.engine.device is {engine.device!r}: list it first, or "
+                                              "drop engine.device (--device)")
+        if not self.server.warmup:
+            raise ConfigError("server.warmup", "every pool worker warms up when it boots (pool.devices is set): "
+                                               "drop --no-warmup / server.warmup=false, or drop --devices")
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Running the servers under uvicorn: ``fastvideo serve`` and ``fastvideo router-serve``.
 
 Contract: :func:`run_server` loads the generator *before* listening (a bad model path or config
-fails fast with the loader's error, nothing half-started), builds the app, serves it with uvicorn
+fails fast with the loader's error, nothing half-started; with ``pool.devices`` a device this
+machine lacks is refused first, naming ``pool.devices[i]``, and the generator loads on the first
+device: the app's device pool starts the others), builds the app, serves it with uvicorn
 on ``config.server.host:port`` until SIGINT/SIGTERM, then shuts down gracefully - uvicorn stops
 accepting and lets in-flight requests finish, the app's lifespan drains the job queue (see
 :mod:`fastvideo.serving.app`) - and finally releases the generator. :func:`run_router` does the
@@ -34,9 +36,12 @@ def _graceful_server(config: "object"):
 def run_server(config: ServeConfig) -> int:
     import uvicorn
 
+    from fastvideo.runtime.device_pool import check_devices
     from fastvideo.runtime.generator import VideoGenerator
+    from fastvideo.runtime.pool import normalize_devices
     from fastvideo.serving.app import build_app
 
+    check_devices(normalize_devices(config.pool.devices))
     t0 = time.perf_counter()
     generator = VideoGenerator.from_config(config.generator)
     logger.info("model %s loaded in %.1fs from %s", generator.preset.name, time.perf_counter() - t0,

@@ -17,6 +17,7 @@ from core_testing import assert_same_video, video_request
 from fastvideo.api import GenerationRequest, OutputConfig, SamplingConfig
 from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
 from fastvideo.runtime.executor import ExecutorConfig
+from fastvideo.runtime.scheduler import SchedulerConfig
 from fastvideo.runtime.service import ServiceConfig, VideoService
 from fastvideo.runtime.worker import BatchWorker, WorkerConfig
 
@@ -61,7 +62,8 @@ def test_stream_executor_batched_equals_unbatched(gpu, gpu_generator) -> None:
     reqs = [request(1), request(2, "a cat on a roof", guidance_scale=3.0), request(3, "rain", shift=5.0)]
 
     async def main():
-        service = VideoService(gpu_generator, ServiceConfig(max_batch=3, overlap=True, warmup_request=WARM))
+        service = VideoService(gpu_generator, ServiceConfig(WorkerConfig(
+            SchedulerConfig(max_batch=3), overlap=True, warmup_request=WARM)))
         await service.start()
         await service.warmup()
         assert service.worker.executor.streams.enabled == (gpu.device.type == "cuda")

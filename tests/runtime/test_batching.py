@@ -30,7 +30,8 @@ def test_service_batches_a_bucket_and_matches_unbatched(tiny_generator):
             video_request(3, "rain", shift=5.0), video_request(4, width=96)]  # the last one is another bucket
 
     async def main():
-        service = VideoService(tiny_generator, ServiceConfig(max_batch=3, warmup_request=WARM))
+        config = ServiceConfig(WorkerConfig(SchedulerConfig(max_batch=3), warmup_request=WARM))
+        service = VideoService(tiny_generator, config)
         await service.start()
         await service.warmup()
         jobs = [service.submit(r) for r in reqs]  # one loop tick: the batcher sees all four together
@@ -181,7 +182,8 @@ def test_stages_run_on_their_streams_in_event_order(tiny_generator, monkeypatch)
 
 def test_queue_full_still_decided_before_a_job_exists_with_batching(tiny_generator):
     async def main():
-        service = VideoService(tiny_generator, ServiceConfig(max_queue=2, max_batch=2, warmup_request=WARM))
+        config = ServiceConfig(WorkerConfig(SchedulerConfig(max_queue=2, max_batch=2), warmup_request=WARM))
+        service = VideoService(tiny_generator, config)
         await service.start()
         jobs = [service.submit(video_request(s)) for s in (1, 2)]
         from fastvideo.runtime.service import QueueFull

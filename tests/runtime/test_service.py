@@ -8,7 +8,9 @@ import threading
 import pytest
 
 from fastvideo.api import GenerationRequest, RequestError, SamplingConfig, VideoFinalEvent, VideoProgressEvent
+from fastvideo.runtime.scheduler import SchedulerConfig
 from fastvideo.runtime.service import JobFailed, QueueFull, ServiceConfig, ServiceStopped, VideoService
+from fastvideo.runtime.worker import WorkerConfig
 
 REQ = {"prompt": "a fox", "sampling": {"width": 32, "height": 32, "num_frames": 1, "num_inference_steps": 3,
                                       "seed": 1}}
@@ -42,7 +44,8 @@ def test_job_lifecycle_and_progress(tiny_generator):
 
 def test_queue_full_rejects_before_creating_a_job(tiny_generator):
     async def main():
-        service = VideoService(tiny_generator, ServiceConfig(max_queue=2, retry_after_s=7))
+        config = ServiceConfig(WorkerConfig(SchedulerConfig(max_queue=2, retry_after_s=7)))
+        service = VideoService(tiny_generator, config)
         await service.start()
         jobs = [service.submit(REQ) for _ in range(2)]  # the worker has not picked anything yet
         with pytest.raises(QueueFull) as err:
@@ -104,7 +107,7 @@ def test_warmup_runs_both_branches_before_ready(tiny_generator):
     async def main(fail_continuation: bool):
         warm = GenerationRequest(prompt="warm", sampling=SamplingConfig(width=32, height=32, num_frames=1,
                                                                         num_inference_steps=1, seed=0))
-        service = VideoService(tiny_generator, ServiceConfig(warmup_request=warm))
+        service = VideoService(tiny_generator, ServiceConfig(WorkerConfig(warmup_request=warm)))
         await service.start()
         worker = service.worker
         prepare = worker.executor.prepare
@@ -137,7 +140,7 @@ def test_submit_during_warmup_is_refused_clearly(tiny_generator):
     from fastvideo.runtime.service import ServiceNotReady
 
     async def main():
-        service = VideoService(tiny_generator, ServiceConfig(retry_after_s=3))
+        service = VideoService(tiny_generator, ServiceConfig(WorkerConfig(SchedulerConfig(retry_after_s=3))))
         await service.start()
         worker = service.worker
         release = threading.Event()

@@ -27,7 +27,8 @@ def test_max_batch_reaches_the_service(tiny_model_dir):
     try:
         app = build_app(load_serve_config(overrides=["queue.max_batch=3", "server.warmup=false"]), generator)
         service = app.state.server.service
-        assert service.config.max_batch == 3
+        assert service.config.worker.scheduler is app.state.server.config.queue  # passed down, not copied
+        assert service.config.worker.scheduler.max_batch == 3
         assert generator.blob_store is None  # memory:// keeps state inline
     finally:
         generator.shutdown()
@@ -54,7 +55,7 @@ def test_cuda_graphs_flags_reach_the_engine_config_and_the_service(tiny_generato
     from fastvideo.runtime.worker import BatchWorker
 
     app = build_app(load_serve_config(overrides=["server.warmup=false"]), tiny_generator)
-    worker = BatchWorker(tiny_generator, app.state.server.service.config.worker_config())
+    worker = BatchWorker(tiny_generator, app.state.server.service.config.worker)
     assert worker.executor.graphs is tiny_generator.graph_config()
 
 
