@@ -4,8 +4,12 @@ Contract: ``parse_args(argv)`` returns a frozen :class:`WorkerArgs` (every flag 
 Dynamo runtime flags default from the same ``DYN_*`` environment variables Dynamo's own workers
 read, e.g. ``DYN_DISCOVERY_BACKEND``, ``DYN_REQUEST_PLANE``, ``DYN_NAMESPACE``); bad flags exit with
 status 2 and argparse's one-line message. ``build_generator_config(args)`` builds the engine config
-from public ``fastvideo.api`` types only, never flat legacy kwargs. Nothing here imports Dynamo or
-torch, so ``--help`` works everywhere.
+from public ``fastvideo.api`` types only, never flat legacy kwargs. ``--devices 0,1`` (CUDA indices,
+``cuda:N``, or ``cpu,cpu``) serves one worker per device behind this one Dynamo instance:
+``build_pool_config(args)`` is the :class:`fastvideo.PoolConfig` (None without ``--devices``); the
+first device is the engine's ``--device`` (set to it, or it must match), and ``--no-warmup`` is
+refused with it (every pool worker warms up when it boots). Whether the devices exist is checked
+when the worker starts. Nothing here imports Dynamo or torch, so ``--help`` works everywhere.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+from fastvideo import PoolConfig
 from fastvideo.api import (
     CompileConfig,
+    ConfigError,
     CudaGraphsConfig,
     EngineConfig,
     GeneratorConfig,
@@ -51,6 +57,8 @@ class WorkerArgs:
     compile_backend: str = "inductor"
     compile_fullgraph: bool = False
     cuda_graphs: list[str] | None = None
+    #: One pool worker per device (normalized: ``cuda:N`` / ``cpu``); None: one engine on ``device``.
+    devices: list[str] | None = None
     dit_offload: bool = False
     dit_layerwise_offload: bool = False
     text_encoder_offload: bool = False
@@ -125,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--cuda-graphs", nargs="*", default=None, metavar="WxHxF",
                        help="capture the DiT step as CUDA graphs for these sizes when the worker starts (no size: "
                             "the model's default size); other sizes run eagerly. CUDA only")
+    model.add_argument("--devices", default=None, metavar="LIST",
+                       help="serve on several devices, one worker each, behind this one Dynamo instance: CUDA "
+                            "indices such as 0,1 (or cuda:0,cuda:1), or cpu,cpu; the first runs in this process, "
+                            "the others in their own processes (default: one engine on --device)")
     model.add_argument("--dit-offload", action="store_true", help="keep the DiT on CPU between uses")
     model.add_argument("--dit-layerwise-offload", action="store_true")
     model.add_argument("--text-encoder-offload", action="store_true")
@@ -168,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _canonical_device(name: str) -> str:
+    """``cuda`` / ``0`` -> ``cuda:0`` as ``--devices`` writes it (the name itself when it is no such device)."""
+    try:
+        return str(PoolConfig(devices=[name]).devices[0])
+    except ConfigError:
+        return name
+
+
 def parse_args(argv: Sequence[str] | None = None) -> WorkerArgs:
     """Parse the worker's flags; exits with status 2 on a bad flag."""
     parser = build_parser()
@@ -182,6 +202,18 @@ def parse_args(argv: Sequence[str] | None = None) -> WorkerArgs:
         parser.error("--default-fps must be >= 1")
     if "://" not in ns.media_output_fs_url:
         parser.error(f"--media-output-fs-url {ns.media_output_fs_url!r} is not a URL; use e.g. file:///tmp/videos")
+    if ns.devices is not None:
+        try:
+            ns.devices = [str(d) for d in PoolConfig(devices=[d.strip() for d in ns.devices.split(",")]).devices]
+        except ConfigError as exc:
+            parser.error(f"--devices {ns.devices!r}: {exc}")
+        if ns.device == "auto":
+            ns.device = ns.devices[0]
+        elif _canonical_device(ns.device) != ns.devices[0]:
+            parser.error(f"--device {ns.device} is not the first of --devices {','.join(ns.devices)}: the first "
+                         "device runs this process's engine; list it first or drop --device")
+        if not ns.warmup:
+            parser.error("--no-warmup cannot be used with --devices: every pool worker warms up when it boots")
     return WorkerArgs(**vars(ns))
 
 
@@ -204,3 +236,8 @@ def build_generator_config(args: WorkerArgs) -> GeneratorConfig:
         ),
         pipeline=PipelineSelection(workload_type=args.workload_type, preset=args.preset),
     )
+
+
+def build_pool_config(args: WorkerArgs) -> PoolConfig | None:
+    """The device pool ``--devices`` asks for (None: one engine on ``--device``)."""
+    return PoolConfig(devices=list(args.devices)) if args.devices else None

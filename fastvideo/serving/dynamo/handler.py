@@ -15,7 +15,9 @@ Contract:
   :class:`~.health.HealthMonitor` sees no problem, else an exception (:class:`HealthCheckFailed`),
   which Dynamo counts as a failed canary. When no generation succeeded for a while the canary also
   starts a background probe that runs the payload like a request (at most one at a time).
-- Generation is one-in-flight per worker (an ``asyncio.Lock``; the generator runs one at a time).
+- Generation is one-in-flight per device (an ``asyncio.Semaphore`` of ``concurrency``: 1 for one
+  ``VideoGenerator``, the number of devices for a :class:`fastvideo.DevicePool`, which routes each
+  request to a free worker; both offer ``generate_async``).
   When the context is stopped or killed (client gone, Dynamo cancel), the wait for the lock or
   for the next event is abandoned and ``generate_async``'s iterator is closed, which cancels the
   generation at its next denoising step. Closing this generator (Dynamo dropping the stream, from
@@ -48,7 +50,7 @@ from fastvideo.serving.dynamo.protocol import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - importing VideoGenerator imports torch
-    from fastvideo import VideoGenerator
+    from fastvideo import DevicePool, VideoGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +125,7 @@ async def _race(awaitable: Awaitable[Any], stop: asyncio.Future[Any]) -> Any:
     raise Cancelled()
 
 
-async def _acquire(lock: asyncio.Lock, stop: asyncio.Future[Any]) -> None:
+async def _acquire(lock: asyncio.Lock | asyncio.Semaphore, stop: asyncio.Future[Any]) -> None:
     """Take ``lock`` unless ``stop`` finishes first (Cancelled); never leaks the lock."""
     task = asyncio.ensure_future(lock.acquire())
     try:
@@ -149,7 +151,8 @@ _END = object()
 class VideoGenerationHandler:
     """Serves one ``VideoGenerator`` on one Dynamo endpoint (see module contract)."""
 
-    def __init__(self, generator: VideoGenerator, *, model_name: str, defaults: RequestDefaults | None = None,
+    def __init__(self, generator: VideoGenerator | DevicePool, *, model_name: str, concurrency: int = 1,
+                 defaults: RequestDefaults | None = None,
                  media: MediaStore | None = None, worker_label: str | None = None,
                  health_payload: dict[str, Any] | None = None, health_policy: HealthPolicy | None = None) -> None:
         self.generator = generator
@@ -163,7 +166,9 @@ class VideoGenerationHandler:
         self.defaults = defaults or RequestDefaults()
         self.media = media
         self.worker_label = worker_label or f"pid={os.getpid()}"
-        self._lock = asyncio.Lock()
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self._lock = asyncio.Semaphore(concurrency)  # held while a generation runs (one per device)
         self._waiting = 0
         self.completed = 0
         self.failed = 0

@@ -8,7 +8,9 @@ file. ``__enter__`` returns once the model is listed in ``/v1/models`` and the f
 ``/health`` shows all N worker instances, or raises ``RuntimeError`` with the log tails (a process
 that exits, or ``startup_timeout_s`` passing). ``stop()`` / ``__exit__`` always end every process
 it started (SIGTERM to the group, SIGKILL after ``stop_timeout_s``). ``kill_worker(i)`` SIGKILLs
-one worker. The HTTP helpers use only the standard library. ``python -m
+one worker. With ``worker_devices`` worker i serves a device pool (``--devices`` of its entry: one
+Dynamo instance, several devices; the pool's processes are in the worker's process group, so they
+end with it). The HTTP helpers use only the standard library. ``python -m
 fastvideo.serving.dynamo.local --workers 2`` runs one until Ctrl-C.
 """
 
@@ -61,6 +63,9 @@ class ClusterConfig:
     workers: int = 2
     #: Extra worker flags (e.g. ``["--model-path", DIR, "--device", "cpu"]``); default: built-in model.
     worker_args: Sequence[str] = ()
+    #: Worker i serves a device pool: ``--devices worker_devices[i]`` (e.g. ``["0,1", "2,3"]``, or ``["cpu,cpu"]``);
+    #: None: each worker runs one engine.
+    worker_devices: Sequence[str] | None = None
     served_model_name: str = "fastvideo-tiny"
     #: torch/OpenMP threads per worker (``OMP_NUM_THREADS``); None leaves torch's default.
     threads_per_worker: int | None = None
@@ -164,6 +169,8 @@ class LocalDynamoCluster:
         argv = [sys.executable, "-m", "fastvideo.serving.dynamo", "--discovery-backend", "file",
                 "--served-model-name", self.config.served_model_name,
                 "--media-output-fs-url", f"file://{self.workdir / 'media'}", *self.config.worker_args]
+        if self.config.worker_devices:
+            argv += ["--devices", self.config.worker_devices[index % len(self.config.worker_devices)]]
         self.workers.append(self._spawn(argv, log, env, core))
         self.worker_logs.append(log)
         return index
@@ -296,12 +303,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--threads-per-worker", type=int, default=None)
+    parser.add_argument("--worker-devices", nargs="+", default=None, metavar="LIST",
+                        help="worker i serves a device pool: --devices of the i-th LIST (e.g. 0,1 2,3)")
     parser.add_argument("worker_args", nargs=argparse.REMAINDER, help="after --: flags passed to every worker")
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     extra = [a for a in ns.worker_args if a != "--"]
     with LocalDynamoCluster(ClusterConfig(workers=ns.workers, http_port=ns.http_port, worker_args=extra,
-                                          threads_per_worker=ns.threads_per_worker)) as cluster:
+                                          threads_per_worker=ns.threads_per_worker,
+                                          worker_devices=ns.worker_devices)) as cluster:
         logger.info("POST %s/v1/videos (logs in %s); Ctrl-C stops everything", cluster.base_url, cluster.workdir)
         with contextlib.suppress(KeyboardInterrupt):
             while all(p.poll() is None for p in cluster.workers):

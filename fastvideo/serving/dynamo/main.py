@@ -2,7 +2,10 @@
 
 Contract: ``main(argv)`` (what ``python -m fastvideo.serving.dynamo`` runs) parses the flags
 (:mod:`.args`), loads the model with ``VideoGenerator.from_config`` (a bad model folder exits with
-status 1 and one line naming it), optionally warms up with the health-check request, then creates
+status 1 and one line naming it), optionally warms up with the health-check request (with
+``--devices``: checks the devices exist first, exit 2 naming the missing one, then boots a
+:class:`fastvideo.DevicePool` whose first worker is that generator and the others one process per
+device, each warmed up; the handler then runs as many requests at once as there are devices), then creates
 Dynamo's ``DistributedRuntime(loop, discovery_backend, request_plane, event_plane=...,
 response_plane=...)`` and concurrently ``serve_endpoint(handler.generate, graceful_shutdown=True,
 health_check_payload=...)`` on ``{namespace}.{component}.{endpoint}`` and ``register_model``
@@ -23,9 +26,9 @@ import sys
 import time
 from typing import Any, Sequence
 
-from fastvideo import VideoGenerator
-from fastvideo.api import ModelLoadError, config_to_dict
-from fastvideo.serving.dynamo.args import WorkerArgs, build_generator_config, parse_args
+from fastvideo import DevicePool, VideoGenerator
+from fastvideo.api import ConfigError, FastVideoError, ModelLoadError, config_to_dict
+from fastvideo.serving.dynamo.args import WorkerArgs, build_generator_config, build_pool_config, parse_args
 from fastvideo.serving.dynamo.handler import VideoGenerationHandler
 from fastvideo.serving.dynamo.health import HealthPolicy, health_check_payload
 from fastvideo.serving.dynamo.media import MediaStore
@@ -56,11 +59,27 @@ def load_generator(args: WorkerArgs) -> VideoGenerator:
     started = time.perf_counter()
     generator = VideoGenerator.from_config(config)
     logger.info("model %r loaded in %.1fs", args.served_name, time.perf_counter() - started)
-    if args.warmup:
+    if args.warmup and not args.devices:  # a device pool warms every worker up when it boots (build_engine)
         started = time.perf_counter()
         generator.generate(generator.warmup_request())
         logger.info("warm-up (health-check request) took %.2fs", time.perf_counter() - started)
     return generator
+
+
+def build_engine(args: WorkerArgs, generator: VideoGenerator) -> VideoGenerator | DevicePool:
+    """What the handler drives: ``generator`` itself, or with ``--devices`` a booted, warm DevicePool whose first
+    worker is ``generator`` (PoolBootError when no worker came up)."""
+    pool_config = build_pool_config(args)
+    if pool_config is None:
+        return generator
+    pool = DevicePool(generator, pool_config, path="--devices")
+    pool.start()
+    try:
+        pool.warmup()
+    except BaseException:
+        pool.stop()
+        raise
+    return pool
 
 
 def _default_fps(args: WorkerArgs, generator: VideoGenerator) -> int:
@@ -70,8 +89,21 @@ def _default_fps(args: WorkerArgs, generator: VideoGenerator) -> int:
     return preset_fps if isinstance(preset_fps, int) and preset_fps > 0 else 16
 
 
-async def serve(args: WorkerArgs, generator: VideoGenerator) -> None:
-    """Run the Dynamo side until the runtime shuts down (signal or Dynamo shutdown)."""
+def build_handler(args: WorkerArgs, generator: VideoGenerator, engine: VideoGenerator | DevicePool | None = None, *,
+                  label: str | None = None, health_payload: dict[str, Any] | None = None) -> VideoGenerationHandler:
+    """The endpoint handler the flags describe: requests run on ``engine`` (default ``generator``), as many at once
+    as it has devices."""
+    return VideoGenerationHandler(
+        engine or generator, model_name=args.served_name, concurrency=len(args.devices or [None]),
+        defaults=RequestDefaults(fps=_default_fps(args, generator), response_format=args.default_response_format),
+        media=MediaStore(args.media_output_fs_url, args.media_output_http_url), worker_label=label,
+        health_payload=health_payload, health_policy=HealthPolicy(probe_interval_s=args.health_probe_interval_s,
+                                                                  stall_timeout_s=args.health_stall_timeout_s))
+
+
+async def serve(args: WorkerArgs, generator: VideoGenerator, engine: VideoGenerator | DevicePool | None = None) -> None:
+    """Run the Dynamo side until the runtime shuts down (signal or Dynamo shutdown); requests run on ``engine``
+    (default: ``generator``), as many at once as it has devices."""
     from dynamo.runtime import DistributedRuntime
 
     from fastvideo.serving.dynamo.register import register_video_generation_model
@@ -82,12 +114,7 @@ async def serve(args: WorkerArgs, generator: VideoGenerator) -> None:
     endpoint = runtime.endpoint(args.endpoint_path)
     label = f"{args.served_name}@pid{os.getpid()}"
     payload = health_check_payload(args.served_name)
-    handler = VideoGenerationHandler(
-        generator, model_name=args.served_name,
-        defaults=RequestDefaults(fps=_default_fps(args, generator), response_format=args.default_response_format),
-        media=MediaStore(args.media_output_fs_url, args.media_output_http_url), worker_label=label,
-        health_payload=payload, health_policy=HealthPolicy(probe_interval_s=args.health_probe_interval_s,
-                                                           stall_timeout_s=args.health_stall_timeout_s))
+    handler = build_handler(args, generator, engine, label=label, health_payload=payload)
     if args.warmup:
         handler.health.generation_finished(True)  # the warm-up generation just proved the engine healthy
     shutting_down = False
@@ -132,15 +159,29 @@ def main(argv: Sequence[str] | None = None) -> int:
               "`pip install --no-deps ai-dynamo==1.6.1 ai-dynamo-runtime==1.6.1` and "
               "`pip install pydantic uvloop msgspec packaging pyyaml fsspec`", file=sys.stderr)
         return 1
+    if args.devices:
+        try:  # before the model loads, so a device this machine lacks is named as such
+            DevicePool.check_devices(args.devices, "--devices")
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         generator = load_generator(args)
     except (ModelLoadError, ValueError, OSError) as exc:
         print(f"error: cannot load model {args.model_path or '(built-in)'}: {exc}", file=sys.stderr)
         return 1
     try:
-        asyncio.run(serve(args, generator))
+        engine = build_engine(args, generator)
+    except FastVideoError as exc:  # no worker of the pool came up
+        print(f"error: the device pool did not start: {exc}", file=sys.stderr)
+        generator.shutdown()
+        return 1
+    try:
+        asyncio.run(serve(args, generator, engine))
     except KeyboardInterrupt:
         pass
     finally:
+        if isinstance(engine, DevicePool):
+            engine.stop()
         generator.shutdown()
     return 0
