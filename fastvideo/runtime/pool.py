@@ -104,9 +104,8 @@ class _Pending:
 
 
 def _error_to_exception(code: str, message: str, field_name: str | None) -> BaseException:
-    if code == "invalid_request" and field_name:
-        prefix = f"{field_name}: "
-        return RequestError(field_name, message[len(prefix):] if message.startswith(prefix) else message)
+    if code == "invalid_request" and field_name:  # the message is the error's reason, without the field
+        return RequestError(field_name, message)
     return PoolRequestFailed(code, message)
 
 

@@ -12,7 +12,8 @@ Contract:
   state hot here (a moved or restored session); ``drop(session_id)`` forgets it.
 - Callbacks: ``on_start()`` once when the request's batch starts (optional), ``on_step(step,
   total)`` after every step, then ``on_done(result, state)`` or ``on_error(code, message,
-  field)``: ``invalid_request`` (with the field), ``queue_full``, ``cancelled``,
+  field)``: ``invalid_request`` (with the field; the message is then the error's ``reason``, so the
+  receiver rebuilds the same RequestError without parsing text), ``queue_full``, ``cancelled``,
   ``shutting_down`` (cancelled because the worker is stopping), ``generation_failed``.
 """
 
@@ -72,7 +73,7 @@ class _Listener:
 
     def on_failed(self, item: WorkItem, exc: BaseException) -> None:
         if isinstance(exc, RequestError):
-            self.cb.on_error("invalid_request", str(exc), exc.field)
+            self.cb.on_error("invalid_request", exc.reason, exc.field)
         else:
             self.cb.on_error("generation_failed", f"{type(exc).__name__}: {exc}", None)
 
@@ -99,7 +100,7 @@ class SessionHost:
                 req = replace(req, output=replace(req.output, return_state=True))
             self.worker.submit(req, listener=_Listener(self, session_id, want_state, cb), need_bytes=True)
         except RequestError as exc:
-            cb.on_error("invalid_request", str(exc), exc.field)
+            cb.on_error("invalid_request", exc.reason, exc.field)
             return None
         except QueueFull as exc:
             cb.on_error("queue_full", str(exc), None)

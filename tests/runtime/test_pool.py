@@ -91,8 +91,12 @@ def test_process_pool_boot_failure_worker_death_and_resume(tiny_model_dir, tiny_
         assert a2.metadata["segment_index"] == 2 and a2.metadata["branch"] == "continuation"
         direct = tiny_generator.generate(request(8, state=a1.state))
         assert close(a2.frames, direct.frames)
-        with pytest.raises(RequestError, match="sampling.width"):
+        with pytest.raises(RequestError) as refused:
             pool.generate(request(9, sampling={"width": 30}), timeout=60)
+        # the same error crosses the process boundary: field and reason, not a re-parsed message
+        assert refused.value.field == "sampling.width"
+        assert str(refused.value) == "sampling.width: 30 is not a multiple of 16 (the VAE's 8x downsampling times " \
+                                     "the DiT's 2x2 patches); use 16 or 32"
     finally:
         pool.stop()
     assert all(w._process.exitcode is not None for w in workers)
