@@ -22,8 +22,8 @@ from fastvideo.api.parse import ConfigError
 #: Dotted path -> how the field is honoured, or when it is refused (see module contract).
 FIELD_SUPPORT: dict[str, str] = {
     "model_path": "honoured: the local diffusers folder to load (None: the built-in tiny model)",
-    "engine.num_gpus": "1 honoured; other values refused (one generator runs on one device: run one per GPU "
-                       "behind a GpuPool or several fastvideo serve replicas behind fastvideo router-serve)",
+    "engine.num_gpus": "1 honoured; other values refused (one generator runs on one device: serve one worker per "
+                       "GPU with fastvideo serve --devices / pool.devices, or the Dynamo worker's --devices)",
     "engine.parallelism.tp_size": "1 and -1 (auto: 1 on one device) honoured; others refused (not supported yet)",
     "engine.parallelism.sp_size": "1 and -1 (auto: 1 on one device) honoured; others refused (not supported yet)",
     "engine.offload.dit": "true refused on a CUDA device (not supported yet); on the CPU the DiT already lives there",
@@ -72,8 +72,8 @@ EXPERIMENTAL_KEYS: dict[str, tuple[str, ...]] = {"vae_dtype": ("auto", "bf16", "
 COMPONENT_PATHS: dict[str, str] = {"transformer_path": "transformer", "vae_path": "vae",
                                    "text_encoder_path": "text_encoder", "tokenizer_path": "tokenizer"}
 
-_SCALE_OUT = ("run one generator per GPU behind a GpuPool (fastvideo.runtime.pool), or several `fastvideo serve` "
-              "replicas behind `fastvideo router-serve`")
+_SCALE_OUT = ("serve one worker per GPU with `fastvideo serve --devices 0,1` (pool.devices) or the Dynamo worker's "
+              "--devices (a GpuPool), or run several `fastvideo serve` replicas behind `fastvideo router-serve`")
 
 
 def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None:
