@@ -361,3 +361,23 @@ def test_media_store_urls(tmp_path: Path):
             asyncio.run(store.put(bad, b""))
     with pytest.raises(ValueError, match="not a URL"):
         MediaStore("/tmp/x")
+
+
+def test_one_stuck_device_fails_the_canary_while_another_keeps_progressing(monkeypatch):
+    """A worker serving several devices runs several generations at once: the stall verdict follows the
+    longest-silent one, not the last progress of any."""
+    from fastvideo.serving.dynamo import health as health_module
+    from fastvideo.serving.dynamo.health import HealthMonitor
+
+    now = [1000.0]
+    monkeypatch.setattr(health_module.time, "monotonic", lambda: now[0])
+    monitor = HealthMonitor(HealthPolicy(stall_timeout_s=10.0))
+    stuck, busy = monitor.generation_started(), monitor.generation_started()
+    for _ in range(5):
+        now[0] += 4.0
+        monitor.progressed(busy)  # the other device keeps stepping
+    assert monitor.problem() is not None and "no progress for 20s" in monitor.problem()
+    monitor.generation_finished(False, stuck)
+    assert monitor.problem() is None and monitor.busy
+    monitor.generation_finished(True, busy)
+    assert not monitor.busy and monitor.problem() is None

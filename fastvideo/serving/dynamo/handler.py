@@ -247,12 +247,12 @@ class VideoGenerationHandler:
                        "queued %.2fs, %d waiting)", self.worker_label, response_id, s.width, s.height, s.num_frames,
                        s.num_inference_steps, parsed.stream, parsed.response_format,
                        time.perf_counter() - queued_at, self._waiting)
-            self.health.generation_started()
+            token = self.health.generation_started()
             ok = False
             try:
-                ok = await self._generate_locked(parsed, response_id, model, stop, emit, level)
+                ok = await self._generate_locked(parsed, response_id, model, stop, emit, token, level)
             finally:
-                self.health.generation_finished(ok)
+                self.health.generation_finished(ok, token)
         finally:
             self._lock.release()
 
@@ -287,13 +287,13 @@ class VideoGenerationHandler:
         try:
             await _acquire(self._lock, never)
             try:
-                self.health.generation_started()
+                token = self.health.generation_started()
                 ok = False
                 try:
                     ok = await self._generate_locked(parsed, response_id, parsed.model or self.model_name, never,
-                                                     chunks.append, logging.DEBUG, counted=False)
+                                                     chunks.append, token, logging.DEBUG, counted=False)
                 finally:
-                    self.health.generation_finished(ok)
+                    self.health.generation_finished(ok, token)
             finally:
                 self._lock.release()
         except Exception as exc:  # noqa: BLE001 - any failure of the probe is the verdict
@@ -307,7 +307,7 @@ class VideoGenerationHandler:
             self.health.probe_failed(str(final.get("error") or "the probe produced no video"))
 
     async def _generate_locked(self, parsed: ParsedVideoRequest, response_id: str, model: str,
-                               stop: asyncio.Future[Any], emit: Callable[[dict[str, Any]], None],
+                               stop: asyncio.Future[Any], emit: Callable[[dict[str, Any]], None], token: int,
                                level: int = logging.INFO, counted: bool = True) -> bool:
         """Run one generation holding the worker; emits its chunks; True when it completed.
 
@@ -321,7 +321,7 @@ class VideoGenerationHandler:
                     event = await _race(events.__anext__(), stop)
                 except StopAsyncIteration:
                     break
-                self.health.progressed()
+                self.health.progressed(token)
                 if isinstance(event, VideoProgressEvent):
                     if parsed.stream and event.total_steps > 0:
                         emit(progress_response(response_id, model, step=event.step, total_steps=event.total_steps))

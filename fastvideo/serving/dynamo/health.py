@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -107,17 +108,28 @@ class HealthMonitor:
         self.policy = policy or HealthPolicy()
         self.last_success: float | None = None
         self.probe_error: str | None = None
-        self.busy_since: float | None = None
-        self.last_progress: float | None = None
+        #: Last progress time of every generation in flight, by token (a worker with several devices runs
+        #: several at once; one stuck device must show even while the others progress).
+        self._inflight: dict[int, float] = {}
+        self._tokens = itertools.count()
 
-    def generation_started(self) -> None:
-        self.busy_since = self.last_progress = time.monotonic()
+    @property
+    def busy(self) -> bool:
+        return bool(self._inflight)
 
-    def progressed(self) -> None:
-        self.last_progress = time.monotonic()
+    def generation_started(self) -> int:
+        """Record a generation starting; returns its token for :meth:`progressed` / :meth:`generation_finished`."""
+        token = next(self._tokens)
+        self._inflight[token] = time.monotonic()
+        return token
 
-    def generation_finished(self, ok: bool) -> None:
-        self.busy_since = None
+    def progressed(self, token: int) -> None:
+        if token in self._inflight:
+            self._inflight[token] = time.monotonic()
+
+    def generation_finished(self, ok: bool, token: int | None = None) -> None:
+        if token is not None:
+            self._inflight.pop(token, None)
         if ok:
             self.last_success = time.monotonic()
             self.probe_error = None
@@ -133,8 +145,8 @@ class HealthMonitor:
         """Why the worker is unhealthy, or None."""
         if self.probe_error is not None:
             return f"the health probe failed: {self.probe_error}"
-        if self.busy_since is not None and self.last_progress is not None:
-            silent = time.monotonic() - self.last_progress
+        if self._inflight:
+            silent = time.monotonic() - min(self._inflight.values())  # the longest-silent generation in flight
             if silent > self.policy.stall_timeout_s:
                 return (f"the running generation made no progress for {silent:.0f}s "
                         f"(over {self.policy.stall_timeout_s:.0f}s): the engine looks stuck")
