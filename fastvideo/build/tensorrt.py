@@ -28,6 +28,7 @@ Contract
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,6 +153,8 @@ class TensorRTProgram:
             raise RuntimeError(f"{self.path.name} has inputs {self.inputs} / outputs {self.outputs}; expected "
                                f"{list(input_names)} and one output")
         self._dtypes = {n: _torch_dtype(trt, self._engine.get_tensor_dtype(n)) for n in names}
+        self._lock = threading.Lock()
+        self._last_done: torch.cuda.Event | None = None
 
     def profile(self, name: str) -> tuple[tuple[int, ...], ...]:
         """``(min, opt, max)`` shapes of input ``name`` in the engine's (only) optimization profile."""
@@ -170,6 +173,13 @@ class TensorRTProgram:
                     f"opt {opt}, max {high}); rebuild with fastvideo-build and a --profile that covers this size")
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        # One execution context holds one set of shapes and addresses and one activation workspace: callers
+        # on different threads (the decode stage and a preview on the denoise stage share the VAE engine) take
+        # turns setting them, and the GPU work of a call waits for the previous call's (their streams differ).
+        with self._lock:
+            return self._call_locked(inputs)
+
+    def _call_locked(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         context = self._context
         self._set_shapes(inputs)
         with device_guard(self.device):
@@ -183,11 +193,18 @@ class TensorRTProgram:
             out = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
             context.set_tensor_address(name, out.data_ptr())
             stream = torch.cuda.current_stream(self.device)
+            capturing = torch.cuda.is_current_stream_capturing()
+            if self._last_done is not None and not capturing:
+                stream.wait_event(self._last_done)
             if not context.execute_async_v3(stream.cuda_stream):
                 raise RuntimeError(f"TensorRT execution of {self.path.name} failed for shapes "
                                    f"{[tuple(t.shape) for t in keep]}")
             for tensor in keep:  # inputs made here must outlive the enqueued work
                 tensor.record_stream(stream)
+            if not capturing:  # an event recorded inside a graph capture cannot be waited on outside it
+                done = torch.cuda.Event()
+                done.record(stream)
+                self._last_done = done
         return out
 
 

@@ -5,6 +5,8 @@ shape and the profile, before any input is moved or any work is enqueued."""
 from __future__ import annotations
 
 import sys
+import threading
+import time
 import types
 from pathlib import Path
 
@@ -22,8 +24,14 @@ class FakeContext:
     def __init__(self) -> None:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.executed = False
+        self.inside = self.most_inside = 0
+        self.delay_s = 0.0
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        self.inside += 1
+        self.most_inside = max(self.most_inside, self.inside)
+        time.sleep(self.delay_s)
+        self.inside -= 1
         low, _, high = PROFILE[name]
         if len(shape) != len(low) or any(not lo <= s <= hi for s, lo, hi in zip(shape, low, high)):
             return False  # what TensorRT does: no exception, a False return
@@ -93,3 +101,22 @@ def test_wrong_input_count_is_refused(program: TensorRTProgram) -> None:
 
 def test_profile_reads_the_engine(program: TensorRTProgram) -> None:
     assert program.profile("timestep") == ((1,), (2,), (2,))
+
+
+def test_callers_on_different_threads_take_turns_on_the_one_execution_context(program: TensorRTProgram) -> None:
+    """The decode stage and a preview decode share a VAE engine from two threads: one context holds one set of
+    shapes, so their calls must not interleave (here each call then fails for lack of CUDA, after its shapes)."""
+    context = program._context
+    context.delay_s = 0.02
+
+    def call() -> None:
+        for _ in range(3):
+            with pytest.raises(Exception):  # no CUDA here: the call fails after setting its shapes
+                program(torch.zeros(2, 16, 2, 8, 8), torch.zeros(2))
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert context.most_inside == 1, "two callers set shapes on the one execution context at once"
