@@ -35,7 +35,7 @@ class SamplingConfig:
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
     seed: int | None = None
-    #: Accepted for API compatibility; Wan uses classic CFG (guidance_scale) only.
+    #: For API compatibility: None or 1.0 (off) only; Wan uses classic CFG (guidance_scale), other values are refused.
     true_cfg_scale: float | None = None
     #: Flow-matching timestep shift; None takes the preset's.
     shift: float | None = None

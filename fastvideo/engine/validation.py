@@ -107,6 +107,10 @@ def resolve_sampling(request: GenerationRequest, preset: ModelPreset) -> Resolve
         raise RequestError("sampling.seed", f"{seed} is out of range; use 0..2**63-1")
     if s.sampler not in (None, "unipc", "euler"):
         raise RequestError("sampling.sampler", f"unknown sampler {s.sampler!r}; use 'unipc' or 'euler'")
+    if s.true_cfg_scale not in (None, 1.0):  # 1.0 is "off" where true CFG exists
+        raise RequestError("sampling.true_cfg_scale", f"{s.true_cfg_scale!r} cannot be honoured: Wan models use "
+                                                      "classic CFG; set guidance_scale instead and leave "
+                                                      "true_cfg_scale unset")
     strength = 1.0 if s.continuation_strength is None else s.continuation_strength
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
         raise RequestError("sampling.continuation_strength", f"{strength!r} is out of range; use 0..1")

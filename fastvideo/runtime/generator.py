@@ -219,7 +219,6 @@ class VideoGenerator:
         self._core: Any = None
         self._graphs = GraphConfig()
         self._closed = False
-        self._warned_true_cfg = False
         self.blob_store: Any = None
         self.blob_threshold_bytes = 64 * 1024
         self.blob_ttl_s: float | None = None
@@ -346,9 +345,6 @@ class VideoGenerator:
         if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int) or interval < 1):
             raise RequestError("output.preview_interval_steps", f"{interval!r} must be an integer >= 1 (a preview "
                                                                 "every that many steps), or null for none")
-        if req.sampling.true_cfg_scale is not None and not self._warned_true_cfg:
-            self._warned_true_cfg = True
-            logger.warning("sampling.true_cfg_scale is ignored: Wan uses classic CFG (sampling.guidance_scale)")
         resolved = resolve_sampling(req, self.preset)
         if req.state is not None and has_blob_refs(req.state):
             try:

@@ -153,6 +153,7 @@ BAD_VALUES = [
     ("sampler", "ddim", "unknown sampler 'ddim'"),
     ("continuation_strength", 2, "2.0 is out of range; use 0..1"),
     ("negative_prompt", 5, "must be a string, got int"),
+    ("true_cfg_scale", 3.0, "3.0 cannot be honoured"),  # Wan has classic CFG only: refused, never ignored
 ]
 
 
