@@ -319,7 +319,7 @@ def normalize_device(entry: str | int) -> str | None:
     if text == "cuda":
         return "cuda:0"
     index = text[len("cuda:"):] if text.startswith("cuda:") else text
-    return f"cuda:{int(index)}" if index.isdigit() else None
+    return f"cuda:{int(index)}" if index.isascii() and index.isdigit() else None  # "²".isdigit() is True
 
 
 def normalize_devices(entries: Sequence[str | int]) -> list[str]:

@@ -187,3 +187,13 @@ def test_pool_refuses_devices_that_are_not_its_workers(tiny_generator, monkeypat
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(ConfigError, match=r"^pool.devices\[0\]: .*already loaded, which is on cpu, not cuda:0"):
         DevicePool(tiny_generator, PoolConfig(devices=["0", "1"]))
+
+
+@pytest.mark.parametrize("entry", ["\u00b2", "cuda:\u0663", "gpu0", "cuda:-1", ""])
+def test_a_device_entry_that_names_no_device_is_a_config_error(entry):
+    from fastvideo.api import ConfigError
+    from fastvideo.runtime.pool import normalize_devices
+
+    with pytest.raises(ConfigError) as info:
+        normalize_devices(["0", entry])
+    assert info.value.path == "devices[1]"
