@@ -41,8 +41,8 @@ from typing import Any
 
 import torch
 
-from fastvideo.api import (ConfigError, GenerationCancelled, GenerationRequest, VideoFinalEvent, VideoProgressEvent,
-                           VideoResult)
+from fastvideo.api import (ConfigError, GenerationCancelled, GenerationRequest, RequestError, VideoFinalEvent,
+                           VideoProgressEvent, VideoResult)
 from fastvideo.runtime.pool import (GpuPool, LocalWorker, PoolConfig, PoolRequestFailed, WorkerHandle, WorkerInfo,
                                     normalize_device, normalize_devices)
 from fastvideo.runtime.pool_process import ProcessWorker
@@ -231,6 +231,9 @@ class DevicePool:
     async def generate_async(self, request: GenerationRequest | Mapping[str, Any]) -> AsyncIterator[Any]:
         """Progress events, then one final event (see module contract)."""
         req, resolved = self.generator.resolve(request)
+        if req.output.preview_interval_steps is not None:  # pool workers have no channel for preview frames
+            raise RequestError("output.preview_interval_steps", "previews are not available from a device pool yet; "
+                                                                "leave it unset, or use a single VideoGenerator")
         assert req.request_id is not None
         rid = req.request_id
         listener = _AsyncListener(asyncio.get_running_loop(), rid)

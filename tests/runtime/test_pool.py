@@ -197,3 +197,20 @@ def test_a_device_entry_that_names_no_device_is_a_config_error(entry):
     with pytest.raises(ConfigError) as info:
         normalize_devices(["0", entry])
     assert info.value.path == "devices[1]"
+
+
+def test_a_pool_refuses_previews_instead_of_dropping_them(tiny_generator):
+    import asyncio
+
+    from fastvideo.runtime.device_pool import DevicePool
+    from fastvideo.runtime.pool import PoolConfig
+
+    pool = DevicePool(tiny_generator, PoolConfig(devices=["cpu"]))
+    request = {"prompt": "p", "output": {"preview_interval_steps": 1}}
+
+    async def first_event():
+        return await pool.generate_async(request).__anext__()
+
+    with pytest.raises(RequestError) as info:  # before any work is submitted
+        asyncio.run(first_event())
+    assert info.value.field == "output.preview_interval_steps"
