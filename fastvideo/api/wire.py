@@ -7,9 +7,10 @@ calls :func:`translate_request`; none builds a ``GenerationRequest`` from client
 
 Contract:
 - **Where a field may be given** is one table (:data:`FIELDS`, :func:`wire_names`): ``http`` reads a
-  field at the top level, and in ``nvext`` for Dynamo's nvext fields; ``dynamo`` reads ``nvext``
-  and ``extra_args.media_passthrough`` (where Dynamo's frontend puts a client's top-level extra
-  fields, so one client body means the same on both); ``ws`` reads the frame's keys; ``cli`` its
+  field at the top level, in ``nvext`` for Dynamo's nvext fields, and in
+  ``extra_args.media_passthrough``; ``dynamo`` reads ``nvext`` and ``extra_args.media_passthrough``
+  (where Dynamo's frontend puts a client's top-level extra fields, so one client body means the
+  same on both); ``ws`` reads the frame's keys; ``cli`` its
   ``--flags``. ``size`` ("WxH") is an alias of width and height on ``http`` and ``dynamo``.
 - **One precedence rule**: a field given under several names must carry the same value under each;
   different values are refused with :class:`RequestError` naming both. ``seconds`` is turned into
@@ -27,7 +28,7 @@ Contract:
   (``nvext.num_inference_steps``, ``--steps``...). Only ``seconds``, which exists on the wire alone,
   is range-checked here (0 < seconds <= 3600).
 - ``nvext`` keys outside Dynamo's nvext schema and ``media_passthrough`` keys outside
-  :data:`PASSTHROUGH_KEYS` are refused naming the key; other unknown keys are the edge's business
+  :data:`PASSTHROUGH_KEYS` are refused naming the key (http and dynamo); other unknown keys are the edge's business
   (reported in its log). Output options are the edge's: it passes its :class:`OutputConfig`.
 - Standard library and ``fastvideo.api`` only.
 """
@@ -108,9 +109,10 @@ def wire_names(edge: Edge, path: str) -> tuple[str, ...]:
     if edge == "ws" or spec.short == "prompt":
         return (spec.short,)
     nvext = (f"nvext.{spec.short}",) if spec.short in NVEXT_FIELDS else ()
-    if edge == "http":
-        return (spec.short,) + nvext
-    return nvext + (f"extra_args.media_passthrough.{spec.short}",)
+    passthrough = (f"extra_args.media_passthrough.{spec.short}",)
+    if edge == "http":  # a body forwarded the way Dynamo's frontend nests extras means the same here
+        return (spec.short,) + nvext + passthrough
+    return nvext + passthrough
 
 
 def parse_size(text: Any, name: str = "size") -> tuple[int, int]:
@@ -320,13 +322,11 @@ def _check_extensions(edge: Edge, wire: Mapping[str, Any]) -> None:
         if nvext[key] is not None:
             raise RequestError(f"nvext.{key}", "is a vLLM-Omni MoE option; Wan models served by FastVideo have "
                                                "one expert, leave it unset")
-    if edge == "dynamo":
-        knobs = passthrough(wire)
-        unknown = sorted(set(knobs) - PASSTHROUGH_KEYS)
-        if unknown:
-            raise RequestError(f"extra_args.media_passthrough.{unknown[0]}",
-                               f"unknown request field(s) {unknown}; FastVideo accepts {sorted(PASSTHROUGH_KEYS)} "
-                               "as extra fields (or the standard nvext fields)")
+    unknown = sorted(set(passthrough(wire)) - PASSTHROUGH_KEYS)  # an extra field nobody reads: refused, not dropped
+    if unknown:
+        raise RequestError(f"extra_args.media_passthrough.{unknown[0]}",
+                           f"unknown request field(s) {unknown}; FastVideo accepts {sorted(PASSTHROUGH_KEYS)} "
+                           "as extra fields (or the standard nvext fields)")
 
 
 def passthrough(wire: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -77,8 +77,15 @@ def _cli(fields: dict[str, Any]) -> dict[str, Any]:  # argparse hands strings ov
     return {CLI_FLAGS[key]: str(value) for key, value in fields.items() if key in CLI_FLAGS}
 
 
+def _http_forwarded(fields: dict[str, Any]) -> dict[str, Any]:  # a body nested the way Dynamo's frontend does
+    wire = _dynamo(fields)
+    del wire["model"]
+    return wire
+
+
 WRITERS = {("http", "top-level"): _http_top, ("http", "nvext+size"): _http_nvext, ("http", "form"): _http_form,
-           ("dynamo", "nvext+passthrough"): _dynamo, ("ws", "frame"): _ws, ("cli", "flags"): _cli}
+           ("http", "nvext+passthrough"): _http_forwarded, ("dynamo", "nvext+passthrough"): _dynamo,
+           ("ws", "frame"): _ws, ("cli", "flags"): _cli}
 
 
 def _translate(edge: str, wire: dict[str, Any]) -> TranslatedRequest:
@@ -188,6 +195,8 @@ def test_the_same_bad_value_gives_the_same_error_named_for_each_edge(short, bad,
     ("http", {"prompt": "p", "nvext": {"shift": 2}}, "nvext.shift"),  # not a Dynamo nvext field
     ("dynamo", {"prompt": "p", "extra_args": {"media_passthrough": {"model_path": "/x"}}},
      "extra_args.media_passthrough.model_path"),
+    ("http", {"prompt": "p", "extra_args": {"media_passthrough": {"model_path": "/x"}}},
+     "extra_args.media_passthrough.model_path"),  # refused, never dropped
 ])
 def test_edge_only_fields_and_unknown_extensions_are_named(edge, wire, field):
     assert _judge(edge, wire).field == field
