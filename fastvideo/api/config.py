@@ -4,9 +4,11 @@ Contract: these dataclasses are the only way configuration reaches the runtime; 
 mutable (integrators assign fields after construction), JSON round-trippable through
 :func:`fastvideo.api.config_to_dict` / :func:`fastvideo.api.parse_config`, and import nothing
 heavy. Field names integrators write (Dynamo, OpenAI server) are stable. Every field is either
-honoured by ``VideoGenerator.from_config`` or refused there, before any weight is read, with a
+honoured by ``VideoGenerator.from_config`` or refused there with a
 :class:`~fastvideo.api.ConfigError` naming its dotted path (e.g. ``pipeline.components.lora_path``)
-and what to do instead; nothing is ignored silently or merely logged. Defaults are always accepted.
+and what to do instead: before any weight is read, except the few checks that need the loaded model
+(``engine.cuda_graphs.sizes``, an unusable ``engine.attention_backend``, artifacts that do not match);
+nothing is ignored silently or merely logged. Defaults are always accepted.
 The per-field table is :data:`fastvideo.runtime.config_support.FIELD_SUPPORT`; the comments below
 say the same for each field.
 """
