@@ -243,45 +243,14 @@ def _plan(request: BuildRequest) -> _Plan:
         raise BuildError(str(exc), EXIT_USAGE) from None
     components = tuple(spec.name for spec in specs)
 
-    stage, engines_reason = "complete", None
-    if request.backend in ("aoti", "inductor"):
-        from fastvideo.build.aoti import aoti_unavailable_reason
-
-        reason = aoti_unavailable_reason(device)
-        if reason:
-            raise BuildError(f"backend {request.backend} cannot build for {device}: {reason}", EXIT_USAGE)
-        if request.backend == "inductor":
-            from fastvideo.engine.dit import ROPE_CACHE_SIZE
-
-            dit_cases = [c for s in specs if s.name == "dit" for c in s.cases]
-            if len(dit_cases) > ROPE_CACHE_SIZE:
-                raise BuildError(f"the inductor backend serves at most {ROPE_CACHE_SIZE} DiT latent shapes per "
-                                 f"build; this request has {len(dit_cases)}: split it into several builds",
-                                 EXIT_USAGE)
-    else:
-        from fastvideo.build.onnx_export import onnx_unavailable_reason
-        from fastvideo.build.tensorrt import tensorrt_unavailable_reason
-
-        reason = onnx_unavailable_reason()
-        if reason:
-            raise BuildError(f"backend tensorrt: {reason}", EXIT_USAGE)
-        engines_reason = "--onnx-only was given" if request.onnx_only else tensorrt_unavailable_reason(device)
-        stage = "onnx" if engines_reason else "complete"
+    stage, engines_reason = _BUILD_SIDES[request.backend].check(request, device, specs)
     return _Plan(request=request, device=device, dtype=dtype, vae_dtype=vae_dtype, folder=folder, dims=dims,
                  preset=preset, specs=specs, batches=batches, components=components, stage=stage,
                  engines_reason=engines_reason)
 
 
 def _count_steps(plan: _Plan) -> int:
-    cases = plan.cases()
-    backend = plan.request.backend
-    if backend == "aoti":
-        per_case = 2 * len(cases)
-    elif backend == "inductor":
-        per_case = sum(len(c.batches) for c in cases)
-    else:
-        per_case = (2 + (2 if plan.stage == "complete" else 0)) * len(cases)
-    return 3 + per_case  # hash weights, load models, ..., write manifest
+    return 3 + _BUILD_SIDES[plan.request.backend].count_steps(plan.cases(), plan.stage)  # hash, load, ..., manifest
 
 
 def _verify(label: str, program: Callable[..., torch.Tensor], module: Any, inputs: tuple[torch.Tensor, ...],
@@ -415,6 +384,57 @@ def _build_tensorrt(plan: _Plan, models: Any, tmp: Path, step: _Steps) -> dict[s
     return records
 
 
+
+def _check_compiled(request: BuildRequest, device: torch.device, specs: list[Any]) -> tuple[str, str | None]:
+    from fastvideo.build.aoti import aoti_unavailable_reason
+
+    reason = aoti_unavailable_reason(device)
+    if reason:
+        raise BuildError(f"backend {request.backend} cannot build for {device}: {reason}", EXIT_USAGE)
+    return "complete", None
+
+
+def _check_inductor(request: BuildRequest, device: torch.device, specs: list[Any]) -> tuple[str, str | None]:
+    from fastvideo.engine.dit import ROPE_CACHE_SIZE
+
+    checked = _check_compiled(request, device, specs)
+    dit_cases = [c for s in specs if s.name == "dit" for c in s.cases]
+    if len(dit_cases) > ROPE_CACHE_SIZE:
+        raise BuildError(f"the inductor backend serves at most {ROPE_CACHE_SIZE} DiT latent shapes per build; this "
+                         f"request has {len(dit_cases)}: split it into several builds", EXIT_USAGE)
+    return checked
+
+
+def _check_tensorrt(request: BuildRequest, device: torch.device, specs: list[Any]) -> tuple[str, str | None]:
+    from fastvideo.build.onnx_export import onnx_unavailable_reason
+    from fastvideo.build.tensorrt import tensorrt_unavailable_reason
+
+    reason = onnx_unavailable_reason()
+    if reason:
+        raise BuildError(f"backend tensorrt: {reason}", EXIT_USAGE)
+    engines_reason = "--onnx-only was given" if request.onnx_only else tensorrt_unavailable_reason(device)
+    return ("onnx" if engines_reason else "complete"), engines_reason
+
+
+@dataclass(frozen=True)
+class _BuildSide:
+    """How fastvideo-build makes one backend's artifacts (how they load: :mod:`fastvideo.build.backends`)."""
+
+    #: Refuse what this backend cannot build here (BuildError); returns (stage, why engines are not built).
+    check: Callable[[BuildRequest, torch.device, list[Any]], tuple[str, str | None]]
+    #: Progress steps of the backend's own work for these shape cases and stage.
+    count_steps: Callable[[list[Any], str], int]
+    build: Callable[[_Plan, Any, Path, _Steps], dict[str, dict[str, Any]]]
+
+
+#: The build side of every registered artifact backend, by name (a test keeps it in step with the registry).
+_BUILD_SIDES: dict[str, _BuildSide] = {
+    "aoti": _BuildSide(_check_compiled, lambda cases, stage: 2 * len(cases), _build_aoti),
+    "inductor": _BuildSide(_check_inductor, lambda cases, stage: sum(len(c.batches) for c in cases), _build_inductor),
+    "tensorrt": _BuildSide(_check_tensorrt, lambda cases, stage: (4 if stage == "complete" else 2) * len(cases),
+                           _build_tensorrt),
+}
+
 def _rebuild_command(plan: _Plan) -> str:
     request = plan.request
     extra = ["--device", request.device] if request.device != "auto" else []
@@ -490,8 +510,7 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out))
     try:
-        builder = {"aoti": _build_aoti, "inductor": _build_inductor, "tensorrt": _build_tensorrt}[request.backend]
-        records = builder(plan, models, tmp, step)
+        records = _BUILD_SIDES[request.backend].build(plan, models, tmp, step)
         step("write manifest")
         components = []
         for spec in plan.specs:

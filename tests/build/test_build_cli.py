@@ -187,3 +187,12 @@ def test_manifest_records_every_identity_field(aoti_build: CliRun) -> None:
     for name in ("torch", "device_type", "gpu_arch", "cpu_isa", "triton", "tensorrt"):
         assert name in identity["environment"], name
     assert len(identity["weights_digest"]) == 64
+
+
+def test_every_registered_backend_has_a_build_side() -> None:
+    """fastvideo-build dispatches on a table keyed like the artifact backend registry: a backend registered for
+    loading but unknown to the builder (or the reverse) would be a KeyError at build time."""
+    from fastvideo.build import builder
+    from fastvideo.build.backends import artifact_backend_names
+
+    assert set(builder._BUILD_SIDES) == set(artifact_backend_names()) == set(builder.BACKENDS)
