@@ -15,7 +15,7 @@ from fastvideo.api.config import (
     PipelineSelection,
     QuantizationConfig,
 )
-from fastvideo.api.errors import FastVideoError, GenerationCancelled, ModelLoadError, RequestError
+from fastvideo.api.errors import FastVideoError, GenerationCancelled, GenerationFailed, ModelLoadError, RequestError
 from fastvideo.api.parse import ConfigError, config_to_dict, parse_config
 from fastvideo.api.request import GenerationRequest, InputConfig, OutputConfig, SamplingConfig
 from fastvideo.api.results import (
@@ -38,6 +38,7 @@ __all__ = [
     "EngineConfig",
     "FastVideoError",
     "GenerationCancelled",
+    "GenerationFailed",
     "GenerationRequest",
     "GenerationResult",
     "GeneratorConfig",

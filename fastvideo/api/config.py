@@ -141,6 +141,10 @@ class PipelineSelection:
     #: Preset name (e.g. "wan2.1-t2v-1.3b"); None infers it from the model folder.
     preset: str | None = None
     components: ComponentConfig = field(default_factory=ComponentConfig)
+    #: Weight variant to load (diffusers' ``variant``: ``fp16`` reads ``*.fp16.safetensors``), falling back to
+    #: the plain files where a component has no such variant. None: the plain files, else a component's only
+    #: variant; several variants and no plain files are refused, naming them.
+    variant: str | None = None
     #: Known keys only: ``vae_dtype`` ("auto", "bf16", "fp16", "fp32"; default fp32). Others are refused.
     experimental: dict[str, Any] = field(default_factory=dict)
 

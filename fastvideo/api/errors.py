@@ -4,8 +4,10 @@ Contract: every exception class FastVideo defines derives from :class:`FastVideo
 builtin it also is, e.g. ``ValueError``), so callers can catch everything the engine raises on
 purpose in one place and tell it from a bug. :class:`RequestError` (a ``ValueError``) names the
 offending field by its dotted path and says how to fix it; :class:`ModelLoadError` names the model
-folder/file and what is missing or corrupt. Servers map RequestError to HTTP 400. Code decides on
-the exception's type and attributes, never on its message text.
+folder/file and what is missing or corrupt. :class:`GenerationFailed` is a generation the model
+could not finish correctly (e.g. non-finite latents from corrupt weights): no video is produced.
+Servers map RequestError to HTTP 400. Code decides on the exception's type and attributes, never on
+its message text.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ class RequestError(FastVideoError, ValueError):
 
 class ModelLoadError(FastVideoError, RuntimeError):
     """A model folder or weight file that cannot be loaded."""
+
+
+class GenerationFailed(FastVideoError, RuntimeError):
+    """A generation that ran but whose output would be wrong (e.g. NaN/Inf latents): no video is produced.
+    ``step`` is the denoising step where it was detected (0: before the first step)."""
+
+    def __init__(self, message: str, *, step: int | None = None) -> None:
+        self.step = step
+        super().__init__(message)
 
 
 class GenerationCancelled(FastVideoError, RuntimeError):

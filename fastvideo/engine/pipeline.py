@@ -4,7 +4,13 @@ Contract:
 - :meth:`WanT2VPipeline.from_folder` loads a checked diffusers folder: DiT and VAE built on the meta
   device and filled from memory-mapped safetensors, UMT5 through ``transformers``, the sampler
   from ``scheduler/scheduler_config.json``, the attention backend chosen once here. Every component
-  loads from :meth:`ModelFolder.component` (its override folder when one is given).
+  loads from :meth:`ModelFolder.component` (its override folder when one is given), its weights in the
+  folder's chosen variant. Before any weight is read, the declared classes are matched against the
+  family registry (:func:`fastvideo.engine.families.match_family`); an I2V transformer config, a
+  config that does not match its weights, or a tokenizer that cannot tokenize is a ModelLoadError.
+- Shift precedence: the request's ``sampling.shift``, else the shift the folder's scheduler config
+  sets (``flow_shift`` / ``shift``), else the preset's. The pipeline's :attr:`preset` carries the
+  folder's shift when it sets one, and :attr:`shift_source` says which (``model_folder`` / ``preset``).
 - Stage functions only; the denoising loop lives in the engine core
   (:class:`fastvideo.runtime.executor.WanBatchExecutor`), the one loop every entry point runs.
   :meth:`encode_prompts` gives ``(1 or 2, L, D)`` embeddings (conditional first under CFG);
@@ -25,12 +31,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from fastvideo.api.errors import ModelLoadError
 from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
-from fastvideo.engine.loader import ModelFolder, load_module_weights
+from fastvideo.engine.families import ModelFamily, match_family
+from fastvideo.engine.loader import ModelFolder, load_module_weights, read_json
 from fastvideo.engine.presets import ModelPreset, infer_preset
-from fastvideo.engine.sampler import FlowEulerSampler, FlowUniPCSampler, SamplerConfig, make_sampler
+from fastvideo.engine.sampler import (
+    FlowEulerSampler,
+    FlowUniPCSampler,
+    SamplerConfig,
+    make_sampler,
+    scheduler_shift,
+)
 from fastvideo.engine.text_encoder import WanTextEncoder
 from fastvideo.engine.validation import ResolvedSampling
 from fastvideo.engine.vae import WanVAE, WanVAEConfig
@@ -78,7 +92,8 @@ class WanT2VPipeline:
 
     def __init__(self, *, text_encoder: WanTextEncoder, dit: WanTransformer3DModel, vae: WanVAE,
                  sampler_config: SamplerConfig, preset: ModelPreset, device: torch.device,
-                 dtype: torch.dtype, vae_dtype: torch.dtype) -> None:
+                 dtype: torch.dtype, vae_dtype: torch.dtype, shift_source: str = "preset",
+                 family: ModelFamily | None = None) -> None:
         self.text_encoder = text_encoder
         self.dit = dit
         self.vae = vae
@@ -87,6 +102,9 @@ class WanT2VPipeline:
         self.device = device
         self.dtype = dtype
         self.vae_dtype = vae_dtype
+        #: Where ``preset.shift`` came from: "model_folder" (its scheduler config) or "preset".
+        self.shift_source = shift_source
+        self.family = family
 
     @classmethod
     def from_folder(cls, folder: ModelFolder, *, device: torch.device, dtype: torch.dtype,
@@ -94,36 +112,55 @@ class WanT2VPipeline:
                     ops_backend: str | None = None, preset: ModelPreset | None = None) -> "WanT2VPipeline":
         """Load every component of a checked diffusers folder onto ``device``; ``ops_backend`` picks the
         DiT's fused ops (None: its eager code)."""
-        dit_cfg_dict = folder.read_config("transformer")
+        configs = {name: folder.read_config(name) for name in ("transformer", "vae", "text_encoder")}
+        configs["scheduler"] = folder.read_config("scheduler", "scheduler_config.json")
+        tokenizer_config = folder.component("tokenizer") / "tokenizer_config.json"
+        if tokenizer_config.exists():
+            configs["tokenizer"] = read_json(tokenizer_config)
+        family = match_family(folder.model_index, configs, {name: str(folder.component(name)) for name in configs},
+                              index_path=str(folder.root / "model_index.json"))
+        dit_cfg_dict = configs["transformer"]
         preset = preset or infer_preset(folder.model_index, dit_cfg_dict)
         try:
             dit_config = WanDiTConfig.from_dict(dit_cfg_dict)
-            vae_config = WanVAEConfig.from_dict(folder.read_config("vae"))
-            sampler_config = SamplerConfig.from_scheduler_config(folder.read_config("scheduler",
-                                                                                    "scheduler_config.json"))
+            vae_config = WanVAEConfig.from_dict(configs["vae"])
+            sampler_config = SamplerConfig.from_scheduler_config(configs["scheduler"])
         except (ValueError, TypeError) as exc:
             raise ModelLoadError(f"unsupported model config in {folder.root}: {exc}") from exc
+        folder_shift = scheduler_shift(configs["scheduler"])
+        if folder_shift is not None and folder_shift != preset.shift:
+            logger.info("shift %.3g from %s/scheduler_config.json (preset %s says %.3g)", folder_shift,
+                        folder.component("scheduler"), preset.name, preset.shift)
+        if folder_shift is not None:
+            preset = dataclasses.replace(preset, shift=folder_shift)
         backend = select_attention_backend(attention_backend, dtype=dtype, head_dim=dit_config.attention_head_dim,
                                            device=device)
         ops = select_ops_backend(ops_backend, dtype=dtype, device=device) if ops_backend else None
         t0 = time.perf_counter()
-        with torch.device("meta"):
-            dit = WanTransformer3DModel(dit_config, attention_backend=backend)
-            vae = WanVAE(vae_config)
+        try:
+            with torch.device("meta"):
+                dit = WanTransformer3DModel(dit_config, attention_backend=backend)
+                vae = WanVAE(vae_config)
+        except NotImplementedError as exc:  # e.g. an I2V transformer config (image_dim set)
+            raise ModelLoadError(f"{folder.component('transformer')}/config.json: {exc}. This engine runs "
+                                 f"{family.description}; use a text-to-video checkpoint") from exc
         load_module_weights(dit, folder.component("transformer"), dtype=dtype, device=device,
-                            dtype_for=inference_param_dtype)
+                            dtype_for=inference_param_dtype, variant=folder.variant)
         dit.set_ops_backend(ops)
-        load_module_weights(vae, folder.component("vae"), dtype=vae_dtype, device=device)
+        load_module_weights(vae, folder.component("vae"), dtype=vae_dtype, device=device, variant=folder.variant)
+        encoder_files, encoder_variant = folder.weights("text_encoder")
         try:
             text_encoder = WanTextEncoder.from_folder(folder.component("tokenizer"), folder.component("text_encoder"),
-                                                      dtype=dtype, device=device, max_length=preset.text_length)
-        except (OSError, ValueError) as exc:
+                                                      dtype=dtype, device=device, max_length=preset.text_length,
+                                                      weights=encoder_files, variant=encoder_variant)
+        except (OSError, ValueError, SafetensorError) as exc:
             raise ModelLoadError(f"cannot load the text encoder/tokenizer from {folder.component('text_encoder')} / "
                                  f"{folder.component('tokenizer')}: {exc}") from exc
         logger.info("loaded %s (%s) in %.2fs on %s/%s%s", folder.root, preset.name, time.perf_counter() - t0,
                     device, dtype, "".join(f"; {name} from {path}" for name, path in folder.overrides.items()))
         return cls(text_encoder=text_encoder, dit=dit, vae=vae, sampler_config=sampler_config, preset=preset,
-                   device=device, dtype=dtype, vae_dtype=vae_dtype)
+                   device=device, dtype=dtype, vae_dtype=vae_dtype,
+                   shift_source="preset" if folder_shift is None else "model_folder", family=family)
 
     # ------------------------------------------------------------------ stages
     def encode_prompts(self, prompt: str, negative_prompt: str, do_cfg: bool) -> torch.Tensor:

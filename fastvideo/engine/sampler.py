@@ -162,6 +162,17 @@ class SamplerConfig:
                    shift=float(cfg.get("shift", 1.0)))
 
 
+#: The key each scheduler class stores its flow shift under, in a diffusers ``scheduler_config.json``.
+_SHIFT_KEYS = {"UniPCMultistepScheduler": "flow_shift", "FlowMatchEulerDiscreteScheduler": "shift"}
+
+
+def scheduler_shift(cfg: Mapping[str, Any]) -> float | None:
+    """The shift a ``scheduler_config.json`` sets explicitly, or None when it does not set one."""
+    key = _SHIFT_KEYS.get(cfg.get("_class_name"))  # type: ignore[arg-type]
+    value = cfg.get(key) if key is not None else None
+    return None if value is None else float(value)
+
+
 def _check_shift(shift: float) -> None:
     if not (isinstance(shift, (int, float)) and math.isfinite(shift) and shift > 0):
         raise ValueError(f"shift must be a finite number > 0, got {shift!r}")

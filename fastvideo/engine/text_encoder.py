@@ -5,7 +5,12 @@ encoder's dtype, computed exactly as diffusers' ``WanPipeline`` does: prompts ar
 when installed, double HTML unescape, whitespace collapsed), tokenized to ``max_length`` with
 padding and truncation, encoded with the attention mask, and every position past a prompt's real
 length is set to zero. The tokenizer and model come from a diffusers folder's ``tokenizer/`` and
-``text_encoder/`` sub-folders; no network access is ever attempted.
+``text_encoder/`` sub-folders; no network access is ever attempted. Loading refuses, with a
+:class:`~fastvideo.api.ModelLoadError` naming the file and the fix, truncated or corrupt weights, a
+``config.json`` whose model does not match the weights (checked from the safetensors headers before
+``transformers`` reads them, so nothing is silently left randomly initialized), and a tokenizer that
+cannot tokenize (:func:`check_tokenizer`: a plain English probe gives the unknown token, or two
+different probes give the same ids).
 """
 
 from __future__ import annotations
@@ -43,12 +48,22 @@ class WanTextEncoder:
 
     @classmethod
     def from_folder(cls, tokenizer_dir: Path, encoder_dir: Path, *, dtype: torch.dtype,
-                    device: torch.device, max_length: int = 512) -> "WanTextEncoder":
-        """Load tokenizer and UMT5 encoder from local diffusers sub-folders (offline)."""
-        from transformers import AutoTokenizer, UMT5EncoderModel
+                    device: torch.device, max_length: int = 512, weights: list[Path] | None = None,
+                    variant: str | None = None) -> "WanTextEncoder":
+        """Load tokenizer and UMT5 encoder from local diffusers sub-folders (offline); ``weights`` (the
+        encoder's safetensors, variant ``variant``) are checked against its config first."""
+        from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
+
+        from fastvideo.engine.loader import check_shapes, find_weight_files, read_shapes
 
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-        model: torch.nn.Module = UMT5EncoderModel.from_pretrained(str(encoder_dir), dtype=dtype, local_files_only=True)
+        check_tokenizer(tokenizer, tokenizer_dir)
+        config = UMT5Config.from_pretrained(str(encoder_dir), local_files_only=True)
+        with torch.device("meta"):
+            skeleton = UMT5EncoderModel(config)
+        check_shapes(skeleton, read_shapes(weights or find_weight_files(encoder_dir, variant)), encoder_dir)
+        model: torch.nn.Module = UMT5EncoderModel.from_pretrained(str(encoder_dir), dtype=dtype, local_files_only=True,
+                                                                  variant=variant)
         model.to(device).eval().requires_grad_(False)
         return cls(tokenizer, model, max_length=max_length)
 
@@ -67,3 +82,20 @@ class WanTextEncoder:
         hidden = self.model(ids, mask).last_hidden_state
         keep = mask.gt(0).unsqueeze(-1)
         return torch.where(keep, hidden, torch.zeros((), dtype=hidden.dtype, device=hidden.device))
+
+
+#: Two plain texts every real tokenizer splits into known, different tokens.
+TOKENIZER_PROBES = ("a red fox runs through the snow", "two people walk on a beach")
+
+
+def check_tokenizer(tokenizer, folder: Path) -> None:
+    """Refuse a tokenizer that cannot tokenize (see module contract) with a ModelLoadError naming ``folder``."""
+    from fastvideo.api.errors import ModelLoadError
+
+    ids = [list(tokenizer(text, add_special_tokens=False).input_ids) for text in TOKENIZER_PROBES]
+    unk = tokenizer.unk_token_id
+    if not ids[0] or ids[0] == ids[1] or (unk is not None and any(unk in row for row in ids)):
+        raise ModelLoadError(f"the tokenizer in {folder} cannot tokenize: {TOKENIZER_PROBES[0]!r} became {ids[0][:12]} "
+                             f"(unknown-token id {unk}). Its vocabulary file (tokenizer.json or spiece.model) is "
+                             "missing or does not match tokenizer_config.json; copy the tokenizer/ folder from the "
+                             "original model")

@@ -16,6 +16,8 @@ Contract:
 
 from __future__ import annotations
 
+import re
+
 from fastvideo.api.config import GeneratorConfig
 from fastvideo.api.parse import ConfigError
 
@@ -53,6 +55,8 @@ FIELD_SUPPORT: dict[str, str] = {
     "engine.cuda_graphs.cfg": "honoured",
     "pipeline.workload_type": "'t2v' honoured; other workloads refused (this engine runs text-to-video)",
     "pipeline.preset": "honoured (unknown names refused)",
+    "pipeline.variant": "honoured: each component loads its <stem>.<variant>.safetensors files (plain files where "
+                        "it has none); names other than letters, digits, '_' refused",
     "pipeline.components.transformer_path": "honoured: the DiT is loaded from this diffusers transformer folder; "
                                             "refused together with engine.artifacts_path",
     "pipeline.components.vae_path": "honoured: the VAE is loaded from this diffusers vae folder; refused together "
@@ -113,6 +117,10 @@ def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None
     if pipeline.workload_type != "t2v":
         raise ConfigError("pipeline.workload_type", f"{pipeline.workload_type!r} is not supported: this engine "
                                                     "runs text-to-video; use 't2v'")
+    variant = pipeline.variant
+    if variant is not None and (not isinstance(variant, str) or not re.fullmatch(r"[A-Za-z0-9_]+", variant)):
+        raise ConfigError("pipeline.variant", f"{variant!r} is not a weight variant name; use the part between the "
+                                              "file stem and .safetensors, e.g. 'fp16' for model.fp16.safetensors")
     components = pipeline.components
     if engine.artifacts_path:
         for name in ("transformer_path", "vae_path"):

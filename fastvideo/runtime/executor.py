@@ -10,10 +10,14 @@ Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a 
   timesteps; then per request, eagerly: CFG with its own guidance scale, its own sampler state
   (shift may differ), its own continuation conditioning, ``on_step(item, step, total)``. A member
   whose ``is_cancelled()`` turns true is dropped before the next step (``GenerationCancelled``);
-  the others go on. The step goes through a :class:`DiTGraphRunner` when one is configured (graph
-  replay for captured shapes, eager otherwise). Numerics per request equal the unbatched
-  :meth:`WanT2VPipeline.run` up to the batched matmuls' summation order (parity test: frames within
-  1 uint8 level, latents within 1e-4 on the built-in model in fp32). This is the one denoising loop:
+  the others go on. Non-finite latents (NaN/Inf: corrupt weights, an fp16 overflow) are checked once
+  after the first step and once after the last (one ``isfinite().all()`` per member, one host sync
+  per check): a member that has them is dropped with :class:`~fastvideo.api.GenerationFailed`
+  (``generations_failed``), so no black or garbage video is ever returned. The step goes through a
+  :class:`DiTGraphRunner` when one is configured (graph replay for captured shapes, eager otherwise).
+  Numerics per request equal the unbatched :meth:`WanT2VPipeline.run` up to the batched matmuls'
+  summation order (parity test: frames within 1 uint8 level, latents within 1e-4 on the built-in
+  model in fp32). This is the one denoising loop:
   ``VideoGenerator.generate`` / ``generate_async`` run it with batches of one.
 - Previews: a member whose request sets ``output.preview_interval_steps = k`` gets, after every k-th
   step except the last and only when ``on_step`` is a :class:`~fastvideo.runtime.dispatcher.PreviewSink`
@@ -43,7 +47,7 @@ from typing import Any, Protocol
 
 import torch
 
-from fastvideo.api import GenerationCancelled, GenerationRequest, SamplingConfig, VideoPartialEvent
+from fastvideo.api import GenerationCancelled, GenerationFailed, GenerationRequest, SamplingConfig, VideoPartialEvent
 from fastvideo.engine.pipeline import Conditioning, guided, overlap_video_frames
 from fastvideo.engine.state_codec import DEFAULT_TAIL_FRAMES
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
@@ -322,6 +326,9 @@ class WanBatchExecutor:
                             self.generator.counters.add("generations_failed")
                             dropped.append((m.item, exc))
                             failed.add(id(m))
+                if index == 0 or index == total - 1:
+                    failed |= self._non_finite([m for m in members if id(m) not in failed], index + 1, total,
+                                               dropped)
                 if failed:
                     members = [m for m in members if id(m) not in failed]
             event = self.streams.record("denoise")
@@ -333,6 +340,26 @@ class WanBatchExecutor:
             ctx.timings["denoise_s"] = elapsed
             self.streams.handoff(m.latents, "decode")
         return dropped
+
+    def _non_finite(self, members: list[_Member], step: int, total: int,
+                    dropped: list[tuple[WorkItem, BaseException]]) -> set[int]:
+        """Drop (into ``dropped``) the members whose latents hold NaN/Inf after ``step``; one host sync."""
+        if not members:
+            return set()
+        finite = torch.stack([torch.isfinite(m.latents).all() for m in members]).tolist()
+        bad = set()
+        for m, ok in zip(members, finite):
+            if ok:
+                continue
+            logger.error("request %s: non-finite latents after step %d/%d", m.item.request_id, step, total)
+            self.generator.counters.add("generations_failed")
+            overflow = ", or float16 overflowed (try --dtype bf16 or fp32)" if self.pipeline.dtype == torch.float16 \
+                else ""
+            dropped.append((m.item, GenerationFailed(
+                f"the model produced non-finite values (NaN/Inf) at denoising step {step}/{total}, so no video was "
+                f"made: its weights are probably corrupt (re-download the model files){overflow}", step=step)))
+            bad.add(id(m))
+        return bad
 
     @staticmethod
     def _preview_due(item: WorkItem, step: int, total: int, sink: PreviewSink) -> bool:

@@ -11,8 +11,11 @@ Contract:
   scheduler + batch executor + dispatcher that ``VideoService`` and the GPU pool run too; here with
   batches of one, requests served in arrival order, callers waiting in line instead of being refused),
   and returns frames / MP4 path / continuation state / metadata (timings per stage,
-  ``inference_time_s``, resolved sampling, ``batch_size``, ``queue_s``). The MP4 is written
-  atomically: nothing half-written is ever left at ``output.output_path``.
+  ``inference_time_s``, resolved sampling, ``batch_size``, ``queue_s``; ``shift`` is the effective
+  shift and ``shift_source`` where it came from: ``request``, else ``model_folder`` (its scheduler
+  config), else ``preset``). The MP4 is written atomically: nothing half-written is ever left at
+  ``output.output_path``; a generation whose latents turn non-finite raises
+  :class:`~fastvideo.api.GenerationFailed` and writes nothing. ``pipeline.variant`` picks weight files.
 - ``generate_async(request)`` yields exactly one :class:`VideoProgressEvent` per denoising step,
   with ``output.preview_interval_steps = k`` a :class:`~fastvideo.api.VideoPartialEvent` right after
   the progress event of every k-th step but the last (``(steps - 1) // k`` previews, ``index`` 0, 1,
@@ -261,7 +264,7 @@ class VideoGenerator:
                                                              f"{device}: set engine.device to cuda, or turn them off")
         dtype = model_dtype(config.engine.dtype, device)
         path = model_path_or_default(config.model_path, env.cache_dir)
-        folder = inspect_model_folder(path, overrides=_component_overrides(config))
+        folder = inspect_model_folder(path, overrides=_component_overrides(config), variant=config.pipeline.variant)
         try:
             preset = get_preset(config.pipeline.preset) if config.pipeline.preset else None
         except ValueError as exc:
@@ -419,6 +422,7 @@ class VideoGenerator:
             "inference_time_s": elapsed, "width": s.width, "height": s.height, "num_frames": s.num_frames,
             "generated_frames": s.generated_frames, "fps": s.fps, "num_inference_steps": s.num_inference_steps,
             "guidance_scale": s.guidance_scale, "seed": s.seed, "shift": s.shift,
+            "shift_source": "request" if req.sampling.shift is not None else self.pipeline.shift_source,
             "device": str(self.pipeline.device), "dtype": str(self.pipeline.dtype).replace("torch.", ""),
             "branch": "initial" if req.state is None else "continuation", "segment_index": previous + 1,
             **(extra_metadata or {}),

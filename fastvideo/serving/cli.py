@@ -2,9 +2,11 @@
 
 Contract: every sub-command parses its flags into typed ``fastvideo.api`` / serving config objects
 and calls the public runtime API; bad input exits with status 2 and a one-line message naming the
-flag and the fix, never a traceback, and never leaves a partial output file. Progress is shown on
-stderr. ``serve`` layers defaults < ``--config`` file < explicit flags < dotted ``KEY=VALUE``
-overrides (see :mod:`fastvideo.serving.config`).
+flag and the fix, never a traceback, and never leaves a partial output file; a model folder that
+cannot be loaded (:class:`ModelLoadError`) exits 2 with one line, a generation that failed
+(:class:`GenerationFailed`, e.g. non-finite latents) or any other FastVideoError exits 1 with one line.
+Progress is shown on stderr. ``serve`` layers defaults < ``--config`` file < explicit flags < dotted
+``KEY=VALUE`` overrides (see :mod:`fastvideo.serving.config`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ import sys
 import time
 from typing import Sequence
 
-from fastvideo.api import ConfigError, ModelLoadError, OutputConfig, RequestError, translate_request
+from fastvideo.api import (
+    ConfigError,
+    FastVideoError,
+    GenerationFailed,
+    ModelLoadError,
+    OutputConfig,
+    RequestError,
+    translate_request,
+)
 from fastvideo.envs import read_env
 
 logger = logging.getLogger("fastvideo.cli")
@@ -46,6 +56,9 @@ def add_generator_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ops-backend", default=None, choices=["triton", "torch"],
                    help="fused DiT ops (norms, AdaLN modulation, RoPE, gated residual): triton kernels, or "
                         "torch for their references (default: $FASTVIDEO_OPS_BACKEND, else the eager model code)")
+    g.add_argument("--variant", default=None,
+                   help="weight variant to load, e.g. fp16 for *.fp16.safetensors (pipeline.variant; default: the "
+                        "plain files, else a component's only variant)")
     g.add_argument("--compile", action="store_true", help="torch.compile the DiT")
 
 
@@ -55,7 +68,7 @@ def generator_config_from_args(args: argparse.Namespace) -> dict:
                                "attention_backend": args.attention_backend,
                                "ops_backend": args.ops_backend,
                                "compile": {"enabled": bool(args.compile)}},
-                    "pipeline": {"preset": args.preset}}
+                    "pipeline": {"preset": args.preset, "variant": args.variant}}
     return config
 
 
@@ -184,6 +197,7 @@ def serve_flags_from_args(args: argparse.Namespace) -> dict:
 
     put("generator.model_path", args.model_path)
     put("generator.pipeline.preset", args.preset)
+    put("generator.pipeline.variant", args.variant)
     put("generator.engine.device", args.device)
     put("generator.engine.dtype", args.dtype)
     put("generator.engine.attention_backend", args.attention_backend)
@@ -273,9 +287,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelLoadError as exc:
         print(f"fastvideo {args.command}: cannot load the model: {exc}", file=sys.stderr)
         return 2
+    except GenerationFailed as exc:  # the model ran but its output would be wrong: nothing was written
+        print(f"fastvideo {args.command}: generation failed: {exc}", file=sys.stderr)
+        return 1
     except ValueError as exc:  # unknown preset, unknown attention backend, ...
         print(f"fastvideo {args.command}: {exc}", file=sys.stderr)
         return 2
+    except FastVideoError as exc:  # any other error raised on purpose: its message, never a traceback
+        print(f"fastvideo {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"fastvideo {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,138 @@
+"""The model families this engine runs, and the diffusers classes each one accepts.
+
+Contract: :data:`FAMILIES` is the one registry of what a model folder may declare. A
+:class:`ModelFamily` lists the pipeline classes (``model_index.json``'s ``_class_name``), for every
+component the classes it accepts (``model_index.json``'s ``[library, class]`` entries, a component
+config's ``_class_name``, a text encoder's ``architectures``, a tokenizer's ``tokenizer_class``) and
+the ``model_index.json`` options that must keep their T2V value. :func:`match_family` returns the
+family a folder belongs to, or raises :class:`ModelLoadError` naming the file, the field, the class
+found and the classes supported, so an image-to-video, Flux or other pipeline is refused before any
+weight is read instead of being run as Wan T2V. Decisions are membership tests in the registry, never
+branches on class names. A declaration that is absent is not checked (hand-made folders may omit
+them); one that is present must be listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastvideo.api.errors import ModelLoadError
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One pipeline this engine implements and the classes a folder of it may declare."""
+
+    name: str
+    description: str
+    #: ``model_index.json`` ``_class_name`` values.
+    pipelines: tuple[str, ...]
+    #: Component sub-folder -> accepted class names (model_index entry, config ``_class_name`` /
+    #: ``architectures`` / ``tokenizer_class``).
+    components: Mapping[str, tuple[str, ...]]
+    #: ``model_index.json`` keys whose value must be one of these (another value selects a variant of
+    #: the pipeline this engine does not run, e.g. Wan2.2's two-expert ``boundary_ratio``).
+    index_options: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+
+
+WAN_T2V = ModelFamily(
+    name="wan2.1-t2v",
+    description="Wan2.1 text-to-video (diffusers WanPipeline)",
+    pipelines=("WanPipeline",),
+    components={
+        "transformer": ("WanTransformer3DModel",),
+        "vae": ("AutoencoderKLWan",),
+        "text_encoder": ("UMT5EncoderModel",),
+        "tokenizer": ("T5TokenizerFast", "T5Tokenizer", "PreTrainedTokenizerFast", "TokenizersBackend"),
+        "scheduler": ("UniPCMultistepScheduler", "FlowMatchEulerDiscreteScheduler"),
+        # Wan2.2's second expert: present in newer diffusers' WanPipeline folders, always null for Wan2.1.
+        "transformer_2": (),
+    },
+    index_options={"boundary_ratio": (None,), "expand_timesteps": (None, False)},
+)
+
+#: Every family the engine runs, by name.
+FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (WAN_T2V,)}
+
+#: Where each component declares its class: (file in the component folder, key).
+_CONFIG_CLASS_KEYS: dict[str, tuple[str, str]] = {
+    "transformer": ("config.json", "_class_name"),
+    "vae": ("config.json", "_class_name"),
+    "text_encoder": ("config.json", "architectures"),
+    "tokenizer": ("tokenizer_config.json", "tokenizer_class"),
+    "scheduler": ("scheduler_config.json", "_class_name"),
+}
+
+
+def _supported(family: ModelFamily, component: str) -> str:
+    names = family.components.get(component, ())
+    return ", ".join(names) if names else "nothing (leave it null)"
+
+
+def _families_text() -> str:
+    return "; ".join(f"{f.description}: {', '.join(f.pipelines)}" for f in FAMILIES.values())
+
+
+def _check_index(family: ModelFamily, index: Mapping[str, Any], where: str) -> list[str]:
+    problems = []
+    for key, value in index.items():
+        if key.startswith("_"):
+            continue
+        if key in family.index_options:
+            if value not in family.index_options[key]:
+                problems.append(f"{where} sets {key}={value!r}, which selects a pipeline variant this engine does "
+                                f"not run (supported: {list(family.index_options[key])})")
+            continue
+        if not (isinstance(value, (list, tuple)) and len(value) == 2):
+            continue  # a plain pipeline option, not a component
+        declared = value[1]
+        if declared is None:
+            continue
+        if key not in family.components:
+            problems.append(f"{where} declares a {key!r} component ({declared}), which {family.description} "
+                            "does not use")
+        elif declared not in family.components[key]:
+            problems.append(f"{where}: {key} is {declared}; {family.description} supports {_supported(family, key)}")
+    return problems
+
+
+def _check_component_configs(family: ModelFamily, configs: Mapping[str, Mapping[str, Any]],
+                             paths: Mapping[str, str]) -> list[str]:
+    problems = []
+    for component, (file, key) in _CONFIG_CLASS_KEYS.items():
+        config = configs.get(component)
+        if config is None or config.get(key) is None:
+            continue
+        value = config[key]
+        declared = value if isinstance(value, list) else [value]
+        for name in declared:
+            if name not in family.components.get(component, ()):
+                problems.append(f"{paths.get(component, component)}/{file}: {key} is {name!r}; "
+                                f"{family.description} supports {_supported(family, component)}")
+    return problems
+
+
+def match_family(model_index: Mapping[str, Any], configs: Mapping[str, Mapping[str, Any]],
+                 paths: Mapping[str, str] | None = None, *, index_path: str = "model_index.json") -> ModelFamily:
+    """The family a folder belongs to: ``model_index`` is its ``model_index.json``, ``configs`` maps a
+    component to its parsed config file (see ``_CONFIG_CLASS_KEYS``; absent ones are skipped), ``paths``
+    a component to the folder shown in messages. Raises ModelLoadError listing every mismatch."""
+    paths = paths or {}
+    pipeline = model_index.get("_class_name")
+    if pipeline is None:
+        candidates = list(FAMILIES.values())
+    else:
+        candidates = [f for f in FAMILIES.values() if pipeline in f.pipelines]
+        if not candidates:
+            raise ModelLoadError(f"{index_path}: _class_name is {pipeline!r}, a pipeline this engine does not run; "
+                                 f"supported pipelines: {_families_text()}. Use a folder of a supported pipeline")
+    failures: list[str] = []
+    for family in candidates:
+        problems = _check_index(family, model_index, index_path) + _check_component_configs(family, configs, paths)
+        if not problems:
+            return family
+        failures.extend(problems)
+    raise ModelLoadError("the model folder does not hold a pipeline this engine runs: " + "; ".join(failures)
+                         + ". Use a folder of a supported pipeline")
