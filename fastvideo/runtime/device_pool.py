@@ -17,8 +17,9 @@ Contract:
   :class:`~fastvideo.runtime.worker.BatchWorker`: ``start()`` begins every boot and returns at once,
   ``booted`` is true once ``warmup()`` (which waits for the boots: each worker warms up both branches)
   returned; ``submit_resolved`` raises :class:`QueueFull` *before* anything is queued when
-  ``max_queue`` requests already wait (``force`` skips that), reports ``on_start`` / ``on_step`` /
-  exactly one terminal callback to the listener; ``cancel``, ``queue_depth``, ``running``, ``stop``.
+  ``max_queue`` requests already wait (``force`` skips that), reports ``on_start`` (with the
+  ``worker_id`` and ``device`` of the worker that started it) / ``on_step`` / exactly one terminal
+  callback to the listener; ``cancel``, ``queue_depth``, ``running``, ``stop``.
 - And the surface the Dynamo handler uses of a :class:`VideoGenerator`: ``preset`` and
   ``generate_async(request)`` (one progress event per step, then one final event; closing the
   iterator early cancels the request; errors raise from the iterator, a cancellation as
@@ -85,7 +86,7 @@ class _AsyncListener:
         except RuntimeError:  # the loop is closed: nobody is listening any more
             pass
 
-    def on_start(self, item: Any) -> None:
+    def on_start(self, item: Any, worker_id: str | None = None, device: str | None = None) -> None:
         pass
 
     def on_step(self, item: Any, step: int, total: int) -> None:
@@ -202,7 +203,9 @@ class DevicePool:
             if rid in self._waiting:
                 self._waiting.discard(rid)
                 self._running.add(rid)
-        listener.on_start(None)
+        worker = next((w for w in self.pool.workers.values() if rid in w.pending), None)
+        listener.on_start(None, worker_id=worker.worker_id if worker else None,
+                          device=worker.device if worker else None)
 
     def _finished(self, rid: str, listener: Any, future: Future) -> None:
         with self._lock:

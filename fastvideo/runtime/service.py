@@ -28,7 +28,8 @@ Contract (the seam between ``serving/`` and the runtime):
   this service's generator, the others in their own processes; each worker batches what it is
   sent): ``start()`` begins the boots, ``warmup()`` waits for them (every worker warms up both
   branches), and until it returned ``submit`` raises :class:`ServiceNotReady`; ``max_queue`` bounds
-  the jobs waiting over the whole pool; ``workers()`` reports each worker's status and counters. A
+  the jobs waiting over the whole pool; ``workers()`` reports each worker's status and counters; a job
+  records the ``worker_id`` and ``device`` of the worker that started it. A
   pool whose workers all died refuses jobs with :class:`ServiceNotReady`.
 """
 from __future__ import annotations
@@ -114,6 +115,9 @@ class Job:
     result: VideoResult | None = None
     error_code: str | None = None
     error_message: str | None = None
+    #: The pool worker that started the job and its device (None without a pool, or before it started).
+    worker_id: str | None = None
+    device: str | None = None
     _subscribers: list[asyncio.Queue] = field(default_factory=list, repr=False)
     _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -171,8 +175,8 @@ class _JobListener:
         except RuntimeError:  # the loop is closed: nobody is listening any more
             pass
 
-    def on_start(self, item: WorkItem) -> None:
-        self._post(self.service._on_start, self.job)
+    def on_start(self, item: WorkItem | None, worker_id: str | None = None, device: str | None = None) -> None:
+        self._post(self.service._on_start, self.job, worker_id, device)
 
     def on_step(self, item: WorkItem, step: int, total: int) -> None:
         job = self.job
@@ -342,9 +346,10 @@ class VideoService:
         job.error_code, job.error_message = code, message
         job._finish(status, JobFailed(job_id=job.id, status=status, code=code, message=message))
 
-    def _on_start(self, job: Job) -> None:
+    def _on_start(self, job: Job, worker_id: str | None = None, device: str | None = None) -> None:
         if job.status == "queued":
             job.status, job.started_at = "in_progress", time.time()
+            job.worker_id, job.device = worker_id, device
 
     def _on_done(self, job: Job, result: VideoResult) -> None:
         if job.status in TERMINAL:

@@ -86,8 +86,9 @@ def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
     ids = {defaults.name, generator.preset.name, str(generator.model_path), Path(generator.model_path).name}
     state = ServerState(config=config, service=service, store=VideoStore(service, metrics, srv.output_dir,
                                                                          srv.output_ttl_s),
-                        metrics=metrics, sessions=SessionManager(config.streaming.max_sessions), defaults=defaults,
-                        model_ids=frozenset(ids))
+                        metrics=metrics, defaults=defaults, model_ids=frozenset(ids),
+                        sessions=SessionManager(config.streaming.max_sessions,
+                                                config.streaming.max_sessions_per_client))
     holder["s"] = state
     stop = asyncio.Event()
 

@@ -11,7 +11,10 @@ Contract:
 - A ServeConfig is checked when it is built: with ``pool.devices`` the first device runs the server's
   own engine, so ``generator.engine.device`` is set to it (``auto``) or must name it; every pool worker
   warms up when it boots, so ``server.warmup=false`` is refused with a pool. Devices that do not exist
-  are refused when the server starts (``pool.devices[i]``).
+  are refused when the server starts (``pool.devices[i]``). Streaming limits are bounded
+  (``streaming.max_sessions`` >= 1, ``max_sessions_per_client`` 1..max_sessions or null,
+  ``handshake_timeout_s`` in (0, 3600], ``idle_timeout_s`` > 0) and ``server.allowed_origins`` lists
+  browser origins (:func:`check_origin`); anything else is a ConfigError naming the key.
 - Both are plain dataclasses, built strictly with :func:`fastvideo.api.parse_config` (an unknown
   key fails naming its dotted path) and passed explicitly; nothing here is a global.
 - :func:`load_serve_config` layers, lowest first: defaults, a YAML/JSON file, CLI flags, dotted
@@ -69,6 +72,15 @@ class ServerConfig:
     #: Seconds the runtime keeps a finished job nobody collected (HTTP and stream jobs are collected as they
     #: end: their records and files follow ``output_ttl_s``).
     job_ttl_s: float = 120.0
+    #: Browser origins (``scheme://host[:port]``, or ``"*"`` for any) that may open the ``/v1/stream``
+    #: WebSocket besides the server's own (same-origin: the ``Origin`` header names the ``Host`` the socket
+    #: was opened on). Other browser origins are refused before accept (403); requests without an
+    #: ``Origin`` header (non-browser clients) are not affected.
+    allowed_origins: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.allowed_origins = [check_origin(entry, f"allowed_origins[{i}]")
+                                for i, entry in enumerate(self.allowed_origins)]
 
 
 @dataclass
@@ -94,6 +106,26 @@ class StreamingConfig:
     num_frames: int | None = None
     fps: int | None = None
     num_inference_steps: int | None = None
+    #: Seconds a new socket has to send a valid ``session_init_v2`` (0 < s <= 3600); past it the socket gets
+    #: ``error{code:"handshake_timeout"}`` and is closed, freeing its slot.
+    handshake_timeout_s: float = 10.0
+    #: Live sessions one client address may hold (1..max_sessions); one more gets ``session_rejected``.
+    #: None: no cap of its own (``max_sessions`` bounds all clients together). Behind the router every
+    #: session comes from the router's address.
+    max_sessions_per_client: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 1:
+            raise ConfigError("max_sessions", f"must be >= 1, got {self.max_sessions}")
+        if not self.idle_timeout_s > 0:
+            raise ConfigError("idle_timeout_s", f"must be > 0 seconds, got {self.idle_timeout_s}")
+        if not 0 < self.handshake_timeout_s <= 3600:
+            raise ConfigError("handshake_timeout_s", f"must be > 0 and <= 3600 seconds, got {self.handshake_timeout_s}")
+        cap = self.max_sessions_per_client
+        if cap is not None and not 1 <= cap <= self.max_sessions:
+            raise ConfigError("max_sessions_per_client", f"must be between 1 and streaming.max_sessions "
+                                                         f"({self.max_sessions}), or null for no cap of its own; "
+                                                         f"got {cap}")
 
 
 @dataclass
@@ -188,6 +220,34 @@ class RouterConfig:
         if hc.failure_threshold < 1 or hc.recovery_threshold < 1:
             raise ConfigError("health_check", "thresholds must be >= 1")
         return self
+
+
+def normalize_origin(text: str) -> str | None:
+    """``scheme://host[:port]`` of a browser origin, lower case, default port dropped; None when ``text`` is no
+    http(s) origin (a path other than ``/``, credentials, ``null``...)."""
+    parsed = urlparse(text.strip().lower())
+    try:
+        port = parsed.port
+    except ValueError:
+        return None
+    if (parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/") or parsed.params
+            or parsed.query or parsed.fragment or parsed.username or parsed.password):
+        return None
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    default = 80 if parsed.scheme == "http" else 443
+    return f"{parsed.scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
+
+
+def check_origin(entry: str, path: str = "allowed_origins") -> str:
+    """``entry`` normalized (:func:`normalize_origin`), or ``"*"``; a ConfigError naming ``path`` when it is
+    neither."""
+    if entry.strip() == "*":
+        return "*"
+    origin = normalize_origin(entry)
+    if origin is None:
+        raise ConfigError(path, f"{entry!r} is not an origin: use scheme://host[:port] (e.g. "
+                                "https://app.example.com or http://localhost:3000), or \"*\" for any")
+    return origin
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -8,9 +8,12 @@ Contract:
   queued again. ``COMPLETE``, ``ERROR``, ``TIMEOUT`` and ``REJECTED`` are terminal.
   :meth:`Session.transition` raises :class:`InvalidSessionTransition` on any edge not in
   :data:`VALID_TRANSITIONS` (re-asserting the current state is allowed).
-- :class:`SessionManager` admits at most ``max_sessions`` live sessions; :meth:`create` raises
-  :class:`SessionRejected` beyond that, before any resource is taken. :meth:`release` is
-  idempotent. Nothing here does IO.
+- :class:`SessionManager` admits at most ``max_sessions`` live sessions, and at most
+  ``max_per_client`` of them from one client address (None: no cap of its own); :meth:`create`
+  raises :class:`SessionRejected` beyond either, before any resource is taken, saying which limit
+  was hit. :meth:`release` is idempotent. Nothing here does IO.
+- ``last_activity`` moves only with real session activity (:meth:`Session.touch`: the caller decides
+  what counts; a state transition counts); the idle timeout is measured from it.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class Session:
     sampling: dict[str, Any] = field(default_factory=dict)
     negative_prompt: str | None = None
     history: list[SessionState] = field(default_factory=lambda: [S.INITIALIZING])
+    #: The client address the session was opened from (what the per-client cap counts).
+    client: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -100,19 +105,30 @@ class Session:
 class SessionManager:
     """Admission and bookkeeping of live sessions."""
 
-    def __init__(self, max_sessions: int) -> None:
+    def __init__(self, max_sessions: int, max_per_client: int | None = None) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+        if max_per_client is not None and max_per_client < 1:
+            raise ValueError(f"max_per_client must be >= 1 or None, got {max_per_client}")
         self.max_sessions = max_sessions
+        self.max_per_client = max_per_client
         self.sessions: dict[str, Session] = {}
 
     def __len__(self) -> int:
         return len(self.sessions)
 
-    def create(self) -> Session:
+    def held_by(self, client: str | None) -> int:
+        """Live sessions opened from ``client``."""
+        return sum(1 for s in self.sessions.values() if s.client == client)
+
+    def create(self, client: str | None = None) -> Session:
         if len(self.sessions) >= self.max_sessions:
             raise SessionRejected(f"the server is at its limit of {self.max_sessions} concurrent streaming sessions")
-        session = Session()
+        cap = self.max_per_client
+        if cap is not None and client is not None and self.held_by(client) >= cap:
+            raise SessionRejected(f"this client ({client}) already holds {cap} streaming session(s), the limit per "
+                                  "client (streaming.max_sessions_per_client); end one before opening another")
+        session = Session(client=client)
         self.sessions[session.id] = session
         return session
 

@@ -3,9 +3,11 @@
 Contract: every control frame is a JSON object with a ``type``. Client frames are validated here
 (pydantic, at the edge only): ``session_init_v2``, ``segment_prompt_source``, ``snapshot_state``,
 ``end_stream`` and ``ping``. :func:`parse_client_message` raises :class:`ProtocolError` for
-anything else - not JSON, not an object, unknown ``type``, wrong field types - with a message
-that says what was wrong; the server answers it with an ``error`` frame ``invalid_message`` and
-keeps the session. Unknown extra keys are ignored. Request fields (prompt, sizes, sampling) are
+anything else - not JSON (an integer of more digits than Python converts, nesting deeper than the
+parser goes, included), not an object, unknown ``type``, wrong field types, a string (value or key,
+at any depth) holding a lone UTF-16 surrogate (``"\\ud800"``: not text; it could not be encoded
+later) - with a message that says what was wrong; the server answers it with an ``error`` frame
+``invalid_message`` and keeps the session. Unknown extra keys are ignored. Request fields (prompt, sizes, sampling) are
 not judged here but by the translation layer, like on every edge. Server frame types are listed in
 :data:`SERVER_FRAMES`; binary WebSocket messages carry fMP4 bytes only.
 """
@@ -13,6 +15,7 @@ not judged here but by the translation layer, like on every edge. Server frame t
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -102,16 +105,49 @@ class ProtocolError(FastVideoError, ValueError):
     """A client frame that is not a valid control message."""
 
 
+def _lone_surrogate_at(data: Any) -> str | None:
+    """The dotted path of the first string (or key) in ``data`` that cannot be encoded as UTF-8, else None.
+    Iterative: depth is bounded by the JSON parser, not by this walk."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                try:
+                    key.encode("utf-8")
+                except UnicodeEncodeError:
+                    return path or "key"
+                stack.append((child, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
 def parse_client_message(raw: str | bytes | None) -> Any:
     """A typed client message from one WebSocket text frame (see module contract)."""
     if raw is None:
         raise ProtocolError("binary frames are not accepted from clients; send JSON text frames")
     try:
         data = json.loads(raw)
+    except RecursionError as exc:
+        raise ProtocolError("frame is nested too deeply to parse; control frames are flat JSON objects") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"frame is not valid JSON: {exc}") from exc
+    except ValueError as exc:  # what json.loads raises besides: an integer past Python's digit limit
+        raise ProtocolError(f"frame holds a number too long to parse (integers are limited to "
+                            f"{sys.get_int_max_str_digits()} digits); send a number in range") from exc
     if not isinstance(data, dict):
         raise ProtocolError(f"frame must be a JSON object with a 'type', got {type(data).__name__}")
+    bad = _lone_surrogate_at(data)
+    if bad is not None:
+        raise ProtocolError(f"{bad or 'frame'}: holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff "
+                            "escape), which is not text; send valid Unicode")
     kind = data.get("type")
     if kind not in CLIENT_TYPES:
         raise ProtocolError(f"unknown message type {kind!r}; expected one of {list(CLIENT_TYPES)}")

@@ -1,16 +1,24 @@
 """The ``/v1/stream`` WebSocket: continued segments streamed as one fragmented MP4.
 
 Contract (frames in :mod:`fastvideo.serving.stream_protocol`):
+- Origin: a browser socket whose ``Origin`` is neither the server's own (the ``Host`` it was opened
+  on) nor in ``server.allowed_origins`` is refused before accept (HTTP 403); a request without an
+  ``Origin`` header (not a browser) is not affected.
 - Admission: a bad key gets ``error{code:"unauthorized"}``, a server that is not ready
-  ``error{code:"not_ready", retryable:true}``, a full server ``error{code:"session_rejected",
-  retryable:true}``; each then closes (1008 / 1013). Nothing was started for them.
+  ``error{code:"not_ready", retryable:true}``, a full server, or a client address that already holds
+  ``max_sessions_per_client`` sessions, ``error{code:"session_rejected", retryable:true}`` (the
+  message says which limit); each then closes (1008 / 1013). Nothing was started for them.
+- A socket that sends no valid ``session_init_v2`` within ``handshake_timeout_s`` of connecting gets
+  ``error{code:"handshake_timeout"}`` and is closed (1008), freeing its slot; pings do not extend it.
 - ``session_init_v2`` fixes the session's size, fps, frames per segment and sampling (unset values
   take the server's streaming defaults, then the model's) and may carry a ``continuation_state``
   (from ``continuation_state_snapshot``) or the ``session_id`` of a session this server recently
   held, to resume it; the server answers ``ltx2_stream_start{session_id, ...}``. With a ``prompt``
   the first segment starts at once.
 - Each ``segment_prompt_source`` runs one segment through the runtime's VideoService, continuing
-  the previous segment's continuation state: ``queue_status`` (while it waits), ``gpu_assigned``,
+  the previous segment's continuation state: ``queue_status`` (while it waits), ``gpu_assigned``
+  (``worker_id`` and ``device`` of the pool worker that runs it, ``gpu_id`` its CUDA index; without a
+  pool ``worker_id`` is null and ``device`` the server engine's; ``gpu_id`` is null on CPU),
   ``ltx2_segment_start``, one ``step_complete`` per denoising step, then (first segment only)
   ``media_init{mime, codec}`` followed by the binary init segment (``ftyp``+``moov``), then binary
   ``moof``+``mdat`` fragments, ``media_segment_complete`` and ``ltx2_segment_complete``. One encoder
@@ -21,9 +29,12 @@ Contract (frames in :mod:`fastvideo.serving.stream_protocol`):
 - Errors are frames ``error{code, message, retryable}``: ``invalid_message`` (malformed or
   out-of-order frame; the session goes on), ``invalid_request`` (the runtime refused a segment's
   values, with ``param``), ``queue_full`` (retryable, with ``retry_after_s``), ``segment_cap``,
-  ``generation_failed``, ``shutting_down``, ``session_timeout`` (no client frame and nothing running
-  for ``idle_timeout_s``; closes), ``internal_error``. A client that disconnects cancels its
-  running and pending segments. The handler never lets an exception escape.
+  ``generation_failed``, ``shutting_down``, ``session_timeout`` (no session activity and nothing
+  running for ``idle_timeout_s``; closes), ``internal_error``. Session activity is an accepted
+  ``session_init_v2``, ``segment_prompt_source`` or ``end_stream`` and a running segment's progress;
+  ``ping``, ``snapshot_state`` and refused frames do not keep a session (or its slot) alive. A
+  client that disconnects cancels its running and pending segments. The handler never lets an
+  exception escape.
 """
 
 from __future__ import annotations
@@ -49,8 +60,10 @@ from fastvideo.api import (
     VideoProgressEvent,
     translate_request,
 )
+from fastvideo.runtime.pool import normalize_device
 from fastvideo.runtime.service import Job
 from fastvideo.serving.app_state import ServerState
+from fastvideo.serving.config import normalize_origin
 from fastvideo.serving.errors import APIError
 from fastvideo.serving.fmp4 import FragmentedMP4Encoder
 from fastvideo.serving.observability import request_id_var
@@ -178,18 +191,40 @@ class StreamSession:
     def _busy(self) -> bool:
         return self.running_job is not None or self.pending_count > 0
 
+    def _deadline(self) -> tuple[float, str] | None:
+        """(monotonic time, error code) at which this session ends unless something happens; None while busy."""
+        if self._busy():
+            return None
+        idle_at = self.session.last_activity + self.cfg.idle_timeout_s
+        if not self.initialized:
+            handshake_at = self.session.created_at + self.cfg.handshake_timeout_s
+            if handshake_at <= idle_at:
+                return handshake_at, "handshake_timeout"
+        return idle_at, "session_timeout"
+
+    async def _expire(self, code: str) -> None:
+        if code == "handshake_timeout":
+            await self.error(code, f"no valid session_init_v2 within {self.cfg.handshake_timeout_s:g}s of "
+                             "connecting; send session_init_v2 first (pings do not count)")
+            self._end(S.TIMEOUT)
+            await self.close(WS_POLICY_VIOLATION, code)
+            return
+        await self.error(code, f"no session activity and nothing running for {self.cfg.idle_timeout_s:g}s "
+                         "(pings and snapshots do not count)")
+        self._end(S.TIMEOUT)
+        await self.close(1000, code)
+
     async def _read_loop(self) -> None:
-        idle = self.cfg.idle_timeout_s
         while not self.closed:
-            timeout = idle if self._busy() else max(0.05, idle - self.session.idle_for())
+            deadline = self._deadline()
+            timeout = self.cfg.idle_timeout_s if deadline is None else max(0.05, deadline[0] - time.monotonic())
             try:
                 message = await asyncio.wait_for(self.ws.receive(), timeout)
             except asyncio.TimeoutError:
-                if self._busy() or self.session.idle_for() < idle:
+                deadline = self._deadline()
+                if deadline is None or time.monotonic() < deadline[0]:
                     continue
-                await self.error("session_timeout", f"no client frame and nothing running for {idle:.0f}s")
-                self._end(S.TIMEOUT)
-                await self.close(1000, "session_timeout")
+                await self._expire(deadline[1])
                 return
             if message["type"] == "websocket.disconnect":
                 logger.info("session %s: client disconnected", self.session.id)
@@ -197,7 +232,6 @@ class StreamSession:
                     self._end(S.COMPLETE if not self._busy() else S.ERROR)
                 self.closed = True
                 return
-            self.session.touch()
             try:
                 msg = parse_client_message(message.get("text") if message.get("text") is not None else None)
             except ProtocolError as exc:
@@ -220,6 +254,7 @@ class StreamSession:
             await self.send("continuation_state_snapshot", segment_idx=self.session.segment_idx,
                             state=state.to_dict() if state is not None else None)
         elif isinstance(msg, EndStream):
+            self.session.touch()
             self.ending = True
             if not self._busy():
                 await self._complete()
@@ -271,6 +306,7 @@ class StreamSession:
             resumed = True
         self.session.sampling, self.session.negative_prompt = sampling, negative
         self.initialized = True
+        self.session.touch()
         request_id_var.set(self.session.id)
         await self.send("ltx2_stream_start", width=sampling["width"], height=sampling["height"], fps=sampling["fps"],
                         num_frames=sampling["num_frames"], codec=cfg.codec, model=defaults.name,
@@ -289,6 +325,7 @@ class StreamSession:
         else:
             self.requested += 1
             self.pending_count += 1
+            self.session.touch()
             self.pending.put_nowait(segment)
 
     async def _segment_worker(self) -> None:
@@ -432,7 +469,11 @@ class StreamSession:
 
     async def _assigned(self, job: Any, idx: int, segment: _Segment) -> bool:
         self.session.transition(S.GPU_BINDING)
-        await self.send("gpu_assigned", segment_idx=idx, gpu_id=0, worker_id="inproc-0",
+        device = job.device
+        if device is None and not self.state.service.pooled:  # the server's own engine ran it
+            device = normalize_device(str(self.state.service.generator.pipeline.device))
+        gpu_id = int(device.split(":", 1)[1]) if device and device.startswith("cuda:") else None
+        await self.send("gpu_assigned", segment_idx=idx, gpu_id=gpu_id, worker_id=job.worker_id, device=device,
                         queue_time_s=round(job.queue_time_s or 0.0, 4))
         self.session.transition(S.ACTIVE)
         await self.send("ltx2_segment_start", segment_idx=idx, prompt=segment.prompt, total_steps=job.total_steps,
@@ -477,6 +518,23 @@ class StreamSession:
                         time_to_first_fragment_s=round(time.perf_counter() - segment.received_at, 4))
 
 
+def origin_allowed(origin: str, host: str | None, allowed: list[str]) -> bool:
+    """Whether a browser socket from ``origin`` may open the stream: the server's own origin (the ``host`` header
+    it was opened on: same host and port, under the origin's scheme, so a TLS proxy in front keeps working), an
+    entry of ``allowed`` (normalized origins), or any with ``"*"``."""
+    if "*" in allowed:
+        return True
+    given = normalize_origin(origin)
+    if given is None:  # "null" (sandboxed pages, file://) or garbage
+        return False
+    if given in allowed:
+        return True
+    if not host:
+        return False
+    scheme = given.split("://", 1)[0]
+    return normalize_origin(f"{scheme}://{host}") == given
+
+
 def register_stream_routes(app: FastAPI, state: ServerState) -> None:
     """Mount ``/v1/stream`` on ``app``."""
     retained = RetainedSessions(state.config.streaming.idle_timeout_s)
@@ -484,6 +542,13 @@ def register_stream_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket) -> None:
+        origin = ws.headers.get("origin")
+        allowed = state.config.server.allowed_origins
+        if origin is not None and not origin_allowed(origin, ws.headers.get("host"), allowed):
+            logger.warning("/v1/stream: refused a browser socket from origin %r (not this server's own, and not "
+                           "in server.allowed_origins)", origin[:200])
+            await ws.close(WS_POLICY_VIOLATION, "origin not allowed")  # before accept: HTTP 403
+            return
         await ws.accept()
         api_key = state.config.server.api_key
         if api_key:
@@ -500,7 +565,7 @@ def register_stream_routes(app: FastAPI, state: ServerState) -> None:
             await ws.close(WS_TRY_AGAIN_LATER, "not_ready")
             return
         try:
-            session = state.sessions.create()
+            session = state.sessions.create(ws.client.host if ws.client else None)
         except SessionRejected as exc:
             state.metrics.sessions.labels("rejected").inc()
             await ws.send_text(json.dumps({"type": "error", "code": "session_rejected", "retryable": True,
