@@ -8,9 +8,15 @@ Contract:
   counters) and mounts every route. Its lifespan starts the
   service, then warms it up in the background (``config.server.warmup``): ``/health`` (liveness)
   is 200 as soon as the process serves, ``/readyz`` is 200 only once warmup is done (503 before,
-  with the phase, and 503 again while draining). Shutdown stops admission (503), lets running and
-  queued jobs finish within ``server.drain_timeout_s`` then fails the rest visibly
-  (``shutting_down``), writes the outputs of jobs that finished, and stops the expiry reaper.
+  with the phase, and 503 again while draining). At startup the lifespan proves ``server.output_dir``
+  writable (else ``ConfigError`` naming it: the server does not start) and restores the job records a
+  previous process left in its index (see :mod:`fastvideo.serving.video_store`).
+- Draining (``app.state.drain()``, a task; :func:`fastvideo.serving.server.run_server` starts it on the
+  first SIGTERM/SIGINT *before* uvicorn stops listening, and the lifespan's shutdown awaits it otherwise)
+  refuses new work (503 ``shutting_down``) while reads keep answering (job status, lists, content,
+  ``/health``, ``/readyz`` = 503 with phase ``draining``), lets running and queued jobs finish within
+  ``server.drain_timeout_s`` then fails the rest visibly (``shutting_down``) and writes the outputs of
+  jobs that finished. The lifespan's shutdown then stops the expiry reaper and closes the index.
   The generator is shut down by whoever created it (``run_server``), not by the app.
 - Every HTTP request passes :class:`fastvideo.serving.middleware.RequestContextMiddleware` (outermost:
   request id, API key, body limit, last-resort 500s, HTTP metrics; see that module).
@@ -108,37 +114,54 @@ def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
         if state.phase == "warming":
             state.phase = "ready"
 
+    drain_task: list[asyncio.Task] = []
+
+    async def _drain() -> None:
+        state.phase = "draining"
+        state.store.shutting_down = True
+        logger.info("shutting down: draining %d queued and %d running jobs (up to %.0fs)", service.queue_depth,
+                    service.running, srv.drain_timeout_s)
+        if warm_tasks and not warm_tasks[0].done():
+            with contextlib.suppress(BaseException):
+                await warm_tasks[0]
+        await service.stop(graceful=True)
+        await state.store.close()
+
+    def drain() -> asyncio.Task:
+        """Start draining (once); the task ends when every job has ended and its output is written."""
+        if not drain_task:
+            drain_task.append(asyncio.create_task(_drain(), name="fastvideo-drain"))
+        return drain_task[0]
+
+    warm_tasks: list[asyncio.Task] = []
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
-        Path(srv.output_dir).expanduser().mkdir(parents=True, exist_ok=True)
-        removed = state.store.sweep_stale_files()
+        restored = await asyncio.to_thread(state.store.open)
+        if restored:
+            logger.info("restored %d job records from %s", restored, srv.output_dir)
+        removed = await asyncio.to_thread(state.store.sweep_files)
         if removed:
-            logger.info("removed %d expired files from %s", removed, srv.output_dir)
+            logger.info("removed %d orphaned or temporary files from %s", removed, srv.output_dir)
         await service.start()
-        warm_task = asyncio.create_task(warm(), name="fastvideo-warmup")
+        warm_tasks.append(asyncio.create_task(warm(), name="fastvideo-warmup"))
         reaper = asyncio.create_task(state.store.run_reaper(stop), name="fastvideo-reaper")
         logger.info("serving %s on http://%s:%d (queue %d, sessions %d)", defaults.name, srv.host, srv.port,
                     config.queue.max_queue, config.streaming.max_sessions)
         try:
             yield
         finally:
-            state.phase = "draining"
-            state.store.shutting_down = True
-            logger.info("shutting down: draining %d queued and %d running jobs (up to %.0fs)", service.queue_depth,
-                        service.running, srv.drain_timeout_s)
-            if not warm_task.done():
-                with contextlib.suppress(BaseException):
-                    await warm_task
-            await service.stop(graceful=True)
-            await state.store.close()
+            await drain()
             stop.set()
             with contextlib.suppress(BaseException):
                 await reaper
+            state.store.close_index()
             state.phase = "stopped"
             logger.info("shutdown complete")
 
     app = FastAPI(title="FastVideo Engine", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.server = state
+    app.state.drain = drain
     install_error_handlers(app)
     app.include_router(openai_router)
     register_stream_routes(app, state)

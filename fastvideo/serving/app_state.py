@@ -4,10 +4,11 @@ Contract: :class:`ServerState` bundles the config, the runtime's :class:`VideoSe
 seam to the runtime), the :class:`VideoStore`, metrics, streaming sessions and the served
 model's identity. It is created by :func:`fastvideo.serving.app.build_app` and stored on
 ``app.state.server``; there is no module-level instance. :meth:`submit` is the single admission
-path for HTTP and WebSocket jobs: it refuses with 503 before warmup or while draining, 429 when
-the queue is full (both with ``retry-after``, and both before any job exists), 400 for bad input
-with ``param`` naming the client's field (the engine's error re-labelled by the request's
-:class:`~fastvideo.api.TranslatedRequest`).
+path for HTTP and WebSocket jobs (:meth:`validate` runs the same checks without queueing, for an
+edge that must store an input only once the request is known good): it refuses with 503 before
+warmup or while draining, 429 when the queue is full (both with ``retry-after``, and both before
+any job exists), 400 for bad input with ``param`` naming the client's field (the engine's error
+re-labelled by the request's :class:`~fastvideo.api.TranslatedRequest`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,16 @@ class ServerState:
             if key not in self._reported_extras:
                 self._reported_extras.add(key)
                 logger.warning("request field %r is not supported and is ignored (reported once)", key)
+
+    def validate(self, request: GenerationRequest, translated: TranslatedRequest | None = None) -> None:
+        """Check ``request`` against the served model without queueing it (400 naming the client's field)."""
+        try:
+            self.service.generator.resolve(request)
+        except RequestError as exc:
+            named = translated.relabel(exc) if translated is not None else exc
+            raise bad_request(str(named), named.field) from exc
+        except ConfigError as exc:
+            raise bad_request(str(exc), exc.path or None) from exc
 
     def submit(self, request: GenerationRequest, translated: TranslatedRequest | None = None) -> Job:
         """Admit one job (see module contract); ``translated`` names the client's fields in a 400."""

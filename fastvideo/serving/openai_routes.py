@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
@@ -46,7 +46,7 @@ from fastvideo.serving.request_mapping import (
     map_image_request,
     map_video_request,
 )
-from fastvideo.serving.video_store import VideoRecord
+from fastvideo.serving.video_store import OpenFileResponse, VideoRecord, storage_failure
 
 logger = logging.getLogger(__name__)
 B = TypeVar("B", bound=BaseModel)
@@ -114,15 +114,26 @@ def _poll_headers(state: ServerState) -> dict[str, str]:
     return {"openai-poll-after-ms": str(state.config.server.poll_after_ms)}
 
 
-def _store_reference(state: ServerState, record_id: str, body: CreateVideoBody, upload: bytes | None) -> Path | None:
+def _storage_error(exc: OSError) -> APIError:
+    """507 for a full disk, else 500; the envelope names no server path."""
+    code, message = storage_failure(exc)
+    return APIError(507 if code == "insufficient_storage" else 500, message, type="server_error", code=code)
+
+
+def _decode_reference(state: ServerState, body: CreateVideoBody, upload: bytes | None) -> tuple[bytes, str] | None:
     value = upload if upload is not None else body.input_reference
     if value is None:
         return None
-    data, ext = decode_image_reference(value, max_bytes=state.config.server.max_body_bytes)
-    path = state.store.input_path_for(record_id, ext)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
+    return decode_image_reference(value, max_bytes=state.config.server.max_body_bytes)
+
+
+def _save_reference(state: ServerState, record_id: str, data: bytes, ext: str) -> Path:
+    """Write a validated request's reference image atomically (nothing half-written on a disk error)."""
+    try:
+        return state.store.save_input(record_id, ext, data)
+    except OSError as exc:
+        logger.error("cannot store the reference image of %s: %s", record_id, exc)
+        raise _storage_error(exc) from exc
 
 
 def _admit(state: ServerState, model: str | None, prompt: str, mapped: MappedRequest, kind: str,
@@ -150,14 +161,12 @@ async def _create(state: ServerState, request: Request) -> VideoRecord:
     state.check_model(body.model)
     _report_extras(state, body)
     record_id = f"video_{uuid.uuid4().hex[:24]}"
-    ref = _store_reference(state, record_id, body, upload)
-    try:
-        mapped = map_video_request(mapping, state.defaults, request_id=record_id,
-                                   image_path=str(ref) if ref else None)
-    except BaseException:
-        if ref is not None:
-            ref.unlink(missing_ok=True)
-        raise
+    reference = _decode_reference(state, body, upload)
+    ref = state.store.input_path_for(record_id, reference[1]) if reference is not None else None
+    mapped = map_video_request(mapping, state.defaults, request_id=record_id, image_path=str(ref) if ref else None)
+    if reference is not None:  # written only once the model accepted the request
+        state.validate(mapped.request, mapped.translated)
+        ref = _save_reference(state, record_id, *reference)
     record = _admit(state, body.model, mapped.request.prompt, mapped, "video", ref)
     record.response_format = body.response_format
     return record
@@ -207,18 +216,29 @@ async def delete_video(video_id: str, state: Server) -> JSONResponse:
     return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
 
 
+async def _open_content(state: ServerState, record: VideoRecord, variant: str, param: str) -> OpenFileResponse:
+    """Open the file before answering, so a DELETE or expiry racing the download cannot cut it."""
+    try:
+        handle = await asyncio.to_thread(state.store.open_content, record, variant)
+    except FileNotFoundError:
+        raise not_found(f"{record.kind} {record.id!r} was deleted or has expired", param,
+                        f"{record.kind}_not_found") from None
+    except OSError as exc:
+        logger.error("cannot open the %s of %s: %s", variant, record.id, exc)
+        raise _storage_error(exc) from exc
+    media_type, ext = ("video/mp4", "mp4") if record.kind == "video" and variant == "video" else ("image/png", "png")
+    return OpenFileResponse(handle, media_type=media_type, filename=f"{record.id}.{ext}")
+
+
 @router.get("/v1/videos/{video_id}/content")
-async def video_content(video_id: str, state: Server, variant: str = "video") -> FileResponse:
+async def video_content(video_id: str, state: Server, variant: str = "video") -> Response:
     record = _get_record(state, video_id)
     if variant not in ("video", "thumbnail"):
         raise bad_request(f"variant {variant!r} is not supported; use 'video' or 'thumbnail'", "variant")
     if record.status != "completed" or record.file_path is None:
         raise APIError(409, f"video {video_id!r} is {record.status}; its content exists once it is completed",
                        param="video_id", code="video_not_ready")
-    if variant == "thumbnail":
-        path = await asyncio.to_thread(state.store.thumbnail, record)
-        return FileResponse(path, media_type="image/png", filename=f"{video_id}.png")
-    return FileResponse(record.file_path, media_type="video/mp4", filename=f"{video_id}.mp4")
+    return await _open_content(state, record, variant, "video_id")
 
 
 async def _wait_or_cancel(state: ServerState, request: Request, records: list[VideoRecord]) -> None:
@@ -242,6 +262,8 @@ def _raise_if_failed(state: ServerState, record: VideoRecord) -> None:
     if code in ("shutting_down", "cancelled"):
         raise APIError(503, record.error_message or code, type="service_unavailable", code=code,
                        headers={"retry-after": str(state.config.queue.retry_after_s)})
+    if code == "insufficient_storage":
+        raise APIError(507, record.error_message or code, type="server_error", code=code)
     raise APIError(500, record.error_message or "generation failed", type="server_error", code=code)
 
 
@@ -297,11 +319,11 @@ async def generate_images(request: Request, state: Server) -> JSONResponse:
 
 
 @router.get("/v1/images/{image_id}/content")
-async def image_content(image_id: str, state: Server) -> FileResponse:
+async def image_content(image_id: str, state: Server) -> Response:
     record = _get_record(state, image_id, "image")
     if record.file_path is None:
         raise APIError(409, f"image {image_id!r} is {record.status}", param="image_id", code="image_not_ready")
-    return FileResponse(record.file_path, media_type="image/png", filename=f"{image_id}.png")
+    return await _open_content(state, record, "video", "image_id")
 
 
 def _model_card(state: ServerState, model_id: str) -> dict[str, Any]:

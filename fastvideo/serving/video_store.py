@@ -13,30 +13,84 @@ Contract:
 - Status moves only forward: ``queued -> in_progress -> completed | failed``; ``progress`` is the
   runtime's (0..100) and 100 only once the file exists.
 - Finished records and their files expire ``ttl_s`` after they finish (:meth:`reap`, run
-  periodically by the app); :meth:`delete` removes a record at once (cancelling a live job).
-  :meth:`sweep_stale_files` removes files a previous process left behind that are past the TTL.
+  periodically by the app with :meth:`sweep_files`); :meth:`delete` removes a record at once (cancelling a
+  live job). A finished record holds no output bytes: the watcher drops its runtime job once the file is
+  written.
+- Persistence (:meth:`open`, called by the app at startup): every record is mirrored in a SQLite index
+  beside the files (:mod:`fastvideo.serving.job_index`), so a restarted server on the same ``output_dir``
+  lists every unexpired job with its status, metadata and file; a job that was queued or running when
+  the previous process died comes back ``failed`` with code ``server_restarted``; a completed record whose
+  file is gone, and expired ones, are dropped.
+- :meth:`sweep_files` removes our files that no record owns (orphans) and leftover dot-temp files
+  (``.<name>.*.part``) once they are older than ``orphan_grace_s``.
+- Downloads: :meth:`open_content` opens the file (making the thumbnail first if needed) *before* the
+  response starts, and :class:`OpenFileResponse` streams from that open handle, so a DELETE or expiry
+  racing a download neither breaks nor cuts it (the unlinked file lives until the handle closes); a file
+  already gone raises ``FileNotFoundError``. Every file is written through a uniquely named temp file in
+  the same folder and ``os.replace``.
+- Disk errors: :func:`check_output_dir` refuses a folder that cannot be created or written
+  (``ConfigError`` naming ``server.output_dir``); :func:`storage_failure` turns an ``OSError`` into a
+  code and a client-safe message without paths (``insufficient_storage`` for a full disk or quota,
+  ``output_write_failed`` otherwise); a job whose output cannot be written fails with that code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import errno
 import logging
 import os
+import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from fastvideo.api import VideoFinalEvent, VideoProgressEvent
-from fastvideo.runtime.media import write_mp4_atomic
+import anyio
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from fastvideo.api import ConfigError, VideoFinalEvent, VideoProgressEvent
 from fastvideo.runtime.service import Job, VideoService
+from fastvideo.serving.job_index import JobIndex
 from fastvideo.serving.metrics import ServingMetrics
 from fastvideo.serving.still_images import png_bytes, thumbnail_png
 
 logger = logging.getLogger(__name__)
 
 _FILE_PREFIXES = ("video_", "img_", "ref_")
+_TEMP_PREFIXES = tuple("." + p for p in _FILE_PREFIXES)
+#: Record fields that are not persisted (live objects).
+_TRANSIENT_FIELDS = frozenset({"job", "done"})
+_PATH_FIELDS = frozenset({"file_path", "thumbnail_path", "input_path"})
+_FULL_DISK = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def storage_failure(exc: BaseException) -> tuple[str, str]:
+    """``(code, message)`` for a failed write, safe to show a client (no paths)."""
+    if isinstance(exc, OSError) and exc.errno in _FULL_DISK:
+        return "insufficient_storage", "the server has no space left to store the output; retry later"
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "output_write_failed", "the server cannot write to its output folder (read-only or no permission)"
+    return "output_write_failed", "the server could not write the output"
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """Create ``path`` if needed and prove it is writable (a probe file), else ``ConfigError``."""
+    folder = Path(path).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe_", suffix=".part", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError("server.output_dir", f"{str(folder)!r} is not a writable folder ({reason}); choose "
+                                               "another --output-dir, or fix its permissions / free space") from exc
+    return folder
 
 
 @dataclass
@@ -75,6 +129,25 @@ class VideoRecord:
     def size(self) -> str:
         return f"{self.width}x{self.height}"
 
+    def to_row(self) -> dict[str, Any]:
+        """The persisted fields (no live objects; paths as strings)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name in _TRANSIENT_FIELDS:
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "VideoRecord":
+        names = {f.name for f in dataclasses.fields(cls)} - _TRANSIENT_FIELDS
+        values: dict[str, Any] = {k: (Path(v) if k in _PATH_FIELDS and v else v) for k, v in row.items()
+                                  if k in names}
+        record = cls(job=None, **values)
+        record.done.set()
+        return record
+
     def refresh(self) -> None:
         """Pull live status/progress from the runtime job while it runs."""
         job = self.job
@@ -109,21 +182,65 @@ class VideoStore:
     """Records + files + expiry (see module contract)."""
 
     def __init__(self, service: VideoService, metrics: ServingMetrics, output_dir: str | Path, ttl_s: float,
-                 max_records: int = 10000) -> None:
+                 max_records: int = 10000, orphan_grace_s: float = 300.0) -> None:
         self.service = service
         self.metrics = metrics
         self.output_dir = Path(output_dir).expanduser()
         self.ttl_s = float(ttl_s)
         self.max_records = max_records
+        self.orphan_grace_s = float(orphan_grace_s)
         self.records: OrderedDict[str, VideoRecord] = OrderedDict()
+        self._index: JobIndex | None = None
         self._watchers: set[asyncio.Task] = set()
         #: Set by the app when shutdown begins: jobs cancelled from then on failed because of it.
         self.shutting_down = False
+
+    # ------------------------------------------------------------------ persistence
+    def open(self, now: float | None = None) -> int:
+        """Check the folder, open the index and restore the records it holds; returns how many."""
+        check_output_dir(self.output_dir)
+        self._index = JobIndex(self.output_dir)
+        now = time.time() if now is None else now
+        restored = 0
+        for row in self._index.load():
+            try:
+                record = VideoRecord.from_row(row)
+            except (TypeError, ValueError):
+                logger.warning("skipping an unreadable job record %r in the index", row.get("id"))
+                continue
+            if record.status not in ("completed", "failed"):
+                record.status = "failed"
+                record.error_code = "server_restarted"
+                record.error_message = "the server restarted before the job finished; submit it again"
+                record.completed_at = now
+                record.expires_at = now + self.ttl_s
+            if record.input_path is not None:
+                record.input_path.unlink(missing_ok=True)
+                record.input_path = None
+            gone = record.status == "completed" and (record.file_path is None or not record.file_path.is_file())
+            if (record.expires_at is not None and record.expires_at <= now) or gone:
+                self._remove_files(record)
+                self._index.remove(record.id)
+                continue
+            self.records[record.id] = record
+            self._persist(record)
+            restored += 1
+        return restored
+
+    def close_index(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def _persist(self, record: VideoRecord) -> None:
+        if self._index is not None and record.id in self.records:
+            self._index.put(record.id, record.kind, record.to_row())
 
     # ------------------------------------------------------------------ records
     def track(self, record: VideoRecord) -> VideoRecord:
         """Register ``record`` and start following its job."""
         self.records[record.id] = record
+        self._persist(record)
         self._evict_overflow()
         if record.job is not None:
             task = asyncio.create_task(self._watch(record, record.job), name=f"fastvideo-watch-{record.id}")
@@ -149,6 +266,8 @@ class VideoStore:
         record = self.records.pop(record_id, None)
         if record is None:
             return False
+        if self._index is not None:
+            self._index.remove(record_id)
         if record.job is not None and not record.done.is_set():
             self.service.delete(record.job.id)
         self._remove_files(record)
@@ -156,6 +275,12 @@ class VideoStore:
 
     def input_path_for(self, record_id: str, ext: str) -> Path:
         return self.output_dir / f"ref_{record_id}.{ext}"
+
+    def save_input(self, record_id: str, ext: str, data: bytes) -> Path:
+        """Write an uploaded reference atomically (nothing is left behind on error; OSError propagates)."""
+        path = self.input_path_for(record_id, ext)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _write_atomic(path, data)
 
     # ------------------------------------------------------------------ expiry
     def reap(self, now: float | None = None) -> int:
@@ -166,21 +291,26 @@ class VideoStore:
             self.delete(record_id)
         return len(expired)
 
-    def sweep_stale_files(self, now: float | None = None) -> int:
-        """Remove our files older than the TTL that no record owns (left by an earlier process)."""
+    def sweep_files(self, now: float | None = None) -> int:
+        """Remove our files no record owns and leftover dot-temp files, once older than ``orphan_grace_s``."""
         now = time.time() if now is None else now
         if not self.output_dir.is_dir():
             return 0
         owned = {p for r in self.records.values() for p in (r.file_path, r.thumbnail_path, r.input_path) if p}
+        owned |= {self._thumbnail_path(r) for r in self.records.values()}
         removed = 0
         for path in self.output_dir.iterdir():
-            if path.is_file() and path.name.startswith(_FILE_PREFIXES) and path not in owned:
-                try:
-                    if now - path.stat().st_mtime > self.ttl_s:
-                        path.unlink()
-                        removed += 1
-                except OSError:
-                    pass
+            name = path.name
+            temp = name.startswith(_TEMP_PREFIXES) and name.endswith(".part")
+            orphan = name.startswith(_FILE_PREFIXES) and path not in owned
+            if not (temp or orphan):
+                continue
+            try:
+                if path.is_file() and now - path.stat().st_mtime > self.orphan_grace_s:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                pass
         return removed
 
     async def run_reaper(self, stop: asyncio.Event, interval_s: float | None = None) -> None:
@@ -193,6 +323,9 @@ class VideoStore:
             count = self.reap()
             if count:
                 logger.info("expired %d finished jobs and their files", count)
+            swept = await asyncio.to_thread(self.sweep_files)
+            if swept:
+                logger.info("removed %d orphaned or temporary files from %s", swept, self.output_dir)
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Let watchers write what finished jobs produced, then stop them."""
@@ -236,7 +369,7 @@ class VideoStore:
                     await asyncio.to_thread(self._write_output, record, item)
                 except Exception as exc:  # noqa: BLE001 - an unwritable output fails the job visibly
                     logger.exception("job %s: cannot write its output", record.id)
-                    self._finish(record, "failed", "output_write_failed", f"{type(exc).__name__}: {exc}")
+                    self._finish(record, "failed", *storage_failure(exc))
                 else:
                     record.inference_time_s = float(item.metadata.get("inference_time_s") or 0.0) or None
                     record.metadata = {k: v for k, v in item.metadata.items() if k != "timings"}
@@ -257,6 +390,8 @@ class VideoStore:
         finally:
             # The record now holds everything; let the runtime forget the job (and its bytes).
             self.service.delete(job.id)
+            if record.done.is_set():
+                record.job = None
 
     def _write_output(self, record: VideoRecord, final: VideoFinalEvent) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -270,20 +405,34 @@ class VideoStore:
             return
         if not final.video_bytes:
             raise ValueError("the generator returned no MP4 bytes")
-        record.file_path = write_mp4_atomic(self.output_dir / f"{record.id}.mp4", final.video_bytes)
+        record.file_path = _write_atomic(self.output_dir / f"{record.id}.mp4", final.video_bytes)
+
+    def _thumbnail_path(self, record: VideoRecord) -> Path:
+        return self.output_dir / f"{record.id}.thumb.png"
 
     def thumbnail(self, record: VideoRecord) -> Path:
-        """The record's first-frame PNG, made on first request."""
+        """The record's first-frame PNG, made on first request (FileNotFoundError once the video is gone)."""
         if record.thumbnail_path is not None and record.thumbnail_path.is_file():
             return record.thumbnail_path
         if record.file_path is None:
             raise FileNotFoundError(record.id)
         if record.kind == "image":
             return record.file_path
-        path = self.output_dir / f"{record.id}.thumb.png"
-        _write_atomic(path, thumbnail_png(record.file_path.read_bytes()))
+        path = self._thumbnail_path(record)
+        with open(record.file_path, "rb") as handle:
+            data = handle.read()
+        _write_atomic(path, thumbnail_png(data))
         record.thumbnail_path = path
         return path
+
+    def open_content(self, record: VideoRecord, variant: str = "video") -> IO[bytes]:
+        """An open handle on the record's file (``variant="thumbnail"``: its first-frame PNG), opened now so a
+        later delete cannot break the download; ``FileNotFoundError`` when the file is already gone. Blocking:
+        call it in a thread."""
+        path = self.thumbnail(record) if variant == "thumbnail" else record.file_path
+        if path is None:
+            raise FileNotFoundError(record.id)
+        return open(path, "rb")
 
     def _finish(self, record: VideoRecord, status: str, code: str | None, message: str | None) -> None:
         now = time.time()
@@ -295,8 +444,12 @@ class VideoStore:
         else:
             record.error_code, record.error_message = code, message
         if record.input_path is not None:
-            record.input_path.unlink(missing_ok=True)
+            try:
+                record.input_path.unlink(missing_ok=True)
+            except OSError as exc:
+                logger.warning("cannot remove %s: %s", record.input_path, exc)
             record.input_path = None
+        self._persist(record)
         generation = None
         if record.started_at is not None:
             generation = now - record.started_at
@@ -308,11 +461,43 @@ class VideoStore:
 
 
 def _write_atomic(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    """Write ``data`` to ``path`` through a uniquely named temp file in the same folder and ``os.replace``
+    (concurrent writers never share a temp file; nothing is left behind on error)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        tmp.write_bytes(data)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; an output is an ordinary file
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
     return path
+
+
+class OpenFileResponse(Response):
+    """Streams an already open file (see :meth:`VideoStore.open_content`) and closes it at the end."""
+
+    chunk_size = 256 * 1024
+
+    def __init__(self, handle: IO[bytes], *, media_type: str, filename: str) -> None:
+        super().__init__(content=b"", media_type=media_type,
+                         headers={"content-disposition": f'attachment; filename="{filename}"'})
+        self.handle = handle
+        self.headers["content-length"] = str(os.fstat(handle.fileno()).st_size)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            if scope.get("method") == "HEAD":
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            while True:
+                chunk = await anyio.to_thread.run_sync(self.handle.read, self.chunk_size)
+                more = len(chunk) == self.chunk_size
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                if not more:
+                    break
+        finally:
+            self.handle.close()
