@@ -11,7 +11,9 @@ it started (SIGTERM to the group, SIGKILL after ``stop_timeout_s``). ``kill_work
 one worker. With ``worker_devices`` worker i serves a device pool (``--devices`` of its entry: one
 Dynamo instance, several devices; the pool's processes are in the worker's process group, so they
 end with it). The HTTP helpers use only the standard library. ``python -m
-fastvideo.serving.dynamo.local --workers 2`` runs one until Ctrl-C.
+fastvideo.serving.dynamo.local --workers 2`` runs one until Ctrl-C or SIGTERM (what container runtimes
+send): either signal, also while it is still starting, stops the frontend and every worker and waits
+for them before the launcher exits (status 0; 1 when the cluster failed to start).
 """
 
 from __future__ import annotations
@@ -296,6 +298,15 @@ def http_sse(base_url: str, path: str, body: Any, timeout: float = 60.0) -> Iter
         conn.close()
 
 
+class _Terminated(BaseException):
+    """SIGTERM reached the launcher (a BaseException, so nothing on the way swallows it)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the stopping itself
+    raise _Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastvideo.serving.dynamo.local",
                                      description="Run Dynamo's frontend and N FastVideo workers locally "
@@ -309,13 +320,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     extra = [a for a in ns.worker_args if a != "--"]
-    with LocalDynamoCluster(ClusterConfig(workers=ns.workers, http_port=ns.http_port, worker_args=extra,
-                                          threads_per_worker=ns.threads_per_worker,
-                                          worker_devices=ns.worker_devices)) as cluster:
-        logger.info("POST %s/v1/videos (logs in %s); Ctrl-C stops everything", cluster.base_url, cluster.workdir)
-        with contextlib.suppress(KeyboardInterrupt):
+    # Default SIGTERM would end this process at once and leave the children (own sessions) orphaned:
+    # turn it into an exception so the context manager stops and waits for them.
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with LocalDynamoCluster(ClusterConfig(workers=ns.workers, http_port=ns.http_port, worker_args=extra,
+                                              threads_per_worker=ns.threads_per_worker,
+                                              worker_devices=ns.worker_devices)) as cluster:
+            logger.info("POST %s/v1/videos (logs in %s); Ctrl-C or SIGTERM stops everything", cluster.base_url,
+                        cluster.workdir)
             while all(p.poll() is None for p in cluster.workers):
                 time.sleep(1)
+    except (KeyboardInterrupt, _Terminated):
+        logger.info("stopped: the frontend and the workers have exited")
+    except RuntimeError as exc:
+        logger.error("%s", exc)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
