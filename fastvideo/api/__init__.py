@@ -16,7 +16,15 @@ from fastvideo.api.config import (
     QuantizationConfig,
 )
 from fastvideo.api.errors import FastVideoError, GenerationCancelled, GenerationFailed, ModelLoadError, RequestError
-from fastvideo.api.parse import ConfigError, config_to_dict, parse_config
+from fastvideo.api.documents import (
+    RunConfig,
+    apply_overrides,
+    load_config,
+    load_raw_config,
+    load_run_config,
+    parse_cli_overrides,
+)
+from fastvideo.api.parse import ConfigError, ConfigValidationError, config_to_dict, parse_config
 from fastvideo.api.request import GenerationRequest, InputConfig, OutputConfig, SamplingConfig
 from fastvideo.api.results import (
     GenerationResult,
@@ -34,6 +42,7 @@ __all__ = [
     "CudaGraphsConfig",
     "ComponentConfig",
     "ConfigError",
+    "ConfigValidationError",
     "ContinuationState",
     "EngineConfig",
     "FastVideoError",
@@ -51,6 +60,7 @@ __all__ = [
     "PipelineSelection",
     "QuantizationConfig",
     "RequestError",
+    "RunConfig",
     "SamplingConfig",
     "TranslatedRequest",
     "VideoEvent",
@@ -58,7 +68,12 @@ __all__ = [
     "VideoPartialEvent",
     "VideoProgressEvent",
     "VideoResult",
+    "apply_overrides",
     "config_to_dict",
+    "load_config",
+    "load_raw_config",
+    "load_run_config",
+    "parse_cli_overrides",
     "parse_config",
     "parse_size",
     "translate_request",

@@ -29,14 +29,21 @@ if TYPE_CHECKING:
 T = TypeVar("T", bound="DataclassInstance")
 
 
-class ConfigError(FastVideoError, ValueError):
-    """A config or request mapping that does not fit its typed schema."""
+class ConfigValidationError(FastVideoError, ValueError):
+    """A config or request mapping that does not fit its typed schema: ``path`` is the dotted path from the
+    document's root (``""`` for the root itself), ``message`` what is wrong; ``str()`` is ``"path: message"``
+    (just the message at the root), as in FastVideo's ``fastvideo.api``."""
 
     def __init__(self, path: str, message: str) -> None:
         self.path = path
-        #: The message without the path (what a caller re-rooting the path keeps).
+        self.message = message
+        #: Same as ``message``: the text without the path (what a caller re-rooting the path keeps).
         self.reason = message
         super().__init__(f"{path}: {message}" if path else message)
+
+
+#: The name the rest of this package uses; one class.
+ConfigError = ConfigValidationError
 
 
 def _join(path: str, key: str) -> str:
@@ -85,13 +92,13 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if origin is typing.Literal:
         allowed = get_args(tp)
         if value not in allowed:
-            raise ConfigError(path, f"must be one of {list(allowed)}, got {value!r}")
+            raise ConfigError(path, f"expected one of {sorted(allowed, key=repr)!r}, got {value!r}")
         return value
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
-            raise ConfigError(path, f"expected a mapping for {tp.__name__}, got {type(value).__name__}")
+            raise ConfigError(path, f"expected mapping for {tp.__name__}, got {type(value).__name__}")
         return _build(tp, value, path)
     if origin in (list, tuple) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -141,11 +148,17 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
 def _build(cls: type[T], data: Mapping[str, Any], path: str) -> T:
     hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(path, f"expected mapping keys to be strings, got {key!r}")
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]
-        raise ConfigError(_join(path, str(key)),
-                          f"unknown key for {cls.__name__}; known keys: {sorted(fields)}")
+        raise ConfigError(_join(path, str(key)), f"unknown field (known fields of {cls.__name__}: {sorted(fields)})")
+    missing = [name for name, f in fields.items() if name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(_join(path, missing[0]), "missing required field")
     kwargs = {name: _convert(hints[name], value, _join(path, name)) for name, value in data.items()}
     try:
         obj = cls(**kwargs)
@@ -163,7 +176,7 @@ def parse_config(cls: type[T], data: Mapping[str, Any] | T) -> T:
     if isinstance(data, cls):
         return data
     if not isinstance(data, Mapping):
-        raise ConfigError("", f"expected a mapping for {cls.__name__}, got {type(data).__name__}")
+        raise ConfigError("", f"expected mapping for {cls.__name__}, got {type(data).__name__}")
     return _build(cls, data, "")
 
 
