@@ -296,3 +296,25 @@ def test_garbage_weights_fail_the_request(tiny_model_dir, tmp_path, fastvideo_ca
     assert proc.returncode == 1, proc.stderr
     lines = error_lines(proc)
     assert len(lines) == 1 and "generation failed" in lines[0] and "re-download" in lines[0], proc.stderr
+
+
+def test_non_finite_latents_at_the_last_step_fail_the_request(tiny_model_dir, tmp_path):
+    """NaN that appears only in the last step's prediction is caught by the final check."""
+    generator = load(tiny_model_dir)
+    dit = generator.pipeline.dit
+    real_forward, calls = dit.forward, []
+
+    def forward(*args, **kwargs):
+        calls.append(1)
+        out = real_forward(*args, **kwargs)
+        return out * float("nan") if len(calls) == 3 else out
+
+    dit.forward = forward
+    output = tmp_path / "late.mp4"
+    try:
+        with pytest.raises(GenerationFailed, match=r"denoising step 3/3"):
+            generator.generate({"prompt": "a fox", "sampling": {**SMALL, "num_inference_steps": 3},
+                                "output": {"output_path": str(output)}})
+        assert len(calls) == 3 and not output.exists()
+    finally:
+        generator.shutdown()
