@@ -16,7 +16,8 @@ import json
 import logging
 import sys
 import time
-from typing import Sequence
+from dataclasses import replace
+from typing import Any, Sequence
 
 from fastvideo.api import (
     ConfigError,
@@ -25,8 +26,16 @@ from fastvideo.api import (
     ModelLoadError,
     OutputConfig,
     RequestError,
+    RunConfig,
+    TranslatedRequest,
+    apply_overrides,
+    config_to_dict,
+    load_raw_config,
+    parse_cli_overrides,
+    parse_config,
     translate_request,
 )
+from fastvideo.api.wire import FIELDS
 from fastvideo.envs import read_env
 
 logger = logging.getLogger("fastvideo.cli")
@@ -62,24 +71,29 @@ def add_generator_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the DiT")
 
 
-def generator_config_from_args(args: argparse.Namespace) -> dict:
-    config: dict = {"model_path": args.model_path,
-                    "engine": {"device": args.device, "dtype": args.dtype,
-                               "attention_backend": args.attention_backend,
-                               "ops_backend": args.ops_backend,
-                               "compile": {"enabled": bool(args.compile)}},
-                    "pipeline": {"preset": args.preset, "variant": args.variant}}
-    return config
+def generator_flags(args: argparse.Namespace) -> dict[str, object]:
+    """The GeneratorConfig values the user gave as flags, by dotted path (unset flags are left out)."""
+    given = {"model_path": args.model_path, "engine.device": args.device, "engine.dtype": args.dtype,
+             "engine.attention_backend": args.attention_backend, "engine.ops_backend": args.ops_backend,
+             "engine.compile.enabled": True if args.compile else None, "pipeline.preset": args.preset,
+             "pipeline.variant": args.variant}
+    return {path: value for path, value in given.items() if value is not None}
 
 
 def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate one video to an MP4 file",
                        description="Generate a video from a text prompt and write it as an H.264 MP4. "
-                                   "Unset sampling options take the model preset's defaults.")
-    p.add_argument("--prompt", required=True, help="text describing the video")
+                                   "Unset sampling options take the model preset's defaults. A run config "
+                                   "(--config run.yaml: generator + request, as FastVideo's RunConfig) may give "
+                                   "everything; then dotted overrides such as --request.sampling.seed 3 or "
+                                   "--generator.engine.dtype bf16 change it, and the flags below win over both.")
+    p.add_argument("--prompt", default=None, help="text describing the video (required without --config)")
+    p.add_argument("--config", default=None, metavar="RUN.yaml",
+                   help="a YAML/JSON run config with 'generator' and 'request' sections (fastvideo.api.RunConfig)")
     p.add_argument("--negative-prompt", default=None, help="what to avoid (default: the preset's)")
-    p.add_argument("--output", default="outputs/video.mp4",
-                   help="output .mp4 path, or a folder (file named after the request id); default outputs/video.mp4")
+    p.add_argument("--output", default=None,
+                   help="output .mp4 path, or a folder (file named after the request id); default: the run config's "
+                        "request.output.output_path, else outputs/video.mp4")
     s = p.add_argument_group("sampling (default: the preset's)")
     s.add_argument("--width", default=None, help="width in pixels, a multiple of 16")
     s.add_argument("--height", default=None, help="height in pixels, a multiple of 16")
@@ -94,7 +108,7 @@ def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.Argument
     add_generator_args(p)
     p.add_argument("--json", action="store_true", help="print the result metadata as JSON on stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.set_defaults(func=cmd_generate)
+    p.set_defaults(func=cmd_generate, device=None, dtype=None, accepts_dotted_overrides=True)
     return p
 
 
@@ -105,17 +119,62 @@ def _request_flags(args: argparse.Namespace) -> dict[str, object]:
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
+#: Where ``fastvideo generate``'s dotted overrides may point (as in FastVideo's CLI).
+RUN_OVERRIDE_PREFIXES = ("generator.", "request.")
+
+
+def _run_request(args: argparse.Namespace) -> tuple[TranslatedRequest, dict[str, Any]]:
+    """The request and the generator config of ``fastvideo generate``: the run config (file + dotted overrides),
+    then the flags; translated and type-checked before any model loads."""
+    overrides = parse_cli_overrides(args.dotted_overrides) if args.dotted_overrides else {}
+    for key in overrides:
+        if not key.startswith(RUN_OVERRIDE_PREFIXES) or "." not in key:
+            raise ConfigError(key, "unsupported override path; use --generator.<field> or --request.<field> "
+                                   "(e.g. --request.sampling.seed 3)")
+    if overrides and args.config is None:
+        raise ConfigError("config", "dotted overrides change a run config: give --config RUN.yaml too")
+    flags = {f"--{k.replace('_', '-')}": v for k, v in _request_flags(args).items()}
+    output = OutputConfig(save_video=True, return_frames=False, output_path=args.output or "outputs/video.mp4")
+    if args.config is None:
+        if args.prompt is None:
+            raise ConfigError("prompt", "give --prompt TEXT (or a run config with --config)")
+        return translate_request("cli", flags, output=output), apply_overrides({}, generator_flags(args))
+    try:
+        raw = apply_overrides(load_raw_config(args.config), overrides)
+    except FileNotFoundError as exc:
+        raise ConfigError("config", str(exc)) from None
+    run = parse_config(RunConfig, raw)
+    file_request = run.request
+    if args.prompt is None and not (isinstance(file_request.prompt, str) and file_request.prompt.strip()):
+        raise RequestError("request.prompt", "is required: a non-empty string describing the video (in the run "
+                                             "config, or --prompt)")
+    if args.output is None and file_request.output.output_path:
+        output = replace(output, output_path=file_request.output.output_path)
+    from_flags = translate_request("cli", {**flags, "--prompt": args.prompt or file_request.prompt}, output=output)
+    # File values stay unless a flag set them; errors name the flag, or request.<field> for the file's values.
+    sampling = replace(file_request.sampling, **{p.split(".", 1)[1]: getattr(from_flags.request.sampling,
+                                                                            p.split(".", 1)[1])
+                                                 for p in from_flags.given if p.startswith("sampling.")})
+    request = replace(file_request, prompt=from_flags.request.prompt, sampling=sampling,
+                      negative_prompt=from_flags.request.negative_prompt if "negative_prompt" in from_flags.given
+                      else file_request.negative_prompt,
+                      output=replace(file_request.output, save_video=True, return_frames=False,
+                                     output_path=output.output_path))
+    given = {spec.path: f"request.{spec.path}" for spec in FIELDS}
+    given.update(from_flags.given if args.prompt is not None else
+                 {k: v for k, v in from_flags.given.items() if k != "prompt"})
+    generator = apply_overrides(config_to_dict(run.generator), generator_flags(args))
+    return TranslatedRequest(request=request, edge="cli", given=given), generator
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fastvideo.runtime.generator import VideoGenerator
 
-    # Translated (and type-checked) before the model loads, so a typo fails at once.
-    translated = translate_request("cli", {f"--{k.replace('_', '-')}": v for k, v in _request_flags(args).items()},
-                                   output=OutputConfig(save_video=True, return_frames=False,
-                                                       output_path=args.output))
+    translated, generator_config = _run_request(args)
     t0 = time.perf_counter()
-    generator = VideoGenerator.from_config(generator_config_from_args(args))
+    generator = VideoGenerator.from_config(generator_config)
     logger.info("model ready in %.1fs (%s)", time.perf_counter() - t0, generator.preset.name)
     bar = tqdm(desc="denoising", unit="step", file=sys.stderr, disable=None)
 
@@ -277,7 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_dotted_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.dotted_overrides = extra
     _setup_logging(getattr(args, "verbose", False))
     try:
         return int(args.func(args) or 0)

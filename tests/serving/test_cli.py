@@ -51,3 +51,52 @@ def test_help_explains_options(fastvideo_cache):
     assert proc.returncode == 0
     for flag in ("--prompt", "--model-path", "--num-frames", "--guidance-scale", "multiple of 16"):
         assert flag in proc.stdout
+
+
+def _run_yaml(tmp_path: Path, model_dir: Path, **request: object) -> Path:
+    import yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({
+        "generator": {"model_path": str(model_dir), "engine": {"device": "cpu", "dtype": "fp32"}},
+        "request": {"prompt": "a red fox", "sampling": {"width": 64, "height": 32, "num_frames": 5,
+                                                        "num_inference_steps": 3, "seed": 1},
+                    "output": {"output_path": str(tmp_path / "from-config.mp4")}, **request}}))
+    return path
+
+
+def test_generate_from_a_run_config_with_dotted_overrides_and_flags(tiny_model_dir, tmp_path, capsys):
+    """FastVideo's `fastvideo generate --config run.yaml --request.sampling.seed 3`: file < dotted overrides < flags."""
+    import json as _json
+
+    from fastvideo.serving import cli
+
+    config = _run_yaml(tmp_path, tiny_model_dir)
+    code = cli.main(["generate", "--config", str(config), "--request.sampling.seed", "3",
+                     "--request.sampling.num_frames=9", "--steps", "2", "--json"])
+    assert code == 0, capsys.readouterr().err
+    meta = _json.loads(capsys.readouterr().out)
+    assert meta["video_path"] == str(tmp_path / "from-config.mp4") and Path(meta["video_path"]).stat().st_size > 0
+    assert (meta["seed"], meta["num_frames"], meta["width"], meta["height"]) == (3, 9, 64, 32)
+    assert meta["num_inference_steps"] == 2  # the flag wins over the file's 3
+
+
+def test_run_config_errors_name_what_the_user_wrote(tiny_model_dir, tmp_path, capsys):
+    from fastvideo.serving import cli
+
+    config = _run_yaml(tmp_path, tiny_model_dir)
+    cases = [
+        (["--config", str(config), "--request.sampling.sedd", "1"], "request.sampling.sedd: unknown field"),
+        (["--config", str(config), "--server.port", "8001"], "server.port: unsupported override path"),
+        (["--request.sampling.seed", "1", "--prompt", "p"], "config: dotted overrides change a run config"),
+        (["--config", str(tmp_path / "nope.yaml")], "config: Config file not found"),
+        (["--config", str(config), "--request.prompt", ""], "request.prompt: is required"),
+        (["--config", str(config), "--request.sampling.num_inference_steps", "0"],
+         "request.sampling.num_inference_steps: 0 is out of range; use 1..1000"),  # the engine's check, file's name
+        (["--config", str(config), "--steps", "0"], "--steps: 0 is out of range"),
+    ]
+    for extra, message in cases:
+        assert cli.main(["generate", *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert f"invalid input: {message}" in err and "Traceback" not in err, (extra, err)
+    assert not (tmp_path / "from-config.mp4").exists()
