@@ -150,7 +150,7 @@ def parse_client_message(raw: str | bytes | None) -> Any:
                             "escape), which is not text; send valid Unicode")
     kind = data.get("type")
     if kind not in CLIENT_TYPES:
-        raise ProtocolError(f"unknown message type {kind!r}; expected one of {list(CLIENT_TYPES)}")
+        raise ProtocolError(f"unknown message type {kind!r:.80}; expected one of {list(CLIENT_TYPES)}")
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as exc:

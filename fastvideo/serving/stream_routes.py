@@ -4,10 +4,11 @@ Contract (frames in :mod:`fastvideo.serving.stream_protocol`):
 - Origin: a browser socket whose ``Origin`` is neither the server's own (the ``Host`` it was opened
   on) nor in ``server.allowed_origins`` is refused before accept (HTTP 403); a request without an
   ``Origin`` header (not a browser) is not affected.
-- Admission: a bad key gets ``error{code:"unauthorized"}``, a server that is not ready
-  ``error{code:"not_ready", retryable:true}``, a full server, or a client address that already holds
-  ``max_sessions_per_client`` sessions, ``error{code:"session_rejected", retryable:true}`` (the
-  message says which limit); each then closes (1008 / 1013). Nothing was started for them.
+- Admission: a bad key (compared in constant time) gets ``error{code:"unauthorized"}``, a server
+  that is not ready ``error{code:"not_ready", retryable:true}``, a full server, or a client address
+  that already holds ``max_sessions_per_client`` sessions, ``error{code:"session_rejected",
+  retryable:true}`` (the message says which limit); each then closes (1008 / 1013). Nothing was
+  started for them.
 - A socket that sends no valid ``session_init_v2`` within ``handshake_timeout_s`` of connecting gets
   ``error{code:"handshake_timeout"}`` and is closed (1008), freeing its slot; pings do not extend it.
 - ``session_init_v2`` fixes the session's size, fps, frames per segment and sampling (unset values
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import time
@@ -290,11 +292,12 @@ class StreamSession:
             resumed = True
         elif msg.session_id:
             if msg.session_id in self.state.sessions.sessions:
-                await self.error("invalid_message", f"session {msg.session_id!r} is still open on another connection")
+                await self.error("invalid_message",
+                                 f"session {msg.session_id!r:.80} is still open on another connection")
                 return
             kept = self.retained.take(msg.session_id)
             if kept is None:
-                await self.error("session_not_found", f"session {msg.session_id!r} is not held by this server; "
+                await self.error("session_not_found", f"session {msg.session_id!r:.80} is not held by this server; "
                                  "resume with its continuation_state snapshot instead")
                 return
             self.state.sessions.release(self.session)
@@ -554,7 +557,7 @@ def register_stream_routes(app: FastAPI, state: ServerState) -> None:
         if api_key:
             auth = ws.headers.get("authorization", "")
             given = auth[7:] if auth.lower().startswith("bearer ") else ws.query_params.get("api_key")
-            if given != api_key:
+            if not hmac.compare_digest((given or "").encode("utf-8", "replace"), api_key.encode()):  # constant time
                 await ws.send_text(json.dumps({"type": "error", "code": "unauthorized", "retryable": False,
                                                "message": "missing or wrong API key"}))
                 await ws.close(WS_POLICY_VIOLATION, "unauthorized")
