@@ -250,6 +250,14 @@ class StreamSession:
             await self.error("invalid_message", "send session_init_v2 first")
         elif isinstance(msg, SegmentPromptSource):
             overrides = {k: getattr(msg, k) for k in SEGMENT_FIELDS if getattr(msg, k) is not None}
+            try:  # judged now, so a bad segment is refused at once and takes no place in the session's budget
+                wire = {**self.session.sampling, **overrides}
+                if msg.negative_prompt is not None:
+                    wire["negative_prompt"] = msg.negative_prompt
+                self._checked(wire, msg.prompt)
+            except RequestError as exc:
+                await self.error("invalid_request", str(exc), param=exc.field)
+                return
             await self._enqueue(_Segment(msg.prompt, msg.negative_prompt, overrides, time.perf_counter()))
         elif isinstance(msg, SnapshotState):
             state = self.session.continuation_state

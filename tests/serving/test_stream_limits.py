@@ -278,3 +278,20 @@ def test_ws_api_key(tiny_generator, tmp_path):
             with connect(url + query, open_timeout=30, additional_headers=headers) as ws:
                 ws.send(json.dumps({"type": "ping"}))
                 assert recv(ws)["type"] == "pong", (headers, query)
+
+
+def test_a_bad_segment_is_refused_at_once_and_uses_none_of_the_session_budget(tiny_generator, tmp_path):
+    """A segment_prompt_source with a value the engine cannot run is answered invalid_request right away (not
+    after the running segment), and does not count against streaming.max_segments."""
+    with inproc_server(tiny_generator, tmp_path, streaming={"max_segments": 2}) as srv:
+        with connect(ws_url(srv.base_url), max_size=None, open_timeout=30) as ws:
+            ws.send(json.dumps({"type": "session_init_v2", **SHAPE}))
+            assert recv(ws)["type"] == "ltx2_stream_start"
+            for bad, param in (({"num_inference_steps": 0}, "num_inference_steps"), ({"prompt": ""}, "prompt"),
+                               ({"guidance_scale": "high"}, "guidance_scale"), ({"num_frames": 100000}, "num_frames")):
+                ws.send(json.dumps({"type": "segment_prompt_source", "prompt": "p", **bad}))
+                err = recv(ws)
+                assert (err["type"], err["code"], err["param"]) == ("error", "invalid_request", param), err
+            for prompt in ("a kite", "the kite climbs"):  # the whole budget of 2 is still there
+                ws.send(json.dumps({"type": "segment_prompt_source", "prompt": prompt}))
+                until(ws, "ltx2_segment_complete")
