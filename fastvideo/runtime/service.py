@@ -274,9 +274,17 @@ class VideoService:
                 if queued:
                     self._fail(job, "cancelled", "shutting_down", "the server is shutting down")
         running = [j for j in self.jobs.values() if j.status not in TERMINAL]
-        if running:
-            await asyncio.gather(*(j.wait() for j in running))
+        if running:  # cancelled at their next step; a wedged worker must not hold the shutdown forever
+            wait_s = self.config.pool.stop_timeout_s
+            try:
+                await asyncio.wait_for(asyncio.gather(*(j.wait() for j in running)), wait_s)
+            except asyncio.TimeoutError:
+                logger.warning("%d cancelled jobs did not stop within %.0fs (pool.stop_timeout_s); stopping the "
+                               "worker anyway", sum(j.status not in TERMINAL for j in running), wait_s)
         await asyncio.to_thread(worker.stop)
+        for job in running:
+            if job.status not in TERMINAL:
+                self._fail(job, "cancelled", "shutting_down", "the server shut down before this job stopped")
         self.worker = None
 
     # ------------------------------------------------------------------ jobs

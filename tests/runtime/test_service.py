@@ -167,3 +167,46 @@ def test_submit_during_warmup_is_refused_clearly(tiny_generator):
         return job
 
     assert run(main()).status == "completed"
+
+
+def test_stop_is_bounded_when_a_worker_never_reports_a_cancellation(tiny_generator):
+    """A wedged worker (a hung device) never answers the cancel: stop() waits pool.stop_timeout_s, stops the worker
+    anyway and fails the job visibly (shutting_down) instead of hanging the shutdown forever."""
+    from fastvideo.runtime.pool import PoolConfig
+
+    class WedgedWorker:
+        queue_depth = running = 0
+        booted = True
+
+        def __init__(self) -> None:
+            self.stopped = False
+
+        def submit_resolved(self, *args, **kwargs) -> None:
+            pass  # accepted, never started, never finished
+
+        def cancel(self, job_id: str) -> bool:
+            return True  # acknowledged, never delivered
+
+        def notify(self) -> None:
+            pass
+
+        def stop(self) -> None:
+            self.stopped = True
+
+    async def main():
+        service = VideoService(tiny_generator, ServiceConfig(pool=PoolConfig(stop_timeout_s=0.3)))
+        await service.start()
+        real = service.worker
+        wedged = service.worker = WedgedWorker()
+        try:
+            job = service.submit(REQ)
+            job.status = "in_progress"  # as if the worker had started it
+            started = asyncio.get_running_loop().time()
+            await asyncio.wait_for(service.stop(graceful=False), 30)
+            return job, wedged, asyncio.get_running_loop().time() - started
+        finally:
+            real.stop()
+
+    job, wedged, took = run(main())
+    assert wedged.stopped and job.status == "cancelled" and job.error_code == "shutting_down"
+    assert took < 10
