@@ -140,7 +140,7 @@ def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
         restored = await asyncio.to_thread(state.store.open)
         if restored:
             logger.info("restored %d job records from %s", restored, srv.output_dir)
-        removed = await asyncio.to_thread(state.store.sweep_files)
+        removed = await asyncio.to_thread(state.store.sweep_files, None, state.store.owned_files())
         if removed:
             logger.info("removed %d orphaned or temporary files from %s", removed, srv.output_dir)
         await service.start()

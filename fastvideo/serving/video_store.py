@@ -291,13 +291,18 @@ class VideoStore:
             self.delete(record_id)
         return len(expired)
 
-    def sweep_files(self, now: float | None = None) -> int:
-        """Remove our files no record owns and leftover dot-temp files, once older than ``orphan_grace_s``."""
+    def owned_files(self) -> set[Path]:
+        """Every file a record owns or may make (call on the event loop: it reads the records)."""
+        owned = {p for r in self.records.values() for p in (r.file_path, r.thumbnail_path, r.input_path) if p}
+        return owned | {self._thumbnail_path(r) for r in self.records.values()}
+
+    def sweep_files(self, now: float | None = None, owned: set[Path] | None = None) -> int:
+        """Remove our files no record owns and leftover dot-temp files, once older than ``orphan_grace_s``
+        (``owned``: :meth:`owned_files` taken on the event loop, when this runs in a thread)."""
         now = time.time() if now is None else now
         if not self.output_dir.is_dir():
             return 0
-        owned = {p for r in self.records.values() for p in (r.file_path, r.thumbnail_path, r.input_path) if p}
-        owned |= {self._thumbnail_path(r) for r in self.records.values()}
+        owned = self.owned_files() if owned is None else owned
         removed = 0
         for path in self.output_dir.iterdir():
             name = path.name
@@ -323,7 +328,7 @@ class VideoStore:
             count = self.reap()
             if count:
                 logger.info("expired %d finished jobs and their files", count)
-            swept = await asyncio.to_thread(self.sweep_files)
+            swept = await asyncio.to_thread(self.sweep_files, None, self.owned_files())
             if swept:
                 logger.info("removed %d orphaned or temporary files from %s", swept, self.output_dir)
 

@@ -258,33 +258,37 @@ def test_sigterm_keeps_reads_during_drain_and_restart_keeps_jobs(fastvideo_cache
         with httpx.Client(base_url=server.base_url, timeout=30) as c:
             quick = c.post("/v1/videos", json={"prompt": "finished before", **SMALL}).json()["id"]
             assert wait_job(c, quick)["status"] == "completed"
-            slow = c.post("/v1/videos", json={"prompt": "drain me", "size": "64x64", "num_frames": 5,
-                                              "num_inference_steps": 200}).json()["id"]
+            # ~35 ms a step at 256x256 on one thread: the drain lasts seconds, long enough for the reads below
+            slow = c.post("/v1/videos", json={"prompt": "drain me", "size": "256x256", "num_frames": 9,
+                                              "num_inference_steps": 150}).json()["id"]
             deadline = time.monotonic() + 60
             while c.get(f"/v1/videos/{slow}").json()["status"] != "in_progress":
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
             server.proc.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
             seen: dict[str, Any] = {}
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                ready = c.get("/readyz")
-                if ready.json().get("phase") == "draining":
-                    seen["readyz"] = (ready.status_code, ready.json()["phase"])
-                    seen["health"] = c.get("/health").status_code
-                    seen["status"] = c.get(f"/v1/videos/{slow}").json()["status"]
-                    seen["content"] = c.get(f"/v1/videos/{quick}/content").status_code
-                    refused = c.post("/v1/videos", json={"prompt": "too late", **SMALL})
-                    seen["create"] = (refused.status_code, refused.json()["error"]["code"])
-                    break
-                time.sleep(0.05)
+            try:
+                while time.monotonic() < deadline:
+                    ready = c.get("/readyz")
+                    if ready.json().get("phase") == "draining":
+                        seen["readyz"] = (ready.status_code, ready.json()["phase"])
+                        seen["health"] = c.get("/health").status_code
+                        seen["status"] = c.get(f"/v1/videos/{slow}").json()["status"]
+                        seen["content"] = c.get(f"/v1/videos/{quick}/content").status_code
+                        refused = c.post("/v1/videos", json={"prompt": "too late", **SMALL})
+                        seen["create"] = (refused.status_code, refused.json()["error"]["code"])
+                        seen["still_running"] = c.get(f"/v1/videos/{slow}").json()["status"] == "in_progress"
+                        break
+                    time.sleep(0.02)
+            except httpx.HTTPError as exc:
+                raise AssertionError(f"{exc!r} during the drain (seen {seen}):\n{server.log()[-3000:]}") from exc
         code = server.proc.wait(120)
     finally:
         stop_server_process(server)
     assert code == 0, server.log()[-3000:]
     assert seen == {"readyz": (503, "draining"), "health": 200, "status": "in_progress", "content": 200,
-                    "create": (503, "shutting_down")}, (seen, server.log()[-2000:])
+                    "create": (503, "shutting_down"), "still_running": True}, (seen, server.log()[-2000:])
 
     again = start_server_process(fastvideo_cache, tmp_path, "--no-warmup")
     try:
