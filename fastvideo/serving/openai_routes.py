@@ -46,7 +46,8 @@ from fastvideo.serving.request_mapping import (
     map_image_request,
     map_video_request,
 )
-from fastvideo.serving.video_store import OpenFileResponse, VideoRecord, storage_failure
+from fastvideo.serving.file_response import OpenFileResponse
+from fastvideo.serving.video_store import VideoRecord, storage_failure
 
 logger = logging.getLogger(__name__)
 B = TypeVar("B", bound=BaseModel)

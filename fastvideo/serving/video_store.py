@@ -24,10 +24,10 @@ Contract:
 - :meth:`sweep_files` removes our files that no record owns (orphans) and leftover dot-temp files
   (``.<name>.*.part``) once they are older than ``orphan_grace_s``.
 - Downloads: :meth:`open_content` opens the file (making the thumbnail first if needed) *before* the
-  response starts, and :class:`OpenFileResponse` streams from that open handle, so a DELETE or expiry
-  racing a download neither breaks nor cuts it (the unlinked file lives until the handle closes); a file
-  already gone raises ``FileNotFoundError``. Every file is written through a uniquely named temp file in
-  the same folder and ``os.replace``.
+  response starts, and :class:`~fastvideo.serving.file_response.OpenFileResponse` streams from that open
+  handle (with range requests), so a DELETE or expiry racing a download neither breaks nor cuts it (the
+  unlinked file lives until the handle closes); a file already gone raises ``FileNotFoundError``. Every
+  file is written through a uniquely named temp file in the same folder and ``os.replace``.
 - Disk errors: :func:`check_output_dir` refuses a folder that cannot be created or written
   (``ConfigError`` naming ``server.output_dir``); :func:`storage_failure` turns an ``OSError`` into a
   code and a client-safe message without paths (``insufficient_storage`` for a full disk or quota,
@@ -49,9 +49,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import anyio
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from fastvideo.api import ConfigError, VideoFinalEvent, VideoProgressEvent
 from fastvideo.runtime.service import Job, VideoService
@@ -479,30 +476,3 @@ def _write_atomic(path: Path, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
-
-
-class OpenFileResponse(Response):
-    """Streams an already open file (see :meth:`VideoStore.open_content`) and closes it at the end."""
-
-    chunk_size = 256 * 1024
-
-    def __init__(self, handle: IO[bytes], *, media_type: str, filename: str) -> None:
-        super().__init__(content=b"", media_type=media_type,
-                         headers={"content-disposition": f'attachment; filename="{filename}"'})
-        self.handle = handle
-        self.headers["content-length"] = str(os.fstat(handle.fileno()).st_size)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            if scope.get("method") == "HEAD":
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
-            while True:
-                chunk = await anyio.to_thread.run_sync(self.handle.read, self.chunk_size)
-                more = len(chunk) == self.chunk_size
-                await send({"type": "http.response.body", "body": chunk, "more_body": more})
-                if not more:
-                    break
-        finally:
-            self.handle.close()
