@@ -43,9 +43,10 @@ from typing import Any
 import torch
 
 from fastvideo.api import (ConfigError, GenerationCancelled, GenerationRequest, RequestError, VideoFinalEvent,
-                           VideoProgressEvent, VideoResult)
+                           VideoResult)
 from fastvideo.runtime.pool import (GpuPool, LocalWorker, PoolConfig, PoolRequestFailed, WorkerHandle, WorkerInfo,
                                     normalize_device, normalize_devices)
+from fastvideo.runtime.dispatcher import AsyncListener
 from fastvideo.runtime.pool_process import ProcessWorker
 from fastvideo.runtime.scheduler import QueueFull
 from fastvideo.runtime.state_blobs import externalize_state
@@ -70,37 +71,6 @@ def check_devices(devices: list[str], path: str = "pool.devices") -> None:
         if index >= count:
             raise ConfigError(f"{path}[{i}]", f"{device} does not exist: this machine has {count} CUDA device(s), "
                                               f"cuda:0..cuda:{count - 1}")
-
-
-class _AsyncListener:
-    """Pool callbacks (worker threads) -> ``(kind, value)`` items on an asyncio queue."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, request_id: str) -> None:
-        self.loop, self.request_id = loop, request_id
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self.started = time.perf_counter()
-
-    def _put(self, kind: str, value: Any) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            pass
-
-    def on_start(self, item: Any, worker_id: str | None = None, device: str | None = None) -> None:
-        pass
-
-    def on_step(self, item: Any, step: int, total: int) -> None:
-        self._put("step", VideoProgressEvent(request_id=self.request_id, step=step, total_steps=total,
-                                             stage="denoise", elapsed_s=time.perf_counter() - self.started))
-
-    def on_done(self, item: Any, result: VideoResult) -> None:
-        self._put("done", result)
-
-    def on_cancelled(self, item: Any, reason: GenerationCancelled) -> None:
-        self._put("error", reason)
-
-    def on_failed(self, item: Any, exc: BaseException) -> None:
-        self._put("error", exc)
 
 
 class DevicePool:
@@ -239,20 +209,13 @@ class DevicePool:
                                                                 "leave it unset, or use a single VideoGenerator")
         assert req.request_id is not None
         rid = req.request_id
-        listener = _AsyncListener(asyncio.get_running_loop(), rid)
+        listener = AsyncListener(asyncio.get_running_loop(), rid, previews=False)
         self.submit_resolved(req, resolved, listener=listener, force=True)
-        result: VideoResult | None = None
+        finished = False
         try:
-            while result is None:
-                kind, value = await listener.queue.get()
-                if kind == "step":
-                    yield value
-                elif kind == "done":
-                    result = value
-                else:
-                    raise value
+            async for event in listener.events():
+                finished = isinstance(event, VideoFinalEvent)
+                yield event
         finally:
-            if result is None:  # closed early or failed: stop it at its next step
+            if not finished:  # closed early or failed: stop it at its next step
                 self.cancel(rid)
-        yield VideoFinalEvent(request_id=rid, video_bytes=result.video_bytes, frames=result.frames,
-                              metadata=result.metadata, continuation_state=result.state, result=result)

@@ -28,14 +28,17 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from fastvideo.api.errors import GenerationCancelled
+from fastvideo.api.results import VideoFinalEvent, VideoPartialEvent, VideoProgressEvent, VideoResult
 from fastvideo.runtime.scheduler import Scheduler, WorkItem
 
 logger = logging.getLogger(__name__)
@@ -106,6 +109,57 @@ class _Prep:
     claimed: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+
+
+class AsyncListener:
+    """A listener an asyncio caller iterates (``generate_async`` of a VideoGenerator or a DevicePool): callbacks
+    from worker threads become events on the caller's loop; :meth:`events` yields progress (and preview) events,
+    then the final event, or raises the failure."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, request_id: str, *, previews: bool = True) -> None:
+        self.loop, self.request_id = loop, request_id
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.started = time.perf_counter()
+        if previews:  # the denoise stage decodes previews only for listeners that take them
+            self.on_partial = self._on_partial
+
+    def _put(self, kind: str, value: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    def on_start(self, item: Any, worker_id: str | None = None, device: str | None = None) -> None:
+        pass
+
+    def on_step(self, item: Any, step: int, total: int) -> None:
+        self._put("event", VideoProgressEvent(request_id=self.request_id, step=step, total_steps=total,
+                                              stage="denoise", elapsed_s=time.perf_counter() - self.started))
+
+    def _on_partial(self, item: Any, event: VideoPartialEvent) -> None:
+        self._put("event", event)
+
+    def on_done(self, item: Any, result: VideoResult) -> None:
+        self._put("done", result)
+
+    def on_cancelled(self, item: Any, reason: GenerationCancelled) -> None:
+        self._put("error", reason)
+
+    def on_failed(self, item: Any, exc: BaseException) -> None:
+        self._put("error", exc)
+
+    async def events(self) -> AsyncIterator[Any]:
+        """Progress and preview events as they come, then the :class:`VideoFinalEvent`; raises a failure."""
+        while True:
+            kind, value = await self.queue.get()
+            if kind == "event":
+                yield value
+            elif kind == "done":
+                yield VideoFinalEvent(request_id=self.request_id, video_bytes=value.video_bytes, frames=value.frames,
+                                      metadata=value.metadata, continuation_state=value.state, result=value)
+                return
+            else:
+                raise value
 
 
 @dataclass

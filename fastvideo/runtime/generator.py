@@ -56,7 +56,6 @@ from fastvideo.api import (
     ConfigError,
     CudaGraphsConfig,
     FastVideoError,
-    GenerationCancelled,
     GenerationRequest,
     GeneratorConfig,
     InputConfig,
@@ -64,8 +63,6 @@ from fastvideo.api import (
     RequestError,
     SamplingConfig,
     VideoFinalEvent,
-    VideoPartialEvent,
-    VideoProgressEvent,
     VideoResult,
     parse_config,
 )
@@ -77,7 +74,7 @@ from fastvideo.envs import read_env
 from fastvideo.runtime.config_support import COMPONENT_PATHS, check_generator_config
 from fastvideo.runtime.counters import RuntimeCounters
 from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
-from fastvideo.runtime.dispatcher import SyncListener
+from fastvideo.runtime.dispatcher import AsyncListener, SyncListener
 from fastvideo.runtime.media import encode_mp4, write_mp4_atomic
 from fastvideo.runtime.state_blobs import externalize_state, has_blob_refs, internalize_state
 from fastvideo.engine.state_codec import decode_latent_state, encode_latent_state
@@ -173,40 +170,6 @@ def _graph_config(cfg: CudaGraphsConfig, generator: "VideoGenerator") -> GraphCo
 
 class GeneratorClosed(FastVideoError, RuntimeError):
     """The VideoGenerator was shut down."""
-
-
-class _QueueListener:
-    """Dispatcher callbacks (worker threads) -> ``(kind, value)`` items on an asyncio queue."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, request_id: str) -> None:
-        self.loop, self.request_id = loop, request_id
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self.started = time.perf_counter()
-
-    def _put(self, kind: str, value: Any) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            pass
-
-    def on_start(self, item: Any) -> None:
-        pass
-
-    def on_step(self, item: Any, step: int, total: int) -> None:
-        self._put("step", VideoProgressEvent(request_id=self.request_id, step=step, total_steps=total,
-                                             stage="denoise", elapsed_s=time.perf_counter() - self.started))
-
-    def on_partial(self, item: Any, event: VideoPartialEvent) -> None:
-        self._put("partial", event)
-
-    def on_done(self, item: Any, result: VideoResult) -> None:
-        self._put("done", result)
-
-    def on_cancelled(self, item: Any, reason: GenerationCancelled) -> None:
-        self._put("error", reason)
-
-    def on_failed(self, item: Any, exc: BaseException) -> None:
-        self._put("error", exc)
 
 
 class VideoGenerator:
@@ -471,24 +434,17 @@ class VideoGenerator:
         assert req.request_id is not None
         request_id = req.request_id
         core = self.engine_core()
-        listener = _QueueListener(asyncio.get_running_loop(), request_id)
+        listener = AsyncListener(asyncio.get_running_loop(), request_id)
         item = core.submit_resolved(req, resolved, listener=listener, need_bytes=True, force=True)
-        result: VideoResult | None = None
+        finished = False
         try:
-            while result is None:
-                kind, value = await listener.queue.get()
-                if kind in ("step", "partial"):
-                    yield value
-                elif kind == "done":
-                    result = value
-                else:
-                    raise value
+            async for event in listener.events():
+                finished = isinstance(event, VideoFinalEvent)
+                yield event
         finally:
-            if result is None:  # closed early or failed: stop it at its next step
+            if not finished:  # closed early or failed: stop it at its next step
                 item.request_cancel()
                 core.cancel(request_id)
-        yield VideoFinalEvent(request_id=request_id, video_bytes=result.video_bytes, frames=result.frames,
-                              metadata=result.metadata, continuation_state=result.state, result=result)
 
     def shutdown(self) -> None:
         """Stop the engine core (queued direct requests are cancelled), release the models; later calls
