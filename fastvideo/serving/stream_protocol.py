@@ -27,52 +27,46 @@ class _Msg(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class SessionInitV2(_Msg):
-    """Opens the session; sets the sampling every segment shares; may resume from a snapshot.
+class _SegmentRequest(_Msg):
+    """The request fields a segment may set (both frames below carry them).
 
-    Request fields are typed ``Any`` here on purpose: the one translation layer
-    (:func:`fastvideo.api.translate_request`, edge ``ws``) coerces and names them, as on every edge."""
+    They are typed ``Any`` on purpose: the one translation layer (:func:`fastvideo.api.translate_request`,
+    edge ``ws``) coerces and names them, as on every edge."""
+
+    prompt: Any = None
+    negative_prompt: Any = None
+    num_frames: Any = None
+    num_inference_steps: Any = None
+    guidance_scale: Any = None
+    seed: Any = None
+    shift: Any = None
+    sampler: Any = None
+    continuation_strength: Any = None
+
+
+class SessionInitV2(_SegmentRequest):
+    """Opens the session; sets the sampling every segment shares (its prompt, when set, starts the first
+    segment right away); may resume from a snapshot."""
 
     type: Literal["session_init_v2"]
     #: A session id the client saw before (routers use it for stickiness); informational here.
     session_id: str | None = None
-    #: When set, the first segment starts right away with this prompt.
-    prompt: Any = None
-    negative_prompt: Any = None
     width: Any = None
     height: Any = None
-    num_frames: Any = None
     fps: Any = None
-    num_inference_steps: Any = None
-    guidance_scale: Any = None
-    seed: Any = None
-    shift: Any = None
-    sampler: Any = None
-    continuation_strength: Any = None
     #: ``{kind, payload}`` of a ``continuation_state_snapshot``: the first segment continues it.
     continuation_state: dict[str, Any] | None = None
 
 
-class SegmentPromptSource(_Msg):
+class SegmentPromptSource(_SegmentRequest):
     """Requests the next segment (continuing the previous one); its fields override the session's."""
 
     type: Literal["segment_prompt_source"]
-    prompt: Any = None
-    negative_prompt: Any = None
-    num_frames: Any = None
-    num_inference_steps: Any = None
-    guidance_scale: Any = None
-    seed: Any = None
-    shift: Any = None
-    sampler: Any = None
-    continuation_strength: Any = None
 
 
-#: The request fields of the two frames above (what the translation layer reads from them).
-SESSION_FIELDS = ("width", "height", "num_frames", "fps", "num_inference_steps", "guidance_scale", "seed", "shift",
-                  "sampler", "continuation_strength")
-SEGMENT_FIELDS = ("num_frames", "num_inference_steps", "guidance_scale", "seed", "shift", "sampler",
-                  "continuation_strength")
+#: The sampling fields of the two frames above (what the translation layer reads from them, besides the prompts).
+SEGMENT_FIELDS = tuple(name for name in _SegmentRequest.model_fields if name not in ("prompt", "negative_prompt"))
+SESSION_FIELDS = ("width", "height", "fps") + SEGMENT_FIELDS
 
 
 class SnapshotState(_Msg):
