@@ -53,6 +53,16 @@ def small_frames(generator: VideoGenerator, **sampling) -> np.ndarray:
                                "output": {"save_video": False}}).frames
 
 
+def frames_of_variant(model: Path, variant: str | None = None) -> np.ndarray:
+    """The small video of the model folder loaded (with ``pipeline.variant``), the generator shut down after."""
+    config = {"model_path": str(model), "engine": {"device": "cpu", "dtype": "fp32"}, "pipeline": {"variant": variant}}
+    generator = VideoGenerator.from_pretrained(config)
+    try:
+        return small_frames(generator)
+    finally:
+        generator.shutdown()
+
+
 @pytest.fixture(scope="module")
 def reference_pipe(tiny_model_dir):
     return diffusers.WanPipeline.from_pretrained(str(tiny_model_dir), torch_dtype=torch.float32)
@@ -127,11 +137,7 @@ def test_diffusers_fp16_variant_sharded_loads(reference_pipe, plain_frames, tmp_
     assert (target / "transformer" / "diffusion_pytorch_model.safetensors.index.fp16.json").exists()
     assert (target / "transformer" / "diffusion_pytorch_model.fp16-00001-of-00008.safetensors").exists()
     assert (target / "text_encoder" / "model.safetensors.index.fp16.json").exists()
-    generator = load(target)  # the only variant there is: chosen without asking
-    try:
-        assert np.array_equal(small_frames(generator), plain_frames)
-    finally:
-        generator.shutdown()
+    assert np.array_equal(frames_of_variant(target), plain_frames)  # the only variant there is: chosen unasked
 
 
 def test_single_file_variants_and_choice(tiny_model_dir, plain_frames, tmp_path):
@@ -145,24 +151,14 @@ def test_single_file_variants_and_choice(tiny_model_dir, plain_frames, tmp_path)
         load(model)
     message = str(err.value)
     assert "['bf16', 'fp16']" in message and "--variant bf16" in message and "pipeline.variant" in message
-    generator = VideoGenerator.from_pretrained(
-        {"model_path": str(model), "engine": {"device": "cpu", "dtype": "fp32"}, "pipeline": {"variant": "fp16"}})
-    try:
-        assert np.array_equal(small_frames(generator), plain_frames)
-    finally:
-        generator.shutdown()
+    assert np.array_equal(frames_of_variant(model, "fp16"), plain_frames)
 
 
 def test_requested_variant_falls_back_to_plain_files(tiny_model_dir, plain_frames, tmp_path):
     model = copy_model(tiny_model_dir, tmp_path / "m")
     weights = model / "transformer" / "diffusion_pytorch_model.safetensors"
     weights.rename(weights.with_name("diffusion_pytorch_model.fp16.safetensors"))  # the others stay plain
-    generator = VideoGenerator.from_pretrained(
-        {"model_path": str(model), "engine": {"device": "cpu", "dtype": "fp32"}, "pipeline": {"variant": "fp16"}})
-    try:
-        assert np.array_equal(small_frames(generator), plain_frames)
-    finally:
-        generator.shutdown()
+    assert np.array_equal(frames_of_variant(model, "fp16"), plain_frames)
 
 
 def test_bad_variant_names_refused(tiny_model_dir):
