@@ -65,6 +65,18 @@ def wait_job(client: httpx.Client, video_id: str, timeout_s: float = 120.0) -> d
     raise TimeoutError(video_id)
 
 
+def wait_status(client: httpx.Client, video_id: str, status: str, timeout_s: float = 60.0) -> dict:
+    """Poll until the job reaches ``status``; failing at once if it ends in another state."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        video = client.get(f"/v1/videos/{video_id}").json()
+        if video["status"] == status:
+            return video
+        assert video["status"] in ("queued", "in_progress"), video
+        time.sleep(0.02)
+    raise TimeoutError(f"{video_id} never reached {status}")
+
+
 def observe_startup(base_url: str, proc: subprocess.Popen, timeout_s: float = 180.0) -> list[dict]:
     """Poll ``/health`` and ``/readyz`` (and try one job while not ready) until ``/readyz`` is 200.
 

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from serving_utils import SMALL, inproc_server, wait_job  # noqa: E402
+from serving_utils import SMALL, inproc_server, wait_job, wait_status  # noqa: E402
 
 LONG = {"prompt": "long", "size": "64x64", "num_frames": 5, "num_inference_steps": 1000}
 
@@ -21,17 +21,6 @@ def error_of(response) -> dict:
     body = response.json()
     assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
     return body["error"]
-
-
-def wait_status(client, video_id: str, status: str, timeout_s: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        video = client.get(f"/v1/videos/{video_id}").json()
-        if video["status"] == status:
-            return video
-        assert video["status"] in ("queued", "in_progress"), video
-        time.sleep(0.02)
-    raise TimeoutError(f"{video_id} never reached {status}")
 
 
 def listed_ids(client) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from serving_utils import SMALL, inproc_server, wait_job  # noqa: E402
+from serving_utils import SMALL, inproc_server, wait_job, wait_status  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -24,16 +24,6 @@ def workers_of(client) -> dict[str, dict]:
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
     return {w["worker_id"]: w for w in ready.json()["workers"]}
-
-
-def wait_status(client, video_id: str, status: str, timeout_s: float = 120.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        video = client.get(f"/v1/videos/{video_id}").json()
-        if video["status"] == status:
-            return video
-        time.sleep(0.05)
-    raise TimeoutError(f"{video_id} never reached {status}")
 
 
 def test_serve_with_two_cpu_workers(tiny_generator, tmp_path):
@@ -62,7 +52,7 @@ def test_serve_with_two_cpu_workers(tiny_generator, tmp_path):
         # admission over the whole pool: both workers busy, two jobs wait, the next one is refused
         running = [client.post("/v1/videos", json=LONG).json()["id"] for _ in range(2)]
         for video_id in running:
-            wait_status(client, video_id, "in_progress")
+            wait_status(client, video_id, "in_progress", timeout_s=120.0)
         waiting = [client.post("/v1/videos", json=LONG).json()["id"] for _ in range(2)]
         refused = client.post("/v1/videos", json=LONG)
         assert refused.status_code == 429 and refused.headers.get("retry-after")
