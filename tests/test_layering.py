@@ -1,11 +1,11 @@
-"""Package layering: dependencies point one way, serving -> runtime -> build/engine/kernels -> api.
+"""Package layering: dependencies point one way, serving -> runtime -> build/engine/kernels/eval -> api.
 
 Every module under the lower layers is parsed (never imported or run) and each ``import`` /
 ``from ... import`` in it, at any depth (functions, ``TYPE_CHECKING`` blocks, lazy imports included),
 is resolved to an absolute module name and checked:
 
-- ``fastvideo/build``, ``fastvideo/engine``, ``fastvideo/kernels`` and ``fastvideo/api`` import
-  neither ``fastvideo.runtime`` nor ``fastvideo.serving``;
+- ``fastvideo/build``, ``fastvideo/engine``, ``fastvideo/kernels``, ``fastvideo/eval`` (the metrics) and
+  ``fastvideo/api`` import neither ``fastvideo.runtime`` nor ``fastvideo.serving``;
 - ``fastvideo/api`` imports no torch (integrators and the HTTP layer use it without a GPU stack).
 """
 
@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "fastvideo"
-LOWER_LAYERS = ("build", "engine", "kernels", "api")
+LOWER_LAYERS = ("build", "engine", "kernels", "eval", "api")
 UPPER_LAYERS = ("fastvideo.runtime", "fastvideo.serving")
 
 

@@ -1,4 +1,4 @@
-"""The ``fastvideo`` command line: ``generate``, ``serve``, ``router-serve`` and ``bench``.
+"""The ``fastvideo`` command line: ``generate``, ``serve``, ``router-serve``, ``bench`` and ``eval``.
 
 Contract: every sub-command parses its flags into typed ``fastvideo.api`` / serving config objects
 and calls the public runtime API; bad input exits with status 2 and a one-line message naming the
@@ -322,6 +322,7 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fastvideo.eval.cli import build_eval_parser
     from fastvideo.serving.bench import build_bench_parser
 
     parser = argparse.ArgumentParser(prog="fastvideo", description="FastVideo Engine: video diffusion inference.")
@@ -331,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     _build_serve_parser(sub)
     _build_router_parser(sub)
     build_bench_parser(sub)
+    build_eval_parser(sub)
     return parser
 
 
