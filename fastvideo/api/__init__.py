@@ -36,6 +36,18 @@ from fastvideo.api.results import (
 )
 from fastvideo.api.state import KNOWN_STATE_KINDS, ContinuationState
 from fastvideo.api.wire import TranslatedRequest, parse_size, translate_request
+from fastvideo.api.presets import (
+    InferencePreset,
+    PresetStageSpec,
+    get_all_preset_names,
+    get_preset,
+    get_presets_for_family,
+    register_preset,
+    validate_preset_selection,
+    validate_stage_names,
+    validate_stage_overrides,
+)
+from fastvideo.api.sampling_param import SamplingParam
 
 __all__ = [
     "CompileConfig",
@@ -62,6 +74,7 @@ __all__ = [
     "RequestError",
     "RunConfig",
     "SamplingConfig",
+    "SamplingParam",
     "TranslatedRequest",
     "VideoEvent",
     "VideoFinalEvent",
@@ -70,6 +83,15 @@ __all__ = [
     "VideoResult",
     "apply_overrides",
     "config_to_dict",
+    "InferencePreset",
+    "PresetStageSpec",
+    "get_all_preset_names",
+    "get_preset",
+    "get_presets_for_family",
+    "register_preset",
+    "validate_preset_selection",
+    "validate_stage_names",
+    "validate_stage_overrides",
     "load_config",
     "load_raw_config",
     "load_run_config",

@@ -1,9 +1,11 @@
 """Model presets: each model's default sampling values and limits.
 
 Contract: a :class:`ModelPreset` holds the defaults a request's unset sampling fields take (size,
-frames, steps, guidance, shift, fps, negative prompt) and the limits validation enforces. Presets
-are looked up by name (:func:`get_preset`, unknown names raise listing the known ones) or inferred
-from a model folder's transformer config (:func:`infer_preset`).
+frames, steps, guidance, shift, fps, negative prompt) and the limits validation enforces. It is the
+engine's view of a preset registered in :mod:`fastvideo.api.presets` (the one list of presets; its
+``name`` is the preset's ``engine_name``, e.g. ``wan2.1-t2v-1.3b``). Presets are looked up by any of
+their names (:func:`get_preset`: FastVideo's ``wan_t2v_1_3b`` or ours; unknown names raise
+ConfigError listing the registered ones) or inferred from a model folder (:func:`infer_preset`).
 """
 
 from __future__ import annotations
@@ -11,15 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fastvideo.api.errors import ModelLoadError
+from fastvideo.api import presets as api_presets
+from fastvideo.api.parse import ConfigError
+from fastvideo.api.presets import WAN_NEGATIVE_PROMPT, InferencePreset
 
-# Wan's recommended negative prompt (the reference pipeline's examples use it).
-WAN_NEGATIVE_PROMPT = (
-    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
-    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, "
-    "poorly drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still "
-    "picture, messy background, three legs, many people in the background, walking backwards"
-)
+__all__ = ["PRESETS", "WAN_NEGATIVE_PROMPT", "ModelPreset", "get_preset", "infer_preset"]
 
 
 @dataclass(frozen=True)
@@ -44,43 +42,35 @@ class ModelPreset:
     description: str = ""
 
 
+    @classmethod
+    def from_inference(cls, preset: InferencePreset) -> "ModelPreset":
+        """The engine's view of a registered :class:`~fastvideo.api.presets.InferencePreset`."""
+        d, m = preset.defaults, preset.model_defaults
+        missing = [k for k in ("width", "height", "num_frames", "fps", "num_inference_steps", "guidance_scale")
+                   if k not in d] + [k for k in ("flow_shift",) if k not in m]
+        if missing:
+            raise ConfigError("pipeline.preset", f"preset {preset.name!r} lacks {missing} (defaults: width, height, "
+                                                 "num_frames, fps, num_inference_steps, guidance_scale; "
+                                                 "model_defaults: flow_shift), so this engine cannot run it")
+        return cls(preset.engine_name, width=d["width"], height=d["height"], num_frames=d["num_frames"], fps=d["fps"],
+                   num_inference_steps=d["num_inference_steps"], guidance_scale=float(d["guidance_scale"]),
+                   shift=float(m["flow_shift"]), negative_prompt=d.get("negative_prompt") or "",
+                   max_frames=m.get("max_frames", 161), max_side=m.get("max_side", 1920),
+                   text_length=m.get("text_length", 512), description=preset.description)
+
+
+#: The built-in presets by engine name (built from :mod:`fastvideo.api.presets`, the one list).
 PRESETS: dict[str, ModelPreset] = {
-    p.name: p
-    for p in (
-        ModelPreset("wan2.1-t2v-1.3b", width=832, height=480, num_frames=81, fps=16, num_inference_steps=50,
-                    guidance_scale=5.0, shift=3.0, negative_prompt=WAN_NEGATIVE_PROMPT,
-                    description="Wan2.1 T2V 1.3B, 480p"),
-        ModelPreset("wan2.1-t2v-14b", width=1280, height=720, num_frames=81, fps=16, num_inference_steps=50,
-                    guidance_scale=5.0, shift=5.0, negative_prompt=WAN_NEGATIVE_PROMPT,
-                    description="Wan2.1 T2V 14B, 720p"),
-        ModelPreset("fastvideo-tiny", width=256, height=256, num_frames=9, fps=16, num_inference_steps=8,
-                    guidance_scale=5.0, shift=3.0, max_frames=129, max_side=1024, text_length=64,
-                    description="built-in tiny random-weight Wan-architecture model (tests, demos, CI)"),
-    )
+    p.engine_name: ModelPreset.from_inference(p) for p in api_presets.get_presets_for_family("wan")
 }
 
 
 def get_preset(name: str) -> ModelPreset:
-    """The preset called ``name``; raise ValueError listing the known names."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}") from None
+    """The preset called ``name`` (FastVideo's name, ours, or another alias); unknown names raise
+    :class:`~fastvideo.api.ConfigError` (a ValueError) listing the registered ones."""
+    return ModelPreset.from_inference(api_presets.get_preset(name))
 
 
 def infer_preset(model_index: dict[str, Any], transformer_config: dict[str, Any]) -> ModelPreset:
     """Pick the preset of a model folder from ``model_index.json`` and the transformer config."""
-    tagged = model_index.get("_fastvideo_preset")
-    if isinstance(tagged, str):
-        return get_preset(tagged)
-    heads = transformer_config.get("num_attention_heads")
-    head_dim = transformer_config.get("attention_head_dim")
-    layers = transformer_config.get("num_layers")
-    if not (isinstance(heads, int) and isinstance(head_dim, int) and isinstance(layers, int)):
-        raise ModelLoadError("transformer/config.json lacks num_attention_heads/attention_head_dim/num_layers")
-    dim = heads * head_dim
-    if dim >= 5120:
-        return PRESETS["wan2.1-t2v-14b"]
-    if dim >= 1536:
-        return PRESETS["wan2.1-t2v-1.3b"]
-    return PRESETS["fastvideo-tiny"]
+    return ModelPreset.from_inference(api_presets.infer_preset_for_folder(model_index, transformer_config))

@@ -1,0 +1,249 @@
+"""Inference presets: FastVideo's preset registry, and the one source of truth for our models' defaults.
+
+Contract:
+- :class:`InferencePreset` / :class:`PresetStageSpec` and :func:`register_preset`, :func:`get_preset`,
+  :func:`get_presets_for_family`, :func:`get_all_preset_names`, :func:`validate_stage_names`,
+  :func:`validate_stage_overrides`, :func:`validate_preset_selection` follow FastVideo's ``fastvideo.api``
+  (registry keyed by ``(model_family, name, version)``; ``version=None`` picks the highest; a duplicate
+  registration is a ``ValueError``; an unknown preset is a :class:`~fastvideo.api.ConfigValidationError` at
+  ``pipeline.preset`` listing the registered names).
+- The built-in presets carry FastVideo's names for the models this engine runs (``wan_t2v_1_3b``,
+  ``wan_t2v_14b``) plus ``fastvideo-tiny``; our own names (``wan2.1-t2v-1.3b``, ``wan2.1-t2v-14b``) are
+  aliases that resolve to the same preset (:attr:`InferencePreset.aliases`). :attr:`InferencePreset.engine_name`
+  is the name the engine reports (metadata ``model``, continuation states): our name, so states and
+  metadata written before the FastVideo names existed stay valid.
+- ``defaults`` holds FastVideo's sampling keys (``height``, ``width``, ``num_frames``, ``fps``,
+  ``guidance_scale``, ``num_inference_steps``, ``negative_prompt``); ``model_defaults`` holds what the
+  engine needs besides (``flow_shift``, ``max_frames``, ``max_side``, ``text_length``).
+  :mod:`fastvideo.engine.presets` builds its ``ModelPreset`` from these, so there is one list.
+- :func:`infer_preset_for_folder` picks the preset of a model folder from its ``model_index.json``
+  (``_fastvideo_preset`` tag) or its transformer config (hidden size), reading JSON only.
+- Stdlib only (no torch; nothing from engine or runtime).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastvideo.api.errors import ModelLoadError
+from fastvideo.api.parse import ConfigValidationError
+
+#: Wan's recommended negative prompt (the reference pipeline's examples use it).
+WAN_NEGATIVE_PROMPT = (
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
+    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, "
+    "poorly drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still "
+    "picture, messy background, three legs, many people in the background, walking backwards"
+)
+
+
+@dataclass(frozen=True)
+class PresetStageSpec:
+    """One stage of a preset and the request keys a ``stage_overrides`` entry may set for it."""
+
+    name: str
+    kind: str
+    description: str = ""
+    allowed_overrides: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class InferencePreset:
+    """A model's named defaults (see module contract)."""
+
+    name: str
+    version: int
+    model_family: str
+    description: str = ""
+    workload_type: str | None = None
+    stage_schemas: tuple[PresetStageSpec, ...] = ()
+    defaults: dict[str, Any] = field(default_factory=dict)
+    stage_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Other names that resolve to this preset (ours).
+    aliases: tuple[str, ...] = ()
+    #: Engine values besides sampling defaults: flow_shift, max_frames, max_side, text_length.
+    model_defaults: dict[str, Any] = field(default_factory=dict)
+    #: The name the engine reports (metadata ``model``, continuation states); empty: ``name``.
+    engine_name_override: str = ""
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine_name_override or self.name
+
+
+_REGISTRY: dict[tuple[str, str, int], InferencePreset] = {}
+
+
+def register_preset(preset: InferencePreset) -> None:
+    """Add ``preset``; a second preset with the same family, name and version is a ValueError."""
+    key = (preset.model_family, preset.name, preset.version)
+    if key in _REGISTRY:
+        raise ValueError(f"Duplicate preset registration: model_family={preset.model_family!r}, "
+                         f"name={preset.name!r}, version={preset.version}")
+    _REGISTRY[key] = preset
+
+
+def _matches(preset: InferencePreset, name: str) -> bool:
+    return name in (preset.name, preset.engine_name) or name in preset.aliases
+
+
+def _registered(model_family: str | None) -> str:
+    names = sorted({p.name for p in _REGISTRY.values() if model_family is None or p.model_family == model_family})
+    return ", ".join(repr(n) for n in names) or "(none)"
+
+
+def get_preset(name: str, model_family: str | None = None, version: int | None = None) -> InferencePreset:
+    """The preset called ``name`` (or one of its aliases) in ``model_family`` (None: any family), at
+    ``version`` (None: the highest). Unknown: ConfigValidationError at ``pipeline.preset``."""
+    found = [p for p in _REGISTRY.values()
+             if _matches(p, name) and (model_family is None or p.model_family == model_family)]
+    if version is not None:
+        found = [p for p in found if p.version == version]
+    if not found:
+        family = f" for model family {model_family!r}" if model_family is not None else ""
+        at = f" version {version}" if version is not None else ""
+        raise ConfigValidationError("pipeline.preset", f"unknown preset {name!r}{at}{family}; registered: "
+                                                       f"{_registered(model_family)}")
+    families = {p.model_family for p in found}
+    if len(families) > 1:
+        raise ConfigValidationError("pipeline.preset", f"preset {name!r} exists in several model families "
+                                                       f"{sorted(families)}; name the family")
+    return max(found, key=lambda p: p.version)
+
+
+def get_presets_for_family(model_family: str) -> list[InferencePreset]:
+    """The presets of ``model_family`` in registration order."""
+    return [p for p in _REGISTRY.values() if p.model_family == model_family]
+
+
+def get_all_preset_names() -> list[str]:
+    """Every registered preset name, sorted, without duplicates (aliases not included)."""
+    return sorted({p.name for p in _REGISTRY.values()})
+
+
+def validate_stage_names(preset: InferencePreset, stage_overrides: Mapping[str, Any]) -> None:
+    """Every key of ``stage_overrides`` must be a stage of ``preset``."""
+    stages = [s.name for s in preset.stage_schemas]
+    for stage in stage_overrides:
+        if stage not in stages:
+            raise ConfigValidationError(f"stage_overrides.{stage}", f"unknown stage for preset {preset.name!r}; "
+                                                                    f"valid stages: {stages}")
+
+
+def validate_stage_overrides(preset: InferencePreset, stage_overrides: Mapping[str, Any]) -> None:
+    """Stage names known, each entry a mapping of keys that stage allows."""
+    validate_stage_names(preset, stage_overrides)
+    specs = {s.name: s for s in preset.stage_schemas}
+    for stage, values in stage_overrides.items():
+        if not isinstance(values, Mapping):
+            raise ConfigValidationError(f"stage_overrides.{stage}", "must be a mapping")
+        allowed = specs[stage].allowed_overrides
+        if values and not allowed:
+            raise ConfigValidationError(f"stage_overrides.{stage}", f"stage {stage!r} does not accept overrides")
+        for key in values:
+            if key not in allowed:
+                raise ConfigValidationError(f"stage_overrides.{stage}.{key}", f"not an allowed override for stage "
+                                                                              f"{stage!r}; allowed: {sorted(allowed)}")
+
+
+def validate_preset_selection(preset_name: str | None, model_family: str, *, preset_version: int | None = None,
+                              stage_overrides: Mapping[str, Any] | None = None) -> InferencePreset | None:
+    """The selected preset (None when ``preset_name`` is None), its stage overrides checked."""
+    if preset_name is None:
+        return None
+    preset = get_preset(preset_name, model_family, preset_version)
+    if stage_overrides:
+        validate_stage_overrides(preset, stage_overrides)
+    return preset
+
+
+def infer_preset_for_folder(model_index: Mapping[str, Any], transformer_config: Mapping[str, Any]) -> InferencePreset:
+    """The preset of a model folder: its ``_fastvideo_preset`` tag, else by the transformer's hidden size."""
+    tagged = model_index.get("_fastvideo_preset")
+    if isinstance(tagged, str):
+        return get_preset(tagged)
+    heads = transformer_config.get("num_attention_heads")
+    head_dim = transformer_config.get("attention_head_dim")
+    layers = transformer_config.get("num_layers")
+    if not (isinstance(heads, int) and isinstance(head_dim, int) and isinstance(layers, int)):
+        raise ModelLoadError("transformer/config.json lacks num_attention_heads/attention_head_dim/num_layers")
+    dim = heads * head_dim
+    if dim >= 5120:
+        return get_preset("wan_t2v_14b", "wan")
+    if dim >= 1536:
+        return get_preset("wan_t2v_1_3b", "wan")
+    return get_preset("fastvideo-tiny", "wan")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path} is missing: the model folder is not a diffusers Wan folder") from None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path} must hold a JSON object")
+    return data
+
+
+def infer_preset_for_path(model_path: str | Path) -> InferencePreset:
+    """:func:`infer_preset_for_folder` of a local model folder (reads two JSON files)."""
+    root = Path(check_local_model_path(str(model_path))).expanduser()
+    return infer_preset_for_folder(_read_json(root / "model_index.json"),
+                                   _read_json(root / "transformer" / "config.json"))
+
+
+def check_local_model_path(model_path: str) -> str:
+    """``model_path`` when it names an existing local folder; a ModelLoadError otherwise. A string that looks
+    like a Hugging Face repo id (``org/name``) gets how to download it: this engine never downloads."""
+    path = Path(model_path).expanduser()
+    if path.is_dir():
+        return model_path
+    parts = model_path.split("/")
+    looks_like_repo = (len(parts) == 2 and all(parts) and not model_path.startswith((".", "~"))
+                       and not path.exists())
+    if looks_like_repo:
+        local = f"./models/{parts[1]}"
+        raise ModelLoadError(f"{model_path!r} looks like a Hugging Face repo id and is not a local folder; this engine "
+                             f"loads local folders only and never downloads. Download it first, e.g. "
+                             f"`huggingface-cli download {model_path} --local-dir {local}`, then pass that "
+                             f"folder: VideoGenerator.from_pretrained({local!r})")
+    if path.exists():
+        raise ModelLoadError(f"model path {model_path} is a file; pass the diffusers model folder (the one holding "
+                             "model_index.json)")
+    raise ModelLoadError(f"model folder {model_path} does not exist; pass a local diffusers folder (the one holding "
+                         "model_index.json)")
+
+
+_DENOISE = PresetStageSpec("denoise", "denoising", "the denoising loop",
+                           frozenset({"num_inference_steps", "guidance_scale"}))
+
+
+def _wan(name: str, engine_name: str, description: str, *, width: int, height: int, shift: float,
+         guidance_scale: float) -> InferencePreset:
+    return InferencePreset(
+        name=name, version=1, model_family="wan", description=description, workload_type="t2v",
+        stage_schemas=(_DENOISE,), aliases=(engine_name,), engine_name_override=engine_name,
+        defaults={"height": height, "width": width, "num_frames": 81, "fps": 16, "guidance_scale": guidance_scale,
+                  "num_inference_steps": 50, "negative_prompt": WAN_NEGATIVE_PROMPT},
+        model_defaults={"flow_shift": shift, "max_frames": 161, "max_side": 1920, "text_length": 512})
+
+
+for _preset in (
+    _wan("wan_t2v_1_3b", "wan2.1-t2v-1.3b", "Wan2.1 T2V 1.3B, 480p", width=832, height=480, shift=3.0,
+         guidance_scale=5.0),
+    _wan("wan_t2v_14b", "wan2.1-t2v-14b", "Wan2.1 T2V 14B, 720p", width=1280, height=720, shift=5.0,
+         guidance_scale=5.0),
+    InferencePreset(
+        name="fastvideo-tiny", version=1, model_family="wan", workload_type="t2v", stage_schemas=(_DENOISE,),
+        description="built-in tiny random-weight Wan-architecture model (tests, demos, CI)",
+        defaults={"height": 256, "width": 256, "num_frames": 9, "fps": 16, "guidance_scale": 5.0,
+                  "num_inference_steps": 8, "negative_prompt": ""},
+        model_defaults={"flow_shift": 3.0, "max_frames": 129, "max_side": 1024, "text_length": 64}),
+):
+    register_preset(_preset)
