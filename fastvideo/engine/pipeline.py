@@ -19,13 +19,19 @@ Contract:
   CPU generator); :meth:`make_sampler` builds a fresh per-request sampler; :func:`guided` is the CFG
   formula; :meth:`decode` turns clean latents into ``uint8`` ``(T, H, W, 3)`` frames trimmed to the
   requested count; :class:`Conditioning` imposes a continuation's clean tail latents.
+- CPU offload (``offload_text_encoder`` / ``offload_vae`` of :meth:`WanT2VPipeline.from_folder`, on a CUDA
+  device only; on the CPU everything already lives there): that component loads on the CPU and its
+  weights visit the device for each use (:meth:`encode_prompts` / :meth:`decode`), back to the CPU
+  after (:class:`fastvideo.engine.offload.ComponentOffloader`); ``offloaders`` holds them by name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +43,7 @@ from fastvideo.api.errors import ModelLoadError
 from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
 from fastvideo.engine.families import ModelFamily, match_family
 from fastvideo.engine.loader import ModelFolder, load_module_weights, read_json
+from fastvideo.engine.offload import ComponentOffloader
 from fastvideo.engine.presets import ModelPreset, infer_preset
 from fastvideo.engine.sampler import (
     FlowEulerSampler,
@@ -105,13 +112,21 @@ class WanT2VPipeline:
         #: Where ``preset.shift`` came from: "model_folder" (its scheduler config) or "preset".
         self.shift_source = shift_source
         self.family = family
+        #: CPU offloaders by component name ("text_encoder", "vae"); empty: everything stays on ``device``.
+        self.offloaders: dict[str, ComponentOffloader] = {}
 
     @classmethod
     def from_folder(cls, folder: ModelFolder, *, device: torch.device, dtype: torch.dtype,
                     vae_dtype: torch.dtype = torch.float32, attention_backend: str | None = None,
-                    ops_backend: str | None = None, preset: ModelPreset | None = None) -> "WanT2VPipeline":
+                    ops_backend: str | None = None, preset: ModelPreset | None = None,
+                    offload_text_encoder: bool = False, offload_vae: bool = False,
+                    pin_cpu_memory: bool = True) -> "WanT2VPipeline":
         """Load every component of a checked diffusers folder onto ``device``; ``ops_backend`` picks the
-        DiT's fused ops (None: its eager code)."""
+        DiT's fused ops (None: its eager code); ``offload_*`` keep that component on the CPU between uses
+        on a CUDA device (see module contract), its CPU copy pinned when ``pin_cpu_memory``."""
+        offload_text_encoder = offload_text_encoder and device.type == "cuda"
+        offload_vae = offload_vae and device.type == "cuda"
+        cpu = torch.device("cpu")
         configs = {name: folder.read_config(name) for name in ("transformer", "vae", "text_encoder")}
         configs["scheduler"] = folder.read_config("scheduler", "scheduler_config.json")
         tokenizer_config = folder.component("tokenizer") / "tokenizer_config.json"
@@ -147,26 +162,50 @@ class WanT2VPipeline:
         load_module_weights(dit, folder.component("transformer"), dtype=dtype, device=device,
                             dtype_for=inference_param_dtype, variant=folder.variant)
         dit.set_ops_backend(ops)
-        load_module_weights(vae, folder.component("vae"), dtype=vae_dtype, device=device, variant=folder.variant)
+        load_module_weights(vae, folder.component("vae"), dtype=vae_dtype, device=cpu if offload_vae else device,
+                            variant=folder.variant)
         encoder_files, encoder_variant = folder.weights("text_encoder")
         try:
             text_encoder = WanTextEncoder.from_folder(folder.component("tokenizer"), folder.component("text_encoder"),
-                                                      dtype=dtype, device=device, max_length=preset.text_length,
+                                                      dtype=dtype, device=cpu if offload_text_encoder else device,
+                                                      max_length=preset.text_length,
                                                       weights=encoder_files, variant=encoder_variant)
         except (OSError, ValueError, SafetensorError) as exc:
             raise ModelLoadError(f"cannot load the text encoder/tokenizer from {folder.component('text_encoder')} / "
                                  f"{folder.component('tokenizer')}: {exc}") from exc
         logger.info("loaded %s (%s) in %.2fs on %s/%s%s", folder.root, preset.name, time.perf_counter() - t0,
                     device, dtype, "".join(f"; {name} from {path}" for name, path in folder.overrides.items()))
-        return cls(text_encoder=text_encoder, dit=dit, vae=vae, sampler_config=sampler_config, preset=preset,
-                   device=device, dtype=dtype, vae_dtype=vae_dtype,
-                   shift_source="preset" if folder_shift is None else "model_folder", family=family)
+        pipeline = cls(text_encoder=text_encoder, dit=dit, vae=vae, sampler_config=sampler_config, preset=preset,
+                       device=device, dtype=dtype, vae_dtype=vae_dtype,
+                       shift_source="preset" if folder_shift is None else "model_folder", family=family)
+        if offload_text_encoder:
+            pipeline.offload("text_encoder", text_encoder.model, pin_memory=pin_cpu_memory)
+        if offload_vae:
+            pipeline.offload("vae", vae, pin_memory=pin_cpu_memory)
+        return pipeline
+
+    def offload(self, name: str, module: torch.nn.Module, *, pin_memory: bool = True) -> ComponentOffloader:
+        """Keep ``module`` (the ``name`` component's weights) on the CPU between uses of that component."""
+        offloader = ComponentOffloader(module, self.device, name=name, pin_memory=pin_memory)
+        self.offloaders[name] = offloader
+        logger.info("%s offloaded to the CPU between uses (pinned: %s)", name, offloader.pinned)
+        return offloader
+
+    @contextlib.contextmanager
+    def _on_device(self, name: str) -> Iterator[None]:
+        offloader = self.offloaders.get(name)
+        if offloader is None:
+            yield
+            return
+        with offloader.on_device():
+            yield
 
     # ------------------------------------------------------------------ stages
     def encode_prompts(self, prompt: str, negative_prompt: str, do_cfg: bool) -> torch.Tensor:
         """Text embeddings ``(1 or 2, L, D)``: conditional first, unconditional second under CFG."""
         prompts = [prompt, negative_prompt] if do_cfg else [prompt]
-        return self.text_encoder.encode(prompts).to(device=self.device, dtype=self.dtype)
+        with self._on_device("text_encoder"):
+            return self.text_encoder.encode(prompts).to(device=self.device, dtype=self.dtype)
 
     def initial_noise(self, s: ResolvedSampling, batch: int = 1) -> torch.Tensor:
         """Seeded float32 noise ``(B, C, T', H/8, W/8)`` drawn on the CPU, moved to the device."""
@@ -187,14 +226,16 @@ class WanT2VPipeline:
 
     def decode(self, latents: torch.Tensor, s: ResolvedSampling, skip_frames: int = 0) -> np.ndarray:
         """Clean latents -> uint8 frames ``[skip_frames, skip_frames + s.num_frames)``."""
-        raw = self.vae.denormalize_latents(latents.to(self.vae_dtype))
-        video = self.vae.decode(raw)[0]
-        return frames_to_uint8(video[:, skip_frames: skip_frames + s.num_frames])
+        with self._on_device("vae"):
+            raw = self.vae.denormalize_latents(latents.to(self.vae_dtype))
+            video = self.vae.decode(raw)[0]
+            return frames_to_uint8(video[:, skip_frames: skip_frames + s.num_frames])
 
     def close(self) -> None:
         """Drop references to the models (frees device memory once callers let go)."""
         for name in ("text_encoder", "dit", "vae"):
             setattr(self, name, None)
+        self.offloaders = {}
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 

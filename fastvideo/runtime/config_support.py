@@ -30,11 +30,13 @@ FIELD_SUPPORT: dict[str, str] = {
     "engine.parallelism.sp_size": "1 and -1 (auto: 1 on one device) honoured; others refused (not supported yet)",
     "engine.offload.dit": "true refused on a CUDA device (not supported yet); on the CPU the DiT already lives there",
     "engine.offload.dit_layerwise": "true refused on a CUDA device (not supported yet); on the CPU a no-op",
-    "engine.offload.text_encoder": "true refused on a CUDA device (not supported yet); on the CPU a no-op",
-    "engine.offload.vae": "true refused on a CUDA device (not supported yet); on the CPU a no-op",
+    "engine.offload.text_encoder": "honoured: on a CUDA device UMT5 lives on the CPU and visits the device for each "
+                                   "prompt encode; on the CPU a no-op",
+    "engine.offload.vae": "honoured: on a CUDA device the VAE lives on the CPU and visits the device for each decode; "
+                          "on the CPU a no-op; refused together with engine.artifacts_path",
     "engine.offload.image_encoder": "honoured either way: a text-to-video model has no image encoder to place",
-    "engine.offload.pin_cpu_memory": "honoured either way: it only concerns offloaded components, and none is "
-                                     "offloaded from a device (offload is refused on CUDA)",
+    "engine.offload.pin_cpu_memory": "honoured: the CPU copies of offloaded components (text_encoder, vae) are "
+                                     "pinned, so their copies to the device are asynchronous",
     "engine.compile.enabled": "honoured (torch.compile of the DiT); refused together with engine.artifacts_path",
     "engine.compile.backend": "honoured when compile is enabled",
     "engine.compile.fullgraph": "honoured when compile is enabled",
@@ -87,6 +89,10 @@ def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None
         raise ConfigError("engine.num_gpus", f"{engine.num_gpus} is not supported: one VideoGenerator runs on one "
                                              f"device; set it to 1 and pick the GPU with engine.device (e.g. cuda:1), "
                                              f"and to use several GPUs {_SCALE_OUT}")
+    if engine.parallelism.hsdp_shard_dim not in (1, -1):
+        raise ConfigError("engine.parallelism.hsdp_shard_dim", f"{engine.parallelism.hsdp_shard_dim}: HSDP is not "
+                                                               "supported yet; set it to -1 or 1 (one device per "
+                                                               f"generator); to scale out, {_SCALE_OUT}")
     for name in ("tp_size", "sp_size"):
         value = getattr(engine.parallelism, name)
         if value not in (1, -1):
@@ -99,11 +105,15 @@ def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None
                                                        "on engine.device); set it to false")
     if device_type == "cuda":
         offload = engine.offload
-        for name in ("dit", "dit_layerwise", "text_encoder", "vae"):
+        for name in ("dit", "dit_layerwise"):  # text_encoder and vae offload are honoured (engine/offload.py)
             if getattr(offload, name):
-                raise ConfigError(f"engine.offload.{name}", "offloading to the CPU between uses is not supported "
-                                                            "yet; set it to false (every component stays on "
-                                                            "engine.device), or use a smaller dtype or model")
+                raise ConfigError(f"engine.offload.{name}", "offloading the DiT to the CPU between uses is not "
+                                                            "supported yet; set it to false (the DiT stays on "
+                                                            "engine.device; text_encoder and vae offload work), or "
+                                                            "use a smaller dtype or model")
+    if engine.offload.vae and engine.artifacts_path:
+        raise ConfigError("engine.offload.vae", "cannot be combined with engine.artifacts_path: the compiled VAE "
+                                                "programs keep their weights on the device; drop one of the two")
     quant = engine.quantization
     if quant is not None and quant.transformer_quant is not None:
         raise ConfigError("engine.quantization.transformer_quant",

@@ -48,8 +48,8 @@ REFUSED = [
     ({"engine": {"use_fsdp_inference": True}}, "cpu", "engine.use_fsdp_inference", "set it to false"),
     ({"engine": {"offload": {"dit": True}}}, "cuda", "engine.offload.dit", "not supported yet"),
     ({"engine": {"offload": {"dit_layerwise": True}}}, "cuda", "engine.offload.dit_layerwise", "set it to false"),
-    ({"engine": {"offload": {"text_encoder": True}}}, "cuda", "engine.offload.text_encoder", "set it to false"),
-    ({"engine": {"offload": {"vae": True}}}, "cuda", "engine.offload.vae", "set it to false"),
+    ({"engine": {"offload": {"vae": True}, "artifacts_path": "/a"}}, "cuda", "engine.offload.vae",
+     "engine.artifacts_path"),
     ({"engine": {"quantization": {"transformer_quant": "FP8"}}}, "cpu", "engine.quantization.transformer_quant",
      "set it to null"),
     ({"engine": {"compile": {"enabled": True}, "artifacts_path": "/a"}}, "cpu", "engine.compile.enabled",
@@ -106,6 +106,7 @@ def test_values_that_work_load_and_generate(tiny_model_dir, tiny_generator):
     check_generator_config(config(ACCEPTED), device_type="cpu")
     check_generator_config(config({"engine": {"offload": {"image_encoder": True, "pin_cpu_memory": False}}}),
                            device_type="cuda")
+    check_generator_config(config({"engine": {"offload": {"text_encoder": True, "vae": True}}}), device_type="cuda")
     generator = VideoGenerator.from_config({**ACCEPTED, "model_path": str(tiny_model_dir)})
     try:
         assert generator.config.engine.quantization == QuantizationConfig()
@@ -128,7 +129,8 @@ def test_an_unknown_preset_names_its_field(tiny_model_dir):
     with pytest.raises(ConfigError) as err:
         VideoGenerator.from_config({"model_path": str(tiny_model_dir), "engine": {"device": "cpu"},
                                     "pipeline": {"preset": "wan9"}})
-    assert err.value.path == "pipeline.preset" and "known presets" in str(err.value)
+    assert err.value.path == "pipeline.preset" and "registered: 'fastvideo-tiny', 'wan_t2v_14b', 'wan_t2v_1_3b'" \
+        in str(err.value)
 
 
 # ----------------------------------------------------------------------------- component path overrides
