@@ -89,10 +89,6 @@ def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None
         raise ConfigError("engine.num_gpus", f"{engine.num_gpus} is not supported: one VideoGenerator runs on one "
                                              f"device; set it to 1 and pick the GPU with engine.device (e.g. cuda:1), "
                                              f"and to use several GPUs {_SCALE_OUT}")
-    if engine.parallelism.hsdp_shard_dim not in (1, -1):
-        raise ConfigError("engine.parallelism.hsdp_shard_dim", f"{engine.parallelism.hsdp_shard_dim}: HSDP is not "
-                                                               "supported yet; set it to -1 or 1 (one device per "
-                                                               f"generator); to scale out, {_SCALE_OUT}")
     for name in ("tp_size", "sp_size"):
         value = getattr(engine.parallelism, name)
         if value not in (1, -1):
