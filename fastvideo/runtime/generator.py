@@ -6,7 +6,18 @@ Contract:
   honoured or refused before any weight is read, with a :class:`~fastvideo.api.ConfigError` naming
   the dotted field and what to do instead (the table: :mod:`fastvideo.runtime.config_support`);
   ``pipeline.components.*_path`` load that component from the given diffusers sub-folder.
-- ``generate(request | mapping, on_step=None) -> VideoResult``: validates (``RequestError`` naming
+  ``from_pretrained`` takes FastVideo's documented keyword arguments (``num_gpus``, ``revision``,
+  ``dit_cpu_offload``, ``text_encoder_cpu_offload``, ``vae_cpu_offload``, ``pin_cpu_memory``,
+  ``torch_compile_kwargs``, ``use_fsdp_inference``, ``pipeline_config``, ... : :data:`_CONVENIENCE_KWARGS`)
+  mapped onto their GeneratorConfig fields, which are then honoured or refused by name like any field; an
+  unknown keyword is an :class:`UnknownKeywordError` (a ConfigError and a TypeError) naming it. A model
+  path that is not a local folder is a ModelLoadError; one that looks like a Hugging Face repo id says how
+  to download it (``huggingface-cli download ORG/NAME --local-dir DIR``): this engine never downloads.
+  ``from_file(path, overrides)`` reads a generator, run or serve YAML/JSON file with dotted overrides.
+  ``engine.offload.text_encoder`` / ``vae`` keep those components on the CPU between uses on a CUDA
+  engine (:mod:`fastvideo.engine.offload`).
+- ``generate(request | mapping, on_step=None) -> VideoResult`` (a list of them, ``prompt_index`` 0, 1, ...,
+  for a list ``prompt`` or an ``inputs.prompt_path`` file, run one after another): validates (``RequestError`` naming
   the field), then runs the request through the generator's engine core (:meth:`engine_core`: the
   scheduler + batch executor + dispatcher that ``VideoService`` and the GPU pool run too; here with
   batches of one, requests served in arrival order, callers waiting in line instead of being refused),
@@ -24,6 +35,10 @@ Contract:
   (nobody would receive them). Closing the iterator early
   cancels the generation at the next step. Errors propagate as exceptions from the iterator; a
   cancellation is :class:`~fastvideo.api.GenerationCancelled`.
+- Results carry FastVideo's fields too (``samples``: a uint8 tensor view of the frames, ``size``,
+  ``peak_memory_mb``: :meth:`VideoGenerator.peak_memory_mb`), and ``metadata`` has ``generation_time``,
+  ``peak_memory_mb`` and ``video_path`` besides the keys the Dynamo worker reads (``inference_time_s``, ``fps``).
+- ``generate_video(prompt, **sampling_kwargs)``: FastVideo's legacy call (DeprecationWarning; legacy dict).
 - ``shutdown()`` stops the engine core and releases the models; later calls raise
   :class:`GeneratorClosed`.
 - Continuation: with ``output.return_state`` the result carries a ``wan.v1`` ContinuationState
@@ -40,18 +55,21 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+import warnings
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fastvideo.api.presets import check_local_model_path
 from fastvideo.api import (
     ConfigError,
     CudaGraphsConfig,
@@ -64,6 +82,9 @@ from fastvideo.api import (
     SamplingConfig,
     VideoFinalEvent,
     VideoResult,
+    apply_overrides,
+    load_raw_config,
+    parse_cli_overrides,
     parse_config,
 )
 from fastvideo.engine.loader import inspect_model_folder
@@ -83,36 +104,126 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_DIR = "outputs"
 
-#: Keyword arguments ``from_pretrained`` accepts besides the model path (typed homes in GeneratorConfig).
+#: Keyword arguments ``from_pretrained`` accepts besides the model path -> their typed home in GeneratorConfig.
+#: FastVideo's documented names first (``VideoGenerator.from_pretrained(path, num_gpus=1, vae_cpu_offload=...)``),
+#: then this engine's own. A value the runtime cannot honour is refused by the field's check in
+#: :func:`~fastvideo.runtime.config_support.check_generator_config`, naming the field.
 _CONVENIENCE_KWARGS: dict[str, tuple[str, ...]] = {
     "num_gpus": ("engine", "num_gpus"),
+    "revision": ("revision",),
+    "trust_remote_code": ("trust_remote_code",),
+    "distributed_executor_backend": ("engine", "execution_backend"),
+    "tp_size": ("engine", "parallelism", "tp_size"),
+    "sp_size": ("engine", "parallelism", "sp_size"),
+    "hsdp_replicate_dim": ("engine", "parallelism", "hsdp_replicate_dim"),
+    "hsdp_shard_dim": ("engine", "parallelism", "hsdp_shard_dim"),
+    "dist_timeout": ("engine", "parallelism", "dist_timeout"),
+    "use_fsdp_inference": ("engine", "use_fsdp_inference"),
+    "disable_autocast": ("engine", "disable_autocast"),
+    "enable_stage_verification": ("engine", "enable_stage_verification"),
+    "dit_cpu_offload": ("engine", "offload", "dit"),
+    "dit_layerwise_offload": ("engine", "offload", "dit_layerwise"),
+    "text_encoder_cpu_offload": ("engine", "offload", "text_encoder"),
+    "image_encoder_cpu_offload": ("engine", "offload", "image_encoder"),
+    "vae_cpu_offload": ("engine", "offload", "vae"),
+    "pin_cpu_memory": ("engine", "offload", "pin_cpu_memory"),
+    "lazy_module_load": ("engine", "offload", "lazy_module_load"),
+    "enable_torch_compile": ("engine", "compile", "enabled"),
+    "enable_torch_compile_text_encoder": ("engine", "compile", "text_encoder_enabled"),
+    "enable_torch_compile_vae": ("engine", "compile", "vae_enabled"),
+    "enable_torch_compile_audio_vae": ("engine", "compile", "audio_vae_enabled"),
+    "torch_compile_kwargs_dit": ("engine", "compile", "dit_kwargs"),
+    "torch_compile_kwargs_text_encoder": ("engine", "compile", "text_encoder_kwargs"),
+    "torch_compile_kwargs_vae": ("engine", "compile", "vae_kwargs"),
+    "torch_compile_kwargs_audio_vae": ("engine", "compile", "audio_vae_kwargs"),
+    "override_text_encoder_quant": ("engine", "quantization", "text_encoder_quant"),
+    "override_transformer_quant": ("engine", "quantization", "transformer_quant"),
+    "workload_type": ("pipeline", "workload_type"),
+    "lora_path": ("pipeline", "components", "lora_path"),
+    "lora_nickname": ("pipeline", "components", "lora_nickname"),
+    "lora_strength": ("pipeline", "components", "lora_strength"),
+    "override_pipeline_cls_name": ("pipeline", "components", "override_pipeline_cls_name"),
+    "override_transformer_cls_name": ("pipeline", "components", "override_transformer_cls_name"),
+    "override_text_encoder_safetensors": ("pipeline", "components", "text_encoder_weights"),
+    "init_weights_from_safetensors": ("pipeline", "components", "transformer_weights"),
+    "init_weights_from_safetensors_2": ("pipeline", "components", "transformer_2_weights"),
+    "config_model_path": ("pipeline", "components", "config_root"),
+    # this engine's own
     "device": ("engine", "device"),
     "dtype": ("engine", "dtype"),
     "attention_backend": ("engine", "attention_backend"),
     "ops_backend": ("engine", "ops_backend"),
     "artifacts_path": ("engine", "artifacts_path"),
-    "tp_size": ("engine", "parallelism", "tp_size"),
-    "sp_size": ("engine", "parallelism", "sp_size"),
     "dit_offload": ("engine", "offload", "dit"),
     "text_encoder_offload": ("engine", "offload", "text_encoder"),
     "vae_offload": ("engine", "offload", "vae"),
-    "enable_torch_compile": ("engine", "compile", "enabled"),
     "preset": ("pipeline", "preset"),
-    "workload_type": ("pipeline", "workload_type"),
+    "preset_version": ("pipeline", "preset_version"),
+    "variant": ("pipeline", "variant"),
 }
+
+#: FastVideo kwargs with no single typed home, handled by :func:`_apply_kwargs` itself.
+_SPECIAL_KWARGS = ("torch_compile_kwargs", "pipeline_config", "output_type", "nvfp4_fa4", "log_queue")
+
+#: ``torch_compile_kwargs`` keys with a typed CompileConfig field (the rest go to ``engine.compile.extras``).
+_COMPILE_TYPED = ("backend", "fullgraph", "mode", "dynamic")
+
+
+class UnknownKeywordError(ConfigError, TypeError):
+    """A ``from_pretrained`` keyword argument this engine does not know (``path`` names it)."""
+
+
+def _set(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = data
+    *parents, leaf = path
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
 
 
 def _apply_kwargs(data: dict[str, Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(kwargs) - set(_CONVENIENCE_KWARGS))
+    """Fold ``from_pretrained``'s keyword arguments into the GeneratorConfig mapping ``data``."""
+    unknown = sorted(set(kwargs) - set(_CONVENIENCE_KWARGS) - set(_SPECIAL_KWARGS))
     if unknown:
-        raise TypeError(f"unexpected keyword arguments {unknown}; from_pretrained accepts {sorted(_CONVENIENCE_KWARGS)}"
-                        " (or pass a GeneratorConfig for everything else)")
+        raise UnknownKeywordError(unknown[0], f"unexpected keyword arguments {unknown}; from_pretrained accepts "
+                                              f"{sorted([*_CONVENIENCE_KWARGS, *_SPECIAL_KWARGS])} (or pass a "
+                                              "GeneratorConfig to from_config for everything else)")
     for key, value in kwargs.items():
-        node = data
-        *parents, leaf = _CONVENIENCE_KWARGS[key]
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        if key in _CONVENIENCE_KWARGS:
+            _set(data, _CONVENIENCE_KWARGS[key], value)
+        elif key == "torch_compile_kwargs":
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                raise ConfigError("torch_compile_kwargs", f"expected a dict of torch.compile arguments, got "
+                                                          f"{type(value).__name__}")
+            for name, item in value.items():
+                _set(data, ("engine", "compile", name) if name in _COMPILE_TYPED else
+                     ("engine", "compile", "extras", str(name)), item)
+        elif key == "pipeline_config":
+            if value is None:
+                continue
+            if isinstance(value, str):
+                _set(data, ("pipeline", "components", "pipeline_config_path"), value)
+                continue
+            from fastvideo.api.pipeline_config import PipelineConfig
+
+            if not isinstance(value, PipelineConfig):
+                raise ConfigError("pipeline_config", f"expected a fastvideo.PipelineConfig or a path, got "
+                                                     f"{type(value).__name__}")
+            value.apply_to(data)
+        elif key == "output_type":
+            if value not in (None, "pil", "np"):
+                raise ConfigError("output_type", f"{value!r} is not supported: results carry decoded frames (uint8 "
+                                                 "numpy on result.frames, a tensor view on result.samples); drop "
+                                                 "output_type")
+        elif key == "nvfp4_fa4":
+            if value:
+                raise ConfigError("nvfp4_fa4", "NVFP4 FlashAttention-4 kernels are not supported yet; drop it "
+                                               "(pick the attention kernel with attention_backend)")
+        elif key == "log_queue" and value is not None:
+            raise ConfigError("log_queue", "log queues are not supported: this engine logs through the standard "
+                                           "logging module (configure the 'fastvideo' logger); drop it")
     return data
 
 
@@ -166,6 +277,28 @@ def _graph_config(cfg: CudaGraphsConfig, generator: "VideoGenerator") -> GraphCo
             buckets.append(GraphBucket(width=width, height=height, num_frames=frames, cfg=with_cfg,
                                        batch_sizes=tuple(cfg.batch_sizes)))
     return GraphConfig(enabled=True, buckets=tuple(buckets))
+
+
+def _legacy_output_file(output_path: str, prompt: str) -> Path:
+    """FastVideo's output rule: a ``.mp4`` path is the file; otherwise a folder holding ``<prompt>.mp4`` (the
+    first 100 characters, without ``\\/:*?"<>|``; ``_1``, ``_2`` ... appended when the file exists)."""
+    target = Path(output_path).expanduser()
+    if target.suffix.lower() == ".mp4":
+        return target
+    stem = re.sub(r'[\\/:*?"<>|]', "", prompt[:100]).strip().strip(".").strip() or "output"
+    candidate = target / f"{stem}.mp4"
+    counter = 1
+    while candidate.exists():
+        candidate = target / f"{stem}_{counter}.mp4"
+        counter += 1
+    return candidate
+
+
+def _samples_view(frames: Any) -> torch.Tensor | None:
+    """FastVideo's ``samples``: the frames ``(T, H, W, 3)`` uint8 as a ``(1, 3, T, H, W)`` tensor view (no copy)."""
+    if frames is None:
+        return None
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).unsqueeze(0)
 
 
 class GeneratorClosed(FastVideoError, RuntimeError):
@@ -226,17 +359,19 @@ class VideoGenerator:
             raise ConfigError("engine.cuda_graphs.enabled", f"CUDA graphs need a CUDA device and this engine runs on "
                                                              f"{device}: set engine.device to cuda, or turn them off")
         dtype = model_dtype(config.engine.dtype, device)
+        if config.model_path:  # a Hugging Face repo id is refused with how to download it; we never download
+            check_local_model_path(config.model_path)
         path = model_path_or_default(config.model_path, env.cache_dir)
         folder = inspect_model_folder(path, overrides=_component_overrides(config), variant=config.pipeline.variant)
-        try:
-            preset = get_preset(config.pipeline.preset) if config.pipeline.preset else None
-        except ValueError as exc:
-            raise ConfigError("pipeline.preset", str(exc)) from None
+        preset = get_preset(config.pipeline.preset) if config.pipeline.preset else None  # unknown: ConfigError
         backend = config.engine.attention_backend or env.attention_backend
         vae_dtype = model_dtype(str(config.pipeline.experimental.get("vae_dtype", "fp32")), device)
         pipeline = WanT2VPipeline.from_folder(folder, device=device, dtype=dtype, vae_dtype=vae_dtype,
                                               attention_backend=backend, preset=preset,
-                                              ops_backend=config.engine.ops_backend or env.ops_backend)
+                                              ops_backend=config.engine.ops_backend or env.ops_backend,
+                                              offload_text_encoder=config.engine.offload.text_encoder,
+                                              offload_vae=config.engine.offload.vae,
+                                              pin_cpu_memory=config.engine.offload.pin_cpu_memory)
         counters = RuntimeCounters()
         counters.add("model_loads")
         loaded = None
@@ -260,6 +395,29 @@ class VideoGenerator:
             generator.shutdown()
             raise
         return generator
+
+    @classmethod
+    def from_file(cls, path: str | Path,
+                  overrides: Sequence[str] | Mapping[str, Any] | None = None) -> "VideoGenerator":
+        """Build from a YAML/JSON file: a GeneratorConfig document, or a run/serve document with a top-level
+        ``generator`` mapping. ``overrides`` are dotted (``["--engine.device", "cpu"]`` or
+        ``{"engine.device": "cpu"}``); for a run/serve file they are rooted at the file
+        (``generator.engine.device``), for a generator file a leading ``generator.`` is accepted."""
+        raw = load_raw_config(path)
+        if isinstance(overrides, Mapping):
+            dotted = dict(overrides)
+        else:
+            dotted = parse_cli_overrides(list(overrides or []))
+        if isinstance(raw.get("generator"), Mapping):
+            raw = apply_overrides(raw, dotted)
+            try:
+                config = parse_config(GeneratorConfig, raw["generator"])
+            except ConfigError as exc:  # the path as the file has it
+                raise ConfigError(f"generator.{exc.path}" if exc.path else "generator", exc.message) from None
+            return cls.from_config(config)
+        if dotted and all(key.startswith("generator.") for key in dotted):
+            dotted = {key[len("generator."):]: value for key, value in dotted.items()}
+        return cls.from_config(parse_config(GeneratorConfig, apply_overrides(raw, dotted)))
 
     def graph_config(self) -> GraphConfig:
         """The DiT-step CUDA graphs ``engine.cuda_graphs`` declares (checked when the generator loaded); the
@@ -362,10 +520,56 @@ class VideoGenerator:
             raise GeneratorClosed("this VideoGenerator has been shut down; create a new one")
 
     def generate(self, request: GenerationRequest | Mapping[str, Any], *,
-                 on_step: Callable[[int, int], None] | None = None) -> VideoResult:
+                 on_step: Callable[[int, int], None] | None = None) -> Any:
         """Generate one video synchronously through the engine core (see module contract); ``on_step(step,
-        total)`` is called after every denoising step."""
+        total)`` is called after every denoising step. A list ``prompt`` or an ``inputs.prompt_path`` file
+        gives a list of results, one per prompt in order (``prompt_index`` 0, 1, ...)."""
         self._check_open()
+        fanned = self._fan_out(parse_config(GenerationRequest, request))
+        if fanned is not None:
+            results = []
+            for index, sub in enumerate(fanned):
+                result = self._generate_one(sub, on_step)
+                result.prompt_index = index
+                results.append(result)
+            return results
+        return self._generate_one(request, on_step)
+
+    @staticmethod
+    def _fan_out(req: GenerationRequest) -> list[GenerationRequest] | None:
+        """One request per prompt of a list ``prompt`` / ``inputs.prompt_path`` file; None for a single prompt."""
+        prompt_path = getattr(req.inputs, "prompt_path", None)
+        if isinstance(req.prompt, list):
+            if prompt_path is not None:
+                raise RequestError("inputs.prompt_path", "cannot be combined with a list prompt; use one of them")
+            prompts = list(req.prompt)
+        elif prompt_path is not None:
+            if req.prompt:
+                raise RequestError("inputs.prompt_path", "cannot be combined with prompt; use one of them")
+            path = Path(prompt_path).expanduser()
+            if path.suffix != ".txt" or not path.is_file():
+                raise RequestError("inputs.prompt_path", f"{prompt_path} must be an existing .txt file with one "
+                                                         "prompt per line")
+            prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if not prompts:
+                raise RequestError("inputs.prompt_path", f"{prompt_path} holds no prompt")
+        else:
+            return None
+        if not prompts:
+            raise RequestError("prompt", "an empty list of prompts; give at least one")
+        subs = []
+        target = req.output.output_path
+        for index, prompt in enumerate(prompts):
+            rid = None if req.request_id is None else f"{req.request_id}_{index}"
+            output = req.output
+            if target and Path(target).suffix.lower() == ".mp4" and len(prompts) > 1:  # one file per prompt
+                output = replace(output, output_path=str(Path(target).with_name(f"{Path(target).stem}_{index}.mp4")))
+            subs.append(replace(req, prompt=prompt, request_id=rid, output=output,
+                                inputs=replace(req.inputs, prompt_path=None)))
+        return subs
+
+    def _generate_one(self, request: GenerationRequest | Mapping[str, Any],
+                      on_step: Callable[[int, int], None] | None) -> VideoResult:
         req, resolved = self.resolve(request)
         core = self.engine_core()
         listener = SyncListener()
@@ -380,6 +584,7 @@ class VideoGenerator:
         """The VideoResult of a finished generation (runtime-internal; the scheduler's executor uses it too)."""
         assert req.request_id is not None
         elapsed = time.perf_counter() - start
+        peak = self.peak_memory_mb()
         metadata = {
             "request_id": req.request_id, "model": self.preset.name, "timings": timings,
             "inference_time_s": elapsed, "width": s.width, "height": s.height, "num_frames": s.num_frames,
@@ -388,6 +593,7 @@ class VideoGenerator:
             "shift_source": "request" if req.sampling.shift is not None else self.pipeline.shift_source,
             "device": str(self.pipeline.device), "dtype": str(self.pipeline.dtype).replace("torch.", ""),
             "branch": "initial" if req.state is None else "continuation", "segment_index": previous + 1,
+            "generation_time": elapsed, "peak_memory_mb": peak, "video_path": video_path,
             **(extra_metadata or {}),
         }
         state = None
@@ -396,12 +602,24 @@ class VideoGenerator:
                                         height=s.height, model=self.preset.name)
             if self.blob_store is not None:
                 state = externalize_state(state, self.blob_store, self.blob_threshold_bytes, ttl_s=self.blob_ttl_s)
-        result = VideoResult(request_id=req.request_id, prompt=req.prompt,
-                             frames=frames if req.output.return_frames else None, video_path=video_path,
-                             state=state, metadata=metadata, generation_time=elapsed, video_bytes=video_bytes)
+        returned = frames if req.output.return_frames else None
+        prompt = req.prompt if isinstance(req.prompt, str) else None  # resolve() runs one prompt per request
+        result = VideoResult(request_id=req.request_id, prompt=prompt, frames=returned,
+                             samples=_samples_view(returned), size=(s.height, s.width, s.num_frames),
+                             video_path=video_path, peak_memory_mb=peak, state=state, metadata=metadata,
+                             generation_time=elapsed, video_bytes=video_bytes)
         logger.info("request %s done in %.2fs (%dx%d, %d frames, %d steps)", req.request_id, elapsed, s.width,
                     s.height, s.num_frames, s.num_inference_steps)
         return result
+
+    def peak_memory_mb(self) -> float | None:
+        """Peak CUDA memory allocated on the engine's device by this process so far (MiB,
+        ``torch.cuda.max_memory_allocated``; never reset, so it covers this request and earlier ones); None on a
+        CPU engine (no device allocator to ask; the process RSS would mostly be the weights and Python)."""
+        device = self.pipeline.device
+        if device.type != "cuda":
+            return None
+        return torch.cuda.max_memory_allocated(device) / 2**20
 
     def encode_outputs(self, req: GenerationRequest, s: ResolvedSampling, frames: Any, timings: dict[str, float],
                        need_bytes: bool) -> tuple[bytes | None, str | None]:
@@ -445,6 +663,48 @@ class VideoGenerator:
             if not finished:  # closed early or failed: stop it at its next step
                 item.request_cancel()
                 core.cancel(request_id)
+
+    def generate_video(self, prompt: str | None = None, sampling_param: Any = None, mouse_cond: Any = None,
+                       keyboard_cond: Any = None, grid_sizes: Any = None, **kwargs: Any) -> Any:
+        """FastVideo's legacy entry point (deprecated; emits a DeprecationWarning): ``kwargs`` are
+        :class:`fastvideo.SamplingParam` fields (``neg_prompt`` too; others are a ConfigValidationError naming
+        them). Returns FastVideo's legacy dict (``prompts``, ``samples``, ``frames``, ``size``,
+        ``generation_time``, ``e2e_latency``, ``video_path``, ``peak_memory_mb``, ...), or a list of them with
+        ``prompt_index``/``prompt`` for a ``prompt_path`` file or a list prompt. As in FastVideo, without a
+        ``sampling_param`` the video is saved (``save_video`` true) under ``output_path`` (default
+        ``outputs/``): a ``.mp4`` path is the file, anything else a folder where the file is named after the
+        prompt (``_1``, ``_2`` ... when taken)."""
+        warnings.warn("VideoGenerator.generate_video(...) is deprecated; use VideoGenerator.generate(request=...) "
+                      "instead.", DeprecationWarning, stacklevel=2)
+        from fastvideo.api.sampling_param import SamplingParam
+
+        param = copy.deepcopy(sampling_param) if sampling_param is not None else SamplingParam()
+        updates: dict[str, Any] = {}
+        if sampling_param is None:
+            updates.update(save_video=True, output_path="outputs/")
+        conditioning = {"mouse_cond": mouse_cond, "keyboard_cond": keyboard_cond, "grid_sizes": grid_sizes}
+        updates.update({k: v for k, v in conditioning.items() if v is not None})
+        if prompt is not None:
+            updates["prompt"] = prompt
+        updates.update(kwargs)
+        param.update(updates)
+        req = param.to_request()
+        if req.output.output_path is None:
+            req = replace(req, output=replace(req.output, output_path="outputs/"))
+        fanned = self._fan_out(req)
+        subs = fanned if fanned is not None else [req]
+        dicts = []
+        for index, sub in enumerate(subs):
+            if sub.output.save_video:
+                target = _legacy_output_file(str(sub.output.output_path), str(sub.prompt))
+                sub = replace(sub, output=replace(sub.output, output_path=str(target)))
+            result = self._generate_one(sub, None)
+            if fanned is not None:
+                result.prompt_index = index
+            legacy = result.to_legacy_dict()
+            legacy.update(e2e_latency=result.generation_time, ltx2_audio_latents=None)
+            dicts.append(legacy)
+        return dicts if fanned is not None else dicts[0]
 
     def shutdown(self) -> None:
         """Stop the engine core (queued direct requests are cancelled), release the models; later calls
