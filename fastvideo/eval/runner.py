@@ -193,7 +193,7 @@ def evaluate(videos: VideoSource | Sequence[VideoSource], metrics: str | Sequenc
     instances = [cls(options) for cls in classes]
     reports: list[VideoReport] = []
     for i, (video, ref_video) in enumerate(loaded):
-        logger.info("scoring %s (%d/%d): %s", video.source, i + 1, len(loaded), video.shape_text())
+        logger.debug("scoring %s (%d/%d): %s", video.source, i + 1, len(loaded), video.shape_text())
         sample = Sample(video=video, reference=ref_video, prompt=prompt_list[i] if prompt_list else None)
         report = VideoReport(video=video.source, reference=ref_video.source if ref_video else None,
                              num_frames=video.num_frames, height=video.height, width=video.width, fps=video.fps)

@@ -1,0 +1,90 @@
+"""benchmarks/quality_gate.py on the built-in tiny model, minimal steps: table, JSON, README block, gate."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import quality_gate  # noqa: E402
+
+SMALL = ["--device", "cpu", "--width", "32", "--height", "32", "--num-frames", "5", "--steps", "2",
+         "--prompts", "a red fox", "--seeds", "3", "--warmup", "0"]
+
+
+def test_real_levers_off_and_on_with_eval_deltas_and_speedup(tiny_model_dir, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{quality_gate.README_BEGIN}\nold table\n{quality_gate.README_END}\nafter\n")
+    code = quality_gate.main([*SMALL, "--model-path", str(tiny_model_dir), "--levers", "ops_backend.torch,dtype.bf16,"
+                              "attention.triton", "--json", str(tmp_path / "gate.json"),
+                              "--markdown", str(tmp_path / "gate.md"), "--update-readme", str(readme)])
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "gate.json").read_text())
+    rows = {row["lever"]: row for row in report["levers"]}
+    # the torch references of the fused ops reproduce the eager model exactly
+    exact = rows["ops_backend.torch"]
+    assert exact["status"] == "pass" and exact["psnr_db_min"] == "inf" and exact["ssim_min"] == 1.0
+    assert exact["flicker_delta"] == 0.0 and exact["speedup_total"] > 0 and exact["speedup_denoise"] > 0
+    assert len(exact["seconds"]["total"]["off"]) == len(exact["seconds"]["total"]["on"]) == 1
+    # bf16 changes the video a little: a finite PSNR, judged against the thresholds
+    bf16 = rows["dtype.bf16"]
+    assert 15 < bf16["psnr_db_min"] < 80 and 0 < bf16["ssim_min"] < 1
+    assert bf16["status"] == ("pass" if bf16["psnr_db_min"] >= 30 and bf16["ssim_min"] >= 0.95 else "fail")
+    assert code == (0 if bf16["status"] == "pass" else 1)
+    # no CUDA here: the Triton lever is listed as skipped with the reason, and does not fail the gate
+    assert rows["attention.triton"]["status"] == "skipped" and "CUDA" in rows["attention.triton"]["reason"]
+    assert report["thresholds"] == {"min_psnr": 30.0, "min_ssim": 0.95}
+    assert report["workload"]["width"] == 32 and report["workload"]["seeds"] == [3]
+    table = (tmp_path / "gate.md").read_text()
+    assert "| ops_backend.torch | engine.ops_backend default -> torch | inf (identical) |" in table
+    assert table in out
+    text = readme.read_text()
+    assert "old table" not in text and table in text and text.startswith("# x\n\nbefore\n") and "after" in text
+
+
+def test_a_lever_that_breaks_the_video_fails_the_gate(tiny_model_dir, tmp_path, capsys):
+    lever = quality_gate.Lever("test.other_seed", "a different seed: nothing like the reference",
+                               request_on={"sampling.seed": 4})
+    quality_gate.register_lever(lever)
+    try:
+        code = quality_gate.main([*SMALL, "--model-path", str(tiny_model_dir), "--levers", "test.other_seed",
+                                  "--json", str(tmp_path / "gate.json")])
+    finally:
+        del quality_gate.LEVERS["test.other_seed"]
+    assert code == 1
+    row = json.loads((tmp_path / "gate.json").read_text())["levers"][0]
+    assert row["status"] == "fail" and row["psnr_db_min"] < 30 and math.isfinite(row["psnr_db_min"])
+    assert row["change"] == "sampling.seed default -> 4"
+    assert "FAIL: PSNR" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--levers", "teacache"], "unknown lever(s) teacache; known: dtype.bf16"),
+    (["--update-readme", "/nonexistent/README.md"], "no such file"),
+])
+def test_bad_input_exits_2(args, message, capsys):
+    assert quality_gate.main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_lists_the_levers_and_thresholds(capsys):
+    with pytest.raises(SystemExit) as info:
+        quality_gate.main(["--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    for text in ("--min-psnr", "--min-ssim", "--levers", "dtype.bf16", "attention.triton", "--update-readme"):
+        assert text in out
+
+
+def test_readme_holds_the_gate_table_with_its_thresholds():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text[text.index(quality_gate.README_BEGIN):text.index(quality_gate.README_END)]
+    assert quality_gate.Thresholds().describe() in block  # the defaults the script gates on
+    for lever in ("dtype.bf16", "ops_backend.torch", "attention.triton"):
+        assert f"| {lever} |" in block
