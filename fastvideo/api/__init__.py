@@ -25,6 +25,7 @@ from fastvideo.api.documents import (
     parse_cli_overrides,
 )
 from fastvideo.api.parse import ConfigError, ConfigValidationError, config_to_dict, parse_config
+from fastvideo.api.limits import MAX_PROMPT_CHARS
 from fastvideo.api.request import GenerationRequest, InputConfig, OutputConfig, SamplingConfig
 from fastvideo.api.results import (
     GenerationResult,
@@ -65,6 +66,7 @@ __all__ = [
     "GeneratorConfig",
     "InputConfig",
     "KNOWN_STATE_KINDS",
+    "MAX_PROMPT_CHARS",
     "ModelLoadError",
     "OffloadConfig",
     "OutputConfig",

@@ -20,7 +20,14 @@ Contract:
 - **One size parser** (:func:`parse_size`) and **one coercion per type**: an integer is an int, an
   integral float or a decimal string (forms and Dynamo send strings); a number is an int, float or
   numeric string; a boolean is never a number. A wrong type is a :class:`RequestError` naming the
-  edge's field.
+  edge's field. An integer string longer than :data:`MAX_INT_DIGITS` digits (no field's range comes near it),
+  and a string holding a lone UTF-16 surrogate (an unpaired ``\\ud800``-``\\udfff`` escape: not text), are
+  refused the same way, for every field.
+- **Prompt length**: ``prompt`` and ``negative_prompt`` hold at most ``max_prompt_chars`` characters (the
+  edge's bound, never above :data:`fastvideo.api.limits.MAX_PROMPT_CHARS`), refused naming the wire field.
+- **JSON text** the client sends inside a field (a form's ``nvext``) or as a whole body is read with
+  :func:`parse_json`: invalid JSON, an integer past Python's digit limit, or nesting deeper than
+  :data:`MAX_JSON_DEPTH` is a :class:`RequestError`, never another exception.
 - **One range per field, applied once**: ranges (steps 1..1000, fps 1..120, sizes, frame counts,
   ...) are the engine's (:mod:`fastvideo.engine.validation`), checked when the request is resolved
   against the model. The edge re-labels that error with :meth:`TranslatedRequest.relabel`, which
@@ -35,13 +42,16 @@ Contract:
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from fastvideo.api.errors import RequestError
+from fastvideo.api.limits import MAX_PROMPT_CHARS, check_prompt_length
 from fastvideo.api.request import GenerationRequest, InputConfig, OutputConfig, SamplingConfig
 from fastvideo.api.state import ContinuationState
 
@@ -95,6 +105,10 @@ WS_KEYS = frozenset(s.short for s in FIELDS if not s.path.startswith("output."))
 
 _SIZE_RE = re.compile(r"^\s*(\d{1,5})\s*[xX*\u00d7]\s*(\d{1,5})\s*$")
 MAX_SECONDS = 3600.0
+#: Digits an integer string may have (seeds go up to 2**63-1: 19 digits); longer ones are refused unread.
+MAX_INT_DIGITS = 40
+#: Deepest nesting of arrays/objects accepted in client JSON (request bodies are two levels deep).
+MAX_JSON_DEPTH = 64
 
 
 def wire_names(edge: Edge, path: str) -> tuple[str, ...]:
@@ -129,6 +143,10 @@ def parse_size(text: Any, name: str = "size") -> tuple[int, int]:
 def to_int(name: str, value: Any) -> int:
     """An int from an int, an integral float or a decimal string; never from a bool."""
     if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        if len(value.strip().lstrip("+-")) > MAX_INT_DIGITS:
+            raise RequestError(name, f"is an integer of {len(value.strip().lstrip('+-'))} digits; at most "
+                                     f"{MAX_INT_DIGITS} are read (no field's range comes near): send a value in "
+                                     "range")
         return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -147,7 +165,10 @@ def to_float(name: str, value: Any) -> float:
     elif isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(name, f"must be a number, got {value!r}")
     else:
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            raise RequestError(name, "must be a finite number, got an integer too large for a float") from None
     if not math.isfinite(number):
         raise RequestError(name, f"must be a finite number, got {value!r}")
     return number
@@ -186,6 +207,50 @@ def _convert(kind: Kind, name: str, value: Any) -> Any:
         return to_bool(name, value)
     if not isinstance(value, str):
         raise RequestError(name, f"must be a string, got {type(value).__name__}")
+    check_text(name, value)
+    return value
+
+
+def check_text(name: str, value: str) -> None:
+    """Refuse a string holding a lone UTF-16 surrogate (it is not text; it could not be encoded later)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(name, "holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is "
+                                 "not text; send valid Unicode") from None
+
+
+def json_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` (parsed JSON) nests arrays/objects deeper than ``limit`` levels. Iterative."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        node, depth = stack.pop()
+        nested = [child for child in (node.values() if isinstance(node, dict) else node)
+                  if isinstance(child, (dict, list))]
+        if nested and depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in nested)
+    return False
+
+
+def parse_json(text: str | bytes, name: str) -> Any:
+    """Client JSON text -> its value; :class:`RequestError` naming ``name`` for invalid JSON, an integer past
+    Python's digit limit, or nesting deeper than :data:`MAX_JSON_DEPTH` (see module contract)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise RequestError(name, f"is nested too deeply; at most {MAX_JSON_DEPTH} levels of arrays/objects are "
+                                 "accepted") from None
+    except UnicodeDecodeError as exc:
+        raise RequestError(name, f"is not UTF-8 JSON: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise RequestError(name, f"is not valid JSON: {exc}") from None
+    except ValueError:  # what json.loads raises besides: an integer past Python's digit limit
+        raise RequestError(name, f"holds a number too long to parse (integers are limited to "
+                                 f"{sys.get_int_max_str_digits()} digits); send a value in range") from None
+    if json_too_deep(value):
+        raise RequestError(name, f"is nested too deeply; at most {MAX_JSON_DEPTH} levels of arrays/objects are "
+                                 "accepted")
     return value
 
 
@@ -250,12 +315,13 @@ class TranslatedRequest:
 
 def translate_request(edge: Edge, wire: Mapping[str, Any], *, fps: int | None = None,
                       output: OutputConfig | None = None, request_id: str | None = None,
-                      image_path: str | None = None) -> TranslatedRequest:
+                      image_path: str | None = None, max_prompt_chars: int = MAX_PROMPT_CHARS) -> TranslatedRequest:
     """The :class:`GenerationRequest` for one wire request on ``edge`` (see module contract).
 
     ``fps`` is the served model's frame rate (for ``seconds``; the http and dynamo edges pass it);
     ``output`` the edge's output options; ``image_path`` a reference image the edge already stored
-    (http/dynamo ``input_reference``).
+    (http/dynamo ``input_reference``); ``max_prompt_chars`` the edge's prompt bound (at most
+    :data:`~fastvideo.api.limits.MAX_PROMPT_CHARS`).
     """
     if edge not in EDGES:
         raise ValueError(f"unknown edge {edge!r}; one of {EDGES}")
@@ -269,6 +335,8 @@ def translate_request(edge: Edge, wire: Mapping[str, Any], *, fps: int | None = 
             raw = _lookup(wire, name)
             if raw is None:
                 continue
+            if spec.path in ("prompt", "negative_prompt"):  # before any other work on a long string
+                check_prompt_length(name, raw, min(max_prompt_chars, MAX_PROMPT_CHARS))
             value = _convert(spec.kind, name, raw)
             if spec.path in values and not _same(values[spec.path], value):
                 raise RequestError(name, f"{value!r} contradicts {given[spec.path]}={values[spec.path]!r}; "

@@ -4,7 +4,10 @@ Contract: :class:`WanTextEncoder.encode(prompts)` returns ``(B, max_length, dim)
 encoder's dtype, computed exactly as diffusers' ``WanPipeline`` does: prompts are cleaned (ftfy
 when installed, double HTML unescape, whitespace collapsed), tokenized to ``max_length`` with
 padding and truncation, encoded with the attention mask, and every position past a prompt's real
-length is set to zero. The tokenizer and model come from a diffusers folder's ``tokenizer/`` and
+length is set to zero. Before any cleaning, a prompt is cut to :func:`raw_prompt_bound` characters
+(``RAW_CHARS_PER_TOKEN`` per token of ``max_length``: far more than ``max_length`` tokens of any real text), so
+a huge prompt costs no more CPU than that bound; the tokenizer truncates to ``max_length`` tokens anyway. The
+tokenizer and model come from a diffusers folder's ``tokenizer/`` and
 ``text_encoder/`` sub-folders; no network access is ever attempted. Loading refuses, with a
 :class:`~fastvideo.api.ModelLoadError` naming the file and the fix, truncated or corrupt weights, a
 ``config.json`` whose model does not match the weights (checked from the safetensors headers before
@@ -28,6 +31,16 @@ try:  # optional, as in the reference pipeline
     import ftfy  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on the install
     ftfy = None
+
+
+#: Characters of raw prompt kept per token of ``max_length`` before cleaning. A UMT5 token of real text
+#: covers a few characters (rarely more than 16), so 512 tokens never need more than this many.
+RAW_CHARS_PER_TOKEN = 32
+
+
+def raw_prompt_bound(max_length: int) -> int:
+    """Characters of a raw prompt that can matter for ``max_length`` tokens (see module contract)."""
+    return RAW_CHARS_PER_TOKEN * max_length
 
 
 def clean_prompt(text: str) -> str:
@@ -74,7 +87,8 @@ class WanTextEncoder:
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
         """Embed ``prompts``; positions past each prompt's length are exactly zero."""
-        cleaned = [clean_prompt(p) for p in prompts]
+        bound = raw_prompt_bound(self.max_length)
+        cleaned = [clean_prompt(p[:bound]) for p in prompts]
         tokens = self.tokenizer(cleaned, padding="max_length", max_length=self.max_length, truncation=True,
                                 add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
         ids = tokens.input_ids.to(self.device)

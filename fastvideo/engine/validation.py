@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from fastvideo.api.limits import check_prompt_length
 from fastvideo.api.errors import RequestError
 from fastvideo.api.request import GenerationRequest
 from fastvideo.engine.presets import ModelPreset
@@ -111,6 +112,8 @@ def resolve_sampling(request: GenerationRequest, preset: ModelPreset) -> Resolve
         raise RequestError("sampling.true_cfg_scale", f"{s.true_cfg_scale!r} cannot be honoured: Wan models use "
                                                       "classic CFG; set guidance_scale instead and leave "
                                                       "true_cfg_scale unset")
+    check_prompt_length("prompt", request.prompt)  # fastvideo.api.MAX_PROMPT_CHARS, whoever built the request
+    check_prompt_length("negative_prompt", request.negative_prompt)
     strength = 1.0 if s.continuation_strength is None else s.continuation_strength
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
         raise RequestError("sampling.continuation_strength", f"{strength!r} is out of range; use 0..1")
