@@ -20,6 +20,9 @@ Contract:
   The generator is shut down by whoever created it (``run_server``), not by the app.
 - Every HTTP request passes :class:`fastvideo.serving.middleware.RequestContextMiddleware` (outermost:
   request id, API key, body limit, last-resort 500s, HTTP metrics; see that module).
+- ``/openapi.json`` describes what the server does: request bodies of the POST routes, the OpenAI error
+  envelope (400, never FastAPI's 422), ``video/mp4`` / ``image/png`` downloads
+  (:func:`fastvideo.serving.openai_protocol.describe_errors`).
 - ``GET /`` serves the MSE player page from ``fastvideo/serving/static/``.
 """
 
@@ -45,6 +48,7 @@ from fastvideo.serving.config import ServeConfig, StateConfig
 from fastvideo.serving.errors import install_error_handlers
 from fastvideo.serving.metrics import ServingMetrics
 from fastvideo.serving.middleware import RequestContextMiddleware
+from fastvideo.serving.openai_protocol import describe_errors
 from fastvideo.serving.openai_routes import router as openai_router
 from fastvideo.serving.request_mapping import ModelDefaults
 from fastvideo.serving.session import SessionManager
@@ -160,6 +164,14 @@ def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
             logger.info("shutdown complete")
 
     app = FastAPI(title="FastVideo Engine", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:  # the 400 error envelope instead of FastAPI's 422 (see openai_protocol)
+        if app.openapi_schema is None:
+            app.openapi_schema = describe_errors(base_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.server = state
     app.state.drain = drain
     install_error_handlers(app)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 from urllib.parse import urlparse
 
-from fastvideo.api import ConfigError, GeneratorConfig, parse_config
+from fastvideo.api import MAX_PROMPT_CHARS, ConfigError, GeneratorConfig, parse_config
 from fastvideo.runtime.pool import PoolConfig, normalize_device, normalize_devices
 from fastvideo.runtime.scheduler import SchedulerConfig
 
@@ -63,8 +63,12 @@ class ServerConfig:
     warmup: bool = True
     #: ``openai-poll-after-ms`` sent on job reads while a job is queued or running.
     poll_after_ms: int = 500
-    #: Largest request body accepted (bytes), uploads included.
+    #: Largest request body accepted (bytes), uploads included, whatever the transfer encoding (a chunked body is
+    #: counted as it streams in and refused with 413 at the limit). The default fits a base64 reference image.
     max_body_bytes: int = 32 * 1024 * 1024
+    #: Longest ``prompt`` / ``negative_prompt`` accepted over HTTP and ``/v1/stream`` (characters, 1 up to
+    #: ``fastvideo.api.MAX_PROMPT_CHARS``); a longer one is a 400 naming the field.
+    max_prompt_chars: int = MAX_PROMPT_CHARS
     #: ``text`` or ``json`` (one JSON object per line, with request ids).
     log_format: Literal["text", "json"] = "text"
     #: Seconds graceful shutdown waits for running and queued jobs before failing them.
@@ -81,6 +85,11 @@ class ServerConfig:
     def __post_init__(self) -> None:
         self.allowed_origins = [check_origin(entry, f"allowed_origins[{i}]")
                                 for i, entry in enumerate(self.allowed_origins)]
+        if not 1 <= self.max_prompt_chars <= MAX_PROMPT_CHARS:
+            raise ConfigError("max_prompt_chars", f"must be between 1 and {MAX_PROMPT_CHARS} "
+                                                  f"(fastvideo.api.MAX_PROMPT_CHARS), got {self.max_prompt_chars}")
+        if self.max_body_bytes < 1024:
+            raise ConfigError("max_body_bytes", f"must be at least 1024 bytes, got {self.max_body_bytes}")
 
 
 @dataclass

@@ -3,7 +3,9 @@
 Contract: every error response body is the OpenAI envelope
 ``{"error": {"message", "type", "param", "code"}}`` with the matching status: 400 bad input
 (``invalid_request_error``), 401 bad or missing key (``authentication_error``), 404 unknown id,
-model or route (``not_found_error`` / ``invalid_request_error``), 413 body too large, 429 queue
+model or route (``not_found_error`` / ``invalid_request_error``), 413 body too large
+(``request_too_large``; :class:`BodyTooLarge`, raised while the body streams in), 415 a POST body that is
+not JSON or a form (``unsupported_media_type``), 429 queue
 full (``rate_limit_error``, with ``retry-after``), 503 not ready / shutting down
 (``service_unavailable``, with ``retry-after``), 500 anything unexpected (``server_error``; the
 message never leaks a traceback). :func:`install_error_handlers` maps FastAPI's validation errors,
@@ -43,12 +45,26 @@ class APIError(FastVideoError):
         return error_body(self.message, type=self.type, param=self.param, code=self.code)
 
 
+class BodyTooLarge(APIError):
+    """A request body past ``server.max_body_bytes``, whatever its transfer encoding: raised by the middleware's
+    counting ``receive`` as soon as the limit is crossed, so the rest is never read."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than {limit} bytes (server.max_body_bytes)",
+                         code="request_too_large")
+
+
 def error_body(message: str, *, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
 def bad_request(message: str, param: str | None = None, code: str = "invalid_value") -> APIError:
     return APIError(400, message, param=param, code=code)
+
+
+def unsupported_media_type(content_type: str | None) -> APIError:
+    return APIError(415, f"content-type {content_type or '(none)'!r:.80} is not accepted; send application/json, "
+                         "multipart/form-data or application/x-www-form-urlencoded", code="unsupported_media_type")
 
 
 def not_found(message: str, param: str | None = None, code: str = "not_found") -> APIError:

@@ -4,6 +4,9 @@ Contract:
 - :data:`request_id_var` holds the id of the HTTP request / WebSocket session being handled (a
   ``contextvars.ContextVar``, so it follows asyncio tasks); :func:`new_request_id` makes one and
   :func:`accept_request_id` keeps a client's ``x-request-id`` when it is short and printable.
+- :func:`printable` makes client text (a request path, a header) safe to log: control characters (CR, LF, ESC,
+  ...; also U+2028/2029) become backslash escapes and long text is cut, so a ``%0A`` in a path cannot
+  forge a log line or color a terminal.
 - :class:`RequestIdFilter` stamps every log record with ``request_id`` (``-`` outside a request);
   :class:`JsonFormatter` writes one JSON object per line (time, level, logger, message,
   request_id, plus any ``extra=`` fields that are JSON-safe).
@@ -36,6 +39,18 @@ def accept_request_id(header_value: str | None) -> str:
     if header_value and _ID_OK.match(header_value):
         return header_value
     return new_request_id()
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str, limit: int = 256) -> str:
+    """``text`` with control characters escaped and cut to ``limit`` characters (see module contract)."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                                               else f"\\u{ord(m.group()):04x}"), text)
 
 
 class RequestIdFilter(logging.Filter):

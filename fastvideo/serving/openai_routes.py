@@ -6,7 +6,8 @@ Contract (see ``shared/design/contracts.md``):
   as a file) and urlencoded bodies, creates a job and answers at once with a ``Video`` object
   (``queued``); ``GET /v1/videos/{id}`` shows ``queued -> in_progress -> completed | failed`` with
   live ``progress``; ``GET /v1/videos`` pages (``after``, ``limit``, ``order``) as
-  ``{object:"list", data, has_more, first_id, last_id}``; ``DELETE`` answers
+  ``{object:"list", data, has_more, first_id, last_id}``, a page also stopping before its body passes
+  :data:`LIST_MAX_BYTES` (``has_more`` then true; ``after=last_id`` goes on); ``DELETE`` answers
   ``{id, object:"video.deleted", deleted:true}`` (cancelling a live job); ``GET .../content``
   returns the MP4 (``variant=video``) or a PNG of the first frame (``variant=thumbnail``).
   Every job read carries ``openai-poll-after-ms``.
@@ -14,6 +15,14 @@ Contract (see ``shared/design/contracts.md``):
   ``{id, object, created, model, status, data:[{url | b64_json, output_format}], inference_time_s}``;
   a client that disconnects cancels its job. ``POST /v1/images/generations`` makes 1-frame
   videos and answers PNGs (``b64_json`` by default, or ``url``).
+- Bodies (:func:`read_body`): POST routes read JSON, multipart and urlencoded bodies only (another or no
+  content type is a 415 ``unsupported_media_type``: a web page's ``text/plain`` JSON is refused); the
+  middleware bounds their size while they stream in (413). JSON that does not parse - invalid, an integer past
+  Python's digit limit, nesting deeper than :data:`fastvideo.api.wire.MAX_JSON_DEPTH` - in the body or a
+  form's ``nvext`` / ``extra_args`` field is a 400 envelope; ``prompt`` / ``negative_prompt`` longer than
+  ``server.max_prompt_chars`` are a 400 naming the field. A job record keeps at most
+  :data:`RECORD_PROMPT_CHARS` characters of its prompt (what ``Video.prompt`` shows). ``/v1/models`` names
+  the model by its id (``root`` too), never by a server path.
 - All admission goes through :meth:`ServerState.submit` (503 / 429 / 400 before a job exists).
 - Handlers are module-level functions on :data:`router`; each takes the app's :class:`ServerState`
   through the :func:`get_state` dependency (``app.state.server``). Request fields are translated by
@@ -36,10 +45,17 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from fastvideo.api.wire import HTTP_KEYS
+from fastvideo.api import RequestError
+from fastvideo.api.wire import HTTP_KEYS, parse_json
 from fastvideo.serving.app_state import ServerState
-from fastvideo.serving.errors import APIError, bad_request, not_found
-from fastvideo.serving.openai_protocol import CreateVideoBody, ImageGenerationBody, ListQuery, form_to_mapping
+from fastvideo.serving.errors import APIError, bad_request, not_found, unsupported_media_type
+from fastvideo.serving.openai_protocol import (
+    CreateVideoBody,
+    ImageGenerationBody,
+    ListQuery,
+    form_to_mapping,
+    request_body,
+)
 from fastvideo.serving.request_mapping import (
     MappedRequest,
     decode_image_reference,
@@ -53,14 +69,29 @@ logger = logging.getLogger(__name__)
 B = TypeVar("B", bound=BaseModel)
 
 
+#: Content types a POST body may have (anything else, ``text/plain`` included, is a 415).
+BODY_TYPES = ("application/json", "multipart/form-data", "application/x-www-form-urlencoded")
+#: Characters of a prompt a job record keeps (and every ``Video`` object shows); longer ones end in "...".
+RECORD_PROMPT_CHARS = 2048
+#: Largest ``GET /v1/videos`` body (bytes): a page stops before passing it (holding at least one item) and says
+#: ``has_more``.
+LIST_MAX_BYTES = 1024 * 1024
+
+
 async def read_body(request: Request, model: type[B], max_bytes: int) -> tuple[B, dict[str, Any], bytes | None]:
     """Parse a JSON / multipart / urlencoded body: ``model`` (the edge-only fields), the plain mapping (what
-    the translation layer reads) and an uploaded file's bytes."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    the translation layer reads) and an uploaded file's bytes. Another content type is a 415; JSON that does
+    not parse (huge integers and deep nesting included, in the body or a form's JSON field) a 400."""
+    raw_ctype = request.headers.get("content-type")
+    ctype = (raw_ctype or "").split(";")[0].strip().lower()
+    if ctype not in BODY_TYPES:
+        raise unsupported_media_type(raw_ctype)
     upload: bytes | None = None
     if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         try:
             form = await request.form(max_part_size=max_bytes)
+        except APIError:  # the body limit, raised while the form streams in
+            raise
         except Exception as exc:  # noqa: BLE001 - a broken form is bad input
             raise bad_request(f"cannot parse the form body: {exc}", None, "invalid_body") from exc
         items: list[tuple[str, Any]] = []
@@ -76,19 +107,19 @@ async def read_body(request: Request, model: type[B], max_bytes: int) -> tuple[B
             items.append((key, value))
         mapping = form_to_mapping(items)
         for key in ("nvext", "extra_args", "input_reference"):
-            if isinstance(mapping.get(key), str) and mapping[key].strip().startswith("{"):
+            if isinstance(mapping.get(key), str) and mapping[key].strip().startswith(("{", "[")):
                 try:
-                    mapping[key] = json.loads(mapping[key])
-                except json.JSONDecodeError as exc:
-                    raise bad_request(f"{key} is not valid JSON: {exc}", key, "invalid_json") from exc
+                    mapping[key] = parse_json(mapping[key], key)
+                except RequestError as exc:
+                    raise bad_request(str(exc), key, "invalid_json") from exc
     else:
         raw = await request.body()
         if not raw:
             raise bad_request("the request body is empty; send JSON (or a multipart form)", None, "invalid_body")
         try:
-            mapping = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise bad_request(f"the body is not valid JSON: {exc}", None, "invalid_json") from exc
+            mapping = parse_json(raw, "body")
+        except RequestError as exc:
+            raise bad_request(f"the JSON body {exc.reason}", None, "invalid_json") from exc
         if not isinstance(mapping, dict):
             raise bad_request("the JSON body must be an object", None, "invalid_body")
     try:
@@ -137,15 +168,21 @@ def _save_reference(state: ServerState, record_id: str, data: bytes, ext: str) -
         raise _storage_error(exc) from exc
 
 
-def _admit(state: ServerState, model: str | None, prompt: str, mapped: MappedRequest, kind: str,
-           ref: Path | None) -> VideoRecord:
+def record_prompt(prompt: object) -> str:
+    """The prompt a job record keeps: at most :data:`RECORD_PROMPT_CHARS` characters."""
+    text = prompt if isinstance(prompt, str) else str(prompt)
+    return text if len(text) <= RECORD_PROMPT_CHARS else text[:RECORD_PROMPT_CHARS - 3] + "..."
+
+
+def _admit(state: ServerState, model: str | None, mapped: MappedRequest, kind: str, ref: Path | None) -> VideoRecord:
     try:
         job = state.submit(mapped.request, mapped.translated)
     except BaseException:
         if ref is not None:
             ref.unlink(missing_ok=True)
         raise
-    record = VideoRecord(id=job.id, kind=kind, model=model or state.defaults.name, prompt=prompt,
+    record = VideoRecord(id=job.id, kind=kind, model=model or state.defaults.name,
+                         prompt=record_prompt(mapped.request.prompt),
                          width=mapped.width, height=mapped.height, seconds=mapped.seconds,
                          num_frames=mapped.num_frames, fps=mapped.fps, job=job, input_path=ref)
     logger.info("job %s queued (%s, %dx%d, %d frames)", job.id, kind, mapped.width, mapped.height, mapped.num_frames)
@@ -164,11 +201,12 @@ async def _create(state: ServerState, request: Request) -> VideoRecord:
     record_id = f"video_{uuid.uuid4().hex[:24]}"
     reference = _decode_reference(state, body, upload)
     ref = state.store.input_path_for(record_id, reference[1]) if reference is not None else None
-    mapped = map_video_request(mapping, state.defaults, request_id=record_id, image_path=str(ref) if ref else None)
+    mapped = map_video_request(mapping, state.defaults, request_id=record_id, image_path=str(ref) if ref else None,
+                               max_prompt_chars=state.config.server.max_prompt_chars)
     if reference is not None:  # written only once the model accepted the request
         state.validate(mapped.request, mapped.translated)
         ref = _save_reference(state, record_id, *reference)
-    record = _admit(state, body.model, mapped.request.prompt, mapped, "video", ref)
+    record = _admit(state, body.model, mapped, "video", ref)
     record.response_format = body.response_format
     return record
 
@@ -181,7 +219,10 @@ def _get_record(state: ServerState, video_id: str, kind: str = "video") -> Video
     return record
 
 
-@router.post("/v1/videos")
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+@router.post("/v1/videos", openapi_extra={"requestBody": request_body("video")})
 async def create_video(request: Request, state: Server) -> JSONResponse:
     record = await _create(state, request)
     return JSONResponse(record.to_openai(), headers=_poll_headers(state))
@@ -199,7 +240,16 @@ async def list_videos(request: Request, state: Server) -> JSONResponse:
         items, has_more = state.store.page(after=query.after, limit=query.limit, order=query.order)
     except KeyError:
         raise bad_request(f"after={query.after!r} is not a known video id", "after") from None
-    data = [r.to_openai() for r in items]
+    data: list[dict[str, Any]] = []
+    size = 256  # room for the envelope around the items
+    for record in items:
+        item = record.to_openai()
+        item_bytes = len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()) + 1
+        if data and size + item_bytes > LIST_MAX_BYTES:
+            has_more = True
+            break
+        data.append(item)
+        size += item_bytes
     return JSONResponse({"object": "list", "data": data, "has_more": has_more,
                          "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None},
                         headers=_poll_headers(state))
@@ -231,7 +281,10 @@ async def _open_content(state: ServerState, record: VideoRecord, variant: str, p
     return OpenFileResponse(handle, media_type=media_type, filename=f"{record.id}.{ext}")
 
 
-@router.get("/v1/videos/{video_id}/content")
+@router.get("/v1/videos/{video_id}/content", response_class=Response,
+            responses={200: {"description": "The MP4 (variant=video) or a PNG of its first frame (variant=thumbnail); "
+                                            "range requests are answered with 206",
+                             "content": {"video/mp4": _BINARY, "image/png": _BINARY}}})
 async def video_content(video_id: str, state: Server, variant: str = "video") -> Response:
     record = _get_record(state, video_id)
     if variant not in ("video", "thumbnail"):
@@ -268,7 +321,7 @@ def _raise_if_failed(state: ServerState, record: VideoRecord) -> None:
     raise APIError(500, record.error_message or "generation failed", type="server_error", code=code)
 
 
-@router.post("/v1/videos/generations")
+@router.post("/v1/videos/generations", openapi_extra={"requestBody": request_body("video")})
 async def generate_video(request: Request, state: Server) -> JSONResponse:
     t0 = time.time()
     record = await _create(state, request)
@@ -287,7 +340,7 @@ async def generate_video(request: Request, state: Server) -> JSONResponse:
                          "seconds": record.seconds, "size": record.size, "error": None})
 
 
-@router.post("/v1/images/generations")
+@router.post("/v1/images/generations", openapi_extra={"requestBody": request_body("image")})
 async def generate_images(request: Request, state: Server) -> JSONResponse:
     state.require_ready()
     body, mapping, _ = await read_body(request, ImageGenerationBody, state.config.server.max_body_bytes)
@@ -297,8 +350,9 @@ async def generate_images(request: Request, state: Server) -> JSONResponse:
     records: list[VideoRecord] = []
     try:
         for i in range(body.n):
-            mapped = map_image_request(mapping, state.defaults, request_id=f"img_{uuid.uuid4().hex[:24]}", index=i)
-            records.append(_admit(state, body.model, mapped.request.prompt, mapped, "image", None))
+            mapped = map_image_request(mapping, state.defaults, request_id=f"img_{uuid.uuid4().hex[:24]}", index=i,
+                                       max_prompt_chars=state.config.server.max_prompt_chars)
+            records.append(_admit(state, body.model, mapped, "image", None))
     except BaseException:
         for r in records:
             state.store.delete(r.id)
@@ -319,7 +373,8 @@ async def generate_images(request: Request, state: Server) -> JSONResponse:
                          "inference_time_s": sum(r.inference_time_s or 0.0 for r in records)})
 
 
-@router.get("/v1/images/{image_id}/content")
+@router.get("/v1/images/{image_id}/content", response_class=Response,
+            responses={200: {"description": "The PNG", "content": {"image/png": _BINARY}}})
 async def image_content(image_id: str, state: Server) -> Response:
     record = _get_record(state, image_id, "image")
     if record.file_path is None:
@@ -329,7 +384,7 @@ async def image_content(image_id: str, state: Server) -> Response:
 
 def _model_card(state: ServerState, model_id: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": int(state.started_at), "owned_by": "fastvideo",
-            "root": str(state.service.generator.model_path), "max_frames": state.defaults.max_frames,
+            "root": model_id, "max_frames": state.defaults.max_frames,
             "default_size": f"{state.defaults.width}x{state.defaults.height}",
             "default_num_frames": state.defaults.num_frames, "default_fps": state.defaults.fps}
 

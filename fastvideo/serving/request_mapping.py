@@ -8,7 +8,8 @@ Contract:
   adds what the ``Video`` object reports: the size, frames, fps and seconds the job will have (the
   model's defaults for what the client left out). A bad value raises
   :class:`fastvideo.api.RequestError` naming the client's field; the routes answer it as a 400
-  with that ``param``. :func:`map_image_request` does the same for one frame of an image request.
+  with that ``param``. :func:`map_image_request` does the same for one frame of an image request (image
+  ``i`` of ``n`` takes seed ``(seed + i) % 2**63``). Both apply the server's ``max_prompt_chars``.
 - :func:`decode_image_reference` accepts uploaded bytes, a data URL, bare base64, or
   ``{"image_url": ...}``; checks the bytes are a PNG/JPEG/WebP/GIF image and returns them with an
   extension. Remote URLs and ``file_id`` are refused (the server fetches nothing).
@@ -23,7 +24,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fastvideo.api import GenerationRequest, OutputConfig, RequestError, TranslatedRequest, translate_request
+from fastvideo.api import (
+    MAX_PROMPT_CHARS,
+    GenerationRequest,
+    OutputConfig,
+    RequestError,
+    TranslatedRequest,
+    translate_request,
+)
 from fastvideo.serving.errors import bad_request
 
 
@@ -72,10 +80,11 @@ def _mapped(translated: TranslatedRequest, defaults: ModelDefaults) -> MappedReq
 
 
 def map_video_request(body: Mapping[str, Any], defaults: ModelDefaults, *, request_id: str,
-                      image_path: str | None = None) -> MappedRequest:
+                      image_path: str | None = None, max_prompt_chars: int = MAX_PROMPT_CHARS) -> MappedRequest:
     """The typed request for an OpenAI video body (see module contract)."""
     translated = translate_request("http", body, fps=defaults.fps, request_id=request_id, image_path=image_path,
-                                   output=OutputConfig(save_video=False, return_frames=False))
+                                   output=OutputConfig(save_video=False, return_frames=False),
+                                   max_prompt_chars=max_prompt_chars)
     return _mapped(translated, defaults)
 
 
@@ -84,17 +93,19 @@ _FRAME_FIELDS = ("sampling.num_frames", "sampling.fps", "state")
 
 
 def map_image_request(body: Mapping[str, Any], defaults: ModelDefaults, *, request_id: str,
-                      index: int = 0) -> MappedRequest:
-    """One frame of an image request; image ``index`` > 0 takes seed + index (when a seed is given)."""
+                      index: int = 0, max_prompt_chars: int = MAX_PROMPT_CHARS) -> MappedRequest:
+    """One frame of an image request; image ``index`` > 0 takes ``(seed + index) % 2**63`` (when a seed is
+    given: every seed in range gives ``n`` seeds in range)."""
     translated = translate_request("http", body, fps=defaults.fps, request_id=request_id,
-                                   output=OutputConfig(save_video=False, return_frames=True))
+                                   output=OutputConfig(save_video=False, return_frames=True),
+                                   max_prompt_chars=max_prompt_chars)
     for path in _FRAME_FIELDS:
         if path in translated.given:
             raise RequestError(translated.given[path], "does not apply to an image (one frame); remove it")
     request = translated.request
     seed = request.sampling.seed
     sampling = replace(request.sampling, num_frames=1,
-                       seed=seed + index if seed is not None and index else seed)
+                       seed=(seed + index) % 2**63 if seed is not None and index else seed)
     translated = replace(translated, request=replace(request, sampling=sampling))
     return _mapped(translated, defaults)
 

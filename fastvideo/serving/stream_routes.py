@@ -384,7 +384,7 @@ class StreamSession:
 
     def _translate(self, wire: dict[str, Any], request_id: str | None = None) -> TranslatedRequest:
         return translate_request("ws", {k: v for k, v in wire.items() if v is not None}, fps=self.state.defaults.fps,
-                                 request_id=request_id,
+                                 request_id=request_id, max_prompt_chars=self.state.config.server.max_prompt_chars,
                                  output=OutputConfig(save_video=False, return_frames=True, return_state=True))
 
     def _checked(self, wire: dict[str, Any], prompt: Any) -> dict[str, Any]:
