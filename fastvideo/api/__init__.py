@@ -15,6 +15,7 @@ from fastvideo.api.config import (
     PipelineSelection,
     QuantizationConfig,
 )
+from fastvideo.api.request import GenerationPlan, PlannedStage, RequestRuntimeConfig
 from fastvideo.api.errors import FastVideoError, GenerationCancelled, GenerationFailed, ModelLoadError, RequestError
 from fastvideo.api.documents import (
     RunConfig,
@@ -102,3 +103,6 @@ __all__ = [
     "parse_size",
     "translate_request",
 ]
+
+# FastVideo's request schema classes beyond the Dynamo contract (issue 14).
+__all__ += ["GenerationPlan", "PlannedStage", "RequestRuntimeConfig"]

@@ -19,15 +19,24 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 DType = Literal["auto", "bf16", "fp16", "fp32"]
+#: FastVideo's fixed workload list (``pipeline.workload_type``); only ``t2v`` runs here, the others are refused.
+WorkloadType = Literal["t2v", "i2v", "t2i", "i2i", "v2a", "t2a"]
+WORKLOAD_TYPES: tuple[str, ...] = ("t2v", "i2v", "t2i", "i2i", "v2a", "t2a")
 
 
 @dataclass
 class ParallelismConfig:
-    """Multi-GPU parallelism degrees (tensor and sequence parallel). One generator runs on one device:
-    1 (or -1, "auto", which is 1 there) is honoured; any other degree is refused (not supported yet)."""
+    """Multi-GPU parallelism degrees (FastVideo's fields and defaults; -1 is "auto"). One generator runs on
+    one device: 1 or -1 (auto, which is 1 there) is honoured; any other degree is refused (not supported yet)."""
 
-    tp_size: int = 1
-    sp_size: int = 1
+    tp_size: int = -1
+    sp_size: int = -1
+    #: HSDP replica groups: 1 honoured (one device); others refused.
+    hsdp_replicate_dim: int = 1
+    #: HSDP shard degree: -1 (auto) or 1 honoured; others refused.
+    hsdp_shard_dim: int = -1
+    #: Seconds the distributed process group waits; accepted either way (one device: no process group exists).
+    dist_timeout: int | None = None
 
 
 @dataclass
@@ -48,24 +57,48 @@ class OffloadConfig:
     #: Pin the CPU copies of offloaded components. Accepted either way (FastVideo's default is true):
     #: it only matters for a component offloaded from a GPU, and that is refused, so nothing is pinned.
     pin_cpu_memory: bool = True
+    #: FastVideo: load modules lazily (None: auto on unified-memory devices). None and false honoured (every
+    #: component loads when the generator is built); true refused (not supported yet).
+    lazy_module_load: bool | None = None
 
 
 @dataclass
 class CompileConfig:
-    """torch.compile settings for the DiT (mutable: callers assign fields after construction)."""
+    """torch.compile settings for the DiT (mutable: callers assign fields after construction).
+
+    FastVideo writes ``backend``/``fullgraph`` as null for "torch's default": null is read as ``"inductor"`` /
+    ``false``, which is what torch.compile uses. ``extras`` and ``dit_kwargs`` (more torch.compile keyword
+    arguments) and compiling the text encoder / VAE / audio VAE are accepted by the parser and refused when
+    set (not supported yet).
+    """
 
     enabled: bool = False
-    backend: str = "inductor"
-    fullgraph: bool = False
+    backend: str | None = "inductor"
+    fullgraph: bool | None = False
     mode: str | None = None
     dynamic: bool | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    text_encoder_enabled: bool | None = None
+    vae_enabled: bool | None = None
+    audio_vae_enabled: bool | None = None
+    dit_kwargs: dict[str, Any] = field(default_factory=dict)
+    text_encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    vae_kwargs: dict[str, Any] = field(default_factory=dict)
+    audio_vae_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.backend is None:
+            self.backend = "inductor"
+        if self.fullgraph is None:
+            self.fullgraph = False
 
 
 @dataclass
 class QuantizationConfig:
-    """Weight quantization of the transformer (``None`` or e.g. ``"FP8"``). Only ``None`` is honoured;
-    a scheme is refused (not supported yet: weights stay in ``engine.dtype``)."""
+    """Weight quantization of the text encoder and transformer (``None`` or e.g. ``"FP8"``). Only ``None`` is
+    honoured; a scheme is refused (not supported yet: weights stay in ``engine.dtype``)."""
 
+    text_encoder_quant: str | None = None
     transformer_quant: str | None = None
 
 
@@ -90,10 +123,16 @@ class EngineConfig:
     #: Devices of one generator: only 1 (pick it with ``device``). Several GPUs: one generator per GPU
     #: behind a GpuPool, or several ``fastvideo serve`` replicas behind ``fastvideo router-serve``.
     num_gpus: int = 1
+    #: FastVideo's worker launcher: "mp" (the default) is honoured (this engine runs in-process, or one process
+    #: per device behind a pool); "ray" is refused (not supported yet).
+    execution_backend: Literal["mp", "ray"] = "mp"
     parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
     offload: OffloadConfig = field(default_factory=OffloadConfig)
     #: torch.compile of the DiT; refused together with ``artifacts_path`` (its programs serve the DiT).
     compile: CompileConfig = field(default_factory=CompileConfig)
+    #: FastVideo's per-stage input/output checks. Accepted either way: this engine validates every request
+    #: before it runs (RequestError) and its stages are fixed, so there is nothing more to verify or skip.
+    enable_stage_verification: bool = True
     #: Only false is honoured (FSDP is not supported yet: weights load whole on ``device``).
     use_fsdp_inference: bool = False
     #: Honoured either way: the engine never uses torch.autocast (each component runs in its dtype).
@@ -130,21 +169,41 @@ class ComponentConfig:
     upsampler_weights: str | None = None
     #: Refused when set (LoRA is not supported yet): merge the adapter and use ``transformer_path``.
     lora_path: str | None = None
+    #: FastVideo's fields below are accepted by the parser; a value other than the default is refused (not
+    #: supported yet), and the refusal names the field of this engine that does the job where there is one
+    #: (``*_weights`` -> ``*_path`` folders).
+    config_root: str | None = None
+    pipeline_config_path: str | None = None
+    text_encoder_weights: str | None = None
+    transformer_weights: str | None = None
+    transformer_2_weights: str | None = None
+    vae_weights: str | None = None
+    lora_nickname: str = "default"
+    lora_strength: float = 1.0
+    override_pipeline_cls_name: str | None = None
+    override_transformer_cls_name: str | None = None
 
 
 @dataclass
 class PipelineSelection:
     """Which pipeline runs: workload type (t2v) and a model preset name."""
 
-    #: Only "t2v" is honoured; other workloads are refused.
-    workload_type: str = "t2v"
+    #: One of FastVideo's workloads (``t2v i2v t2i i2i v2a t2a``; others fail to parse). None (infer) and "t2v"
+    #: are honoured; the other workloads are refused (this engine runs text-to-video).
+    workload_type: WorkloadType | None = None
     #: Preset name (e.g. "wan2.1-t2v-1.3b"); None infers it from the model folder.
     preset: str | None = None
+    #: FastVideo's preset version; None honoured (each preset here has one version), a number refused.
+    preset_version: int | None = None
     components: ComponentConfig = field(default_factory=ComponentConfig)
     #: Weight variant to load (diffusers' ``variant``: ``fp16`` reads ``*.fp16.safetensors``), falling back to
     #: the plain files where a component has no such variant. None: the plain files, else a component's only
     #: variant; several variants and no plain files are refused, naming them.
     variant: str | None = None
+    #: FastVideo's VAE tiling switch: None and false honoured (the VAE decodes whole frames); true refused.
+    vae_tiling: bool | None = None
+    #: FastVideo's per-preset stage options; empty honoured, any key refused (not supported yet).
+    preset_overrides: dict[str, Any] = field(default_factory=dict)
     #: Known keys only: ``vae_dtype`` ("auto", "bf16", "fp16", "fp32"; default fp32). Others are refused.
     experimental: dict[str, Any] = field(default_factory=dict)
 
@@ -153,7 +212,12 @@ class PipelineSelection:
 class GeneratorConfig:
     """Everything needed to build a :class:`fastvideo.VideoGenerator`."""
 
-    #: Local diffusers-format folder; None uses the built-in tiny default model.
+    #: Local diffusers-format folder; None uses the built-in tiny default model (FastVideo requires it).
     model_path: str | None = None
+    #: A Hub revision: None honoured; a value refused (``model_path`` is a local folder: download that
+    #: revision into a folder and point ``model_path`` at it).
+    revision: str | None = None
+    #: Accepted either way: this engine never runs code shipped in a model folder.
+    trust_remote_code: bool = False
     engine: EngineConfig = field(default_factory=EngineConfig)
     pipeline: PipelineSelection = field(default_factory=PipelineSelection)

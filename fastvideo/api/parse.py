@@ -4,7 +4,9 @@ Contract:
 - :func:`parse_config(Type, mapping)` builds a dataclass (nested dataclasses, ``Optional``,
   ``list``/``tuple``/``dict`` and ``Literal`` fields included) from plain data. An unknown key fails
   with :class:`ConfigError` naming its dotted path (``engine.compile.mdoe``); a value of the wrong
-  type fails naming the path, the expected type and what was given; a ``ConfigError`` a dataclass's
+  type fails naming the path, the expected type and what was given; ``null`` is accepted only where
+  the type is optional (elsewhere: ``expected X, got null (the field is not optional)``, where X is
+  FastVideo's wording: ``mapping for OutputConfig``, ``one of [...]``, ``int``...); a ``ConfigError`` a dataclass's
   ``__post_init__`` raises naming one of its fields is reported under that field's full dotted path
   (``queue.max_batch``). ``bool`` is never accepted
   where a number is expected; an ``int`` is accepted where a ``float`` is.
@@ -67,17 +69,29 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS_CACHE[cls]
 
 
+def _expected(tp: Any) -> str:
+    """What a non-optional type expects, in FastVideo's words."""
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return f"mapping for {tp.__name__}"
+    if get_origin(tp) is typing.Literal:
+        return f"one of {sorted(get_args(tp), key=repr)!r}"
+    origin = get_origin(tp) or tp
+    return {list: "list", tuple: "tuple", dict: "mapping"}.get(origin, _type_name(tp))
+
+
 def _convert(tp: Any, value: Any, path: str) -> Any:
     """Convert ``value`` to type ``tp`` or raise ConfigError naming ``path``."""
     if tp is Any:
         return value
     origin = get_origin(tp)
+    if value is None and origin is not Union and origin is not types.UnionType:
+        raise ConfigError(path, f"expected {_expected(tp)}, got null (the field is not optional)")
     if origin is Union or origin is types.UnionType:
         options = get_args(tp)
         if value is None:
             if type(None) in options:
                 return None
-            raise ConfigError(path, f"must not be null (expected {_type_name(tp)})")
+            raise ConfigError(path, f"expected {_type_name(tp)}, got null (the field is not optional)")
         errors = []
         for option in options:
             if option is type(None):

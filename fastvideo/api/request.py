@@ -3,25 +3,48 @@
 Contract: a :class:`GenerationRequest` fully describes one video to generate. Sampling fields left
 ``None`` take the model preset's defaults (size, frames, steps, guidance, shift); the engine
 validates the resolved values and raises :class:`fastvideo.api.RequestError` naming the field and
-the fix. ``num_frames`` is the number of frames returned: the Wan VAE decodes ``4k+1`` frames, so
-other counts are generated at the next ``4k+1`` and trimmed to exactly the count asked for.
+the fix. Every field of FastVideo's ``fastvideo.api`` request schema exists here with its name, type
+and nesting (``runtime``, ``stage_overrides``, ``plan``, ``extensions``, every ``InputConfig`` field,
+the extra sampling fields); the ones this engine cannot honour are parsed and then refused when the
+request runs, naming the field (:mod:`fastvideo.engine.request_support` holds the table), never
+ignored. Where a default differs from FastVideo's (sampling values: None = the preset's, where FastVideo
+writes 1024/125/720x1280...; ``save_video`` false; ``output_path`` None = ``outputs/``) the field says so.
+``num_frames`` is the number of frames returned: the Wan VAE decodes ``4k+1`` frames, so other counts
+are generated at the next ``4k+1`` and trimmed to exactly the count asked for.
 Field paths are stable (Dynamo and the OpenAI server write them).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from fastvideo.api.state import ContinuationState
 
 
 @dataclass
 class InputConfig:
-    """Conditioning media given by path (reference image or video)."""
+    """Conditioning inputs (FastVideo's fields, all optional). This engine runs text-to-video: every field
+    here is refused when set (not supported yet), naming it; a list ``image_path``/``video_path`` (one per
+    prompt upstream) likewise."""
 
-    image_path: str | None = None
-    video_path: str | None = None
+    #: A ``.txt`` file with one prompt per line (FastVideo: one result per line).
+    prompt_path: str | None = None
+    image_path: str | list[str] | None = None
+    video_path: str | list[str] | None = None
+    pil_image: Any | None = None
+    last_image: Any | None = None
+    references: list[Any] | None = None
+    latents: Any | None = None
+    audio_latents: Any | None = None
+    pose: str | None = None
+    mouse_cond: Any | None = None
+    keyboard_cond: Any | None = None
+    grid_sizes: Any | None = None
+    c2ws_plucker_emb: Any | None = None
+    action_path: str | None = None
+    refine_from: str | None = None
+    stage1_video: Any | None = None
 
 
 @dataclass
@@ -43,6 +66,22 @@ class SamplingConfig:
     sampler: Literal["unipc", "euler"] | None = None
     #: For continuation segments: how strongly the previous segment's tail latents are imposed (0..1).
     continuation_strength: float | None = None
+    # FastVideo's other sampling fields, with its defaults. Each is honoured at its default (the value that
+    # changes nothing here) and refused otherwise, naming the field (see fastvideo.engine.request_support).
+    num_videos_per_prompt: int = 1
+    max_sequence_length: int | None = None
+    height_sr: int = 1072
+    width_sr: int = 1920
+    num_inference_steps_sr: int = 50
+    #: Accepted either way: it only changes how the two CFG passes are scheduled, not the video.
+    batch_cfg: bool = False
+    guidance_scale_2: float | None = None
+    cfg_normalization: bool = False
+    cfg_truncation: float | None = 1.0
+    guidance_rescale: float = 0.0
+    use_embedded_guidance: bool | None = None
+    boundary_ratio: float | None = None
+    sigmas: list[float] | None = None
 
 
 @dataclass
@@ -53,8 +92,11 @@ class OutputConfig:
     save_video: bool = False
     #: Return decoded frames (uint8, (T, H, W, 3)) on the result.
     return_frames: bool = True
-    #: A ``.mp4`` file path, or a folder (the file is named after the request id). Default: ``outputs/``.
+    #: A ``.mp4`` file path, or a folder (the file is named after the request id). None: ``outputs/``.
     output_path: str | None = None
+    #: FastVideo's file name inside ``output_path``: None honoured; a name refused (not supported yet: put
+    #: the file name in ``output_path``, e.g. ``outputs/fox.mp4``).
+    output_video_name: str | None = None
     #: Return a ContinuationState so a next segment can continue this one.
     return_state: bool = False
     #: ``generate_async`` yields a :class:`~fastvideo.api.VideoPartialEvent` preview after every this many
@@ -64,14 +106,53 @@ class OutputConfig:
 
 
 @dataclass
+class RequestRuntimeConfig:
+    """FastVideo's per-request runtime switches: false honoured, true refused (not supported yet)."""
+
+    enable_teacache: bool = False
+    return_trajectory_latents: bool = False
+    return_trajectory_decoded: bool = False
+
+
+@dataclass
+class PlannedStage:
+    """One stage of a :class:`GenerationPlan` (FastVideo's schema; plans are refused when a request runs)."""
+
+    name: str
+    kind: str
+    source: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GenerationPlan:
+    """An explicit multi-stage plan (FastVideo's schema). Parsed; refused when a request runs (not supported
+    yet, as upstream's ``VideoGenerator`` also refuses it)."""
+
+    stages: list[PlannedStage]
+    final_stage: str | None = None
+
+
+@dataclass
 class GenerationRequest:
     """One generation: prompt, optional conditioning, sampling, outputs and continuation state."""
 
-    prompt: str = ""
+    #: The text describing the video. A list (FastVideo: one result per prompt) is accepted by the parser;
+    #: ``VideoGenerator.generate`` fans it out where it supports that, and the engine refuses a list it is
+    #: handed whole (RequestError on ``prompt``). None is refused when the request runs.
+    prompt: str | list[str] | None = None
     negative_prompt: str | None = None
     inputs: InputConfig = field(default_factory=InputConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    #: FastVideo's runtime switches (TeaCache, trajectories): false honoured, true refused.
+    runtime: RequestRuntimeConfig = field(default_factory=RequestRuntimeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    #: FastVideo's per-stage overrides: empty honoured; any stage refused (not supported yet).
+    stage_overrides: dict[str, Any] = field(default_factory=dict)
     state: ContinuationState | None = None
+    #: An explicit stage plan: None honoured; a plan refused (not supported yet).
+    plan: GenerationPlan | None = None
+    #: FastVideo's free-form extra sampling keys: empty honoured; any key refused (not supported yet).
+    extensions: dict[str, Any] = field(default_factory=dict)
     #: Caller-chosen id (used for file names, logs and events); generated when None.
     request_id: str | None = None

@@ -4,7 +4,9 @@ Contract: :func:`resolve_sampling` fills unset fields from the preset and checks
 value raises :class:`fastvideo.api.RequestError` naming the dotted field and the fix (nearest valid
 sizes, the valid frame counts, allowed ranges). The result, :class:`ResolvedSampling`, is what the
 pipeline runs: ``num_frames`` is what the caller gets back and ``generated_frames`` (the next
-``4k+1``) is what the VAE decodes before trimming.
+``4k+1``) is what the VAE decodes before trimming. Request fields this engine cannot honour (FastVideo's
+``sampling.sigmas``, ``inputs.*``, ...) are refused first, by
+:func:`fastvideo.engine.request_support.check_request_fields`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastvideo.api.limits import check_prompt_length
 from fastvideo.api.errors import RequestError
 from fastvideo.api.request import GenerationRequest
 from fastvideo.engine.presets import ModelPreset
+from fastvideo.engine.request_support import check_request_fields
 
 SPATIAL_MULTIPLE = 16  # VAE 8x downsampling x DiT 2x2 patches
 TEMPORAL_FACTOR = 4
@@ -76,6 +79,7 @@ def valid_frame_counts_hint(max_frames: int) -> str:
 def resolve_sampling(request: GenerationRequest, preset: ModelPreset) -> ResolvedSampling:
     """Fill defaults from ``preset`` and validate; raise RequestError on the first bad field."""
     s = request.sampling
+    check_request_fields(request, preset.name)  # FastVideo's fields this engine cannot honour: refused by name
     if not isinstance(request.prompt, str) or not request.prompt.strip():
         raise RequestError("prompt", "must be a non-empty string describing the video")
     width = _check_side("sampling.width", preset.width if s.width is None else s.width, preset)

@@ -55,7 +55,8 @@ FIELD_SUPPORT: dict[str, str] = {
     "engine.cuda_graphs.sizes": "honoured; sizes the model does not serve are refused",
     "engine.cuda_graphs.batch_sizes": "honoured; values below 1 are refused",
     "engine.cuda_graphs.cfg": "honoured",
-    "pipeline.workload_type": "'t2v' honoured; other workloads refused (this engine runs text-to-video)",
+    "pipeline.workload_type": "None (inferred) and 't2v' honoured; other workloads refused (this engine runs "
+                              "text-to-video)",
     "pipeline.preset": "honoured (unknown names refused)",
     "pipeline.variant": "honoured: each component loads its <stem>.<variant>.safetensors files (plain files where "
                         "it has none); names other than letters, digits, '_' refused",
@@ -71,6 +72,49 @@ FIELD_SUPPORT: dict[str, str] = {
                              "refused",
 }
 
+# FastVideo's fields beyond the ones above (issue 14): accepted by the parser, honoured or refused by name.
+FIELD_SUPPORT.update({
+    "revision": "None honoured; a revision refused (model_path is a local folder: download that revision into a "
+                "folder and point model_path at it)",
+    "trust_remote_code": "accepted either way: this engine never runs code shipped in a model folder",
+    "engine.execution_backend": "'mp' honoured (in-process, or one process per device behind a pool); 'ray' refused "
+                                "(not supported yet)",
+    "engine.enable_stage_verification": "accepted either way: every request is validated before it runs and the "
+                                        "stages are fixed, so there is nothing more to verify or skip",
+    "engine.parallelism.hsdp_replicate_dim": "1 honoured; others refused (HSDP is not supported yet)",
+    "engine.parallelism.hsdp_shard_dim": "1 and -1 (auto) honoured; others refused (HSDP is not supported yet)",
+    "engine.parallelism.dist_timeout": "accepted either way: one device per generator, so no distributed process "
+                                       "group waits",
+    "engine.offload.lazy_module_load": "None and false honoured (components load when the generator is built); true "
+                                       "refused (not supported yet)",
+    "engine.compile.extras": "empty honoured; keys refused (not supported yet: use backend/mode/fullgraph/dynamic)",
+    "engine.compile.dit_kwargs": "empty honoured; keys refused (not supported yet: use backend/mode/fullgraph/"
+                                 "dynamic)",
+    "engine.compile.text_encoder_enabled": "None and false honoured; true refused (only the DiT is compiled)",
+    "engine.compile.vae_enabled": "None and false honoured; true refused (only the DiT is compiled)",
+    "engine.compile.audio_vae_enabled": "None and false honoured; true refused (no audio VAE)",
+    "engine.compile.text_encoder_kwargs": "empty honoured; keys refused (only the DiT is compiled)",
+    "engine.compile.vae_kwargs": "empty honoured; keys refused (only the DiT is compiled)",
+    "engine.compile.audio_vae_kwargs": "empty honoured; keys refused (no audio VAE)",
+    "engine.quantization.text_encoder_quant": "None honoured; any scheme refused (not supported yet)",
+    "pipeline.preset_version": "None honoured; a version refused (each preset here has one version)",
+    "pipeline.vae_tiling": "None and false honoured (the VAE decodes whole frames); true refused (not supported yet)",
+    "pipeline.preset_overrides": "empty honoured; keys refused (not supported yet)",
+    "pipeline.components.config_root": "None honoured; a path refused (not supported yet: the configs are read from "
+                                       "model_path and the *_path component folders)",
+    "pipeline.components.pipeline_config_path": "None honoured; a path refused (not supported yet)",
+    "pipeline.components.text_encoder_weights": "None honoured; a path refused (use "
+                                                "pipeline.components.text_encoder_path, a folder)",
+    "pipeline.components.transformer_weights": "None honoured; a path refused (use "
+                                               "pipeline.components.transformer_path, a folder)",
+    "pipeline.components.transformer_2_weights": "None honoured; a path refused (no second expert: Wan 2.1 models)",
+    "pipeline.components.vae_weights": "None honoured; a path refused (use pipeline.components.vae_path, a folder)",
+    "pipeline.components.lora_nickname": "'default' honoured; others refused (LoRA is not supported yet)",
+    "pipeline.components.lora_strength": "1.0 honoured; others refused (LoRA is not supported yet)",
+    "pipeline.components.override_pipeline_cls_name": "None honoured; a name refused (not supported yet)",
+    "pipeline.components.override_transformer_cls_name": "None honoured; a name refused (not supported yet)",
+})
+
 #: ``pipeline.experimental`` keys the runtime reads, with their allowed values.
 EXPERIMENTAL_KEYS: dict[str, tuple[str, ...]] = {"vae_dtype": ("auto", "bf16", "fp16", "fp32")}
 
@@ -82,13 +126,76 @@ _SCALE_OUT = ("serve one worker per GPU with `fastvideo serve --devices 0,1` (po
               "--devices (a GpuPool), or run several `fastvideo serve` replicas behind `fastvideo router-serve`")
 
 
+#: FastVideo fields refused when not at their default: dotted path -> (default, why / what to use instead).
+_NOT_YET = "not supported yet"
+REFUSED_UNLESS_DEFAULT: dict[str, tuple[object, str]] = {
+    "revision": (None, "model_path is a local folder: download that revision into a folder and point model_path "
+                       "at it, then drop revision"),
+    "engine.execution_backend": ("mp", f"the 'ray' launcher is {_NOT_YET}; use 'mp'"),
+    "engine.parallelism.hsdp_replicate_dim": (1, f"HSDP is {_NOT_YET}; set it to 1 (one device per generator)"),
+    "engine.compile.extras": ({}, f"extra torch.compile options are {_NOT_YET}; use engine.compile.backend/mode/"
+                                  "fullgraph/dynamic, or drop them"),
+    "engine.compile.dit_kwargs": ({}, f"extra torch.compile options are {_NOT_YET}; use engine.compile.backend/"
+                                      "mode/fullgraph/dynamic, or drop them"),
+    "engine.compile.text_encoder_kwargs": ({}, "only the DiT is compiled; drop them"),
+    "engine.compile.vae_kwargs": ({}, "only the DiT is compiled; drop them"),
+    "engine.compile.audio_vae_kwargs": ({}, "these models have no audio VAE; drop them"),
+    "pipeline.preset_version": (None, "each preset here has one version; drop preset_version"),
+    "pipeline.preset_overrides": ({}, f"preset overrides are {_NOT_YET}; set the request's sampling fields instead"),
+    "pipeline.components.config_root": (None, f"{_NOT_YET}: configs are read from model_path and the component "
+                                              "*_path folders; drop it"),
+    "pipeline.components.pipeline_config_path": (None, f"a pipeline config file is {_NOT_YET}; drop it (the model "
+                                                      "folder and the preset configure the pipeline)"),
+    "pipeline.components.text_encoder_weights": (None, "use pipeline.components.text_encoder_path (a folder in the "
+                                                      "layout of the model's text_encoder/) instead"),
+    "pipeline.components.transformer_weights": (None, "use pipeline.components.transformer_path (a folder in the "
+                                                     "layout of the model's transformer/) instead"),
+    "pipeline.components.transformer_2_weights": (None, "these models have one transformer (no second expert); "
+                                                       "drop it"),
+    "pipeline.components.vae_weights": (None, "use pipeline.components.vae_path (a folder in the layout of the "
+                                             "model's vae/) instead"),
+    "pipeline.components.lora_nickname": ("default", f"LoRA is {_NOT_YET}; drop it"),
+    "pipeline.components.lora_strength": (1.0, f"LoRA is {_NOT_YET}; drop it"),
+    "pipeline.components.override_pipeline_cls_name": (None, f"overriding the pipeline class is {_NOT_YET}; drop it"),
+    "pipeline.components.override_transformer_cls_name": (None, f"overriding the transformer class is {_NOT_YET}; "
+                                                               "drop it"),
+}
+
+#: Fields honoured when unset or false and refused when true: dotted path -> why.
+REFUSED_WHEN_TRUE: dict[str, str] = {
+    "engine.offload.lazy_module_load": "components load when the generator is built; set it to null or false",
+    "engine.compile.text_encoder_enabled": "only the DiT is compiled here; set it to null or false",
+    "engine.compile.vae_enabled": "only the DiT is compiled here; set it to null or false",
+    "engine.compile.audio_vae_enabled": "these models have no audio VAE; set it to null or false",
+    "pipeline.vae_tiling": "the VAE decodes whole frames; set it to null or false",
+}
+
+
+def _get(config: object, dotted: str) -> object:
+    value = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None:
     """Refuse, with a ConfigError naming the field, the first value this runtime cannot honour."""
+    for path, (default, why) in REFUSED_UNLESS_DEFAULT.items():
+        value = _get(config, path)
+        if value != default:
+            raise ConfigError(path, f"{value!r} is not supported: {why}")
+    for path, why in REFUSED_WHEN_TRUE.items():
+        if _get(config, path):
+            raise ConfigError(path, f"true is not supported yet: {why}")
     engine = config.engine
     if engine.num_gpus != 1:
         raise ConfigError("engine.num_gpus", f"{engine.num_gpus} is not supported: one VideoGenerator runs on one "
                                              f"device; set it to 1 and pick the GPU with engine.device (e.g. cuda:1), "
                                              f"and to use several GPUs {_SCALE_OUT}")
+    if engine.parallelism.hsdp_shard_dim not in (1, -1):
+        raise ConfigError("engine.parallelism.hsdp_shard_dim", f"{engine.parallelism.hsdp_shard_dim}: HSDP is not "
+                                                               "supported yet; set it to -1 or 1 (one device per "
+                                                               f"generator); to scale out, {_SCALE_OUT}")
     for name in ("tp_size", "sp_size"):
         value = getattr(engine.parallelism, name)
         if value not in (1, -1):
@@ -120,7 +227,7 @@ def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None
                                                     "engine.artifacts_path, so torch.compile has nothing to compile; "
                                                     "turn compile off, or drop engine.artifacts_path")
     pipeline = config.pipeline
-    if pipeline.workload_type != "t2v":
+    if pipeline.workload_type not in (None, "t2v"):
         raise ConfigError("pipeline.workload_type", f"{pipeline.workload_type!r} is not supported: this engine "
                                                     "runs text-to-video; use 't2v'")
     variant = pipeline.variant
@@ -150,3 +257,7 @@ def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None
                                                               f"{sorted(EXPERIMENTAL_KEYS)}")
         if value not in allowed:
             raise ConfigError(f"pipeline.experimental.{key}", f"{value!r} is not one of {list(allowed)}")
+    if quant is not None and quant.text_encoder_quant is not None:
+        raise ConfigError("engine.quantization.text_encoder_quant",
+                          f"{quant.text_encoder_quant!r}: weight quantization is not supported yet; set it to null "
+                          "(weights stay in engine.dtype)")

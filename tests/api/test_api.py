@@ -89,7 +89,11 @@ def test_compile_config_fields():
     c = CompileConfig()
     c.enabled, c.backend, c.fullgraph, c.mode, c.dynamic = True, "inductor", True, "max-autotune", False
     assert config_to_dict(c) == {"enabled": True, "backend": "inductor", "fullgraph": True,
-                                 "mode": "max-autotune", "dynamic": False}
+                                 "mode": "max-autotune", "dynamic": False,
+                                 # FastVideo's further fields (issue 14), at their defaults
+                                 "extras": {}, "text_encoder_enabled": None, "vae_enabled": None,
+                                 "audio_vae_enabled": None, "dit_kwargs": {}, "text_encoder_kwargs": {},
+                                 "vae_kwargs": {}, "audio_vae_kwargs": {}}
 
 
 def test_continuation_state_validation():

@@ -1,0 +1,127 @@
+"""Which ``GenerationRequest`` fields the engine honours, and the refusal of every value it cannot.
+
+Contract:
+- :data:`REQUEST_FIELD_SUPPORT` lists every leaf field of :class:`~fastvideo.api.GenerationRequest` by its
+  dotted path (``sampling.sigmas``) with how it is honoured or when it is refused. A test keeps it
+  complete, so a new request field cannot land without being classified.
+- :func:`check_request_fields(request, model_name)` runs first in
+  :func:`fastvideo.engine.validation.resolve_sampling` (so for every request, whatever edge it came
+  from). For a value the engine cannot honour it raises :class:`~fastvideo.api.RequestError` whose
+  ``field`` is the dotted path and whose message says it is not supported yet and what to do instead.
+  No value is ignored silently. FastVideo's defaults always pass.
+- Stdlib only (the request and its values, no model).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastvideo.api.errors import RequestError
+from fastvideo.api.request import GenerationRequest, InputConfig, RequestRuntimeConfig
+
+_T2V = "this engine runs text-to-video from the prompt alone"
+_HOW = "honoured (the engine validates and uses it; see fastvideo.engine.validation)"
+
+#: Dotted path -> how the field is honoured, or when it is refused (see module contract).
+REQUEST_FIELD_SUPPORT: dict[str, str] = {
+    "prompt": "a non-empty string honoured; a list is fanned out by VideoGenerator.generate (one result per "
+              "prompt) and refused when it reaches the engine whole (send one request per prompt); None refused",
+    "negative_prompt": "honoured (None: the preset's)",
+    "request_id": "honoured (file names, logs, events)",
+    "state.kind": "honoured (continuation state)",
+    "state.payload": "honoured (continuation state)",
+    **{f"inputs.{name}": f"None honoured; a value refused (not supported yet: {_T2V})"
+       for name in InputConfig.__dataclass_fields__},
+    "inputs.prompt_path": "read by VideoGenerator.generate (one result per line); refused when it reaches the "
+                          "engine (a server or an executor)",
+    **{f"sampling.{name}": _HOW for name in ("width", "height", "num_frames", "fps", "num_inference_steps",
+                                             "guidance_scale", "seed", "shift", "sampler", "continuation_strength")},
+    "sampling.true_cfg_scale": "None and 1.0 honoured; others refused (Wan uses classic CFG: guidance_scale)",
+    "sampling.num_videos_per_prompt": "1 honoured; others refused (not supported yet: send one request per video, "
+                                      "with different seeds)",
+    "sampling.max_sequence_length": "None honoured (the text encoder's 512 tokens) and 512; others refused",
+    "sampling.height_sr": "1072 (FastVideo's default) honoured; others refused (no super-resolution stage)",
+    "sampling.width_sr": "1920 (FastVideo's default) honoured; others refused (no super-resolution stage)",
+    "sampling.num_inference_steps_sr": "50 (FastVideo's default) honoured; others refused (no super-resolution "
+                                       "stage)",
+    "sampling.batch_cfg": "accepted either way: it only changes how the two CFG passes are scheduled, not the video",
+    "sampling.guidance_scale_2": "None honoured; a value refused (single-expert models: no second expert to guide)",
+    "sampling.boundary_ratio": "None honoured; a value refused (single-expert models: no expert boundary)",
+    "sampling.cfg_normalization": "false honoured; true refused (not supported yet)",
+    "sampling.cfg_truncation": "None and 1.0 (off) honoured; others refused (not supported yet)",
+    "sampling.guidance_rescale": "0.0 (off) honoured; others refused (not supported yet)",
+    "sampling.use_embedded_guidance": "None and false honoured; true refused (Wan has no embedded guidance)",
+    "sampling.sigmas": "None honoured; a list refused (not supported yet: use sampling.shift and sampling.sampler)",
+    **{f"runtime.{name}": "false honoured; true refused (not supported yet)"
+       for name in RequestRuntimeConfig.__dataclass_fields__},
+    "output.save_video": "honoured",
+    "output.return_frames": "honoured",
+    "output.output_path": "honoured (None: outputs/)",
+    "output.return_state": "honoured",
+    "output.preview_interval_steps": "honoured (generate_async previews)",
+    "output.output_video_name": "None honoured; a name refused (not supported yet: put the file name in "
+                                "output.output_path)",
+    "stage_overrides": "empty honoured; any stage refused (not supported yet: set the sampling fields instead)",
+    **{f"plan.stages.{name}": "no plan honoured; a plan refused (not supported yet)"
+       for name in ("name", "kind", "source", "overrides")},
+    "plan.final_stage": "no plan honoured; a plan refused (not supported yet)",
+    "extensions": "empty honoured; any key refused (not supported yet)",
+}
+
+#: Sampling fields honoured only at these values: name -> (accepted values, why / what to do instead).
+_SAMPLING_ONLY: dict[str, tuple[tuple[Any, ...], str]] = {
+    "num_videos_per_prompt": ((1,), "several videos per request are not supported yet; send one request per video "
+                                    "(with different seeds)"),
+    "max_sequence_length": ((None, 512), "the text encoder reads 512 tokens; drop it"),
+    "height_sr": ((1072,), "this engine has no super-resolution stage; drop it"),
+    "width_sr": ((1920,), "this engine has no super-resolution stage; drop it"),
+    "num_inference_steps_sr": ((50,), "this engine has no super-resolution stage; drop it"),
+    "cfg_normalization": ((False,), "CFG normalization is not supported yet; set it to false"),
+    "cfg_truncation": ((None, 1.0), "CFG truncation is not supported yet; set it to 1.0 or null"),
+    "guidance_rescale": ((0.0,), "guidance rescale is not supported yet; set it to 0"),
+    "use_embedded_guidance": ((None, False), "Wan models have no embedded guidance; set it to false or null"),
+    "sigmas": ((None,), "custom sigma schedules are not supported yet; use sampling.shift and sampling.sampler"),
+}
+
+
+def _same(value: Any, allowed: tuple[Any, ...]) -> bool:
+    return any(value is a if a is None or isinstance(a, bool) or isinstance(value, bool) else value == a
+               for a in allowed)
+
+
+def check_request_fields(request: GenerationRequest, model_name: str) -> None:
+    """Refuse, with a RequestError naming the field, the first request value this engine cannot honour."""
+    prompt = request.prompt
+    if isinstance(prompt, list):
+        raise RequestError("prompt", f"a list of {len(prompt)} prompts cannot run as one request here; send one "
+                                     "request per prompt")
+    inputs = request.inputs
+    for name in InputConfig.__dataclass_fields__:
+        if getattr(inputs, name) is not None:
+            raise RequestError(f"inputs.{name}", f"is not supported yet: {_T2V} (model {model_name!r}); drop it")
+    s = request.sampling
+    for name in ("guidance_scale_2", "boundary_ratio"):
+        if getattr(s, name) is not None:
+            raise RequestError(f"sampling.{name}", f"{getattr(s, name)!r} is not supported: model {model_name!r} "
+                                                   "has one expert (it applies to two-expert models such as Wan "
+                                                   "2.2 A14B); drop it")
+    for name, (allowed, why) in _SAMPLING_ONLY.items():
+        value = getattr(s, name)
+        if not _same(value, allowed):
+            raise RequestError(f"sampling.{name}", f"{value!r} is not supported: {why}")
+    for name in RequestRuntimeConfig.__dataclass_fields__:
+        if getattr(request.runtime, name):
+            raise RequestError(f"runtime.{name}", "true is not supported yet; set it to false")
+    if request.output.output_video_name is not None:
+        raise RequestError("output.output_video_name", "is not supported yet: put the file name in "
+                                                       "output.output_path (e.g. outputs/fox.mp4)")
+    if request.stage_overrides:
+        stage = sorted(request.stage_overrides)[0]
+        raise RequestError(f"stage_overrides.{stage}", "stage overrides are not supported yet; set the request's "
+                                                       "sampling fields instead (e.g. sampling.num_inference_steps)")
+    if request.plan is not None:
+        raise RequestError("plan", "explicit generation plans are not supported yet; drop it")
+    if request.extensions:
+        key = sorted(request.extensions)[0]
+        raise RequestError(f"extensions.{key}", "extension keys are not supported yet; use the typed request "
+                                                "fields, or drop it")
