@@ -31,8 +31,6 @@ def _load_bench():
     return module
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 items 1 and 3 are open: a 5,000-digit integer or deep JSON body gets "
-                                       "a 500, and a chunked body over max_body_bytes is read whole (no 413)")
 def test_short_fuzz_and_load_run(tiny_generator, tmp_path, capsys):
     bench = _load_bench()
     with inproc_server(tiny_generator, tmp_path, queue={"max_queue": 4}) as srv:
