@@ -39,6 +39,9 @@ Contract:
   ``peak_memory_mb``: :meth:`VideoGenerator.peak_memory_mb`), and ``metadata`` has ``generation_time``,
   ``peak_memory_mb`` and ``video_path`` besides the keys the Dynamo worker reads (``inference_time_s``, ``fps``).
 - ``generate_video(prompt, **sampling_kwargs)``: FastVideo's legacy call (DeprecationWarning; legacy dict).
+  ``generate_async`` also fans a list prompt out (each prompt's events end with its own final event).
+  FastVideo's ``log_queue`` arguments accept None only; its LoRA methods (``set_lora_adapter``,
+  ``merge_lora_weights``, ``unmerge_lora_weights``) raise a ConfigError (LoRA is not supported yet).
 - ``shutdown()`` stops the engine core and releases the models; later calls raise
   :class:`GeneratorClosed`.
 - Continuation: with ``output.return_state`` the result carries a ``wan.v1`` ContinuationState
@@ -62,7 +65,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -221,10 +224,20 @@ def _apply_kwargs(data: dict[str, Any], kwargs: Mapping[str, Any]) -> dict[str, 
             if value:
                 raise ConfigError("nvfp4_fa4", "NVFP4 FlashAttention-4 kernels are not supported yet; drop it "
                                                "(pick the attention kernel with attention_backend)")
-        elif key == "log_queue" and value is not None:
-            raise ConfigError("log_queue", "log queues are not supported: this engine logs through the standard "
-                                           "logging module (configure the 'fastvideo' logger); drop it")
+        elif key == "log_queue":
+            _refuse_log_queue(value)
     return data
+
+
+_NO_LORA = ("LoRA adapters are not supported yet; merge the adapter into the transformer weights offline and load "
+            "that folder with pipeline.components.transformer_path")
+
+
+def _refuse_log_queue(log_queue: Any) -> None:
+    """FastVideo's ``log_queue`` argument: None accepted; a queue refused (we log through ``logging``)."""
+    if log_queue is not None:
+        raise ConfigError("log_queue", "log queues are not supported: this engine logs through the standard "
+                                       "logging module (configure the 'fastvideo' logger); drop it")
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -349,8 +362,9 @@ class VideoGenerator:
         return cls.from_config(parse_config(GeneratorConfig, data))
 
     @classmethod
-    def from_config(cls, config: GeneratorConfig | Mapping[str, Any]) -> "VideoGenerator":
-        """Build the generator a typed config describes."""
+    def from_config(cls, config: GeneratorConfig | Mapping[str, Any], *, log_queue: Any = None) -> "VideoGenerator":
+        """Build the generator a typed config describes (``log_queue``: FastVideo's; only None is accepted)."""
+        _refuse_log_queue(log_queue)
         config = parse_config(GeneratorConfig, config)
         env = read_env()
         device = _resolve_device(config.engine.device)
@@ -520,11 +534,12 @@ class VideoGenerator:
             raise GeneratorClosed("this VideoGenerator has been shut down; create a new one")
 
     def generate(self, request: GenerationRequest | Mapping[str, Any], *,
-                 on_step: Callable[[int, int], None] | None = None) -> Any:
+                 on_step: Callable[[int, int], None] | None = None, log_queue: Any = None) -> Any:
         """Generate one video synchronously through the engine core (see module contract); ``on_step(step,
         total)`` is called after every denoising step. A list ``prompt`` or an ``inputs.prompt_path`` file
         gives a list of results, one per prompt in order (``prompt_index`` 0, 1, ...)."""
         self._check_open()
+        _refuse_log_queue(log_queue)
         fanned = self._fan_out(parse_config(GenerationRequest, request))
         if fanned is not None:
             results = []
@@ -645,9 +660,26 @@ class VideoGenerator:
             return target
         return target / f"{req.request_id}.mp4"
 
-    async def generate_async(self, request: GenerationRequest | Mapping[str, Any]) -> AsyncIterator[Any]:
-        """Yield one progress event per denoising step, then exactly one final event (see module contract)."""
+    async def generate_async(self, request: GenerationRequest | Mapping[str, Any], *,
+                             log_queue: Any = None) -> AsyncIterator[Any]:
+        """Yield one progress event per denoising step, then exactly one final event (see module contract);
+        a list ``prompt`` / ``inputs.prompt_path`` runs its prompts in order, each ending with its own final
+        event (``result.prompt_index`` 0, 1, ...)."""
         self._check_open()
+        _refuse_log_queue(log_queue)
+        req = parse_config(GenerationRequest, request)
+        fanned = self._fan_out(req)
+        for index, sub in enumerate(fanned if fanned is not None else [req]):
+            events = self._generate_one_async(sub)
+            try:
+                async for event in events:
+                    if fanned is not None and isinstance(event, VideoFinalEvent) and event.result is not None:
+                        event.result.prompt_index = index
+                    yield event
+            finally:
+                await events.aclose()  # closed early: the running prompt is cancelled at its next step
+
+    async def _generate_one_async(self, request: GenerationRequest) -> AsyncGenerator[Any, None]:
         req, resolved = self.resolve(request)
         assert req.request_id is not None
         request_id = req.request_id
@@ -705,6 +737,20 @@ class VideoGenerator:
             legacy.update(e2e_latency=result.generation_time, ltx2_audio_latents=None)
             dicts.append(legacy)
         return dicts if fanned is not None else dicts[0]
+
+    # FastVideo's LoRA methods: LoRA is not supported yet (pipeline.components.lora_path is refused too).
+    def set_lora_adapter(self, lora_nickname: str, lora_path: str | None = None, strength: float = 1.0,
+                         accumulate: bool = False) -> None:
+        """Refused: LoRA adapters are not supported yet (see :meth:`merge_lora_weights`)."""
+        raise ConfigError("pipeline.components.lora_path", _NO_LORA)
+
+    def merge_lora_weights(self) -> None:
+        """Refused: LoRA adapters are not supported yet."""
+        raise ConfigError("pipeline.components.lora_path", _NO_LORA)
+
+    def unmerge_lora_weights(self) -> None:
+        """Refused: LoRA adapters are not supported yet."""
+        raise ConfigError("pipeline.components.lora_path", _NO_LORA)
 
     def shutdown(self) -> None:
         """Stop the engine core (queued direct requests are cancelled), release the models; later calls

@@ -157,3 +157,36 @@ def test_pipeline_config_view(tiny_model_dir, monkeypatch):
     config = VideoGenerator.from_pretrained(str(tiny_model_dir), pipeline_config=PipelineConfig(dit_precision="fp32"))
     assert config.engine.dtype == "fp32"
     assert generator_module.UnknownKeywordError.__mro__[1] is ConfigValidationError
+
+
+def test_generate_async_fans_out_a_list_and_closing_early_cancels(tiny_generator):
+    async def collect():
+        finals = []
+        async for event in tiny_generator.generate_async({"prompt": ["a cat", "a dog"], "sampling": SMALL}):
+            if isinstance(event, VideoFinalEvent):
+                finals.append(event)
+        return finals
+
+    finals = asyncio.run(collect())
+    assert [(f.result.prompt, f.result.prompt_index) for f in finals] == [("a cat", 0), ("a dog", 1)]
+
+    async def close_early():
+        events = tiny_generator.generate_async({"prompt": ["a", "b"], "sampling": {**SMALL, "num_inference_steps": 8}})
+        first = await events.__anext__()
+        await events.aclose()
+        return first
+
+    assert asyncio.run(close_early()).step == 1
+    assert tiny_generator.generate({"prompt": "after", "sampling": SMALL}).frames is not None  # core still serves
+
+
+def test_log_queue_and_lora_methods_are_refused_by_name(tiny_generator):
+    with pytest.raises(ConfigError) as err:
+        tiny_generator.generate({"prompt": "x", "sampling": SMALL}, log_queue=object())
+    assert err.value.path == "log_queue"
+    assert tiny_generator.generate({"prompt": "x", "sampling": SMALL}, log_queue=None).frames is not None
+    for call in (lambda: tiny_generator.set_lora_adapter("style", "/l.safetensors"),
+                 tiny_generator.merge_lora_weights, tiny_generator.unmerge_lora_weights):
+        with pytest.raises(ConfigError) as err:
+            call()
+        assert err.value.path == "pipeline.components.lora_path" and "not supported yet" in str(err.value)
