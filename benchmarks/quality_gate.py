@@ -20,8 +20,16 @@ skipped with the reason and does not fail the gate.
 
 Output: a markdown table on stdout (and ``--markdown PATH``), every figure and the exact workload as JSON
 (``--json PATH``), and ``--update-readme README.md`` rewrites the table between the
-``<!-- quality-gate:begin -->`` / ``<!-- quality-gate:end -->`` markers. Exit status: 0 when every lever
+``<!-- quality-gate:begin -->`` / ``<!-- quality-gate:end -->`` markers (``quality-gate-dit`` ones for the
+latent level). Exit status: 0 when every lever
 that ran passes, 1 when one fails, 2 for bad input (an unknown lever lists the known ones).
+
+``--dit-config tiny|wan2.1-1.3b`` gates at the latent level instead: one DiT forward (random weights of that
+config, the built-in model's or the real Wan2.1-T2V-1.3B shapes) per seed with the lever off and on, from the
+same random latents, timestep and text embeddings. Levers whose settings are ``engine.dtype``,
+``engine.ops_backend`` and ``engine.attention_backend`` apply there; others are skipped with that reason.
+Latent PSNR takes the peak-to-peak range of the off output as the peak; SSIM, flicker and motion do not
+apply; the speed-up is the DiT step's (median of ``--repeats`` interleaved forwards after the warmup).
 
 Default workload: the built-in tiny model (random weights: its videos are noise-like, which makes PSNR and
 SSIM strict), 64x64, 9 frames, 4 steps, 2 prompts x 2 seeds, on ``--device auto``. ``--model-path`` takes a
@@ -31,6 +39,7 @@ real model folder (e.g. Wan2.1-T2V-1.3B-Diffusers) on a GPU.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -38,6 +47,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -47,6 +57,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.wan_configs import WAN_1_3B_DIT  # noqa: E402
 from fastvideo.api import FastVideoError, apply_overrides  # noqa: E402
 from fastvideo.eval import evaluate  # noqa: E402
 from fastvideo.eval.runner import json_safe  # noqa: E402
@@ -55,6 +66,9 @@ logger = logging.getLogger("quality_gate")
 
 README_BEGIN = "<!-- quality-gate:begin -->"
 README_END = "<!-- quality-gate:end -->"
+#: The README block of the latent-level (``--dit-config``) table.
+README_DIT_BEGIN = "<!-- quality-gate-dit:begin -->"
+README_DIT_END = "<!-- quality-gate-dit:end -->"
 DEFAULT_PROMPTS = ("a red fox running through snow", "waves breaking on a rocky shore at sunset")
 
 
@@ -138,6 +152,10 @@ class Workload:
     warmup: int = 1
     device: str = "auto"
     model_path: str | None = None
+    #: None: whole pipeline, frame level; else a DiT config name (latent level, see the module docstring).
+    dit_config: str | None = None
+    #: Text tokens of the DiT-level inputs.
+    text_len: int = 32
 
 
 @dataclass
@@ -245,37 +263,160 @@ def run_lever(lever: Lever, workload: Workload, thresholds: Thresholds) -> dict[
     }
 
 
+# ---------------------------------------------------------------------------------------- DiT level
+def _builtin_dit_config() -> dict[str, Any]:
+    from fastvideo.engine.builtin_model import TRANSFORMER_CONFIG
+
+    return {k: v for k, v in TRANSFORMER_CONFIG.items() if not k.startswith("_")}
+
+
+DIT_CONFIGS: dict[str, Callable[[], dict[str, Any]]] = {"tiny": _builtin_dit_config,
+                                                        "wan2.1-1.3b": lambda: dict(WAN_1_3B_DIT)}
+#: The generator settings a DiT forward can express.
+DIT_KEYS = ("engine.dtype", "engine.ops_backend", "engine.attention_backend")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def latent_psnr(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """PSNR of ``out`` against ``ref`` in dB, the peak being the range (max - min) of ``ref``; inf if equal."""
+    out, ref = out.double(), ref.double()
+    mse = float(((out - ref) ** 2).mean())
+    peak = float(ref.max() - ref.min())
+    return math.inf if mse == 0.0 else 10.0 * math.log10(peak * peak / mse)
+
+
+def run_lever_dit(lever: Lever, workload: Workload, thresholds: Thresholds) -> dict[str, Any]:
+    """One DiT forward per seed with the lever off and on, compared at the latent level; timed step."""
+    from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
+    from fastvideo.kernels.fused import select_ops_backend
+    from fastvideo.kernels.registry import select_attention_backend
+
+    row: dict[str, Any] = {"lever": lever.name, "description": lever.description, "change": lever.change()}
+    foreign = sorted({k for k in [*lever.off, *lever.on] if k not in DIT_KEYS} | {*lever.request_off,
+                                                                                   *lever.request_on})
+    reason = (f"not a DiT-level setting ({', '.join(foreign)}); run it on the whole pipeline" if foreign
+              else lever.unavailable(workload.device))
+    if reason is not None:
+        return {**row, "status": "skipped", "reason": reason}
+    assert workload.dit_config is not None
+    config = DIT_CONFIGS[workload.dit_config]()
+    device = torch.device(workload.device)
+    torch.manual_seed(0)
+    with torch.device(device):  # random init on the device (seconds for 1.3B parameters on a GPU)
+        base = WanTransformer3DModel(WanDiTConfig.from_dict(config)).eval()
+    models: dict[torch.dtype, Any] = {torch.float32: base}
+    sides: dict[str, tuple[Any, torch.dtype, Any, Any]] = {}
+    try:
+        for side, overrides in (("off", lever.off), ("on", lever.on)):
+            dtype = DTYPES[str(overrides.get("engine.dtype") or "fp32")]
+            if dtype not in models:
+                models[dtype] = copy.deepcopy(base)
+                with torch.no_grad():
+                    for name, param in models[dtype].named_parameters():
+                        param.data = param.data.to(inference_param_dtype(name, dtype))
+            attention = select_attention_backend(str(overrides.get("engine.attention_backend") or "sdpa"),
+                                                 dtype=dtype, head_dim=config["attention_head_dim"], device=device)
+            ops_name = overrides.get("engine.ops_backend")
+            ops = select_ops_backend(str(ops_name), dtype=dtype, device=device) if ops_name else None
+            sides[side] = (models[dtype], dtype, attention, ops)
+    except (FastVideoError, ValueError) as exc:
+        return {**row, "status": "skipped", "reason": f"{exc.__class__.__name__}: {exc}"}
+
+    latent = (1, config["in_channels"], (workload.num_frames - 1) // 4 + 1, workload.height // 8,
+              workload.width // 8)
+
+    @torch.no_grad()
+    def forward(side: str, inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, float]:
+        model, dtype, attention, ops = sides[side]
+        model.set_attention_backend(attention)
+        model.set_ops_backend(ops)
+        x, t, ctx = inputs
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        out = model(x.to(dtype), t, ctx.to(dtype))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out.float(), time.perf_counter() - start
+
+    samples = []
+    step_s: dict[str, list[float]] = {"off": [], "on": []}
+    for seed in workload.seeds:
+        gen = torch.Generator().manual_seed(seed)
+        inputs = (torch.randn(latent, generator=gen).to(device), torch.full((1,), 500.0, device=device),
+                  torch.randn(1, workload.text_len, config["text_dim"], generator=gen).to(device))
+        for _ in range(workload.warmup):
+            forward("off", inputs)
+            forward("on", inputs)
+        outputs: dict[str, torch.Tensor] = {}
+        for _ in range(workload.repeats):
+            for side in ("off", "on"):
+                outputs[side], seconds = forward(side, inputs)
+                step_s[side].append(seconds)
+        off, on = outputs["off"], outputs["on"]
+        samples.append({"seed": seed, "psnr_db": latent_psnr(on, off), "mse": float(((on - off) ** 2).mean()),
+                        "cosine": float(torch.nn.functional.cosine_similarity(on.flatten(), off.flatten(), dim=0)),
+                        "max_abs_diff": float((on - off).abs().max())})
+    psnr_min = min(s["psnr_db"] for s in samples)
+    failures = [f"latent PSNR {psnr_min:.2f} dB < {thresholds.min_psnr:g}"] if psnr_min < thresholds.min_psnr else []
+    return {
+        **row, "status": "fail" if failures else "pass", "failures": failures, "level": "dit",
+        "psnr_db_min": psnr_min, "psnr_db_mean": statistics.fmean(s["psnr_db"] for s in samples),
+        "ssim_min": None, "mse_mean": statistics.fmean(s["mse"] for s in samples),
+        "cosine_min": min(s["cosine"] for s in samples), "flicker_delta": None, "motion_delta": None,
+        "speedup_total": None, "speedup_denoise": _speedup(step_s["off"], step_s["on"]),
+        "seconds": {"dit_step": step_s}, "samples": samples, "latent_shape": list(latent),
+    }
+
+
 # ---------------------------------------------------------------------------------------------- output
-def _num(value: Any, fmt: str) -> str:
+def _num(value: Any, fmt: str, suffix: str = "") -> str:
     if value is None:
         return "-"
     if isinstance(value, float) and math.isinf(value):
         return "inf (identical)" if value > 0 else "-inf"
-    return format(value, fmt)
+    return format(value, fmt) + suffix
 
 
 def markdown_table(rows: list[dict[str, Any]], workload: Workload, thresholds: Thresholds) -> str:
-    model = workload.model_path or "built-in tiny model (random weights)"
-    lines = [
-        f"Gate: lever on vs off, same prompts and seeds, frame level; worst case over "
-        f"{len(workload.prompts)} prompts x {len(workload.seeds)} seeds must reach {thresholds.describe()}.",
-        f"Workload: {model}, device {workload.device}, {workload.width}x{workload.height}, {workload.num_frames} "
-        f"frames, {workload.steps} steps; speed-up = median seconds off / on over {workload.repeats} round(s) "
-        "(`python benchmarks/quality_gate.py`).",
-        "",
-        "| lever | change | PSNR dB (worst) | SSIM (worst) | Δ flicker | Δ motion | speed-up (total) "
-        "| speed-up (denoise) | gate |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    if workload.dit_config:
+        head = [
+            f"Gate: lever on vs off at the latent level: one DiT forward of the {workload.dit_config} config (random "
+            f"weights) per seed from the same inputs; worst case over {len(workload.seeds)} seeds must reach "
+            f"PSNR >= {thresholds.min_psnr:g} dB (peak: the range of the off output).",
+            f"Workload: device {workload.device}, latents of a {workload.width}x{workload.height}x"
+            f"{workload.num_frames} video, {workload.text_len} text tokens; speed-up = median DiT step off / on "
+            f"over {workload.repeats} round(s) (`python benchmarks/quality_gate.py --dit-config "
+            f"{workload.dit_config}`).",
+        ]
+        columns = "| lever | change | latent PSNR dB (worst) | cosine (worst) | speed-up (DiT step) | gate |"
+    else:
+        model = workload.model_path or "built-in tiny model (random weights)"
+        head = [
+            f"Gate: lever on vs off, same prompts and seeds, frame level; worst case over "
+            f"{len(workload.prompts)} prompts x {len(workload.seeds)} seeds must reach {thresholds.describe()}.",
+            f"Workload: {model}, device {workload.device}, {workload.width}x{workload.height}, "
+            f"{workload.num_frames} frames, {workload.steps} steps; speed-up = median seconds off / on over "
+            f"{workload.repeats} round(s) (`python benchmarks/quality_gate.py`).",
+        ]
+        columns = "| lever | change | PSNR dB (worst) | SSIM (worst) | Δ flicker | Δ motion | speed-up (total) "
+        columns += "| speed-up (denoise) | gate |"
+    width = columns.count("|") - 1
+    lines = [*head, "", columns, "|" + "---|" * width]
     for row in rows:
         if row["status"] == "skipped":
-            lines.append(f"| {row['lever']} | {row['change']} | - | - | - | - | - | - | skipped: {row['reason']} |")
+            dashes = " - |" * (width - 3)
+            lines.append(f"| {row['lever']} | {row['change']} |{dashes} skipped: {row['reason']} |")
             continue
         gate = "pass" if row["status"] == "pass" else "FAIL: " + "; ".join(row["failures"])
-        lines.append(
-            f"| {row['lever']} | {row['change']} | {_num(row['psnr_db_min'], '.2f')} | {_num(row['ssim_min'], '.4f')} "
-            f"| {_num(row['flicker_delta'], '+.3g')} | {_num(row['motion_delta'], '+.3g')} "
-            f"| {_num(row['speedup_total'], '.2f')}x | {_num(row['speedup_denoise'], '.2f')}x | {gate} |")
+        if workload.dit_config:
+            cells = [_num(row["psnr_db_min"], ".2f"), _num(row["cosine_min"], ".6f"),
+                     _num(row["speedup_denoise"], ".2f", "x")]
+        else:
+            cells = [_num(row["psnr_db_min"], ".2f"), _num(row["ssim_min"], ".4f"), _num(row["flicker_delta"], "+.3g"),
+                     _num(row["motion_delta"], "+.3g"), _num(row["speedup_total"], ".2f", "x"),
+                     _num(row["speedup_denoise"], ".2f", "x")]
+        lines.append(f"| {row['lever']} | {row['change']} | " + " | ".join(cells) + f" | {gate} |")
     return "\n".join(lines) + "\n"
 
 
@@ -290,13 +431,15 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def update_readme(path: Path, table: str) -> None:
-    """Replace the text between the quality-gate markers of ``path`` with ``table``."""
+def update_readme(path: Path, table: str, *, dit: bool = False) -> None:
+    """Replace the text between the quality-gate markers of ``path`` (the DiT-level ones when ``dit``) with
+    ``table``."""
+    begin, end_marker = (README_DIT_BEGIN, README_DIT_END) if dit else (README_BEGIN, README_END)
     text = path.read_text(encoding="utf-8")
-    start, end = text.find(README_BEGIN), text.find(README_END)
+    start, end = text.find(begin), text.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"{path}: no '{README_BEGIN}' ... '{README_END}' block to fill")
-    _write_atomic(path, text[:start + len(README_BEGIN)] + "\n" + table + text[end:])
+        raise ValueError(f"{path}: no '{begin}' ... '{end_marker}' block to fill")
+    _write_atomic(path, text[:start + len(begin)] + "\n" + table + text[end:])
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -318,12 +461,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=4, help="denoising steps (default 4)")
     p.add_argument("--repeats", type=int, default=1, help="timed rounds over the workload (default 1)")
     p.add_argument("--warmup", type=int, default=1, help="untimed generations per setting first (default 1)")
+    p.add_argument("--dit-config", default=None, choices=sorted(DIT_CONFIGS),
+                   help="gate at the latent level: one DiT forward of this config (random weights) per seed "
+                        "instead of the whole pipeline (wan2.1-1.3b: the real 1.3B shapes)")
+    p.add_argument("--text-len", type=int, default=32, help="text tokens of the DiT-level inputs (default 32)")
     p.add_argument("--min-psnr", type=float, default=30.0, help="gate: worst PSNR in dB (default 30)")
     p.add_argument("--min-ssim", type=float, default=0.95, help="gate: worst SSIM (default 0.95; 0 disables)")
     p.add_argument("--json", default=None, metavar="PATH", help="write every figure and the workload as JSON")
     p.add_argument("--markdown", default=None, metavar="PATH", help="write the table as markdown")
     p.add_argument("--update-readme", default=None, metavar="README.md",
-                   help=f"rewrite the table between {README_BEGIN} and {README_END} in this file")
+                   help=f"rewrite the table between {README_BEGIN} and {README_END} in this file (with "
+                        f"--dit-config: between {README_DIT_BEGIN} and {README_DIT_END})")
     return p
 
 
@@ -350,10 +498,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     workload = Workload(prompts=args.prompts, seeds=args.seeds, width=args.width, height=args.height,
                         num_frames=args.num_frames, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
-                        device=device, model_path=args.model_path)
+                        device=device, model_path=args.model_path, dit_config=args.dit_config,
+                        text_len=args.text_len)
     thresholds = Thresholds(min_psnr=args.min_psnr, min_ssim=args.min_ssim)
     try:
-        rows = [run_lever(lever, workload, thresholds) for lever in levers]
+        run = run_lever_dit if workload.dit_config else run_lever
+        rows = [run(lever, workload, thresholds) for lever in levers]
     except (FastVideoError, ValueError) as exc:  # a bad workload (size, frames, model folder): one line
         print(f"quality_gate: {exc}", file=sys.stderr)
         return 2
@@ -367,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
         _write_atomic(Path(args.json), json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
     if args.update_readme:
-        update_readme(Path(args.update_readme), table)
+        update_readme(Path(args.update_readme), table, dit=bool(workload.dit_config))
     return 1 if any(row["status"] == "fail" for row in rows) else 0
 
 

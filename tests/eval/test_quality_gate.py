@@ -64,6 +64,39 @@ def test_a_lever_that_breaks_the_video_fails_the_gate(tiny_model_dir, tmp_path, 
     assert "FAIL: PSNR" in capsys.readouterr().out
 
 
+def test_latent_level_on_a_dit_config(tmp_path, capsys):
+    lever = quality_gate.Lever("test.other_seed_request", "a request setting: not expressible as a DiT forward",
+                               request_on={"sampling.seed": 4})
+    quality_gate.register_lever(lever)
+    readme = tmp_path / "README.md"
+    frame_block = f"{quality_gate.README_BEGIN}\nframe table\n{quality_gate.README_END}\n"
+    readme.write_text(f"{frame_block}{quality_gate.README_DIT_BEGIN}\nold\n{quality_gate.README_DIT_END}\n")
+    try:
+        code = quality_gate.main(["--device", "cpu", "--dit-config", "tiny", "--seeds", "0", "1", "--repeats", "2",
+                                  "--levers", "dtype.bf16,ops_backend.torch,test.other_seed_request",
+                                  "--json", str(tmp_path / "gate.json"), "--update-readme", str(readme)])
+    finally:
+        del quality_gate.LEVERS["test.other_seed_request"]
+    rows = {row["lever"]: row for row in json.loads((tmp_path / "gate.json").read_text())["levers"]}
+    exact, bf16 = rows["ops_backend.torch"], rows["dtype.bf16"]
+    assert exact["psnr_db_min"] == "inf" and exact["cosine_min"] == pytest.approx(1.0) and exact["status"] == "pass"
+    assert 30 < bf16["psnr_db_min"] < 120 and bf16["cosine_min"] > 0.999 and bf16["status"] == "pass"
+    assert len(bf16["samples"]) == 2 and len(bf16["seconds"]["dit_step"]["on"]) == 4 and bf16["speedup_denoise"] > 0
+    assert bf16["latent_shape"] == [1, 16, 3, 8, 8]  # the default 64x64x9 video's latents
+    skipped = rows["test.other_seed_request"]
+    assert skipped["status"] == "skipped" and "not a DiT-level setting (sampling.seed)" in skipped["reason"]
+    assert code == 0
+    assert "| latent PSNR dB (worst) | cosine (worst) | speed-up (DiT step) | gate |" in capsys.readouterr().out
+    text = readme.read_text()
+    assert text.startswith(frame_block) and "old" not in text and "| dtype.bf16 |" in text  # only the DiT block
+
+
+def test_latent_psnr_known_values():
+    ref = quality_gate.torch.tensor([0.0, 1.0, 0.0, 1.0])
+    assert quality_gate.latent_psnr(ref.clone(), ref) == float("inf")
+    assert quality_gate.latent_psnr(ref + 0.01, ref) == pytest.approx(40.0)  # peak 1, MSE 1e-4
+
+
 @pytest.mark.parametrize("args, message", [
     (["--levers", "teacache"], "unknown lever(s) teacache; known: dtype.bf16"),
     (["--update-readme", "/nonexistent/README.md"], "no such file"),
