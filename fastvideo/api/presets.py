@@ -212,7 +212,8 @@ def check_local_model_path(model_path: str) -> str:
         raise ModelLoadError(f"{model_path!r} looks like a Hugging Face repo id and is not a local folder; this engine "
                              f"loads local folders only and never downloads. Download it first, e.g. "
                              f"`huggingface-cli download {model_path} --local-dir {local}`, then pass that "
-                             f"folder: VideoGenerator.from_pretrained({local!r})")
+                             f"folder as the model path (--model-path {local}, or "
+                             f"VideoGenerator.from_pretrained({local!r}))")
     if path.exists():
         raise ModelLoadError(f"model path {model_path} is a file; pass the diffusers model folder (the one holding "
                              "model_index.json)")
