@@ -121,3 +121,5 @@ def test_readme_holds_the_gate_table_with_its_thresholds():
     assert quality_gate.Thresholds().describe() in block  # the defaults the script gates on
     for lever in ("dtype.bf16", "ops_backend.torch", "attention.triton"):
         assert f"| {lever} |" in block
+    dit_block = text[text.index(quality_gate.README_DIT_BEGIN):text.index(quality_gate.README_DIT_END)]
+    assert "wan2.1-1.3b config" in dit_block and "| dtype.bf16 |" in dit_block
