@@ -9,9 +9,10 @@ Contract: :func:`load_video` returns a :class:`Video` holding ``(T, H, W, C)`` f
 - a ``.npy`` array is ``(T, H, W, C)`` / ``(T, H, W)``, ``uint8`` or float in ``[0, 1]``;
 - an in-memory numpy array of that shape is taken as is (the Python API).
 
-:func:`expand_sources` turns CLI arguments (files, globs, folders of videos) into sources. Every failure
-raises :class:`~fastvideo.eval.registry.EvalError` naming the path and what is wrong: a missing path, a
-file FFmpeg cannot decode, a video with no frames, an array of the wrong shape, dtype or range.
+:func:`expand_sources` turns CLI arguments (files, globs, folders of videos or of frame folders) into
+sources. Every failure raises :class:`~fastvideo.eval.registry.EvalError` naming the path and what is
+wrong: a missing path, a file FFmpeg cannot decode, a video with no frames, an array of the wrong shape,
+dtype or range.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def _is_frame_folder(path: Path) -> bool:
 
 def expand_sources(patterns: list[str]) -> list[str]:
     """CLI paths to sources, in order and without repeats: a glob expands (sorted), a folder of videos/``.npy``
-    expands to its files (sorted), a folder of images is one video, a file is itself."""
+    (or of frame folders) expands to them (sorted), a folder of images is one video, a file is itself."""
     out: list[str] = []
     for pattern in patterns:
         if any(c in pattern for c in "*?["):
@@ -184,7 +185,9 @@ def expand_sources(patterns: list[str]) -> list[str]:
         if not path.exists():
             raise EvalError(f"{path}: no such file or folder")
         if path.is_dir() and not _is_frame_folder(path):
-            files = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES + ARRAY_SUFFIXES)
+            media = VIDEO_SUFFIXES + ARRAY_SUFFIXES
+            files = sorted(str(p) for p in path.iterdir()
+                           if p.suffix.lower() in media or (p.is_dir() and _is_frame_folder(p)))
             if not files:
                 raise EvalError(f"{path}: the folder holds no videos ({', '.join(VIDEO_SUFFIXES + ARRAY_SUFFIXES)}) "
                                 f"and no frames ({', '.join(IMAGE_SUFFIXES)})")

@@ -116,3 +116,14 @@ def test_references_pair_by_file_name_before_position(tmp_path):
     report = evaluate(gen, "common.mse", reference=refs)
     assert [Path(v.reference).stem for v in report.videos] == ["x", "y"]
     assert all(v.score("common.mse") == 0.0 for v in report.videos)
+
+
+def test_a_folder_of_frame_folders_expands_to_one_video_each(tmp_path):
+    frames = np.random.default_rng(2).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    for name in ("clip_b", "clip_a"):
+        write_png_frames(tmp_path / "refs" / name, frames)
+    (tmp_path / "refs" / "empty").mkdir()
+    sources = expand_sources([str(tmp_path / "refs")])
+    assert sources == [str(tmp_path / "refs" / "clip_a"), str(tmp_path / "refs" / "clip_b")]
+    report = evaluate(sources, "common.psnr", reference=frames)
+    assert [v.score("common.psnr") for v in report.videos] == [float("inf")] * 2
