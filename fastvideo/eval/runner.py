@@ -1,11 +1,13 @@
 """``evaluate``: run registered metrics over videos and collect an :class:`EvalReport`.
 
-Contract: :func:`evaluate(videos, metrics=..., reference=..., prompts=..., options=...)` checks everything
-before it computes anything: metric names resolve (unknown ones raise listing the known ones), a metric
+Contract: :func:`evaluate(videos, metrics=..., reference=..., prompts=..., options=...)` checks what is cheap
+before it decodes anything: metric names resolve (unknown ones raise listing the known ones), a metric
 that needs a reference / prompt / model is refused naming what is missing (``all`` and group names skip
-such metrics instead and list them in ``EvalReport.skipped`` with the reason), every video and reference
-decodes, and each pair has the same frame count, size and channel count (the error says which differs
-and the two values; nothing is trimmed or resized silently). ``reference`` is one source for every video
+such metrics instead and list them in ``EvalReport.skipped`` with the reason), every path exists, and
+model metrics load. Then it decodes one video (and its reference) at a time, so memory holds one pair:
+each must decode, and a pair must have the same frame count, size and channel count (the error says
+which differs and the two values; nothing is trimmed or resized silently). Any error raises: there is no
+partial report. ``reference`` is one source for every video
 or one per video; a list of references is paired by file name (stem) when the names match, else by
 position. The report holds one :class:`VideoReport` per video in input order and, per metric, the mean
 score over videos in ``summary``; :meth:`EvalReport.to_dict` is JSON-safe (an infinite PSNR becomes
@@ -182,18 +184,18 @@ def evaluate(videos: VideoSource | Sequence[VideoSource], metrics: str | Sequenc
     refs = pair_references(sources, reference)
     classes, skipped = _select(names, explicit, reference is not None, prompt_list is not None, options)
 
-    loaded: list[tuple[Video, Video | None]] = []
+    for source in [*sources, *refs]:
+        if isinstance(source, (str, Path)) and not Path(source).exists():
+            raise EvalError(f"{source}: no such file or folder")
+
+    instances = [cls(options) for cls in classes]
+    reports: list[VideoReport] = []
     for i, (source, ref) in enumerate(zip(sources, refs)):
         video = load_video(source, name=_label(source, i, "video"))
         ref_video = None if ref is None else load_video(ref, name=_label(ref, i, "reference"))
         if ref_video is not None and any(cls.needs_reference for cls in classes):
             check_pair(video, ref_video)
-        loaded.append((video, ref_video))
-
-    instances = [cls(options) for cls in classes]
-    reports: list[VideoReport] = []
-    for i, (video, ref_video) in enumerate(loaded):
-        logger.debug("scoring %s (%d/%d): %s", video.source, i + 1, len(loaded), video.shape_text())
+        logger.debug("scoring %s (%d/%d): %s", video.source, i + 1, len(sources), video.shape_text())
         sample = Sample(video=video, reference=ref_video, prompt=prompt_list[i] if prompt_list else None)
         report = VideoReport(video=video.source, reference=ref_video.source if ref_video else None,
                              num_frames=video.num_frames, height=video.height, width=video.width, fps=video.fps)

@@ -127,3 +127,14 @@ def test_a_folder_of_frame_folders_expands_to_one_video_each(tmp_path):
     assert sources == [str(tmp_path / "refs" / "clip_a"), str(tmp_path / "refs" / "clip_b")]
     report = evaluate(sources, "common.psnr", reference=frames)
     assert [v.score("common.psnr") for v in report.videos] == [float("inf")] * 2
+
+
+def test_a_missing_path_is_refused_before_anything_decodes(tmp_path, monkeypatch):
+    from fastvideo.eval import runner
+
+    np.save(tmp_path / "ok.npy", np.zeros((2, 12, 12, 3), dtype=np.uint8))
+    decoded: list[str] = []
+    monkeypatch.setattr(runner, "load_video", lambda source, name=None: decoded.append(str(source)))
+    with pytest.raises(EvalError, match="missing.npy: no such file"):
+        evaluate([str(tmp_path / "ok.npy"), str(tmp_path / "missing.npy")], "temporal.flicker")
+    assert decoded == []
