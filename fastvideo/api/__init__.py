@@ -16,6 +16,16 @@ from fastvideo.api.config import (
     QuantizationConfig,
 )
 from fastvideo.api.request import GenerationPlan, PlannedStage, RequestRuntimeConfig
+from fastvideo.api.serve import (
+    GpuPoolConfig,
+    PromptEnhancerConfig,
+    PromptSafetyConfig,
+    ServeConfig,
+    ServerConfig,
+    StreamingConfig,
+    WarmupConfig,
+)
+from fastvideo.api.documents import load_serve_config
 from fastvideo.api.errors import FastVideoError, GenerationCancelled, GenerationFailed, ModelLoadError, RequestError
 from fastvideo.api.documents import (
     RunConfig,
@@ -104,5 +114,7 @@ __all__ = [
     "translate_request",
 ]
 
-# FastVideo's request schema classes beyond the Dynamo contract (issue 14).
-__all__ += ["GenerationPlan", "PlannedStage", "RequestRuntimeConfig"]
+# FastVideo's schema classes beyond the Dynamo contract (issue 14): request plans, serve documents.
+__all__ += ["GenerationPlan", "GpuPoolConfig", "PlannedStage", "PromptEnhancerConfig", "PromptSafetyConfig",
+            "RequestRuntimeConfig", "ServeConfig", "ServerConfig", "StreamingConfig", "WarmupConfig",
+            "load_serve_config"]

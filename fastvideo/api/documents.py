@@ -17,6 +17,11 @@ Contract:
   refuse with their full path.
 - :func:`load_config(Type, path, overrides)` = read, apply overrides (a token list or a mapping of
   dotted keys), parse strictly; :func:`load_run_config` is it for :class:`RunConfig`.
+- :func:`load_serve_config(path, overrides)` is it for :class:`~fastvideo.api.ServeConfig` (FastVideo's
+  sections plus this server's ``queue``/``pool``/``state``), with one addition FastVideo lacks: a
+  top-level ``model_path``/``engine``/``pipeline`` key (in the file or an override) is read as
+  ``generator.<key>`` (:func:`normalize_serve_mapping`). ``fastvideo serve`` layers its flags on the
+  same loader (:func:`fastvideo.serving.config.load_serve_config`).
 - Standard library only (PyYAML is imported when a YAML file or value is read; a clear error says how
   to install it when missing).
 """
@@ -33,6 +38,7 @@ from typing import Any, TypeVar
 from fastvideo.api.config import GeneratorConfig
 from fastvideo.api.parse import ConfigValidationError, parse_config
 from fastvideo.api.request import GenerationRequest
+from fastvideo.api.serve import ServeConfig
 
 T = TypeVar("T")
 
@@ -153,3 +159,32 @@ def load_config(config_type: type[T], path: str | Path,
 def load_run_config(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] | None = None) -> RunConfig:
     """A :class:`RunConfig` from a file plus dotted overrides."""
     return load_config(RunConfig, path, overrides)
+
+
+#: Keys of :class:`GeneratorConfig` a serve document may give at its top level (read as ``generator.<key>``).
+GENERATOR_KEYS = ("model_path", "engine", "pipeline")
+
+
+def normalize_serve_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A serve mapping with top-level GeneratorConfig keys moved under ``generator``; dotted keys too
+    (``engine.dtype`` -> ``generator.engine.dtype``), so it also normalizes a dict of overrides."""
+    out: dict[str, Any] = {k: copy.deepcopy(v) for k, v in data.items()
+                           if str(k).split(".", 1)[0] not in GENERATOR_KEYS}
+    for key, value in data.items():
+        if str(key).split(".", 1)[0] not in GENERATOR_KEYS:
+            continue
+        if "." in str(key):
+            out[f"generator.{key}"] = copy.deepcopy(value)
+            continue
+        generator = out.setdefault("generator", {})
+        if not isinstance(generator, dict):
+            raise ConfigValidationError("generator", f"expected mapping for GeneratorConfig, got "
+                                                     f"{type(generator).__name__}")
+        generator[key] = copy.deepcopy(value)
+    return out
+
+
+def load_serve_config(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] | None = None) -> ServeConfig:
+    """A :class:`ServeConfig` from a file plus dotted overrides (``["--server.port", "8001"]``)."""
+    raw = normalize_serve_mapping(load_raw_config(path))
+    return parse_config(ServeConfig, apply_overrides(raw, normalize_serve_mapping(_normalize(overrides))))

@@ -8,7 +8,8 @@ Contract:
   the type is optional (elsewhere: ``expected X, got null (the field is not optional)``, where X is
   FastVideo's wording: ``mapping for OutputConfig``, ``one of [...]``, ``int``...); a ``ConfigError`` a dataclass's
   ``__post_init__`` raises naming one of its fields is reported under that field's full dotted path
-  (``queue.max_batch``). ``bool`` is never accepted
+  (``queue.max_batch``); a field marked with :data:`NULL_IS_DEFAULT` reads ``null`` as its default.
+  ``bool`` is never accepted
   where a number is expected; an ``int`` is accepted where a ``float`` is.
 - :func:`config_to_dict(obj)` is the inverse: JSON-safe plain data (tuples become lists) such that
   ``parse_config(type(obj), config_to_dict(obj)) == obj``.
@@ -46,6 +47,10 @@ class ConfigValidationError(FastVideoError, ValueError):
 
 #: The name the rest of this package uses; one class.
 ConfigError = ConfigValidationError
+
+#: ``dataclasses.field`` metadata key: a ``null`` value for this (non-optional) field means "the default"
+#: (e.g. FastVideo writes ``streaming: null`` for a serve document without a streaming section).
+NULL_IS_DEFAULT = "fastvideo.null_is_default"
 
 
 def _join(path: str, key: str) -> str:
@@ -173,7 +178,8 @@ def _build(cls: type[T], data: Mapping[str, Any], path: str) -> T:
                and f.default_factory is dataclasses.MISSING]
     if missing:
         raise ConfigError(_join(path, missing[0]), "missing required field")
-    kwargs = {name: _convert(hints[name], value, _join(path, name)) for name, value in data.items()}
+    kwargs = {name: _convert(hints[name], value, _join(path, name)) for name, value in data.items()
+              if not (value is None and fields[name].metadata.get(NULL_IS_DEFAULT))}
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:

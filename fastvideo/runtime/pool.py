@@ -41,13 +41,14 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastvideo.api import (ConfigError, ContinuationState, FastVideoError, GenerationRequest, RequestError, VideoResult,
                            parse_config)
+from fastvideo.api.serve import PoolConfig, normalize_device, normalize_devices  # the serve config's pool section
 from fastvideo.runtime.session import HostCallbacks, SessionHost, SessionLost
 from fastvideo.runtime.state_blobs import externalize_state, has_blob_refs, internalize_state
 from fastvideo.runtime.stores import SessionRecord, StoreConfig, Stores, open_stores
@@ -309,59 +310,6 @@ class LocalWorker(WorkerHandle):
             self._generator.shutdown()
         if self.status == "ready":
             self.status = "stopped"
-
-
-def normalize_device(entry: str | int) -> str | None:
-    """``"0"`` / ``"cuda"`` / ``"cuda:0"`` -> ``"cuda:0"``, ``"cpu"`` -> ``"cpu"``; None when it names no device."""
-    text = str(entry).strip().lower()
-    if text == "cpu":
-        return "cpu"
-    if text == "cuda":
-        return "cuda:0"
-    index = text[len("cuda:"):] if text.startswith("cuda:") else text
-    return f"cuda:{int(index)}" if index.isascii() and index.isdigit() else None  # "²".isdigit() is True
-
-
-def normalize_devices(entries: Sequence[str | int]) -> list[str]:
-    """A device list in canonical form (``cuda:N`` / ``cpu``); ConfigError naming ``devices[i]`` for an entry that
-    is no device, a GPU listed twice, or CPU mixed with CUDA. Existence is checked where torch is loaded
-    (:func:`fastvideo.runtime.device_pool.check_devices`)."""
-    out: list[str] = []
-    for i, entry in enumerate(entries):
-        device = normalize_device(entry)
-        if device is None:
-            raise ConfigError(f"devices[{i}]", f"{entry!r} is not a device: use a CUDA index (0), cuda:N, or cpu")
-        if device != "cpu" and device in out:
-            raise ConfigError(f"devices[{i}]", f"{device} is listed twice: the pool runs one worker per GPU")
-        if out and (device == "cpu") != (out[0] == "cpu"):
-            raise ConfigError(f"devices[{i}]", f"{device} mixes CPU and CUDA workers ({out[0]} first): list one kind")
-        out.append(device)
-    return out
-
-
-@dataclass
-class PoolConfig:
-    """A pool's limits; ``devices`` names the devices of a pool built from them (``fastvideo serve``'s ``pool``
-    section, ``--devices``): one worker each, see :mod:`fastvideo.runtime.device_pool`."""
-
-    #: One worker per entry: ``"cuda:N"`` (or just ``N``) or ``"cpu"`` (may repeat: several CPU workers); stored
-    #: normalized (``cuda:N`` / ``cpu``). Empty: no pool, the server runs one in-process engine on
-    #: ``generator.engine.device``.
-    devices: list[str | int] = field(default_factory=list)
-    #: Seconds every worker may take to load its model and warm up before it is excluded.
-    boot_timeout_s: float = 900.0
-    #: Persist every finished session segment's state to the SessionStore.
-    write_through: bool = True
-    #: Seconds a snapshot / hydrate call to a worker may take.
-    rpc_timeout_s: float = 60.0
-    #: Seconds each worker gets to finish on stop before it is stopped harder (SIGTERM, then SIGKILL).
-    stop_timeout_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        self.devices = [*normalize_devices(self.devices)]
-        for name in ("boot_timeout_s", "rpc_timeout_s", "stop_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
 
 
 @dataclass

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastvideo.api.errors import FastVideoError, RequestError
-from fastvideo.api.parse import ConfigError
+from fastvideo.api.serve import SchedulerConfig  # the serve config's queue section
 
 BRANCHES = ("initial", "continuation")
 
@@ -99,27 +99,6 @@ class WorkItem:
 
     def request_cancel(self) -> None:
         self._cancel.set()
-
-
-@dataclass
-class SchedulerConfig:
-    """Admission and batching policy (``fastvideo serve``'s ``queue`` section, passed down as is:
-    ServiceConfig.worker -> WorkerConfig.scheduler -> Scheduler). A bound below its minimum is refused."""
-
-    #: Items that may wait (running ones do not count); the next admit raises QueueFull.
-    max_queue: int = 16
-    #: Largest number of requests in one DiT forward.
-    max_batch: int = 1
-    #: A waiting item is jumped by at most this many batches before its bucket goes next.
-    max_bypass: int = 4
-    #: Seconds a caller is told to wait after QueueFull.
-    retry_after_s: int = 5
-
-    def __post_init__(self) -> None:
-        for name, low in (("max_queue", 1), ("max_batch", 1), ("max_bypass", 0), ("retry_after_s", 0)):
-            value = getattr(self, name)
-            if value < low:  # parse_config roots the path at the section (``queue.max_batch``)
-                raise ConfigError(name, f"must be >= {low}, got {value}")
 
 
 class Scheduler:

@@ -5,8 +5,10 @@ and calls the public runtime API; bad input exits with status 2 and a one-line m
 flag and the fix, never a traceback, and never leaves a partial output file; a model folder that
 cannot be loaded (:class:`ModelLoadError`) exits 2 with one line, a generation that failed
 (:class:`GenerationFailed`, e.g. non-finite latents) or any other FastVideoError exits 1 with one line.
-Progress is shown on stderr. ``serve`` layers defaults < ``--config`` file < explicit flags < dotted
-``KEY=VALUE`` overrides (see :mod:`fastvideo.serving.config`).
+Progress is shown on stderr. ``serve`` layers defaults < ``--config`` file < FastVideo-style dotted flags
+(``--server.port 8001``) < explicit flags < dotted ``KEY=VALUE`` overrides (see
+:mod:`fastvideo.serving.config`); a ``--a.b`` token (a dot in the flag's name) is a dotted override for
+``generate`` and ``serve`` and refused by the other commands.
 """
 
 from __future__ import annotations
@@ -206,8 +208,10 @@ def _build_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
                                    "flags < KEY=VALUE overrides.")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted config overrides, e.g. engine.dtype=bf16 server.port=8001 streaming.max_sessions=8")
-    p.add_argument("--config", default=None, help="YAML or JSON serve config (sections: generator, server, queue, "
-                                                   "pool, streaming; generator keys may sit at the top level)")
+    p.add_argument("--config", default=None, help="YAML or JSON serve config (fastvideo.api.ServeConfig: generator, "
+                                                   "server, default_request, streaming, and this server's queue, "
+                                                   "pool, state; generator keys may sit at the top level); change "
+                                                   "it with dotted flags such as --server.port 8001")
     add_generator_args(p)
     p.set_defaults(device=None, dtype=None)
     p.add_argument("--artifacts", default=None, help="folder of built artifacts (fastvideo-build --out) to load")
@@ -237,7 +241,7 @@ def _build_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     s.add_argument("--no-warmup", action="store_true", help="skip the startup warmup (ready at once)")
     s.add_argument("--log-format", choices=["text", "json"], default=None, help="log lines as text or JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, accepts_dotted_overrides=True)
     return p
 
 
@@ -292,7 +296,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from fastvideo.serving.observability import setup_server_logging
     from fastvideo.serving.server import run_server
 
-    config = load_serve_config(args.config, flags=serve_flags_from_args(args), overrides=args.overrides)
+    config = load_serve_config(args.config, flags=serve_flags_from_args(args), overrides=args.overrides,
+                               dotted=args.dotted_overrides)
     level = "DEBUG" if args.verbose else read_env().log_level
     setup_server_logging(config.server.log_format, level)
     return run_server(config)
@@ -336,12 +341,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def split_dotted_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``argv`` without its FastVideo-style dotted overrides (``--a.b VALUE`` / ``--a.b=VALUE``: a dot in the
+    flag's name, which no flag of this CLI has), and those overrides as tokens."""
+    rest: list[str] = []
+    dotted: list[str] = []
+    tokens = list(argv)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token == "--":  # everything after is positional
+            rest.extend(tokens[i:])
+            break
+        if token.startswith("--") and "." in token.partition("=")[0]:
+            dotted.append(token)
+            if "=" not in token and i + 1 < len(tokens):
+                dotted.append(tokens[i + 1])
+                i += 1
+        else:
+            rest.append(token)
+        i += 1
+    return rest, dotted
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_dotted_overrides", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.dotted_overrides = extra
+    rest, dotted = split_dotted_overrides(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(rest)
+    if (extra or dotted) and not getattr(args, "accepts_dotted_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join([*dotted, *extra])}")
+    if extra and args.command == "serve":
+        parser.error(f"unrecognized arguments: {' '.join(extra)} (dotted config overrides look like "
+                     "--server.port 8001)")
+    args.dotted_overrides = [*dotted, *extra]
     _setup_logging(getattr(args, "verbose", False))
     try:
         return int(args.func(args) or 0)

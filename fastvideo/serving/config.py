@@ -1,180 +1,149 @@
 """Typed configuration of the servers (``fastvideo serve`` and ``fastvideo router-serve``).
 
 Contract:
-- :class:`ServeConfig` is everything ``fastvideo serve`` needs: the :class:`GeneratorConfig` to load,
-  the HTTP server (:class:`ServerConfig`), admission and batching (``queue``: the runtime's
-  :class:`SchedulerConfig` itself, also importable here as ``QueueConfig``), the device pool (``pool``:
-  the runtime's :class:`PoolConfig`; ``pool.devices`` runs one worker per device) and WebSocket
-  streaming (:class:`StreamingConfig`). The runtime sections are the runtime's own dataclasses, handed
-  down as they are (``fastvideo.serving.app.service_config``), never copied field by field.
-  :class:`RouterConfig` is everything ``fastvideo router-serve`` needs.
-- A ServeConfig is checked when it is built: with ``pool.devices`` the first device runs the server's
-  own engine, so ``generator.engine.device`` is set to it (``auto``) or must name it; every pool worker
-  warms up when it boots, so ``server.warmup=false`` is refused with a pool. Devices that do not exist
-  are refused when the server starts (``pool.devices[i]``). Streaming limits are bounded
-  (``streaming.max_sessions`` >= 1, ``max_sessions_per_client`` 1..max_sessions or null,
-  ``handshake_timeout_s`` in (0, 3600], ``idle_timeout_s`` > 0) and ``server.allowed_origins`` lists
-  browser origins (:func:`check_origin`); anything else is a ConfigError naming the key.
-- Both are plain dataclasses, built strictly with :func:`fastvideo.api.parse_config` (an unknown
-  key fails naming its dotted path) and passed explicitly; nothing here is a global.
-- :func:`load_serve_config` layers, lowest first: defaults, a YAML/JSON file, CLI flags, dotted
-  ``KEY=VALUE`` overrides. A top-level key that belongs to :class:`GeneratorConfig`
-  (``model_path``, ``engine``, ``pipeline``) is read as ``generator.<key>``, so
-  ``engine.dtype=bf16`` works as well as ``generator.engine.dtype=bf16``. Values of overrides are
-  parsed as YAML scalars (``2`` is an int, ``true`` a bool, ``bf16`` a string).
+- ``fastvideo serve``'s config is the public :class:`fastvideo.api.ServeConfig` (one class, in
+  :mod:`fastvideo.api.serve`: FastVideo's ``generator``/``server``/``default_request``/``streaming``
+  plus this server's ``queue``/``pool``/``state``); this module re-exports it and its sections
+  (``QueueConfig`` is ``SchedulerConfig``). :class:`RouterConfig` is everything
+  ``fastvideo router-serve`` needs.
+- :func:`load_serve_config` layers, lowest first: defaults, a YAML/JSON file, FastVideo-style dotted
+  flags (``--server.port 8001``), this CLI's flags (``flags``: a nested mapping of the flags given),
+  then dotted ``KEY=VALUE`` overrides. Files are read by :func:`fastvideo.api.load_raw_config` and every
+  override by :func:`fastvideo.api.parse_cli_overrides` (one loader, one override parser: ``2`` is an
+  int, ``true`` a bool, ``[a, b]`` a list, ``bf16`` a string). A top-level ``model_path``/``engine``/
+  ``pipeline`` key is read as ``generator.<key>``, so ``engine.dtype=bf16`` works as well as
+  ``generator.engine.dtype=bf16``. A missing or unreadable file is a ConfigError on ``config``.
+- :func:`check_serve_config` refuses, naming the dotted key, every value of FastVideo's serve fields this
+  server cannot honour (``streaming.stream_mode: legacy_jpeg``, ``streaming.prompt.enabled``,
+  ``default_request.*``...); :data:`SERVE_FIELD_SUPPORT` classifies every serve field outside
+  ``generator`` (a test keeps it complete). :func:`load_serve_config` runs it.
+- Both configs are plain dataclasses, built strictly with :func:`fastvideo.api.parse_config` (an
+  unknown key fails naming its dotted path) and passed explicitly; nothing here is a global.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlparse
 
-from fastvideo.api import MAX_PROMPT_CHARS, ConfigError, GeneratorConfig, parse_config
-from fastvideo.runtime.pool import PoolConfig, normalize_device, normalize_devices
-from fastvideo.runtime.scheduler import SchedulerConfig
+from fastvideo.api import (
+    ConfigError,
+    GenerationRequest,
+    apply_overrides,
+    config_to_dict,
+    load_raw_config,
+    parse_cli_overrides,
+    parse_config,
+)
+from fastvideo.api.documents import GENERATOR_KEYS, normalize_serve_mapping
+from fastvideo.api.serve import (
+    WARMUP_PROMPT,
+    GpuPoolConfig,
+    PoolConfig,
+    PromptEnhancerConfig,
+    PromptSafetyConfig,
+    SchedulerConfig,
+    ServeConfig,
+    ServerConfig,
+    StateConfig,
+    StreamingConfig,
+    WarmupConfig,
+    check_origin,
+    normalize_origin,
+)
 
-GENERATOR_KEYS = ("model_path", "engine", "pipeline")
-SERVE_SECTIONS = ("generator", "server", "queue", "pool", "streaming", "state")
+__all__ = ["GENERATOR_KEYS", "SERVE_FIELD_SUPPORT", "SERVE_SECTIONS", "GpuPoolConfig", "HealthCheckConfig",
+           "PoolConfig", "PromptEnhancerConfig", "PromptSafetyConfig", "QueueConfig", "ReplicaEndpoint",
+           "RouterConfig", "SchedulerConfig", "ServeConfig", "ServerConfig", "StateConfig", "StreamingConfig",
+           "WarmupConfig", "check_origin", "check_serve_config", "load_router_config", "load_serve_config",
+           "normalize_origin", "parse_key_value_overrides"]
+
+SERVE_SECTIONS = ("generator", "server", "default_request", "streaming", "queue", "pool", "state")
 
 #: ``fastvideo serve``'s ``queue`` section (max_queue, retry_after_s, max_batch, max_bypass) is the runtime's
 #: scheduler config, passed down to every engine as is.
 QueueConfig = SchedulerConfig
 
+_ANY = "honoured"
+#: Every serve field outside ``generator`` (that one is :data:`fastvideo.runtime.config_support.FIELD_SUPPORT`)
+#: by dotted path -> how it is honoured or when it is refused. ``default_request`` is one row: its fields are
+#: those of :class:`GenerationRequest`.
+SERVE_FIELD_SUPPORT: dict[str, str] = {
+    **{f"server.{name}": _ANY for name in ServerConfig.__dataclass_fields__},
+    **{f"queue.{name}": _ANY for name in SchedulerConfig.__dataclass_fields__},
+    **{f"pool.{name}": _ANY for name in PoolConfig.__dataclass_fields__},
+    **{f"state.{name}": _ANY for name in StateConfig.__dataclass_fields__},
+    **{f"streaming.{name}": _ANY for name in StreamingConfig.__dataclass_fields__
+       if name not in ("warmup", "pool", "prompt", "safety")},
+    "default_request": "GenerationRequest()'s values honoured; any other value refused (server-wide request "
+                       "defaults are not supported yet: send them in each request)",
+    "streaming.session_timeout_seconds": "300 honoured; others refused (use streaming.idle_timeout_s)",
+    "streaming.generation_segment_cap": "6 honoured (FastVideo's default; the cap here is streaming.max_segments); "
+                                        "others refused (use streaming.max_segments)",
+    "streaming.stream_mode": "'av_fmp4' honoured (what /v1/stream sends); 'legacy_jpeg' refused",
+    "streaming.warmup.enabled": "true honoured; false refused (use server.warmup: false)",
+    "streaming.warmup.prompt": "FastVideo's default honoured; others refused (the warmup runs the generator's "
+                               "health-check request)",
+    "streaming.warmup.timeout_seconds": "2400 honoured; others refused (not supported yet)",
+    "streaming.pool.num_workers": "None honoured; a number refused (list the devices in pool.devices)",
+    "streaming.pool.enable_audio_reencode": "accepted either way: the stream has no audio track",
+    "streaming.pool.conditioning_num_frames": "9 honoured; others refused (segments continue from the continuation "
+                                              "state)",
+    "streaming.pool.conditioning_end_offset": "0 honoured; others refused (segments continue from the continuation "
+                                              "state)",
+    "streaming.prompt.enabled": "false honoured; true refused (no prompt enhancer: not supported yet)",
+    **{f"streaming.prompt.{name}": "accepted either way: read only when streaming.prompt.enabled, which is refused"
+       for name in PromptEnhancerConfig.__dataclass_fields__ if name != "enabled"},
+    "streaming.safety.enabled": "false honoured; true refused (no safety classifier: not supported yet)",
+    "streaming.safety.classifier_path": "accepted either way: read only when streaming.safety.enabled, which is "
+                                        "refused",
+}
 
-@dataclass
-class ServerConfig:
-    """The HTTP server: address, auth, outputs, logging, readiness."""
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    #: When set, every ``/v1/*`` request needs ``Authorization: Bearer <api_key>``.
-    api_key: str | None = None
-    #: The model id clients send and ``/v1/models`` lists; None: the model preset's name.
-    served_model_name: str | None = None
-    #: Folder of generated files (MP4, PNG, uploaded references); created if missing.
-    output_dir: str = "outputs/serving"
-    #: Seconds a finished job's files and record are kept before they expire.
-    output_ttl_s: float = 3600.0
-    #: Run the generator's health-check request at startup; ``/readyz`` is 200 only after it.
-    warmup: bool = True
-    #: ``openai-poll-after-ms`` sent on job reads while a job is queued or running.
-    poll_after_ms: int = 500
-    #: Largest request body accepted (bytes), uploads included, whatever the transfer encoding (a chunked body is
-    #: counted as it streams in and refused with 413 at the limit). The default fits a base64 reference image.
-    max_body_bytes: int = 32 * 1024 * 1024
-    #: Longest ``prompt`` / ``negative_prompt`` accepted over HTTP and ``/v1/stream`` (characters, 1 up to
-    #: ``fastvideo.api.MAX_PROMPT_CHARS``); a longer one is a 400 naming the field.
-    max_prompt_chars: int = MAX_PROMPT_CHARS
-    #: ``text`` or ``json`` (one JSON object per line, with request ids).
-    log_format: Literal["text", "json"] = "text"
-    #: Seconds graceful shutdown waits for running and queued jobs before failing them.
-    drain_timeout_s: float = 60.0
-    #: Seconds the runtime keeps a finished job nobody collected (HTTP and stream jobs are collected as they
-    #: end: their records and files follow ``output_ttl_s``).
-    job_ttl_s: float = 120.0
-    #: Browser origins (``scheme://host[:port]``, or ``"*"`` for any) that may open the ``/v1/stream``
-    #: WebSocket besides the server's own (same-origin: the ``Origin`` header names the ``Host`` the socket
-    #: was opened on). Other browser origins are refused before accept (403); requests without an
-    #: ``Origin`` header (non-browser clients) are not affected.
-    allowed_origins: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.allowed_origins = [check_origin(entry, f"allowed_origins[{i}]")
-                                for i, entry in enumerate(self.allowed_origins)]
-        if not 1 <= self.max_prompt_chars <= MAX_PROMPT_CHARS:
-            raise ConfigError("max_prompt_chars", f"must be between 1 and {MAX_PROMPT_CHARS} "
-                                                  f"(fastvideo.api.MAX_PROMPT_CHARS), got {self.max_prompt_chars}")
-        if self.max_body_bytes < 1024:
-            raise ConfigError("max_body_bytes", f"must be at least 1024 bytes, got {self.max_body_bytes}")
-
-
-@dataclass
-class StreamingConfig:
-    """The ``/v1/stream`` WebSocket sessions."""
-
-    enabled: bool = True
-    #: Concurrent sessions; one more is answered ``session_rejected``.
-    max_sessions: int = 4
-    #: A session with no client frame and no running segment for this long ends with ``session_timeout``.
-    idle_timeout_s: float = 300.0
-    #: Segments one session may generate.
-    max_segments: int = 64
-    #: Segment requests a session may have waiting behind the running one.
-    max_pending_segments: int = 4
-    #: Video codec of the fMP4 stream: ``h264`` (avc1, libx264) or ``av1`` (av01, libsvtav1).
-    codec: Literal["h264", "av1"] = "h264"
-    #: Quality (CRF) of the stream encoder; lower is better and bigger.
-    crf: int = 23
-    #: Defaults of a session's sampling when ``session_init_v2`` leaves them unset (None: the preset's).
-    width: int | None = None
-    height: int | None = None
-    num_frames: int | None = None
-    fps: int | None = None
-    num_inference_steps: int | None = None
-    #: Seconds a new socket has to send a valid ``session_init_v2`` (0 < s <= 3600); past it the socket gets
-    #: ``error{code:"handshake_timeout"}`` and is closed, freeing its slot.
-    handshake_timeout_s: float = 10.0
-    #: Live sessions one client address may hold (1..max_sessions); one more gets ``session_rejected``.
-    #: None: no cap of its own (``max_sessions`` bounds all clients together). Behind the router every
-    #: session comes from the router's address.
-    max_sessions_per_client: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_sessions < 1:
-            raise ConfigError("max_sessions", f"must be >= 1, got {self.max_sessions}")
-        if not self.idle_timeout_s > 0:
-            raise ConfigError("idle_timeout_s", f"must be > 0 seconds, got {self.idle_timeout_s}")
-        if not 0 < self.handshake_timeout_s <= 3600:
-            raise ConfigError("handshake_timeout_s", f"must be > 0 and <= 3600 seconds, got {self.handshake_timeout_s}")
-        cap = self.max_sessions_per_client
-        if cap is not None and not 1 <= cap <= self.max_sessions:
-            raise ConfigError("max_sessions_per_client", f"must be between 1 and streaming.max_sessions "
-                                                         f"({self.max_sessions}), or null for no cap of its own; "
-                                                         f"got {cap}")
+#: FastVideo serve fields refused unless at their default: dotted path -> (default, what to do instead).
+_REFUSED_UNLESS_DEFAULT: dict[str, tuple[object, str]] = {
+    "streaming.session_timeout_seconds": (300, "this server's session idle timeout is streaming.idle_timeout_s; "
+                                               "set that instead"),
+    "streaming.generation_segment_cap": (6, "this server's cap on a session's segments is streaming.max_segments; "
+                                            "set that instead"),
+    "streaming.stream_mode": ("av_fmp4", "/v1/stream sends fragmented MP4 (av_fmp4) only"),
+    "streaming.warmup.enabled": (True, "to skip the warmup use server.warmup: false (--no-warmup)"),
+    "streaming.warmup.prompt": (WARMUP_PROMPT, "the warmup runs the generator's health-check request; drop it"),
+    "streaming.warmup.timeout_seconds": (2400, "a warmup timeout is not supported yet; drop it"),
+    "streaming.pool.num_workers": (None, "list the devices in pool.devices (--devices 0,1): one worker each"),
+    "streaming.pool.conditioning_num_frames": (9, "segments continue from the continuation state; drop it"),
+    "streaming.pool.conditioning_end_offset": (0, "segments continue from the continuation state; drop it"),
+    "streaming.prompt.enabled": (False, "the prompt enhancer is not supported yet; set it to false"),
+    "streaming.safety.enabled": (False, "the prompt safety classifier is not supported yet; set it to false"),
+}
 
 
-@dataclass
-class StateConfig:
-    """Where continuation state lives: ``memory://`` keeps it inline in the state itself; with
-    ``redis://host:port/db`` tensors above ``blob_threshold_bytes`` are stored in Redis and the state
-    carries their ids, so it survives a restart and can move between servers sharing that Redis."""
+def _first_difference(ours: Any, default: Any, path: str) -> str | None:
+    if isinstance(ours, dict) and isinstance(default, dict):
+        for key in ours:
+            found = _first_difference(ours[key], default.get(key), f"{path}.{key}")
+            if found:
+                return found
+        return None
+    return None if ours == default else path
 
-    url: str = "memory://"
-    blob_threshold_bytes: int = 64 * 1024
-    blob_ttl_s: float | None = 24 * 3600.0
 
-
-@dataclass
-class ServeConfig:
-    """Everything ``fastvideo serve`` needs."""
-
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    server: ServerConfig = field(default_factory=ServerConfig)
-    #: Admission and batching of every engine (per worker with a pool; ``max_queue`` bounds the whole server).
-    queue: SchedulerConfig = field(default_factory=SchedulerConfig)
-    #: ``devices``: one worker per device (the first in this process, the others in their own processes).
-    pool: PoolConfig = field(default_factory=PoolConfig)
-    streaming: StreamingConfig = field(default_factory=StreamingConfig)
-    state: StateConfig = field(default_factory=StateConfig)
-
-    def __post_init__(self) -> None:
-        devices = normalize_devices(self.pool.devices)
-        if not devices:
-            return
-        engine = self.generator.engine
-        if engine.device == "auto":
-            engine.device = devices[0]
-        elif normalize_device(engine.device) != devices[0]:
-            raise ConfigError("pool.devices", f"the first device runs the server's own engine, but "
-                                              f"generator.engine.device is {engine.device!r}: list it first, or "
-                                              "drop engine.device (--device)")
-        if not self.server.warmup:
-            raise ConfigError("server.warmup", "every pool worker warms up when it boots (pool.devices is set): "
-                                               "drop --no-warmup / server.warmup=false, or drop --devices")
+def check_serve_config(config: ServeConfig) -> ServeConfig:
+    """Refuse, with a ConfigError naming the dotted key, a FastVideo serve value this server cannot honour."""
+    for path, (default, why) in _REFUSED_UNLESS_DEFAULT.items():
+        value: Any = config
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value != default:
+            raise ConfigError(path, f"{value!r} is not supported: {why}")
+    changed = _first_difference(config_to_dict(config.default_request), config_to_dict(GenerationRequest()),
+                                "default_request")
+    if changed:
+        raise ConfigError(changed, "server-wide request defaults are not supported yet: send the value in each "
+                                   "request (or set the model preset), and drop it from default_request")
+    return config
 
 
 @dataclass
@@ -231,128 +200,53 @@ class RouterConfig:
         return self
 
 
-def normalize_origin(text: str) -> str | None:
-    """``scheme://host[:port]`` of a browser origin, lower case, default port dropped; None when ``text`` is no
-    http(s) origin (a path other than ``/``, credentials, ``null``...)."""
-    parsed = urlparse(text.strip().lower())
+def parse_key_value_overrides(texts: Sequence[str]) -> dict[str, Any]:
+    """``["engine.dtype=bf16", "server.port=8001"]`` -> flat dotted dict, cast by
+    :func:`fastvideo.api.parse_cli_overrides` (each text is one ``--KEY=VALUE`` token)."""
+    tokens = []
+    for text in texts:
+        key, sep, _ = text.partition("=")
+        if not sep or not key.strip().lstrip("-") or any(not part for part in key.strip().lstrip("-").split(".")):
+            raise ConfigError("overrides", f"{text!r} is not KEY=VALUE with a dotted KEY (e.g. engine.dtype=bf16)")
+        tokens.append("--" + text.strip().lstrip("-"))
+    return parse_cli_overrides(tokens)
+
+
+def _read(path: str | Path) -> dict[str, Any]:
     try:
-        port = parsed.port
-    except ValueError:
-        return None
-    if (parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/") or parsed.params
-            or parsed.query or parsed.fragment or parsed.username or parsed.password):
-        return None
-    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
-    default = 80 if parsed.scheme == "http" else 443
-    return f"{parsed.scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
+        return load_raw_config(path)
+    except (FileNotFoundError, ValueError) as exc:  # missing file, unsupported suffix, not YAML/JSON
+        if isinstance(exc, ConfigError) and exc.path:
+            raise
+        raise ConfigError("config", str(exc)) from exc
 
 
-def check_origin(entry: str, path: str = "allowed_origins") -> str:
-    """``entry`` normalized (:func:`normalize_origin`), or ``"*"``; a ConfigError naming ``path`` when it is
-    neither."""
-    if entry.strip() == "*":
-        return "*"
-    origin = normalize_origin(entry)
-    if origin is None:
-        raise ConfigError(path, f"{entry!r} is not an origin: use scheme://host[:port] (e.g. "
-                                "https://app.example.com or http://localhost:3000), or \"*\" for any")
-    return origin
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A mapping from a ``.yaml``/``.yml``/``.json`` file (ConfigError when unreadable or not a mapping)."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ConfigError("config", f"config file {str(p)!r} does not exist")
-    text = p.read_text()
-    try:
-        if p.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a config error
-        raise ConfigError("config", f"cannot parse {str(p)!r}: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError("config", f"{str(p)!r} must hold a mapping at the top level")
-    return data
-
-
-def _normalize_serve_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Move GeneratorConfig keys given at the top level under ``generator``."""
+def _flatten(flags: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in GENERATOR_KEYS:
-            out.setdefault("generator", {})
-            if not isinstance(out["generator"], dict):
-                raise ConfigError("generator", "must be a mapping")
-            out["generator"][key] = value
+    for key, value in flags.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
         else:
-            out[key] = copy.deepcopy(value)
+            out[f"{prefix}{key}"] = value
     return out
 
 
-def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` updated recursively with ``extra`` (mappings merge, everything else replaces)."""
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            deep_merge(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
-    return base
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"engine.dtype=bf16"`` -> (["engine", "dtype"], "bf16"); the value is a YAML scalar."""
-    key, sep, raw = text.partition("=")
-    key = key.strip().lstrip("-")
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError("overrides", f"{text!r} is not KEY=VALUE with a dotted KEY (e.g. engine.dtype=bf16)")
-    import yaml
-
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except Exception:  # noqa: BLE001 - keep unparseable text as a string
-        value = raw
-    return key.split("."), value
-
-
-def _set_path(data: dict[str, Any], path: Sequence[str], value: Any) -> None:
-    node = data
-    for i, part in enumerate(path[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(".".join(path[: i + 1]), "is not a mapping; cannot set a key under it")
-        node = child
-    node[path[-1]] = value
-
-
 def load_serve_config(path: str | Path | None = None, *, flags: Mapping[str, Any] | None = None,
-                      overrides: Sequence[str] = ()) -> ServeConfig:
-    """Defaults < file < ``flags`` (a nested mapping of explicitly given CLI flags) < dotted overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        data = _normalize_serve_mapping(read_config_file(path))
-    if flags:
-        deep_merge(data, _normalize_serve_mapping(flags))
-    for text in overrides:
-        keys, value = parse_override(text)
-        if keys[0] in GENERATOR_KEYS:
-            keys = ["generator", *keys]
-        _set_path(data, keys, value)
-    return parse_config(ServeConfig, data)
+                      overrides: Sequence[str] = (), dotted: Sequence[str] = ()) -> ServeConfig:
+    """Defaults < file < ``dotted`` (``["--server.port", "8001"]``) < ``flags`` (a nested mapping of explicitly
+    given CLI flags) < ``overrides`` (``KEY=VALUE``); checked with :func:`check_serve_config`."""
+    data = normalize_serve_mapping(_read(path)) if path is not None else {}
+    layers = [parse_cli_overrides(list(dotted)) if dotted else {}, _flatten(flags or {}),
+              parse_key_value_overrides(overrides)]
+    for layer in layers:
+        data = apply_overrides(data, normalize_serve_mapping(layer))
+    return check_serve_config(parse_config(ServeConfig, data))
 
 
 def load_router_config(path: str | Path, overrides: Sequence[str] = ()) -> RouterConfig:
     """A validated RouterConfig from a file whose mapping sits at the top or under ``router:``."""
-    data = read_config_file(path)
+    data = _read(path)
     if set(data) == {"router"} and isinstance(data["router"], dict):
         data = data["router"]
-    data = copy.deepcopy(data)
-    for text in overrides:
-        keys, value = parse_override(text)
-        _set_path(data, keys, value)
+    data = apply_overrides(copy.deepcopy(data), parse_key_value_overrides(overrides))
     return parse_config(RouterConfig, data).validate()
