@@ -108,6 +108,24 @@ def test_prompt_length_is_limited_at_the_edge_and_configurable(tiny_generator, t
             assert wait_job(c, ok.json()["id"])["status"] == "completed"
 
 
+def test_prompt_length_is_limited_on_the_stream_too(tiny_generator, tmp_path):
+    pytest.importorskip("websockets")
+    from websockets.sync.client import connect
+
+    with inproc_server(tiny_generator, tmp_path, server={"max_prompt_chars": 100}) as srv:
+        url = srv.base_url.replace("http://", "ws://") + "/v1/stream"
+        with connect(url, max_size=None, open_timeout=30) as ws:
+            ws.send(json.dumps({"type": "session_init_v2", "width": 64, "height": 64, "num_frames": 5,
+                                "num_inference_steps": 2}))
+            assert json.loads(ws.recv(timeout=30))["type"] == "ltx2_stream_start"
+            for bad, param in (({"prompt": "p" * 101}, "prompt"), ({"prompt": "p", "negative_prompt": "n" * 101},
+                                                                    "negative_prompt")):
+                ws.send(json.dumps({"type": "segment_prompt_source", **bad}))
+                err = json.loads(ws.recv(timeout=30))
+                assert (err["type"], err["code"], err["param"]) == ("error", "invalid_request", param), err
+                assert "100" in err["message"], err
+
+
 def test_records_keep_a_bounded_prompt_and_listing_caps_its_body(tiny_generator, tmp_path, monkeypatch):
     from fastvideo.serving import openai_routes
 
