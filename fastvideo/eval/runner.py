@@ -3,8 +3,8 @@
 Contract: :func:`evaluate(videos, metrics=..., reference=..., prompts=..., options=...)` checks what is cheap
 before it decodes anything: metric names resolve (unknown ones raise listing the known ones), a metric
 that needs a reference / prompt / model is refused naming what is missing (``all`` and group names skip
-such metrics instead and list them in ``EvalReport.skipped`` with the reason), every path exists, and
-model metrics load. Then it decodes one video (and its reference) at a time, so memory holds one pair:
+such metrics instead and list them in ``EvalReport.skipped`` with the reason), the device exists, every
+path exists, and model metrics load. Then it decodes one video (and its reference) at a time, so memory holds one pair:
 each must decode, and a pair must have the same frame count, size and channel count (the error says
 which differs and the two values; nothing is trimmed or resized silently). Any error raises: there is no
 partial report. ``reference`` is one source for every video
@@ -160,12 +160,27 @@ def _select(names: list[str], explicit: set[str], has_reference: bool, has_promp
     return chosen, skipped
 
 
+def check_device(name: str) -> None:
+    """Refuse a device string torch cannot parse, or a CUDA device on a machine without one."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise EvalError(f"--device {name!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EvalError(f"--device {name}: CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise EvalError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+
+
 def evaluate(videos: VideoSource | Sequence[VideoSource], metrics: str | Sequence[str] = "all", *,
              reference: VideoSource | Sequence[VideoSource] | None = None,
              prompts: str | Sequence[str] | None = None, options: EvalOptions | None = None) -> EvalReport:
     """Score ``videos`` (paths of videos / frame folders / .npy, arrays, or :class:`Video`) with ``metrics``."""
     started = time.perf_counter()
     options = options or EvalOptions()
+    check_device(options.device)
     sources = _as_list(videos)
     if not sources:
         raise EvalError("no video given")

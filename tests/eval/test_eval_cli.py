@@ -82,6 +82,8 @@ def test_output_file_holds_the_report(pair, tmp_path, capsys):
     (["--videos", "{gen}", "--metrics", "clip_score", "--prompt", "a fox"], "pass --clip-model"),
     (["--videos", "{junk}"], "cannot decode it as a video"),
     (["--videos", "{gen}", "--output", "{tmp}/no/such/dir/out.json"], "does not exist"),
+    (["--videos", "{gen}", "--device", "banana"], "is not a torch device"),
+    (["--videos", "{gen}", "--device", "cuda:64"], "--device cuda:64"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(pair, tmp_path, capsys, args, message):
     gen, _ = pair
