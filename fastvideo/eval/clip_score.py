@@ -9,7 +9,8 @@ crop to ``crop_size``, normalise with ``image_mean`` / ``image_std`` -- reading 
 folder's ``preprocessor_config.json`` when present, else CLIP's defaults at the vision tower's
 ``image_size``; results may differ slightly from the PIL-based processor. Score = the mean over frames of
 ``100 * max(cos(image embedding, text embedding), 0)`` (torchmetrics' CLIPScore convention); per-frame
-values in ``details["per_frame"]``. A folder that cannot be loaded raises
+values in ``details["per_frame"]``. A folder that cannot be loaded -- no ``config.json``, a config that is
+not CLIP's, weights that miss tensors (never scored with random ones), no tokenizer -- raises
 :class:`~fastvideo.api.ModelLoadError` naming it.
 """
 
@@ -65,11 +66,24 @@ class ClipScore(Metric):
             raise ModelLoadError(f"--clip-model {path}: not a model folder (no config.json); give a local folder "
                                  "saved by transformers' CLIPModel.save_pretrained, with its tokenizer")
         try:
-            self.model = CLIPModel.from_pretrained(str(path)).eval().to(options.device)
+            model_type = json.loads((path / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ModelLoadError(f"--clip-model {path}: config.json is not a JSON object ({exc})") from None
+        if model_type != "clip":
+            raise ModelLoadError(f"--clip-model {path}: config.json describes a {model_type!r} model, not CLIP; give "
+                                 "a transformers CLIPModel folder")
+        try:
+            loaded: Any = CLIPModel.from_pretrained(str(path), output_loading_info=True)  # (model, loading info)
+            model, info = loaded
             self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"--clip-model {path}: cannot load a CLIP model and tokenizer from it "
                                  f"({exc.__class__.__name__}: {exc})") from None
+        missing = list(info.get("missing_keys") or [])
+        if missing:  # never score with randomly initialised weights
+            raise ModelLoadError(f"--clip-model {path}: the weights lack {len(missing)} tensors (e.g. {missing[0]}); "
+                                 "the folder holds another model or a truncated checkpoint")
+        self.model = model.eval().to(options.device)
         image_size = int(self.model.config.vision_config.image_size)
         pre: dict[str, Any] = {}
         if (path / "preprocessor_config.json").is_file():

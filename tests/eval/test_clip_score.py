@@ -92,3 +92,23 @@ def test_it_needs_a_prompt(tiny_clip):
         evaluate(frames(), "clip.clip_score", options=EvalOptions(clip_model=str(tiny_clip)))
     metric = ClipScore(EvalOptions(clip_model=str(tiny_clip)))
     assert metric.compute(Sample(video=load_video(frames()), prompt="fox")).score >= 0
+
+
+def test_a_non_clip_or_truncated_folder_is_refused_never_scored_with_random_weights(tiny_clip, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "t5"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "umt5", "d_model": 8}))
+    with pytest.raises(ModelLoadError, match="describes a 'umt5' model, not CLIP"):
+        ClipScore(EvalOptions(clip_model=str(other)))
+    truncated = tmp_path / "truncated"
+    shutil.copytree(tiny_clip, truncated)
+    weights = load_file(truncated / "model.safetensors")
+    dropped = sorted(weights)[0]
+    del weights[dropped]
+    save_file(weights, truncated / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match=f"lack 1 tensors \\(e.g. {dropped}"):
+        ClipScore(EvalOptions(clip_model=str(truncated)))
