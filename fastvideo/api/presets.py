@@ -8,16 +8,22 @@ Contract:
   registration is a ``ValueError``; an unknown preset is a :class:`~fastvideo.api.ConfigValidationError` at
   ``pipeline.preset`` listing the registered names).
 - The built-in presets carry FastVideo's names for the models this engine runs (``wan_t2v_1_3b``,
-  ``wan_t2v_14b``) plus ``fastvideo-tiny``; our own names (``wan2.1-t2v-1.3b``, ``wan2.1-t2v-14b``) are
+  ``wan_t2v_14b``), the few-step FastWan presets (``fastwan_t2v_1_3b``: DMD sampling, 3 steps, guidance 1, no
+  CFG; ``fastwan_ti2v_5b``: registered with a :attr:`InferencePreset.refusal`, since Wan2.2 TI2V does not run
+  here yet) plus ``fastvideo-tiny``; our own names (``wan2.1-t2v-1.3b``, ``wan2.1-t2v-14b``) are
   aliases that resolve to the same preset (:attr:`InferencePreset.aliases`). :attr:`InferencePreset.engine_name`
   is the name the engine reports (metadata ``model``, continuation states): our name, so states and
   metadata written before the FastVideo names existed stay valid.
 - ``defaults`` holds FastVideo's sampling keys (``height``, ``width``, ``num_frames``, ``fps``,
   ``guidance_scale``, ``num_inference_steps``, ``negative_prompt``); ``model_defaults`` holds what the
-  engine needs besides (``flow_shift``, ``max_frames``, ``max_side``, ``text_length``).
+  engine needs besides (``flow_shift``, ``max_frames``, ``max_side``, ``text_length``, and for distilled
+  checkpoints ``sampler`` = ``"dmd"`` with ``dmd_denoising_steps``, FastVideo's name for the fixed timesteps).
+- A preset with a non-empty ``refusal`` is listed and looked up like any other, but the engine refuses to
+  load it (:mod:`fastvideo.engine.presets` raises a ConfigError at ``pipeline.preset`` with that reason).
   :mod:`fastvideo.engine.presets` builds its ``ModelPreset`` from these, so there is one list.
 - :func:`infer_preset_for_folder` picks the preset of a model folder from its ``model_index.json``
-  (``_fastvideo_preset`` tag) or its transformer config (hidden size), reading JSON only.
+  (``_fastvideo_preset`` tag; ``_class_name`` ``WanDMDPipeline``, FastVideo's FastWan folders, picks the
+  FastWan preset of that size) or its transformer config (hidden size), reading JSON only.
 - Stdlib only (no torch; nothing from engine or runtime).
 """
 
@@ -69,6 +75,8 @@ class InferencePreset:
     model_defaults: dict[str, Any] = field(default_factory=dict)
     #: The name the engine reports (metadata ``model``, continuation states); empty: ``name``.
     engine_name_override: str = ""
+    #: Non-empty: why this engine cannot run the preset yet (it is refused at load with this text).
+    refusal: str = ""
 
     @property
     def engine_name(self) -> str:
@@ -166,12 +174,22 @@ def infer_preset_for_folder(model_index: Mapping[str, Any], transformer_config: 
     tagged = model_index.get("_fastvideo_preset")
     if isinstance(tagged, str):
         return get_preset(tagged)
+    distilled = model_index.get("_class_name") == "WanDMDPipeline"  # FastVideo's FastWan folders
     heads = transformer_config.get("num_attention_heads")
     head_dim = transformer_config.get("attention_head_dim")
     layers = transformer_config.get("num_layers")
     if not (isinstance(heads, int) and isinstance(head_dim, int) and isinstance(layers, int)):
         raise ModelLoadError("transformer/config.json lacks num_attention_heads/attention_head_dim/num_layers")
     dim = heads * head_dim
+    if distilled:
+        if dim == 1536:
+            return get_preset("fastwan_t2v_1_3b", "wan")
+        if dim == 3072:  # FastWan2.2 TI2V 5B: registered, refused by the engine with its reason
+            return get_preset("fastwan_ti2v_5b", "wan")
+        raise ModelLoadError(f"model_index.json names WanDMDPipeline (a FastWan DMD-distilled folder) with a "
+                             f"{dim}-wide transformer; only the 1.3B FastWan (1536) has a preset here. Pass "
+                             "pipeline.preset explicitly and sampling.sampler='dmd' with the checkpoint's "
+                             "sampling.dmd_denoising_steps")
     if dim >= 5120:
         return get_preset("wan_t2v_14b", "wan")
     if dim >= 1536:
@@ -246,5 +264,25 @@ for _preset in (
         defaults={"height": 256, "width": 256, "num_frames": 9, "fps": 16, "guidance_scale": 5.0,
                   "num_inference_steps": 8, "negative_prompt": ""},
         model_defaults={"flow_shift": 3.0, "max_frames": 129, "max_side": 1024, "text_length": 64}),
+    InferencePreset(
+        name="fastwan_t2v_1_3b", version=1, model_family="wan", workload_type="t2v", stage_schemas=(_DENOISE,),
+        description="FastWan2.1 T2V 1.3B (FastVideo/FastWan2.1-T2V-1.3B-Diffusers): DMD-distilled, 3 steps "
+                    "at timesteps 1000, 757, 522, no CFG",
+        aliases=("fastwan2.1-t2v-1.3b",), engine_name_override="fastwan2.1-t2v-1.3b",
+        defaults={"height": 448, "width": 832, "num_frames": 61, "fps": 16, "guidance_scale": 1.0,
+                  "num_inference_steps": 3, "negative_prompt": ""},
+        model_defaults={"flow_shift": 8.0, "sampler": "dmd", "dmd_denoising_steps": [1000, 757, 522],
+                        "max_frames": 161, "max_side": 1920, "text_length": 512}),
+    InferencePreset(
+        name="fastwan_ti2v_5b", version=1, model_family="wan", workload_type="t2v", stage_schemas=(_DENOISE,),
+        description="FastWan2.2 TI2V 5B (FastVideo/FastWan2.2-TI2V-5B-FullAttn-Diffusers): DMD-distilled, 3 steps "
+                    "at timesteps 1000, 757, 522, no CFG",
+        aliases=("fastwan2.2-ti2v-5b",), engine_name_override="fastwan2.2-ti2v-5b",
+        defaults={"height": 704, "width": 1280, "num_frames": 121, "fps": 24, "guidance_scale": 1.0,
+                  "num_inference_steps": 3, "negative_prompt": ""},
+        model_defaults={"flow_shift": 5.0, "sampler": "dmd", "dmd_denoising_steps": [1000, 757, 522],
+                        "max_frames": 161, "max_side": 1920, "text_length": 512},
+        refusal="it is a Wan2.2 TI2V-5B checkpoint (48-channel Wan2.2 VAE, per-token timesteps), which this "
+                "engine does not run yet; use fastwan_t2v_1_3b (FastWan2.1 T2V 1.3B) for few-step generation"),
 ):
     register_preset(_preset)

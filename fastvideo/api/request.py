@@ -62,8 +62,12 @@ class SamplingConfig:
     true_cfg_scale: float | None = None
     #: Flow-matching timestep shift; None takes the preset's.
     shift: float | None = None
-    #: "unipc" (Wan's default) or "euler"; None takes the model's scheduler config.
-    sampler: Literal["unipc", "euler"] | None = None
+    #: "unipc" (Wan's default), "euler", or "dmd" (few-step DMD sampling of FastVideo's distilled FastWan
+    #: checkpoints); None takes the preset's (FastWan: "dmd") or the model's scheduler config.
+    sampler: Literal["unipc", "euler", "dmd"] | None = None
+    #: With sampler "dmd": the fixed timesteps, strictly decreasing in 0..1000 (FastVideo's name); None takes
+    #: the preset's (FastWan: [1000, 757, 522]).
+    dmd_denoising_steps: list[int] | None = None
     #: For continuation segments: how strongly the previous segment's tail latents are imposed (0..1).
     continuation_strength: float | None = None
     # FastVideo's other sampling fields, with its defaults. Each is honoured at its default (the value that

@@ -40,7 +40,8 @@ class ModelFamily:
 WAN_T2V = ModelFamily(
     name="wan2.1-t2v",
     description="Wan2.1 text-to-video (diffusers WanPipeline)",
-    pipelines=("WanPipeline",),
+    # WanDMDPipeline: FastVideo's FastWan (DMD-distilled) folders, the same components sampled in a few steps.
+    pipelines=("WanPipeline", "WanDMDPipeline"),
     components={
         "transformer": ("WanTransformer3DModel",),
         "vae": ("AutoencoderKLWan",),

@@ -16,7 +16,8 @@ Contract:
   :meth:`encode_prompts` gives ``(1 or 2, L, D)`` embeddings (conditional first under CFG);
   :meth:`initial_noise` draws float32 noise on the CPU from ``torch.Generator().manual_seed(seed)``
   (a seed gives the same video on any device, and the noise diffusers' ``WanPipeline`` draws with a
-  CPU generator); :meth:`make_sampler` builds a fresh per-request sampler; :func:`guided` is the CFG
+  CPU generator); :meth:`make_sampler` builds a fresh per-request sampler (for ``"dmd"`` with the
+  request's own generator, continuing its seeded stream after the initial noise); :func:`guided` is the CFG
   formula; :meth:`decode` turns clean latents into ``uint8`` ``(T, H, W, 3)`` frames trimmed to the
   requested count; :class:`Conditioning` imposes a continuation's clean tail latents.
 - CPU offload (``offload_text_encoder`` / ``offload_vae`` of :meth:`WanT2VPipeline.from_folder`, on a CUDA
@@ -46,6 +47,8 @@ from fastvideo.engine.loader import ModelFolder, load_module_weights, read_json
 from fastvideo.engine.offload import ComponentOffloader
 from fastvideo.engine.presets import ModelPreset, infer_preset
 from fastvideo.engine.sampler import (
+    DEFAULT_DMD_TIMESTEPS,
+    FlowDMDSampler,
     FlowEulerSampler,
     FlowUniPCSampler,
     SamplerConfig,
@@ -209,17 +212,28 @@ class WanT2VPipeline:
 
     def initial_noise(self, s: ResolvedSampling, batch: int = 1) -> torch.Tensor:
         """Seeded float32 noise ``(B, C, T', H/8, W/8)`` drawn on the CPU, moved to the device."""
-        shape = (batch, self.dit.config.in_channels, s.latent_frames,
-                 s.height // self.vae.spatial_factor, s.width // self.vae.spatial_factor)
         generator = torch.Generator(device="cpu").manual_seed(s.seed)
-        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+        return torch.randn(self.noise_shape(s, batch), generator=generator, dtype=torch.float32).to(self.device)
 
-    def make_sampler(self, s: ResolvedSampling) -> FlowUniPCSampler | FlowEulerSampler:
+    def noise_shape(self, s: ResolvedSampling, batch: int = 1) -> tuple[int, int, int, int, int]:
+        """The latent shape ``(B, C, T', H/8, W/8)`` of a request."""
+        return (batch, self.dit.config.in_channels, s.latent_frames,
+                s.height // self.vae.spatial_factor, s.width // self.vae.spatial_factor)
+
+    def make_sampler(self, s: ResolvedSampling) -> FlowUniPCSampler | FlowEulerSampler | FlowDMDSampler:
         """A fresh sampler for one request: the model's scheduler config (or ``s.sampler``), with
-        ``s``'s step count and shift."""
+        ``s``'s step count and shift. For ``"dmd"``: ``s.dmd_timesteps`` and the request's own CPU generator,
+        seeded with ``s.seed`` and moved past the initial noise, so the re-noising continues the request's
+        seeded stream (as FastVideo's DMD stage continues ``batch.generator``)."""
         config = self.sampler_config
         if s.sampler is not None and s.sampler != config.kind:
             config = dataclasses.replace(config, kind=s.sampler)
+        if config.kind == "dmd":
+            generator = torch.Generator(device="cpu").manual_seed(s.seed)
+            torch.randn(self.noise_shape(s), generator=generator, dtype=torch.float32)  # the initial noise's draw
+            dmd = make_sampler(dataclasses.replace(config, dmd_timesteps=s.dmd_timesteps or DEFAULT_DMD_TIMESTEPS))
+            assert isinstance(dmd, FlowDMDSampler)
+            return dmd.set_timesteps(s.num_inference_steps, device=self.device, shift=s.shift, generator=generator)
         sampler = make_sampler(config)
         sampler.set_timesteps(s.num_inference_steps, device=self.device, shift=s.shift)
         return sampler

@@ -6,6 +6,9 @@ engine's view of a preset registered in :mod:`fastvideo.api.presets` (the one li
 ``name`` is the preset's ``engine_name``, e.g. ``wan2.1-t2v-1.3b``). Presets are looked up by any of
 their names (:func:`get_preset`: FastVideo's ``wan_t2v_1_3b`` or ours; unknown names raise
 ConfigError listing the registered ones) or inferred from a model folder (:func:`infer_preset`).
+A preset may name its sampler (``sampler="dmd"`` with ``dmd_timesteps`` for FastVideo's DMD-distilled
+FastWan checkpoints); a preset registered with a ``refusal`` (one this engine cannot run yet) is a
+ConfigError at ``pipeline.preset`` from :func:`get_preset` and :func:`infer_preset`, with the reason.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class ModelPreset:
     #: Text tokens the encoder sees (Wan: 512).
     text_length: int = 512
     description: str = ""
+    #: The sampler this model needs (None: its scheduler config's); "dmd" for DMD-distilled checkpoints.
+    sampler: str | None = None
+    #: DMD only: FastVideo's ``dmd_denoising_steps``, the fixed timesteps the checkpoint was distilled at.
+    dmd_timesteps: tuple[int, ...] | None = None
 
 
     @classmethod
@@ -52,11 +59,20 @@ class ModelPreset:
             raise ConfigError("pipeline.preset", f"preset {preset.name!r} lacks {missing} (defaults: width, height, "
                                                  "num_frames, fps, num_inference_steps, guidance_scale; "
                                                  "model_defaults: flow_shift), so this engine cannot run it")
+        dmd = m.get("dmd_denoising_steps")
         return cls(preset.engine_name, width=d["width"], height=d["height"], num_frames=d["num_frames"], fps=d["fps"],
                    num_inference_steps=d["num_inference_steps"], guidance_scale=float(d["guidance_scale"]),
                    shift=float(m["flow_shift"]), negative_prompt=d.get("negative_prompt") or "",
                    max_frames=m.get("max_frames", 161), max_side=m.get("max_side", 1920),
-                   text_length=m.get("text_length", 512), description=preset.description)
+                   text_length=m.get("text_length", 512), description=preset.description,
+                   sampler=m.get("sampler"), dmd_timesteps=None if dmd is None else tuple(dmd))
+
+
+def _runnable(preset: InferencePreset) -> InferencePreset:
+    if preset.refusal:
+        raise ConfigError("pipeline.preset", f"preset {preset.name!r} ({preset.description}) cannot run on this "
+                                             f"engine: {preset.refusal}")
+    return preset
 
 
 #: The built-in presets by engine name (built from :mod:`fastvideo.api.presets`, the one list).
@@ -68,9 +84,9 @@ PRESETS: dict[str, ModelPreset] = {
 def get_preset(name: str) -> ModelPreset:
     """The preset called ``name`` (FastVideo's name, ours, or another alias); unknown names raise
     :class:`~fastvideo.api.ConfigError` (a ValueError) listing the registered ones."""
-    return ModelPreset.from_inference(api_presets.get_preset(name))
+    return ModelPreset.from_inference(_runnable(api_presets.get_preset(name)))
 
 
 def infer_preset(model_index: dict[str, Any], transformer_config: dict[str, Any]) -> ModelPreset:
     """Pick the preset of a model folder from ``model_index.json`` and the transformer config."""
-    return ModelPreset.from_inference(api_presets.infer_preset_for_folder(model_index, transformer_config))
+    return ModelPreset.from_inference(_runnable(api_presets.infer_preset_for_folder(model_index, transformer_config)))

@@ -35,7 +35,8 @@ REQUEST_FIELD_SUPPORT: dict[str, str] = {
     "inputs.prompt_path": "read by VideoGenerator.generate (one result per line); refused when it reaches the "
                           "engine (a server or an executor)",
     **{f"sampling.{name}": _HOW for name in ("width", "height", "num_frames", "fps", "num_inference_steps",
-                                             "guidance_scale", "seed", "shift", "sampler", "continuation_strength")},
+                                             "guidance_scale", "seed", "shift", "sampler", "continuation_strength",
+                                             "dmd_denoising_steps")},
     "sampling.true_cfg_scale": "None and 1.0 honoured; others refused (Wan uses classic CFG: guidance_scale)",
     "sampling.num_videos_per_prompt": "1 honoured; others refused (not supported yet: send one request per video, "
                                       "with different seeds)",

@@ -11,7 +11,8 @@ Both are warped by the flow shift ``s``: ``sigma -> s * sigma / (1 + (s - 1) * s
   (``kind="unipc"``, Wan's default): base ``linspace(1, 1/N, n + 1)[:-1]`` in float64, shifted, first sigma
   nudged to ``1 - 1e-6``, timesteps truncated to int64, sigmas stored as float32 with a terminal 0
   (``final_sigmas_type="zero"``) or a repeat of the last sigma (``"sigma_min"``);
-* ``FlowMatchEulerDiscreteScheduler(shift=s)`` (``kind="euler"``): float32 timesteps, terminal sigma 0.
+* ``FlowMatchEulerDiscreteScheduler(shift=s)`` (``kind="euler"``): float32 timesteps, terminal sigma 0;
+* FastVideo's DMD few-step sampling (``kind="dmd"``, :class:`FlowDMDSampler`, FastWan checkpoints): see below.
 
 ``shift`` passed to ``set_timesteps`` overrides the config's shift exactly as if the scheduler had been
 built with that shift.
@@ -29,7 +30,21 @@ independent one and ``step(..., state=st)`` advances that one instead, so concur
 sampler never share history. A state keeps a reference to the (immutable) schedule it was created for, so
 a later ``set_timesteps`` does not disturb it. States never alias caller tensors.
 
-Determinism. No randomness: output is a pure function of (schedule, state, inputs). All step
+DMD (``kind="dmd"``), as FastVideo's ``DmdDenoisingStage``. The schedule is a fixed list of integer timesteps
+(``SamplerConfig.dmd_timesteps`` or ``set_timesteps(..., timesteps=...)``; FastWan: 1000, 757, 522), strictly
+decreasing, each in ``0..num_train_timesteps``. The DiT gets each timestep as is (int64, e.g. 757). Its sigma is
+looked up as FastVideo does: on the shifted *training* grid of ``FlowMatchEulerDiscreteScheduler(shift=s)``
+(``sigma_k = warp(k / N)`` for ``k = N..1`` in float32, grid timesteps ``sigma_k * N``), the sigma of the grid
+timestep nearest to it (so 1000 -> 1.0, and 757 -> ~0.757: the shift only sets the grid's resolution). A step
+turns the velocity into ``x0 = x_t - sigma_t * v``; before the last step it re-noises ``x0`` to the next timestep,
+``(1 - sigma_next) * x0 + sigma_next * eps``, with ``eps ~ N(0, 1)`` drawn in float32 on the CPU from the
+state's ``generator`` (one per request: ``set_timesteps(..., generator=g)`` / ``new_state(generator=g)``); the
+last step returns ``x0``. ``sigmas`` holds the looked-up sigmas plus a terminal 0, so ``sigmas[i + 1]`` is
+the noise level of the latents a step returns.
+
+Determinism. UniPC and Euler use no randomness: output is a pure function of (schedule, state, inputs). DMD's
+only randomness is its state's generator, so it is a pure function of (schedule, generator seed, inputs) and
+concurrent requests never share noise. All step
 coefficients are computed on the host in float64 from the schedule's float32 sigmas; no ``.item()`` or
 other device sync happens inside ``step`` when ``t`` is an index, so the tensor work is graph-capturable
 per step.
@@ -52,6 +67,8 @@ import numpy as np
 import torch
 
 __all__ = [
+    "DEFAULT_DMD_TIMESTEPS",
+    "FlowDMDSampler",
     "FlowEulerSampler",
     "FlowUniPCSampler",
     "SamplerConfig",
@@ -59,22 +76,26 @@ __all__ = [
     "make_sampler",
 ]
 
-_KINDS = ("unipc", "euler")
+_KINDS = ("unipc", "euler", "dmd")
+#: FastVideo's ``dmd_denoising_steps`` for its FastWan checkpoints (FastWan2.1 1.3B/14B, FastWan2.2 5B).
+DEFAULT_DMD_TIMESTEPS: tuple[int, ...] = (1000, 757, 522)
 _FINAL_SIGMAS = ("zero", "sigma_min")
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
     """What a sampler needs. ``solver_order``, ``lower_order_final``, ``disable_corrector`` and
-    ``final_sigmas_type`` only apply to ``kind="unipc"`` (Euler always ends at sigma 0)."""
+    ``final_sigmas_type`` only apply to ``kind="unipc"`` (Euler always ends at sigma 0); ``dmd_timesteps`` only
+    to ``kind="dmd"``."""
 
-    kind: Literal["unipc", "euler"] = "unipc"
+    kind: Literal["unipc", "euler", "dmd"] = "unipc"
     num_train_timesteps: int = 1000
     shift: float = 1.0
     solver_order: int = 2
     lower_order_final: bool = True
     disable_corrector: tuple[int, ...] = ()
     final_sigmas_type: Literal["zero", "sigma_min"] = "zero"
+    dmd_timesteps: tuple[int, ...] = DEFAULT_DMD_TIMESTEPS
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -87,6 +108,7 @@ class SamplerConfig:
         if self.final_sigmas_type not in _FINAL_SIGMAS:
             raise ValueError(f"final_sigmas_type must be one of {_FINAL_SIGMAS}, got {self.final_sigmas_type!r}")
         object.__setattr__(self, "disable_corrector", tuple(int(i) for i in self.disable_corrector))
+        object.__setattr__(self, "dmd_timesteps", check_dmd_timesteps(self.dmd_timesteps, self.num_train_timesteps))
         if self.kind == "euler" and self.final_sigmas_type != "zero":
             raise ValueError("final_sigmas_type='sigma_min' is not supported for kind='euler'")
         if (self.kind == "unipc" and self.final_sigmas_type == "zero" and not self.lower_order_final
@@ -173,6 +195,27 @@ def scheduler_shift(cfg: Mapping[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
+def check_dmd_timesteps(timesteps: Any, num_train_timesteps: int = 1000) -> tuple[int, ...]:
+    """``timesteps`` as a tuple of ints when it is a valid DMD schedule: non-empty, integers (not bools) in
+    ``0..num_train_timesteps``, strictly decreasing. Otherwise a ``ValueError`` saying what is wrong."""
+    if isinstance(timesteps, (str, bytes)) or not hasattr(timesteps, "__iter__"):
+        raise ValueError(f"DMD timesteps must be a list of integers such as [1000, 757, 522], got {timesteps!r}")
+    values = list(timesteps)
+    if not values:
+        raise ValueError("DMD timesteps are empty; give at least one, e.g. [1000, 757, 522]")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"DMD timestep {v!r} is not an integer; use integers in 0..{num_train_timesteps}, "
+                             "e.g. [1000, 757, 522]")
+        if not 0 <= int(v) <= num_train_timesteps:
+            raise ValueError(f"DMD timestep {v} is out of range; use integers in 0..{num_train_timesteps}")
+    for a, b in zip(values, values[1:]):
+        if int(b) >= int(a):
+            raise ValueError(f"DMD timesteps must be strictly decreasing (from noise to data), got {values}: "
+                             f"{b} follows {a}")
+    return tuple(int(v) for v in values)
+
+
 def _check_shift(shift: float) -> None:
     if not (isinstance(shift, (int, float)) and math.isfinite(shift) and shift > 0):
         raise ValueError(f"shift must be a finite number > 0, got {shift!r}")
@@ -211,6 +254,8 @@ class SamplerState:
     last_sample: torch.Tensor | None = None
     last_order: int = 0
     warm_steps: int = 0
+    #: DMD only: the request's own source of re-noising noise (a CPU ``torch.Generator``).
+    generator: torch.Generator | None = None
 
     @property
     def timesteps(self) -> torch.Tensor:
@@ -278,13 +323,15 @@ class _FlowSampler:
         return sched.timesteps[index].expand(batch_size)
 
     # -- state ------------------------------------------------------------------------------------
-    def new_state(self) -> SamplerState:
-        """A fresh, independent state for the current schedule (one per concurrent request)."""
-        return SamplerState(self._schedule())
+    def new_state(self, generator: torch.Generator | None = None) -> SamplerState:
+        """A fresh, independent state for the current schedule (one per concurrent request); ``generator``
+        is the request's noise source (used by DMD only)."""
+        return SamplerState(self._schedule(), generator=generator)
 
     def reset(self) -> None:
-        """Forget the default state's history so the sampler can run a new request on the same schedule."""
-        self.state = self.new_state()
+        """Forget the default state's history so the sampler can run a new request on the same schedule
+        (a DMD state keeps its generator, which has moved on)."""
+        self.state = self.new_state(self.state.generator if self.state is not None else None)
 
     # -- stepping ---------------------------------------------------------------------------------
     def step(self, model_output: torch.Tensor, t: int | float | torch.Tensor, sample: torch.Tensor,
@@ -390,6 +437,59 @@ class FlowUniPCSampler(_FlowSampler):
         return prev.to(sample.dtype)
 
 
+class FlowDMDSampler(_FlowSampler):
+    """FastVideo's DMD few-step sampling for distilled checkpoints (see module contract): x0 prediction at
+    each fixed timestep, re-noised with the request's generator to the next one; the last step returns x0."""
+
+    kind = "dmd"
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device: torch.device | str | None = None,
+                      shift: float | None = None, timesteps: Any = None,
+                      generator: torch.Generator | None = None) -> FlowDMDSampler:
+        """The schedule for ``timesteps`` (None: ``config.dmd_timesteps``); ``num_inference_steps``, when
+        given, must equal their count. ``generator`` seeds the default state's re-noising."""
+        big_n = self.config.num_train_timesteps
+        ts = self.config.dmd_timesteps if timesteps is None else check_dmd_timesteps(timesteps, big_n)
+        if num_inference_steps is not None and num_inference_steps != len(ts):
+            raise ValueError(f"num_inference_steps={num_inference_steps!r} does not match the {len(ts)} DMD "
+                             f"timesteps {list(ts)}; DMD runs one step per timestep")
+        shift = self.config.shift if shift is None else shift
+        _check_shift(shift)
+        sigmas = torch.tensor([*dmd_sigmas(ts, float(shift), big_n), 0.0], dtype=torch.float32)
+        timesteps_t = torch.tensor(ts, dtype=torch.int64)
+        self.state = SamplerState(_Schedule(
+            timesteps=timesteps_t.to(device), sigmas=sigmas.to(device),
+            sigmas_host=tuple(float(v) for v in sigmas.tolist()), timesteps_host=tuple(float(v) for v in ts)),
+            generator=generator)
+        return self
+
+    def _step(self, model_output: torch.Tensor, i: int, sample: torch.Tensor, st: SamplerState) -> torch.Tensor:
+        s = st.schedule.sigmas_host
+        cdtype = _compute_dtype(sample)
+        x0 = sample.to(cdtype) - model_output.to(cdtype) * s[i]
+        if i + 1 == len(s) - 1:  # the last timestep: the clean estimate is the result
+            return x0.to(sample.dtype)
+        if st.generator is None:
+            raise RuntimeError("FlowDMDSampler: this state has no generator to re-noise with; pass "
+                               "set_timesteps(..., generator=torch.Generator().manual_seed(seed)) or "
+                               "new_state(generator=...)")
+        noise = torch.randn(tuple(sample.shape), generator=st.generator, dtype=torch.float32)
+        noise = noise.to(device=sample.device, dtype=cdtype)
+        nxt = s[i + 1]
+        return (x0 * (1.0 - nxt) + noise * nxt).to(sample.dtype)
+
+
+def dmd_sigmas(timesteps: tuple[int, ...], shift: float, num_train_timesteps: int = 1000) -> list[float]:
+    """The sigma of each DMD timestep: FastVideo's nearest-timestep lookup on the shifted training grid of
+    ``FlowMatchEulerDiscreteScheduler(shift=shift)`` (float32 grid, distances in float64)."""
+    big_n = num_train_timesteps
+    grid = torch.from_numpy(np.linspace(1, big_n, big_n, dtype=np.float32)[::-1].copy()) / big_n
+    grid_sigmas = shift * grid / (1 + (shift - 1) * grid)
+    grid_timesteps = (grid_sigmas * big_n).double()
+    idx = torch.argmin((grid_timesteps[None, :] - torch.tensor(timesteps, dtype=torch.float64)[:, None]).abs(), dim=1)
+    return [float(v) for v in grid_sigmas[idx].tolist()]
+
+
 def _log_snr(sigma: float) -> float:
     """lambda = log(alpha / sigma) with alpha = 1 - sigma on the flow path (+inf at sigma = 0)."""
     return math.inf if sigma == 0.0 else math.log(1.0 - sigma) - math.log(sigma)
@@ -452,8 +552,10 @@ def _combine(x: torch.Tensor, cx: float, hist: list[torch.Tensor], cms: list[flo
     return out
 
 
-def make_sampler(config: SamplerConfig | Mapping[str, Any]) -> FlowUniPCSampler | FlowEulerSampler:
+def make_sampler(config: SamplerConfig | Mapping[str, Any]) -> FlowUniPCSampler | FlowEulerSampler | FlowDMDSampler:
     """Sampler for a :class:`SamplerConfig` (or a diffusers scheduler_config dict)."""
     if not isinstance(config, SamplerConfig):
         config = SamplerConfig.from_scheduler_config(config)
+    if config.kind == "dmd":
+        return FlowDMDSampler(config)
     return FlowUniPCSampler(config) if config.kind == "unipc" else FlowEulerSampler(config)

@@ -7,19 +7,27 @@ pipeline runs: ``num_frames`` is what the caller gets back and ``generated_frame
 ``4k+1``) is what the VAE decodes before trimming. Request fields this engine cannot honour (FastVideo's
 ``sampling.sigmas``, ``inputs.*``, ...) are refused first, by
 :func:`fastvideo.engine.request_support.check_request_fields`.
+
+Sampler: ``sampling.sampler`` or else the preset's (FastWan presets: ``"dmd"``) or else None (the model's
+scheduler config). With ``"dmd"`` the timesteps are ``sampling.dmd_denoising_steps`` or the preset's or
+FastVideo's default (1000, 757, 522), checked (non-empty, integers in 0..1000, strictly decreasing); the
+step count is their number (an explicit different ``num_inference_steps`` is refused), and CFG is off:
+guidance defaults to 1.0 and a value above 1 is refused (DMD-distilled checkpoints are sampled without
+CFG, as FastVideo's DMD stage does). ``dmd_denoising_steps`` without the dmd sampler is refused.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, cast
 
 from fastvideo.api.limits import check_prompt_length
 from fastvideo.api.errors import RequestError
 from fastvideo.api.request import GenerationRequest
 from fastvideo.engine.presets import ModelPreset
 from fastvideo.engine.request_support import check_request_fields
+from fastvideo.engine.sampler import DEFAULT_DMD_TIMESTEPS, check_dmd_timesteps
 
 SPATIAL_MULTIPLE = 16  # VAE 8x downsampling x DiT 2x2 patches
 TEMPORAL_FACTOR = 4
@@ -40,8 +48,10 @@ class ResolvedSampling:
     guidance_scale: float
     seed: int
     shift: float
-    sampler: Literal["unipc", "euler"] | None
+    sampler: Literal["unipc", "euler", "dmd"] | None
     continuation_strength: float
+    #: sampler "dmd" only: the fixed timesteps (one step each).
+    dmd_timesteps: tuple[int, ...] | None = None
 
     @property
     def do_cfg(self) -> bool:
@@ -95,14 +105,33 @@ def resolve_sampling(request: GenerationRequest, preset: ModelPreset) -> Resolve
     fps = _check_int("sampling.fps", preset.fps if s.fps is None else s.fps)
     if not 1 <= fps <= 120:
         raise RequestError("sampling.fps", f"{fps} is out of range; use 1..120")
-    steps = _check_int("sampling.num_inference_steps",
-                       preset.num_inference_steps if s.num_inference_steps is None else s.num_inference_steps)
+    chosen = s.sampler if s.sampler is not None else preset.sampler
+    if chosen not in (None, "unipc", "euler", "dmd"):
+        raise RequestError("sampling.sampler", f"unknown sampler {chosen!r}; use 'unipc', 'euler' or 'dmd'")
+    sampler = cast(Literal["unipc", "euler", "dmd"] | None, chosen)
+    dmd_timesteps = _dmd_timesteps(s.dmd_denoising_steps, sampler, preset)
+    if dmd_timesteps is not None and s.num_inference_steps is None:
+        steps = len(dmd_timesteps)
+    else:
+        steps = _check_int("sampling.num_inference_steps",
+                           preset.num_inference_steps if s.num_inference_steps is None else s.num_inference_steps)
     if not 1 <= steps <= MAX_STEPS:
         raise RequestError("sampling.num_inference_steps", f"{steps} is out of range; use 1..{MAX_STEPS}")
+    if dmd_timesteps is not None and steps != len(dmd_timesteps):
+        raise RequestError("sampling.num_inference_steps", f"{steps} steps do not match the {len(dmd_timesteps)} DMD "
+                                                           f"timesteps {list(dmd_timesteps)} (one step each); leave "
+                                                           "it unset or set sampling.dmd_denoising_steps")
 
-    guidance = preset.guidance_scale if s.guidance_scale is None else s.guidance_scale
+    if dmd_timesteps is not None:
+        guidance = 1.0 if s.guidance_scale is None else s.guidance_scale
+    else:
+        guidance = preset.guidance_scale if s.guidance_scale is None else s.guidance_scale
     if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0.0 <= guidance <= 50.0:
         raise RequestError("sampling.guidance_scale", f"{guidance!r} is out of range; use 0..50 (1 disables CFG)")
+    if dmd_timesteps is not None and guidance > 1.0:
+        raise RequestError("sampling.guidance_scale", f"{guidance!r} asks for CFG, which DMD sampling does not use "
+                                                      "(distilled checkpoints run without it); set 1.0 or leave it "
+                                                      "unset")
     shift = preset.shift if s.shift is None else s.shift
     if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 0.0 < shift <= 100.0:
         raise RequestError("sampling.shift", f"{shift!r} is out of range; use a value in (0, 100]")
@@ -110,8 +139,6 @@ def resolve_sampling(request: GenerationRequest, preset: ModelPreset) -> Resolve
     seed = _check_int("sampling.seed", seed)
     if not 0 <= seed < 2**63:
         raise RequestError("sampling.seed", f"{seed} is out of range; use 0..2**63-1")
-    if s.sampler not in (None, "unipc", "euler"):
-        raise RequestError("sampling.sampler", f"unknown sampler {s.sampler!r}; use 'unipc' or 'euler'")
     if s.true_cfg_scale not in (None, 1.0):  # 1.0 is "off" where true CFG exists
         raise RequestError("sampling.true_cfg_scale", f"{s.true_cfg_scale!r} cannot be honoured: Wan models use "
                                                       "classic CFG; set guidance_scale instead and leave "
@@ -123,8 +150,23 @@ def resolve_sampling(request: GenerationRequest, preset: ModelPreset) -> Resolve
         raise RequestError("sampling.continuation_strength", f"{strength!r} is out of range; use 0..1")
     return ResolvedSampling(width=width, height=height, num_frames=frames, generated_frames=generated,
                             latent_frames=latent_frames, fps=fps, num_inference_steps=steps,
-                            guidance_scale=float(guidance), seed=seed, shift=float(shift), sampler=s.sampler,
-                            continuation_strength=float(strength))
+                            guidance_scale=float(guidance), seed=seed, shift=float(shift), sampler=sampler,
+                            continuation_strength=float(strength), dmd_timesteps=dmd_timesteps)
+
+
+def _dmd_timesteps(requested: object, sampler: str | None, preset: ModelPreset) -> tuple[int, ...] | None:
+    """The DMD timesteps of a request (None unless the sampler is "dmd"); see module contract."""
+    if sampler != "dmd":
+        if requested is not None:
+            raise RequestError("sampling.dmd_denoising_steps", f"only applies to sampler 'dmd' (this request uses "
+                                                               f"{sampler or 'the model default'!r}); set "
+                                                               "sampling.sampler='dmd' or drop it")
+        return None
+    chosen = requested if requested is not None else (preset.dmd_timesteps or DEFAULT_DMD_TIMESTEPS)
+    try:
+        return check_dmd_timesteps(chosen)
+    except ValueError as exc:
+        raise RequestError("sampling.dmd_denoising_steps", str(exc)) from None
 
 
 def with_overlap(s: ResolvedSampling, overlap_frames: int) -> ResolvedSampling:
