@@ -6,11 +6,14 @@ and checks:
 1. ``schema``: ``--cases`` random ``POST /v1/videos`` bodies (known fields with values of every wrong type,
    out-of-range numbers, huge integers, non-finite floats, lone surrogates, unknown fields, deep nesting),
    seeded by ``--seed``; every answer is < 500 (accepted jobs are deleted at once).
-2. ``malformed``: hand-made bodies (invalid JSON, a 5,000-digit integer, JSON nested 100,000 deep, a lone
-   surrogate in ``negative_prompt``, a huge form ``nvext`` integer, ``text/plain`` JSON): each a 4xx.
+2. ``malformed``: hand-made bodies (invalid JSON, a 5,000-digit integer, JSON nested 100,000 deep, lone
+   surrogates in ``negative_prompt`` and ``sampler``, a huge form ``nvext`` integer, deep form ``nvext``, a
+   5,000-digit form seed, an integer too large for a float, a prompt over ``MAX_PROMPT_CHARS``, ``text/plain``
+   JSON, no content type): each a 4xx.
 3. ``oversized``: a chunked body (no Content-Length) of ``--oversized-mb`` MB: refused with 413 before it is
    all read, and the server's RSS (``--pid``, read from ``/proc``) grows less than ``--max-rss-growth-mb``.
-4. ``label_flood``: ``--flood`` requests to random unmatched paths: ``/metrics`` stays under 1 MB.
+4. ``label_flood``: ``--flood`` requests to random unmatched paths (half under ``/v1/``): ``/metrics`` stays
+   under 1 MB.
 5. ``burst``: ``--burst`` concurrent small creates: each is answered (200, 429 or 503, never 5xx), and every
    accepted job reaches a terminal state (none lost).
 6. ``ws``: junk WebSocket frames (not JSON, huge integers, deep nesting, lone surrogates) each get an
@@ -128,7 +131,15 @@ def check_malformed(client: httpx.Client) -> Check:
                           "headers": json_ct}),
         ("lone surrogate", {"content": b'{"prompt": "p", "negative_prompt": "\\ud800"}', "headers": json_ct}),
         ("form nvext huge int", {"data": {"prompt": "p", "nvext": '{"seed": ' + "9" * 5000 + "}"}}),
+        ("form nvext deep nesting", {"data": {"prompt": "p", "nvext": "[" * 100000}}),
+        ("form 5000-digit seed", {"data": {"prompt": "p", "seed": "9" * 5000}}),
+        ("int too large for a float", {"content": b'{"prompt": "p", "guidance_scale": 1' + b"0" * 400 + b"}",
+                                       "headers": json_ct}),
+        ("lone surrogate in sampler", {"content": b'{"prompt": "p", "sampler": "\\udfff"}', "headers": json_ct}),
+        ("prompt over MAX_PROMPT_CHARS", {"content": json.dumps({"prompt": "p" * 16385}).encode(),
+                                          "headers": json_ct}),
         ("text/plain json", {"content": b'{"prompt": "p"}', "headers": {"content-type": "text/plain"}}),
+        ("no content type", {"content": b'{"prompt": "p"}'}),
     ]
     for what, kwargs in cases:
         r = client.post("/v1/videos", **kwargs)
@@ -168,8 +179,8 @@ def check_oversized(client: httpx.Client, megabytes: int, pid: int | None, max_g
 def check_label_flood(client: httpx.Client, count: int) -> Check:
     check = Check("label_flood")
     before = len(client.get("/metrics").content)
-    for i in range(count):
-        r = client.get(f"/{uuid.uuid4().hex}/{i}")
+    for i in range(count):  # unmatched paths, half under /v1/ (refused 401 before routing when a key is set)
+        r = client.get(f"/v1/{uuid.uuid4().hex}/{i}" if i % 2 else f"/{uuid.uuid4().hex}/{i}")
         check.saw(r.status_code, "random path")
     after = len(client.get("/metrics").content)
     check.extra.update(metrics_bytes_before=before, metrics_bytes_after=after)
@@ -178,11 +189,11 @@ def check_label_flood(client: httpx.Client, count: int) -> Check:
     return check
 
 
-def check_burst(base_url: str, count: int, timeout_s: float) -> Check:
+def check_burst(base_url: str, count: int, timeout_s: float, headers: dict[str, str] | None = None) -> Check:
     check = Check("burst")
 
     def create(i: int) -> tuple[int, str | None]:
-        with httpx.Client(base_url=base_url, timeout=60) as c:
+        with httpx.Client(base_url=base_url, timeout=60, headers=headers) as c:
             r = c.post("/v1/videos", json={"prompt": f"burst {i}", **SMALL, "seed": i})
             return r.status_code, r.json().get("id") if r.status_code == 200 else None
 
@@ -194,7 +205,7 @@ def check_burst(base_url: str, count: int, timeout_s: float) -> Check:
         if status not in (200, 429, 503):
             check.fail(f"burst create answered {status}")
     deadline = time.monotonic() + timeout_s
-    with httpx.Client(base_url=base_url, timeout=60) as c:
+    with httpx.Client(base_url=base_url, timeout=60, headers=headers) as c:
         pending = set(accepted)
         while pending and time.monotonic() < deadline:
             for job_id in list(pending):
@@ -209,14 +220,14 @@ def check_burst(base_url: str, count: int, timeout_s: float) -> Check:
     return check
 
 
-def check_ws(base_url: str) -> Check:
+def check_ws(base_url: str, headers: dict[str, str] | None = None) -> Check:
     from websockets.sync.client import connect
 
     check = Check("ws")
     frames = ["not json", '{"type": "ping", "x": ' + "9" * 5000 + "}", "[" * 100000 + "]" * 100000,
               '{"type": "session_init_v2", "negative_prompt": "\\ud800"}']
     url = base_url.replace("http://", "ws://") + "/v1/stream"
-    with connect(url, max_size=None, open_timeout=30) as ws:
+    with connect(url, max_size=None, open_timeout=30, additional_headers=headers) as ws:
         for frame in frames:
             ws.send(frame)
             reply = json.loads(ws.recv(timeout=30))
@@ -234,14 +245,15 @@ def run(args: argparse.Namespace) -> list[Check]:
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit(f"refusing to fuzz {args.base_url}: only 127.0.0.1 is allowed")
     checks: list[Check] = []
-    with httpx.Client(base_url=args.base_url, timeout=120) as client:
+    headers = {"authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    with httpx.Client(base_url=args.base_url, timeout=120, headers=headers) as client:
         steps: list[tuple[str, Callable[[], Check]]] = [
             ("schema", lambda: check_schema(client, args.cases, args.seed)),
             ("malformed", lambda: check_malformed(client)),
             ("oversized", lambda: check_oversized(client, args.oversized_mb, args.pid, args.max_rss_growth_mb)),
             ("label_flood", lambda: check_label_flood(client, args.flood)),
-            ("burst", lambda: check_burst(args.base_url, args.burst, args.burst_timeout_s)),
-            ("ws", lambda: check_ws(args.base_url)),
+            ("burst", lambda: check_burst(args.base_url, args.burst, args.burst_timeout_s, headers)),
+            ("ws", lambda: check_ws(args.base_url, headers)),
         ]
         for name, step in steps:
             if name in args.skip:
@@ -259,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base-url", default="http://127.0.0.1:8000", help="the server (127.0.0.1 only)")
     p.add_argument("--pid", type=int, default=None, help="server process id, to measure its RSS (Linux)")
+    p.add_argument("--api-key", default=None, help="the server's API key (sent as Authorization: Bearer)")
     p.add_argument("--cases", type=int, default=300, help="random schema bodies")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--oversized-mb", type=int, default=64, help="size of the chunked oversized body")
