@@ -24,7 +24,8 @@ Contract:
   and returns frames / MP4 path / continuation state / metadata (timings per stage,
   ``inference_time_s``, resolved sampling, ``batch_size``, ``queue_s``; ``shift`` is the effective
   shift and ``shift_source`` where it came from: ``request``, else ``model_folder`` (its scheduler
-  config), else ``preset``). The MP4 is written atomically: nothing half-written is ever left at
+  config), else ``preset``; ``sampler`` the sampler that ran, with ``dmd_denoising_steps`` for ``"dmd"``). The
+  MP4 is written atomically: nothing half-written is ever left at
   ``output.output_path``; a generation whose latents turn non-finite raises
   :class:`~fastvideo.api.GenerationFailed` and writes nothing. ``pipeline.variant`` picks weight files.
 - ``generate_async(request)`` yields exactly one :class:`VideoProgressEvent` per denoising step,
@@ -606,6 +607,8 @@ class VideoGenerator:
             "generated_frames": s.generated_frames, "fps": s.fps, "num_inference_steps": s.num_inference_steps,
             "guidance_scale": s.guidance_scale, "seed": s.seed, "shift": s.shift,
             "shift_source": "request" if req.sampling.shift is not None else self.pipeline.shift_source,
+            "sampler": s.sampler or self.pipeline.sampler_config.kind,
+            **({"dmd_denoising_steps": list(s.dmd_timesteps)} if s.dmd_timesteps is not None else {}),
             "device": str(self.pipeline.device), "dtype": str(self.pipeline.dtype).replace("torch.", ""),
             "branch": "initial" if req.state is None else "continuation", "segment_index": previous + 1,
             "generation_time": elapsed, "peak_memory_mb": peak, "video_path": video_path,

@@ -105,7 +105,8 @@ def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.Argument
                    help="denoising steps")
     s.add_argument("--guidance-scale", default=None, help="classifier-free guidance (1 disables)")
     s.add_argument("--shift", default=None, help="flow-matching timestep shift")
-    s.add_argument("--sampler", choices=["unipc", "euler"], default=None, help="sampler (default: model's)")
+    s.add_argument("--sampler", choices=["unipc", "euler", "dmd"], default=None,
+                   help="sampler (default: the preset's, else the model's); dmd: few-step FastWan sampling")
     s.add_argument("--seed", default=None, help="random seed (default: random, printed)")
     add_generator_args(p)
     p.add_argument("--json", action="store_true", help="print the result metadata as JSON on stdout")

@@ -201,6 +201,8 @@ def test_tiny_generation_three_dit_forwards_without_cfg(tiny_generator) -> None:
         handle.remove()
     assert calls == [(1, [1000]), (1, [757]), (1, [522])]  # 3 forwards, batch of 1: no CFG pass
     assert result.frames.shape == (5, 32, 64, 3)
+    assert (result.metadata["sampler"], result.metadata["dmd_denoising_steps"]) == ("dmd", list(TIMESTEPS))
+    assert result.metadata["num_inference_steps"] == 3 and result.metadata["guidance_scale"] == 1.0
     again = tiny_generator.generate(dmd_request(seed=4))
     assert (again.frames == result.frames).all()
 
