@@ -8,7 +8,9 @@ path for HTTP and WebSocket jobs (:meth:`validate` runs the same checks without 
 edge that must store an input only once the request is known good): it refuses with 503 before
 warmup or while draining, 429 when the queue is full (both with ``retry-after``, and both before
 any job exists), 400 for bad input with ``param`` naming the client's field (the engine's error
-re-labelled by the request's :class:`~fastvideo.api.TranslatedRequest`).
+re-labelled by the request's :class:`~fastvideo.api.TranslatedRequest`). Unknown request fields are
+logged once each (:meth:`report_extras`), remembering at most :data:`MAX_REPORTED_EXTRAS` names, so
+clients sending ever-new field names cannot grow the server's memory.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from fastvideo.serving.session import SessionManager
 from fastvideo.serving.video_store import VideoStore
 
 logger = logging.getLogger(__name__)
+
+#: Distinct unknown request-field names remembered (and logged once each); past it none are logged.
+MAX_REPORTED_EXTRAS = 256
 
 
 @dataclass
@@ -61,14 +66,19 @@ class ServerState:
 
     def check_model(self, model: str | None) -> None:
         if model is not None and model not in self.model_ids:
-            raise APIError(404, f"the model {model!r} does not exist; this server serves {self.defaults.name!r}",
+            raise APIError(404, f"the model {model!r:.120} does not exist; this server serves {self.defaults.name!r}",
                            param="model", code="model_not_found")
 
     def report_extras(self, extras: dict[str, Any] | None) -> None:
         for key in sorted(extras or {}):
-            if key not in self._reported_extras:
-                self._reported_extras.add(key)
-                logger.warning("request field %r is not supported and is ignored (reported once)", key)
+            if key in self._reported_extras or len(self._reported_extras) > MAX_REPORTED_EXTRAS:
+                continue
+            self._reported_extras.add(key)
+            if len(self._reported_extras) > MAX_REPORTED_EXTRAS:
+                logger.warning("more than %d different unsupported request fields seen; no longer reporting them",
+                               MAX_REPORTED_EXTRAS)
+            else:
+                logger.warning("request field %r is not supported and is ignored (reported once)", key[:80])
 
     def validate(self, request: GenerationRequest, translated: TranslatedRequest | None = None) -> None:
         """Check ``request`` against the served model without queueing it (400 naming the client's field)."""

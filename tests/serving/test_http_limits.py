@@ -174,6 +174,23 @@ def test_metrics_label_by_route_template_and_unmatched(tiny_generator, tmp_path)
             assert 'route="/v1/videos/{video_id}",status="404"' in text
 
 
+def test_ever_new_unknown_fields_are_remembered_in_bounded_memory(tiny_generator, tmp_path, caplog):
+    """Unknown fields are logged once each; a client sending a new name with every request cannot grow what
+    the server remembers (nor the log) without bound."""
+    from fastvideo.serving.app_state import MAX_REPORTED_EXTRAS
+
+    caplog.set_level(logging.WARNING, logger="fastvideo.serving")
+    with inproc_server(tiny_generator, tmp_path, server={"max_prompt_chars": 100}) as srv:
+        with httpx.Client(base_url=srv.base_url, timeout=60) as c:
+            for i in range(MAX_REPORTED_EXTRAS + 50):  # refused (prompt too long) after the extras are read
+                r = c.post("/v1/videos", json={"prompt": "p" * 101, f"x{uuid.uuid4().hex}{'y' * 200}": i})
+                assert r.status_code == 400
+            remembered = srv.app.state.server._reported_extras
+    assert len(remembered) <= MAX_REPORTED_EXTRAS + 1
+    reported = [r for r in caplog.records if "is not supported and is ignored" in r.getMessage()]
+    assert len(reported) == MAX_REPORTED_EXTRAS and all(len(r.getMessage()) < 200 for r in reported)
+
+
 # ----------------------------------------------------------------------------------------- item 3: parse errors
 BIG_INT = "1" * 5000
 DEEP = "[" * 100_000 + "]" * 100_000
