@@ -8,7 +8,8 @@ cannot be loaded (:class:`ModelLoadError`) exits 2 with one line, a generation t
 Progress is shown on stderr. ``serve`` layers defaults < ``--config`` file < FastVideo-style dotted flags
 (``--server.port 8001``) < explicit flags < dotted ``KEY=VALUE`` overrides (see
 :mod:`fastvideo.serving.config`); a ``--a.b`` token (a dot in the flag's name) is a dotted override for
-``generate`` and ``serve`` and refused by the other commands.
+``generate`` and ``serve`` and refused by the other commands. ``generate --config`` runs every prompt of
+a run config that holds several (a ``prompt`` list or ``inputs.prompt_path``): one video each.
 """
 
 from __future__ import annotations
@@ -148,17 +149,26 @@ def _run_request(args: argparse.Namespace) -> tuple[TranslatedRequest, dict[str,
         raise ConfigError("config", str(exc)) from None
     run = parse_config(RunConfig, raw)
     file_request = run.request
-    if args.prompt is None and not (isinstance(file_request.prompt, str) and file_request.prompt.strip()):
+    if args.prompt is not None:  # --prompt replaces the file's prompt, list or file alike
+        file_request = replace(file_request, inputs=replace(file_request.inputs, prompt_path=None))
+    # FastVideo's run configs may hold several prompts (a list, or inputs.prompt_path: one per line): one video
+    # each, which VideoGenerator.generate fans out; the flags are checked here with a stand-in prompt.
+    many = args.prompt is None and (isinstance(file_request.prompt, list)
+                                    or file_request.inputs.prompt_path is not None)
+    if not many and args.prompt is None and not (isinstance(file_request.prompt, str)
+                                                 and file_request.prompt.strip()):
         raise RequestError("request.prompt", "is required: a non-empty string describing the video (in the run "
-                                             "config, or --prompt)")
+                                             "config, or --prompt), a list of them, or request.inputs.prompt_path")
     if args.output is None and file_request.output.output_path:
         output = replace(output, output_path=file_request.output.output_path)
-    from_flags = translate_request("cli", {**flags, "--prompt": args.prompt or file_request.prompt}, output=output)
+    prompt = args.prompt or ("several prompts" if many else file_request.prompt)
+    from_flags = translate_request("cli", {**flags, "--prompt": prompt}, output=output)
     # File values stay unless a flag set them; errors name the flag, or request.<field> for the file's values.
     sampling = replace(file_request.sampling, **{p.split(".", 1)[1]: getattr(from_flags.request.sampling,
                                                                             p.split(".", 1)[1])
                                                  for p in from_flags.given if p.startswith("sampling.")})
-    request = replace(file_request, prompt=from_flags.request.prompt, sampling=sampling,
+    request = replace(file_request, prompt=file_request.prompt if many else from_flags.request.prompt,
+                      sampling=sampling,
                       negative_prompt=from_flags.request.negative_prompt if "negative_prompt" in from_flags.given
                       else file_request.negative_prompt,
                       output=replace(file_request.output, save_video=True, return_frames=False,
@@ -192,12 +202,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         generator.shutdown()
-    meta = result.metadata
+    results = result if isinstance(result, list) else [result]  # a list for several prompts, one video each
+    reports = [{"video_path": r.video_path, **r.metadata} for r in results]
     if args.json:
-        print(json.dumps({"video_path": result.video_path, **meta}, indent=2))
+        print(json.dumps(reports if isinstance(result, list) else reports[0], indent=2))
     else:
-        print(f"wrote {result.video_path} ({meta['width']}x{meta['height']}, {meta['num_frames']} frames @ "
-              f"{meta['fps']} fps, seed {meta['seed']}) in {result.generation_time:.1f}s", file=sys.stderr)
+        for r, meta in zip(results, reports):
+            print(f"wrote {r.video_path} ({meta['width']}x{meta['height']}, {meta['num_frames']} frames @ "
+                  f"{meta['fps']} fps, seed {meta['seed']}) in {r.generation_time:.1f}s", file=sys.stderr)
     return 0
 
 

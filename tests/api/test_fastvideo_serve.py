@@ -398,3 +398,41 @@ def test_router_config_uses_the_same_loader_and_override_parser(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_router_config(Path(tmp_path / "none.yaml"))
     assert info.value.path == "config" and "Config file not found" in str(info.value)
+
+
+# ------------------------------------------------------------------------ fastvideo generate: several prompts
+def _run_file(tmp_path: Path, model_dir: Path, request: dict) -> Path:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({
+        "generator": {"model_path": str(model_dir), "engine": {"device": "cpu", "dtype": "fp32"}},
+        "request": {"sampling": {"width": 32, "height": 32, "num_frames": 1, "num_inference_steps": 1, "seed": 1},
+                    "output": {"output_path": str(tmp_path / "clip.mp4")}, **request}}))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["list", "prompt_path"])
+def test_generate_runs_a_fastvideo_run_config_with_several_prompts(tiny_model_dir, tmp_path, capsys, kind):
+    """FastVideo's run configs may give a prompt list or ``inputs.prompt_path`` (one prompt per line): one video
+    each, numbered after the output file."""
+    from fastvideo.serving.cli import main
+
+    if kind == "list":
+        request: dict = {"prompt": ["a fox", "a boat"]}
+    else:
+        (tmp_path / "prompts.txt").write_text("a fox\n\na boat\n")
+        request = {"inputs": {"prompt_path": str(tmp_path / "prompts.txt")}}
+    assert main(["generate", "--config", str(_run_file(tmp_path, tiny_model_dir, request)), "--json"]) == 0
+    reports = json.loads(capsys.readouterr().out)
+    assert [Path(r["video_path"]).name for r in reports] == ["clip_0.mp4", "clip_1.mp4"]
+    assert all(Path(r["video_path"]).stat().st_size > 0 for r in reports)
+
+
+def test_generate_prompt_flag_replaces_the_files_prompts(tiny_model_dir, tmp_path, capsys):
+    from fastvideo.serving.cli import main
+
+    (tmp_path / "prompts.txt").write_text("a fox\na boat\n")
+    path = _run_file(tmp_path, tiny_model_dir, {"inputs": {"prompt_path": str(tmp_path / "prompts.txt")}})
+    assert main(["generate", "--config", str(path), "--prompt", "a cat", "--json"]) == 0
+    assert Path(json.loads(capsys.readouterr().out)["video_path"]).name == "clip.mp4"
+    assert main(["generate", "--config", str(_run_file(tmp_path, tiny_model_dir, {}))]) == 2
+    assert "request.prompt: is required" in capsys.readouterr().err
