@@ -182,6 +182,8 @@ class RouterConfig:
     #: Timeout of one forwarded HTTP request (synchronous generations can be long).
     request_timeout_s: float = 600.0
     api_key: str | None = None
+    #: Largest request body forwarded (bytes); a larger one, chunked or not, is answered 413 unread.
+    max_body_bytes: int = 32 * 1024 * 1024
 
     def validate(self) -> "RouterConfig":
         if not self.replicas:

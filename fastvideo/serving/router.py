@@ -13,6 +13,9 @@ Contract:
   ``GET /v1/videos`` merges the replicas' first pages (with ``after``: the page of the replica that
   owns that id). The client's ``Host`` is forwarded so replies' URLs point at the router; the
   request id travels as ``x-request-id``. No healthy replica: 503 envelope with ``retry-after``.
+  A body past ``max_body_bytes`` (a ``Content-Length`` over it, or a chunked body as it streams in) is
+  answered 413 ``request_too_large`` and never forwarded nor held whole; the API key (``api_key``) is
+  compared in constant time.
 - WebSocket ``/v1/stream``: the router reads the client's first frame; a ``session_init_v2`` with a
   ``session_id`` the router has seen goes back to the replica that holds it (sticky continuation);
   otherwise the selected replica, failing over while the upstream connection cannot be opened.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import re
@@ -384,7 +388,11 @@ async def metrics(state: RouterState = Depends(get_state)) -> Response:
 
 @router.api_route("/v1/{path:path}", methods=["GET", "POST", "DELETE", "PUT", "PATCH"])
 async def proxy(request: Request, path: str, state: RouterState = Depends(get_state)) -> Response:
-    body = await request.body()
+    body = await read_limited(request, state.config.max_body_bytes)
+    if body is None:
+        return JSONResponse(error_body(f"request body is larger than {state.config.max_body_bytes} bytes "
+                                       "(max_body_bytes)", type="invalid_request_error", code="request_too_large"),
+                            status_code=413)
     match = _ID_IN_PATH.match(request.url.path)
     if match and request.method in ("GET", "DELETE"):
         return await proxy_sticky(state, request, body, match.group(2), streaming=bool(match.group(3)))
@@ -403,6 +411,20 @@ async def proxy(request: Request, path: str, state: RouterState = Depends(get_st
     return await proxy_create(state, request, body)
 
 
+async def read_limited(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it passes ``limit`` bytes (whatever the transfer encoding)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @router.websocket("/v1/stream")
 async def stream(ws: WebSocket, state: RouterState = Depends(get_ws_state)) -> None:
     await bridge_stream(ws, state)
@@ -417,7 +439,9 @@ async def request_context(request: Request, call_next: Callable[[Request], Await
         api_key = state.config.api_key
         if api_key and request.url.path.startswith("/v1/"):
             auth = request.headers.get("authorization", "")
-            if not (auth.lower().startswith("bearer ") and auth[7:].strip() == api_key):
+            presented = auth.encode("latin-1", "replace")
+            if not (presented[:7].lower() == b"bearer " and hmac.compare_digest(presented[7:].strip(),
+                                                                                api_key.encode("utf-8"))):
                 response: Response = JSONResponse(error_body("missing or wrong API key",
                                                              type="authentication_error",
                                                              code="invalid_api_key"), status_code=401)

@@ -316,6 +316,40 @@ def test_openapi_schema_describes_what_the_server_does(client):
     assert set(image) == {"image/png"}, image.keys()
 
 
+def test_the_router_limits_bodies_and_compares_its_key_in_constant_time(monkeypatch):
+    """``fastvideo router-serve`` in front of the servers: a body past its max_body_bytes (chunked or not) is a
+    413 and reaches no replica; its API key goes through hmac.compare_digest."""
+    from fastapi.testclient import TestClient
+
+    from fastvideo.serving import router as router_module
+    from fastvideo.serving.config import HealthCheckConfig, ReplicaEndpoint, RouterConfig
+
+    calls = []
+    real = router_module.hmac.compare_digest
+    monkeypatch.setattr(router_module.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    sent = []
+
+    async def send_to(*args, **kwargs):  # no replica may be contacted for a refused body
+        sent.append(args)
+        raise AssertionError("forwarded")
+
+    monkeypatch.setattr(router_module, "send_to", send_to)
+
+    async def probe(url: str, timeout: float) -> bool:
+        return True
+
+    config = RouterConfig(replicas=[ReplicaEndpoint(url="http://r1.invalid:1")], api_key="k", max_body_bytes=LIMIT,
+                          health_check=HealthCheckConfig(interval_s=30.0))
+    auth = {"authorization": "Bearer k", "content-type": "application/json"}
+    with TestClient(router_module.build_router_app(config, probe=probe)) as c:
+        assert c.post("/v1/videos", content=b"{}", headers={"authorization": "Bearer nope"}).status_code == 401
+        big = b'{"prompt": "' + b"a" * (2 * LIMIT) + b'"}'
+        for content in (big, iter([big[i:i + 4096] for i in range(0, len(big), 4096)])):  # sized, then chunked
+            r = c.post("/v1/videos", content=content, headers=auth)
+            assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
+    assert sent == [] and len(calls) >= 3
+
+
 # ----------------------------------------------------------------------------------------- memory stays bounded
 def _vmrss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
