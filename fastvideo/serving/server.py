@@ -1,8 +1,9 @@
 """Running the servers under uvicorn: ``fastvideo serve`` and ``fastvideo router-serve``.
 
 Contract: :func:`run_server` loads the generator *before* listening (a bad model path or config
-fails fast with the loader's error, nothing half-started; with ``pool.devices`` a device this
-machine lacks is refused first, naming ``pool.devices[i]``, then an output folder that cannot be
+fails fast with the loader's error, nothing half-started; FastVideo serve values this server cannot
+honour are refused first (:func:`fastvideo.serving.config.check_serve_config`); with ``pool.devices`` a
+device this machine lacks is refused next, naming ``pool.devices[i]``, then an output folder that cannot be
 created or written, naming ``server.output_dir``; the generator loads on the first device: the app's
 device pool starts the others), builds the app, serves it with uvicorn
 on ``config.server.host:port`` until SIGINT/SIGTERM, then shuts down gracefully: the first signal
@@ -76,8 +77,10 @@ def run_server(config: ServeConfig) -> int:
     from fastvideo.runtime.generator import VideoGenerator
     from fastvideo.runtime.pool import normalize_devices
     from fastvideo.serving.app import build_app
+    from fastvideo.serving.config import check_serve_config
     from fastvideo.serving.video_store import check_output_dir
 
+    check_serve_config(config)  # FastVideo serve fields this server cannot honour, however the config was built
     check_devices(normalize_devices(config.pool.devices))
     check_output_dir(config.server.output_dir)  # before the model loads: an unwritable folder fails fast
     t0 = time.perf_counter()

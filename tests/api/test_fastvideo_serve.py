@@ -436,3 +436,16 @@ def test_generate_prompt_flag_replaces_the_files_prompts(tiny_model_dir, tmp_pat
     assert Path(json.loads(capsys.readouterr().out)["video_path"]).name == "clip.mp4"
     assert main(["generate", "--config", str(_run_file(tmp_path, tiny_model_dir, {}))]) == 2
     assert "request.prompt: is required" in capsys.readouterr().err
+
+
+def test_run_server_refuses_a_programmatic_config_before_loading_the_model(tmp_path):
+    """A ServeConfig built in Python (no loader) is checked too, before any model loads (the folder does not
+    exist, else this would be a ModelLoadError)."""
+    from fastvideo.serving.server import run_server
+
+    config = ServeConfig(generator=GeneratorConfig(model_path=str(tmp_path / "no-model")),
+                         default_request=GenerationRequest(negative_prompt="blurry"))
+    config.server.output_dir = str(tmp_path / "out")
+    with pytest.raises(ConfigError) as info:
+        run_server(config)
+    assert info.value.path == "default_request.negative_prompt"
