@@ -77,6 +77,7 @@ __all__ = [
     "quantize",
     "quantize_dit",
     "scales_for",
+    "transformer_quant_name",
 ]
 
 E4M3 = torch.float8_e4m3fn
@@ -124,6 +125,11 @@ def parse_transformer_quant(value: str | None) -> Granularity | None:
         raise ValueError(f"{value!r} is not a supported scheme; use 'FP8' (e4m3 weights, per-row scales), "
                          f"'FP8_PER_TENSOR', or null")
     return table[key]
+
+
+def transformer_quant_name(granularity: Granularity) -> str:
+    """The ``transformer_quant`` value (and ``fastvideo-build --transformer-quant``) that selects ``granularity``."""
+    return "FP8" if granularity == DEFAULT_GRANULARITY else "FP8_PER_TENSOR"
 
 
 def scales_for(t: torch.Tensor, granularity: Granularity) -> torch.Tensor:

@@ -43,6 +43,7 @@ from safetensors import SafetensorError
 from fastvideo.api.errors import ModelLoadError
 from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
 from fastvideo.engine.families import ModelFamily, match_family
+from fastvideo.engine.fp8 import FP8Spec, parse_transformer_quant, quantize_dit
 from fastvideo.engine.loader import ModelFolder, load_module_weights, read_json
 from fastvideo.engine.offload import ComponentOffloader
 from fastvideo.engine.presets import ModelPreset, infer_preset
@@ -117,16 +118,20 @@ class WanT2VPipeline:
         self.family = family
         #: CPU offloaders by component name ("text_encoder", "vae"); empty: everything stays on ``device``.
         self.offloaders: dict[str, ComponentOffloader] = {}
+        #: The DiT's weight quantization (None: weights in ``dtype``).
+        self.quantization: FP8Spec | None = None
 
     @classmethod
     def from_folder(cls, folder: ModelFolder, *, device: torch.device, dtype: torch.dtype,
                     vae_dtype: torch.dtype = torch.float32, attention_backend: str | None = None,
                     ops_backend: str | None = None, preset: ModelPreset | None = None,
                     offload_text_encoder: bool = False, offload_vae: bool = False,
-                    pin_cpu_memory: bool = True) -> "WanT2VPipeline":
+                    pin_cpu_memory: bool = True, transformer_quant: str | None = None) -> "WanT2VPipeline":
         """Load every component of a checked diffusers folder onto ``device``; ``ops_backend`` picks the
         DiT's fused ops (None: its eager code); ``offload_*`` keep that component on the CPU between uses
-        on a CUDA device (see module contract), its CPU copy pinned when ``pin_cpu_memory``."""
+        on a CUDA device (see module contract), its CPU copy pinned when ``pin_cpu_memory``; ``transformer_quant``
+        (``QuantizationConfig.transformer_quant``, e.g. ``"FP8"``) quantizes the DiT's block linears once loaded
+        (:func:`fastvideo.engine.fp8.quantize_dit`; :attr:`quantization` records it)."""
         offload_text_encoder = offload_text_encoder and device.type == "cuda"
         offload_vae = offload_vae and device.type == "cuda"
         cpu = torch.device("cpu")
@@ -165,6 +170,13 @@ class WanT2VPipeline:
         load_module_weights(dit, folder.component("transformer"), dtype=dtype, device=device,
                             dtype_for=inference_param_dtype, variant=folder.variant)
         dit.set_ops_backend(ops)
+        quantization = None
+        if transformer_quant is not None:
+            try:
+                granularity = parse_transformer_quant(transformer_quant)
+            except ValueError as exc:
+                raise ModelLoadError(f"engine.quantization.transformer_quant: {exc}") from None
+            quantization = quantize_dit(dit, granularity) if granularity is not None else None
         load_module_weights(vae, folder.component("vae"), dtype=vae_dtype, device=cpu if offload_vae else device,
                             variant=folder.variant)
         encoder_files, encoder_variant = folder.weights("text_encoder")
@@ -181,6 +193,7 @@ class WanT2VPipeline:
         pipeline = cls(text_encoder=text_encoder, dit=dit, vae=vae, sampler_config=sampler_config, preset=preset,
                        device=device, dtype=dtype, vae_dtype=vae_dtype,
                        shift_source="preset" if folder_shift is None else "model_folder", family=family)
+        pipeline.quantization = quantization
         if offload_text_encoder:
             pipeline.offload("text_encoder", text_encoder.model, pin_memory=pin_cpu_memory)
         if offload_vae:

@@ -11,7 +11,7 @@ Contract:
   config field cannot land without being classified.
 - Checks that need the loaded model (``engine.cuda_graphs`` sizes, artifact compatibility) run
   later in ``from_config``; the ones here need only the config and the resolved device type.
-  Stdlib only.
+  Stdlib only (the FP8 scheme names come from engine/fp8.py, imported only when one is set).
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ FIELD_SUPPORT: dict[str, str] = {
     "engine.use_fsdp_inference": "false honoured; true refused (not supported yet: weights load whole)",
     "engine.disable_autocast": "honoured either way: the engine never uses torch.autocast (every component runs "
                                "in its configured dtype), so autocast is always off",
-    "engine.quantization.transformer_quant": "None honoured; any scheme refused (not supported yet)",
+    "engine.quantization.transformer_quant": "None and 'FP8' honoured (e4m3 weights with per-row scales for the DiT "
+                                             "block linears, engine/fp8.py; 'FP8_PER_TENSOR' for one scale per "
+                                             "tensor); other schemes refused",
     "engine.device": "honoured ('auto' or a torch device string); CUDA refused where it is not available",
     "engine.dtype": "honoured",
     "engine.attention_backend": "honoured (unknown or unusable backends refused when the model loads)",
@@ -219,9 +221,12 @@ def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None
                                                 "programs keep their weights on the device; drop one of the two")
     quant = engine.quantization
     if quant is not None and quant.transformer_quant is not None:
-        raise ConfigError("engine.quantization.transformer_quant",
-                          f"{quant.transformer_quant!r}: weight quantization is not supported yet; set it to null "
-                          "(weights stay in engine.dtype)")
+        from fastvideo.engine.fp8 import parse_transformer_quant  # torch: loaded by the generator anyway
+
+        try:
+            parse_transformer_quant(quant.transformer_quant)
+        except ValueError as exc:
+            raise ConfigError("engine.quantization.transformer_quant", str(exc)) from None
     if engine.compile.enabled and engine.artifacts_path:
         raise ConfigError("engine.compile.enabled", "the DiT is served by the compiled programs in "
                                                     "engine.artifacts_path, so torch.compile has nothing to compile; "

@@ -253,6 +253,12 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
+def _transformer_quant(config: GeneratorConfig) -> str | None:
+    """``engine.quantization.transformer_quant`` (None when quantization is unset)."""
+    quant = config.engine.quantization
+    return None if quant is None else quant.transformer_quant
+
+
 def _component_overrides(config: GeneratorConfig) -> dict[str, str]:
     """``pipeline.components.*_path`` as the loader's component -> folder overrides."""
     components = config.pipeline.components
@@ -386,7 +392,8 @@ class VideoGenerator:
                                               ops_backend=config.engine.ops_backend or env.ops_backend,
                                               offload_text_encoder=config.engine.offload.text_encoder,
                                               offload_vae=config.engine.offload.vae,
-                                              pin_cpu_memory=config.engine.offload.pin_cpu_memory)
+                                              pin_cpu_memory=config.engine.offload.pin_cpu_memory,
+                                              transformer_quant=_transformer_quant(config))
         counters = RuntimeCounters()
         counters.add("model_loads")
         loaded = None
