@@ -20,6 +20,12 @@ All in one process and one run, on the same loaded model:
   of the real Wan2.1-T2V-1.3B config with random weights (they time exactly like trained ones) in
   bf16 at the health-check shape and at 480x832x81 with CFG batch 2.
 
+* **Few-step** (``--few-step``, any device): end-to-end latency (``generate``: text encode, denoise, VAE
+  decode) of a FastWan-style preset (``sampler="dmd"``, 3 steps at 1000/757/522, guidance 1, no CFG) against
+  Wan's 50-step preset (UniPC, guidance 5, CFG), same model, shape (``--size``), seed and run; the two take
+  turns (``--few-step-iters`` timed calls each after a warmup); medians and their ratio, for the whole call
+  and for its denoising stage alone (the part the preset changes; text encode and decode stay the same).
+
 Throughput is the median over ``--rounds`` rounds (all modes run once per round, interleaved, so
 drift and other processes' load hit every mode alike); latency percentiles pool every round.
 Prints a table; ``--json PATH`` writes the exact workload and every figure. On a CPU the default
@@ -215,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=20, help="timed DiT steps per variant")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--skip-load", action="store_true", help="only the graph timing")
+    p.add_argument("--skip-load", action="store_true", help="skip the load modes")
+    p.add_argument("--few-step", action="store_true",
+                   help="also time a FastWan-style 3-step DMD preset against the 50-step preset (same shape)")
+    p.add_argument("--few-step-iters", type=int, default=3, help="timed generations per few-step variant")
     p.add_argument("--json", default=None, help="write the workload and results to this file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -242,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rounds": args.rounds,
                 "concurrency": args.concurrency, "max_batch": args.max_batch, "torch": torch.__version__,
                 "threads": torch.get_num_threads()}
-    out: dict[str, Any] = {"workload": workload, "load": [], "graphs": []}
+    out: dict[str, Any] = {"workload": workload, "load": [], "graphs": [], "few_step": []}
 
     def save() -> None:  # after each phase and graph row, so a run stopped early keeps what it measured
         if args.json:
@@ -278,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                 by = {r["mode"]: r for r in out["load"]}
                 out["overlap_gain"] = by["batched+overlap"]["throughput_rps"] / by["batched"]["throughput_rps"]
         save()
+        if args.few_step:
+            out["few_step"] = run_few_step(args, generator, device)
+            save()
         if do_graphs:
             run_graphs(args, generator, device, dtype, out["graphs"], save)
     finally:
@@ -285,6 +297,39 @@ def main(argv: list[str] | None = None) -> int:
     print_table(out)
     save()
     return 0
+
+
+#: The two presets the few-step comparison runs: (label, sampling values besides the shape and seed).
+FEW_STEP_VARIANTS = (
+    ("50-step (UniPC, CFG 5)", {"num_inference_steps": 50, "guidance_scale": 5.0, "sampler": "unipc"}),
+    ("3-step DMD (FastWan)", {"sampler": "dmd", "dmd_denoising_steps": [1000, 757, 522], "guidance_scale": 1.0}),
+)
+
+
+def run_few_step(args: argparse.Namespace, generator: Any, device: torch.device) -> list[dict[str, Any]]:
+    """End-to-end latency of each :data:`FEW_STEP_VARIANTS` entry, interleaved (see module contract)."""
+    height, width, frames = parse_shape(args.size)
+    runs = {}
+    denoise: dict[str, list[float]] = {label: [] for label, _ in FEW_STEP_VARIANTS}
+
+    def run(label: str, request: dict[str, Any]) -> None:
+        denoise[label].append(generator.generate(request).metadata["timings"]["denoise_s"])
+
+    for label, sampling in FEW_STEP_VARIANTS:
+        request = {"prompt": "a red fox running through fresh snow", "sampling": {
+            "height": height, "width": width, "num_frames": frames, "seed": 7, **sampling}}
+        runs[label] = lambda label=label, request=request: run(label, request)
+    times = interleaved_seconds(runs, warmup=1, iters=args.few_step_iters, cuda=device.type == "cuda")
+    base = statistics.median(times[FEW_STEP_VARIANTS[0][0]])
+    base_denoise = statistics.median(denoise[FEW_STEP_VARIANTS[0][0]][1:])
+    rows = []
+    for label, sampling in FEW_STEP_VARIANTS:
+        median = statistics.median(times[label])
+        median_denoise = statistics.median(denoise[label][1:])  # [0] is the warmup call
+        rows.append({"variant": label, "sampling": sampling, "size": args.size, "median_s": median,
+                     "runs_s": times[label], "speedup_vs_50_step": base / median,
+                     "denoise_median_s": median_denoise, "denoise_speedup_vs_50_step": base_denoise / median_denoise})
+    return rows
 
 
 def run_graphs(args: argparse.Namespace, generator: Any, device: torch.device, dtype: torch.dtype, rows: list[dict],
@@ -347,6 +392,13 @@ def print_table(out: dict[str, Any]) -> None:
             print(f"{r['label']:<22}{r['video']:>14}{r['batch']:>6}{r['tokens']:>8}{r['eager_median_s'] * 1e3:>10.2f}"
                   f"{r['graph_median_s'] * 1e3:>10.2f}{r['speedup']:>8.2f}x{r['max_abs_diff']:>11.2e}")
         print(f"  model: {out['graphs'][0]['model']}")
+    if out["few_step"]:
+        print(f"Few-step vs 50-step, end to end (generate), {out['few_step'][0]['size']} (HxWxF), model {w['model']} "
+              f"on {w['device_name']} ({w['dtype']}):")
+        print(f"{'variant':<26}{'median s':>10}{'speed-up':>10}{'denoise s':>11}{'speed-up':>10}")
+        for r in out["few_step"]:
+            print(f"{r['variant']:<26}{r['median_s']:>10.3f}{r['speedup_vs_50_step']:>9.2f}x"
+                  f"{r['denoise_median_s']:>11.3f}{r['denoise_speedup_vs_50_step']:>9.2f}x")
     if not out["graphs"] and w["device"].startswith("cpu"):
         print("CUDA graphs / stream overlap: not measured (needs --device cuda)")
 
