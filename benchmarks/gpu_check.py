@@ -11,7 +11,9 @@ Contract:
 - Stages: ``tests`` (``pytest -m gpu tests/gpu``), ``attention`` (our Triton kernel against every SDPA
   backend at the Wan2.1-1.3B shapes), ``fused`` (fused ops GB/s against a device copy), ``dit`` (the DiT
   step at the full Wan2.1-1.3B config, random weights, bf16, 480x832x81, CFG batch 2: ours eager SDPA,
-  ours Triton+fused, ours under torch.compile, diffusers eager, in one run), ``graphs`` (CUDA-graph
+  ours Triton+fused, ours under torch.compile, diffusers eager, in one run), ``fp8`` (the same DiT step
+  at 480x832x21 with FP8 weights against bf16, same run; on sm_89+ only, elsewhere reported skipped:
+  ``benchmarks/bench_fp8.py``), ``graphs`` (CUDA-graph
   replay against eager at the health-check shape and at 480x832x81), ``batching`` (4 concurrent
   requests batched against one at a time), ``vae`` (VAE decode against diffusers), ``aoti`` (an AOTI
   build of the full DiT and VAE decoder, then their step times). Peak memory is reported where the
@@ -234,6 +236,17 @@ def extract_build(path: Path) -> list[Figure]:
     return figures
 
 
+def extract_fp8(path: Path) -> list[Figure]:
+    d = json.loads(path.read_text())
+    if "skipped" in d:
+        return [Figure(f"FP8 DiT step: skipped ({d['skipped']})", None, "ms")]
+    name = f"DiT step FP8 weights ({d['granularity']}-wise, {'+'.join(d['paths'])})"
+    return [_speedup("DiT step bf16 (FP8 baseline)", d["bf16_median_s"], "bf16, same run", d["bf16_median_s"]),
+            _speedup(name, d["fp8_median_s"], "bf16, same run", d["bf16_median_s"]),
+            Figure("DiT FP8 vs bf16 latent PSNR", d["latent_psnr_db"], "dB"),
+            *_memory("DiT step FP8", (d.get("peak_memory") or {}).get("fp8"))]
+
+
 # ------------------------------------------------------------------------------------------ stages
 def make_stages(dry: bool, work: Path) -> list[Stage]:
     bench = str(ROOT / "benchmarks")
@@ -251,6 +264,7 @@ def make_stages(dry: bool, work: Path) -> list[Stage]:
                   "64x64x5", "--iters", "3", "--warmup", "1"]
         batching = ["--device", "cpu", "--size", "64x64x5", "--steps", "2"]
         build = ["--no-startup", "--iters", "1", "--warmup", "0"]
+        fp8 = ["--smoke", "--iters", "2", "--warmup", "1"]
     else:
         attention = ["--shapes", "wan1.3b-self", "wan1.3b-cross", "--iters", "10", "--warmup", "3"]
         fused = ["--iters", "20"]
@@ -259,6 +273,7 @@ def make_stages(dry: bool, work: Path) -> list[Stage]:
                   "8", "--warmup", "2"]
         batching = ["--device", "cuda", "--size", "256x256x9", "--steps", "8"]
         build = ["--full", "--no-startup", "--iters", "2", "--warmup", "1"]
+        fp8 = ["--size", "480x832x21", "--iters", "5", "--warmup", "2"]
     load = ["--no-graphs", "--requests", "4", "--concurrency", "4", "--max-batch", "4", "--rounds", "1"]
     build += ["--workdir", str(work / "bench-build")]  # the vae and aoti stages share one model folder
     scale = 3.0 if dry else 1.0  # CPU rehearsal runs are slower than the GPU ones they stand for
@@ -276,6 +291,9 @@ def make_stages(dry: bool, work: Path) -> list[Stage]:
         Stage("dit", "DiT step, Wan2.1-1.3B, 480x832x81, bf16, CFG batch 2",
               [PY, f"{bench}/bench_dit.py", *dit, "--json", j("dit")], 140 * (1 if not dry else 2), 60, extract_dit,
               result_file="dit.json"),
+        Stage("fp8", "DiT step with FP8 weights vs bf16, same run (Wan2.1-1.3B, 480x832x21, CFG batch 2; sm_89+)",
+              [PY, f"{bench}/bench_fp8.py", *fp8, "--json", j("fp8")], 60 * scale, 20, extract_fp8,
+              result_file="fp8.json"),
         Stage("graphs", "CUDA graphs vs eager",
               [PY, f"{bench}/bench_runtime.py", *graphs, "--json", j("graphs")], 50 * scale, 20, extract_graphs,
               result_file="graphs.json"),

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import gpu_check  # noqa: E402
 
-STAGES = ["tests", "attention", "fused", "dit", "graphs", "batching", "vae", "aoti"]
+STAGES = ["tests", "attention", "fused", "dit", "fp8", "graphs", "batching", "vae", "aoti"]
 
 
 def test_dry_run_runs_every_stage_and_writes_the_report(tmp_path: Path) -> None:
