@@ -4,7 +4,8 @@ A *lever* trades quality for speed or memory (precision, kernels; later sequence
 FP8, offload). It is a :class:`Lever` in :data:`LEVERS`: generator-config overrides (dotted, e.g.
 ``engine.dtype``) and request overrides (dotted, e.g. ``sampling.seed`` or a per-request cache setting)
 for its *off* and *on* settings, plus a check saying why it cannot run on a device. New levers call
-:func:`register_lever` (sequence parallelism, TeaCache thresholds and FP8 register here when they land).
+:func:`register_lever` (sequence parallelism and TeaCache thresholds register here when they land; ``fp8`` and
+``fp8.bf16`` are FP8 DiT weights, engine/fp8.py).
 
 For every selected lever the script loads the model twice (off, on), warms each up, then generates every
 (prompt, seed) of the workload with both, interleaved (off, on, off, on ...) for ``--repeats`` rounds so
@@ -27,7 +28,8 @@ that ran passes, 1 when one fails, 2 for bad input (an unknown lever lists the k
 ``--dit-config tiny|wan2.1-1.3b`` gates at the latent level instead: one DiT forward (random weights of that
 config, the built-in model's or the real Wan2.1-T2V-1.3B shapes) per seed with the lever off and on, from the
 same random latents, timestep and text embeddings. Levers whose settings are ``engine.dtype``,
-``engine.ops_backend`` and ``engine.attention_backend`` apply there; others are skipped with that reason.
+``engine.ops_backend``, ``engine.attention_backend`` and ``engine.quantization.transformer_quant`` apply there;
+others are skipped with that reason.
 Latent PSNR takes the peak-to-peak range of the off output as the peak; SSIM, flicker and motion do not
 apply; the speed-up is the DiT step's (median of ``--repeats`` interleaved forwards after the warmup).
 
@@ -134,6 +136,13 @@ register_lever(Lever("ops_backend.torch", "fused DiT ops (norms, AdaLN, RoPE, ga
 register_lever(Lever("ops_backend.triton", "fused DiT ops as Triton kernels instead of the eager model code",
                      off={"engine.ops_backend": None}, on={"engine.ops_backend": "triton"},
                      unavailable=needs_cuda_triton))
+register_lever(Lever("fp8", "FP8 (e4m3, per-row scales) weights for the DiT block linears, activations quantized "
+                            "per token (torch._scaled_mm on sm_90 CUDA in bf16, the float32 emulation elsewhere)",
+                     off={"engine.quantization.transformer_quant": None},
+                     on={"engine.quantization.transformer_quant": "FP8"}))
+register_lever(Lever("fp8.bf16", "FP8 weights against bf16 weights, both in a bf16 DiT (the GPU speed comparison)",
+                     off={"engine.dtype": "bf16", "engine.quantization.transformer_quant": None},
+                     on={"engine.dtype": "bf16", "engine.quantization.transformer_quant": "FP8"}))
 register_lever(Lever("attention.triton", "our Triton attention kernel instead of torch SDPA",
                      off={"engine.attention_backend": "sdpa"}, on={"engine.attention_backend": "triton"},
                      unavailable=needs_cuda_triton))
@@ -273,7 +282,7 @@ def _builtin_dit_config() -> dict[str, Any]:
 DIT_CONFIGS: dict[str, Callable[[], dict[str, Any]]] = {"tiny": _builtin_dit_config,
                                                         "wan2.1-1.3b": lambda: dict(WAN_1_3B_DIT)}
 #: The generator settings a DiT forward can express.
-DIT_KEYS = ("engine.dtype", "engine.ops_backend", "engine.attention_backend")
+DIT_KEYS = ("engine.dtype", "engine.ops_backend", "engine.attention_backend", "engine.quantization.transformer_quant")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -288,6 +297,7 @@ def latent_psnr(out: torch.Tensor, ref: torch.Tensor) -> float:
 def run_lever_dit(lever: Lever, workload: Workload, thresholds: Thresholds) -> dict[str, Any]:
     """One DiT forward per seed with the lever off and on, compared at the latent level; timed step."""
     from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
+    from fastvideo.engine.fp8 import parse_transformer_quant, quantize_dit
     from fastvideo.kernels.fused import select_ops_backend
     from fastvideo.kernels.registry import select_attention_backend
 
@@ -304,21 +314,26 @@ def run_lever_dit(lever: Lever, workload: Workload, thresholds: Thresholds) -> d
     torch.manual_seed(0)
     with torch.device(device):  # random init on the device (seconds for 1.3B parameters on a GPU)
         base = WanTransformer3DModel(WanDiTConfig.from_dict(config)).eval()
-    models: dict[torch.dtype, Any] = {torch.float32: base}
+    models: dict[tuple[torch.dtype, str | None], Any] = {(torch.float32, None): base}
     sides: dict[str, tuple[Any, torch.dtype, Any, Any]] = {}
     try:
         for side, overrides in (("off", lever.off), ("on", lever.on)):
             dtype = DTYPES[str(overrides.get("engine.dtype") or "fp32")]
-            if dtype not in models:
-                models[dtype] = copy.deepcopy(base)
+            quant = overrides.get("engine.quantization.transformer_quant")
+            key = (dtype, quant)
+            if key not in models:
+                models[key] = copy.deepcopy(base)
                 with torch.no_grad():
-                    for name, param in models[dtype].named_parameters():
+                    for name, param in models[key].named_parameters():
                         param.data = param.data.to(inference_param_dtype(name, dtype))
+                granularity = parse_transformer_quant(quant)
+                if granularity is not None:  # FP8 weights, as the pipeline quantizes them at load
+                    quantize_dit(models[key], granularity)
             attention = select_attention_backend(str(overrides.get("engine.attention_backend") or "sdpa"),
                                                  dtype=dtype, head_dim=config["attention_head_dim"], device=device)
             ops_name = overrides.get("engine.ops_backend")
             ops = select_ops_backend(str(ops_name), dtype=dtype, device=device) if ops_name else None
-            sides[side] = (models[dtype], dtype, attention, ops)
+            sides[side] = (models[key], dtype, attention, ops)
     except (FastVideoError, ValueError) as exc:
         return {**row, "status": "skipped", "reason": f"{exc.__class__.__name__}: {exc}"}
 
