@@ -199,6 +199,9 @@ class RouterConfig:
             raise ConfigError("health_check", "interval_s and timeout_s must be positive")
         if hc.failure_threshold < 1 or hc.recovery_threshold < 1:
             raise ConfigError("health_check", "thresholds must be >= 1")
+        if isinstance(self.max_body_bytes, bool) or not isinstance(self.max_body_bytes, int) \
+                or self.max_body_bytes < 1:
+            raise ConfigError("max_body_bytes", f"must be a positive number of bytes, got {self.max_body_bytes!r}")
         return self
 
 

@@ -51,7 +51,7 @@ from starlette.websockets import WebSocketState
 
 from fastvideo.serving.config import ReplicaEndpoint, RouterConfig
 from fastvideo.serving.errors import error_body
-from fastvideo.serving.observability import accept_request_id, request_id_var
+from fastvideo.serving.observability import accept_request_id, printable, request_id_var
 
 logger = logging.getLogger(__name__)
 
@@ -450,7 +450,7 @@ async def request_context(request: Request, call_next: Callable[[Request], Await
         try:
             response = await call_next(request)
         except Exception:  # noqa: BLE001
-            logger.exception("router error on %s", request.url.path)
+            logger.exception("router error on %s", printable(request.url.path))
             response = JSONResponse(error_body("router error", type="server_error", code="internal_error"),
                                     status_code=500)
         response.headers["x-request-id"] = request_id

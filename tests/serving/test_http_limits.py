@@ -350,6 +350,17 @@ def test_the_router_limits_bodies_and_compares_its_key_in_constant_time(monkeypa
     assert sent == [] and len(calls) >= 3
 
 
+@pytest.mark.parametrize("value", [0, -1, True, 1.5])
+def test_router_refuses_a_body_cap_that_is_not_a_positive_byte_count(value):
+    from fastvideo.api import ConfigError
+    from fastvideo.serving.config import ReplicaEndpoint, RouterConfig
+
+    config = RouterConfig(replicas=[ReplicaEndpoint(url="http://127.0.0.1:1")], max_body_bytes=value)
+    with pytest.raises(ConfigError) as err:
+        config.validate()
+    assert err.value.path == "max_body_bytes"
+
+
 # ----------------------------------------------------------------------------------------- memory stays bounded
 def _vmrss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
