@@ -10,7 +10,9 @@ Contract:
   is 200 as soon as the process serves, ``/readyz`` is 200 only once warmup is done (503 before,
   with the phase, and 503 again while draining). At startup the lifespan proves ``server.output_dir``
   writable (else ``ConfigError`` naming it: the server does not start) and restores the job records a
-  previous process left in its index (see :mod:`fastvideo.serving.video_store`).
+  previous process left in its index (see :mod:`fastvideo.serving.video_store`). The operator's
+  ``default_request`` values are checked against the model once here (:func:`check_request_defaults`,
+  a ConfigError naming ``default_request.<field>``) and are the model defaults the HTTP API reports.
 - Draining (``app.state.drain()``, a task; :func:`fastvideo.serving.server.run_server` starts it on the
   first SIGTERM/SIGINT *before* uvicorn stops listening, and the lifespan's shutdown awaits it otherwise)
   refuses new work (503 ``shutting_down``) while reads keep answering (job status, lists, content,
@@ -32,19 +34,20 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from fastvideo.api import ConfigError
+from fastvideo.api import ConfigError, GenerationRequest, RequestError
 from fastvideo.runtime.generator import VideoGenerator
 from fastvideo.runtime.service import ServiceConfig, VideoService
 from fastvideo.runtime.stores import StoreConfig, open_stores
 from fastvideo.runtime.worker import WorkerConfig
 from fastvideo.serving.app_state import ServerState
-from fastvideo.serving.config import ServeConfig, StateConfig
+from fastvideo.serving.config import ServeConfig, StateConfig, apply_request_defaults, request_defaults
 from fastvideo.serving.errors import install_error_handlers
 from fastvideo.serving.metrics import ServingMetrics
 from fastvideo.serving.middleware import RequestContextMiddleware
@@ -58,10 +61,26 @@ from fastvideo.serving.video_store import VideoStore
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-def model_defaults(generator: VideoGenerator, served_name: str | None) -> ModelDefaults:
-    preset = generator.preset
-    return ModelDefaults(name=served_name or preset.name, width=preset.width, height=preset.height,
-                         num_frames=preset.num_frames, fps=preset.fps, max_frames=preset.max_frames)
+def model_defaults(generator: VideoGenerator, served_name: str | None,
+                   request: Mapping[str, Any] | None = None) -> ModelDefaults:
+    """The served model's defaults: the operator's ``default_request`` values (``request``, by dotted path), else
+    the preset's."""
+    preset, request = generator.preset, request or {}
+    width, height, frames, fps = (request.get(f"sampling.{name}", getattr(preset, name))
+                                  for name in ("width", "height", "num_frames", "fps"))
+    return ModelDefaults(name=served_name or preset.name, width=width, height=height, num_frames=frames, fps=fps,
+                         max_frames=preset.max_frames)
+
+
+def check_request_defaults(generator: VideoGenerator, config: ServeConfig) -> dict[str, Any]:
+    """The operator's ``default_request`` values, checked against the served model once (a value it cannot run is
+    a ConfigError naming ``default_request.<field>``, not a 400 on every request that leaves it unset)."""
+    defaults = request_defaults(config)
+    try:
+        generator.resolve(apply_request_defaults(GenerationRequest(prompt="default request check"), defaults))
+    except RequestError as exc:
+        raise ConfigError(f"default_request.{exc.field}", exc.reason) from exc
+    return defaults
 
 
 def attach_state_store(generator: VideoGenerator, state: StateConfig) -> None:
@@ -92,7 +111,7 @@ def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
     holder: dict[str, ServerState] = {}
     metrics = ServingMetrics(queue_depth=lambda: service.queue_depth, running=lambda: service.running,
                              ready=lambda: 1.0 if holder and holder["s"].ready else 0.0)
-    defaults = model_defaults(generator, srv.served_model_name)
+    defaults = model_defaults(generator, srv.served_model_name, check_request_defaults(generator, config))
     ids = {defaults.name, generator.preset.name, str(generator.model_path), Path(generator.model_path).name}
     state = ServerState(config=config, service=service, store=VideoStore(service, metrics, srv.output_dir,
                                                                          srv.output_ttl_s),

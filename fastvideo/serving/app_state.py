@@ -5,7 +5,8 @@ seam to the runtime), the :class:`VideoStore`, metrics, streaming sessions and t
 model's identity. It is created by :func:`fastvideo.serving.app.build_app` and stored on
 ``app.state.server``; there is no module-level instance. :meth:`submit` is the single admission
 path for HTTP and WebSocket jobs (:meth:`validate` runs the same checks without queueing, for an
-edge that must store an input only once the request is known good): it refuses with 503 before
+edge that must store an input only once the request is known good); both first fill what the request
+left unset from the operator's ``default_request`` (:meth:`with_defaults`). It refuses with 503 before
 warmup or while draining, 429 when the queue is full (both with ``retry-after``, and both before
 any job exists), 400 for bad input with ``param`` naming the client's field (the engine's error
 re-labelled by the request's :class:`~fastvideo.api.TranslatedRequest`). Unknown request fields are
@@ -22,7 +23,7 @@ from typing import Any
 
 from fastvideo.api import ConfigError, GenerationRequest, RequestError, TranslatedRequest
 from fastvideo.runtime.service import Job, QueueFull, ServiceNotReady, ServiceStopped, VideoService
-from fastvideo.serving.config import ServeConfig
+from fastvideo.serving.config import ServeConfig, apply_request_defaults, request_defaults
 from fastvideo.serving.errors import APIError, bad_request, queue_full, unavailable
 from fastvideo.serving.metrics import ServingMetrics
 from fastvideo.serving.request_mapping import ModelDefaults
@@ -80,10 +81,14 @@ class ServerState:
             else:
                 logger.warning("request field %r is not supported and is ignored (reported once)", key[:80])
 
+    def with_defaults(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` with the operator's ``default_request`` values where it left a field unset."""
+        return apply_request_defaults(request, request_defaults(self.config))
+
     def validate(self, request: GenerationRequest, translated: TranslatedRequest | None = None) -> None:
         """Check ``request`` against the served model without queueing it (400 naming the client's field)."""
         try:
-            self.service.generator.resolve(request)
+            self.service.generator.resolve(self.with_defaults(request))
         except RequestError as exc:
             named = translated.relabel(exc) if translated is not None else exc
             raise bad_request(str(named), named.field) from exc
@@ -94,7 +99,7 @@ class ServerState:
         """Admit one job (see module contract); ``translated`` names the client's fields in a 400."""
         self.require_ready()
         try:
-            return self.service.submit(request)
+            return self.service.submit(self.with_defaults(request))
         except QueueFull as exc:
             self.metrics.rejections.labels("queue_full").inc()
             raise queue_full(str(exc), exc.retry_after_s) from exc

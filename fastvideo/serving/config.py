@@ -15,8 +15,13 @@ Contract:
   ``generator.engine.dtype=bf16``. A missing or unreadable file is a ConfigError on ``config``.
 - :func:`check_serve_config` refuses, naming the dotted key, every value of FastVideo's serve fields this
   server cannot honour (``streaming.stream_mode: legacy_jpeg``, ``streaming.prompt.enabled``,
-  ``default_request.*``...); :data:`SERVE_FIELD_SUPPORT` classifies every serve field outside
-  ``generator`` (a test keeps it complete). :func:`load_serve_config` runs it.
+  ``default_request`` fields other than the ones honoured...); :data:`SERVE_FIELD_SUPPORT` classifies every
+  serve field outside ``generator`` (a test keeps it complete). :func:`load_serve_config` and
+  ``run_server`` run it.
+- ``default_request`` (FastVideo's operator defaults): its ``negative_prompt`` and ``sampling`` size, frames,
+  fps, steps, guidance, seed, shift and sampler fill what each request leaves unset, on HTTP and
+  ``/v1/stream`` alike (:func:`request_defaults`, :func:`apply_request_defaults`; the served app applies
+  them at admission and reports them as the model's defaults).
 - Both configs are plain dataclasses, built strictly with :func:`fastvideo.api.parse_config` (an
   unknown key fails naming its dotted path) and passed explicitly; nothing here is a global.
 """
@@ -24,7 +29,7 @@ Contract:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlparse
@@ -58,8 +63,8 @@ from fastvideo.api.serve import (
 __all__ = ["GENERATOR_KEYS", "SERVE_FIELD_SUPPORT", "SERVE_SECTIONS", "GpuPoolConfig", "HealthCheckConfig",
            "PoolConfig", "PromptEnhancerConfig", "PromptSafetyConfig", "QueueConfig", "ReplicaEndpoint",
            "RouterConfig", "SchedulerConfig", "ServeConfig", "ServerConfig", "StateConfig", "StreamingConfig",
-           "WarmupConfig", "check_origin", "check_serve_config", "load_router_config", "load_serve_config",
-           "normalize_origin", "parse_key_value_overrides"]
+           "WarmupConfig", "apply_request_defaults", "check_origin", "check_serve_config", "load_router_config",
+           "load_serve_config", "normalize_origin", "parse_key_value_overrides", "request_defaults"]
 
 SERVE_SECTIONS = ("generator", "server", "default_request", "streaming", "queue", "pool", "state")
 
@@ -78,8 +83,10 @@ SERVE_FIELD_SUPPORT: dict[str, str] = {
     **{f"state.{name}": _ANY for name in StateConfig.__dataclass_fields__},
     **{f"streaming.{name}": _ANY for name in StreamingConfig.__dataclass_fields__
        if name not in ("warmup", "pool", "prompt", "safety")},
-    "default_request": "GenerationRequest()'s values honoured; any other value refused (server-wide request "
-                       "defaults are not supported yet: send them in each request)",
+    "default_request": "server-wide request defaults: negative_prompt and sampling.{width, height, num_frames, fps, "
+                       "num_inference_steps, guidance_scale, seed, shift, sampler} honoured (they fill what a request "
+                       "leaves unset, HTTP and /v1/stream alike); output.save_video/return_frames accepted either "
+                       "way (the server decides what it writes and returns); any other value refused",
     "streaming.session_timeout_seconds": "300 honoured; others refused (use streaming.idle_timeout_s)",
     "streaming.generation_segment_cap": "6 honoured (FastVideo's default; the cap here is streaming.max_segments); "
                                         "others refused (use streaming.max_segments)",
@@ -120,14 +127,39 @@ _REFUSED_UNLESS_DEFAULT: dict[str, tuple[object, str]] = {
 }
 
 
-def _first_difference(ours: Any, default: Any, path: str) -> str | None:
+#: ``default_request`` fields honoured as server-wide defaults (a request's unset value, None, takes them).
+HONOURED_REQUEST_DEFAULTS = ("negative_prompt", *(f"sampling.{name}" for name in (
+    "width", "height", "num_frames", "fps", "num_inference_steps", "guidance_scale", "seed", "shift", "sampler")))
+#: ``default_request`` fields accepted either way: the server decides what it writes and returns.
+_ACCEPTED_REQUEST_DEFAULTS = ("output.save_video", "output.return_frames")
+
+
+def _differences(ours: Any, default: Any, path: str) -> dict[str, Any]:
     if isinstance(ours, dict) and isinstance(default, dict):
+        out: dict[str, Any] = {}
         for key in ours:
-            found = _first_difference(ours[key], default.get(key), f"{path}.{key}")
-            if found:
-                return found
-        return None
-    return None if ours == default else path
+            out.update(_differences(ours[key], default.get(key), f"{path}.{key}" if path else key))
+        return out
+    return {} if ours == default else {path: ours}
+
+
+def request_defaults(config: ServeConfig) -> dict[str, Any]:
+    """The operator's ``default_request`` values this server honours, by dotted request path (``sampling.seed``):
+    those that differ from ``GenerationRequest()``'s (FastVideo counts only the fields written; a field written
+    with its default value changes nothing either way)."""
+    changed = _differences(config_to_dict(config.default_request), config_to_dict(GenerationRequest()), "")
+    return {path: value for path, value in changed.items() if path in HONOURED_REQUEST_DEFAULTS}
+
+
+def apply_request_defaults(request: GenerationRequest, defaults: Mapping[str, Any]) -> GenerationRequest:
+    """``request`` with each of ``defaults`` (see :func:`request_defaults`) set where the request left it unset."""
+    for path, value in defaults.items():
+        if path == "negative_prompt":
+            if request.negative_prompt is None:
+                request = replace(request, negative_prompt=value)
+        elif getattr(request.sampling, path.split(".", 1)[1]) is None:
+            request = replace(request, sampling=replace(request.sampling, **{path.split(".", 1)[1]: value}))
+    return request
 
 
 def check_serve_config(config: ServeConfig) -> ServeConfig:
@@ -138,11 +170,14 @@ def check_serve_config(config: ServeConfig) -> ServeConfig:
             value = getattr(value, part)
         if value != default:
             raise ConfigError(path, f"{value!r} is not supported: {why}")
-    changed = _first_difference(config_to_dict(config.default_request), config_to_dict(GenerationRequest()),
-                                "default_request")
-    if changed:
-        raise ConfigError(changed, "server-wide request defaults are not supported yet: send the value in each "
-                                   "request (or set the model preset), and drop it from default_request")
+    changed = _differences(config_to_dict(config.default_request), config_to_dict(GenerationRequest()), "")
+    for path in changed:
+        if path not in HONOURED_REQUEST_DEFAULTS and path not in _ACCEPTED_REQUEST_DEFAULTS:
+            raise ConfigError(f"default_request.{path}", "is not supported yet as a server-wide request default "
+                                                         "(honoured: negative_prompt and sampling.width, height, "
+                                                         "num_frames, fps, num_inference_steps, guidance_scale, "
+                                                         "seed, shift, sampler); send it in each request, or drop "
+                                                         "it from default_request")
     return config
 
 

@@ -138,10 +138,11 @@ SERVE_REFUSED = [
      "continuation state"),
     ({"streaming": {"prompt": {"enabled": True}}}, "streaming.prompt.enabled", "not supported yet"),
     ({"streaming": {"safety": {"enabled": True}}}, "streaming.safety.enabled", "not supported yet"),
-    ({"default_request": {"sampling": {"num_frames": 81}}}, "default_request.sampling.num_frames",
+    ({"default_request": {"sampling": {"guidance_scale_2": 3.0}}}, "default_request.sampling.guidance_scale_2",
      "not supported yet"),
-    ({"default_request": {"negative_prompt": "blurry"}}, "default_request.negative_prompt", "each request"),
-]
+    ({"default_request": {"runtime": {"enable_teacache": True}}}, "default_request.runtime.enable_teacache",
+     "each request"),
+]  # the default_request fields honoured: tests/serving/test_serve_default_request.py
 
 
 @pytest.mark.parametrize("data,path,words", SERVE_REFUSED, ids=[r[1] for r in SERVE_REFUSED])
@@ -158,7 +159,8 @@ def test_fastvideo_serve_values_that_change_nothing_pass():
     from fastvideo.serving.config import check_serve_config
 
     check_serve_config(parse_config(ServeConfig, {
-        "default_request": {"sampling": {}, "output": {"save_video": False}},
+        "default_request": {"negative_prompt": "blurry", "sampling": {"num_frames": 81, "seed": 1024},
+                            "output": {"save_video": False, "return_frames": False}},
         "streaming": {"pool": {"enable_audio_reencode": False},
                       "prompt": {"enabled": False, "provider": "groq", "model": "m", "timeout_ms": 5},
                       "safety": {"enabled": False, "classifier_path": "/c"}}}))
@@ -347,7 +349,7 @@ def test_serve_dotted_flags_end_to_end(tmp_path, captured_serve, capsys):
     (["--server.prot", "1"], "server.prot: unknown field"),
     (["--streaming.prompt.enabled", "true"], "streaming.prompt.enabled: True is not supported"),
     (["--server.port", "eighty"], "server.port: expected an integer"),
-    (["--default_request.sampling.seed", "3"], "default_request.sampling.seed: server-wide request defaults"),
+    (["--default_request.extensions.k", "3"], "default_request.extensions.k: is not supported yet"),
 ])
 def test_serve_dotted_flag_errors_exit_2_naming_the_key(tmp_path, captured_serve, capsys, argv, words):
     from fastvideo.serving.cli import main
@@ -444,8 +446,8 @@ def test_run_server_refuses_a_programmatic_config_before_loading_the_model(tmp_p
     from fastvideo.serving.server import run_server
 
     config = ServeConfig(generator=GeneratorConfig(model_path=str(tmp_path / "no-model")),
-                         default_request=GenerationRequest(negative_prompt="blurry"))
+                         default_request=GenerationRequest(stage_overrides={"denoise": {"guidance_scale": 2}}))
     config.server.output_dir = str(tmp_path / "out")
     with pytest.raises(ConfigError) as info:
         run_server(config)
-    assert info.value.path == "default_request.negative_prompt"
+    assert info.value.path == "default_request.stage_overrides.denoise"
