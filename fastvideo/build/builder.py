@@ -101,6 +101,9 @@ class BuildRequest:
     keep_onnx: bool = False
     onnx_check: str = "ort"
     workspace_gib: float = 8.0
+    #: ``QuantizationConfig.transformer_quant`` of the runtime that will load the artifact (``"FP8"``: e4m3 DiT
+    #: weights with per-row scales, ``"FP8_PER_TENSOR"``); None: weights in ``precision``.
+    transformer_quant: str | None = None
 
 
 @dataclass
@@ -216,6 +219,16 @@ def _plan(request: BuildRequest) -> _Plan:
         raise BuildError(f"backend {request.backend!r} is unknown; use one of {', '.join(BACKENDS)}", EXIT_USAGE)
     if request.onnx_check not in ("ort", "checker"):
         raise BuildError(f"onnx_check must be 'ort' or 'checker', got {request.onnx_check!r}", EXIT_USAGE)
+    if request.transformer_quant is not None:
+        from fastvideo.engine.fp8 import parse_transformer_quant
+
+        try:
+            parse_transformer_quant(request.transformer_quant)
+        except ValueError as exc:
+            raise BuildError(f"--transformer-quant {exc}", EXIT_USAGE) from None
+        if request.backend == "tensorrt":
+            raise BuildError("--transformer-quant FP8 is not supported by the tensorrt backend (the ONNX export has no "
+                             "e4m3 linear); use --backend aoti or inductor, or drop --transformer-quant", EXIT_USAGE)
     device = resolve_device(request.device)
     dtype = _check_precision(request.precision, "--precision", device)
     vae_dtype = _check_precision(request.vae_precision, "--vae-precision", device)
@@ -443,7 +456,18 @@ def _rebuild_command(plan: _Plan) -> str:
     return mf.rebuild_command(
         model_path=request.model_path, backend=request.backend, profiles=[p.label for p in sorted(request.profiles)],
         branches=request.branches, precision=request.precision, vae_precision=request.vae_precision,
-        batches=plan.batches, components=request.components, out=request.out, extra=extra)
+        batches=plan.batches, components=request.components, out=request.out, extra=extra,
+        transformer_quant=request.transformer_quant)
+
+
+def _quantization(request: BuildRequest) -> dict[str, Any] | None:
+    """The manifest's ``quantization`` of a request (None: unquantized)."""
+    if request.transformer_quant is None:
+        return None
+    from fastvideo.engine.fp8 import FP8Spec, parse_transformer_quant
+
+    granularity = parse_transformer_quant(request.transformer_quant)
+    return None if granularity is None else FP8Spec(granularity=granularity).manifest_value()
 
 
 def _existing_ok(final: Path) -> mf.Manifest | None:
@@ -480,10 +504,11 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
     weights = mf.compute_weights_digest(plan.folder.root, read_env().cache_dir)
     env = mf.environment_info(plan.device, request.backend, with_tensorrt=plan.stage == "complete")
     profiles = [p.label for p in sorted(set(request.profiles))]
+    quantization = _quantization(request)
     identity = mf.identity_fields(weights=weights, backend=request.backend, stage=plan.stage,
                                   precision=request.precision, vae_precision=request.vae_precision, profiles=profiles,
                                   branches=request.branches, batches=plan.batches, components=plan.components,
-                                  environment=env)
+                                  environment=env, quantization=quantization)
     short = mf.identity_hash(identity)
     name = mf.folder_name(request.backend, request.precision, short)
     final = out / name
@@ -503,7 +528,8 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
                                time.perf_counter() - started, step.records)
 
     step("load models")
-    models = load_build_models(plan.folder, device=plan.device, dtype=plan.dtype, vae_dtype=plan.vae_dtype)
+    models = load_build_models(plan.folder, device=plan.device, dtype=plan.dtype, vae_dtype=plan.vae_dtype,
+                               fp8_granularity=None if quantization is None else quantization["granularity"])
     _probe_precision(models, plan.components)
 
     created_out = not out.exists()
@@ -532,7 +558,7 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
                    "text_length": plan.dims.text_length, "spatial_factor": plan.dims.spatial_factor,
                    "temporal_factor": plan.dims.temporal_factor,
                    "attention_backend": models.dit.attention_backend.name},
-            environment=env.to_dict(), files=mf.hash_files(tmp),
+            environment=env.to_dict(), files=mf.hash_files(tmp), quantization=quantization,
             build={"command": _rebuild_command(plan), "device": str(plan.device),
                    "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "seconds": round(time.perf_counter() - started, 3),

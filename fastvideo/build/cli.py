@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "ones, fp32 on the CPU")
     p.add_argument("--vae-precision", choices=PRECISIONS, default="fp32",
                    help="VAE precision; must match the runtime's vae_dtype (default fp32, the runtime default)")
+    p.add_argument("--transformer-quant", choices=("FP8", "FP8_PER_TENSOR"), default=None,
+                   help="FP8 (e4m3) DiT weights, per-row scales (FP8) or one per tensor; must match the runtime's "
+                        "engine.quantization.transformer_quant (default: none, weights in --precision)")
     p.add_argument("--components", type=_csv(COMPONENTS, "component"), default=None,
                    help="comma list of dit, vae_decoder, vae_encoder (default: dit,vae_decoder, plus vae_encoder "
                         "with the continuation branch)")
@@ -208,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            branches=tuple(args.branch), precision=args.precision, vae_precision=args.vae_precision,
                            cfg=args.cfg, components=args.components, device=args.device, force=args.force,
                            onnx_only=args.onnx_only, keep_onnx=args.keep_onnx, onnx_check=args.onnx_check,
-                           workspace_gib=args.workspace_gib)
+                           workspace_gib=args.workspace_gib, transformer_quant=args.transformer_quant)
     progress = TqdmProgress(disable=args.quiet)
     try:
         result = run_build(request, progress)

@@ -65,8 +65,9 @@ class BuildModels:
 
 
 def load_build_models(folder: Any, *, device: torch.device, dtype: torch.dtype,
-                      vae_dtype: torch.dtype) -> BuildModels:
-    """Load the DiT and VAE of a checked :class:`ModelFolder` like the pipeline does."""
+                      vae_dtype: torch.dtype, fp8_granularity: str | None = None) -> BuildModels:
+    """Load the DiT and VAE of a checked :class:`ModelFolder` like the pipeline does (``fp8_granularity``:
+    FP8 DiT weights, :func:`fastvideo.engine.fp8.quantize_dit`, as ``transformer_quant`` does at load)."""
     from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
     from fastvideo.engine.loader import load_module_weights
     from fastvideo.engine.vae import WanVAE, WanVAEConfig
@@ -77,6 +78,10 @@ def load_build_models(folder: Any, *, device: torch.device, dtype: torch.dtype,
     load_module_weights(dit, folder.component("transformer"), dtype=dtype, device=device,
                         dtype_for=inference_param_dtype)
     load_module_weights(vae, folder.component("vae"), dtype=vae_dtype, device=device)
+    if fp8_granularity is not None:
+        from fastvideo.engine.fp8 import quantize_dit
+
+        quantize_dit(dit, fp8_granularity)  # type: ignore[arg-type]
     return BuildModels(dit=dit, vae=vae, dtype=dtype, vae_dtype=vae_dtype, device=device)
 
 

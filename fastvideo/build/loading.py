@@ -8,7 +8,8 @@ Contract
   :class:`~fastvideo.api.ModelLoadError`) naming the field, the built value, the current value and
   the exact ``fastvideo-build ...`` command that rebuilds for the current model and environment:
   an unknown or unwanted backend (``backend=``), an unknown branch, a missing component
-  (``components=``, default the DiT), an unfinished (ONNX-only) stage, another DiT/VAE precision,
+  (``components=``, default the DiT), an unfinished (ONNX-only) stage, another DiT/VAE precision, another
+  DiT weight quantization (``quantization=``: a build with FP8 weights for an unquantized engine and vice versa),
   another device type, GPU arch, CPU ISA, torch / triton / TensorRT version, other weights or
   configs (the file that differs is named). Missing, truncated or altered files (sha256 against the
   manifest; skipped with ``check_files=False``) and a hand-edited manifest (its identity no longer
@@ -180,7 +181,8 @@ def _rebuild(manifest: mf.Manifest, model_folder: Path, device: torch.device, ou
         precision=override.get("precision", manifest.precision),
         vae_precision=override.get("vae_precision", manifest.vae_precision), batches=batches,
         components=None if components == default else components, out=out,
-        extra=["--device", "cuda" if device.type == "cuda" else "cpu"])
+        extra=["--device", "cuda" if device.type == "cuda" else "cpu"],
+        transformer_quant=override.get("transformer_quant", _quant_flag(manifest.quantization)))
 
 
 def _resolve_folder(path: Path, model_folder: Path) -> Path:
@@ -216,6 +218,8 @@ class LoadRequest:
     backend: str | None
     components: tuple[str, ...]
     check_files: bool
+    #: The runtime DiT's quantization (:meth:`FP8Spec.manifest_value`); None: unquantized.
+    quantization: dict[str, Any] | None = None
 
     def rebuild(self, **override: Any) -> str:
         return _rebuild(self.manifest, self.model_folder, self.device, self.folder.parent, **override)
@@ -236,7 +240,7 @@ def _check_consistent(req: LoadRequest) -> None:
                  "vae_precision": manifest.vae_precision, "profiles": sorted(manifest.profiles),
                  "branches": list(manifest.branches), "batches": sorted(manifest.batches),
                  "components": [c.get("name") for c in manifest.components],
-                 "weights_digest": manifest.model.get("weights_digest")}
+                 "weights_digest": manifest.model.get("weights_digest"), "quantization": manifest.quantization}
     for name, value in described.items():
         if identity.get(name) != value:
             raise ArtifactCorruptError(f"{folder / mf.MANIFEST_NAME} was altered: {name} is {value!r} but the build's "
@@ -292,6 +296,24 @@ def _check_precision(req: LoadRequest) -> None:
                            vae_precision=vae_want)
 
 
+def _quant_flag(quantization: dict[str, Any] | None) -> str | None:
+    from fastvideo.engine.fp8 import transformer_quant_name
+
+    return None if not quantization else transformer_quant_name(quantization.get("granularity", "row"))
+
+
+def _check_quantization(req: LoadRequest) -> None:
+    built, want = req.manifest.quantization or None, req.quantization or None
+    if built == want:
+        return
+    show: dict[str | None, str | None] = {None: "none (weights in the compute dtype)"}
+    built_flag, want_flag = _quant_flag(built), _quant_flag(want)
+    raise req.mismatch("quantization", built, want,
+                       f"the DiT was compiled with {show.get(built_flag, built_flag)} weight quantization but "
+                       f"engine.quantization.transformer_quant is {want_flag!r}; set it to {built_flag!r} or rebuild",
+                       transformer_quant=want_flag)
+
+
 def _env_value(value: Any) -> Any:
     return "not installed / not used" if value is None else value
 
@@ -339,6 +361,7 @@ LOAD_CHECKS: tuple[tuple[str, Callable[[LoadRequest], None]], ...] = (
     ("components", _check_components),
     ("stage", _check_stage),
     ("precision", _check_precision),
+    ("quantization", _check_quantization),
     ("environment", _check_environment),
     ("weights", _check_weights),
     ("files", _check_files),
@@ -350,11 +373,13 @@ LOAD_CHECKS: tuple[tuple[str, Callable[[LoadRequest], None]], ...] = (
 # --------------------------------------------------------------------------------------------
 def load_artifacts(artifacts_path: str | Path, *, model_folder: Path, device: torch.device | str,
                    dtype: torch.dtype, vae_dtype: torch.dtype | None = None, backend: str | None = None,
-                   components: tuple[str, ...] = ("dit",), check_files: bool = True) -> LoadedArtifacts:
+                   components: tuple[str, ...] = ("dit",), check_files: bool = True,
+                   quantization: dict[str, Any] | None = None) -> LoadedArtifacts:
     """Validate an artifact folder against the model and environment and load its programs.
 
     ``backend``: the backend the caller expects (``None``: any); ``components``: the components the
-    caller needs compiled (default: the DiT).
+    caller needs compiled (default: the DiT); ``quantization``: the runtime DiT's weight quantization
+    (:meth:`fastvideo.engine.fp8.FP8Spec.manifest_value`, None: unquantized), which must be the build's.
     """
     t0 = time.perf_counter()
     device = torch.device(device)
@@ -366,7 +391,8 @@ def load_artifacts(artifacts_path: str | Path, *, model_folder: Path, device: to
         raise ArtifactCorruptError(f"{exc}. Rebuild the artifacts with fastvideo-build (see --help)") from None
 
     req = LoadRequest(folder=folder, manifest=manifest, model_folder=model_folder, device=device, dtype=dtype,
-                      vae_dtype=vae_dtype, backend=backend, components=tuple(components), check_files=check_files)
+                      vae_dtype=vae_dtype, backend=backend, components=tuple(components), check_files=check_files,
+                      quantization=quantization)
     for _, check in LOAD_CHECKS:
         check(req)
 

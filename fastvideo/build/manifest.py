@@ -8,10 +8,13 @@ Contract
   precision(s), declared profiles, branches, DiT batch sizes, the compiled components and their
   shape cases, the environment (torch / triton / TensorRT / onnx versions, device type, GPU arch
   as ``sm_XY`` or ``"cpu"``, CPU vector ISA), the sha256 and size of every other file in the
-  folder, and how it was built (command, timings, verification errors).
+  folder, and how it was built (command, timings, verification errors). ``quantization`` records
+  the DiT's weight quantization (``{"transformer": "fp8_e4m3", "granularity": "row"}``; None or
+  absent in older manifests: unquantized weights); when set it is part of the identity too.
 - The *identity* (:func:`identity_fields`) is the subset that decides whether an artifact can
   serve a model in an environment: weights and config digests, backend, stage, precisions,
-  profiles, branches, batches, components and the environment fields in :data:`ENV_IDENTITY`.
+  profiles, branches, batches, components, the quantization (only when there is one, so unquantized
+  builds keep their identity) and the environment fields in :data:`ENV_IDENTITY`.
   The folder is named ``<backend>-<precision>-<hash12>`` where ``hash12`` is the first 12 hex
   digits of the sha256 of the canonical JSON of the identity: same inputs, same folder.
 - :func:`compute_weights_digest` streams files in 8 MiB blocks (the 14B model is ~57 GB) and
@@ -283,14 +286,18 @@ def environment_info(device: Any, backend: str, *, with_tensorrt: bool | None = 
 # --------------------------------------------------------------------------------------------
 def identity_fields(*, weights: WeightsDigest, backend: str, stage: str, precision: str, vae_precision: str,
                     profiles: Iterable[str], branches: Iterable[str], batches: Iterable[int],
-                    components: Iterable[str], environment: EnvironmentInfo) -> dict[str, Any]:
+                    components: Iterable[str], environment: EnvironmentInfo,
+                    quantization: dict[str, Any] | None = None) -> dict[str, Any]:
     """The fields that decide whether an artifact serves a model in an environment."""
-    return {
+    fields = {
         "format_version": FORMAT_VERSION, "weights_digest": weights.digest, "config_digest": weights.config_digest,
         "backend": backend, "stage": stage, "precision": precision, "vae_precision": vae_precision,
         "profiles": sorted(profiles), "branches": list(branches), "batches": sorted(batches),
         "components": list(components), "environment": environment.identity(),
     }
+    if quantization:
+        fields["quantization"] = dict(quantization)
+    return fields
 
 
 def identity_hash(fields: dict[str, Any]) -> str:
@@ -321,6 +328,8 @@ class Manifest:
     environment: dict[str, Any]
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     build: dict[str, Any] = field(default_factory=dict)
+    #: The DiT's weight quantization (see module contract); None: weights in ``precision``.
+    quantization: dict[str, Any] | None = None
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -335,7 +344,7 @@ class Manifest:
             raise ManifestError(f"{source} has format_version {data.get('format_version')!r}; this fastvideo reads "
                                 f"version {FORMAT_VERSION}")
         known = set(cls.__dataclass_fields__)
-        missing = sorted(k for k in known if k not in data and k not in ("files", "build"))
+        missing = sorted(k for k in known if k not in data and k not in ("files", "build", "quantization"))
         if missing:
             raise ManifestError(f"{source} lacks the field(s) {missing}")
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -372,7 +381,8 @@ def read_manifest(folder: Path) -> Manifest:
 
 def rebuild_command(*, model_path: Path | str | None, backend: str, profiles: Iterable[str],
                     branches: Iterable[str], precision: str, vae_precision: str, batches: Iterable[int],
-                    components: Iterable[str] | None, out: Path | str, extra: Iterable[str] = ()) -> str:
+                    components: Iterable[str] | None, out: Path | str, extra: Iterable[str] = (),
+                    transformer_quant: str | None = None) -> str:
     """The exact ``fastvideo-build`` command line that rebuilds such an artifact."""
     argv = ["fastvideo-build"]
     if model_path is not None:
@@ -388,5 +398,7 @@ def rebuild_command(*, model_path: Path | str | None, backend: str, profiles: It
         argv += ["--cfg", cfg]
     if components is not None:
         argv += ["--components", ",".join(components)]
+    if transformer_quant is not None:
+        argv += ["--transformer-quant", transformer_quant]
     argv += [*extra, "--out", str(out)]
     return shlex.join(argv)

@@ -401,8 +401,9 @@ class VideoGenerator:
             from fastvideo.build.artifact_modules import apply_artifacts
             from fastvideo.build.loading import load_artifacts
 
+            quantization = pipeline.quantization.manifest_value() if pipeline.quantization else None
             loaded = load_artifacts(config.engine.artifacts_path, model_folder=folder.root, device=device, dtype=dtype,
-                                    vae_dtype=vae_dtype)
+                                    vae_dtype=vae_dtype, quantization=quantization)
             apply_artifacts(pipeline, loaded)
         compile_cfg = config.engine.compile
         if compile_cfg.enabled and loaded is None:

@@ -123,3 +123,13 @@ def test_readme_holds_the_gate_table_with_its_thresholds():
         assert f"| {lever} |" in block
     dit_block = text[text.index(quality_gate.README_DIT_BEGIN):text.index(quality_gate.README_DIT_END)]
     assert "wan2.1-1.3b config" in dit_block and "| dtype.bf16 |" in dit_block
+
+
+def test_fp8_lever_at_the_latent_level(tmp_path):
+    """The fp8 lever quantizes its own copy of the DiT: a real, small, gated difference (not identical)."""
+    code = quality_gate.main(["--device", "cpu", "--dit-config", "tiny", "--seeds", "0", "--repeats", "1",
+                              "--warmup", "0", "--levers", "fp8", "--json", str(tmp_path / "gate.json")])
+    (row,) = json.loads((tmp_path / "gate.json").read_text())["levers"]
+    assert row["change"] == "engine.quantization.transformer_quant default -> FP8"
+    assert row["status"] == "pass" and code == 0
+    assert 30 < row["psnr_db_min"] < 120 and row["cosine_min"] > 0.999
