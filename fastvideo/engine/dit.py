@@ -1,11 +1,15 @@
-"""Wan2.1 text-to-video diffusion transformer (DiT), numerically matching diffusers.
+"""Wan2.1 text- and image-to-video diffusion transformer (DiT), numerically matching diffusers.
 
 Contract
 --------
 - :class:`WanTransformer3DModel` has the same ``state_dict()`` keys and shapes as diffusers'
   ``WanTransformer3DModel`` for T2V configs, so a diffusers ``transformer/`` safetensors checkpoint
-  loads with ``load_state_dict(strict=True)``. I2V configs (``image_dim`` / ``added_kv_proj_dim``
-  set) raise :class:`NotImplementedError`. The model owns no buffers (RoPE tables are built lazily),
+  loads with ``load_state_dict(strict=True)``, for T2V configs and for Wan2.1 I2V / FLF2V configs
+  (``image_dim`` and ``added_kv_proj_dim`` both set, ``added_kv_proj_dim`` equal to the model width;
+  ``pos_embed_seq_len`` for first-last-frame): the image embedder ``condition_embedder.image_embedder``
+  (float32 LayerNorm, GELU MLP, float32 LayerNorm, optional learned ``pos_embed``) and, in every block's
+  cross-attention, ``add_k_proj`` / ``add_v_proj`` / ``norm_added_k``. Other combinations raise
+  :class:`NotImplementedError` naming the fields. The model owns no buffers (RoPE tables are built lazily),
   so it can be built under ``torch.device("meta")`` and loaded with ``assign=True``.
 - ``forward(hidden_states, timestep, encoder_hidden_states)``:
 
@@ -14,6 +18,13 @@ Contract
   * ``timestep``: ``(B,)`` (or ``(1,)``, broadcast), float or int, on the scale of the scheduler
     (0..1000). It is turned into a float32 sinusoid, as diffusers does.
   * ``encoder_hidden_states``: ``(B, L_text, text_dim)`` text-encoder states in the compute dtype.
+  * ``encoder_hidden_states_image``: image-conditioned configs only (required there, refused
+    otherwise): ``(B, L_img, image_dim)`` CLIP penultimate hidden states in the compute dtype
+    (``L_img = pos_embed_seq_len`` for first-last-frame: both images' tokens, first image first).
+    The cross-attention adds an attention of the same queries over the embedded image tokens
+    (keys ``norm_added_k(add_k_proj(img))``, values ``add_v_proj(img)``) to the text attention
+    before ``to_out``, as diffusers does; the text and image contexts stay separate tensors, so no
+    text length is assumed (diffusers splits its concatenation 512 text tokens from the end).
   * returns ``(B, out_channels, F, H, W)`` in the compute dtype (the flow/velocity prediction).
 
   Tokens are ordered frame-major ``(F', H', W')`` after a stride=kernel Conv3d patch embedding;
@@ -268,8 +279,30 @@ class _TwoLayerMLP(nn.Module):
         return self.linear_2(h)
 
 
+class _ImageEmbedder(nn.Module):
+    """CLIP image tokens -> cross-attention image context (diffusers' ``WanImageEmbedding``):
+    ``norm2(ff(norm1(x + pos_embed)))``, both LayerNorms affine, computed in float32 (eps 1e-5)."""
+
+    def __init__(self, image_dim: int, dim: int, pos_embed_seq_len: int | None) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(image_dim)
+        self.ff = _ExactGeluFeedForward(image_dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.pos_embed: nn.Parameter | None = None
+        if pos_embed_seq_len is not None:
+            self.pos_embed = nn.Parameter(torch.zeros(1, pos_embed_seq_len, image_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
+        h = _layer_norm_fp32(x, self.norm1.eps, self.norm1.weight, self.norm1.bias).to(x.dtype)
+        h = self.ff(h)
+        return _layer_norm_fp32(h, self.norm2.eps, self.norm2.weight, self.norm2.bias).to(h.dtype)
+
+
 class _ConditionEmbedder(nn.Module):
-    """Timestep -> (``temb``, per-block modulation); text states -> cross-attention context."""
+    """Timestep -> (``temb``, per-block modulation); text states -> cross-attention context; CLIP image
+    states -> image context (I2V configs)."""
 
     def __init__(self, config: WanDiTConfig) -> None:
         super().__init__()
@@ -278,6 +311,9 @@ class _ConditionEmbedder(nn.Module):
         self.time_embedder = _TwoLayerMLP(config.freq_dim, dim, "silu")
         self.time_proj = nn.Linear(dim, dim * _NUM_MODULATIONS)
         self.text_embedder = _TwoLayerMLP(config.text_dim, dim, "gelu_tanh")
+        self.image_embedder: _ImageEmbedder | None = None
+        if config.image_dim is not None:
+            self.image_embedder = _ImageEmbedder(config.image_dim, dim, config.pos_embed_seq_len)
 
     def forward(self, timestep: torch.Tensor,
                 text_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -291,7 +327,7 @@ class _ConditionEmbedder(nn.Module):
 class _Attention(nn.Module):
     """Multi-head attention with RMS q/k norm across heads; K/V come from ``kv_states``."""
 
-    def __init__(self, dim: int, heads: int, eps: float) -> None:
+    def __init__(self, dim: int, heads: int, eps: float, added_kv_proj_dim: int | None = None) -> None:
         super().__init__()
         self.heads = heads
         self.to_q = nn.Linear(dim, dim)
@@ -300,6 +336,20 @@ class _Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
+        # I2V cross-attention: keys/values over the embedded image tokens (diffusers' names).
+        self.add_k_proj: nn.Linear | None = None
+        self.add_v_proj: nn.Linear | None = None
+        self.norm_added_k: nn.RMSNorm | None = None
+        if added_kv_proj_dim is not None:
+            self.add_k_proj = nn.Linear(added_kv_proj_dim, dim)
+            self.add_v_proj = nn.Linear(added_kv_proj_dim, dim)
+            self.norm_added_k = nn.RMSNorm(dim, eps=eps)
+
+    def _rms(self, norm: nn.RMSNorm, x: torch.Tensor, ops: OpsBackend | None) -> torch.Tensor:
+        if ops is None:
+            return norm(x)
+        eps = norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
+        return ops.rms_norm(x, norm.weight, eps)
 
     def forward(
         self,
@@ -308,20 +358,21 @@ class _Attention(nn.Module):
         backend: AttentionBackend,
         rope: RopeTables | None = None,
         ops: OpsBackend | None = None,
+        image_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if ops is None:
-            q = self.norm_q(self.to_q(x)).unflatten(2, (self.heads, -1))
-            k = self.norm_k(self.to_k(kv_states)).unflatten(2, (self.heads, -1))
-        else:
-            eps = self.norm_q.eps if self.norm_q.eps is not None else torch.finfo(x.dtype).eps
-            q = ops.rms_norm(self.to_q(x), self.norm_q.weight, eps).unflatten(2, (self.heads, -1))
-            k = ops.rms_norm(self.to_k(kv_states), self.norm_k.weight, eps).unflatten(2, (self.heads, -1))
+        q = self._rms(self.norm_q, self.to_q(x), ops).unflatten(2, (self.heads, -1))
+        k = self._rms(self.norm_k, self.to_k(kv_states), ops).unflatten(2, (self.heads, -1))
         v = self.to_v(kv_states).unflatten(2, (self.heads, -1))
         if rope is not None:
             rotate = apply_rotary_embedding if ops is None else ops.apply_rope
             q = rotate(q, *rope)
             k = rotate(k, *rope)
         out = attention(q, k, v, backend).flatten(2, 3).to(q.dtype)
+        if image_states is not None:
+            assert self.add_k_proj is not None and self.add_v_proj is not None and self.norm_added_k is not None
+            k_img = self._rms(self.norm_added_k, self.add_k_proj(image_states), ops).unflatten(2, (self.heads, -1))
+            v_img = self.add_v_proj(image_states).unflatten(2, (self.heads, -1))
+            out = out + attention(q, k_img, v_img, backend).flatten(2, 3).to(q.dtype)
         return self.to_out[0](out)
 
 
@@ -334,6 +385,29 @@ class _GeluTanhProj(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.gelu(self.proj(x), approximate="tanh")
+
+
+class _ExactGelu(nn.Module):
+    """``gelu(proj(x))`` with the exact (erf) GELU (diffusers' ``GELU``, ``approximate="none"``)."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.proj(x))
+
+
+class _ExactGeluFeedForward(nn.Module):
+    """``net.2(gelu(net.0.proj(x)))`` with hidden width ``in_dim`` (diffusers' ``FeedForward(mult=1,
+    activation_fn="gelu")``, the image embedder's MLP); ``net.1`` is the dropout slot."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.net = nn.ModuleList([_ExactGelu(in_dim, in_dim), nn.Identity(), nn.Linear(in_dim, out_dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[2](self.net[0](x))
 
 
 class _FeedForward(nn.Module):
@@ -356,7 +430,7 @@ class _WanBlock(nn.Module):
         dim = config.inner_dim
         self.eps = config.eps
         self.attn1 = _Attention(dim, config.num_attention_heads, config.eps)
-        self.attn2 = _Attention(dim, config.num_attention_heads, config.eps)
+        self.attn2 = _Attention(dim, config.num_attention_heads, config.eps, config.added_kv_proj_dim)
         # norm1/norm3/norm_out are affine-free and live in the forward; norm2 has weights if enabled.
         self.norm2: nn.LayerNorm | None = nn.LayerNorm(dim, eps=config.eps) if config.cross_attn_norm else None
         self.ffn = _FeedForward(dim, config.ffn_dim)
@@ -370,13 +444,15 @@ class _WanBlock(nn.Module):
         rope: RopeTables,
         backend: AttentionBackend,
         ops: OpsBackend | None = None,
+        image_context: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``x (B, L, D)``, ``context (B, L_text, D)``, ``modulation (B, 6, D)`` -> ``(B, L, D)``."""
+        """``x (B, L, D)``, ``context (B, L_text, D)``, ``modulation (B, 6, D)`` (``image_context
+        (B, L_img, D)``: I2V) -> ``(B, L, D)``."""
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
             self.scale_shift_table + modulation.float()).chunk(_NUM_MODULATIONS, dim=1)
         if ops is not None:
             return self._forward_fused(x, context, rope, backend, ops, (shift_sa, scale_sa, gate_sa, shift_ff,
-                                                                        scale_ff, gate_ff))
+                                                                        scale_ff, gate_ff), image_context)
 
         h = _modulated_norm(x, self.eps, shift_sa, scale_sa)
         x = (x.float() + self.attn1(h, h, backend, rope) * gate_sa).to(x.dtype)
@@ -385,13 +461,14 @@ class _WanBlock(nn.Module):
             h = _layer_norm_fp32(x, self.eps, self.norm2.weight, self.norm2.bias).to(x.dtype)
         else:
             h = x
-        x = x + self.attn2(h, context, backend)
+        x = x + self.attn2(h, context, backend, image_states=image_context)
 
         h = _modulated_norm(x, self.eps, shift_ff, scale_ff)
         return (x.float() + self.ffn(h).float() * gate_ff).to(x.dtype)
 
     def _forward_fused(self, x: torch.Tensor, context: torch.Tensor, rope: RopeTables, backend: AttentionBackend,
-                       ops: OpsBackend, mods: tuple[torch.Tensor, ...]) -> torch.Tensor:
+                       ops: OpsBackend, mods: tuple[torch.Tensor, ...],
+                       image_context: torch.Tensor | None = None) -> torch.Tensor:
         """The same block with norms, modulation, RoPE and gated residuals through ``ops``."""
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = mods
         h = ops.layer_norm_modulate(x, scale_sa, shift_sa, self.eps)
@@ -400,21 +477,22 @@ class _WanBlock(nn.Module):
             h = _layer_norm_fp32(x, self.eps, self.norm2.weight, self.norm2.bias).to(x.dtype)
         else:
             h = x
-        x = x + self.attn2(h, context, backend, None, ops)
+        x = x + self.attn2(h, context, backend, None, ops, image_context)
         h = ops.layer_norm_modulate(x, scale_ff, shift_ff, self.eps)
         return ops.gated_residual(x, self.ffn(h), gate_ff)
 
 
 class WanTransformer3DModel(nn.Module):
-    """Wan2.1 T2V DiT; checkpoint-compatible with diffusers' class of the same name (see module doc)."""
+    """Wan2.1 T2V / I2V DiT; checkpoint-compatible with diffusers' class of the same name (see module doc)."""
 
     def __init__(self, config: WanDiTConfig, attention_backend: AttentionBackend | None = None) -> None:
         super().__init__()
-        if config.is_image_conditioned:
+        if config.is_image_conditioned and (config.image_dim is None
+                                            or config.added_kv_proj_dim != config.inner_dim):
             raise NotImplementedError(
-                "WanTransformer3DModel supports text-to-video configs only; this config is image-"
-                f"conditioned (I2V: image_dim={config.image_dim}, added_kv_proj_dim="
-                f"{config.added_kv_proj_dim}), which needs the image embedder and added K/V attention")
+                f"image-conditioned config with image_dim={config.image_dim}, added_kv_proj_dim="
+                f"{config.added_kv_proj_dim}: Wan2.1 I2V sets both, added_kv_proj_dim equal to the model width "
+                f"({config.inner_dim}); other combinations are not supported")
         if config.qk_norm != _QK_NORM:
             raise NotImplementedError(
                 f"qk_norm={config.qk_norm!r} is not supported; Wan checkpoints use {_QK_NORM!r} "
@@ -494,8 +572,17 @@ class WanTransformer3DModel(nn.Module):
         return tables
 
     def _check_inputs(self, hidden_states: torch.Tensor, timestep: torch.Tensor,
-                      encoder_hidden_states: torch.Tensor) -> None:
+                      encoder_hidden_states: torch.Tensor, image: torch.Tensor | None) -> None:
         cfg = self.config
+        if cfg.is_image_conditioned:
+            tokens = cfg.pos_embed_seq_len
+            if (image is None or image.ndim != 3 or image.shape[0] != hidden_states.shape[0]
+                    or image.shape[2] != cfg.image_dim or (tokens is not None and image.shape[1] != tokens)):
+                raise ValueError(f"this image-to-video DiT needs encoder_hidden_states_image of shape "
+                                 f"({hidden_states.shape[0]}, {tokens or 'L_img'}, {cfg.image_dim}), got "
+                                 f"{None if image is None else tuple(image.shape)}")
+        elif image is not None:
+            raise ValueError("encoder_hidden_states_image was given to a text-to-video DiT (no image_dim)")
         if hidden_states.ndim != 5 or hidden_states.shape[1] != cfg.in_channels:
             raise ValueError(f"hidden_states must be (B, {cfg.in_channels}, F, H, W), "
                              f"got {tuple(hidden_states.shape)}")
@@ -516,9 +603,11 @@ class WanTransformer3DModel(nn.Module):
         hidden_states: torch.Tensor,
         timestep: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
+        encoder_hidden_states_image: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``(B, C_in, F, H, W)``, ``(B,)``, ``(B, L_text, text_dim)`` -> ``(B, C_out, F, H, W)``."""
-        self._check_inputs(hidden_states, timestep, encoder_hidden_states)
+        """``(B, C_in, F, H, W)``, ``(B,)``, ``(B, L_text, text_dim)`` (I2V: ``(B, L_img, image_dim)``)
+        -> ``(B, C_out, F, H, W)``."""
+        self._check_inputs(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image)
         batch, _, frames, height, width = hidden_states.shape
         pt, ph, pw = self.config.patch_size
         grid = (frames // pt, height // ph, width // pw)
@@ -526,10 +615,14 @@ class WanTransformer3DModel(nn.Module):
 
         x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # (B, L, D)
         temb, modulation, context = self.condition_embedder(timestep, encoder_hidden_states)
+        image_context = None
+        if encoder_hidden_states_image is not None:
+            assert self.condition_embedder.image_embedder is not None  # _check_inputs
+            image_context = self.condition_embedder.image_embedder(encoder_hidden_states_image)
 
         backend, ops = self.attention_backend, self.ops
         for block in self.blocks:
-            x = block(x, context, modulation, rope, backend, ops)
+            x = block(x, context, modulation, rope, backend, ops, image_context)
 
         shift, scale = (self.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
         if ops is None:

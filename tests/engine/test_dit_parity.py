@@ -169,9 +169,10 @@ def test_all_attention_goes_through_backend_and_rope_is_cached() -> None:
     assert len(ours._rope_cache) == 2
 
 
-def test_rejects_i2v_config() -> None:
+def test_rejects_unsupported_image_configs() -> None:
+    # Wan2.1 I2V (both set, added_kv_proj_dim = width) is supported: tests/engine/test_wan_i2v.py.
     cfg = WanDiTConfig.from_dict({**TINY, "image_dim": 24, "added_kv_proj_dim": 24})
-    with pytest.raises(NotImplementedError, match="text-to-video"):
+    with pytest.raises(NotImplementedError, match="equal to the model width"):
         WanTransformer3DModel(cfg)
     with pytest.raises(NotImplementedError, match="added_kv_proj_dim=24"):
         WanTransformer3DModel(WanDiTConfig.from_dict({**TINY, "added_kv_proj_dim": 24}))
