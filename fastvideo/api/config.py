@@ -95,8 +95,9 @@ class CompileConfig:
 
 @dataclass
 class QuantizationConfig:
-    """Weight quantization of the text encoder and transformer (``None`` or e.g. ``"FP8"``). Only ``None`` is
-    honoured; a scheme is refused (not supported yet: weights stay in ``engine.dtype``)."""
+    """Weight quantization of the text encoder and transformer (``None`` or e.g. ``"FP8"``). ``transformer_quant``
+    ``"FP8"`` (e4m3 DiT weights, per-row scales; ``"FP8_PER_TENSOR"``) is honoured; any other scheme, and any
+    ``text_encoder_quant``, is refused (weights stay in ``engine.dtype``)."""
 
     text_encoder_quant: str | None = None
     transformer_quant: str | None = None
