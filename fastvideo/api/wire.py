@@ -57,7 +57,7 @@ from fastvideo.api.state import ContinuationState
 
 Edge = Literal["http", "ws", "dynamo", "cli"]
 EDGES: tuple[Edge, ...] = ("http", "ws", "dynamo", "cli")
-Kind = Literal["int", "float", "str", "state", "bool"]
+Kind = Literal["int", "float", "str", "state", "bool", "int_list"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,8 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("sampling.true_cfg_scale", "true_cfg_scale", "float", None),
     FieldSpec("sampling.shift", "shift", "float", "--shift"),
     FieldSpec("sampling.sampler", "sampler", "str", "--sampler"),
+    #: FastVideo's DMD timesteps (``sampler="dmd"``): a JSON list of ints, or "1000,757,522" (forms, CLI).
+    FieldSpec("sampling.dmd_denoising_steps", "dmd_denoising_steps", "int_list", "--dmd-denoising-steps"),
     FieldSpec("sampling.continuation_strength", "continuation_strength", "float", None),
     FieldSpec("state", "continuation_state", "state", None),
     #: Ask for a ContinuationState back (http and dynamo; a request continuing a state always gets one).
@@ -155,6 +157,24 @@ def to_int(name: str, value: Any) -> int:
     return value
 
 
+#: Longest integer list accepted on the wire (no field's range holds more: steps are 1..1000).
+MAX_LIST_ITEMS = 1000
+
+
+def to_int_list(name: str, value: Any) -> list[int]:
+    """A list of ints from a JSON list (each item as :func:`to_int`, named ``name[i]``) or a comma-separated
+    string (forms and the CLI send ``"1000,757,522"``)."""
+    if isinstance(value, str):
+        items: list[Any] = [part for part in value.split(",")] if value.strip() else []
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise RequestError(name, f"must be a list of integers (or \"1000,757,522\"), got {type(value).__name__}")
+    if len(items) > MAX_LIST_ITEMS:
+        raise RequestError(name, f"holds {len(items)} items; at most {MAX_LIST_ITEMS} are read")
+    return [to_int(f"{name}[{i}]", item) for i, item in enumerate(items)]
+
+
 def to_float(name: str, value: Any) -> float:
     """A finite float from a number or a numeric string; never from a bool."""
     if isinstance(value, str):
@@ -205,6 +225,8 @@ def _convert(kind: Kind, name: str, value: Any) -> Any:
         return _to_state(name, value)
     if kind == "bool":
         return to_bool(name, value)
+    if kind == "int_list":
+        return to_int_list(name, value)
     if not isinstance(value, str):
         raise RequestError(name, f"must be a string, got {type(value).__name__}")
     check_text(name, value)

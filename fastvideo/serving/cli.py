@@ -108,6 +108,9 @@ def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.Argument
     s.add_argument("--shift", default=None, help="flow-matching timestep shift")
     s.add_argument("--sampler", choices=["unipc", "euler", "dmd"], default=None,
                    help="sampler (default: the preset's, else the model's); dmd: few-step FastWan sampling")
+    s.add_argument("--dmd-denoising-steps", default=None, metavar="T1,T2,...",
+                   help="dmd only: the timesteps, comma-separated and decreasing (default: the preset's, "
+                        "e.g. 1000,757,522)")
     s.add_argument("--seed", default=None, help="random seed (default: random, printed)")
     add_generator_args(p)
     p.add_argument("--json", action="store_true", help="print the result metadata as JSON on stdout")
@@ -119,7 +122,7 @@ def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.Argument
 def _request_flags(args: argparse.Namespace) -> dict[str, object]:
     """The request flags the user set, by flag name without ``--`` (``--steps`` is ``steps``)."""
     names = ("prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "shift",
-             "sampler", "seed")
+             "sampler", "dmd_denoising_steps", "seed")
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 

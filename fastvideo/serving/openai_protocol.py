@@ -83,6 +83,8 @@ def form_to_mapping(items: list[tuple[str, Any]]) -> dict[str, Any]:
 _KIND_SCHEMA: dict[str, dict[str, Any]] = {
     "int": {"type": "integer"}, "float": {"type": "number"}, "str": {"type": "string"}, "bool": {"type": "boolean"},
     "state": {"type": "object", "description": "a ContinuationState {kind, payload} from an earlier response"},
+    "int_list": {"type": "array", "items": {"type": "integer"},
+                 "description": "a list of integers (a form sends them comma-separated: \"1000,757,522\")"},
 }
 #: Request fields an image (one frame) cannot set.
 _NOT_FOR_IMAGES = frozenset({"num_frames", "fps", "continuation_state", "return_state", "seconds"})

@@ -242,3 +242,24 @@ def test_output_options_are_the_edges_and_return_state_is_asked_the_same_way():
                       ).request.output.return_state
     assert not _translate("http", {"prompt": "p"}).request.output.return_state
     assert wire_names("ws", "output.return_state") == () and wire_names("cli", "output.return_state") == ()
+
+
+def test_dmd_timesteps_travel_as_a_list_on_json_and_comma_separated_on_forms_and_the_cli():
+    """FastVideo's ``dmd_denoising_steps`` is a wire field (it was dropped as an unknown key before)."""
+    expected = [1000, 757, 522]
+    for edge, wire in (("http", {"prompt": "p", "dmd_denoising_steps": [1000, 757, 522]}),
+                       ("http", {"prompt": "p", "dmd_denoising_steps": "1000, 757,522"}),  # a form field
+                       ("dynamo", {"prompt": "p", "extra_args": {"media_passthrough": {
+                           "dmd_denoising_steps": [1000, 757, 522]}}}),
+                       ("cli", {"--prompt": "p", "--dmd-denoising-steps": "1000,757,522"})):
+        translated = translate_request(edge, wire)
+        assert translated.request.sampling.dmd_denoising_steps == expected, (edge, wire)
+    with pytest.raises(RequestError) as err:
+        translate_request("http", {"prompt": "p", "dmd_denoising_steps": [1000, "x", 522]})
+    assert err.value.field == "dmd_denoising_steps[1]"
+    with pytest.raises(RequestError) as err:
+        translate_request("cli", {"--prompt": "p", "--dmd-denoising-steps": 1000})
+    assert err.value.field == "--dmd-denoising-steps" and "list of integers" in err.value.reason
+    with pytest.raises(RequestError) as err:
+        translate_request("http", {"prompt": "p", "dmd_denoising_steps": list(range(1001))})
+    assert "at most 1000" in err.value.reason
