@@ -8,6 +8,9 @@ Contract:
   bytes to the store; smaller entries stay inline. :func:`internalize_state` is the inverse: it
   fetches every blob reference (checking size and digest) and returns an all-inline state that
   the codec decodes. Both return a new state and never mutate their argument.
+- ``ltx2.v1`` states keep their own layout (:mod:`fastvideo.api.ltx2_state`): their trailing frames
+  (all PNGs together) and audio latents (safetensors bytes) above ``threshold_bytes`` become the
+  reference's ``{"blob_id", ...}`` entries and come back inline the same way.
 - A missing or corrupted blob raises ``ValueError`` naming the blob and why (expired, wrong
   digest), so the runtime reports a clear error on ``state``.
 """
@@ -20,6 +23,7 @@ import hashlib
 from typing import Any
 
 from fastvideo.api import ContinuationState
+from fastvideo.api.ltx2_state import LTX2_CONTINUATION_KIND, ContinuationStateError, LTX2StatePayload
 from fastvideo.runtime.stores import BlobNotFound, BlobStore
 
 INLINE = "safetensors+base64"
@@ -43,6 +47,9 @@ def _walk(value: Any, fn) -> Any:
 
 def state_blob_ids(state: ContinuationState) -> list[str]:
     """Blob ids referenced by ``state`` (in payload order)."""
+    if state.kind == LTX2_CONTINUATION_KIND:
+        entries = [state.payload.get(key) for key in ("video", "audio")]
+        return [e["blob_id"] for e in entries if isinstance(e, dict) and isinstance(e.get("blob_id"), str)]
     found: list[str] = []
 
     def visit(entry: dict) -> dict:
@@ -61,6 +68,12 @@ def has_blob_refs(state: ContinuationState) -> bool:
 def externalize_state(state: ContinuationState, store: BlobStore, threshold_bytes: int,
                       ttl_s: float | None = None) -> ContinuationState:
     """Move inline tensors larger than ``threshold_bytes`` to ``store`` (see module contract)."""
+    if state.kind == LTX2_CONTINUATION_KIND:
+        try:
+            parsed = LTX2StatePayload.from_continuation_state(state)
+        except ContinuationStateError:
+            return state  # left for the decoder to reject with its own message
+        return parsed.to_continuation_state(blob_store=store, inline_threshold_bytes=threshold_bytes, ttl_s=ttl_s)
 
     def move(entry: dict) -> dict:
         if not _is_entry(entry, INLINE) or not isinstance(entry.get("data"), str):
@@ -80,6 +93,12 @@ def externalize_state(state: ContinuationState, store: BlobStore, threshold_byte
 
 def internalize_state(state: ContinuationState, store: BlobStore | None) -> ContinuationState:
     """Fetch every blob reference in ``state`` back inline (ValueError when one cannot be read)."""
+    if state.kind == LTX2_CONTINUATION_KIND:
+        ids = state_blob_ids(state)
+        if ids and store is None:
+            raise ValueError(f"the state references blob {ids[0]!r} but this server has no blob store configured "
+                             "(start it with the same --state-store as the server that produced the state)")
+        return LTX2StatePayload.from_continuation_state(state, blob_store=store).to_continuation_state()
 
     def fetch(entry: dict) -> dict:
         if not _is_entry(entry, BLOB):
