@@ -118,3 +118,14 @@ __all__ = [
 __all__ += ["GenerationPlan", "GpuPoolConfig", "PlannedStage", "PromptEnhancerConfig", "PromptSafetyConfig",
             "RequestRuntimeConfig", "ServeConfig", "ServerConfig", "StreamingConfig", "WarmupConfig",
             "load_serve_config"]
+
+# The ltx2.v1 continuation state's wire layer (issue 15); the typed state with frames and tensors is
+# fastvideo.engine.ltx2_state.LTX2ContinuationState.
+from fastvideo.api.ltx2_state import (  # noqa: E402
+    DEFAULT_INLINE_THRESHOLD_BYTES,
+    LTX2_CONTINUATION_KIND,
+    ContinuationStateError,
+    LTX2StatePayload,
+)
+
+__all__ += ["DEFAULT_INLINE_THRESHOLD_BYTES", "LTX2_CONTINUATION_KIND", "ContinuationStateError", "LTX2StatePayload"]
