@@ -1,0 +1,510 @@
+"""The LTX-2 audio+video diffusion transformer, numerically matching diffusers 0.42's ``LTX2VideoTransformer3DModel``.
+
+Contract
+--------
+- :class:`LTX2Transformer` has the same ``state_dict()`` keys and shapes as diffusers' class for every config
+  :class:`~fastvideo.engine.models.ltx2.config.LTX2DiTConfig` accepts, so a diffusers ``transformer/`` folder
+  loads with ``load_state_dict(strict=True)``. It owns no buffers (RoPE tables are computed per call and cached
+  in a plain dict), so it can be built under ``torch.device("meta")`` and loaded with ``assign=True``.
+- ``forward`` takes diffusers' arguments, by the same names, and returns ``(video, audio)``:
+
+  * ``hidden_states`` ``(B, N_v, in_channels)``: packed video latent tokens (frame-major, patch already folded
+    into channels, as ``LTX2Pipeline._pack_latents`` does); ``audio_hidden_states`` ``(B, N_a, audio_in_channels)``.
+  * ``encoder_hidden_states`` / ``audio_encoder_hidden_states`` ``(B, L, caption_channels)``: the text connector
+    outputs for each stream (projected here by ``caption_projection`` / ``audio_caption_projection``).
+  * ``timestep`` ``(B,)`` or ``(B, N_v)`` (per token), already on the model's scale (sigma * 1000);
+    ``audio_timestep`` likewise for audio (default: ``timestep``). ``sigma`` / ``audio_sigma`` and
+    ``use_cross_timestep`` choose which stream's time drives the a2v/v2a modulation, as in diffusers.
+  * ``encoder_attention_mask`` / ``audio_encoder_attention_mask`` ``(B, L)``: 1 keeps a text token, 0 drops it
+    (turned into diffusers' additive ``-10000`` bias in the input dtype).
+  * positions: ``video_coords`` ``(B, 3, N_v, 2)`` / ``audio_coords`` ``(B, 1, N_a, 2)`` (see :mod:`.rope`), or,
+    when absent, the grid ``num_frames, height, width`` (latent sizes), ``fps`` and ``audio_num_frames``.
+  * ``isolate_modalities`` skips the a2v/v2a attention in every block.
+  * returns ``(B, N_v, out_channels)`` and ``(B, N_a, audio_out_channels)`` in the compute dtype.
+
+- Precision mirrors diffusers operation by operation (its LTX-2 class keeps no module in float32): the timestep
+  sinusoid and the RoPE tables/rotation are float32 (RoPE angles from float64 when ``rope_double_precision``); the
+  affine-free block RMS norms reduce in float32 and return the activation dtype; everything else (linears,
+  modulation, residuals, attention, the output LayerNorm) runs in the dtype of the parameters/activations.
+  :meth:`LTX2Transformer.to_inference_dtype` casts every parameter, like ``from_pretrained(torch_dtype=...)``.
+- Attention: every unmasked attention goes through :func:`fastvideo.engine.attention.attention` with
+  ``(B, L, heads, head_dim)`` tensors and the model's :class:`AttentionBackend` (``sdpa`` unless
+  :meth:`LTX2Transformer.set_attention_backend` picks another). Registry backends take no mask, so a text
+  cross-attention *with* an attention mask runs torch SDPA with the additive bias (exactly diffusers' path);
+  callers whose mask keeps every token should pass ``None`` to get the selected backend.
+- RoPE: self-attention q/k get the per-stream tables (video 3 axes at ``inner_dim``, audio 1 axis at
+  ``audio_inner_dim``); in a2v/v2a the video q/k get time-only tables at ``audio_cross_attention_dim`` (video
+  head layout) and the audio q/k the audio time tables at that width (audio head layout). Text cross-attention
+  has no RoPE. q/k get RMS norm across all heads (with weight, eps 1e-6) before the rotation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fastvideo.engine.attention import attention
+from fastvideo.engine.dit import timestep_sinusoid
+from fastvideo.engine.models.ltx2.config import LTX2DiTConfig
+from fastvideo.engine.models.ltx2.rope import RopeSpec, RopeTables, apply_rope, audio_coords, rope_tables, video_coords
+from fastvideo.kernels.registry import AttentionBackend, select_attention_backend
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LTX2Transformer", "ROPE_CACHE_SIZE"]
+
+#: How many distinct grid-built RoPE table sets the model keeps.
+ROPE_CACHE_SIZE = 8
+_SINUSOID_DIM = 256
+_QK_NORM_EPS = 1e-6  # diffusers' LTX2Attention default; the block does not pass its own eps down
+_OUT_NORM_EPS = 1e-6
+_MASK_BIAS = -10000.0
+_NUM_MODULATIONS = 6  # shift/scale/gate for self-attention, then for the FFN
+
+
+# --------------------------------------------------------------------------------------------
+# Functional pieces
+# --------------------------------------------------------------------------------------------
+def _rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Affine-free RMS norm: mean of squares in float32, result in ``x.dtype`` (diffusers' ``RMSNorm``)."""
+    return (x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def _modulation(table: torch.Tensor, temb: torch.Tensor, batch: int) -> tuple[torch.Tensor, ...]:
+    """Per-layer ``table (K, D)`` + global ``temb (B, T, K*D)`` -> K tensors ``(B, T, D)``."""
+    count = table.shape[0]
+    values = table[None, None].to(temb.device) + temb.reshape(batch, temb.shape[1], count, -1)
+    return values.unbind(dim=2)
+
+
+def _mask_bias(mask: torch.Tensor | None, dtype: torch.dtype, batch: int, name: str) -> torch.Tensor | None:
+    """``(B, L)`` keep-mask -> ``(B, 1, 1, L)`` additive bias (0 kept, -10000 dropped) in ``dtype``."""
+    if mask is None:
+        return None
+    if mask.ndim != 2 or mask.shape[0] != batch:
+        raise ValueError(f"{name} must be (batch={batch}, text_len) with 1 = keep, got {tuple(mask.shape)}")
+    return ((1 - mask.to(dtype)) * _MASK_BIAS)[:, None, None, :]
+
+
+# --------------------------------------------------------------------------------------------
+# Modules (attribute names follow diffusers' checkpoint keys)
+# --------------------------------------------------------------------------------------------
+class _TwoLayerMLP(nn.Module):
+    """``linear_2(act(linear_1(x)))``: the timestep embedder (silu) and the caption projection (gelu tanh)."""
+
+    def __init__(self, in_dim: int, out_dim: int, activation: str) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, out_dim)
+        self.linear_2 = nn.Linear(out_dim, out_dim)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.linear_1(x)
+        h = F.silu(h) if self.activation == "silu" else F.gelu(h, approximate="tanh")
+        return self.linear_2(h)
+
+
+class _SinusoidEmbedding(nn.Module):
+    """Holds ``timestep_embedder`` so keys read ``emb.timestep_embedder.*`` (diffusers' PixArt-alpha embedding)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.timestep_embedder = _TwoLayerMLP(_SINUSOID_DIM, dim, "silu")
+
+
+class _TimeModulation(nn.Module):
+    """AdaLN-single: timestep -> (``count * dim`` modulation, ``dim`` embedding)."""
+
+    def __init__(self, dim: int, count: int) -> None:
+        super().__init__()
+        self.emb = _SinusoidEmbedding(dim)
+        self.linear = nn.Linear(dim, count * dim)
+
+    def forward(self, timestep: torch.Tensor, batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``timestep`` (any shape, ``B * T`` values) -> ``(B, T, count*dim)`` modulation, ``(B, T, dim)`` embedding."""
+        sinusoid = timestep_sinusoid(timestep.flatten(), _SINUSOID_DIM).to(dtype)
+        embedded = self.emb.timestep_embedder(sinusoid)
+        modulation = self.linear(F.silu(embedded))
+        return modulation.view(batch, -1, modulation.shape[-1]), embedded.view(batch, -1, embedded.shape[-1])
+
+
+class _Attention(nn.Module):
+    """Multi-head attention: q/k RMS norm across heads, optional RoPE on q and k, optional per-head output gate."""
+
+    def __init__(self, query_dim: int, kv_dim: int, heads: int, head_dim: int, *, bias: bool, out_bias: bool,
+                 gated: bool) -> None:
+        super().__init__()
+        inner = heads * head_dim
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner, bias=bias)
+        self.to_k = nn.Linear(kv_dim, inner, bias=bias)
+        self.to_v = nn.Linear(kv_dim, inner, bias=bias)
+        self.norm_q = nn.RMSNorm(inner, eps=_QK_NORM_EPS)
+        self.norm_k = nn.RMSNorm(inner, eps=_QK_NORM_EPS)
+        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, bias=out_bias), nn.Identity()])  # [1]: dropout slot
+        self.to_gate_logits: nn.Linear | None = nn.Linear(query_dim, heads) if gated else None
+
+    def forward(self, x: torch.Tensor, kv_states: torch.Tensor, backend: AttentionBackend, *, layout: str,
+                q_rope: RopeTables | None = None, k_rope: RopeTables | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        q = self.norm_q(self.to_q(x))
+        k = self.norm_k(self.to_k(kv_states))
+        v = self.to_v(kv_states)
+        if q_rope is not None:
+            q = apply_rope(q, q_rope, layout)
+            k = apply_rope(k, k_rope if k_rope is not None else q_rope, layout)
+        q, k, v = (t.unflatten(2, (self.heads, -1)) for t in (q, k, v))
+        if bias is None:
+            out = attention(q, k, v, backend)
+        else:  # registry backends take no mask: torch SDPA with the additive bias (module contract)
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                 attn_mask=bias).transpose(1, 2)
+        out = out.to(q.dtype)
+        if self.to_gate_logits is not None:
+            out = out * (2.0 * torch.sigmoid(self.to_gate_logits(x))).unsqueeze(-1)
+        return self.to_out[0](out.flatten(2, 3))
+
+
+class _GeluTanhProj(nn.Module):
+    """``gelu_tanh(proj(x))`` (diffusers' ``GELU`` activation-projection)."""
+
+    def __init__(self, in_dim: int, out_dim: int, bias: bool) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_dim, out_dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class _FeedForward(nn.Module):
+    """``net.2(gelu_tanh(net.0.proj(x)))`` with a 4x hidden width; ``net.1`` is the (parameter-free) dropout slot."""
+
+    def __init__(self, dim: int, bias: bool) -> None:
+        super().__init__()
+        self.net = nn.ModuleList([_GeluTanhProj(dim, 4 * dim, bias), nn.Identity(), nn.Linear(4 * dim, dim, bias=bias)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[2](self.net[0](x))
+
+
+@dataclass
+class _StepContext:
+    """What every block of one forward reads: modulation, text context, RoPE tables, masks, backend."""
+
+    backend: AttentionBackend
+    temb: torch.Tensor  # (B, T, 6*D)
+    temb_audio: torch.Tensor  # (B, T, 6*D_a)
+    video_ca_mod: torch.Tensor  # (B, T, 4*D): a2v/v2a scale+shift, video side
+    video_ca_gate: torch.Tensor  # (B, T, D)
+    audio_ca_mod: torch.Tensor  # (B, T, 4*D_a)
+    audio_ca_gate: torch.Tensor  # (B, T, D_a)
+    context: torch.Tensor  # (B, L, D)
+    audio_context: torch.Tensor  # (B, L_a, D_a)
+    text_bias: torch.Tensor | None
+    audio_text_bias: torch.Tensor | None
+    video_rope: RopeTables
+    audio_rope: RopeTables
+    cross_video_rope: RopeTables
+    cross_audio_rope: RopeTables
+    isolate_modalities: bool
+
+
+class _Block(nn.Module):
+    """One audio+video block: self-attention (each stream), text cross-attention (each stream),
+    audio-to-video and video-to-audio attention, then the FFNs; AdaLN-zero modulated."""
+
+    def __init__(self, cfg: LTX2DiTConfig) -> None:
+        super().__init__()
+        dim, adim = cfg.inner_dim, cfg.audio_inner_dim
+        heads, head_dim = cfg.num_attention_heads, cfg.attention_head_dim
+        aheads, ahead_dim = cfg.audio_num_attention_heads, cfg.audio_attention_head_dim
+        common = {"bias": cfg.attention_bias, "out_bias": cfg.attention_out_bias}
+        self.eps = cfg.norm_eps
+        self.layout = cfg.rope_type
+        self.attn1 = _Attention(dim, dim, heads, head_dim, gated=cfg.gated_attn, **common)
+        self.audio_attn1 = _Attention(adim, adim, aheads, ahead_dim, gated=cfg.audio_gated_attn, **common)
+        self.attn2 = _Attention(dim, cfg.cross_attention_dim, heads, head_dim, gated=cfg.gated_attn, **common)
+        self.audio_attn2 = _Attention(adim, cfg.audio_cross_attention_dim, aheads, ahead_dim,
+                                      gated=cfg.audio_gated_attn, **common)
+        # a2v: video queries, audio keys/values; v2a: the reverse. Both run at the audio head layout.
+        self.audio_to_video_attn = _Attention(dim, adim, aheads, ahead_dim, gated=cfg.gated_attn, **common)
+        self.video_to_audio_attn = _Attention(adim, dim, aheads, ahead_dim, gated=cfg.audio_gated_attn, **common)
+        self.ff = _FeedForward(dim, cfg.ff_bias)
+        self.audio_ff = _FeedForward(adim, cfg.audio_ff_bias)
+        self.scale_shift_table = nn.Parameter(torch.randn(_NUM_MODULATIONS, dim) / dim**0.5)
+        self.audio_scale_shift_table = nn.Parameter(torch.randn(_NUM_MODULATIONS, adim) / adim**0.5)
+        # rows: a2v scale, a2v shift, v2a scale, v2a shift, gate
+        self.video_a2v_cross_attn_scale_shift_table = nn.Parameter(torch.randn(5, dim))
+        self.audio_a2v_cross_attn_scale_shift_table = nn.Parameter(torch.randn(5, adim))
+
+    def forward(self, x: torch.Tensor, a: torch.Tensor, ctx: _StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (B, N_v, D)``, ``a (B, N_a, D_a)`` -> updated ``(x, a)``."""
+        batch, eps, layout, backend = x.shape[0], self.eps, self.layout, ctx.backend
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = _modulation(self.scale_shift_table, ctx.temb, batch)
+        a_shift_sa, a_scale_sa, a_gate_sa, a_shift_ff, a_scale_ff, a_gate_ff = _modulation(
+            self.audio_scale_shift_table, ctx.temb_audio, batch)
+
+        # 1. self-attention, each stream with its own RoPE
+        h = _rms_norm(x, eps) * (1 + scale_sa) + shift_sa
+        x = x + self.attn1(h, h, backend, layout=layout, q_rope=ctx.video_rope) * gate_sa
+        h = _rms_norm(a, eps) * (1 + a_scale_sa) + a_shift_sa
+        a = a + self.audio_attn1(h, h, backend, layout=layout, q_rope=ctx.audio_rope) * a_gate_sa
+
+        # 2. text cross-attention (no RoPE, no modulation)
+        x = x + self.attn2(_rms_norm(x, eps), ctx.context, backend, layout=layout, bias=ctx.text_bias)
+        a = a + self.audio_attn2(_rms_norm(a, eps), ctx.audio_context, backend, layout=layout,
+                                 bias=ctx.audio_text_bias)
+
+        # 3. audio-to-video and video-to-audio attention, both from the same normed states
+        if not ctx.isolate_modalities:
+            hx, ha = _rms_norm(x, eps), _rms_norm(a, eps)
+            v_a2v_scale, v_a2v_shift, v_v2a_scale, v_v2a_shift = _modulation(
+                self.video_a2v_cross_attn_scale_shift_table[:4], ctx.video_ca_mod, batch)
+            (a2v_gate,) = _modulation(self.video_a2v_cross_attn_scale_shift_table[4:], ctx.video_ca_gate, batch)
+            a_a2v_scale, a_a2v_shift, a_v2a_scale, a_v2a_shift = _modulation(
+                self.audio_a2v_cross_attn_scale_shift_table[:4], ctx.audio_ca_mod, batch)
+            (v2a_gate,) = _modulation(self.audio_a2v_cross_attn_scale_shift_table[4:], ctx.audio_ca_gate, batch)
+
+            q_in = hx * (1 + v_a2v_scale) + v_a2v_shift
+            kv_in = ha * (1 + a_a2v_scale) + a_a2v_shift
+            a2v = self.audio_to_video_attn(q_in, kv_in, backend, layout=layout, q_rope=ctx.cross_video_rope,
+                                           k_rope=ctx.cross_audio_rope)
+            x = x + a2v_gate * a2v
+
+            q_in = ha * (1 + a_v2a_scale) + a_v2a_shift
+            kv_in = hx * (1 + v_v2a_scale) + v_v2a_shift
+            v2a = self.video_to_audio_attn(q_in, kv_in, backend, layout=layout, q_rope=ctx.cross_audio_rope,
+                                           k_rope=ctx.cross_video_rope)
+            a = a + v2a_gate * v2a
+
+        # 4. feed-forward
+        x = x + self.ff(_rms_norm(x, eps) * (1 + scale_ff) + shift_ff) * gate_ff
+        a = a + self.audio_ff(_rms_norm(a, eps) * (1 + a_scale_ff) + a_shift_ff) * a_gate_ff
+        return x, a
+class LTX2Transformer(nn.Module):
+    """LTX-2 audio+video DiT; checkpoint-compatible with diffusers' ``LTX2VideoTransformer3DModel`` (module doc)."""
+
+    def __init__(self, config: LTX2DiTConfig, attention_backend: AttentionBackend | None = None) -> None:
+        super().__init__()
+        self.config = config
+        dim, adim = config.inner_dim, config.audio_inner_dim
+        assert config.out_channels is not None and config.audio_out_channels is not None  # resolved by the config
+        self.proj_in = nn.Linear(config.in_channels, dim)
+        self.audio_proj_in = nn.Linear(config.audio_in_channels, adim)
+        self.caption_projection = _TwoLayerMLP(config.caption_channels, dim, "gelu_tanh")
+        self.audio_caption_projection = _TwoLayerMLP(config.caption_channels, adim, "gelu_tanh")
+        self.time_embed = _TimeModulation(dim, _NUM_MODULATIONS)
+        self.audio_time_embed = _TimeModulation(adim, _NUM_MODULATIONS)
+        self.av_cross_attn_video_scale_shift = _TimeModulation(dim, 4)
+        self.av_cross_attn_audio_scale_shift = _TimeModulation(adim, 4)
+        self.av_cross_attn_video_a2v_gate = _TimeModulation(dim, 1)
+        self.av_cross_attn_audio_v2a_gate = _TimeModulation(adim, 1)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
+        self.audio_scale_shift_table = nn.Parameter(torch.randn(2, adim) / adim**0.5)
+        self.transformer_blocks = nn.ModuleList([_Block(config) for _ in range(config.num_layers)])
+        self.proj_out = nn.Linear(dim, config.out_channels)
+        self.audio_proj_out = nn.Linear(adim, config.audio_out_channels)
+
+        cross_max = float(max(config.pos_embed_max_pos, config.audio_pos_embed_max_pos))
+
+        def spec(dim: int, max_positions: tuple[float, ...], heads: int) -> RopeSpec:
+            return RopeSpec(dim, max_positions, theta=config.rope_theta,
+                            double_precision=config.rope_double_precision, layout=config.rope_type, heads=heads)
+
+        video_extent = (float(config.pos_embed_max_pos), float(config.base_height), float(config.base_width))
+        self.video_rope_spec = spec(dim, video_extent, config.num_attention_heads)
+        self.audio_rope_spec = spec(adim, (float(config.audio_pos_embed_max_pos),), config.audio_num_attention_heads)
+        # a2v / v2a: time-only tables at the audio width; the video side keeps the video head layout (diffusers)
+        self.cross_video_rope_spec = spec(config.audio_cross_attention_dim, (cross_max,), config.num_attention_heads)
+        self.cross_audio_rope_spec = spec(config.audio_cross_attention_dim, (cross_max,),
+                                          config.audio_num_attention_heads)
+
+        if attention_backend is None:
+            attention_backend = select_attention_backend(
+                "sdpa", dtype=torch.float32, head_dim=config.attention_head_dim, device="cpu")
+        self.attention_backend: AttentionBackend = attention_backend
+        self._rope_cache: OrderedDict[tuple[Any, ...], tuple[RopeTables, ...]] = OrderedDict()
+
+    # ---------------------------------------------------------------- setup helpers
+    def set_attention_backend(self, backend: AttentionBackend) -> None:
+        """Route every unmasked attention through ``backend`` (pick it with ``select_attention_backend``)."""
+        if not isinstance(backend, AttentionBackend):
+            raise TypeError(f"expected an AttentionBackend, got {type(backend).__name__}")
+        logger.info("LTX2Transformer attention backend: %s", backend.name)
+        self.attention_backend = backend
+
+    def to_inference_dtype(self, dtype: torch.dtype) -> "LTX2Transformer":
+        """Cast every parameter to ``dtype`` (diffusers keeps no LTX-2 module in float32). Returns ``self``."""
+        with torch.no_grad():
+            for param in self.parameters():
+                if param.dtype != dtype:
+                    param.data = param.data.to(dtype)
+        return self
+
+    def video_coords(self, batch: int, num_frames: int, height: int, width: int, device: torch.device | str,
+                     fps: float = 24.0) -> torch.Tensor:
+        """``(batch, 3, N_v, 2)`` coordinates of a latent grid (diffusers' ``rope.prepare_video_coords``)."""
+        cfg = self.config
+        return video_coords(batch, num_frames, height, width, patch_size=cfg.patch_size,
+                            patch_size_t=cfg.patch_size_t, scale_factors=cfg.vae_scale_factors,
+                            causal_offset=cfg.causal_offset, fps=fps, device=device)
+
+    def audio_coords(self, batch: int, num_frames: int, device: torch.device | str, shift: int = 0) -> torch.Tensor:
+        """``(batch, 1, N_a, 2)`` coordinates of audio latent frames (``audio_rope.prepare_audio_coords``)."""
+        cfg = self.config
+        return audio_coords(batch, num_frames, patch_size_t=cfg.audio_patch_size_t,
+                            scale_factor=cfg.audio_scale_factor, causal_offset=cfg.causal_offset,
+                            hop_length=cfg.audio_hop_length, sampling_rate=cfg.audio_sampling_rate,
+                            device=device, shift=shift)
+
+    def _tables_from_coords(self, vcoords: torch.Tensor, acoords: torch.Tensor,
+                            device: torch.device) -> tuple[RopeTables, ...]:
+        return (rope_tables(self.video_rope_spec, vcoords, device),
+                rope_tables(self.audio_rope_spec, acoords, device),
+                rope_tables(self.cross_video_rope_spec, vcoords[:, 0:1], device),
+                rope_tables(self.cross_audio_rope_spec, acoords[:, 0:1], device))
+
+    @torch.compiler.disable
+    def _grid_tables(self, grid: tuple[int, int, int], fps: float, audio_frames: int,
+                     device: torch.device) -> tuple[RopeTables, ...]:
+        """Cached tables for coordinates built from a grid (batch 1; they broadcast over the batch)."""
+        key = (*grid, float(fps), audio_frames, device)
+        tables = self._rope_cache.get(key)
+        if tables is None:
+            logger.debug("building LTX-2 RoPE tables for grid %s, fps %s, %d audio frames", grid, fps, audio_frames)
+            tables = self._tables_from_coords(self.video_coords(1, *grid, device, fps=fps),
+                                              self.audio_coords(1, audio_frames, device), device)
+            self._rope_cache[key] = tables
+            while len(self._rope_cache) > ROPE_CACHE_SIZE:
+                self._rope_cache.popitem(last=False)
+        else:
+            self._rope_cache.move_to_end(key)
+        return tables
+
+    def _positions(self, hidden_states: torch.Tensor, audio_hidden_states: torch.Tensor,
+                   video_coords: torch.Tensor | None, audio_coords: torch.Tensor | None, num_frames: int | None,
+                   height: int | None, width: int | None, fps: float,
+                   audio_num_frames: int | None) -> tuple[RopeTables, ...]:
+        cfg = self.config
+        device = hidden_states.device
+        grid = None
+        if num_frames is not None and height is not None and width is not None:
+            grid = (int(num_frames), int(height), int(width))
+        if video_coords is None:
+            if grid is None:
+                raise ValueError("pass video_coords or the latent grid num_frames, height, width")
+            tokens = -(-grid[0] // cfg.patch_size_t) * -(-grid[1] // cfg.patch_size) * -(-grid[2] // cfg.patch_size)
+            if tokens != hidden_states.shape[1]:
+                raise ValueError(f"the latent grid {grid} makes {tokens} video tokens, hidden_states has "
+                                 f"{hidden_states.shape[1]}")
+        if audio_coords is None:
+            if audio_num_frames is None:
+                raise ValueError("pass audio_coords or audio_num_frames")
+            if -(-audio_num_frames // cfg.audio_patch_size_t) != audio_hidden_states.shape[1]:
+                raise ValueError(f"audio_num_frames={audio_num_frames} does not match the "
+                                 f"{audio_hidden_states.shape[1]} audio tokens of audio_hidden_states")
+        if video_coords is None and audio_coords is None:
+            assert grid is not None and audio_num_frames is not None
+            return self._grid_tables(grid, fps, int(audio_num_frames), device)
+        batch = hidden_states.shape[0]
+        if video_coords is None:
+            assert grid is not None
+            video_coords = self.video_coords(batch, *grid, device, fps=fps)
+        if audio_coords is None:
+            assert audio_num_frames is not None
+            audio_coords = self.audio_coords(batch, int(audio_num_frames), audio_hidden_states.device)
+        return self._tables_from_coords(video_coords, audio_coords, device)
+
+    def _check_inputs(self, hidden_states: torch.Tensor, audio_hidden_states: torch.Tensor,
+                      encoder_hidden_states: torch.Tensor, audio_encoder_hidden_states: torch.Tensor) -> None:
+        cfg = self.config
+        batch = hidden_states.shape[0]
+        for name, tensor, channels in (
+                ("hidden_states", hidden_states, cfg.in_channels),
+                ("audio_hidden_states", audio_hidden_states, cfg.audio_in_channels),
+                ("encoder_hidden_states", encoder_hidden_states, cfg.caption_channels),
+                ("audio_encoder_hidden_states", audio_encoder_hidden_states, cfg.caption_channels)):
+            if tensor.ndim != 3 or tensor.shape[0] != batch or tensor.shape[2] != channels:
+                raise ValueError(f"{name} must be ({batch}, L, {channels}), got {tuple(tensor.shape)}")
+
+    # ---------------------------------------------------------------- forward
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        audio_hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        audio_encoder_hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        audio_timestep: torch.Tensor | None = None,
+        sigma: torch.Tensor | None = None,
+        audio_sigma: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        audio_encoder_attention_mask: torch.Tensor | None = None,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        fps: float = 24.0,
+        audio_num_frames: int | None = None,
+        video_coords: torch.Tensor | None = None,
+        audio_coords: torch.Tensor | None = None,
+        isolate_modalities: bool = False,
+        use_cross_timestep: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Denoise one step for both streams; see the module contract for shapes. Returns ``(video, audio)``."""
+        cfg = self.config
+        self._check_inputs(hidden_states, audio_hidden_states, encoder_hidden_states, audio_encoder_hidden_states)
+        batch = hidden_states.shape[0]
+        audio_timestep = audio_timestep if audio_timestep is not None else timestep
+        audio_sigma = audio_sigma if audio_sigma is not None else sigma
+        if use_cross_timestep and (sigma is None or audio_sigma is None):
+            raise ValueError("use_cross_timestep=True needs sigma (and optionally audio_sigma)")
+        text_bias = _mask_bias(encoder_attention_mask, hidden_states.dtype, batch, "encoder_attention_mask")
+        audio_text_bias = _mask_bias(audio_encoder_attention_mask, audio_hidden_states.dtype, batch,
+                                     "audio_encoder_attention_mask")
+        video_rope, audio_rope, cross_video_rope, cross_audio_rope = self._positions(
+            hidden_states, audio_hidden_states, video_coords, audio_coords, num_frames, height, width, fps,
+            audio_num_frames)
+
+        x = self.proj_in(hidden_states)
+        a = self.audio_proj_in(audio_hidden_states)
+
+        temb, embedded = self.time_embed(timestep, batch, x.dtype)
+        temb_audio, audio_embedded = self.audio_time_embed(audio_timestep, batch, a.dtype)
+        gate_factor = cfg.cross_attn_timestep_scale_multiplier / cfg.timestep_scale_multiplier
+        video_ca_t = audio_sigma if use_cross_timestep else timestep
+        audio_ca_t = sigma if use_cross_timestep else audio_timestep
+        assert video_ca_t is not None and audio_ca_t is not None
+        video_ca_t, audio_ca_t = video_ca_t.flatten(), audio_ca_t.flatten()
+        video_ca_mod, _ = self.av_cross_attn_video_scale_shift(video_ca_t, batch, x.dtype)
+        video_ca_gate, _ = self.av_cross_attn_video_a2v_gate(video_ca_t * gate_factor, batch, x.dtype)
+        audio_ca_mod, _ = self.av_cross_attn_audio_scale_shift(audio_ca_t, batch, a.dtype)
+        audio_ca_gate, _ = self.av_cross_attn_audio_v2a_gate(audio_ca_t * gate_factor, batch, a.dtype)
+
+        ctx = _StepContext(
+            backend=self.attention_backend, temb=temb, temb_audio=temb_audio,
+            video_ca_mod=video_ca_mod, video_ca_gate=video_ca_gate, audio_ca_mod=audio_ca_mod,
+            audio_ca_gate=audio_ca_gate,
+            context=self.caption_projection(encoder_hidden_states).view(batch, -1, x.shape[-1]),
+            audio_context=self.audio_caption_projection(audio_encoder_hidden_states).view(batch, -1, a.shape[-1]),
+            text_bias=text_bias, audio_text_bias=audio_text_bias, video_rope=video_rope, audio_rope=audio_rope,
+            cross_video_rope=cross_video_rope, cross_audio_rope=cross_audio_rope,
+            isolate_modalities=isolate_modalities)
+        for block in self.transformer_blocks:
+            x, a = block(x, a, ctx)
+
+        video = self.proj_out(self._output_norm(x, self.scale_shift_table, embedded))
+        audio = self.audio_proj_out(self._output_norm(a, self.audio_scale_shift_table, audio_embedded))
+        return video, audio
+
+    @staticmethod
+    def _output_norm(x: torch.Tensor, table: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
+        """Affine-free LayerNorm, then ``* (1 + scale) + shift`` with ``table (2, D) + embedded (B, T, D)``."""
+        values = table[None, None] + embedded[:, :, None]
+        shift, scale = values[:, :, 0], values[:, :, 1]
+        return F.layer_norm(x, (x.shape[-1],), eps=_OUT_NORM_EPS) * (1 + scale) + shift
