@@ -389,3 +389,10 @@ def test_ours_is_readable_by_an_independent_decoder():
     audio_raw = store.get(stored["audio"]["blob_id"])
     assert stored["audio"]["sha256"] == hashlib.sha256(audio_raw).hexdigest()
     assert np.array_equal(_read_safetensors(audio_raw)[2], state.audio_latents.float().numpy())
+
+
+def test_gray_png_frames_from_another_writer_read_as_rgb():
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    payload = {**_payload(), "video": {"frames_b64": [base64.b64encode(_png(gray, color_type=0)).decode()]}}
+    state = LTX2ContinuationState.from_continuation_state(ContinuationState("ltx2.v1", payload))
+    assert np.array_equal(state.video_frames[0], np.stack([gray] * 3, axis=-1))
