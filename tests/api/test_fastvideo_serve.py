@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import typing
 from pathlib import Path
 
@@ -31,6 +32,19 @@ from fastvideo.api import (
     load_serve_config,
     parse_config,
 )
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """``fastvideo.serving.cli.main`` configures logging on the stream it sees (here a capture that closes after
+    the test): take those handlers away again, so later tests do not log into a closed stream."""
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in before:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
 
 SERVE_NAMES = ["ServeConfig", "ServerConfig", "StreamingConfig", "WarmupConfig", "GpuPoolConfig",
                "PromptEnhancerConfig", "PromptSafetyConfig", "load_serve_config"]
@@ -129,7 +143,7 @@ def test_every_serve_field_is_classified():
 SERVE_REFUSED = [
     ({"streaming": {"stream_mode": "legacy_jpeg"}}, "streaming.stream_mode", "av_fmp4"),
     ({"streaming": {"session_timeout_seconds": 60}}, "streaming.session_timeout_seconds", "idle_timeout_s"),
-    ({"streaming": {"generation_segment_cap": 3}}, "streaming.generation_segment_cap", "max_segments"),
+    ({"streaming": {"generation_segment_cap": 0}}, "streaming.generation_segment_cap", ">= 1"),
     ({"streaming": {"warmup": {"enabled": False}}}, "streaming.warmup.enabled", "server.warmup"),
     ({"streaming": {"warmup": {"prompt": "x"}}}, "streaming.warmup.prompt", "health-check"),
     ({"streaming": {"warmup": {"timeout_seconds": 60}}}, "streaming.warmup.timeout_seconds", "not supported yet"),
