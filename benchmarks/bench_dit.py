@@ -13,6 +13,9 @@ sdpa model and diffusers. On a CPU the Triton kernels only run in the interprete
 adds our model under ``torch.compile(fullgraph=True)`` (with the fast path when it is on; a second
 instance, so swapping backends never invalidates its graph). On CUDA every variant's peak memory is
 reported too (``peak_bytes``: resident weights included; ``added_bytes``: what one forward adds).
+
+``--family ltx2`` times the LTX-2 audio+video DiT instead (``benchmarks/ltx2_dit_bench.py``: tiny on a CPU,
+``--full`` the published ~19B LTX-2 transformer at 512x768x121 in bf16 on a GPU).
 """
 
 from __future__ import annotations
@@ -37,12 +40,16 @@ TINY = {"patch_size": [1, 2, 2], "num_attention_heads": 2, "attention_head_dim":
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--full", action="store_true", help="Wan2.1-1.3B config, 480x832x81, bf16 (GPU)")
+    p.add_argument("--family", default="wan", choices=["wan", "ltx2"], help="which DiT to time (default wan)")
+    p.add_argument("--full", action="store_true",
+                   help="Wan2.1-1.3B config, 480x832x81 / LTX-2 published config, 512x768x121; bf16 (GPU)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default: bf16 full, fp32 tiny")
-    p.add_argument("--size", default=None, help="HEIGHTxWIDTHxFRAMES of the video (default 480x832x81 / 64x64x9)")
+    p.add_argument("--size", default=None, help="HEIGHTxWIDTHxFRAMES of the video (default full / tiny: "
+                   "wan 480x832x81 / 64x64x9, ltx2 512x768x121 / 256x256x17)")
     p.add_argument("--batch", type=int, default=2, help="DiT batch (2 = CFG)")
-    p.add_argument("--text-len", type=int, default=512)
+    p.add_argument("--text-len", type=int, default=None, help="default 512 (wan), 1024 full / 64 tiny (ltx2)")
+    p.add_argument("--attention-backend", default=None, help="ltx2: attention backend of our model (default sdpa)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--json", default=None, help="write results to this file")
@@ -51,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also time our model under torch.compile (default: on for CUDA)")
     args = p.parse_args(argv)
+    if args.family == "ltx2":
+        from benchmarks.ltx2_dit_bench import run
+        return run(args)
+    if args.text_len is None:
+        args.text_len = 512
 
     from diffusers import WanTransformer3DModel as RefModel
 

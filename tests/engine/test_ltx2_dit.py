@@ -241,3 +241,17 @@ def test_missing_positions_are_refused_clearly() -> None:
         ours(**{**inputs, "num_frames": 2})
     with pytest.raises(ValueError, match="audio_num_frames"):
         ours(**{**inputs, "audio_num_frames": None})
+
+
+def test_published_config_builds_with_diffusers_keys_and_shapes() -> None:
+    """The full LTX-2 transformer (diffusers' defaults, split RoPE; ~18.9B parameters) on the meta device: every
+    state-dict key and shape equals diffusers', and the config round-trips through to_dict/from_dict."""
+    config = LTX2DiTConfig(rope_type="split")
+    assert LTX2DiTConfig.from_dict(config.to_dict()) == config
+    with torch.device("meta"):
+        ours = LTX2Transformer(config)
+        ref = DiffusersLTX2(**config.to_dict())
+    ours_shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    ref_shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    assert ours_shapes == ref_shapes
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters()) > 18e9
