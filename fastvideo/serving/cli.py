@@ -40,13 +40,15 @@ from fastvideo.api import (
 )
 from fastvideo.api.wire import FIELDS
 from fastvideo.envs import read_env
+from fastvideo.serving.observability import StderrHandler
 
 logger = logging.getLogger("fastvideo.cli")
 
 
 def _setup_logging(verbose: bool) -> None:
     level = logging.DEBUG if verbose else getattr(logging, read_env().log_level, logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[StderrHandler()])
     if not verbose:  # one INFO line per HTTP request from the clients (bench, router) drowns the report
         logging.getLogger("httpx").setLevel(logging.WARNING)
 

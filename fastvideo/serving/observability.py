@@ -89,12 +89,26 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
 
+class StderrHandler(logging.StreamHandler):
+    """A stream handler writing to whatever ``sys.stderr`` is when a record is emitted, not when the handler was
+    made: a CLI run in-process (tests, notebooks) whose stderr is swapped or closed afterwards leaves no handler
+    bound to a dead stream (later records would print "--- Logging error ---" tracebacks)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D401 - the current stderr
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the current stderr always wins
+        pass
+
+
 def setup_server_logging(log_format: str = "text", level: str | int = "INFO") -> None:
     """Route every logger through one stderr handler in ``text`` or ``json`` format."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root.addHandler(handler)
