@@ -17,7 +17,10 @@ Contract:
 - ``defaults`` holds FastVideo's sampling keys (``height``, ``width``, ``num_frames``, ``fps``,
   ``guidance_scale``, ``num_inference_steps``, ``negative_prompt``); ``model_defaults`` holds what the
   engine needs besides (``flow_shift``, ``max_frames``, ``max_side``, ``text_length``, and for distilled
-  checkpoints ``sampler`` = ``"dmd"`` with ``dmd_denoising_steps``, FastVideo's name for the fixed timesteps).
+  checkpoints ``sampler`` = ``"dmd"`` with ``dmd_denoising_steps``, FastVideo's name for the fixed timesteps);
+  ``workload_type`` is ``t2v``, or ``i2v`` / ``flf2v`` for Wan2.1 image-to-video (``wan_i2v_14b_480p``,
+  ``wan_i2v_14b_720p``, ``wan_flf2v_14b_720p``, ``fastvideo-tiny-i2v``), whose folders
+  (``WanImageToVideoPipeline``) :func:`infer_preset_for_folder` maps to them.
 - A preset with a non-empty ``refusal`` is listed and looked up like any other, but the engine refuses to
   load it (:mod:`fastvideo.engine.presets` raises a ConfigError at ``pipeline.preset`` with that reason).
   :mod:`fastvideo.engine.presets` builds its ``ModelPreset`` from these, so there is one list.
@@ -190,6 +193,12 @@ def infer_preset_for_folder(model_index: Mapping[str, Any], transformer_config: 
                              f"{dim}-wide transformer; only the 1.3B FastWan (1536) has a preset here. Pass "
                              "pipeline.preset explicitly and sampling.sampler='dmd' with the checkpoint's "
                              "sampling.dmd_denoising_steps")
+    if model_index.get("_class_name") == "WanImageToVideoPipeline":  # Wan2.1 I2V / FLF2V folders
+        if transformer_config.get("pos_embed_seq_len") is not None:
+            return get_preset("wan_flf2v_14b_720p", "wan")
+        if dim >= 5120:
+            return get_preset("wan_i2v_14b_480p", "wan")
+        return get_preset("fastvideo-tiny-i2v", "wan")
     if dim >= 5120:
         return get_preset("wan_t2v_14b", "wan")
     if dim >= 1536:
@@ -244,9 +253,9 @@ _DENOISE = PresetStageSpec("denoise", "denoising", "the denoising loop",
 
 
 def _wan(name: str, engine_name: str, description: str, *, width: int, height: int, shift: float,
-         guidance_scale: float) -> InferencePreset:
+         guidance_scale: float, workload: str = "t2v") -> InferencePreset:
     return InferencePreset(
-        name=name, version=1, model_family="wan", description=description, workload_type="t2v",
+        name=name, version=1, model_family="wan", description=description, workload_type=workload,
         stage_schemas=(_DENOISE,), aliases=(engine_name,), engine_name_override=engine_name,
         defaults={"height": height, "width": width, "num_frames": 81, "fps": 16, "guidance_scale": guidance_scale,
                   "num_inference_steps": 50, "negative_prompt": WAN_NEGATIVE_PROMPT},
@@ -264,6 +273,19 @@ for _preset in (
         defaults={"height": 256, "width": 256, "num_frames": 9, "fps": 16, "guidance_scale": 5.0,
                   "num_inference_steps": 8, "negative_prompt": ""},
         model_defaults={"flow_shift": 3.0, "max_frames": 129, "max_side": 1024, "text_length": 64}),
+    InferencePreset(
+        name="fastvideo-tiny-i2v", version=1, model_family="wan", workload_type="i2v", stage_schemas=(_DENOISE,),
+        description="built-in tiny random-weight Wan2.1 image-to-video model (tests, demos, CI)",
+        defaults={"height": 64, "width": 64, "num_frames": 9, "fps": 16, "guidance_scale": 5.0,
+                  "num_inference_steps": 8, "negative_prompt": ""},
+        model_defaults={"flow_shift": 3.0, "max_frames": 129, "max_side": 1024, "text_length": 512}),
+    _wan("wan_i2v_14b_480p", "wan2.1-i2v-14b-480p", "Wan2.1 I2V 14B, 480p (Wan2.1-I2V-14B-480P-Diffusers)",
+         width=832, height=480, shift=3.0, guidance_scale=5.0, workload="i2v"),
+    _wan("wan_i2v_14b_720p", "wan2.1-i2v-14b-720p", "Wan2.1 I2V 14B, 720p (Wan2.1-I2V-14B-720P-Diffusers)",
+         width=1280, height=720, shift=5.0, guidance_scale=5.0, workload="i2v"),
+    _wan("wan_flf2v_14b_720p", "wan2.1-flf2v-14b-720p", "Wan2.1 first-last-frame 14B, 720p "
+         "(Wan2.1-FLF2V-14B-720P-diffusers)", width=1280, height=720, shift=16.0, guidance_scale=5.5,
+         workload="flf2v"),
     InferencePreset(
         name="fastwan_t2v_1_3b", version=1, model_family="wan", workload_type="t2v", stage_schemas=(_DENOISE,),
         description="FastWan2.1 T2V 1.3B (FastVideo/FastWan2.1-T2V-1.3B-Diffusers): DMD-distilled, 3 steps "

@@ -6,10 +6,11 @@ component the classes it accepts (``model_index.json``'s ``[library, class]`` en
 config's ``_class_name``, a text encoder's ``architectures``, a tokenizer's ``tokenizer_class``) and
 the ``model_index.json`` options that must keep their T2V value. :func:`match_family` returns the
 family a folder belongs to, or raises :class:`ModelLoadError` naming the file, the field, the class
-found and the classes supported, so an image-to-video, Flux or other pipeline is refused before any
-weight is read instead of being run as Wan T2V. Decisions are membership tests in the registry, never
-branches on class names. A declaration that is absent is not checked (hand-made folders may omit
-them); one that is present must be listed.
+found and the classes supported, so a Flux, Wan2.2 or other pipeline is refused before any weight is
+read instead of being run as Wan2.1. ``image_conditioned`` says whether the family's transformer must be an
+image-to-video one (``image_dim`` set); the pipeline refuses a transformer config that disagrees.
+Decisions are membership tests in the registry, never branches on class names. A declaration that is
+absent is not checked (hand-made folders may omit them); one that is present must be listed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class ModelFamily:
     #: ``model_index.json`` keys whose value must be one of these (another value selects a variant of
     #: the pipeline this engine does not run, e.g. Wan2.2's two-expert ``boundary_ratio``).
     index_options: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: Whether the transformer must be image-conditioned (``image_dim`` set: Wan2.1 I2V) or must not be.
+    image_conditioned: bool = False
 
 
 WAN_T2V = ModelFamily(
@@ -54,8 +57,21 @@ WAN_T2V = ModelFamily(
     index_options={"boundary_ratio": (None,), "expand_timesteps": (None, False)},
 )
 
+WAN_I2V = ModelFamily(
+    name="wan2.1-i2v",
+    description="Wan2.1 image-to-video (diffusers WanImageToVideoPipeline)",
+    pipelines=("WanImageToVideoPipeline",),
+    components={
+        **WAN_T2V.components,
+        "image_encoder": ("CLIPVisionModel",),
+        "image_processor": ("CLIPImageProcessor", "CLIPImageProcessorFast", "CLIPImageProcessorPil"),
+    },
+    index_options={"boundary_ratio": (None,), "expand_timesteps": (None, False)},
+    image_conditioned=True,
+)
+
 #: Every family the engine runs, by name.
-FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (WAN_T2V,)}
+FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (WAN_T2V, WAN_I2V)}
 
 #: Where each component declares its class: (file in the component folder, key).
 _CONFIG_CLASS_KEYS: dict[str, tuple[str, str]] = {
@@ -64,6 +80,8 @@ _CONFIG_CLASS_KEYS: dict[str, tuple[str, str]] = {
     "text_encoder": ("config.json", "architectures"),
     "tokenizer": ("tokenizer_config.json", "tokenizer_class"),
     "scheduler": ("scheduler_config.json", "_class_name"),
+    "image_encoder": ("config.json", "architectures"),
+    "image_processor": ("preprocessor_config.json", "image_processor_type"),
 }
 
 

@@ -6,7 +6,8 @@ Contract:
   from ``scheduler/scheduler_config.json``, the attention backend chosen once here. Every component
   loads from :meth:`ModelFolder.component` (its override folder when one is given), its weights in the
   folder's chosen variant. Before any weight is read, the declared classes are matched against the
-  family registry (:func:`fastvideo.engine.families.match_family`); an I2V transformer config, a
+  family registry (:func:`fastvideo.engine.families.match_family`); a transformer config of the wrong kind
+  for the family (image-conditioned in a T2V folder or the reverse), a
   config that does not match its weights, or a tokenizer that cannot tokenize is a ModelLoadError.
 - Shift precedence: the request's ``sampling.shift``, else the shift the folder's scheduler config
   sets (``flow_shift`` / ``shift``), else the preset's. The pipeline's :attr:`preset` carries the
@@ -24,6 +25,11 @@ Contract:
   device only; on the CPU everything already lives there): that component loads on the CPU and its
   weights visit the device for each use (:meth:`encode_prompts` / :meth:`decode`), back to the CPU
   after (:class:`fastvideo.engine.offload.ComponentOffloader`); ``offloaders`` holds them by name.
+- Image-to-video (the ``wan2.1-i2v`` family, diffusers' ``WanImageToVideoPipeline`` folders): the CLIP
+  ``image_processor`` / ``image_encoder`` load too (:attr:`image_encoder`), the preset's ``workload`` becomes
+  ``"i2v"`` (``"flf2v"`` when the transformer has ``pos_embed_seq_len``: first and last frame), and
+  :meth:`image_condition` gives the condition channels and image tokens the DiT takes with each step; the
+  initial noise has the VAE's ``z_dim`` channels (the DiT's ``in_channels`` include the condition's 20).
 """
 
 from __future__ import annotations
@@ -41,9 +47,18 @@ import torch
 from safetensors import SafetensorError
 
 from fastvideo.api.errors import ModelLoadError
+from fastvideo.api.request import InputConfig
 from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
 from fastvideo.engine.families import ModelFamily, match_family
 from fastvideo.engine.fp8 import FP8Spec, parse_transformer_quant, quantize_dit
+from fastvideo.engine.image_conditioning import (
+    WanImageEncoder,
+    check_image_conditioning,
+    condition_latents,
+    family_workload,
+    image_tokens,
+    load_image,
+)
 from fastvideo.engine.loader import ModelFolder, load_module_weights, read_json
 from fastvideo.engine.offload import ComponentOffloader
 from fastvideo.engine.presets import ModelPreset, infer_preset
@@ -120,6 +135,8 @@ class WanT2VPipeline:
         self.offloaders: dict[str, ComponentOffloader] = {}
         #: The DiT's weight quantization (None: weights in ``dtype``).
         self.quantization: FP8Spec | None = None
+        #: Image-to-video models: the CLIP image encoder (None for text-to-video).
+        self.image_encoder: WanImageEncoder | None = None
 
     @classmethod
     def from_folder(cls, folder: ModelFolder, *, device: torch.device, dtype: torch.dtype,
@@ -140,6 +157,9 @@ class WanT2VPipeline:
         tokenizer_config = folder.component("tokenizer") / "tokenizer_config.json"
         if tokenizer_config.exists():
             configs["tokenizer"] = read_json(tokenizer_config)
+        for name, file in (("image_encoder", "config.json"), ("image_processor", "preprocessor_config.json")):
+            if (folder.component(name) / file).exists():
+                configs[name] = folder.read_config(name, file)
         family = match_family(folder.model_index, configs, {name: str(folder.component(name)) for name in configs},
                               index_path=str(folder.root / "model_index.json"))
         dit_cfg_dict = configs["transformer"]
@@ -150,6 +170,8 @@ class WanT2VPipeline:
             sampler_config = SamplerConfig.from_scheduler_config(configs["scheduler"])
         except (ValueError, TypeError) as exc:
             raise ModelLoadError(f"unsupported model config in {folder.root}: {exc}") from exc
+        check_image_conditioning(family, dit_config, folder)
+        preset = dataclasses.replace(preset, workload=family_workload(family, dit_config))
         folder_shift = scheduler_shift(configs["scheduler"])
         if folder_shift is not None and folder_shift != preset.shift:
             logger.info("shift %.3g from %s/scheduler_config.json (preset %s says %.3g)", folder_shift,
@@ -164,9 +186,9 @@ class WanT2VPipeline:
             with torch.device("meta"):
                 dit = WanTransformer3DModel(dit_config, attention_backend=backend)
                 vae = WanVAE(vae_config)
-        except NotImplementedError as exc:  # e.g. an I2V transformer config (image_dim set)
+        except NotImplementedError as exc:  # e.g. an image-conditioned config other than Wan2.1 I2V's
             raise ModelLoadError(f"{folder.component('transformer')}/config.json: {exc}. This engine runs "
-                                 f"{family.description}; use a text-to-video checkpoint") from exc
+                                 f"{family.description}; use a checkpoint of that pipeline") from exc
         load_module_weights(dit, folder.component("transformer"), dtype=dtype, device=device,
                             dtype_for=inference_param_dtype, variant=folder.variant)
         dit.set_ops_backend(ops)
@@ -188,12 +210,16 @@ class WanT2VPipeline:
         except (OSError, ValueError, SafetensorError) as exc:
             raise ModelLoadError(f"cannot load the text encoder/tokenizer from {folder.component('text_encoder')} / "
                                  f"{folder.component('tokenizer')}: {exc}") from exc
+        image_encoder = (WanImageEncoder.from_folder(folder.component("image_processor"),
+                                                     folder.component("image_encoder"), device=device,
+                                                     variant=folder.variant) if family.image_conditioned else None)
         logger.info("loaded %s (%s) in %.2fs on %s/%s%s", folder.root, preset.name, time.perf_counter() - t0,
                     device, dtype, "".join(f"; {name} from {path}" for name, path in folder.overrides.items()))
         pipeline = cls(text_encoder=text_encoder, dit=dit, vae=vae, sampler_config=sampler_config, preset=preset,
                        device=device, dtype=dtype, vae_dtype=vae_dtype,
                        shift_source="preset" if folder_shift is None else "model_folder", family=family)
         pipeline.quantization = quantization
+        pipeline.image_encoder = image_encoder
         if offload_text_encoder:
             pipeline.offload("text_encoder", text_encoder.model, pin_memory=pin_cpu_memory)
         if offload_vae:
@@ -230,8 +256,22 @@ class WanT2VPipeline:
 
     def noise_shape(self, s: ResolvedSampling, batch: int = 1) -> tuple[int, int, int, int, int]:
         """The latent shape ``(B, C, T', H/8, W/8)`` of a request."""
-        return (batch, self.dit.config.in_channels, s.latent_frames,
+        return (batch, self.vae.config.z_dim, s.latent_frames,
                 s.height // self.vae.spatial_factor, s.width // self.vae.spatial_factor)
+
+    def image_condition(self, inputs: InputConfig, s: ResolvedSampling) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Image-to-video: ``(condition (1, 4 + z_dim, T', h, w) float32, image tokens (1, L_img, D) in the
+        compute dtype)`` from ``inputs`` (see :mod:`fastvideo.engine.image_conditioning`); None for T2V."""
+        if self.image_encoder is None:
+            return None
+        first = load_image(inputs.image_path if inputs.image_path is not None else inputs.pil_image,
+                           "inputs.image_path")
+        last = None if inputs.last_image is None else load_image(inputs.last_image, "inputs.last_image")
+        tokens = image_tokens(self.image_encoder, first, last).to(device=self.device, dtype=self.dtype)
+        with self._on_device("vae"):
+            condition = condition_latents(self.vae, first, last, height=s.height, width=s.width,
+                                          num_frames=s.generated_frames, vae_dtype=self.vae_dtype)
+        return condition.to(self.device), tokens
 
     def make_sampler(self, s: ResolvedSampling) -> FlowUniPCSampler | FlowEulerSampler | FlowDMDSampler:
         """A fresh sampler for one request: the model's scheduler config (or ``s.sampler``), with
@@ -260,7 +300,7 @@ class WanT2VPipeline:
 
     def close(self) -> None:
         """Drop references to the models (frees device memory once callers let go)."""
-        for name in ("text_encoder", "dit", "vae"):
+        for name in ("text_encoder", "dit", "vae", "image_encoder"):
             setattr(self, name, None)
         self.offloaders = {}
         if self.device.type == "cuda":

@@ -47,7 +47,9 @@ class ModelPreset:
     sampler: str | None = None
     #: DMD only: FastVideo's ``dmd_denoising_steps``, the fixed timesteps the checkpoint was distilled at.
     dmd_timesteps: tuple[int, ...] | None = None
-
+    #: What a request must give besides the prompt: "t2v" (nothing), "i2v" (``inputs.image_path``), "flf2v"
+    #: (``inputs.image_path`` and ``inputs.last_image``). A loaded pipeline sets it from its model folder.
+    workload: str = "t2v"
 
     @classmethod
     def from_inference(cls, preset: InferencePreset) -> "ModelPreset":
@@ -65,7 +67,8 @@ class ModelPreset:
                    shift=float(m["flow_shift"]), negative_prompt=d.get("negative_prompt") or "",
                    max_frames=m.get("max_frames", 161), max_side=m.get("max_side", 1920),
                    text_length=m.get("text_length", 512), description=preset.description,
-                   sampler=m.get("sampler"), dmd_timesteps=None if dmd is None else tuple(dmd))
+                   sampler=m.get("sampler"), dmd_timesteps=None if dmd is None else tuple(dmd),
+                   workload=preset.workload_type if preset.workload_type in ("i2v", "flf2v") else "t2v")
 
 
 def _runnable(preset: InferencePreset) -> InferencePreset:

@@ -4,11 +4,13 @@ Contract:
 - :data:`REQUEST_FIELD_SUPPORT` lists every leaf field of :class:`~fastvideo.api.GenerationRequest` by its
   dotted path (``sampling.sigmas``) with how it is honoured or when it is refused. A test keeps it
   complete, so a new request field cannot land without being classified.
-- :func:`check_request_fields(request, model_name)` runs first in
+- :func:`check_request_fields(request, model_name, workload)` runs first in
   :func:`fastvideo.engine.validation.resolve_sampling` (so for every request, whatever edge it came
   from). For a value the engine cannot honour it raises :class:`~fastvideo.api.RequestError` whose
   ``field`` is the dotted path and whose message says it is not supported yet and what to do instead.
-  No value is ignored silently. FastVideo's defaults always pass.
+  No value is ignored silently. FastVideo's defaults always pass. Image inputs (``inputs.image_path`` or
+  ``inputs.pil_image``, and ``inputs.last_image``) follow the model's workload: required by image-to-video
+  models (the last image by first-last-frame ones only), refused by text-to-video ones, naming the field.
 - Stdlib only (the request and its values, no model).
 """
 
@@ -32,6 +34,11 @@ REQUEST_FIELD_SUPPORT: dict[str, str] = {
     "state.payload": "honoured (continuation state)",
     **{f"inputs.{name}": f"None honoured; a value refused (not supported yet: {_T2V})"
        for name in InputConfig.__dataclass_fields__},
+    "inputs.image_path": "image-to-video models: one image file path, required (or inputs.pil_image in Python); "
+                         "a list refused (one request per image); text-to-video models: refused",
+    "inputs.pil_image": "image-to-video models: a PIL image, instead of inputs.image_path; text-to-video: refused",
+    "inputs.last_image": "first-last-frame models (flf2v): the last frame (a path or a PIL image), required; "
+                         "others: refused",
     "inputs.prompt_path": "read by VideoGenerator.generate (one result per line); refused when it reaches the "
                           "engine (a server or an executor)",
     **{f"sampling.{name}": _HOW for name in ("width", "height", "num_frames", "fps", "num_inference_steps",
@@ -85,19 +92,54 @@ _SAMPLING_ONLY: dict[str, tuple[tuple[Any, ...], str]] = {
 }
 
 
+#: Input fields checked by :func:`_check_images` (honoured by image-to-video models).
+_IMAGE_FIELDS = ("image_path", "pil_image", "last_image")
+
+
 def _same(value: Any, allowed: tuple[Any, ...]) -> bool:
     return any(value is a if a is None or isinstance(a, bool) or isinstance(value, bool) else value == a
                for a in allowed)
 
 
-def check_request_fields(request: GenerationRequest, model_name: str) -> None:
-    """Refuse, with a RequestError naming the field, the first request value this engine cannot honour."""
+def _check_images(inputs: InputConfig, model_name: str, workload: str) -> None:
+    """Image inputs: required by image-to-video models (``workload`` "i2v" / "flf2v"), refused by the others."""
+    image = inputs.image_path if inputs.image_path is not None else inputs.pil_image
+    if workload == "t2v":
+        for name in ("image_path", "pil_image", "last_image"):
+            if getattr(inputs, name) is not None:
+                raise RequestError(f"inputs.{name}", f"model {model_name!r} is a text-to-video model and takes no "
+                                                     "image; drop it, or load an image-to-video model (e.g. a "
+                                                     "Wan2.1-I2V folder)")
+        return
+    if inputs.image_path is not None and inputs.pil_image is not None:
+        raise RequestError("inputs.pil_image", "give the image once: inputs.image_path or inputs.pil_image")
+    if image is None:
+        raise RequestError("inputs.image_path", f"model {model_name!r} is an image-to-video model: set "
+                                                "inputs.image_path to the first frame's image file")
+    if isinstance(inputs.image_path, list):
+        raise RequestError("inputs.image_path", "one image per request: send one request per image")
+    if workload == "flf2v" and inputs.last_image is None:
+        raise RequestError("inputs.last_image", f"model {model_name!r} is a first-last-frame model: set "
+                                                "inputs.last_image to the last frame's image")
+    if workload == "i2v" and inputs.last_image is not None:
+        raise RequestError("inputs.last_image", f"model {model_name!r} conditions on the first frame only (a "
+                                                "first-last-frame model has pos_embed_seq_len); drop it")
+
+
+def check_request_fields(request: GenerationRequest, model_name: str, workload: str = "t2v") -> None:
+    """Refuse, with a RequestError naming the field, the first request value this engine cannot honour
+    (``workload``: the model's, see :attr:`fastvideo.engine.presets.ModelPreset.workload`)."""
     prompt = request.prompt
     if isinstance(prompt, list):
         raise RequestError("prompt", f"a list of {len(prompt)} prompts cannot run as one request here; send one "
                                      "request per prompt")
     inputs = request.inputs
+    _check_images(inputs, model_name, workload)
+    if workload != "t2v" and request.state is not None:
+        raise RequestError("state", "continuing a video is not supported for image-to-video models yet; drop it")
     for name in InputConfig.__dataclass_fields__:
+        if name in _IMAGE_FIELDS:
+            continue
         if getattr(inputs, name) is not None:
             raise RequestError(f"inputs.{name}", f"is not supported yet: {_T2V} (model {model_name!r}); drop it")
     s = request.sampling

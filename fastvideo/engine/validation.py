@@ -52,6 +52,8 @@ class ResolvedSampling:
     continuation_strength: float
     #: sampler "dmd" only: the fixed timesteps (one step each).
     dmd_timesteps: tuple[int, ...] | None = None
+    #: The model's workload ("t2v", "i2v", "flf2v"): requests of different workloads never share a batch.
+    workload: str = "t2v"
 
     @property
     def do_cfg(self) -> bool:
@@ -89,7 +91,7 @@ def valid_frame_counts_hint(max_frames: int) -> str:
 def resolve_sampling(request: GenerationRequest, preset: ModelPreset) -> ResolvedSampling:
     """Fill defaults from ``preset`` and validate; raise RequestError on the first bad field."""
     s = request.sampling
-    check_request_fields(request, preset.name)  # FastVideo's fields this engine cannot honour: refused by name
+    check_request_fields(request, preset.name, preset.workload)  # fields this engine cannot honour: refused by name
     if not isinstance(request.prompt, str) or not request.prompt.strip():
         raise RequestError("prompt", "must be a non-empty string describing the video")
     width = _check_side("sampling.width", preset.width if s.width is None else s.width, preset)
@@ -151,7 +153,8 @@ def resolve_sampling(request: GenerationRequest, preset: ModelPreset) -> Resolve
     return ResolvedSampling(width=width, height=height, num_frames=frames, generated_frames=generated,
                             latent_frames=latent_frames, fps=fps, num_inference_steps=steps,
                             guidance_scale=float(guidance), seed=seed, shift=float(shift), sampler=sampler,
-                            continuation_strength=float(strength), dmd_timesteps=dmd_timesteps)
+                            continuation_strength=float(strength), dmd_timesteps=dmd_timesteps,
+                            workload=preset.workload)
 
 
 def _dmd_timesteps(requested: object, sampler: str | None, preset: ModelPreset) -> tuple[int, ...] | None:

@@ -3,7 +3,10 @@
 Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a VideoGenerator):
 - ``prepare(item)``: on the *encode* stream, the request's text embeddings (cond + uncond under
   CFG), its seeded noise (drawn on the CPU exactly as :meth:`WanT2VPipeline.initial_noise`) and,
-  for the continuation branch, the previous segment's tail latents; records an event.
+  for the continuation branch, the previous segment's tail latents; for image-to-video models the
+  condition channels and CLIP image tokens (:meth:`WanT2VPipeline.image_condition`); records an event.
+  Image-to-video steps concatenate each member's condition after its latents (channels) and pass its
+  image tokens (repeated for the uncond half under CFG), eagerly: graphs are not captured for them yet.
 - ``denoise(batch, on_step)``: on the *denoise* stream (after waiting for each member's encode
   event), one DiT forward per step for the whole batch: latents ``[r1..rB]`` and, under CFG,
   ``[r1..rB, r1..rB]`` with text embeddings ``[cond1..condB, uncond1..uncondB]`` and per-row
@@ -165,6 +168,8 @@ class _Ctx:
     denoised: Any = None
     latents: torch.Tensor | None = None
     batch_size: int = 1
+    #: Image-to-video: the condition channels and CLIP image tokens (None for text-to-video).
+    image: tuple[torch.Tensor, torch.Tensor] | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -223,7 +228,10 @@ class WanBatchExecutor:
     def _step_constants(self, latents: torch.Tensor) -> Any:
         return self.pipeline.dit.step_constants(latents)
 
-    def _step(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+    def _step(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor,
+              image: torch.Tensor | None = None) -> torch.Tensor:
+        if image is not None:  # image-to-video: eager (graphs capture the text-to-video step only)
+            return self.pipeline.dit(latents, timestep, embeds, image)
         if self.runner is not None:
             return self.runner(latents, timestep, embeds)
         return self._eager_step(latents, timestep, embeds)
@@ -242,6 +250,7 @@ class WanBatchExecutor:
             with self.streams.use("encode"):
                 embeds = pipe.encode_prompts(req.prompt, negative, s.do_cfg)
                 noise = pipe.initial_noise(s)
+                image = pipe.image_condition(req.inputs, s)
                 conditioning = None
                 if tail is not None:
                     tail = tail.to(self.device)
@@ -252,7 +261,7 @@ class WanBatchExecutor:
                 self.streams.handoff(tensor, "denoise")
             overlap = 0 if tail is None else overlap_video_frames(tail.shape[2])
             item.ctx = _Ctx(start=start, embeds=embeds, noise=noise, conditioning=conditioning, previous=previous,
-                            overlap=overlap, encoded=encoded)
+                            overlap=overlap, encoded=encoded, image=image)
             item.ctx.timings["text_encode_s"] = time.perf_counter() - start
         except BaseException:
             self.generator.counters.add("generations_failed")
@@ -299,12 +308,14 @@ class WanBatchExecutor:
                     embeds_for = list(members)  # membership changed (by identity, never by request id)
                     embeds = self._batch_embeds([m.item.ctx.embeds for m in members], cfg)
                 assert embeds is not None
-                model_in = torch.cat([m.latents.to(pipe.dtype) for m in members])
+                model_in = torch.cat([self._model_input(m, pipe.dtype) for m in members])
                 timestep = torch.cat([m.sampler.model_timestep(index, 1) for m in members])
+                image = self._batch_images(members)
                 if cfg:
                     model_in = torch.cat([model_in, model_in])
                     timestep = torch.cat([timestep, timestep])
-                pred = self._step(model_in, timestep, embeds)
+                    image = None if image is None else torch.cat([image, image])
+                pred = self._step(model_in, timestep, embeds, image)
                 count = len(members)
                 failed: set[int] = set()
                 for row, m in enumerate(members):
@@ -384,6 +395,21 @@ class WanBatchExecutor:
                                              step=step, total_steps=total))
 
     @staticmethod
+    def _model_input(m: _Member, dtype: torch.dtype) -> torch.Tensor:
+        """The DiT input of one member: its latents, then (image-to-video) its condition channels."""
+        image = m.item.ctx.image
+        if image is None:
+            return m.latents.to(dtype)
+        return torch.cat([m.latents, image[0].to(m.latents)], dim=1).to(dtype)
+
+    @staticmethod
+    def _batch_images(members: list[_Member]) -> torch.Tensor | None:
+        images = [m.item.ctx.image for m in members]
+        if images[0] is None:
+            return None
+        return torch.cat([image[1] for image in images if image is not None])
+
+    @staticmethod
     def _batch_embeds(per_item: list[torch.Tensor], cfg: bool) -> torch.Tensor:
         if not cfg:
             return torch.cat([e[:1] for e in per_item])
@@ -422,6 +448,9 @@ class WanBatchExecutor:
         """Capture the DiT step for every declared bucket x served branch x batch size; returns the labels."""
         graphs = graphs or self.graphs
         if self.runner is None or not graphs.buckets:
+            return []
+        if self.pipeline.image_encoder is not None:
+            logger.warning("CUDA graphs are not captured for image-to-video models yet; the DiT runs eagerly")
             return []
         labels = []
         for bucket in graphs.buckets:

@@ -484,10 +484,9 @@ class VideoGenerator:
         req = parse_config(GenerationRequest, request)
         if req.request_id is None:
             req = replace(req, request_id=f"video_{uuid.uuid4().hex[:24]}")
-        if req.inputs.image_path or req.inputs.video_path:
-            field = "inputs.image_path" if req.inputs.image_path else "inputs.video_path"
-            raise RequestError(field, f"model {self.preset.name!r} is text-to-video; image/video conditioning "
-                                      "is not supported, drop the input or use an image-to-video model")
+        if req.inputs.video_path:  # images: checked against the model's workload by resolve_sampling
+            raise RequestError("inputs.video_path", f"model {self.preset.name!r}: video conditioning is not "
+                                                    "supported, drop the input")
         interval = req.output.preview_interval_steps
         if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int) or interval < 1):
             raise RequestError("output.preview_interval_steps", f"{interval!r} must be an integer >= 1 (a preview "

@@ -54,6 +54,8 @@ class BucketKey:
     branch: str = "initial"
     cfg: bool = True
     sampler: str | None = None
+    #: "t2v", "i2v" or "flf2v": the extra DiT inputs a step takes (never mixed in one forward).
+    workload: str = "t2v"
 
     def __post_init__(self) -> None:
         if self.branch not in BRANCHES:
@@ -64,12 +66,13 @@ class BucketKey:
         """The bucket of a :class:`fastvideo.engine.validation.ResolvedSampling` (duck-typed)."""
         return cls(width=resolved.width, height=resolved.height, latent_frames=resolved.latent_frames,
                    steps=resolved.num_inference_steps, branch=branch, cfg=bool(resolved.do_cfg),
-                   sampler=resolved.sampler)
+                   sampler=resolved.sampler, workload=getattr(resolved, "workload", "t2v"))
 
     def describe(self) -> str:
         cfg = "cfg" if self.cfg else "nocfg"
         return (f"{self.width}x{self.height}/{self.latent_frames}lf/{self.steps}steps/{self.branch}/{cfg}"
-                + (f"/{self.sampler}" if self.sampler else ""))
+                + (f"/{self.sampler}" if self.sampler else "")
+                + ("" if self.workload == "t2v" else f"/{self.workload}"))
 
 
 _SEQ = itertools.count()

@@ -220,7 +220,8 @@ def test_cli_prints_one_line_and_exits_2(tiny_model_dir, tmp_path, fastvideo_cac
         expect = "text_encoder/model.safetensors"
     else:
         edit_json(model / "transformer" / "config.json", image_dim=1280)
-        expect = "transformer/config.json: WanTransformer3DModel supports text-to-video configs only"
+        expect = "transformer/config.json sets image_dim=1280, added_kv_proj_dim=None (an image-to-video " \
+                 "transformer), but"
     proc = run_cli(model, tmp_path, fastvideo_cache)
     assert proc.returncode == 2, proc.stderr
     lines = error_lines(proc)
@@ -231,7 +232,9 @@ def test_cli_prints_one_line_and_exits_2(tiny_model_dir, tmp_path, fastvideo_cac
 @pytest.mark.parametrize("file,change,expect", [
     ("model_index.json", {"_class_name": "FluxPipeline"}, r"_class_name is 'FluxPipeline'.*supported pipelines: .*"
                                                          r"WanPipeline"),
-    ("model_index.json", {"_class_name": "WanImageToVideoPipeline"}, r"'WanImageToVideoPipeline'.*WanPipeline"),
+    # An I2V pipeline class over a T2V transformer (the I2V family itself runs: tests/engine/test_wan_i2v.py).
+    ("model_index.json", {"_class_name": "WanImageToVideoPipeline"},
+     r"has no image_dim \(a text-to-video transformer\), but .*WanImageToVideoPipeline"),
     ("model_index.json", {"transformer": ["diffusers", "FluxTransformer2DModel"]},
      r"transformer is FluxTransformer2DModel; .* supports WanTransformer3DModel"),
     ("model_index.json", {"image_encoder": ["transformers", "CLIPVisionModel"]}, r"'image_encoder' component"),

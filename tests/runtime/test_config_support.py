@@ -129,7 +129,8 @@ def test_an_unknown_preset_names_its_field(tiny_model_dir):
     with pytest.raises(ConfigError) as err:
         VideoGenerator.from_config({"model_path": str(tiny_model_dir), "engine": {"device": "cpu"},
                                     "pipeline": {"preset": "wan9"}})
-    registered = "registered: 'fastvideo-tiny', 'fastwan_t2v_1_3b', 'fastwan_ti2v_5b', 'wan_t2v_14b', 'wan_t2v_1_3b'"
+    registered = ("registered: 'fastvideo-tiny', 'fastvideo-tiny-i2v', 'fastwan_t2v_1_3b', 'fastwan_ti2v_5b', "
+                  "'wan_flf2v_14b_720p', 'wan_i2v_14b_480p', 'wan_i2v_14b_720p', 'wan_t2v_14b', 'wan_t2v_1_3b'")
     assert err.value.path == "pipeline.preset" and registered in str(err.value)
 
 
