@@ -115,6 +115,9 @@ def apply_rope(x: torch.Tensor, tables: RopeTables, layout: str) -> torch.Tensor
         return (x.float() * cos + partner.float() * sin).to(x.dtype)
     heads = cos.shape[-2]
     halves = x.unflatten(-1, (heads, 2, -1)).float()  # (B, N, heads, 2, r)
-    first, second = halves[..., 0, :], halves[..., 1, :]
-    rotated = torch.stack([first * cos - second * sin, second * cos + first * sin], dim=-2)
+    first, second = halves[..., 0:1, :], halves[..., 1:2, :]
+    cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
+    rotated = halves * cos  # then the cross terms with fused multiply-adds, rounding as diffusers does
+    rotated[..., 0:1, :].addcmul_(-sin, second)
+    rotated[..., 1:2, :].addcmul_(sin, first)
     return rotated.flatten(-3).to(x.dtype)
