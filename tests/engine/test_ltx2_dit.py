@@ -204,6 +204,16 @@ def test_grid_rope_tables_are_cached_once_per_shape() -> None:
     assert len(ours._rope_cache) == 2
 
 
+def test_fullgraph_compile_traces_once_the_rope_cache_is_warm() -> None:
+    """No graph breaks (dynamo's tracing only: backend "eager"), same outputs as the eager model."""
+    ours = _ours(_reference(VARIANT))
+    inputs = _inputs(VARIANT)
+    with torch.no_grad():
+        eager = ours(**inputs)  # warms the RoPE cache outside the graph
+        compiled = torch.compile(ours, fullgraph=True, backend="eager")(**inputs)
+    assert torch.equal(compiled[0], eager[0]) and torch.equal(compiled[1], eager[1])
+
+
 def _write_config(folder: Path, **changes: Any) -> Path:
     ref = _reference(TINY)
     ref.save_pretrained(folder)

@@ -36,6 +36,11 @@ Contract
   ``audio_inner_dim``); in a2v/v2a the video q/k get time-only tables at ``audio_cross_attention_dim`` (video
   head layout) and the audio q/k the audio time tables at that width (audio head layout). Text cross-attention
   has no RoPE. q/k get RMS norm across all heads (with weight, eps 1e-6) before the rotation.
+- ``forward`` has no data-dependent control flow and no host syncs (Python branches only on shapes, config and
+  which optional inputs are given). Tables built from a grid are cached (:meth:`LTX2Transformer.rope_tables`);
+  building them is kept out of compiled graphs, so warm the cache (one eager forward) per shape before
+  ``torch.compile(fullgraph=True)`` or CUDA-graph capture. Tables from caller-given coordinates are computed
+  inside the forward (traceable, not cached).
 """
 
 from __future__ import annotations
@@ -370,21 +375,31 @@ class LTX2Transformer(nn.Module):
                 rope_tables(self.cross_video_rope_spec, vcoords[:, 0:1], device),
                 rope_tables(self.cross_audio_rope_spec, acoords[:, 0:1], device))
 
-    @torch.compiler.disable
-    def _grid_tables(self, grid: tuple[int, int, int], fps: float, audio_frames: int,
-                     device: torch.device) -> tuple[RopeTables, ...]:
-        """Cached tables for coordinates built from a grid (batch 1; they broadcast over the batch)."""
-        key = (*grid, float(fps), audio_frames, device)
+    def rope_tables(self, grid: tuple[int, int, int], fps: float, audio_frames: int,
+                    device: torch.device | str) -> tuple[RopeTables, ...]:
+        """The four RoPE table pairs (video, audio, a2v video side, v2a audio side) for coordinates built from a
+        latent ``grid``, ``fps`` and ``audio_frames``; batch 1, they broadcast over the batch.
+
+        Cached per ``(grid, fps, audio_frames, device)`` (oldest evicted past :data:`ROPE_CACHE_SIZE`). A hit is a
+        plain dict lookup (traceable by ``torch.compile``); a miss builds eagerly outside any graph, so run one
+        eager forward (or call this) per shape before ``torch.compile(fullgraph=True)`` or CUDA-graph capture,
+        and keep the returned tensors alive for as long as a captured graph reads them."""
+        key = (*grid, float(fps), int(audio_frames), torch.device(device))
         tables = self._rope_cache.get(key)
         if tables is None:
-            logger.debug("building LTX-2 RoPE tables for grid %s, fps %s, %d audio frames", grid, fps, audio_frames)
-            tables = self._tables_from_coords(self.video_coords(1, *grid, device, fps=fps),
-                                              self.audio_coords(1, audio_frames, device), device)
-            self._rope_cache[key] = tables
-            while len(self._rope_cache) > ROPE_CACHE_SIZE:
-                self._rope_cache.popitem(last=False)
-        else:
-            self._rope_cache.move_to_end(key)
+            tables = self._build_rope_tables(key)
+        return tables
+
+    @torch.compiler.disable
+    def _build_rope_tables(self, key: tuple[Any, ...]) -> tuple[RopeTables, ...]:
+        frames, height, width, fps, audio_frames, device = key
+        logger.debug("building LTX-2 RoPE tables for grid %s, fps %s, %d audio frames on %s", (frames, height, width),
+                     fps, audio_frames, device)
+        tables = self._tables_from_coords(self.video_coords(1, frames, height, width, device, fps=fps),
+                                          self.audio_coords(1, audio_frames, device), device)
+        self._rope_cache[key] = tables
+        while len(self._rope_cache) > ROPE_CACHE_SIZE:  # evict the oldest shape
+            self._rope_cache.popitem(last=False)
         return tables
 
     def _positions(self, hidden_states: torch.Tensor, audio_hidden_states: torch.Tensor,
@@ -411,7 +426,7 @@ class LTX2Transformer(nn.Module):
                                  f"{audio_hidden_states.shape[1]} audio tokens of audio_hidden_states")
         if video_coords is None and audio_coords is None:
             assert grid is not None and audio_num_frames is not None
-            return self._grid_tables(grid, fps, int(audio_num_frames), device)
+            return self.rope_tables(grid, fps, int(audio_num_frames), device)
         batch = hidden_states.shape[0]
         if video_coords is None:
             assert grid is not None
