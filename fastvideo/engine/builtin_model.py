@@ -6,7 +6,10 @@ folder (``model_index.json``, ``transformer/``, ``vae/``, ``text_encoder/``, ``t
 configs, transformers' UMT5 encoder, a byte-level tokenizer that needs no download). Weights are a
 pure function of :data:`BUILTIN_SEED` and the configs below, so every machine synthesizes the same
 bytes. The folder is built in a temporary sibling and renamed into place, so a crash never leaves
-a half-written model behind; concurrent callers race benignly.
+a half-written model behind; concurrent callers race benignly. ``ensure_builtin_model(cache_dir,
+"fastvideo-tiny-i2v")`` gives the image-to-video one instead (:func:`write_builtin_i2v_model`: a
+``WanImageToVideoPipeline`` folder with a tiny I2V transformer, CLIP vision encoder and image processor);
+:data:`BUILTIN_MODELS` maps the names a model path may give to them.
 """
 
 from __future__ import annotations
@@ -57,6 +60,22 @@ TEXT_ENCODER_CONFIG: dict[str, Any] = {
     "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128, "dropout_rate": 0.0,
     "feed_forward_proj": "gated-gelu", "layer_norm_epsilon": 1e-6, "pad_token_id": 0, "eos_token_id": 1,
     "decoder_start_token_id": 0, "tie_word_embeddings": False, "scalable_attention": True,
+}
+
+
+BUILTIN_I2V_NAME = "fastvideo-tiny-i2v-v1"
+BUILTIN_I2V_PRESET = "fastvideo-tiny-i2v"
+DIT_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+#: A tiny CLIP vision tower (32x32 images, 8x8 patches: 17 tokens of width 32).
+CLIP_VISION_CONFIG: dict[str, Any] = {
+    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+    "image_size": 32, "patch_size": 8, "projection_dim": 16,
+}
+
+I2V_TRANSFORMER_CONFIG: dict[str, Any] = {
+    **TRANSFORMER_CONFIG, "in_channels": 36, "image_dim": CLIP_VISION_CONFIG["hidden_size"],
+    "added_kv_proj_dim": TRANSFORMER_CONFIG["num_attention_heads"] * TRANSFORMER_CONFIG["attention_head_dim"],
 }
 
 
@@ -158,16 +177,56 @@ def write_builtin_model(target: Path, seed: int = BUILTIN_SEED) -> Path:
     return target
 
 
-def ensure_builtin_model(cache_dir: Path) -> Path:
-    """Return the built-in model folder under ``cache_dir``, synthesizing it on first use."""
-    final = Path(cache_dir) / "models" / BUILTIN_NAME
+def write_builtin_i2v_model(target: Path, seed: int = BUILTIN_SEED) -> Path:
+    """Write the tiny image-to-video folder (``WanImageToVideoPipeline``) to ``target``: the T2V model's VAE,
+    text encoder and scheduler, an I2V transformer, a tiny CLIP vision encoder and its image processor."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel
+    from fastvideo.engine.presets import get_preset
+
+    write_builtin_model(target, seed)
+    preset = get_preset(BUILTIN_I2V_PRESET)
+    shutil.rmtree(target / "tokenizer")
+    write_byte_tokenizer(target / "tokenizer", preset.text_length)
+    with torch.device("meta"):
+        dit = WanTransformer3DModel(WanDiTConfig.from_dict(I2V_TRANSFORMER_CONFIG))
+        encoder = CLIPVisionModel(CLIPVisionConfig(**CLIP_VISION_CONFIG))
+    _write_json(target / "transformer" / "config.json", I2V_TRANSFORMER_CONFIG)
+    save_file(synthesize_state_dict(dit, seed + 4), str(target / "transformer" / DIT_WEIGHTS),
+              metadata={"format": "pt"})
+    clip_config = CLIPVisionConfig(**CLIP_VISION_CONFIG)
+    clip_config.architectures = ["CLIPVisionModel"]
+    clip_config.save_pretrained(str(target / "image_encoder"))
+    save_file(synthesize_state_dict(encoder, seed + 5), str(target / "image_encoder" / "model.safetensors"),
+              metadata={"format": "pt"})
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        str(target / "image_processor"))
+    index = json.loads((target / "model_index.json").read_text(encoding="utf-8"))
+    index.update({"_class_name": "WanImageToVideoPipeline", "_fastvideo_preset": preset.name,
+                  "image_encoder": ["transformers", "CLIPVisionModel"],
+                  "image_processor": ["transformers", "CLIPImageProcessor"]})
+    _write_json(target / "model_index.json", index)
+    return target
+
+
+#: Built-in model names a model path may give instead of a folder -> (folder name, writer).
+BUILTIN_MODELS = {"fastvideo-tiny": (BUILTIN_NAME, write_builtin_model),
+                  BUILTIN_I2V_PRESET: (BUILTIN_I2V_NAME, write_builtin_i2v_model)}
+
+
+def ensure_builtin_model(cache_dir: Path, name: str = "fastvideo-tiny") -> Path:
+    """Return the built-in model folder ``name`` (a key of :data:`BUILTIN_MODELS`) under ``cache_dir``,
+    synthesizing it on first use."""
+    folder_name, writer = BUILTIN_MODELS[name]
+    final = Path(cache_dir) / "models" / folder_name
     if (final / "model_index.json").exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("synthesizing the built-in model at %s (first use)", final)
-    staging = Path(tempfile.mkdtemp(prefix=f".{BUILTIN_NAME}-", dir=final.parent))
+    logger.info("synthesizing the built-in model %s at %s (first use)", name, final)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder_name}-", dir=final.parent))
     try:
-        write_builtin_model(staging / "model")
+        writer(staging / "model")
         try:
             os.replace(staging / "model", final)
         except OSError:

@@ -318,9 +318,18 @@ def model_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def model_path_or_default(path: str | None, cache_dir: Path) -> Path:
-    """``path`` or the built-in model folder (synthesized on first use)."""
-    if path:
-        return Path(path).expanduser()
+    """``path``, or a built-in model folder (synthesized on first use): the default one when ``path`` is
+    empty, the one named by ``path`` (e.g. ``fastvideo-tiny-i2v``) when no such local folder exists."""
     from fastvideo.engine.builtin_model import ensure_builtin_model
 
-    return ensure_builtin_model(cache_dir)
+    if path and not is_builtin_name(path):
+        return Path(path).expanduser()
+    return ensure_builtin_model(cache_dir, path or "fastvideo-tiny")
+
+
+def is_builtin_name(path: str) -> bool:
+    """Whether a model path names a built-in model (``fastvideo-tiny``, ``fastvideo-tiny-i2v``) rather than a
+    local folder (a folder of that name wins)."""
+    from fastvideo.engine.builtin_model import BUILTIN_MODELS
+
+    return path in BUILTIN_MODELS and not Path(path).exists()

@@ -92,7 +92,13 @@ from fastvideo.api import (
     parse_config,
 )
 from fastvideo.engine.loader import inspect_model_folder
-from fastvideo.engine.pipeline import WanT2VPipeline, model_dtype, model_path_or_default, overlap_video_frames
+from fastvideo.engine.pipeline import (
+    WanT2VPipeline,
+    is_builtin_name,
+    model_dtype,
+    model_path_or_default,
+    overlap_video_frames,
+)
 from fastvideo.engine.presets import get_preset
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
 from fastvideo.envs import read_env
@@ -380,8 +386,8 @@ class VideoGenerator:
             raise ConfigError("engine.cuda_graphs.enabled", f"CUDA graphs need a CUDA device and this engine runs on "
                                                              f"{device}: set engine.device to cuda, or turn them off")
         dtype = model_dtype(config.engine.dtype, device)
-        if config.model_path:  # a Hugging Face repo id is refused with how to download it; we never download
-            check_local_model_path(config.model_path)
+        if config.model_path and not is_builtin_name(config.model_path):  # a Hugging Face repo id is refused
+            check_local_model_path(config.model_path)  # with how to download it; we never download
         path = model_path_or_default(config.model_path, env.cache_dir)
         folder = inspect_model_folder(path, overrides=_component_overrides(config), variant=config.pipeline.variant)
         preset = get_preset(config.pipeline.preset) if config.pipeline.preset else None  # unknown: ConfigError

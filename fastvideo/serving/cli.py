@@ -57,8 +57,9 @@ def add_generator_args(parser: argparse.ArgumentParser) -> None:
     """Flags that build a GeneratorConfig (shared by generate/serve)."""
     g = parser.add_argument_group("model")
     g.add_argument("--model-path", default=None,
-                   help="local diffusers-format Wan folder (e.g. Wan2.1-T2V-1.3B-Diffusers); "
-                        "default: the built-in tiny model, synthesized on first use")
+                   help="local diffusers-format Wan folder (e.g. Wan2.1-T2V-1.3B-Diffusers), or a built-in "
+                        "model: fastvideo-tiny-i2v (image-to-video); default: the built-in tiny model, "
+                        "synthesized on first use")
     g.add_argument("--preset", default=None,
                    help="model preset giving defaults (wan2.1-t2v-1.3b, wan2.1-t2v-14b, fastvideo-tiny); "
                         "default: inferred from the model folder")
@@ -114,6 +115,10 @@ def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.Argument
                    help="dmd only: the timesteps, comma-separated and decreasing (default: the preset's, "
                         "e.g. 1000,757,522)")
     s.add_argument("--seed", default=None, help="random seed (default: random, printed)")
+    i = p.add_argument_group("image-to-video (models such as --model-path fastvideo-tiny-i2v)")
+    i.add_argument("--image", default=None, metavar="PATH", help="first frame (request.inputs.image_path)")
+    i.add_argument("--last-image", default=None, metavar="PATH",
+                   help="last frame, for first-last-frame models (request.inputs.last_image)")
     add_generator_args(p)
     p.add_argument("--json", action="store_true", help="print the result metadata as JSON on stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -185,12 +190,22 @@ def _run_request(args: argparse.Namespace) -> tuple[TranslatedRequest, dict[str,
     return TranslatedRequest(request=request, edge="cli", given=given), generator
 
 
+def _with_images(translated: TranslatedRequest, generator: dict[str, Any],
+                 args: argparse.Namespace) -> tuple[TranslatedRequest, dict[str, Any]]:
+    """``--image`` / ``--last-image`` set the request's image inputs (errors name the flags)."""
+    images = {k: v for k, v in (("image_path", args.image), ("last_image", args.last_image)) if v is not None}
+    request = replace(translated.request, inputs=replace(translated.request.inputs, **images))
+    flags = {"inputs.image_path": "--image", "inputs.last_image": "--last-image"}
+    given = {**flags, **translated.given, **{f"inputs.{k}": flags[f"inputs.{k}"] for k in images}}
+    return TranslatedRequest(request=request, edge=translated.edge, given=given), generator
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fastvideo.runtime.generator import VideoGenerator
 
-    translated, generator_config = _run_request(args)
+    translated, generator_config = _with_images(*_run_request(args), args)
     t0 = time.perf_counter()
     generator = VideoGenerator.from_config(generator_config)
     logger.info("model ready in %.1fs (%s)", time.perf_counter() - t0, generator.preset.name)
