@@ -267,3 +267,25 @@ def test_published_config_builds_with_diffusers_keys_and_shapes() -> None:
     ref_shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     assert ours_shapes == ref_shapes
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters()) > 18e9
+
+
+def test_bad_timestep_shapes_are_refused_clearly() -> None:
+    ours = _ours(_reference(TINY))
+    inputs = _inputs(TINY)
+    with pytest.raises(ValueError, match=r"timestep must have shape \(2,\) or \(2, 48\)"):
+        ours(**{**inputs, "timestep": torch.tensor([500.0])})  # one value for a batch of 2
+    with pytest.raises(ValueError, match="audio_timestep"):
+        ours(**{**inputs, "audio_timestep": torch.zeros(2, 3)})
+
+
+def test_loader_checks_the_backend_against_the_audio_head_size_too(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastvideo.engine.models.ltx2 import loading
+    from fastvideo.kernels.registry import AttentionBackendError
+
+    picky = AttentionBackend("picky", sdpa_attention,
+                             lambda dtype, head_dim, device: None if head_dim == 8 else f"head_dim {head_dim}")
+    monkeypatch.setattr(loading, "select_attention_backend", lambda *a, **k: picky)
+    folder = _write_config(tmp_path)  # video heads of 8, audio heads of 4
+    with pytest.raises(AttentionBackendError, match="audio head size 4"):
+        load_ltx2_transformer(folder, attention_backend="picky")

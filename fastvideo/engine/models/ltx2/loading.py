@@ -7,7 +7,8 @@ builds :class:`LTX2Transformer` on the meta device, and fills it with
 diffusers names them; missing, unexpected or mis-shaped tensors raise ``ModelLoadError``). Every parameter takes
 ``dtype`` (diffusers keeps no LTX-2 module in float32). The attention backend is chosen here, once, with
 :func:`~fastvideo.kernels.registry.select_attention_backend` (``None``: ``sdpa``); a backend that cannot run the
-config raises its ``AttentionBackendError``.
+config (either head size: video ``attention_head_dim`` or audio ``audio_attention_head_dim``) raises
+:class:`~fastvideo.kernels.registry.AttentionBackendError`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fastvideo.api.errors import ModelLoadError
 from fastvideo.engine.loader import load_module_weights, read_json
 from fastvideo.engine.models.ltx2.config import LTX2DiTConfig
 from fastvideo.engine.models.ltx2.transformer import LTX2Transformer
-from fastvideo.kernels.registry import select_attention_backend
+from fastvideo.kernels.registry import AttentionBackendError, select_attention_backend
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,11 @@ def load_ltx2_transformer(folder: str | Path, *, dtype: torch.dtype = torch.floa
     device = torch.device(device)
     backend = select_attention_backend(attention_backend, dtype=dtype, head_dim=config.attention_head_dim,
                                        device=device)
+    # the audio stream and the a2v/v2a attention run at the audio head size: the backend must take it too
+    reason = backend.check(dtype, config.audio_attention_head_dim, device)
+    if reason is not None:
+        raise AttentionBackendError(f"attention backend {backend.name!r} rejected the audio head size "
+                                    f"{config.audio_attention_head_dim}: {reason}")
     t0 = time.perf_counter()
     with torch.device("meta"):
         model = LTX2Transformer(config, attention_backend=backend)

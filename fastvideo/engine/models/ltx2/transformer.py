@@ -448,6 +448,14 @@ class LTX2Transformer(nn.Module):
             if tensor.ndim != 3 or tensor.shape[0] != batch or tensor.shape[2] != channels:
                 raise ValueError(f"{name} must be ({batch}, L, {channels}), got {tuple(tensor.shape)}")
 
+    @staticmethod
+    def _check_time(name: str, value: torch.Tensor | None, batch: int, tokens: int) -> None:
+        """``value`` must be ``(B,)``, ``(B, 1)`` or ``(B, tokens)`` (one per sample, or one per token)."""
+        if value is None:
+            return
+        if value.ndim == 0 or value.shape[0] != batch or value.numel() not in (batch, batch * tokens):
+            raise ValueError(f"{name} must have shape ({batch},) or ({batch}, {tokens}), got {tuple(value.shape)}")
+
     # ---------------------------------------------------------------- forward
     def forward(
         self,
@@ -477,6 +485,10 @@ class LTX2Transformer(nn.Module):
         batch = hidden_states.shape[0]
         audio_timestep = audio_timestep if audio_timestep is not None else timestep
         audio_sigma = audio_sigma if audio_sigma is not None else sigma
+        n_video, n_audio = hidden_states.shape[1], audio_hidden_states.shape[1]
+        for name, value, tokens in (("timestep", timestep, n_video), ("audio_timestep", audio_timestep, n_audio),
+                                    ("sigma", sigma, n_video), ("audio_sigma", audio_sigma, n_audio)):
+            self._check_time(name, value, batch, tokens)
         if use_cross_timestep and (sigma is None or audio_sigma is None):
             raise ValueError("use_cross_timestep=True needs sigma (and optionally audio_sigma)")
         text_bias = _mask_bias(encoder_attention_mask, hidden_states.dtype, batch, "encoder_attention_mask")
