@@ -1,7 +1,8 @@
 """The one place FastVideo reads environment variables.
 
 Contract: every environment variable the package honours is listed here and read through
-``read_env()``; no other module calls ``os.environ`` for configuration. Values are read at
+``read_env()`` (or, for a variable a config names, such as an LLM provider's API key,
+``read_named_env()``); no other module calls ``os.environ`` for configuration. Values are read at
 call time (not import time) so tests can set them with ``monkeypatch``.
 """
 
@@ -50,3 +51,16 @@ def read_env() -> EnvSettings:
         api_key=os.environ.get(API_KEY_VAR) or None,
         ops_backend=(os.environ.get(OPS_BACKEND_VAR) or "").strip().lower() or None,
     )
+
+
+#: API key variables of the prompt enhancer's preconfigured LLM providers (``streaming.prompt``); another
+#: provider names its own with ``api_key_env``.
+CEREBRAS_API_KEY_VAR = "CEREBRAS_API_KEY"
+GROQ_API_KEY_VAR = "GROQ_API_KEY"
+
+
+def read_named_env(name: str) -> str | None:
+    """The value of the variable a config names (``streaming.prompt.api_key_env``), stripped; None when unset
+    or blank. Read at call time, like :func:`read_env`."""
+    value = os.environ.get(name, "").strip()
+    return value or None

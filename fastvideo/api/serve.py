@@ -210,24 +210,67 @@ class GpuPoolConfig:
 
 
 @dataclass
+class LLMProviderConfig:
+    """One fallback LLM provider of the prompt enhancer (``streaming.prompt.fallbacks[i]``): fields as in
+    :class:`PromptEnhancerConfig`; ``model`` None is the preconfigured provider's default model (for
+    ``openai_compatible``: ``streaming.prompt.model``), ``timeout_ms`` None is ``streaming.prompt.timeout_ms``."""
+
+    provider: Literal["cerebras", "groq", "openai_compatible"] = "openai_compatible"
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout_ms is not None and self.timeout_ms <= 0:
+            raise ConfigError("timeout_ms", f"must be > 0 milliseconds, got {self.timeout_ms}")
+
+
+@dataclass
 class PromptEnhancerConfig:
-    """FastVideo's LLM prompt enhancer: ``enabled: true`` is refused (not supported yet: no outside service is
-    called); the other fields matter only when enabled."""
+    """The LLM prompt enhancer of ``/v1/stream`` sessions (:mod:`fastvideo.serving.prompting`): FastVideo's
+    fields (``enabled`` ... ``system_prompt_dir``) and this server's own (``base_url`` ... ``fallbacks``).
+    ``provider`` ``cerebras`` / ``groq`` are preconfigured (base URL, key from ``CEREBRAS_API_KEY`` /
+    ``GROQ_API_KEY``); ``openai_compatible`` is any chat-completions server at ``base_url`` (vLLM, SGLang,
+    llama.cpp). ``fallbacks`` are tried in order when a provider fails with a retryable error."""
 
     enabled: bool = False
-    provider: Literal["cerebras", "groq"] = "cerebras"
+    provider: Literal["cerebras", "groq", "openai_compatible"] = "cerebras"
     model: str = "gpt-oss-120b"
     timeout_ms: int = 20000
+    #: Folder with enhance.txt / auto_extend.txt / rewrite.txt (None: the packaged system prompts).
     system_prompt_dir: str | None = None
+
+    # This server's own fields.
+    #: The provider's API base URL (None: the preconfigured one); required for ``openai_compatible``.
+    base_url: str | None = None
+    #: Environment variable holding the API key (None: the preconfigured provider's; a local server needs none).
+    api_key_env: str | None = None
+    temperature: float = 0.7
+    max_tokens: int | None = 256
+    fallbacks: list[LLMProviderConfig] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.timeout_ms <= 0:
+            raise ConfigError("timeout_ms", f"must be > 0 milliseconds, got {self.timeout_ms}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ConfigError("temperature", f"must be between 0 and 2, got {self.temperature}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ConfigError("max_tokens", f"must be >= 1 or null, got {self.max_tokens}")
 
 
 @dataclass
 class PromptSafetyConfig:
-    """FastVideo's prompt safety classifier: ``enabled: true`` is refused (not supported yet); the path
-    matters only when enabled."""
+    """The prompt safety classifier of ``/v1/stream`` sessions: a fastText model at ``classifier_path``
+    (FastVideo's fields) blocking a prompt whose ``unsafe`` probability reaches ``block_threshold`` (ours)."""
 
     enabled: bool = False
     classifier_path: str | None = None
+    block_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.block_threshold <= 1.0:
+            raise ConfigError("block_threshold", f"must be between 0 and 1, got {self.block_threshold}")
 
 
 @dataclass

@@ -14,8 +14,9 @@ Contract:
   ``pipeline`` key is read as ``generator.<key>``, so ``engine.dtype=bf16`` works as well as
   ``generator.engine.dtype=bf16``. A missing or unreadable file is a ConfigError on ``config``.
 - :func:`check_serve_config` refuses, naming the dotted key, every value of FastVideo's serve fields this
-  server cannot honour (``streaming.stream_mode: legacy_jpeg``, ``streaming.prompt.enabled``,
-  ``default_request`` fields other than the ones honoured...); :data:`SERVE_FIELD_SUPPORT` classifies every
+  server cannot honour (``streaming.stream_mode: legacy_jpeg``, ``default_request`` fields other than the
+  ones honoured...) and a ``streaming.prompt`` / ``streaming.safety`` config that cannot work
+  (:func:`fastvideo.serving.prompting.check_prompt_config`); :data:`SERVE_FIELD_SUPPORT` classifies every
   serve field outside ``generator`` (a test keeps it complete). :func:`load_serve_config` and
   ``run_server`` run it.
 - ``default_request`` (FastVideo's operator defaults): its ``negative_prompt`` and ``sampling`` size, frames,
@@ -47,6 +48,7 @@ from fastvideo.api.documents import GENERATOR_KEYS, normalize_serve_mapping
 from fastvideo.api.serve import (
     WARMUP_PROMPT,
     GpuPoolConfig,
+    LLMProviderConfig,
     PoolConfig,
     PromptEnhancerConfig,
     PromptSafetyConfig,
@@ -101,12 +103,14 @@ SERVE_FIELD_SUPPORT: dict[str, str] = {
                                               "state)",
     "streaming.pool.conditioning_end_offset": "0 honoured; others refused (segments continue from the continuation "
                                               "state)",
-    "streaming.prompt.enabled": "false honoured; true refused (no prompt enhancer: not supported yet)",
-    **{f"streaming.prompt.{name}": "accepted either way: read only when streaming.prompt.enabled, which is refused"
-       for name in PromptEnhancerConfig.__dataclass_fields__ if name != "enabled"},
-    "streaming.safety.enabled": "false honoured; true refused (no safety classifier: not supported yet)",
-    "streaming.safety.classifier_path": "accepted either way: read only when streaming.safety.enabled, which is "
-                                        "refused",
+    **{f"streaming.prompt.{name}": "honoured when streaming.prompt.enabled (fastvideo.serving.prompting: the LLM "
+                                   "prompt enhancer of /v1/stream sessions); a chain that cannot work is refused"
+       for name in PromptEnhancerConfig.__dataclass_fields__ if name != "fallbacks"},
+    **{f"streaming.prompt.fallbacks.{name}": "honoured: providers tried in order after a retryable failure"
+       for name in LLMProviderConfig.__dataclass_fields__},
+    **{f"streaming.safety.{name}": "honoured when streaming.safety.enabled (fastText prompt classifier; no "
+                                   "classifier_path is refused; a missing file or package: allowed and logged)"
+       for name in PromptSafetyConfig.__dataclass_fields__},
 }
 
 #: FastVideo serve fields refused unless at their default: dotted path -> (default, what to do instead).
@@ -122,8 +126,6 @@ _REFUSED_UNLESS_DEFAULT: dict[str, tuple[object, str]] = {
     "streaming.pool.num_workers": (None, "list the devices in pool.devices (--devices 0,1): one worker each"),
     "streaming.pool.conditioning_num_frames": (9, "segments continue from the continuation state; drop it"),
     "streaming.pool.conditioning_end_offset": (0, "segments continue from the continuation state; drop it"),
-    "streaming.prompt.enabled": (False, "the prompt enhancer is not supported yet; set it to false"),
-    "streaming.safety.enabled": (False, "the prompt safety classifier is not supported yet; set it to false"),
 }
 
 
@@ -178,6 +180,9 @@ def check_serve_config(config: ServeConfig) -> ServeConfig:
                                                          "num_frames, fps, num_inference_steps, guidance_scale, "
                                                          "seed, shift, sampler); send it in each request, or drop "
                                                          "it from default_request")
+    from fastvideo.serving.prompting.session import check_prompt_config  # httpx/prometheus: the serving extra
+
+    check_prompt_config(config.streaming)
     return config
 
 

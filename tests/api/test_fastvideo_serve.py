@@ -150,8 +150,9 @@ SERVE_REFUSED = [
     ({"streaming": {"pool": {"num_workers": 2}}}, "streaming.pool.num_workers", "pool.devices"),
     ({"streaming": {"pool": {"conditioning_num_frames": 5}}}, "streaming.pool.conditioning_num_frames",
      "continuation state"),
-    ({"streaming": {"prompt": {"enabled": True}}}, "streaming.prompt.enabled", "not supported yet"),
-    ({"streaming": {"safety": {"enabled": True}}}, "streaming.safety.enabled", "not supported yet"),
+    ({"streaming": {"prompt": {"enabled": True, "provider": "openai_compatible"}}}, "streaming.prompt.base_url",
+     "needs the base URL"),  # the prompt enhancer's other refusals: tests/serving/test_prompt_enhancer.py
+    ({"streaming": {"safety": {"enabled": True}}}, "streaming.safety.classifier_path", "is required"),
     ({"default_request": {"sampling": {"guidance_scale_2": 3.0}}}, "default_request.sampling.guidance_scale_2",
      "not supported yet"),
     ({"default_request": {"runtime": {"enable_teacache": True}}}, "default_request.runtime.enable_teacache",
@@ -361,7 +362,8 @@ def test_serve_dotted_flags_end_to_end(tmp_path, captured_serve, capsys):
 
 @pytest.mark.parametrize("argv,words", [
     (["--server.prot", "1"], "server.prot: unknown field"),
-    (["--streaming.prompt.enabled", "true"], "streaming.prompt.enabled: True is not supported"),
+    (["--streaming.prompt.enabled", "true", "--streaming.prompt.provider", "openai_compatible"],
+     "streaming.prompt.base_url: an openai_compatible provider needs"),
     (["--server.port", "eighty"], "server.port: expected an integer"),
     (["--default_request.extensions.k", "3"], "default_request.extensions.k: is not supported yet"),
 ])
