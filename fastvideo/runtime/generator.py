@@ -53,7 +53,8 @@ Contract:
   (:meth:`VideoGenerator.attach_blob_store`), returned states keep tensors above the size threshold
   in the store by id (``{"encoding": "blob", "blob_id": ...}``) and incoming states that reference
   blobs are fetched from it (a missing blob is a ``RequestError`` on ``state``).
-- ``default_health_check_request()``: 256x256, 8 frames, 1 step, nothing saved.
+- ``default_health_check_request()``: 256x256, 8 frames, 1 step, nothing saved; ``warmup_request()`` adds
+  ``probe_inputs()``, the grey image an image-to-video model needs.
 """
 
 from __future__ import annotations
@@ -474,10 +475,21 @@ class VideoGenerator:
                                     guidance_scale=1.0, seed=0),
             output=OutputConfig(save_video=False, return_frames=False))
 
+    def probe_inputs(self) -> InputConfig:
+        """The inputs a probe request (warmup, a server's default-request check) needs for this model: none for
+        text-to-video, a mid-grey image (``inputs.pil_image``; and ``inputs.last_image`` for first-last-frame)
+        for image-to-video."""
+        if self.preset.workload == "t2v":
+            return InputConfig()
+        from PIL import Image
+
+        grey = Image.new("RGB", (256, 256), (128, 128, 128))
+        return InputConfig(pil_image=grey, last_image=grey if self.preset.workload == "flf2v" else None)
+
     def warmup_request(self) -> GenerationRequest:
         """What warmup runs by default: the health-check request, or, when compiled artifacts serve the DiT,
         the same probe at the smallest size they are built for (the health-check size may not be)."""
-        probe = self.default_health_check_request()
+        probe = replace(self.default_health_check_request(), inputs=self.probe_inputs())
         served = None if self.artifacts is None else self.artifacts.smallest_served()
         if served is None:
             return probe

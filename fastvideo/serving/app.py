@@ -77,7 +77,8 @@ def check_request_defaults(generator: VideoGenerator, config: ServeConfig) -> di
     a ConfigError naming ``default_request.<field>``, not a 400 on every request that leaves it unset)."""
     defaults = request_defaults(config)
     try:
-        generator.resolve(apply_request_defaults(GenerationRequest(prompt="default request check"), defaults))
+        generator.resolve(apply_request_defaults(GenerationRequest(prompt="default request check",
+                                                                   inputs=generator.probe_inputs()), defaults))
     except RequestError as exc:
         raise ConfigError(f"default_request.{exc.field}", exc.reason) from exc
     return defaults

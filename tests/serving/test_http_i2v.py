@@ -1,0 +1,68 @@
+"""Image-to-video through the OpenAI edge: ``input_reference`` (multipart upload or a data URL) on the built-in
+tiny I2V model (``fastvideo-tiny-i2v``) becomes ``inputs.image_path`` and conditions the video; the image
+changes the video; an I2V model given no reference is a 400 naming ``input_reference``."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+from fastvideo.runtime.media import decode_mp4  # noqa: E402
+
+from serving_utils import SMALL, inproc_server, wait_job  # noqa: E402
+
+
+def _png(color: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 40), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def i2v_generator(fastvideo_cache):
+    from fastvideo import VideoGenerator
+
+    generator = VideoGenerator.from_pretrained("fastvideo-tiny-i2v", device="cpu", dtype="fp32")
+    yield generator
+    generator.shutdown()
+
+
+def test_input_reference_gives_image_to_video(i2v_generator, tmp_path):
+    with inproc_server(i2v_generator, tmp_path) as srv, httpx.Client(base_url=srv.base_url, timeout=60) as c:
+        videos = []
+        for color in ((220, 30, 30), (30, 30, 220)):
+            r = c.post("/v1/videos", data={"prompt": "a cat", **{k: str(v) for k, v in SMALL.items()}, "seed": "3"},
+                       files={"input_reference": ("in.png", _png(color), "image/png")})
+            assert r.status_code == 200, r.text
+            done = wait_job(c, r.json()["id"])
+            assert done["status"] == "completed", done
+            frames, _ = decode_mp4(c.get(f"/v1/videos/{done['id']}/content").content)
+            assert frames.shape == (5, 64, 64, 3)
+            videos.append(frames.astype(np.int16))
+        assert np.abs(videos[0] - videos[1]).max() > 10  # the reference image conditions the video
+        data_url = "data:image/png;base64," + base64.b64encode(_png((30, 200, 30))).decode()
+        r = c.post("/v1/videos", json={"prompt": "a cat", **SMALL, "input_reference": data_url})
+        assert r.status_code == 200, r.text
+        assert wait_job(c, r.json()["id"])["status"] == "completed"
+        r = c.post("/v1/videos", json={"prompt": "a cat", **SMALL})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == "input_reference" and "image-to-video" in error["message"], error
+
+
+def test_warmup_and_default_request_check_give_an_image(i2v_generator):
+    """The server's warmup and default-request check run on an image-to-video model (a grey probe image)."""
+    from fastvideo.api import GenerationRequest
+
+    out = i2v_generator.generate(i2v_generator.warmup_request())
+    assert out.frames is None or out.frames.shape[0] == 8
+    assert i2v_generator.probe_inputs().pil_image is not None
+    i2v_generator.resolve(GenerationRequest(prompt="x", inputs=i2v_generator.probe_inputs()))
