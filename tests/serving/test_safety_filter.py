@@ -149,3 +149,33 @@ def test_an_enhanced_or_extended_prompt_is_checked_too(classifier):
     with pytest.raises(PromptBlocked):
         asyncio.run(prompting.prepare("gore blood wound corpse"))
     assert len(stub.requests) == before
+
+
+def test_the_stream_prompt_source_adapter(classifier):
+    """What a /v1/stream session calls: enhance/rewrite/extend(session=) with the session id as request id, and
+    check(prompt) before a segment is queued."""
+    from types import SimpleNamespace
+
+    from fastvideo.serving.prompting import LLMProviderError, StreamPromptSource
+
+    session = SimpleNamespace(id="sess-42")
+    with ChatStub([("ok", "a fox at dawn in deep snow"), ("ok", "a fox in blood and gore"),
+                   ("ok", "alt one\nalt two"), ("ok", "the fox reaches the ridge"), ("status", 400)]) as stub:
+        config = parse_config(ServeConfig, {"streaming": {
+            "prompt": {"enabled": True, "provider": "openai_compatible", "base_url": stub.base_url},
+            "safety": {"enabled": True, "classifier_path": classifier}}})
+        source = StreamPromptSource(SessionPrompting.from_config(config.streaming))
+        assert asyncio.run(source.enhance("a fox", session=session)) == "a fox at dawn in deep snow"
+        with pytest.raises(PromptBlocked) as info:
+            asyncio.run(source.enhance("a fox", session=session))
+        assert info.value.stage == "enhanced"
+        assert asyncio.run(source.rewrite("a fox", 2, session=session)) == ["alt one", "alt two"]
+        assert asyncio.run(source.extend("a fox at dawn", session=session)) == "the fox reaches the ridge"
+        with pytest.raises(LLMProviderError):  # the session reports it and runs the prompt as given
+            asyncio.run(source.enhance("a fox", session=session))
+        asyncio.run(source.check("a fox in snow", session=session))
+        with pytest.raises(PromptBlocked):
+            asyncio.run(source.check("gore blood corpse", session=session))
+    assert len(stub.requests) == 5
+    with pytest.raises(ConfigError):
+        StreamPromptSource(SessionPrompting())

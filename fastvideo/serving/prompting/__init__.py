@@ -26,6 +26,7 @@ from fastvideo.serving.prompting.session import (
     PreparedPrompt,
     PromptBlocked,
     SessionPrompting,
+    StreamPromptSource,
     build_enhancer,
     build_safety_filter,
     check_prompt_config,
@@ -35,6 +36,6 @@ from fastvideo.serving.prompting.stats import EnhancerStats, PromptMetrics
 __all__ = ["CerebrasProvider", "EnhancerStats", "GroqProvider", "LLMMessage", "LLMProvider", "LLMProviderError",
            "LLMRequest", "LLMResponse", "LLMTimeoutError", "OpenAICompatibleProvider", "PreparedPrompt",
            "PromptBlocked", "PromptEnhancer", "PromptMetrics", "PromptOperation", "PromptSafetyFilter",
-           "RewriteOptions", "RewriteResult", "SafetyDecision", "SafetyResult", "SessionPrompting", "build_enhancer",
-           "build_rewrite", "build_safety_filter", "check_prompt_config", "first_blocked", "load_system_prompts",
-           "parse_alternatives"]
+           "RewriteOptions", "RewriteResult", "SafetyDecision", "SafetyResult", "SessionPrompting",
+           "StreamPromptSource", "build_enhancer", "build_rewrite", "build_safety_filter", "check_prompt_config",
+           "first_blocked", "load_system_prompts", "parse_alternatives"]

@@ -18,6 +18,8 @@ Contract:
   checks it; it raises :class:`LLMProviderError` when no provider answered, :class:`PromptBlocked` when the
   new prompt is blocked. :meth:`SessionPrompting.rewrite` returns alternatives with blocked ones dropped.
 - The safety check runs in a worker thread (the first one loads the classifier).
+- :class:`StreamPromptSource` adapts it to a ``/v1/stream`` session's prompt-source hook (``enhance``,
+  ``rewrite``, ``extend`` with ``session=``, and ``check``).
 """
 
 from __future__ import annotations
@@ -213,5 +215,41 @@ class SessionPrompting:
             self.enhancer.reload_system_prompts()
 
 
-__all__ = ["PreparedPrompt", "PromptBlocked", "SessionPrompting", "build_enhancer", "build_providers",
+class StreamPromptSource:
+    """:class:`SessionPrompting` as a ``/v1/stream`` session's prompt source: ``enhance(prompt, *, session)``,
+    ``rewrite(prompt, count, *, session)``, ``extend(last_prompt, *, session)`` and ``check(prompt, *,
+    session)``, with the session's ``id`` as the request id. Unlike :meth:`SessionPrompting.prepare`,
+    ``enhance`` raises when no provider answered (the session reports it and runs the prompt as given), and
+    an enhanced or extended prompt the filter blocks raises :class:`PromptBlocked`. ``check`` is the safety
+    check a session runs on every prompt before its segment is queued (no filter: nothing to do)."""
+
+    def __init__(self, prompting: SessionPrompting) -> None:
+        if prompting.enhancer is None:
+            raise ConfigError("streaming.prompt.enabled", "a prompt source needs the prompt enhancer: enable it")
+        self.prompting = prompting
+        self.enhancer = prompting.enhancer
+
+    async def check(self, prompt: str, *, session: object) -> None:
+        await self.prompting.check(prompt, request_id=_session_id(session))
+
+    async def enhance(self, prompt: str, *, session: object) -> str:
+        rid = _session_id(session)
+        response = await self.enhancer.enhance(prompt, request_id=rid)
+        await self.prompting.check(response.content, stage="enhanced", request_id=rid)
+        return response.content
+
+    async def rewrite(self, prompt: str, count: int, *, session: object) -> list[str]:
+        return (await self.prompting.rewrite(prompt, count=count, request_id=_session_id(session))).alternatives
+
+    async def extend(self, last_prompt: str, *, session: object) -> str:
+        return (await self.prompting.extend([last_prompt], request_id=_session_id(session))).prompt
+
+
+def _session_id(session: object) -> str | None:
+    value = getattr(session, "id", None)
+    return str(value) if value is not None else None
+
+
+__all__ = ["PreparedPrompt", "PromptBlocked", "SessionPrompting", "StreamPromptSource", "build_enhancer",
+           "build_providers",
            "build_safety_filter", "check_prompt_config"]
