@@ -4,7 +4,8 @@ Contract
 --------
 - :func:`run_build` validates everything it can before touching the disk (model folder, profiles,
   branches, precision on the device, backend availability) and raises :class:`BuildError` with
-  ``exit_code`` :data:`EXIT_USAGE` (2) and a message saying what to change.
+  ``exit_code`` :data:`EXIT_USAGE` (2) and a message saying what to change (an image-to-video folder
+  included: its DiT is not exported yet).
 - The artifact folder ``<out>/<backend>-<precision>-<hash12>`` is content-addressed (see
   :mod:`fastvideo.build.manifest`). If it already exists and verifies, nothing is rebuilt
   (``status="up-to-date"``) unless ``force``.
@@ -244,6 +245,10 @@ def _plan(request: BuildRequest) -> _Plan:
             root = Path(request.model_path).expanduser()
         folder = inspect_model_folder(root)
         dit_cfg_dict = folder.read_config("transformer")
+        if dit_cfg_dict.get("image_dim") is not None:  # Wan2.1 I2V: the DiT takes image tokens too
+            raise ModelLoadError(f"{folder.component('transformer')}/config.json is an image-to-video transformer "
+                                 "(image_dim set); fastvideo-build does not export image-to-video DiTs yet: serve "
+                                 "this model without artifacts (its DiT runs eagerly)")
         preset = infer_preset(folder.model_index, dit_cfg_dict)
         dims = ModelDims.from_configs(WanDiTConfig.from_dict(dit_cfg_dict),
                                       WanVAEConfig.from_dict(folder.read_config("vae")), preset)
