@@ -18,6 +18,7 @@ from fastvideo.api.config import (
 from fastvideo.api.request import GenerationPlan, PlannedStage, RequestRuntimeConfig
 from fastvideo.api.serve import (
     GpuPoolConfig,
+    LLMProviderConfig,
     PromptEnhancerConfig,
     PromptSafetyConfig,
     ServeConfig,
@@ -115,9 +116,9 @@ __all__ = [
 ]
 
 # FastVideo's schema classes beyond the Dynamo contract (issue 14): request plans, serve documents.
-__all__ += ["GenerationPlan", "GpuPoolConfig", "PlannedStage", "PromptEnhancerConfig", "PromptSafetyConfig",
-            "RequestRuntimeConfig", "ServeConfig", "ServerConfig", "StreamingConfig", "WarmupConfig",
-            "load_serve_config"]
+__all__ += ["GenerationPlan", "GpuPoolConfig", "LLMProviderConfig", "PlannedStage", "PromptEnhancerConfig",
+            "PromptSafetyConfig", "RequestRuntimeConfig", "ServeConfig", "ServerConfig", "StreamingConfig",
+            "WarmupConfig", "load_serve_config"]
 
 # The ltx2.v1 continuation state's wire layer (issue 15); the typed state with frames and tensors is
 # fastvideo.engine.ltx2_state.LTX2ContinuationState.

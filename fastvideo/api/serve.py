@@ -4,8 +4,8 @@ Contract:
 - :class:`ServeConfig` is everything ``fastvideo serve`` needs. FastVideo's fields, with its names,
   nesting and types: ``generator`` (:class:`GeneratorConfig`), ``server`` (:class:`ServerConfig`),
   ``default_request`` (:class:`GenerationRequest`), ``streaming`` (:class:`StreamingConfig`, with
-  :class:`WarmupConfig`, :class:`GpuPoolConfig`, :class:`PromptEnhancerConfig`,
-  :class:`PromptSafetyConfig`). This server's own sections, which FastVideo's parser does not have:
+  :class:`WarmupConfig`, :class:`GpuPoolConfig`, :class:`PromptEnhancerConfig` (with this server's
+  :class:`LLMProviderConfig` fallbacks), :class:`PromptSafetyConfig`). This server's own sections, which FastVideo's parser does not have:
   ``queue`` (:class:`SchedulerConfig`: admission and batching, handed to every engine as is), ``pool``
   (:class:`PoolConfig`: one worker per device) and ``state`` (:class:`StateConfig`: where continuation
   state lives); ``server`` and ``streaming`` also carry this server's own fields beside FastVideo's.
