@@ -39,6 +39,12 @@ VARIANT: dict[str, Any] = dict(
     ff_bias=False, audio_ff_bias=False, rope_double_precision=False, cross_attn_timestep_scale_multiplier=500,
     causal_offset=0, audio_num_attention_heads=4, audio_attention_head_dim=2,
 )
+# Third family, the later LTX-2 versions' switches: text cross-attention modulation on both streams with the
+# prompt AdaLN, connector-width prompts (no caption projection), STG-capable attention, the keyframe embedding.
+LATER: dict[str, Any] = dict(
+    TINY, rope_type="split", gated_attn=True, audio_gated_attn=True, cross_attn_mod=True, audio_cross_attn_mod=True,
+    use_prompt_embeddings=False, perturbed_attn=True, use_keyframes_abs_pos_embedding=True,
+)
 GRID = (3, 4, 4)  # latent frames, height, width
 AUDIO_FRAMES = 5
 TEXT_LEN = 7
@@ -68,11 +74,15 @@ def _tokens(config: dict[str, Any]) -> int:
 
 def _inputs(config: dict[str, Any], batch: int = 2, seed: int = 3) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(seed)
+    projected = config.get("use_prompt_embeddings", True)
+    text = config["caption_channels"] if projected else config["num_attention_heads"] * config["attention_head_dim"]
+    audio_text = (config["caption_channels"] if projected
+                  else config["audio_num_attention_heads"] * config["audio_attention_head_dim"])
     return dict(
         hidden_states=torch.randn(batch, _tokens(config), config["in_channels"], generator=gen),
         audio_hidden_states=torch.randn(batch, AUDIO_FRAMES, config["audio_in_channels"], generator=gen),
-        encoder_hidden_states=torch.randn(batch, TEXT_LEN, config["caption_channels"], generator=gen),
-        audio_encoder_hidden_states=torch.randn(batch, TEXT_LEN, config["caption_channels"], generator=gen),
+        encoder_hidden_states=torch.randn(batch, TEXT_LEN, text, generator=gen),
+        audio_encoder_hidden_states=torch.randn(batch, TEXT_LEN, audio_text, generator=gen),
         timestep=torch.tensor([300.0, 850.0][:batch]),
         num_frames=GRID[0], height=GRID[1], width=GRID[2], fps=24.0, audio_num_frames=AUDIO_FRAMES,
     )
@@ -100,6 +110,39 @@ def test_forward_matches_diffusers_fp32_batch2_different_timesteps(config: dict[
         same = ours(**inputs)[0]
         swapped = ours(**{**inputs, "timestep": inputs["timestep"].flip(0)})[0]
     assert (same - swapped).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("prompt_adaln", [True, False], ids=["prompt-adaln", "static-prompt-table"])
+def test_later_version_switches_match_diffusers(prompt_adaln: bool) -> None:
+    """Text cross-attention modulation, STG (some samples / all samples perturbed), a video self-attention mask and
+    keyframe tokens, against diffusers on the same config."""
+    config = dict(LATER, use_prompt_adaln_single=prompt_adaln)
+    ref = _reference(config)
+    ours = _ours(ref)
+    inputs = {**_inputs(config), "sigma": torch.tensor([0.3, 0.85]), "use_cross_timestep": True}
+    tokens = _tokens(config)
+    self_mask = (torch.rand(2, tokens, tokens, generator=torch.Generator().manual_seed(9)) > 0.3).float()
+    keyframes = torch.zeros(2, tokens, 1)
+    keyframes[:, :16] = 1.0
+    cases = {
+        "plain": {},
+        "stg some": {"spatio_temporal_guidance_blocks": [1], "perturbation_mask": torch.tensor([1.0, 0.0])},
+        "stg all": {"spatio_temporal_guidance_blocks": [0, 1]},
+        "self mask + keyframes": {"video_self_attention_mask": self_mask, "video_keyframes_mask": keyframes},
+    }
+    outputs = {}
+    for name, extra in cases.items():
+        video_diff, audio_diff = _max_diffs(ref, ours, **inputs, **extra)
+        assert video_diff <= FP32_TOL and audio_diff <= FP32_TOL, (name, video_diff, audio_diff)
+        with torch.no_grad():
+            outputs[name] = ours(**inputs, **extra)
+    for name in ("stg some", "stg all", "self mask + keyframes"):  # each switch changes the output
+        assert (outputs[name][0] - outputs["plain"][0]).abs().max() > 1e-3, name
+    # "stg some" perturbs sample 1 only: sample 0 is the plain output
+    assert torch.equal(outputs["stg some"][0][0], outputs["plain"][0][0])
+    if prompt_adaln:  # the prompt AdaLN reads sigma: leaving it out is refused, not guessed
+        with pytest.raises(ValueError, match="sigma is required"):
+            ours(**{**inputs, "sigma": None, "use_cross_timestep": False})
 
 
 def test_text_attention_masks_match_diffusers() -> None:
@@ -226,8 +269,8 @@ def _write_config(folder: Path, **changes: Any) -> Path:
 
 @pytest.mark.parametrize(("changes", "named"), [
     ({"not_a_field": 1}, "not_a_field"),
-    ({"cross_attn_mod": True}, "cross_attn_mod"),
-    ({"perturbed_attn": True}, "perturbed_attn"),
+    ({"norm_elementwise_affine": True}, "norm_elementwise_affine"),
+    ({"activation_fn": "gelu"}, "activation_fn"),
     ({"rope_type": "spiral"}, "rope_type"),
     ({"_class_name": "WanTransformer3DModel"}, "WanTransformer3DModel"),
 ])

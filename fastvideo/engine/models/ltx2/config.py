@@ -6,11 +6,13 @@ Contract
   with diffusers' defaults. :meth:`LTX2DiTConfig.from_dict` reads a ``config.json`` dict: ``_``-prefixed keys
   (``_class_name``, ``_diffusers_version``, ...) are ignored, an unknown key raises :class:`ValueError` naming it.
 - Values this engine does not implement raise :class:`NotImplementedError` naming the field and the value it
-  supports (see :data:`UNSUPPORTED`): the LTX-2.3/2.5 extensions (``cross_attn_mod``, ``audio_cross_attn_mod``,
-  ``perturbed_attn``, ``use_keyframes_abs_pos_embedding``, ``use_prompt_embeddings=False``), affine block norms,
-  and any q/k norm or activation other than the published ones. Everything LTX-2.0 (``Lightricks/LTX-2``) uses is
-  supported, plus per-head gated attention (``gated_attn`` / ``audio_gated_attn``), both RoPE layouts
-  (``interleaved``, ``split``) and the bias switches.
+  supports (see :data:`UNSUPPORTED`): affine block norms (``norm_elementwise_affine``, which no published
+  checkpoint uses) and any q/k norm or activation other than the published ones (diffusers refuses those too).
+  Everything else is implemented: LTX-2.0 (``Lightricks/LTX-2``) and the later extensions diffusers carries:
+  per-head gated attention (``gated_attn`` / ``audio_gated_attn``), text cross-attention modulation
+  (``cross_attn_mod`` / ``audio_cross_attn_mod``, with or without ``use_prompt_adaln_single``), STG-capable
+  attention (``perturbed_attn``), connector-projected prompts (``use_prompt_embeddings=False``), the keyframe
+  position embedding, both RoPE layouts (``interleaved``, ``split``) and the bias switches.
 - Shape fields are checked (positive, RoPE dims even); every problem names the field.
 """
 
@@ -24,11 +26,6 @@ __all__ = ["LTX2DiTConfig", "UNSUPPORTED"]
 
 #: field -> the only value this engine implements (other values raise NotImplementedError).
 UNSUPPORTED: dict[str, Any] = {
-    "cross_attn_mod": False,
-    "audio_cross_attn_mod": False,
-    "perturbed_attn": False,
-    "use_keyframes_abs_pos_embedding": False,
-    "use_prompt_embeddings": True,
     "norm_elementwise_affine": False,
     "qk_norm": "rms_norm_across_heads",
     "activation_fn": "gelu-approximate",
@@ -115,7 +112,7 @@ class LTX2DiTConfig:
             if getattr(self, name) != supported:
                 raise NotImplementedError(
                     f"{name}={getattr(self, name)!r} is not supported by this engine's LTX-2 DiT (it implements "
-                    f"LTX-2.0: {name}={supported!r}); use an LTX-2 (2.0) transformer checkpoint")
+                    f"{name}={supported!r}, as every published LTX-2 checkpoint uses)")
         if self.audio_cross_attention_dim != self.audio_inner_dim:
             # a2v / v2a attention runs at the audio width while its RoPE is built at audio_cross_attention_dim
             raise ValueError(f"audio_cross_attention_dim ({self.audio_cross_attention_dim}) must equal "

@@ -20,6 +20,14 @@ Contract
   * positions: ``video_coords`` ``(B, 3, N_v, 2)`` / ``audio_coords`` ``(B, 1, N_a, 2)`` (see :mod:`.rope`), or,
     when absent, the grid ``num_frames, height, width`` (latent sizes), ``fps`` and ``audio_num_frames``.
   * ``isolate_modalities`` skips the a2v/v2a attention in every block.
+  * ``spatio_temporal_guidance_blocks`` / ``perturbation_mask`` ``(B,)``: STG, only with ``perturbed_attn``
+    configs (ignored otherwise, as in diffusers): in those blocks the self-attention of both streams becomes
+    ``lerp(values, attention, mask)`` per sample (no mask: every sample gets the values).
+  * ``video_self_attention_mask`` ``(B, N_v, N_v)`` in ``[0, 1]``: multiplicative video self-attention mask
+    (IC-LoRA), turned into the additive bias; ``video_keyframes_mask`` ``(B, N_v, 1)``: tokens that get
+    ``keyframes_abs_pos_embedding`` (configs with ``use_keyframes_abs_pos_embedding``).
+  * ``sigma`` (and ``audio_sigma``) is required by configs with prompt AdaLN (``cross_attn_mod`` and
+    ``use_prompt_adaln_single``), which modulate the text K/V by it.
   * returns ``(B, N_v, out_channels)`` and ``(B, N_a, audio_out_channels)`` in the compute dtype.
 
 - Precision mirrors diffusers operation by operation (its LTX-2 class keeps no module in float32): the timestep
@@ -27,11 +35,12 @@ Contract
   affine-free block RMS norms reduce in float32 and return the activation dtype; everything else (linears,
   modulation, residuals, attention, the output LayerNorm) runs in the dtype of the parameters/activations.
   :meth:`LTX2Transformer.to_inference_dtype` casts every parameter, like ``from_pretrained(torch_dtype=...)``.
-- Attention: every unmasked attention goes through :func:`fastvideo.engine.attention.attention` with
+- Attention: every unmasked, unperturbed attention goes through :func:`fastvideo.engine.attention.attention` with
   ``(B, L, heads, head_dim)`` tensors and the model's :class:`AttentionBackend` (``sdpa`` unless
   :meth:`LTX2Transformer.set_attention_backend` picks another). Registry backends take no mask, so a text
   cross-attention *with* an attention mask runs torch SDPA with the additive bias (exactly diffusers' path);
-  callers whose mask keeps every token should pass ``None`` to get the selected backend.
+  callers whose mask keeps every token should pass ``None`` to get the selected backend. The same holds for a
+  video self-attention mask.
 - RoPE: self-attention q/k get the per-stream tables (video 3 axes at ``inner_dim``, audio 1 axis at
   ``audio_inner_dim``); in a2v/v2a the video q/k get time-only tables at ``audio_cross_attention_dim`` (video
   head layout) and the audio q/k the audio time tables at that width (audio head layout). Text cross-attention
@@ -157,10 +166,15 @@ class _Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, kv_states: torch.Tensor, backend: AttentionBackend, *, layout: str,
                 q_rope: RopeTables | None = None, k_rope: RopeTables | None = None,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
+                bias: torch.Tensor | None = None, skip_attention: bool = False,
+                perturbation: torch.Tensor | None = None) -> torch.Tensor:
+        """``skip_attention``: output the value projection instead of attending (STG, every sample perturbed);
+        ``perturbation`` ``(B, 1, 1)``: ``lerp(values, attention, perturbation)`` per sample (0 = perturbed)."""
+        v = self.to_v(kv_states)
+        if skip_attention:
+            return self._output(v.unflatten(2, (self.heads, -1)), x)
         q = self.norm_q(self.to_q(x))
         k = self.norm_k(self.to_k(kv_states))
-        v = self.to_v(kv_states)
         if q_rope is not None:
             q = apply_rope(q, q_rope, layout)
             k = apply_rope(k, k_rope if k_rope is not None else q_rope, layout)
@@ -171,6 +185,12 @@ class _Attention(nn.Module):
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                  attn_mask=bias).transpose(1, 2)
         out = out.to(q.dtype)
+        if perturbation is not None:  # lerp is exact at 0 and 1: same as diffusers' all-perturbed shortcut
+            out = torch.lerp(v.flatten(2, 3), out.flatten(2, 3), perturbation).unflatten(2, (self.heads, -1))
+        return self._output(out, x)
+
+    def _output(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``(B, L, heads, head_dim)`` -> per-head gate (if any) -> ``to_out``."""
         if self.to_gate_logits is not None:
             out = out * (2.0 * torch.sigmoid(self.to_gate_logits(x))).unsqueeze(-1)
         return self.to_out[0](out.flatten(2, 3))
@@ -213,6 +233,11 @@ class _StepContext:
     audio_context: torch.Tensor  # (B, L_a, D_a)
     text_bias: torch.Tensor | None
     audio_text_bias: torch.Tensor | None
+    self_bias: torch.Tensor | None  # (B, 1, N_v, N_v) video self-attention bias
+    temb_prompt: torch.Tensor | None  # (B, T, 2*D): text K/V modulation (cross_attn_mod, prompt AdaLN)
+    temb_prompt_audio: torch.Tensor | None
+    perturbation: torch.Tensor | None  # (B, 1, 1) STG weights; None with stg_blocks: every sample perturbed
+    stg_blocks: frozenset[int]
     video_rope: RopeTables
     audio_rope: RopeTables
     cross_video_rope: RopeTables
@@ -242,29 +267,66 @@ class _Block(nn.Module):
         self.video_to_audio_attn = _Attention(adim, dim, aheads, ahead_dim, gated=cfg.audio_gated_attn, **common)
         self.ff = _FeedForward(dim, cfg.ff_bias)
         self.audio_ff = _FeedForward(adim, cfg.audio_ff_bias)
-        self.scale_shift_table = nn.Parameter(torch.randn(_NUM_MODULATIONS, dim) / dim**0.5)
-        self.audio_scale_shift_table = nn.Parameter(torch.randn(_NUM_MODULATIONS, adim) / adim**0.5)
+        self.video_text_mod, self.audio_text_mod = cfg.cross_attn_mod, cfg.audio_cross_attn_mod
+        self.perturbed = cfg.perturbed_attn
+        video_rows = _NUM_MODULATIONS + 3 * cfg.cross_attn_mod  # + text-query shift/scale/gate
+        audio_rows = _NUM_MODULATIONS + 3 * cfg.audio_cross_attn_mod
+        self.scale_shift_table = nn.Parameter(torch.randn(video_rows, dim) / dim**0.5)
+        self.audio_scale_shift_table = nn.Parameter(torch.randn(audio_rows, adim) / adim**0.5)
+        if cfg.cross_attn_mod or cfg.audio_cross_attn_mod:  # text K/V shift/scale, both streams
+            self.prompt_scale_shift_table = nn.Parameter(torch.randn(2, dim))
+            self.audio_prompt_scale_shift_table = nn.Parameter(torch.randn(2, adim))
         # rows: a2v scale, a2v shift, v2a scale, v2a shift, gate
         self.video_a2v_cross_attn_scale_shift_table = nn.Parameter(torch.randn(5, dim))
         self.audio_a2v_cross_attn_scale_shift_table = nn.Parameter(torch.randn(5, adim))
 
-    def forward(self, x: torch.Tensor, a: torch.Tensor, ctx: _StepContext) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x (B, N_v, D)``, ``a (B, N_a, D_a)`` -> updated ``(x, a)``."""
+    def _text_kv_mod(self, table: torch.Tensor, temb: torch.Tensor | None, like: torch.Tensor,
+                     batch: int) -> tuple[torch.Tensor, ...]:
+        """Text K/V (shift, scale): the table plus the prompt AdaLN, or the table alone (timestep-free)."""
+        if temb is not None:
+            return _modulation(table, temb, batch)
+        return table[None, None].to(device=like.device, dtype=like.dtype).unbind(dim=2)
+
+    def forward(self, x: torch.Tensor, a: torch.Tensor, ctx: _StepContext,
+                index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (B, N_v, D)``, ``a (B, N_a, D_a)`` -> updated ``(x, a)``; ``index``: this block's place (STG)."""
         batch, eps, layout, backend = x.shape[0], self.eps, self.layout, ctx.backend
-        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = _modulation(self.scale_shift_table, ctx.temb, batch)
-        a_shift_sa, a_scale_sa, a_gate_sa, a_shift_ff, a_scale_ff, a_gate_ff = _modulation(
-            self.audio_scale_shift_table, ctx.temb_audio, batch)
+        video_mod = _modulation(self.scale_shift_table, ctx.temb, batch)
+        audio_mod = _modulation(self.audio_scale_shift_table, ctx.temb_audio, batch)
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = video_mod[:_NUM_MODULATIONS]
+        a_shift_sa, a_scale_sa, a_gate_sa, a_shift_ff, a_scale_ff, a_gate_ff = audio_mod[:_NUM_MODULATIONS]
+        stg = self.perturbed and index in ctx.stg_blocks
+        skip = stg and ctx.perturbation is None
+        perturbation = ctx.perturbation if stg else None
 
-        # 1. self-attention, each stream with its own RoPE
+        # 1. self-attention, each stream with its own RoPE (STG may replace it with the values)
         h = _rms_norm(x, eps) * (1 + scale_sa) + shift_sa
-        x = x + self.attn1(h, h, backend, layout=layout, q_rope=ctx.video_rope) * gate_sa
+        x = x + self.attn1(h, h, backend, layout=layout, q_rope=ctx.video_rope, bias=ctx.self_bias,
+                           skip_attention=skip, perturbation=perturbation) * gate_sa
         h = _rms_norm(a, eps) * (1 + a_scale_sa) + a_shift_sa
-        a = a + self.audio_attn1(h, h, backend, layout=layout, q_rope=ctx.audio_rope) * a_gate_sa
+        a = a + self.audio_attn1(h, h, backend, layout=layout, q_rope=ctx.audio_rope, skip_attention=skip,
+                                 perturbation=perturbation) * a_gate_sa
 
-        # 2. text cross-attention (no RoPE, no modulation)
-        x = x + self.attn2(_rms_norm(x, eps), ctx.context, backend, layout=layout, bias=ctx.text_bias)
-        a = a + self.audio_attn2(_rms_norm(a, eps), ctx.audio_context, backend, layout=layout,
-                                 bias=ctx.audio_text_bias)
+        # 2. text cross-attention (no RoPE); with cross_attn_mod the query, the text K/V and the output are modulated
+        context, audio_context = ctx.context, ctx.audio_context
+        if self.video_text_mod or self.audio_text_mod:
+            shift_kv, scale_kv = self._text_kv_mod(self.prompt_scale_shift_table, ctx.temb_prompt, x, batch)
+            a_shift_kv, a_scale_kv = self._text_kv_mod(self.audio_prompt_scale_shift_table, ctx.temb_prompt_audio,
+                                                       a, batch)
+            context = context * (1 + scale_kv) + shift_kv
+            audio_context = audio_context * (1 + a_scale_kv) + a_shift_kv
+        h = _rms_norm(x, eps)
+        if self.video_text_mod:
+            shift_q, scale_q, gate_q = video_mod[_NUM_MODULATIONS:]
+            h = h * (1 + scale_q) + shift_q
+        out = self.attn2(h, context, backend, layout=layout, bias=ctx.text_bias)
+        x = x + (out * gate_q if self.video_text_mod else out)
+        h = _rms_norm(a, eps)
+        if self.audio_text_mod:
+            a_shift_q, a_scale_q, a_gate_q = audio_mod[_NUM_MODULATIONS:]
+            h = h * (1 + a_scale_q) + a_shift_q
+        out = self.audio_attn2(h, audio_context, backend, layout=layout, bias=ctx.audio_text_bias)
+        a = a + (out * a_gate_q if self.audio_text_mod else out)
 
         # 3. audio-to-video and video-to-audio attention, both from the same normed states
         if not ctx.isolate_modalities:
@@ -302,10 +364,18 @@ class LTX2Transformer(nn.Module):
         assert config.out_channels is not None and config.audio_out_channels is not None  # resolved by the config
         self.proj_in = nn.Linear(config.in_channels, dim)
         self.audio_proj_in = nn.Linear(config.audio_in_channels, adim)
-        self.caption_projection = _TwoLayerMLP(config.caption_channels, dim, "gelu_tanh")
-        self.audio_caption_projection = _TwoLayerMLP(config.caption_channels, adim, "gelu_tanh")
-        self.time_embed = _TimeModulation(dim, _NUM_MODULATIONS)
-        self.audio_time_embed = _TimeModulation(adim, _NUM_MODULATIONS)
+        if config.use_keyframes_abs_pos_embedding:
+            self.keyframes_abs_pos_embedding = nn.Parameter(torch.zeros(1, dim))
+        if config.use_prompt_embeddings:  # LTX-2.0; later versions project per stream in the text connector
+            self.caption_projection = _TwoLayerMLP(config.caption_channels, dim, "gelu_tanh")
+            self.audio_caption_projection = _TwoLayerMLP(config.caption_channels, adim, "gelu_tanh")
+        self.time_embed = _TimeModulation(dim, _NUM_MODULATIONS + 3 * config.cross_attn_mod)
+        self.audio_time_embed = _TimeModulation(adim, _NUM_MODULATIONS + 3 * config.audio_cross_attn_mod)
+        #: the text K/V modulation follows the timestep (prompt AdaLN) rather than a fixed per-layer table
+        self.prompt_adaln_on = (config.cross_attn_mod or config.audio_cross_attn_mod) and config.use_prompt_adaln_single
+        if self.prompt_adaln_on:
+            self.prompt_adaln = _TimeModulation(dim, 2)
+            self.audio_prompt_adaln = _TimeModulation(adim, 2)
         self.av_cross_attn_video_scale_shift = _TimeModulation(dim, 4)
         self.av_cross_attn_audio_scale_shift = _TimeModulation(adim, 4)
         self.av_cross_attn_video_a2v_gate = _TimeModulation(dim, 1)
@@ -440,11 +510,13 @@ class LTX2Transformer(nn.Module):
                       encoder_hidden_states: torch.Tensor, audio_encoder_hidden_states: torch.Tensor) -> None:
         cfg = self.config
         batch = hidden_states.shape[0]
+        text, audio_text = ((cfg.caption_channels, cfg.caption_channels) if cfg.use_prompt_embeddings
+                            else (cfg.inner_dim, cfg.audio_inner_dim))
         for name, tensor, channels in (
                 ("hidden_states", hidden_states, cfg.in_channels),
                 ("audio_hidden_states", audio_hidden_states, cfg.audio_in_channels),
-                ("encoder_hidden_states", encoder_hidden_states, cfg.caption_channels),
-                ("audio_encoder_hidden_states", audio_encoder_hidden_states, cfg.caption_channels)):
+                ("encoder_hidden_states", encoder_hidden_states, text),
+                ("audio_encoder_hidden_states", audio_encoder_hidden_states, audio_text)):
             if tensor.ndim != 3 or tensor.shape[0] != batch or tensor.shape[2] != channels:
                 raise ValueError(f"{name} must be ({batch}, L, {channels}), got {tuple(tensor.shape)}")
 
@@ -477,7 +549,11 @@ class LTX2Transformer(nn.Module):
         video_coords: torch.Tensor | None = None,
         audio_coords: torch.Tensor | None = None,
         isolate_modalities: bool = False,
+        spatio_temporal_guidance_blocks: list[int] | None = None,
+        perturbation_mask: torch.Tensor | None = None,
         use_cross_timestep: bool = False,
+        video_self_attention_mask: torch.Tensor | None = None,
+        video_keyframes_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Denoise one step for both streams; see the module contract for shapes. Returns ``(video, audio)``."""
         cfg = self.config
@@ -489,8 +565,9 @@ class LTX2Transformer(nn.Module):
         for name, value, tokens in (("timestep", timestep, n_video), ("audio_timestep", audio_timestep, n_audio),
                                     ("sigma", sigma, n_video), ("audio_sigma", audio_sigma, n_audio)):
             self._check_time(name, value, batch, tokens)
-        if use_cross_timestep and (sigma is None or audio_sigma is None):
-            raise ValueError("use_cross_timestep=True needs sigma (and optionally audio_sigma)")
+        if (use_cross_timestep or self.prompt_adaln_on) and (sigma is None or audio_sigma is None):
+            raise ValueError("sigma is required (and audio_sigma optional) with use_cross_timestep=True or a "
+                             "config with cross_attn_mod and use_prompt_adaln_single")
         text_bias = _mask_bias(encoder_attention_mask, hidden_states.dtype, batch, "encoder_attention_mask")
         audio_text_bias = _mask_bias(audio_encoder_attention_mask, audio_hidden_states.dtype, batch,
                                      "audio_encoder_attention_mask")
@@ -498,8 +575,22 @@ class LTX2Transformer(nn.Module):
             hidden_states, audio_hidden_states, video_coords, audio_coords, num_frames, height, width, fps,
             audio_num_frames)
 
+        self_bias = None
+        if video_self_attention_mask is not None:  # multiplicative [0, 1] -> additive bias, like diffusers
+            n_video = hidden_states.shape[1]
+            if video_self_attention_mask.shape != (batch, n_video, n_video):
+                raise ValueError(f"video_self_attention_mask must be ({batch}, {n_video}, {n_video}), got "
+                                 f"{tuple(video_self_attention_mask.shape)}")
+            self_bias = ((1 - video_self_attention_mask.to(hidden_states.dtype)) * _MASK_BIAS).unsqueeze(1)
+        stg_blocks = frozenset(spatio_temporal_guidance_blocks or ())
+        if perturbation_mask is not None and perturbation_mask.ndim == 1:
+            perturbation_mask = perturbation_mask[:, None, None]
+
         x = self.proj_in(hidden_states)
         a = self.audio_proj_in(audio_hidden_states)
+        if cfg.use_keyframes_abs_pos_embedding and video_keyframes_mask is not None:
+            marker = (video_keyframes_mask > 0).to(x.dtype)
+            x = x + marker * self.keyframes_abs_pos_embedding.to(x.dtype)
 
         temb, embedded = self.time_embed(timestep, batch, x.dtype)
         temb_audio, audio_embedded = self.audio_time_embed(audio_timestep, batch, a.dtype)
@@ -512,18 +603,27 @@ class LTX2Transformer(nn.Module):
         video_ca_gate, _ = self.av_cross_attn_video_a2v_gate(video_ca_t * gate_factor, batch, x.dtype)
         audio_ca_mod, _ = self.av_cross_attn_audio_scale_shift(audio_ca_t, batch, a.dtype)
         audio_ca_gate, _ = self.av_cross_attn_audio_v2a_gate(audio_ca_t * gate_factor, batch, a.dtype)
+        temb_prompt = temb_prompt_audio = None
+        if self.prompt_adaln_on:
+            assert sigma is not None and audio_sigma is not None
+            temb_prompt, _ = self.prompt_adaln(sigma, batch, x.dtype)
+            temb_prompt_audio, _ = self.audio_prompt_adaln(audio_sigma, batch, a.dtype)
+        context, audio_context = encoder_hidden_states, audio_encoder_hidden_states
+        if cfg.use_prompt_embeddings:
+            context = self.caption_projection(context).view(batch, -1, x.shape[-1])
+            audio_context = self.audio_caption_projection(audio_context).view(batch, -1, a.shape[-1])
 
         ctx = _StepContext(
             backend=self.attention_backend, temb=temb, temb_audio=temb_audio,
             video_ca_mod=video_ca_mod, video_ca_gate=video_ca_gate, audio_ca_mod=audio_ca_mod,
             audio_ca_gate=audio_ca_gate,
-            context=self.caption_projection(encoder_hidden_states).view(batch, -1, x.shape[-1]),
-            audio_context=self.audio_caption_projection(audio_encoder_hidden_states).view(batch, -1, a.shape[-1]),
-            text_bias=text_bias, audio_text_bias=audio_text_bias, video_rope=video_rope, audio_rope=audio_rope,
+            context=context, audio_context=audio_context, text_bias=text_bias, audio_text_bias=audio_text_bias,
+            self_bias=self_bias, temb_prompt=temb_prompt, temb_prompt_audio=temb_prompt_audio,
+            perturbation=perturbation_mask, stg_blocks=stg_blocks, video_rope=video_rope, audio_rope=audio_rope,
             cross_video_rope=cross_video_rope, cross_audio_rope=cross_audio_rope,
             isolate_modalities=isolate_modalities)
-        for block in self.transformer_blocks:
-            x, a = block(x, a, ctx)
+        for index, block in enumerate(self.transformer_blocks):
+            x, a = block(x, a, ctx, index)
 
         video = self.proj_out(self._output_norm(x, self.scale_shift_table, embedded))
         audio = self.audio_proj_out(self._output_norm(a, self.audio_scale_shift_table, audio_embedded))
