@@ -179,3 +179,20 @@ def test_the_stream_prompt_source_adapter(classifier):
     assert len(stub.requests) == 5
     with pytest.raises(ConfigError):
         StreamPromptSource(SessionPrompting())
+
+
+def test_the_prompting_benchmark_runs_short(capsys):
+    """benchmarks/bench_prompting.py (enhancer overhead direct and with a fallback, safety check cost) runs."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_prompting.py"
+    spec = importlib.util.spec_from_file_location("bench_prompting", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main(["--n", "3"])
+    assert set(out) == {"enhance_direct_ms", "enhance_fallback_ms", "safety_first_ms", "safety_us"}
+    assert all(v > 0 for v in out.values())
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]).keys() == out.keys()
