@@ -107,8 +107,8 @@ def _check_images(inputs: InputConfig, model_name: str, workload: str) -> None:
     if workload == "t2v":
         for name in ("image_path", "pil_image", "last_image"):
             if getattr(inputs, name) is not None:
-                raise RequestError(f"inputs.{name}", f"model {model_name!r} is a text-to-video model and takes no "
-                                                     "image; drop it, or load an image-to-video model (e.g. a "
+                raise RequestError(f"inputs.{name}", f"model {model_name!r} is text-to-video and takes no image; "
+                                                     "drop it, or load an image-to-video model (e.g. a "
                                                      "Wan2.1-I2V folder)")
         return
     if inputs.image_path is not None and inputs.pil_image is not None:

@@ -39,7 +39,7 @@ def test_image_flags_errors_name_the_flag(fastvideo_cache, tmp_path, capsys):
         # an image-to-video model given no image
         (["--model-path", "fastvideo-tiny-i2v"], "--image", "image-to-video model"),
         # a text-to-video model given an image
-        (["--image", str(_png(tmp_path / "a.png"))], "--image", "text-to-video model"),
+        (["--image", str(_png(tmp_path / "a.png"))], "--image", "is text-to-video"),
         (["--model-path", "fastvideo-tiny-i2v", "--image", str(tmp_path / "missing.png")], "--image",
          "does not exist"),
     ]
