@@ -461,7 +461,10 @@ class VideoGenerator:
 
     @property
     def served_branches(self) -> tuple[str, ...]:
-        """Segment branches this generator can run: both, or what its compiled artifacts were built for."""
+        """Segment branches this generator can run: both, or what its compiled artifacts were built for; an
+        image-to-video model runs the initial branch only (its videos are not continued yet)."""
+        if self.preset.workload != "t2v":
+            return ("initial",)
         if self.artifacts is not None:
             return tuple(b for b in ("initial", "continuation") if b in self.artifacts.manifest.branches)
         return ("initial", "continuation")

@@ -58,11 +58,10 @@ def test_input_reference_gives_image_to_video(i2v_generator, tmp_path):
         assert error["param"] == "input_reference" and "image-to-video" in error["message"], error
 
 
-def test_warmup_and_default_request_check_give_an_image(i2v_generator):
-    """The server's warmup and default-request check run on an image-to-video model (a grey probe image)."""
-    from fastvideo.api import GenerationRequest
-
-    out = i2v_generator.generate(i2v_generator.warmup_request())
-    assert out.frames is None or out.frames.shape[0] == 8
+def test_server_warmup_runs_on_an_image_to_video_model(i2v_generator, tmp_path):
+    """A served I2V model warms up with a grey probe image, initial branch only (its videos are not continued:
+    the continuation warmup would be refused), and becomes ready; the default-request check passes too."""
+    assert i2v_generator.served_branches == ("initial",)
     assert i2v_generator.probe_inputs().pil_image is not None
-    i2v_generator.resolve(GenerationRequest(prompt="x", inputs=i2v_generator.probe_inputs()))
+    with inproc_server(i2v_generator, tmp_path, server={"warmup": True}) as srv:
+        assert httpx.get(f"{srv.base_url}/readyz", timeout=30).status_code == 200
