@@ -12,13 +12,35 @@ Contract
   * :func:`load_ltx2_transformer` (``loading.py``): meta-device build + safetensors load of a ``transformer/``
     folder (sharded or not) through :mod:`fastvideo.engine.loader`.
 
-- Not here yet: video VAE, audio VAE and vocoder, text connectors, the sampler/pipeline; nothing in the engine
-  chooses this family yet (the family registry, issue 15 item 1, will).
+- Audio and text side (equal to diffusers' ``AutoencoderKLLTX2Audio``, ``LTX2Vocoder``, ``LTX2TextConnectors``):
+
+  * :class:`LTX2AudioVAE` (``audio_vae.py``): mel <-> audio latents, plus the pipeline's audio-latent rules
+    (:func:`audio_latent_length`, pack/unpack, (de)normalize); :class:`LTX2Vocoder` (``vocoder.py``): mel ->
+    waveform, and :func:`mel_to_waveform`, the pipeline's audio tail.
+  * :class:`LTX2Connectors` (``connectors.py``): packed Gemma-3 layers -> video / audio text embeddings;
+    :class:`LTX2TextEncoder` (``text_encoding.py``): prompts -> those, Gemma-3 through ``transformers``.
+  * ``load_ltx2_audio_vae`` / ``load_ltx2_vocoder`` / ``load_ltx2_connectors`` (``components.py`` plumbing):
+    meta-device build + safetensors load of the diffusers sub-folders, configs refused by field name.
+
+- Not here yet: video VAE, the sampler/pipeline; nothing in the engine chooses this family yet (the family
+  registry, issue 15 item 1, will).
 - Importing this package imports torch (it is engine code); ``fastvideo.api`` never imports it.
 """
 
+from fastvideo.engine.models.ltx2.audio_vae import (LTX2AudioVAE, LTX2AudioVAEConfig, audio_latent_length,
+                                                    denormalize_audio_latents, load_ltx2_audio_vae,
+                                                    normalize_audio_latents, pack_audio_latents, unpack_audio_latents)
 from fastvideo.engine.models.ltx2.config import LTX2DiTConfig
+from fastvideo.engine.models.ltx2.connectors import LTX2Connectors, LTX2ConnectorsConfig, load_ltx2_connectors
 from fastvideo.engine.models.ltx2.loading import load_ltx2_transformer, read_ltx2_config
+from fastvideo.engine.models.ltx2.text_encoding import LTX2PromptEmbeddings, LTX2TextEncoder
 from fastvideo.engine.models.ltx2.transformer import LTX2Transformer
+from fastvideo.engine.models.ltx2.vocoder import LTX2Vocoder, LTX2VocoderConfig, load_ltx2_vocoder, mel_to_waveform
 
-__all__ = ["LTX2DiTConfig", "LTX2Transformer", "load_ltx2_transformer", "read_ltx2_config"]
+__all__ = [
+    "LTX2AudioVAE", "LTX2AudioVAEConfig", "LTX2Connectors", "LTX2ConnectorsConfig", "LTX2DiTConfig",
+    "LTX2PromptEmbeddings", "LTX2TextEncoder", "LTX2Transformer", "LTX2Vocoder", "LTX2VocoderConfig",
+    "audio_latent_length", "denormalize_audio_latents", "load_ltx2_audio_vae", "load_ltx2_connectors",
+    "load_ltx2_transformer", "load_ltx2_vocoder", "mel_to_waveform", "normalize_audio_latents", "pack_audio_latents",
+    "read_ltx2_config", "unpack_audio_latents",
+]
