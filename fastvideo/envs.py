@@ -22,6 +22,14 @@ OPS_BACKEND_VAR = "FASTVIDEO_OPS_BACKEND"
 LOG_LEVEL_VAR = "FASTVIDEO_LOG_LEVEL"
 #: API key ``fastvideo serve`` / ``bench`` use when ``--api-key`` is not given (keeps it out of ``ps``).
 API_KEY_VAR = "FASTVIDEO_API_KEY"
+#: Folder for per-session JSONL logs of ``/v1/stream`` (one ``<session_id>.jsonl`` each); unset: none written.
+SESSION_LOG_DIR_VAR = "FASTVIDEO_SESSION_LOG_DIR"
+
+
+def read_session_log_dir() -> Path | None:
+    """``FASTVIDEO_SESSION_LOG_DIR`` as a path (None when unset or blank), read at call time."""
+    value = os.environ.get(SESSION_LOG_DIR_VAR, "").strip()
+    return Path(value).expanduser() if value else None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastvideo.api import ConfigError, GenerationRequest, RequestError
 from fastvideo.runtime.generator import VideoGenerator
 from fastvideo.runtime.service import ServiceConfig, VideoService
-from fastvideo.runtime.stores import StoreConfig, open_stores
+from fastvideo.runtime.stores import SessionStore, StoreConfig, open_stores
 from fastvideo.runtime.worker import WorkerConfig
 from fastvideo.serving.app_state import ServerState
 from fastvideo.serving.config import ServeConfig, StateConfig, apply_request_defaults, request_defaults
@@ -94,6 +94,13 @@ def attach_state_store(generator: VideoGenerator, state: StateConfig) -> None:
     logger.info("continuation state tensors above %d bytes go to %s", state.blob_threshold_bytes, state.url)
 
 
+def stream_session_store(state: StateConfig) -> SessionStore:
+    """Where ``/v1/stream`` sessions are kept between segments and across restarts: in this process for
+    ``memory://``, else in ``state.url``'s Redis under ``fastvideo:stream:`` (so another process resumes them)."""
+    stores = open_stores(StoreConfig(url=state.url, key_prefix="fastvideo:stream:"))
+    return stores.sessions
+
+
 def service_config(config: ServeConfig) -> ServiceConfig:
     """The runtime config of the server's VideoService: the ``queue`` (scheduler) and ``pool`` sections as they
     are, the job record TTL and drain timeout from ``server``."""
@@ -118,7 +125,12 @@ def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
                                                                          srv.output_ttl_s),
                         metrics=metrics, defaults=defaults, model_ids=frozenset(ids),
                         sessions=SessionManager(config.streaming.max_sessions,
-                                                config.streaming.max_sessions_per_client))
+                                                config.streaming.max_sessions_per_client,
+                                                segment_cap=config.streaming.generation_segment_cap,
+                                                max_segments=config.streaming.max_segments,
+                                                idle_timeout_s=config.streaming.idle_timeout_s,
+                                                handshake_timeout_s=config.streaming.handshake_timeout_s,
+                                                store=stream_session_store(config.state)))
     holder["s"] = state
     stop = asyncio.Event()
 

@@ -50,6 +50,9 @@ class ServerState:
     started_at: float = field(default_factory=time.time)
     phase: str = "starting"  # starting | warming | ready | draining | stopped | warmup_failed
     warmup_s: float | None = None
+    #: The prompt enhancer streaming sessions ask (a :class:`fastvideo.serving.prompt_source.PromptSource`);
+    #: None: enhancement, rewrites and auto-extension are answered ``enhancer_not_configured``.
+    prompt_source: Any = None
     _reported_extras: set[str] = field(default_factory=set)
 
     @property

@@ -90,8 +90,8 @@ SERVE_FIELD_SUPPORT: dict[str, str] = {
                        "leaves unset, HTTP and /v1/stream alike); output.save_video/return_frames accepted either "
                        "way (the server decides what it writes and returns); any other value refused",
     "streaming.session_timeout_seconds": "300 honoured; others refused (use streaming.idle_timeout_s)",
-    "streaming.generation_segment_cap": "6 honoured (FastVideo's default; the cap here is streaming.max_segments); "
-                                        "others refused (use streaming.max_segments)",
+    "streaming.generation_segment_cap": "honoured (>= 1): segments a loop-generation session makes before its "
+                                        "stream completes (every session is also capped by streaming.max_segments)",
     "streaming.stream_mode": "'av_fmp4' honoured (what /v1/stream sends); 'legacy_jpeg' refused",
     "streaming.warmup.enabled": "true honoured; false refused (use server.warmup: false)",
     "streaming.warmup.prompt": "FastVideo's default honoured; others refused (the warmup runs the generator's "
@@ -117,8 +117,6 @@ SERVE_FIELD_SUPPORT: dict[str, str] = {
 _REFUSED_UNLESS_DEFAULT: dict[str, tuple[object, str]] = {
     "streaming.session_timeout_seconds": (300, "this server's session idle timeout is streaming.idle_timeout_s; "
                                                "set that instead"),
-    "streaming.generation_segment_cap": (6, "this server's cap on a session's segments is streaming.max_segments; "
-                                            "set that instead"),
     "streaming.stream_mode": ("av_fmp4", "/v1/stream sends fragmented MP4 (av_fmp4) only"),
     "streaming.warmup.enabled": (True, "to skip the warmup use server.warmup: false (--no-warmup)"),
     "streaming.warmup.prompt": (WARMUP_PROMPT, "the warmup runs the generator's health-check request; drop it"),
@@ -166,6 +164,9 @@ def apply_request_defaults(request: GenerationRequest, defaults: Mapping[str, An
 
 def check_serve_config(config: ServeConfig) -> ServeConfig:
     """Refuse, with a ConfigError naming the dotted key, a FastVideo serve value this server cannot honour."""
+    cap = config.streaming.generation_segment_cap
+    if cap < 1:
+        raise ConfigError("streaming.generation_segment_cap", f"must be >= 1 (segments of a loop session), got {cap}")
     for path, (default, why) in _REFUSED_UNLESS_DEFAULT.items():
         value: Any = config
         for part in path.split("."):

@@ -46,7 +46,6 @@ import hmac
 import json
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +68,11 @@ from fastvideo.serving.config import normalize_origin
 from fastvideo.serving.errors import APIError
 from fastvideo.serving.fmp4 import FragmentedMP4Encoder
 from fastvideo.serving.observability import request_id_var
-from fastvideo.serving.session import Session, SessionRejected, SessionState
+from fastvideo.envs import read_session_log_dir
+from fastvideo.serving.prompt_source import NOT_CONFIGURED
+from fastvideo.serving.session import FLAGS, Session, SessionRejected, SessionState
+from fastvideo.serving.session_logger import SessionLogger
+from fastvideo.serving.stream_features import ENHANCER_FRAMES, SETTINGS_FRAMES, SessionFeatures
 from fastvideo.serving.stream_protocol import (
     SEGMENT_FIELDS,
     SESSION_FIELDS,
@@ -96,47 +99,17 @@ class _Segment:
     negative_prompt: str | None
     overrides: dict[str, Any]
     received_at: float
+    #: Where the prompt came from: user, curated, loop, enhanced, auto_extension.
+    source: str = "user"
 
 
-@dataclass
-class _Retained:
-    """What a server keeps of an ended session so a reconnect with its id can resume it."""
-
-    state: ContinuationState
-    segment_idx: int
-    sampling: dict[str, Any]
-    negative_prompt: str | None
-    expires_at: float
-
-
-class RetainedSessions:
-    """Continuation states of recently ended sessions, by session id, for ``idle_timeout_s``."""
-
-    def __init__(self, ttl_s: float, max_items: int = 1024) -> None:
-        self.ttl_s, self.max_items = ttl_s, max_items
-        self._items: OrderedDict[str, _Retained] = OrderedDict()
-
-    def keep(self, session: Session) -> None:
-        if session.continuation_state is None:
-            return
-        self._items[session.id] = _Retained(session.continuation_state, session.segment_idx, dict(session.sampling),
-                                            session.negative_prompt, time.monotonic() + self.ttl_s)
-        self._items.move_to_end(session.id)
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
-
-    def take(self, session_id: str) -> _Retained | None:
-        now = time.monotonic()
-        for key in [k for k, v in self._items.items() if v.expires_at <= now]:
-            del self._items[key]
-        return self._items.pop(session_id, None)
-
-
-class StreamSession:
+class StreamSession(SessionFeatures):
     """One WebSocket connection (see module contract)."""
 
-    def __init__(self, ws: WebSocket, session: Session, state: ServerState, retained: RetainedSessions) -> None:
-        self.ws, self.session, self.state, self.retained = ws, session, state, retained
+    def __init__(self, ws: WebSocket, session: Session, state: ServerState, slog: SessionLogger) -> None:
+        self.ws, self.session, self.state, self.slog = ws, session, state, slog
+        self.unpaused = asyncio.Event()
+        self.unpaused.set()
         self.cfg = state.config.streaming
         self.pending: asyncio.Queue[_Segment | None] = asyncio.Queue()
         self.pending_count = 0
@@ -188,21 +161,26 @@ class StreamSession:
                 await self._worker
             if self.encoder is not None:
                 await asyncio.to_thread(self.encoder.close)
-            self.retained.keep(self.session)
+            await self._persist()
 
-    def _busy(self) -> bool:
+    async def _persist(self) -> None:
+        """Write the session to the session store (only once it has a continuation state to resume)."""
+        if self.session.continuation_state is None:
+            return
+        try:
+            await asyncio.to_thread(self.state.sessions.persist, self.session)
+        except Exception as exc:  # noqa: BLE001 - the stream goes on; resuming by id will not
+            logger.warning("session %s: could not be written to the session store: %s", self.session.id, exc)
+
+    def _has_work(self) -> bool:
         return self.running_job is not None or self.pending_count > 0
 
+    def _busy(self) -> bool:
+        """Whether a segment runs or waits to run (a paused session's waiting segments do not count)."""
+        return self.running_job is not None or (self.pending_count > 0 and not self.session.generation_paused)
+
     def _deadline(self) -> tuple[float, str] | None:
-        """(monotonic time, error code) at which this session ends unless something happens; None while busy."""
-        if self._busy():
-            return None
-        idle_at = self.session.last_activity + self.cfg.idle_timeout_s
-        if not self.initialized:
-            handshake_at = self.session.created_at + self.cfg.handshake_timeout_s
-            if handshake_at <= idle_at:
-                return handshake_at, "handshake_timeout"
-        return idle_at, "session_timeout"
+        return self.state.sessions.deadline(self.session, busy=self._busy(), initialized=self.initialized)
 
     async def _expire(self, code: str) -> None:
         if code == "handshake_timeout":
@@ -248,6 +226,10 @@ class StreamSession:
             await self._init(msg)
         elif not self.initialized:
             await self.error("invalid_message", "send session_init_v2 first")
+        elif isinstance(msg, SETTINGS_FRAMES):
+            await self.handle_settings(msg)
+        elif isinstance(msg, ENHANCER_FRAMES):
+            await self.handle_enhancer(msg)
         elif isinstance(msg, SegmentPromptSource):
             overrides = {k: getattr(msg, k) for k in SEGMENT_FIELDS if getattr(msg, k) is not None}
             try:  # judged now, so a bad segment is refused at once and takes no place in the session's budget
@@ -258,7 +240,7 @@ class StreamSession:
             except RequestError as exc:
                 await self.error("invalid_request", str(exc), param=exc.field)
                 return
-            await self._enqueue(_Segment(msg.prompt, msg.negative_prompt, overrides, time.perf_counter()))
+            await self._enqueue(_Segment(msg.prompt, msg.negative_prompt, overrides, time.perf_counter(), msg.source))
         elif isinstance(msg, SnapshotState):
             state = self.session.continuation_state
             await self.send("continuation_state_snapshot", segment_idx=self.session.segment_idx,
@@ -266,7 +248,7 @@ class StreamSession:
         elif isinstance(msg, EndStream):
             self.session.touch()
             self.ending = True
-            if not self._busy():
+            if not self._has_work():
                 await self._complete()
 
     # ------------------------------------------------------------------ init / segments
@@ -289,6 +271,13 @@ class StreamSession:
             await self.error("invalid_message", f"session_init_v2: {exc}", param=exc.field)
             return
         negative = sampling.pop("negative_prompt", None)
+        why = self.preset_error(msg.preset)
+        if why is not None:
+            await self.error("preset_mismatch", why, param="preset")
+            return
+        if (msg.enhancement_enabled or msg.auto_extension_enabled) and self.prompt_source is None:
+            await self.error(*NOT_CONFIGURED)
+            return
         if msg.continuation_state is not None:
             try:
                 self.session.continuation_state = ContinuationState.from_dict(msg.continuation_state)
@@ -303,31 +292,61 @@ class StreamSession:
                 await self.error("invalid_message",
                                  f"session {msg.session_id!r:.80} is still open on another connection")
                 return
-            kept = self.retained.take(msg.session_id)
-            if kept is None:
-                await self.error("session_not_found", f"session {msg.session_id!r:.80} is not held by this server; "
-                                 "resume with its continuation_state snapshot instead")
+            try:
+                record = await asyncio.to_thread(self.state.sessions.load, msg.session_id)
+            except Exception as exc:  # noqa: BLE001 - e.g. Redis down
+                await self.error("session_store_unavailable", f"the session store cannot be read ({exc}); retry, or "
+                                 "resume with the continuation_state snapshot", retryable=True)
                 return
-            self.state.sessions.release(self.session)
-            self.session.id = msg.session_id
-            self.state.sessions.sessions[self.session.id] = self.session
-            self.session.continuation_state, self.session.segment_idx = kept.state, kept.segment_idx
-            sampling.update({k: v for k, v in kept.sampling.items() if k in ("width", "height", "fps")})
-            negative = negative or kept.negative_prompt
+            if record is None or (record.state is None):
+                await self.error("session_not_found", f"session {msg.session_id!r:.80} is not held by this server "
+                                 "or its session store (unknown or expired); resume with its continuation_state "
+                                 "snapshot instead")
+                return
+            old_id = self.session.id
+            self.state.sessions.rename(self.session, record.session_id)
+            try:
+                self.session.restore(record)
+            except ValueError as exc:
+                self.state.sessions.rename(self.session, old_id)
+                await self.error("session_not_found", f"session {msg.session_id!r:.80}: its stored state is "
+                                 f"unusable ({exc}); resume with a snapshot")
+                return
+            sampling.update({k: v for k, v in self.session.sampling.items() if k in ("width", "height", "fps")})
+            negative = negative or self.session.negative_prompt
             resumed = True
+        s = self.session
+        for name in ("client_id", "preset", "preset_label", "stream_mode"):
+            if getattr(msg, name) is not None:
+                setattr(s, name, getattr(msg, name))
+        if msg.curated_prompts is not None:
+            s.curated_prompts = list(msg.curated_prompts)
+        for name in FLAGS:
+            if name != "generation_paused" and getattr(msg, name) is not None:
+                setattr(s, name, getattr(msg, name))
+        s.generation_paused = False  # a (re)opened session starts unpaused
         self.session.sampling, self.session.negative_prompt = sampling, negative
         self.initialized = True
         self.session.touch()
         request_id_var.set(self.session.id)
         await self.send("ltx2_stream_start", width=sampling["width"], height=sampling["height"], fps=sampling["fps"],
                         num_frames=sampling["num_frames"], codec=cfg.codec, model=defaults.name,
-                        max_segments=cfg.max_segments, segment_idx=self.session.segment_idx, resumed=resumed)
+                        max_segments=cfg.max_segments, generation_segment_cap=self.state.sessions.segment_cap,
+                        resumed=resumed, **s.describe())
+        self.slog.log(s.id, "session_init", resumed=resumed, sampling=sampling, **s.describe())
         if msg.prompt:
-            await self._enqueue(_Segment(msg.prompt, None, {}, time.perf_counter()))
+            await self._enqueue(self._new_segment(msg.prompt, "user"))
+        else:
+            await self.maybe_loop()
+
+    def _new_segment(self, prompt: str, source: str) -> _Segment:
+        return _Segment(prompt, None, {}, time.perf_counter(), source)
 
     async def _enqueue(self, segment: _Segment) -> None:
         if self.ending:
             await self.error("invalid_message", "the stream is ending (end_stream was received)")
+        elif self.session.single_clip_mode and self.requested >= 1:
+            await self.error("single_clip", "single-clip mode makes one segment; open a new session for another")
         elif self.requested >= self.cfg.max_segments:
             await self.error("segment_cap", f"this session reached its limit of {self.cfg.max_segments} segments")
         elif self.pending_count >= self.cfg.max_pending_segments + (0 if self.running_job is None else 1):
@@ -344,6 +363,8 @@ class StreamSession:
             segment = await self.pending.get()
             if segment is None:
                 return
+            await self.unpaused.wait()  # pause: nothing new starts until resume
+            before = self.session.segment_idx
             try:
                 await self._run_segment(segment)
             except (WebSocketDisconnect, RuntimeError) as exc:
@@ -361,9 +382,17 @@ class StreamSession:
             finally:
                 self.pending_count -= 1
                 self.running_job = None
+            advanced = self.session.segment_idx > before
+            if advanced:
+                await self._persist()
             if self.ending and self.pending_count == 0:
                 await self._complete()
                 return
+            if advanced and self.session.single_clip_mode:
+                await self._complete("single_clip")
+                return
+            if advanced:
+                await self.maybe_loop()
 
     async def _fatal(self, code: str, message: str, retryable: bool = False) -> None:
         with contextlib.suppress(Exception):
@@ -376,9 +405,11 @@ class StreamSession:
             self.session.transition(target)
             self.state.metrics.sessions.labels(target.value).inc()
 
-    async def _complete(self) -> None:
-        await self.send("ltx2_stream_complete", segments=self.session.segment_idx,
+    async def _complete(self, reason: str = "stop_requested") -> None:
+        """End the stream: ``reason`` is ``stop_requested`` (end_stream), ``segment_cap`` or ``single_clip``."""
+        await self.send("ltx2_stream_complete", reason=reason, segments=self.session.segment_idx,
                         duration_s=self.encoder.duration_s if self.encoder else 0.0)
+        self.slog.log(self.session.id, "stream_complete", reason=reason, segments=self.session.segment_idx)
         self._end(S.COMPLETE)
         await self.close(1000, "stream_complete")
 
@@ -413,6 +444,8 @@ class StreamSession:
     async def _run_segment(self, segment: _Segment) -> None:
         idx = self.session.segment_idx
         metrics = self.state.metrics
+        segment.prompt, segment.source = await self.segment_prompt(segment.prompt, segment.source)
+        self.session.last_prompt = segment.prompt
         try:
             translated = self._request(segment)
             job = self.state.submit(translated.request, translated)
@@ -432,6 +465,8 @@ class StreamSession:
             await self.error(code, exc.message, retryable=exc.status in (429, 503), **extra)
             return
         self.running_job = job
+        self.slog.log(self.session.id, "segment_queued", request_id=job.id, segment_idx=idx, prompt=segment.prompt,
+                      prompt_source=segment.source)
         self.session.transition(S.QUEUED)
         events = job.subscribe()
         position = self._position(job)
@@ -463,6 +498,7 @@ class StreamSession:
             await self._deliver(job, idx, segment, item)
         else:
             code = getattr(item, "code", "generation_failed")
+            self.slog.log(self.session.id, "segment_failed", request_id=job.id, segment_idx=idx, code=code)
             metrics.segments.labels("failed").inc()
             self.state.service.delete(job.id)
             if code == "shutting_down" or (code == "cancelled" and self.state.phase in ("draining", "stopped")):
@@ -484,10 +520,12 @@ class StreamSession:
         if device is None and not self.state.service.pooled:  # the server's own engine ran it
             device = normalize_device(str(self.state.service.generator.pipeline.device))
         gpu_id = int(device.split(":", 1)[1]) if device and device.startswith("cuda:") else None
+        self.session.gpu_id = gpu_id
         await self.send("gpu_assigned", segment_idx=idx, gpu_id=gpu_id, worker_id=job.worker_id, device=device,
                         queue_time_s=round(job.queue_time_s or 0.0, 4))
         self.session.transition(S.ACTIVE)
-        await self.send("ltx2_segment_start", segment_idx=idx, prompt=segment.prompt, total_steps=job.total_steps,
+        await self.send("ltx2_segment_start", segment_idx=idx, prompt=segment.prompt, prompt_source=segment.source,
+                        total_steps=job.total_steps,
                         num_frames=job.request.sampling.num_frames, continuation=job.request.state is not None)
         return True
 
@@ -522,6 +560,8 @@ class StreamSession:
         self.state.metrics.segments.labels("completed").inc()
         self.state.metrics.observe_job("stream", "completed", e2e_s=time.time() - job.created_at,
                                        queue_s=job.queue_time_s, generation_s=meta.get("inference_time_s"))
+        self.slog.log(self.session.id, "segment_complete", request_id=job.id, segment_idx=idx, frames=media.frame_count,
+                      inference_time_s=meta.get("inference_time_s"), queue_time_s=job.queue_time_s)
         await self.send("ltx2_segment_complete", segment_idx=idx, frames=media.frame_count,
                         inference_time_s=meta.get("inference_time_s"), queue_time_s=job.queue_time_s,
                         seed=meta.get("seed"), branch=meta.get("branch"),
@@ -548,8 +588,8 @@ def origin_allowed(origin: str, host: str | None, allowed: list[str]) -> bool:
 
 def register_stream_routes(app: FastAPI, state: ServerState) -> None:
     """Mount ``/v1/stream`` on ``app``."""
-    retained = RetainedSessions(state.config.streaming.idle_timeout_s)
-    app.state.retained_sessions = retained
+    slog = SessionLogger(read_session_log_dir())
+    app.state.session_logger = slog
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket) -> None:
@@ -585,7 +625,8 @@ def register_stream_routes(app: FastAPI, state: ServerState) -> None:
             return
         request_id_var.set(session.id)
         state.metrics.sessions_active.inc()
-        runner = StreamSession(ws, session, state, retained)
+        slog.log(session.id, "session_open", client=session.client)
+        runner = StreamSession(ws, session, state, slog)
         try:
             await runner.run()
         except WebSocketDisconnect:
@@ -599,5 +640,6 @@ def register_stream_routes(app: FastAPI, state: ServerState) -> None:
         finally:
             if not session.terminal:
                 runner._end(S.COMPLETE)
+            slog.log(session.id, "session_end", state=session.state.value, segments=session.segment_idx)
             state.sessions.release(session)
             state.metrics.sessions_active.dec()
