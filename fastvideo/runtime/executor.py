@@ -5,8 +5,9 @@ Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a 
   CFG), its seeded noise (drawn on the CPU exactly as :meth:`WanT2VPipeline.initial_noise`) and,
   for the continuation branch, the previous segment's tail latents; for image-to-video models the
   condition channels and CLIP image tokens (:meth:`WanT2VPipeline.image_condition`); records an event.
-  Image-to-video steps concatenate each member's condition after its latents (channels) and pass its
-  image tokens (repeated for the uncond half under CFG), eagerly: graphs are not captured for them yet.
+  Image-to-video steps concatenate each member's condition after its latents (channels) and pack its
+  image tokens (repeated for the uncond half under CFG) after the text embeddings, zero-padded to one
+  width, so the step keeps three tensors and its graphs are captured and replayed like text-to-video's.
 - ``denoise(batch, on_step)``: on the *denoise* stream (after waiting for each member's encode
   event), one DiT forward per step for the whole batch: latents ``[r1..rB]`` and, under CFG,
   ``[r1..rB, r1..rB]`` with text embeddings ``[cond1..condB, uncond1..uncondB]`` and per-row
@@ -49,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 
 from fastvideo.api import GenerationCancelled, GenerationFailed, GenerationRequest, SamplingConfig, VideoPartialEvent
 from fastvideo.engine.pipeline import Conditioning, guided, overlap_video_frames
@@ -200,6 +202,8 @@ class WanBatchExecutor:
             stream_backend = CudaStreamBackend(self.device)
         self.streams = StageStreams(stream_backend if use_streams else None)
         self.runner: DiTGraphRunner | None = None
+        #: Image-to-video: how many image tokens end the packed embeddings (see _pack_images).
+        self._image_tokens = 0
         self.graphs: GraphConfig = self.config.graphs if self.config.graphs is not None else generator.graph_config()
         graphs = self.graphs
         if graphs.enabled:
@@ -223,15 +227,17 @@ class WanBatchExecutor:
 
     # ------------------------------------------------------------------ DiT step
     def _eager_step(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        config = self.pipeline.dit.config
+        if config.is_image_conditioned:  # embeds packs the text states and the image tokens (see _pack_images)
+            tokens = self._image_tokens
+            return self.pipeline.dit(latents, timestep, embeds[:, :-tokens, :config.text_dim],
+                                     embeds[:, -tokens:, :config.image_dim])
         return self.pipeline.dit(latents, timestep, embeds)
 
     def _step_constants(self, latents: torch.Tensor) -> Any:
         return self.pipeline.dit.step_constants(latents)
 
-    def _step(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor,
-              image: torch.Tensor | None = None) -> torch.Tensor:
-        if image is not None:  # image-to-video: eager (graphs capture the text-to-video step only)
-            return self.pipeline.dit(latents, timestep, embeds, image)
+    def _step(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         if self.runner is not None:
             return self.runner(latents, timestep, embeds)
         return self._eager_step(latents, timestep, embeds)
@@ -306,16 +312,15 @@ class WanBatchExecutor:
                     break
                 if len(members) != len(embeds_for) or any(a is not b for a, b in zip(members, embeds_for)):
                     embeds_for = list(members)  # membership changed (by identity, never by request id)
-                    embeds = self._batch_embeds([m.item.ctx.embeds for m in members], cfg)
+                    embeds = self._pack_images(self._batch_embeds([m.item.ctx.embeds for m in members], cfg),
+                                               self._batch_images(members), cfg)
                 assert embeds is not None
                 model_in = torch.cat([self._model_input(m, pipe.dtype) for m in members])
                 timestep = torch.cat([m.sampler.model_timestep(index, 1) for m in members])
-                image = self._batch_images(members)
                 if cfg:
                     model_in = torch.cat([model_in, model_in])
                     timestep = torch.cat([timestep, timestep])
-                    image = None if image is None else torch.cat([image, image])
-                pred = self._step(model_in, timestep, embeds, image)
+                pred = self._step(model_in, timestep, embeds)
                 count = len(members)
                 failed: set[int] = set()
                 for row, m in enumerate(members):
@@ -409,6 +414,21 @@ class WanBatchExecutor:
             return None
         return torch.cat([image[1] for image in images if image is not None])
 
+    def _pack_images(self, embeds: torch.Tensor, images: torch.Tensor | None, cfg: bool) -> torch.Tensor:
+        """Image-to-video: one tensor ``(rows, L_text + L_img, max(text_dim, image_dim))`` holding the text states
+        then the image tokens (repeated for the uncond rows under CFG), each zero-padded to the common width, so
+        a step keeps its three inputs (and a captured graph its static buffers); :meth:`_eager_step` slices them
+        apart. Text-to-video: ``embeds`` as is."""
+        if images is None:
+            return embeds
+        if cfg:
+            images = torch.cat([images, images])
+        width = max(embeds.shape[-1], images.shape[-1])
+        self._image_tokens = images.shape[1]
+        images = images.to(embeds.dtype)
+        return torch.cat([F.pad(embeds, (0, width - embeds.shape[-1])), F.pad(images, (0, width - images.shape[-1]))],
+                         dim=1)
+
     @staticmethod
     def _batch_embeds(per_item: list[torch.Tensor], cfg: bool) -> torch.Tensor:
         if not cfg:
@@ -449,9 +469,6 @@ class WanBatchExecutor:
         graphs = graphs or self.graphs
         if self.runner is None or not graphs.buckets:
             return []
-        if self.pipeline.image_encoder is not None:
-            logger.warning("CUDA graphs are not captured for image-to-video models yet; the DiT runs eagerly")
-            return []
         labels = []
         for bucket in graphs.buckets:
             for branch in self.generator.served_branches:
@@ -476,12 +493,16 @@ class WanBatchExecutor:
         timestep = pipe.make_sampler(s).model_timestep(0, rows).contiguous()
         embeds = pipe.encode_prompts("warmup", "", s.do_cfg)
         embeds = self._batch_embeds([embeds] * batch, s.do_cfg)
+        image = pipe.image_condition(self.generator.probe_inputs(), s)
+        if image is not None:
+            embeds = self._pack_images(embeds, torch.cat([image[1]] * batch), s.do_cfg)
         return latents, timestep, embeds
 
     def bucket_sampling(self, bucket: GraphBucket, branch: str) -> ResolvedSampling:
         req = GenerationRequest(prompt="warmup", sampling=SamplingConfig(
             width=bucket.width, height=bucket.height, num_frames=bucket.num_frames, num_inference_steps=1,
-            guidance_scale=5.0 if bucket.cfg else 1.0, sampler=bucket.sampler, seed=0))
+            guidance_scale=5.0 if bucket.cfg else 1.0, sampler=bucket.sampler, seed=0),
+            inputs=self.generator.probe_inputs())
         s = resolve_sampling(req, self.pipeline.preset)
         if branch == "continuation":
             s = with_overlap(s, overlap_video_frames(DEFAULT_TAIL_FRAMES))
