@@ -10,6 +10,7 @@ first frame, so the causal and the symmetric edge padding both matter) and batch
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ from fastvideo.engine.models.ltx2.latents import (denormalize_latents, normalize
 from fastvideo.engine.models.ltx2.vae import LTX2VideoVAE, LTX2VideoVAEConfig, load_ltx2_video_vae  # noqa: E402
 
 TOL = 1e-4  # fp32; observed 0.0 (same ops in the same order)
+# bf16 against diffusers in bf16 on the same weights: observed 0.0 on CPU too; the bound is one bf16 ulp at the
+# outputs' magnitude (|y| ~ 10, ulp 2**-4), far below the bf16-vs-fp32 gap.
+BF16_TOL = 0.0625
 
 # LTX-2.0's block structure (spatial, temporal, spatiotemporal x2 down; three residual x2 up; non-causal decoder
 # with reflect padding), scaled down.
@@ -152,6 +156,23 @@ def test_decode_matches_diffusers(pair, causal: bool | None) -> None:
     assert _max_diff(got, expected) <= TOL, (name, causal)
 
 
+@pytest.mark.parametrize("name", ["base", "conditioned"])
+def test_bf16_matches_diffusers(name: str) -> None:
+    ref = _reference(CONFIGS[name])
+    ours = _ours(ref).to(torch.bfloat16)
+    ref = ref.to(torch.bfloat16)
+    video, z = _video().to(torch.bfloat16), _latents().to(torch.bfloat16)
+    timestep = _timestep(ref)
+    timestep = None if timestep is None else timestep.to(torch.bfloat16)
+    with torch.no_grad():
+        enc = ref.encode(video).latent_dist.mode()
+        dec = ref.decode(z, timestep).sample
+    got_enc, got_dec = ours.encode(video).mode(), ours.decode(z, timestep)
+    assert got_enc.dtype == got_dec.dtype == torch.bfloat16
+    assert _max_diff(got_enc.float(), enc.float()) <= BF16_TOL
+    assert _max_diff(got_dec.float(), dec.float()) <= BF16_TOL
+
+
 def test_decode_causality_changes_the_output() -> None:
     """The non-causal decoder really pads both sides: causal=True gives another video (so the test above can fail)."""
     ours = _ours(_reference(BASE))
@@ -183,6 +204,8 @@ def test_bad_shapes_are_refused() -> None:
         ours.encode(_video(batch=1)[..., :24])
     with pytest.raises(ValueError, match="latents"):
         ours.decode(torch.zeros(1, 4, 3, 2, 2))
+    with pytest.raises(ValueError, match="reflect padding; use at least 32x32 pixels"):
+        ours.decode(torch.zeros(1, 8, 3, 1, 2))
 
 
 # ------------------------------------------------------------------ loading
@@ -290,3 +313,23 @@ def test_normalization_matches_pipeline(dtype: torch.dtype) -> None:
     assert torch.equal(ours.denormalize_latents(latents),
                        LTX2Pipeline._denormalize_latents(latents, ref.latents_mean, ref.latents_std,
                                                          ref.config.scaling_factor))
+
+
+# ------------------------------------------------------------------ benchmark script
+
+
+def test_bench_vae_smoke(tmp_path: Path) -> None:
+    """``benchmarks/bench_vae.py --family ltx2`` runs the tiny config and reports exact parity."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_vae.py"
+    spec = importlib.util.spec_from_file_location("_bench_vae", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "vae.json"
+    assert module.main(["--family", "ltx2", "--device", "cpu", "--size", "64x64x9", "--iters", "1",
+                        "--warmup", "0", "--timestep-conditioning", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["workload"]["latent_grid"] == [2, 2, 2]
+    assert result["decode"]["max_abs_diff"] <= TOL

@@ -13,7 +13,8 @@ Shapes (``S = spatial_ratio``, ``T = temporal_ratio`` of :class:`LTX2VideoVAECon
   ``W`` multiples of ``S``, and returns a :class:`~fastvideo.engine.vae.DiagonalGaussian` over raw latents
   ``(B, latent_channels, k+1, H/S, W/S)``. Its ``mode()`` is what the LTX-2 conditioning pipelines use
   (``retrieve_latents(..., sample_mode="argmax")``). The encoder predicts one shared log-variance channel; the
-  posterior broadcasts it over all latent channels exactly as diffusers does. Other shapes raise ``ValueError``.
+  posterior broadcasts it over all latent channels exactly as diffusers does. Other shapes raise ``ValueError``,
+  as does a latent grid under 2x2 where the config pads by reflection (torch cannot reflect one pixel).
 * ``causal``: both calls take ``causal=None`` and run ``causal or config.<encoder|decoder>_causal`` (diffusers'
   rule: a config that is causal stays causal). Causal: every temporal conv pads with copies of the first frame on
   the left; non-causal (the published LTX-2 decoder): half on each side, copies of the first and last frames.
@@ -403,6 +404,7 @@ class LTX2VideoVAE(nn.Module):
         if video.shape[3] % s or video.shape[4] % s:
             raise ValueError(f"LTX-2 video VAE encode: height and width must be multiples of {s}, "
                              f"got {video.shape[3]}x{video.shape[4]}")
+        _check_reflect_size(cfg.encoder_spatial_padding_mode, video.shape[3] // s, video.shape[4] // s, s, "encode")
         h = self.encoder(video, bool(causal or cfg.encoder_causal))
         c = cfg.latent_channels
         logvar = h[:, c:].expand(-1, c, -1, -1, -1)  # one predicted log-variance, shared by every channel
@@ -416,6 +418,7 @@ class LTX2VideoVAE(nn.Module):
         if z.ndim != 5 or z.shape[1] != cfg.latent_channels:
             raise ValueError(f"LTX-2 video VAE decode expects (B, {cfg.latent_channels}, t, h, w) latents, "
                              f"got {tuple(z.shape)}")
+        _check_reflect_size(cfg.decoder_spatial_padding_mode, z.shape[3], z.shape[4], cfg.spatial_ratio, "decode")
         temb: torch.Tensor | None = None
         if cfg.timestep_conditioning:
             if timestep is None:
@@ -435,6 +438,13 @@ class LTX2VideoVAE(nn.Module):
     def denormalize_latents(self, x: torch.Tensor) -> torch.Tensor:
         """Denoiser latents -> raw VAE latents (``LTX2Pipeline._denormalize_latents``)."""
         return denormalize_latents(x, self.latents_mean, self.latents_std, self.config.scaling_factor)
+
+
+def _check_reflect_size(mode: str, height: int, width: int, ratio: int, call: str) -> None:
+    """Reflect padding needs 2 latent pixels per side (torch refuses to reflect a single one)."""
+    if mode == "reflect" and (height < 2 or width < 2):
+        raise ValueError(f"LTX-2 video VAE {call}: a {height}x{width} latent grid is too small for this VAE's "
+                         f"reflect padding; use at least {2 * ratio}x{2 * ratio} pixels (2x2 latents)")
 
 
 # --------------------------------------------------------------------------------------------
