@@ -14,6 +14,10 @@ adds our model under ``torch.compile(fullgraph=True)`` (with the fast path when 
 instance, so swapping backends never invalidates its graph). On CUDA every variant's peak memory is
 reported too (``peak_bytes``: resident weights included; ``added_bytes``: what one forward adds).
 
+``--model wan2.1-i2v-14b`` times the Wan2.1 I2V DiT instead (36 input channels, 257 CLIP image tokens through the
+image embedder and the added K/V cross-attention; ``--full`` is the real 14B config, 2 x ~33 GB of bf16 weights:
+an H100/H200-class GPU; tiny on a CPU).
+
 ``--family ltx2`` times the LTX-2 audio+video DiT instead (``benchmarks/ltx2_dit_bench.py``: tiny on a CPU,
 ``--full`` the published ~19B LTX-2 transformer at 512x768x121 in bf16 on a GPU).
 """
@@ -31,16 +35,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import interleaved_seconds, peak_memory  # noqa: E402
-from benchmarks.wan_configs import WAN_1_3B_DIT  # noqa: E402
+from benchmarks.wan_configs import WAN_1_3B_DIT, WAN_I2V_14B_DIT  # noqa: E402
 
 TINY = {"patch_size": [1, 2, 2], "num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 16,
         "out_channels": 16, "text_dim": 64, "freq_dim": 64, "ffn_dim": 128, "num_layers": 2,
         "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "rope_max_seq_len": 1024}
+TINY_I2V = {**TINY, "in_channels": 36, "image_dim": 32, "added_kv_proj_dim": 64}
+#: --model: (full config, tiny config, CLIP tokens per image or None for text-to-video).
+MODELS = {"wan2.1-t2v-1.3b": (WAN_1_3B_DIT, TINY, None), "wan2.1-i2v-14b": (WAN_I2V_14B_DIT, TINY_I2V, 257)}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", default="wan", choices=["wan", "ltx2"], help="which DiT to time (default wan)")
+    p.add_argument("--model", default="wan2.1-t2v-1.3b", choices=sorted(MODELS),
+                   help="wan: which DiT (wan2.1-i2v-14b: the image branch too, 257 CLIP tokens; 512 text tokens)")
     p.add_argument("--full", action="store_true",
                    help="Wan2.1-1.3B config, 480x832x81 / LTX-2 published config, 512x768x121; bf16 (GPU)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -70,12 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     from fastvideo.kernels.fused import select_ops_backend
     from fastvideo.kernels.registry import select_attention_backend
 
-    config = WAN_1_3B_DIT if args.full else TINY
+    full_config, tiny_config, image_tokens = MODELS[args.model]
+    config = full_config if args.full else tiny_config
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
         args.dtype or ("bf16" if args.full else "fp32")]
     device = torch.device(args.device)
     h, w, f = (int(v) for v in (args.size or ("480x832x81" if args.full else "64x64x9")).split("x"))
-    latent = (args.batch, 16, (f - 1) // 4 + 1, h // 8, w // 8)
+    latent = (args.batch, config["in_channels"], (f - 1) // 4 + 1, h // 8, w // 8)
 
     torch.manual_seed(0)
     with torch.device(device):  # random init on the device: seconds for 1.3B parameters, not minutes on a CPU
@@ -90,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.randn(latent, device=device, dtype=dtype)
     t = torch.full((args.batch,), 500.0, device=device)
     ctx = torch.randn(args.batch, args.text_len, config["text_dim"], device=device, dtype=dtype)
+    clip = None if image_tokens is None else torch.randn(args.batch, image_tokens, config["image_dim"],
+                                                         device=device, dtype=dtype)
+    extra = () if clip is None else (clip,)  # ours: the image tokens after the text states
+    ref_extra = {} if clip is None else {"encoder_hidden_states_image": clip}
+    if clip is not None and args.text_len != 512:
+        p.error("--model wan2.1-i2v-14b needs --text-len 512 (diffusers' I2V attention assumes 512 text tokens)")
 
     fast_path = args.fast_path if args.fast_path is not None else device.type == "cuda"
     sdpa = select_attention_backend("sdpa", dtype=dtype, head_dim=config["attention_head_dim"], device=device)
@@ -101,20 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     def run_ours():
         ours.set_attention_backend(sdpa)
         ours.set_ops_backend(None)
-        return ours(x, t, ctx)
+        return ours(x, t, ctx, *extra)
 
     def run_fast():
         ours.set_attention_backend(fast_attn)
         ours.set_ops_backend(fast_ops)
-        return ours(x, t, ctx)
+        return ours(x, t, ctx, *extra)
 
     def run_ref():
-        return ref(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)[0]
+        return ref(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False, **ref_extra)[0]
 
     use_compile = args.compile if args.compile is not None else device.type == "cuda"
     tokens = latent[2] * (latent[3] // 2) * (latent[4] // 2)
     result: dict = {
-        "workload": {"config": "wan2.1-1.3b" if args.full else "tiny", "device": str(device),
+        "workload": {"config": (args.model if args.full else f"tiny ({args.model} architecture)"),
+                     "device": str(device),
                      "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                      "dtype": str(dtype), "video": f"{h}x{w}x{f}", "latent_shape": list(latent), "tokens": tokens,
                      "text_len": args.text_len, "iters": args.iters, "warmup": args.warmup,
@@ -155,13 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             twin.load_state_dict(ours.state_dict(), strict=True, assign=True)  # shares ours' weights: no copy
             twin.set_attention_backend(fast_attn if fast_path else sdpa)
             twin.set_ops_backend(fast_ops if fast_path else None)
-            twin(x, t, ctx)  # fills the RoPE cache outside the graph
+            twin(x, t, ctx, *extra)  # fills the RoPE cache outside the graph
             compiled = torch.compile(twin, fullgraph=True)
             print("compiling (torch.compile, fullgraph) ...", file=sys.stderr, flush=True)
-            compiled_err = (compiled(x, t, ctx).float() - reference).abs().max().item()
-            again = interleaved_seconds({"compiled": lambda: compiled(x, t, ctx), "diffusers": run_ref},
+            compiled_err = (compiled(x, t, ctx, *extra).float() - reference).abs().max().item()
+            again = interleaved_seconds({"compiled": lambda: compiled(x, t, ctx, *extra), "diffusers": run_ref},
                                         args.warmup, args.iters, device.type == "cuda")
-            memory["compiled"] = peak_memory(lambda: compiled(x, t, ctx), device)
+            memory["compiled"] = peak_memory(lambda: compiled(x, t, ctx, *extra), device)
         comp_med, ref_again = statistics.median(again["compiled"]), statistics.median(again["diffusers"])
         result.update({"compiled_median_s": comp_med, "compiled_speedup_vs_diffusers": ref_again / comp_med,
                        "compiled_diffusers_median_s": ref_again, "compiled_max_abs_diff": compiled_err,
