@@ -3,7 +3,9 @@
 Contract:
 - :class:`PromptSource` is what a session asks to improve or write prompts: ``enhance(prompt)`` (one
   better prompt), ``rewrite(prompt, count)`` (``count`` alternatives) and ``extend(last_prompt)``
-  (the next segment's prompt, for auto-extension). A prompt enhancer (LLM providers) plugs in by
+  (the next segment's prompt, for auto-extension); optionally ``check(prompt)`` (a safety check run
+  on every segment's prompt before it runs). An error it raises that is a FastVideoError with a string
+  ``code`` refuses the prompt with that error frame. A prompt enhancer (LLM providers) plugs in by
   implementing it and being set as ``ServerState``'s ``prompt_source`` (see
   :func:`attach_prompt_source`); until one is, :data:`NOT_CONFIGURED` is the answer: the session
   refuses enhancement, rewrites and auto-extension with ``error{code:"enhancer_not_configured"}``.

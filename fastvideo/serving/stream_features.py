@@ -23,7 +23,11 @@ Contract:
   are answered ``error{code:"enhancer_not_configured"}``. With one, ``enhance_prompt`` ->
   ``prompt_enhanced{prompt, enhanced}``, ``rewrite_prompt`` -> ``prompt_rewrites{prompt, rewrites}``,
   an enhancement-enabled session's segment prompts are enhanced before they run (an enhancer failure
-  is reported ``enhancement_failed`` and the segment runs with the prompt as given).
+  is reported ``enhancement_failed`` and the segment runs with the prompt as given). A source with a
+  ``check(prompt, *, session)`` (the safety filter) checks every segment's prompt before it runs. A
+  :class:`~fastvideo.api.FastVideoError` with a string ``code`` raised by the source (e.g. a blocked
+  prompt: ``prompt_blocked``) is sent as that error frame and the segment does not run (no GPU time);
+  a loop stops there.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import asyncio
 import logging
 import time
 from typing import Any
+
+from fastvideo.api import FastVideoError
 
 from fastvideo.serving.prompt_source import NOT_CONFIGURED, next_loop_prompt
 from fastvideo.serving.stream_protocol import (
@@ -49,6 +55,12 @@ from fastvideo.serving.stream_protocol import (
 )
 
 logger = logging.getLogger(__name__)
+
+def refusal_code(exc: BaseException) -> str | None:
+    """The error code of a prompt-source error that refuses the prompt (e.g. ``prompt_blocked``), else None."""
+    code = getattr(exc, "code", None)
+    return code if isinstance(exc, FastVideoError) and isinstance(code, str) and code else None
+
 
 SETTINGS_FRAMES = (SeedPromptsUpdated, EnhancementUpdated, AutoExtensionUpdated, LoopGenerationUpdated,
                    GenerationPausedUpdated, SingleClipUpdated, PresetUpdated, Pause, Resume)
@@ -154,20 +166,36 @@ class SessionFeatures:
                 rewrites = await source.rewrite(msg.prompt, msg.count, session=self.session)
                 await self.send("prompt_rewrites", prompt=msg.prompt, rewrites=list(rewrites))
         except Exception as exc:  # noqa: BLE001 - an enhancer failure is the client's answer, not a crash
+            code = refusal_code(exc)
+            if code is not None:
+                await self.error(code, str(exc))
+                return
             logger.warning("session %s: prompt enhancer failed: %s", self.session.id, exc)
             await self.error("enhancement_failed", f"the prompt enhancer failed: {type(exc).__name__}: {exc}",
                              retryable=True)
             return
         self.slog.log(self.session.id, msg.type, latency_s=round(time.perf_counter() - started, 4))
 
-    async def segment_prompt(self, prompt: str, source: str) -> tuple[str, str]:
-        """The prompt a segment runs with (enhanced when the session has enhancement on) and its source."""
+    async def segment_prompt(self, prompt: str, source: str) -> tuple[str, str] | None:
+        """The prompt a segment runs with (checked, and enhanced when the session has enhancement on) and its
+        source; None when the prompt source refused it (the error frame is sent: the segment must not run)."""
         enhancer = self.prompt_source
-        if not self.session.enhancement_enabled or enhancer is None or source in ("enhanced", "auto_extension"):
+        if enhancer is None:
             return prompt, source
         try:
+            check = getattr(enhancer, "check", None)
+            if check is not None:
+                await check(prompt, session=self.session)
+            if not self.session.enhancement_enabled or source in ("enhanced", "auto_extension"):
+                return prompt, source
             return await enhancer.enhance(prompt, session=self.session), "enhanced"
         except Exception as exc:  # noqa: BLE001
+            code = refusal_code(exc)
+            if code is not None:
+                idx = self.session.segment_idx
+                self.slog.log(self.session.id, "segment_refused", segment_idx=idx, code=code)
+                await self.error(code, str(exc), segment_idx=idx)
+                return None
             logger.warning("session %s: prompt enhancer failed: %s", self.session.id, exc)
             await self.error("enhancement_failed", f"the prompt enhancer failed ({type(exc).__name__}: {exc}); "
                              "the segment runs with the prompt as given", retryable=True)
@@ -190,6 +218,10 @@ class SessionFeatures:
                 prompt = await self.prompt_source.extend(s.last_prompt, session=s)
                 source = "auto_extension"
             except Exception as exc:  # noqa: BLE001
+                code = refusal_code(exc)
+                if code is not None:  # the written prompt was refused: the loop stops here
+                    await self.error(code, str(exc))
+                    return
                 logger.warning("session %s: auto-extension failed: %s", s.id, exc)
                 await self.error("enhancement_failed", f"auto-extension failed ({type(exc).__name__}: {exc}); "
                                  "the loop continues with the last prompt", retryable=True)

@@ -444,7 +444,11 @@ class StreamSession(SessionFeatures):
     async def _run_segment(self, segment: _Segment) -> None:
         idx = self.session.segment_idx
         metrics = self.state.metrics
-        segment.prompt, segment.source = await self.segment_prompt(segment.prompt, segment.source)
+        prompt = await self.segment_prompt(segment.prompt, segment.source)
+        if prompt is None:  # refused by the prompt source (e.g. the safety filter): no GPU time
+            metrics.segments.labels("refused").inc()
+            return
+        segment.prompt, segment.source = prompt
         self.session.last_prompt = segment.prompt
         try:
             translated = self._request(segment)

@@ -222,6 +222,34 @@ def test_enhanced_auto_extended_loop_through_the_hook(tiny_generator, tmp_path):
     assert [c[0] for c in enhancer.calls] == ["enhance", "extend", "extend"]
 
 
+def test_a_prompt_the_source_refuses_gets_its_error_frame_and_no_gpu_time(tiny_generator, tmp_path):
+    from fastvideo.api import FastVideoError
+
+    class Refused(FastVideoError, ValueError):
+        code = "prompt_blocked"
+
+    class CheckingSource(ScriptedEnhancer):
+        async def check(self, prompt: str, *, session: Any) -> None:
+            self.calls.append(("check", prompt))
+            if "forbidden" in prompt:
+                raise Refused(f"the prompt {prompt!r} was blocked")
+
+    source = CheckingSource()
+    with inproc_server(tiny_generator, tmp_path) as srv:
+        srv.app.state.server.prompt_source = source
+        jobs_before = len(srv.app.state.server.service.jobs)
+        with connect(ws_url(srv.base_url), max_size=None, open_timeout=30) as ws:
+            ws.send(json.dumps({"type": "session_init_v2", "prompt": "a forbidden thing", **SHAPE}))
+            until(ws, "ltx2_stream_start")
+            err = until(ws, "error")[-1]
+            assert err["code"] == "prompt_blocked" and "blocked" in err["message"] and err["segment_idx"] == 0
+            assert len(srv.app.state.server.service.jobs) == jobs_before  # nothing was submitted
+            ws.send(json.dumps({"type": "segment_prompt_source", "prompt": "a fine thing"}))
+            msgs = until(ws, "ltx2_segment_complete")
+    assert next(m for m in texts(msgs) if m["type"] == "ltx2_segment_start")["prompt"] == "a fine thing"
+    assert source.calls == [("check", "a forbidden thing"), ("check", "a fine thing")]
+
+
 def test_session_log_lines_carry_request_ids(tiny_generator, tmp_path, monkeypatch):
     monkeypatch.setenv("FASTVIDEO_SESSION_LOG_DIR", str(tmp_path / "session-logs"))
     with inproc_server(tiny_generator, tmp_path) as srv:
