@@ -21,9 +21,8 @@ diffusers = pytest.importorskip("diffusers")
 from diffusers import AutoencoderKLLTX2Video, LTX2Pipeline  # noqa: E402
 
 from fastvideo.api.errors import ModelLoadError  # noqa: E402
-from fastvideo.engine.models.ltx2.latents import (denormalize_latents, normalize_latents, pack_latents,  # noqa: E402
-                                                  unpack_latents)
-from fastvideo.engine.models.ltx2.vae import LTX2VideoVAE, LTX2VideoVAEConfig, load_ltx2_video_vae  # noqa: E402
+from fastvideo.engine.models.ltx2 import (LTX2VideoVAE, LTX2VideoVAEConfig, denormalize_latents,  # noqa: E402
+                                          load_ltx2_video_vae, normalize_latents, pack_latents, unpack_latents)
 
 TOL = 1e-4  # fp32; observed 0.0 (same ops in the same order)
 # bf16 against diffusers in bf16 on the same weights: observed 0.0 on CPU too; the bound is one bf16 ulp at the
