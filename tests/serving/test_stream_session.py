@@ -181,3 +181,13 @@ def test_catalogue_parses_every_client_frame():
         sp.parse_client_message('{"type": "teleport"}')
     with pytest.raises(sp.ProtocolError):
         sp.parse_client_message(json.dumps({"type": "seed_prompts_updated", "seed_prompts": ["a"] * 65}))
+
+
+def test_readme_documents_the_whole_catalogue():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("#### Sessions and the message catalogue"):]
+    section = section[:section.index("\n### ")]
+    missing = [t for t in (*sp.CLIENT_TYPES, *sp.SERVER_FRAMES) if f"`{t}" not in section]
+    assert not missing, f"README's WebSocket catalogue lacks {missing}"
