@@ -19,10 +19,12 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 from diffusers import AutoencoderKLLTX2Audio  # noqa: E402
 from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder as DiffusersVocoder  # noqa: E402
+from diffusers.pipelines.ltx2.vocoder import LTX2VocoderWithBWE  # noqa: E402
 
 from fastvideo.api.errors import ModelLoadError  # noqa: E402
 from fastvideo.engine.models.ltx2 import (  # noqa: E402
-    LTX2AudioVAE, LTX2AudioVAEConfig, LTX2Vocoder, LTX2VocoderConfig, audio_latent_length, load_ltx2_audio_vae,
+    LTX2AudioVAE, LTX2AudioVAEConfig, LTX2Vocoder, LTX2VocoderBWE, LTX2VocoderBWEConfig, LTX2VocoderConfig,
+    audio_latent_length, load_ltx2_audio_vae,
     load_ltx2_vocoder, mel_to_waveform, normalize_audio_latents, pack_audio_latents, unpack_audio_latents)
 
 from ltx2_side_fixtures import reseed_parameters, tiny_pipeline  # noqa: E402
@@ -108,6 +110,39 @@ def test_vocoder_matches_diffusers(name: str) -> None:
         assert _max_diff(ours(mel.transpose(2, 3), time_last=True), expected_time_last) <= FP32_TOL
 
 
+# LTX-2.3's vocoder: stage-1 generator, causal log-mel, BWE generator, Hann resampler (hop * BWE factor = 2 * 6 = 12
+# = resample ratio 3 * stage-1 samples per hop ... sizes chosen so the two paths line up, as in the real model)
+BWE_CONFIG: dict[str, Any] = dict(
+    in_channels=16, hidden_channels=16, out_channels=2, upsample_kernel_sizes=[4, 4], upsample_factors=[2, 2],
+    resnet_kernel_sizes=[3], resnet_dilations=[[1, 3]], bwe_in_channels=16, bwe_hidden_channels=16,
+    bwe_out_channels=2, bwe_upsample_kernel_sizes=[5, 4], bwe_upsample_factors=[3, 2], bwe_resnet_kernel_sizes=[3],
+    bwe_resnet_dilations=[[1, 2]], filter_length=16, hop_length=2, window_length=16, num_mel_channels=8,
+    input_sampling_rate=800, output_sampling_rate=2400)
+
+
+def test_bwe_vocoder_matches_diffusers_and_loads(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    ref = reseed_parameters(LTX2VocoderWithBWE(**BWE_CONFIG).eval(), 1, scale=0.1)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # diffusers zero-inits the STFT / mel bases (they come from the checkpoint)
+        for name, buf in ref.named_buffers():
+            if "basis" in name:
+                buf.copy_(torch.rand(buf.shape, generator=gen) * (1.0 if "mel" in name else 0.5))
+    ours = LTX2VocoderBWE(LTX2VocoderBWEConfig.from_dict(dict(ref.config))).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    mel = torch.randn(2, 2, 9, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = ref(mel)
+        assert expected.shape == (2, 2, 9 * 4 * 3)
+        assert 0.05 < expected.abs().max() < 0.99
+        assert _max_diff(ours(mel), expected) <= FP32_TOL
+    ref.save_pretrained(tmp_path / "vocoder")
+    loaded = load_ltx2_vocoder(tmp_path / "vocoder")  # by _class_name; the Hann kernel is rebuilt off meta
+    assert isinstance(loaded, LTX2VocoderBWE)
+    with torch.no_grad():
+        assert _max_diff(loaded(mel), expected) <= FP32_TOL
+
+
 def test_loaders_read_save_pretrained_folders(tmp_path: Path) -> None:
     ref_vae = _ref_vae(VAE_CONFIGS["attn-width"])
     ref_vae.save_pretrained(tmp_path / "audio_vae", max_shard_size="20KB")  # sharded, with an index
@@ -142,8 +177,11 @@ def test_unsupported_configs_are_refused_by_name(tmp_path: Path) -> None:
         LTX2VocoderConfig(antialias=True)
     with pytest.raises(ValueError, match="upsample_factors"):
         LTX2VocoderConfig(upsample_factors=(2, 2))
-    folder = _write_config(tmp_path / "bwe", {"_class_name": "LTX2VocoderWithBWE"})
-    with pytest.raises(ModelLoadError, match="LTX2VocoderWithBWE"):
+    folder = _write_config(tmp_path / "bwe", {"_class_name": "LTX2VocoderWithBWE", "bwe_act_fn": "relu"})
+    with pytest.raises(ModelLoadError, match="bwe_"):
+        load_ltx2_vocoder(folder)
+    folder = _write_config(tmp_path / "other", {"_class_name": "LTX2TextConnectors"})
+    with pytest.raises(ModelLoadError, match="not a LTX2Vocoder"):
         load_ltx2_vocoder(folder)
     folder = _write_config(tmp_path / "odd", {"_class_name": "AutoencoderKLLTX2Audio", "sample_rte": 16000})
     with pytest.raises(ModelLoadError, match="sample_rte"):

@@ -16,7 +16,8 @@ Contract
 
   * :class:`LTX2AudioVAE` (``audio_vae.py``): mel <-> audio latents, plus the pipeline's audio-latent rules
     (:func:`audio_latent_length`, pack/unpack, (de)normalize); :class:`LTX2Vocoder` (``vocoder.py``): mel ->
-    waveform, and :func:`mel_to_waveform`, the pipeline's audio tail.
+    waveform (:class:`LTX2VocoderBWE`, ``vocoder_bwe.py``: LTX-2.3's bandwidth-extension vocoder), and
+    :func:`mel_to_waveform`, the pipeline's audio tail.
   * :class:`LTX2Connectors` (``connectors.py``): packed Gemma-3 layers -> video / audio text embeddings;
     :class:`LTX2TextEncoder` (``text_encoding.py``): prompts -> those, Gemma-3 through ``transformers``.
   * ``load_ltx2_audio_vae`` / ``load_ltx2_vocoder`` / ``load_ltx2_connectors`` (``components.py`` plumbing):
@@ -46,12 +47,13 @@ from fastvideo.engine.models.ltx2.text_encoding import LTX2PromptEmbeddings, LTX
 from fastvideo.engine.models.ltx2.transformer import LTX2Transformer
 from fastvideo.engine.models.ltx2.vae import LTX2VideoVAE, LTX2VideoVAEConfig, load_ltx2_video_vae
 from fastvideo.engine.models.ltx2.vocoder import LTX2Vocoder, LTX2VocoderConfig, load_ltx2_vocoder, mel_to_waveform
+from fastvideo.engine.models.ltx2.vocoder_bwe import LTX2VocoderBWE, LTX2VocoderBWEConfig
 
 __all__ = [
     "LTX2AudioVAE", "LTX2AudioVAEConfig", "LTX2Connectors", "LTX2ConnectorsConfig", "LTX2DiTConfig",
-    "LTX2PromptEmbeddings", "LTX2TextEncoder", "LTX2Transformer", "LTX2VideoVAE", "LTX2VideoVAEConfig",
-    "LTX2Vocoder", "LTX2VocoderConfig", "audio_latent_length", "denormalize_audio_latents", "denormalize_latents",
-    "load_ltx2_audio_vae", "load_ltx2_connectors", "load_ltx2_transformer", "load_ltx2_video_vae",
-    "load_ltx2_vocoder", "mel_to_waveform", "normalize_audio_latents", "normalize_latents", "pack_audio_latents",
-    "pack_latents", "read_ltx2_config", "unpack_audio_latents", "unpack_latents",
+    "LTX2PromptEmbeddings", "LTX2TextEncoder", "LTX2Transformer", "LTX2VideoVAE", "LTX2VideoVAEConfig", "LTX2Vocoder",
+    "LTX2VocoderBWE", "LTX2VocoderBWEConfig", "LTX2VocoderConfig", "audio_latent_length", "denormalize_audio_latents",
+    "denormalize_latents", "load_ltx2_audio_vae", "load_ltx2_connectors", "load_ltx2_transformer",
+    "load_ltx2_video_vae", "load_ltx2_vocoder", "mel_to_waveform", "normalize_audio_latents", "normalize_latents",
+    "pack_audio_latents", "pack_latents", "read_ltx2_config", "unpack_audio_latents", "unpack_latents",
 ]

@@ -8,8 +8,8 @@ Contract
   ``resnet_kernel_sizes`` / ``resnet_dilations`` lengths, an ``act_fn`` outside ``leaky_relu / snake /
   snakebeta``, a ``final_act_fn`` outside ``tanh / clamp / null``; and, as :class:`NotImplementedError`,
   ``act_fn='leaky_relu'`` with ``antialias=true`` (diffusers builds that one with re-wrapped, nested anti-alias
-  filters -- no published checkpoint uses it). ``LTX2VocoderWithBWE`` (LTX-2.3's bandwidth-extension vocoder) is
-  not implemented: :func:`load_ltx2_vocoder` refuses its folder by class name.
+  filters -- no published checkpoint uses it). LTX-2.3's ``LTX2VocoderWithBWE`` lives in :mod:`.vocoder_bwe`;
+  :func:`load_ltx2_vocoder` picks it by the folder's ``_class_name``.
 - :class:`LTX2Vocoder` has the same ``state_dict()`` keys and shapes as diffusers' class (the anti-alias filters
   are persistent buffers there and here, so they load from the checkpoint); it builds on the meta device.
 - ``forward(mel)``: ``(B, C, T, M)`` mel (``time_last=False``, the audio VAE's output layout) or ``(B, C, M, T)``
@@ -17,7 +17,7 @@ Contract
   prod(upsample_factors)`` when every ``kernel - factor`` is even (the published configs), in ``[-1, 1]`` when
   ``final_act_fn`` is ``tanh`` / ``clamp``, at ``output_sampling_rate`` Hz.
 - :func:`mel_to_waveform` is the pipeline's audio tail: denormalize packed audio tokens, unpack, audio-VAE decode,
-  vocoder (``LTX2Pipeline.__call__`` after the denoising loop).
+  vocoder (``LTX2Pipeline.__call__`` after the denoising loop; either vocoder class).
 - Precision: every op runs in the dtype of the input and parameters, as diffusers.
 """
 
@@ -26,14 +26,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from fastvideo.engine.models.ltx2.audio_vae import LTX2AudioVAE, denormalize_audio_latents, unpack_audio_latents
+from fastvideo.engine.loader import read_json
 from fastvideo.engine.models.ltx2.components import config_from_dict, load_component
+
+if TYPE_CHECKING:
+    from fastvideo.engine.models.ltx2.vocoder_bwe import LTX2VocoderBWE
 
 __all__ = ["LTX2Vocoder", "LTX2VocoderConfig", "kaiser_sinc_filter", "load_ltx2_vocoder", "mel_to_waveform"]
 
@@ -123,19 +127,39 @@ def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> to
     return kernel / kernel.sum()
 
 
+def hann_sinc_filter(ratio: int, rolloff: float = 0.99, lowpass_width: int = 6) -> tuple[torch.Tensor, int]:
+    """The Hann-windowed sinc interpolation kernel of the LTX-2.3 resampler and its half width (in input samples)."""
+    width = math.ceil(lowpass_width / rolloff)
+    t = (torch.arange(2 * width * ratio + 1) / ratio - width) * rolloff
+    window = torch.cos(t.clamp(-lowpass_width, lowpass_width) * math.pi / lowpass_width / 2) ** 2
+    return torch.sinc(t) * window * rolloff / ratio, width
+
+
 class _UpSample1d(nn.Module):
-    """Zero-stuffing upsampling by ``ratio`` through the low-pass kernel (replicate-padded ends)."""
+    """Zero-stuffing upsampling by ``ratio`` through a low-pass kernel (replicate-padded ends): the Kaiser-sinc
+    anti-alias kernel (a persistent buffer, as diffusers), or the Hann-sinc resampler kernel (``window="hann"``, a
+    non-persistent buffer recomputed by :meth:`reset_non_persistent_buffers`)."""
 
     filter: torch.Tensor
 
-    def __init__(self, ratio: int, kernel_size: int) -> None:
+    def __init__(self, ratio: int, kernel_size: int = 12, window: str = "kaiser") -> None:
         super().__init__()
-        self.ratio = ratio
-        self.pad = kernel_size // ratio - 1
-        self.pad_left = self.pad * ratio + (kernel_size - ratio) // 2
-        self.pad_right = self.pad * ratio + (kernel_size - ratio + 1) // 2
-        kernel = kaiser_sinc_filter(0.5 / ratio, 0.6 / ratio, kernel_size)
-        self.register_buffer("filter", kernel.view(1, 1, kernel_size), persistent=True)
+        self.ratio, self.window = ratio, window
+        if window == "hann":
+            kernel, self.pad = hann_sinc_filter(ratio)
+            self.pad_left = 2 * self.pad * ratio
+            self.pad_right = kernel.numel() - ratio
+        else:
+            kernel = kaiser_sinc_filter(0.5 / ratio, 0.6 / ratio, kernel_size)
+            self.pad = kernel_size // ratio - 1
+            self.pad_left = self.pad * ratio + (kernel_size - ratio) // 2
+            self.pad_right = self.pad * ratio + (kernel_size - ratio + 1) // 2
+        self.register_buffer("filter", kernel.view(1, 1, -1), persistent=window != "hann")
+
+    def reset_non_persistent_buffers(self, device: torch.device) -> None:
+        """Recompute the Hann kernel after a meta-device build (the Kaiser kernel loads from the checkpoint)."""
+        if self.window == "hann":
+            self.filter = hann_sinc_filter(self.ratio)[0].view(1, 1, -1).to(device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
@@ -270,7 +294,7 @@ class LTX2Vocoder(nn.Module):
 
 
 @torch.no_grad()
-def mel_to_waveform(audio_vae: LTX2AudioVAE, vocoder: LTX2Vocoder, tokens: torch.Tensor) -> torch.Tensor:
+def mel_to_waveform(audio_vae: LTX2AudioVAE, vocoder: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """The pipeline's audio tail: the DiT's normalized, packed audio tokens ``(B, L, C * M)`` -> waveform
     ``(B, out_channels, samples)`` (denormalize, unpack, decode to mel, vocode)."""
     raw = denormalize_audio_latents(tokens, audio_vae.latents_mean, audio_vae.latents_std)
@@ -281,8 +305,16 @@ def mel_to_waveform(audio_vae: LTX2AudioVAE, vocoder: LTX2Vocoder, tokens: torch
 
 
 def load_ltx2_vocoder(folder: str | Path, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                      variant: str | None = None) -> LTX2Vocoder:
-    """Build and load a diffusers ``vocoder/`` folder (``LTX2Vocoder``) on the meta device."""
+                      variant: str | None = None) -> "LTX2Vocoder | LTX2VocoderBWE":
+    """Build and load a diffusers ``vocoder/`` folder on the meta device: ``LTX2Vocoder`` (LTX-2.0) or, by its
+    ``_class_name``, ``LTX2VocoderWithBWE`` (LTX-2.3, :class:`~.vocoder_bwe.LTX2VocoderBWE`)."""
+    from fastvideo.engine.models.ltx2.vocoder_bwe import LTX2VocoderBWE, LTX2VocoderBWEConfig
+
+    folder = Path(folder).expanduser()
+    if read_json(folder / "config.json").get("_class_name") == "LTX2VocoderWithBWE":
+        bwe, _ = load_component(folder, class_name="LTX2VocoderWithBWE", parse=LTX2VocoderBWEConfig.from_dict,
+                                build=LTX2VocoderBWE, dtype=dtype, device=device, variant=variant)
+        return bwe
     model, _ = load_component(folder, class_name="LTX2Vocoder", parse=LTX2VocoderConfig.from_dict,
                               build=LTX2Vocoder, dtype=dtype, device=device, variant=variant)
     return model
