@@ -304,3 +304,18 @@ def test_generate_end_to_end(i2v_generator: Any, tmp_path: Any) -> None:
                                                    sampling=SamplingConfig(num_inference_steps=2, num_frames=5,
                                                                            seed=3)))
     assert out.frames.shape == (5, 64, 64, 3)
+
+
+def test_i2v_folders_pick_the_i2v_presets() -> None:
+    from fastvideo.api.presets import infer_preset_for_folder
+    from fastvideo.engine.presets import get_preset
+
+    index = {"_class_name": "WanImageToVideoPipeline"}
+    big = {"num_attention_heads": 40, "attention_head_dim": 128, "num_layers": 40, "image_dim": 1280}
+    assert infer_preset_for_folder(index, big).name == "wan_i2v_14b_480p"
+    assert infer_preset_for_folder(index, {**big, "pos_embed_seq_len": 514}).name == "wan_flf2v_14b_720p"
+    assert infer_preset_for_folder({"_class_name": "WanPipeline"}, big).name == "wan_t2v_14b"
+    p480, p720, flf = (get_preset(n) for n in ("wan_i2v_14b_480p", "wan2.1-i2v-14b-720p", "wan_flf2v_14b_720p"))
+    assert (p480.width, p480.height, p480.num_frames, p480.guidance_scale, p480.workload) == (832, 480, 81, 5.0, "i2v")
+    assert (p720.width, p720.height, p720.num_frames, p720.workload) == (1280, 720, 81, "i2v")
+    assert flf.workload == "flf2v" and get_preset("wan_t2v_14b").workload == "t2v"
