@@ -142,6 +142,8 @@ def test_encode_matches_diffusers(pair) -> None:
     assert _max_diff(got.mode(), expected.mode()) <= TOL, name
     assert _max_diff(got.logvar, expected.logvar) <= TOL, name
     assert _max_diff(got.std, expected.std) <= TOL, name
+    drawn = got.sample(torch.Generator().manual_seed(7))  # the "sample" mode of retrieve_latents, same noise
+    assert _max_diff(drawn, expected.sample(torch.Generator().manual_seed(7))) <= TOL, name
 
 
 @pytest.mark.parametrize("causal", [None, True, False])

@@ -7,6 +7,10 @@ Contract
   latents, with ``mean`` / ``std`` (the VAE's ``latents_mean`` / ``latents_std`` buffers, shape ``(C,)``) cast to
   the latents' device and dtype first: the same operations, in the same order, as diffusers 0.42's
   ``LTX2Pipeline._normalize_latents`` / ``_denormalize_latents``, so results are bit-equal in any dtype.
+- Which ``scaling_factor`` a pipeline passes differs: ``LTX2Pipeline`` uses the VAE config's on both sides
+  (:meth:`~fastvideo.engine.models.ltx2.vae.LTX2VideoVAE.normalize_latents` does the same), while the image /
+  condition pipelines normalize encoded conditioning frames with the default 1.0. The published LTX-2 VAE has
+  ``scaling_factor = 1.0``, where the two agree; callers pass what the pipeline they mirror passes.
 - :func:`pack_latents` turns ``(B, C, F, H, W)`` into DiT tokens ``(B, F/pt * H/p * W/p, C*pt*p*p)``: tokens in
   (frame, row, column) order, features in (channel, t-patch, h-patch, w-patch) order, as
   ``LTX2Pipeline._pack_latents``; :func:`unpack_latents` inverts it given the latent grid (``num_frames``,
