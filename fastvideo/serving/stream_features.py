@@ -16,7 +16,8 @@ Contract:
   prompt is written by the enhancer when auto-extension is on, else the next curated prompt (in
   turn), else the last prompt. When ``segment_idx`` reaches ``generation_segment_cap`` (or the session
   its ``max_segments``) the stream completes: ``ltx2_stream_complete{reason:"segment_cap"}``.
-- Single-clip mode: the session makes one segment, then ``ltx2_stream_complete{reason:"single_clip"}``;
+- Single-clip mode (set before the first segment; later ``single_clip_updated`` is refused
+  ``single_clip``): the session makes one segment, then ``ltx2_stream_complete{reason:"single_clip"}``;
   a second segment request is refused (``single_clip``).
 - Enhancer (:class:`fastvideo.serving.prompt_source.PromptSource`, ``ServerState.prompt_source``):
   without one, turning enhancement or auto-extension on, and ``enhance_prompt`` / ``rewrite_prompt``,
@@ -80,6 +81,7 @@ class SessionFeatures:
     ending: bool
     closed: bool
     requested: int
+    _looping: bool = False
 
     # provided by the host class
     async def send(self, kind: str, **fields: Any) -> None:
@@ -134,9 +136,9 @@ class SessionFeatures:
         elif isinstance(msg, LoopGenerationUpdated):
             s.loop_generation_enabled = msg.enabled
         elif isinstance(msg, SingleClipUpdated):
-            if msg.enabled and self.requested > 1:
-                await self.error("single_clip", f"this session already requested {self.requested} segments; "
-                                 "single-clip mode can only be turned on before the second")
+            if self.requested > 0:
+                await self.error("single_clip", f"this session already requested {self.requested} segment(s); "
+                                 "single-clip mode is set before the first segment")
                 return
             s.single_clip_mode = msg.enabled
         elif isinstance(msg, (GenerationPausedUpdated, Pause, Resume)):
@@ -206,6 +208,15 @@ class SessionFeatures:
 
     async def maybe_loop(self) -> None:
         """Start the loop's next segment if the session loops, is idle and not paused (see module contract)."""
+        if self._looping:  # one at a time: the enhancer's answer is awaited before enqueueing
+            return
+        self._looping = True
+        try:
+            await self._maybe_loop()
+        finally:
+            self._looping = False
+
+    async def _maybe_loop(self) -> None:
         s = self.session
         if (not self.initialized or self.closed or self.ending or not s.loop_generation_enabled
                 or s.generation_paused or s.single_clip_mode or self._has_work()):

@@ -13,9 +13,13 @@ Contract (frames in :mod:`fastvideo.serving.stream_protocol`):
   ``error{code:"handshake_timeout"}`` and is closed (1008), freeing its slot; pings do not extend it.
 - ``session_init_v2`` fixes the session's size, fps, frames per segment and sampling (unset values
   take the server's streaming defaults, then the model's) and may carry a ``continuation_state``
-  (from ``continuation_state_snapshot``) or the ``session_id`` of a session this server recently
-  held, to resume it; the server answers ``ltx2_stream_start{session_id, ...}``. With a ``prompt``
-  the first segment starts at once.
+  (from ``continuation_state_snapshot``) or the ``session_id`` of a session in the session store
+  (this server's, or any server's sharing its Redis: :class:`~fastvideo.serving.session.SessionManager`
+  writes each session there after every segment), to resume it; and FastVideo's session fields (client
+  id, preset + label, curated prompts, feature flags: :mod:`fastvideo.serving.stream_features` owns
+  the settings frames, pause, loop generation, single clip and the prompt-source hook). The server
+  answers ``ltx2_stream_start{session_id, ...}``. With a ``prompt`` the first segment starts at once.
+  Each session event is a JSON line of :class:`~fastvideo.serving.session_logger.SessionLogger`.
 - Each ``segment_prompt_source`` runs one segment through the runtime's VideoService, continuing
   the previous segment's continuation state: ``queue_status`` (while it waits), ``gpu_assigned``
   (``worker_id`` and ``device`` of the pool worker that runs it, ``gpu_id`` its CUDA index; without a

@@ -136,13 +136,15 @@ def test_every_message_both_directions(tiny_generator, tmp_path):
                 assert err["code"] == "enhancer_not_configured" and "streaming.prompt" in err["message"], frame
             assert ask({"type": "teleport"}, "error")["code"] == "invalid_message"
 
+            single = ask({"type": "single_clip_updated", "enabled": False}, "session_updated")
+            assert single["single_clip_mode"] is False
             ws.send(json.dumps({"type": "segment_prompt_source", "prompt": "a kite", "source": "curated"}))
             seg = until(ws, "ltx2_segment_complete", seen=seen)
             seg_start = next(m for m in texts(seg) if m["type"] == "ltx2_segment_start")
             assert seg_start["prompt_source"] == "curated"
             snap = ask({"type": "snapshot_state"}, "continuation_state_snapshot")
             assert snap["state"]["kind"] and snap["segment_idx"] == 1
-            assert ask({"type": "single_clip_updated", "enabled": True}, "session_updated")["single_clip_mode"]
+            assert ask({"type": "single_clip_updated", "enabled": True}, "error")["code"] == "single_clip"  # too late
 
             # the enhancer hook: a PromptSource set on the server state answers the enhancer frames
             state.prompt_source = ScriptedEnhancer()
