@@ -13,6 +13,9 @@ Contract:
   previous process left in its index (see :mod:`fastvideo.serving.video_store`). The operator's
   ``default_request`` values are checked against the model once here (:func:`check_request_defaults`,
   a ConfigError naming ``default_request.<field>``) and are the model defaults the HTTP API reports.
+- ``streaming.prompt`` / ``streaming.safety`` (when enabled) build one
+  :class:`fastvideo.serving.prompting.SessionPrompting` (``ServerState.prompting``, its counters in the
+  server's ``/metrics``); with the enhancer it is every session's prompt source.
 - Draining (``app.state.drain()``, a task; :func:`fastvideo.serving.server.run_server` starts it on the
   first SIGTERM/SIGINT *before* uvicorn stops listening, and the lifespan's shutdown awaits it otherwise)
   refuses new work (503 ``shutting_down``) while reads keep answering (job status, lists, content,
@@ -53,6 +56,8 @@ from fastvideo.serving.metrics import ServingMetrics
 from fastvideo.serving.middleware import RequestContextMiddleware
 from fastvideo.serving.openai_protocol import describe_errors
 from fastvideo.serving.openai_routes import router as openai_router
+from fastvideo.serving.prompt_source import attach_prompt_source
+from fastvideo.serving.prompting import SessionPrompting, StreamPromptSource
 from fastvideo.serving.request_mapping import ModelDefaults
 from fastvideo.serving.session import SessionManager
 from fastvideo.serving.stream_routes import register_stream_routes
@@ -132,6 +137,10 @@ def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
                                                 handshake_timeout_s=config.streaming.handshake_timeout_s,
                                                 store=stream_session_store(config.state)))
     holder["s"] = state
+    if config.streaming.prompt.enabled or config.streaming.safety.enabled:
+        state.prompting = SessionPrompting.from_config(config.streaming, registry=metrics.registry)
+        if state.prompting.enhancer is not None:
+            attach_prompt_source(state, StreamPromptSource(state.prompting))
     stop = asyncio.Event()
 
     async def warm() -> None:

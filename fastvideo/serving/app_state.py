@@ -53,6 +53,9 @@ class ServerState:
     #: The prompt enhancer streaming sessions ask (a :class:`fastvideo.serving.prompt_source.PromptSource`);
     #: None: enhancement, rewrites and auto-extension are answered ``enhancer_not_configured``.
     prompt_source: Any = None
+    #: The prompt pipeline of ``streaming.prompt`` / ``streaming.safety``
+    #: (:class:`fastvideo.serving.prompting.SessionPrompting`); None: no safety check, no enhancer.
+    prompting: Any = None
     _reported_extras: set[str] = field(default_factory=set)
 
     @property

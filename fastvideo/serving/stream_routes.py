@@ -35,7 +35,9 @@ Contract (frames in :mod:`fastvideo.serving.stream_protocol`):
   out-of-order frame; the session goes on), ``invalid_request`` (the runtime refused a segment's
   values, with ``param``), ``queue_full`` (retryable, with ``retry_after_s``), ``segment_cap``,
   ``generation_failed``, ``shutting_down``, ``session_timeout`` (no session activity and nothing
-  running for ``idle_timeout_s``; closes), ``internal_error``. Session activity is an accepted
+  running for ``idle_timeout_s``; closes), ``prompt_blocked`` (the safety filter, ``streaming.safety``,
+  refused a segment's prompt before it was queued: nothing runs, the session goes on),
+  ``internal_error``. Session activity is an accepted
   ``session_init_v2``, ``segment_prompt_source`` or ``end_stream`` and a running segment's progress;
   ``ping``, ``snapshot_state`` and refused frames do not keep a session (or its slot) alive. A
   client that disconnects cancels its running and pending segments. The handler never lets an
@@ -70,6 +72,7 @@ from fastvideo.runtime.service import Job
 from fastvideo.serving.app_state import ServerState
 from fastvideo.serving.config import normalize_origin
 from fastvideo.serving.errors import APIError
+from fastvideo.serving.prompting import PromptBlocked
 from fastvideo.serving.fmp4 import FragmentedMP4Encoder
 from fastvideo.serving.observability import request_id_var
 from fastvideo.envs import read_session_log_dir
@@ -347,6 +350,12 @@ class StreamSession(SessionFeatures):
         return _Segment(prompt, None, {}, time.perf_counter(), source)
 
     async def _enqueue(self, segment: _Segment) -> None:
+        if self.state.prompting is not None:  # the safety filter (streaming.safety), before any queueing
+            try:
+                await self.state.prompting.check(segment.prompt, request_id=self.session.id)
+            except PromptBlocked as exc:
+                await self.error(exc.code, str(exc), param="prompt")
+                return
         if self.ending:
             await self.error("invalid_message", "the stream is ending (end_stream was received)")
         elif self.session.single_clip_mode and self.requested >= 1:
