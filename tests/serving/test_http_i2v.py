@@ -65,3 +65,26 @@ def test_server_warmup_runs_on_an_image_to_video_model(i2v_generator, tmp_path):
     assert i2v_generator.probe_inputs().pil_image is not None
     with inproc_server(i2v_generator, tmp_path, server={"warmup": True}) as srv:
         assert httpx.get(f"{srv.base_url}/readyz", timeout=30).status_code == 200
+
+
+def test_openai_sdk_input_reference_on_the_i2v_model(i2v_generator, tmp_path):
+    """The OpenAI SDK's ``videos.create(input_reference=...)`` (a multipart upload) gives image-to-video."""
+    openai = pytest.importorskip("openai")
+    import warnings
+
+    warnings.filterwarnings("ignore", message="The Sora API", category=DeprecationWarning)
+    with inproc_server(i2v_generator, tmp_path) as srv:
+        client = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="sk-unused", max_retries=0, timeout=120.0)
+        video = client.videos.create(prompt="a cat", size="64x64", input_reference=("in.png", _png((200, 90, 10)),
+                                                                                     "image/png"),
+                                     extra_body={"num_frames": 5, "num_inference_steps": 2, "seed": 5})
+        video = client.videos.poll(video.id, poll_interval_ms=50)
+        assert video.status == "completed", (video.status, video.error)
+        data = client.videos.download_content(video.id).read()
+        frames, _ = decode_mp4(data)
+        assert frames.shape == (5, 64, 64, 3)
+        try:
+            client.videos.create(prompt="a cat", size="64x64", extra_body={"num_inference_steps": 2})
+            raise AssertionError("an image-to-video model accepted a request without input_reference")
+        except openai.BadRequestError as exc:
+            assert exc.param == "input_reference", exc.body
