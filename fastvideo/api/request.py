@@ -24,8 +24,9 @@ from fastvideo.api.state import ContinuationState
 
 @dataclass
 class InputConfig:
-    """Conditioning inputs (FastVideo's fields, all optional). This engine runs text-to-video: every field
-    here is refused when set (not supported yet), naming it; a list ``image_path``/``video_path`` (one per
+    """Conditioning inputs (FastVideo's fields, all optional). Image-to-video models take ``image_path`` (or
+    ``pil_image``) and, first-last-frame ones, ``last_image``; text-to-video models refuse them. Every other
+    field here is refused when set (not supported yet), naming it; a list ``image_path``/``video_path`` (one per
     prompt upstream) likewise."""
 
     #: A ``.txt`` file with one prompt per line (FastVideo: one result per line).
