@@ -193,6 +193,21 @@ def test_pause_holds_segments_and_resume_runs_them(tiny_generator, tmp_path):
     assert texts(msgs)[-1]["reason"] == "segment_cap"
 
 
+def test_segments_held_by_a_pause_do_not_keep_the_session(tiny_generator, tmp_path):
+    with inproc_server(tiny_generator, tmp_path, streaming={"idle_timeout_s": 1.5}) as srv:
+        with connect(ws_url(srv.base_url), max_size=None, open_timeout=30) as ws:
+            ws.send(json.dumps({"type": "session_init_v2", **SHAPE}))
+            until(ws, "ltx2_stream_start")
+            ws.send(json.dumps({"type": "pause"}))
+            until(ws, "session_updated")
+            ws.send(json.dumps({"type": "segment_prompt_source", "prompt": "held"}))
+            t0 = time.monotonic()
+            err = recv(ws, 30)
+            assert err["type"] == "error" and err["code"] == "session_timeout", err  # no queue_status before it
+            assert time.monotonic() - t0 < 20
+            assert closed_with(ws) == 1000
+
+
 def test_single_clip_mode(tiny_generator, tmp_path):
     with inproc_server(tiny_generator, tmp_path) as srv:
         with connect(ws_url(srv.base_url), max_size=None, open_timeout=30) as ws:
