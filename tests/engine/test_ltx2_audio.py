@@ -160,6 +160,21 @@ def test_loaders_read_save_pretrained_folders(tmp_path: Path) -> None:
         assert _max_diff(vocoder(mel), ref_voc(mel)) <= FP32_TOL
 
 
+@pytest.mark.parametrize("kind", ["audio_vae", "vocoder", "vocoder_bwe"])
+def test_published_size_state_dicts_match(kind: str) -> None:
+    """diffusers' default (published) configs, built on the meta device: same keys and shapes as ours."""
+    ref_cls, ours_cls, config_cls = {
+        "audio_vae": (AutoencoderKLLTX2Audio, LTX2AudioVAE, LTX2AudioVAEConfig),
+        "vocoder": (DiffusersVocoder, LTX2Vocoder, LTX2VocoderConfig),
+        "vocoder_bwe": (LTX2VocoderWithBWE, LTX2VocoderBWE, LTX2VocoderBWEConfig),
+    }[kind]
+    with torch.device("meta"):
+        ref = ref_cls()
+        ours = ours_cls(config_cls.from_dict(dict(ref.config)))
+    expected = {key: tuple(value.shape) for key, value in ref.state_dict().items()}
+    assert {key: tuple(value.shape) for key, value in ours.state_dict().items()} == expected
+
+
 def _write_config(folder: Path, data: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(data))

@@ -90,6 +90,15 @@ def test_connectors_load_from_save_pretrained_folder(tmp_path: Path) -> None:
         assert max(_max_diffs(ref(hidden, MASK), model(hidden, MASK))) <= FP32_TOL
 
 
+def test_published_size_state_dict_matches() -> None:
+    """diffusers' default (LTX-2.0, Gemma-3-12B) connectors, built on the meta device: same keys and shapes."""
+    with torch.device("meta"):
+        ref = LTX2TextConnectors()
+        ours = LTX2Connectors(LTX2ConnectorsConfig.from_dict(dict(ref.config)))
+    expected = {key: tuple(value.shape) for key, value in ref.state_dict().items()}
+    assert {key: tuple(value.shape) for key, value in ours.state_dict().items()} == expected
+
+
 def test_unsupported_connector_configs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="video_connector_num_heads"):
         LTX2ConnectorsConfig.from_dict({"video_connector_num_heads": 4})
