@@ -140,8 +140,12 @@ def test_prompt_encoding_matches_the_pipeline(gemma: Any) -> None:
     assert embeds.shape == (2, 8, hidden * layers)
     assert torch.equal(mask, expected_mask) and mask[0].sum() == 8 and mask[1].tolist() == [0] * 6 + [1, 1]
     assert (embeds - expected_embeds).abs().max().item() <= FP32_TOL
-    streams = encoder.encode(PROMPTS, _ours(ref_connectors))
+    ours = _ours(ref_connectors)
+    streams = encoder.encode(PROMPTS, ours)
     assert max(_max_diffs(expected, (streams.video, streams.audio, streams.mask))) <= FP32_TOL
+    # rows do not depend on batching (the pipeline encodes [negative..., positive...] in one batch for CFG)
+    alone = encoder.encode(PROMPTS[1], ours)
+    assert max(_max_diffs((streams.video[1:], streams.audio[1:]), (alone.video, alone.audio))) <= FP32_TOL
 
 
 def test_text_encoder_loads_from_folders(gemma: Any, tmp_path: Path) -> None:
