@@ -334,3 +334,33 @@ def test_bench_vae_smoke(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["workload"]["latent_grid"] == [2, 2, 2]
     assert result["decode"]["max_abs_diff"] <= TOL
+
+
+@pytest.mark.parametrize("timestep, scale, generators", [
+    (0.05, None, 1), ([0.05, 0.5], None, 2), (0.05, 0.025, 1), ([0.1, 0.2], [0.3, 0.0], 0)])
+def test_mix_decode_noise_matches_pipeline(timestep: Any, scale: Any, generators: int) -> None:
+    """LTX2Pipeline's timestep-conditioned decode preamble, written out from its source with diffusers'
+    randn_tensor: the same noise from the same generator(s), the same per-row mix, the same timestep tensor."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from fastvideo.engine.models.ltx2.latents import mix_decode_noise
+
+    latents = torch.randn(2, 8, 3, 2, 2, generator=torch.Generator().manual_seed(8))
+
+    def gens() -> Any:
+        seeded = [torch.Generator().manual_seed(20 + i) for i in range(max(generators, 1))]
+        return None if generators == 0 else seeded[0] if generators == 1 else seeded
+
+    torch.manual_seed(9)
+    got, got_t = mix_decode_noise(latents, timestep, scale, gens())
+    torch.manual_seed(9)
+    noise = randn_tensor(latents.shape, generator=gens(), device=latents.device, dtype=latents.dtype)
+    ts = timestep if isinstance(timestep, list) else [timestep] * 2
+    sc = ts if scale is None else scale if isinstance(scale, list) else [scale] * 2
+    expected_t = torch.tensor(ts, dtype=latents.dtype)
+    sc_t = torch.tensor(sc, dtype=latents.dtype)[:, None, None, None, None]
+    assert torch.equal(got_t, expected_t)
+    assert torch.equal(got, (1 - sc_t) * latents + sc_t * noise)
+    assert _max_diff(got, latents) > 1e-3  # noise really went in
+    with pytest.raises(ValueError, match="decode_timestep"):
+        mix_decode_noise(latents, [0.1, 0.2, 0.3])

@@ -16,6 +16,12 @@ Contract
   ``LTX2Pipeline._pack_latents``; :func:`unpack_latents` inverts it given the latent grid (``num_frames``,
   ``height``, ``width`` *after* patching, as diffusers takes them). Sizes that do not divide, or a token count
   that does not match the grid, raise ``ValueError``.
+- :func:`mix_decode_noise` is ``LTX2Pipeline``'s last step before a *timestep-conditioned* VAE decode (on the
+  normalized, unpacked latents, before :func:`denormalize_latents`): noise ``n`` drawn like diffusers'
+  ``randn_tensor`` (one generator, or one per batch row; a CPU generator draws on the CPU and the noise moves to
+  the latents' device), then ``(1 - s) * x + s * n`` with ``s = decode_noise_scale`` (default: the decode timestep)
+  per row; it returns the mixed latents and the ``(B,)`` decode timestep. For a VAE without timestep conditioning
+  the pipeline decodes with no timestep and no noise (do not call it).
 - No torch state, no config: pure tensor functions (importing this module imports torch).
 """
 
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["denormalize_latents", "normalize_latents", "pack_latents", "unpack_latents"]
+__all__ = ["denormalize_latents", "mix_decode_noise", "normalize_latents", "pack_latents", "unpack_latents"]
 
 
 def _stats(latents: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,3 +80,37 @@ def unpack_latents(latents: torch.Tensor, num_frames: int, height: int, width: i
     x = latents.reshape(b, num_frames, height, width, -1, pt, p, p)
     x = x.permute(0, 4, 1, 5, 2, 6, 3, 7)  # (B, C, F', pt, H', p, W', p)
     return x.reshape(b, -1, num_frames * pt, height * p, width * p)
+
+
+def _per_row(value: float | list[float], batch: int, name: str) -> list[float]:
+    values = list(value) if isinstance(value, (list, tuple)) else [float(value)] * batch
+    if len(values) != batch:
+        raise ValueError(f"{name} has {len(values)} values for a batch of {batch}")
+    return values
+
+
+def mix_decode_noise(latents: torch.Tensor, decode_timestep: float | list[float],
+                     decode_noise_scale: float | list[float] | None = None,
+                     generator: torch.Generator | list[torch.Generator] | None = None,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise the latents for a timestep-conditioned decode as ``LTX2Pipeline`` does (module contract); returns
+    ``(latents, timestep)``."""
+    batch, device, dtype = latents.shape[0], latents.device, latents.dtype
+    timesteps = _per_row(decode_timestep, batch, "decode_timestep")
+    scales = timesteps if decode_noise_scale is None else _per_row(decode_noise_scale, batch, "decode_noise_scale")
+    generators = generator if isinstance(generator, list) else None
+    if generators is not None and len(generators) == 1:
+        generator, generators = generators[0], None
+    if generators is not None:
+        if len(generators) != batch:
+            raise ValueError(f"{len(generators)} generators for a batch of {batch}")
+        draw_on = generators[0].device
+        noise = torch.cat([torch.randn((1, *latents.shape[1:]), generator=g, device=draw_on, dtype=dtype)
+                           for g in generators]).to(device)
+    else:
+        single = generator if isinstance(generator, torch.Generator) else None
+        draw_on = single.device if single is not None else device
+        noise = torch.randn(latents.shape, generator=single, device=draw_on, dtype=dtype).to(device)
+    timestep = torch.tensor(timesteps, device=device, dtype=dtype)
+    scale = torch.tensor(scales, device=device, dtype=dtype)[:, None, None, None, None]
+    return (1 - scale) * latents + scale * noise, timestep
