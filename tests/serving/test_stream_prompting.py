@@ -93,3 +93,20 @@ def test_a_blocked_prompt_gets_an_error_frame_and_no_segment(tiny_generator, tmp
             until(ws, "ltx2_stream_complete")
     starts = [m for m in texts(done) if m["type"] == "ltx2_segment_start"]
     assert [m["prompt"] for m in starts] == ["a kitten in a sunny meadow"] and len(submitted) == 1
+
+
+def test_an_enhanced_prompt_the_filter_blocks_does_not_run(tiny_generator, tmp_path, classifier):
+    with ChatStub([("ok", "a bloody corpse with a gore wound"), ("ok", "a kitten on a sunny beach")]) as llm:
+        streaming = {"prompt": {"enabled": True, "provider": "openai_compatible", "base_url": llm.base_url},
+                     "safety": {"enabled": True, "classifier_path": classifier}}
+        with inproc_server(tiny_generator, tmp_path, streaming=streaming) as srv:
+            with connect(ws_url(srv.base_url), max_size=None, open_timeout=30) as ws:
+                ws.send(json.dumps({"type": "session_init_v2", "enhancement_enabled": True, "prompt": "a kitten",
+                                    **SHAPE}))
+                msgs = until(ws, "error")
+                assert msgs[-1]["code"] == "prompt_blocked" and "enhanced prompt" in msgs[-1]["message"]
+                assert not any(isinstance(m, dict) and m["type"] == "ltx2_segment_start" for m in msgs)
+                ws.send(json.dumps({"type": "segment_prompt_source", "prompt": "a kitten"}))
+                done = until(ws, "ltx2_segment_complete")
+    starts = [m for m in texts(done) if m["type"] == "ltx2_segment_start"]
+    assert [(m["prompt"], m["prompt_source"]) for m in starts] == [("a kitten on a sunny beach", "enhanced")]
