@@ -1,16 +1,17 @@
 """The serve configuration: FastVideo's ``ServeConfig`` with this server's own sections, in one place.
 
 Contract:
-- :class:`ServeConfig` is everything ``fastvideo serve`` needs. FastVideo's fields, with its names,
-  nesting and types: ``generator`` (:class:`GeneratorConfig`), ``server`` (:class:`ServerConfig`),
+- :class:`ServeConfig` is everything ``fastvideo serve`` needs. FastVideo's fields, with its names, nesting
+  and types: ``generator`` (:class:`GeneratorConfig`), ``server`` (:class:`ServerConfig`),
   ``default_request`` (:class:`GenerationRequest`), ``streaming`` (:class:`StreamingConfig`, with
   :class:`WarmupConfig`, :class:`GpuPoolConfig`, :class:`PromptEnhancerConfig` (with this server's
-  :class:`LLMProviderConfig` fallbacks), :class:`PromptSafetyConfig`). This server's own sections, which FastVideo's parser does not have:
-  ``queue`` (:class:`SchedulerConfig`: admission and batching, handed to every engine as is), ``pool``
-  (:class:`PoolConfig`: one worker per device) and ``state`` (:class:`StateConfig`: where continuation
-  state lives); ``server`` and ``streaming`` also carry this server's own fields beside FastVideo's.
-  Defaults differ from FastVideo's where safety asks: ``server.host`` is ``127.0.0.1`` (FastVideo:
-  ``0.0.0.0``) and ``server.output_dir`` ``outputs/serving`` (FastVideo: ``outputs/``).
+  :class:`LLMProviderConfig` fallbacks), :class:`PromptSafetyConfig`). This server's own sections, which
+  FastVideo's parser does not have: ``queue`` (:class:`SchedulerConfig`: admission and batching, handed to
+  every engine as is), ``pool`` (:class:`PoolConfig`: one worker per device) and ``state``
+  (:class:`StateConfig`: where continuation state lives); ``server`` and ``streaming`` also carry this
+  server's own fields beside FastVideo's. Defaults differ from FastVideo's where safety asks:
+  ``server.host`` is ``127.0.0.1`` (FastVideo: ``0.0.0.0``) and ``server.output_dir`` ``outputs/serving``
+  (FastVideo: ``outputs/``).
 - The runtime's sections are these very dataclasses (``fastvideo.runtime.scheduler.SchedulerConfig``
   and ``fastvideo.runtime.pool.PoolConfig`` re-export them), passed down as they are, never copied.
 - Values are checked when built: a bound below its minimum, a device list that names no device, an
