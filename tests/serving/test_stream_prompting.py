@@ -8,6 +8,7 @@ import json
 import random
 from typing import Any
 
+import httpx
 import pytest
 
 pytest.importorskip("fastapi")
@@ -38,6 +39,10 @@ def test_an_enhanced_auto_extended_loop_session_with_one_fallback(tiny_generator
                 msgs = until(ws, "ltx2_stream_complete", timeout=240)
                 assert closed_with(ws) == 1000
             stats = srv.app.state.server.prompting.enhancer.stats
+            exposition = httpx.get(srv.base_url + "/metrics", timeout=10).text
+    assert 'fastvideo_prompt_fallbacks_total{operation="enhance"} 1.0' in exposition
+    labels = 'operation="auto_extend",outcome="ok",provider="openai_compatible"'
+    assert f"fastvideo_prompt_llm_requests_total{{{labels}}} 3.0" in exposition
     starts = [m for m in texts(msgs) if m["type"] == "ltx2_segment_start"]
     assert [(m["segment_idx"], m["prompt"], m["prompt_source"]) for m in starts] == [
         (0, "seg 1: a red kite over a windy beach at dawn", "enhanced"),
