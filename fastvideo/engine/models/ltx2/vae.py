@@ -19,8 +19,10 @@ Shapes (``S = spatial_ratio``, ``T = temporal_ratio`` of :class:`LTX2VideoVAECon
   rule: a config that is causal stays causal). Causal: every temporal conv pads with copies of the first frame on
   the left; non-causal (the published LTX-2 decoder): half on each side, copies of the first and last frames.
   "T*k+1 frames": the first frame is compressed alone, every further ``T`` frames make one latent frame.
-* Both calls run under ``torch.no_grad()`` on the whole clip at once; diffusers' optional tiling / slicing
-  (``enable_tiling``, off by default and never turned on by ``LTX2Pipeline``) is not implemented.
+* Both calls run under ``torch.no_grad()`` on the whole clip at once, as the diffusers LTX-2 pipelines run them;
+  ``tiling=LTX2VAETiling(...)`` opts into diffusers' spatial (``enable_tiling``) and temporal (framewise) tiling
+  for bounded memory, equal to diffusers' tiled results (:mod:`~fastvideo.engine.models.ltx2.vae_tiling`).
+  diffusers' batch slicing (``enable_slicing``) is not implemented (it only trades memory for time).
 
 Architecture (diffusers' module tree, so a diffusers ``vae/`` folder loads with ``strict=True``): input patchify
 (``patch_size`` x ``patch_size`` pixels into channels, in diffusers' (channel, t, w, h) order) -> causal 3x3x3 conv
@@ -54,11 +56,13 @@ from fastvideo.engine.loader import load_module_weights, read_json
 from fastvideo.engine.models.ltx2.latents import denormalize_latents, normalize_latents
 from fastvideo.engine.models.ltx2.vae_config import (DOWNSAMPLE_STRIDES, UPSAMPLE_STRIDES, LTX2VideoVAEConfig,
                                                      PaddingMode)
+from fastvideo.engine.models.ltx2.vae_tiling import LTX2VAETiling, tiled_decode, tiled_encode
 from fastvideo.engine.vae import DiagonalGaussian
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LTX2VideoVAE", "LTX2VideoVAEConfig", "load_ltx2_video_vae", "read_ltx2_video_vae_config"]
+__all__ = ["LTX2VAETiling", "LTX2VideoVAE", "LTX2VideoVAEConfig", "load_ltx2_video_vae",
+           "read_ltx2_video_vae_config"]
 
 _DIFFUSERS_CLASS = "AutoencoderKLLTX2Video"
 _SINUSOID_DIM = 256  # PixArt-alpha timestep embedding width
@@ -393,7 +397,8 @@ class LTX2VideoVAE(nn.Module):
         return self.config.temporal_ratio
 
     @torch.no_grad()
-    def encode(self, video: torch.Tensor, causal: bool | None = None) -> DiagonalGaussian:
+    def encode(self, video: torch.Tensor, causal: bool | None = None,
+               tiling: LTX2VAETiling | None = None) -> DiagonalGaussian:
         """Video ``(B, C, T*k+1, H, W)`` in ``[-1, 1]`` -> posterior over raw latents (module contract)."""
         cfg = self.config
         if video.ndim != 5 or video.shape[1] != cfg.in_channels:
@@ -405,14 +410,18 @@ class LTX2VideoVAE(nn.Module):
             raise ValueError(f"LTX-2 video VAE encode: height and width must be multiples of {s}, "
                              f"got {video.shape[3]}x{video.shape[4]}")
         _check_reflect_size(cfg.encoder_spatial_padding_mode, video.shape[3] // s, video.shape[4] // s, s, "encode")
-        h = self.encoder(video, bool(causal or cfg.encoder_causal))
+        is_causal = bool(causal or cfg.encoder_causal)
+        if tiling is None:
+            h = self.encoder(video, is_causal)
+        else:
+            h = tiled_encode(video, lambda x: self.encoder(x, is_causal), tiling, s, cfg.temporal_ratio)
         c = cfg.latent_channels
         logvar = h[:, c:].expand(-1, c, -1, -1, -1)  # one predicted log-variance, shared by every channel
         return DiagonalGaussian(torch.cat([h[:, :c], logvar], dim=1))
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, timestep: torch.Tensor | float | None = None,
-               causal: bool | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, timestep: torch.Tensor | float | None = None, causal: bool | None = None,
+               tiling: LTX2VAETiling | None = None) -> torch.Tensor:
         """Raw latents ``(B, latent_channels, t, h, w)`` -> video ``(B, C, T*(t-1)+1, S*h, S*w)``, unclamped."""
         cfg = self.config
         if z.ndim != 5 or z.shape[1] != cfg.latent_channels:
@@ -429,7 +438,11 @@ class LTX2VideoVAE(nn.Module):
                 temb = temb.expand(z.shape[0])
             if temb.numel() != z.shape[0]:
                 raise ValueError(f"decode timestep has {temb.numel()} values for a batch of {z.shape[0]}")
-        return self.decoder(z, temb, bool(causal or cfg.decoder_causal))
+        is_causal = bool(causal or cfg.decoder_causal)
+        if tiling is None:
+            return self.decoder(z, temb, is_causal)
+        return tiled_decode(z, lambda x: self.decoder(x, temb, is_causal), tiling, cfg.spatial_ratio,
+                            cfg.temporal_ratio)
 
     def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Raw VAE latents -> denoiser space with this VAE's statistics (``LTX2Pipeline._normalize_latents``)."""
