@@ -15,7 +15,9 @@ Contract:
   a ConfigError naming ``default_request.<field>``) and are the model defaults the HTTP API reports.
 - ``streaming.prompt`` / ``streaming.safety`` (when enabled) build one
   :class:`fastvideo.serving.prompting.SessionPrompting` (``ServerState.prompting``, its counters in the
-  server's ``/metrics``); with the enhancer it is every session's prompt source.
+  server's ``/metrics``); with the enhancer it is every session's prompt source, and
+  ``POST /v1/prompts/reload`` re-reads its system prompt files (404 without an enhancer, 409 when the
+  folder is gone: the prompts in use are kept).
 - Draining (``app.state.drain()``, a task; :func:`fastvideo.serving.server.run_server` starts it on the
   first SIGTERM/SIGINT *before* uvicorn stops listening, and the lifespan's shutdown awaits it otherwise)
   refuses new work (503 ``shutting_down``) while reads keep answering (job status, lists, content,
@@ -51,7 +53,7 @@ from fastvideo.runtime.stores import SessionStore, StoreConfig, open_stores
 from fastvideo.runtime.worker import WorkerConfig
 from fastvideo.serving.app_state import ServerState
 from fastvideo.serving.config import ServeConfig, StateConfig, apply_request_defaults, request_defaults
-from fastvideo.serving.errors import install_error_handlers
+from fastvideo.serving.errors import APIError, install_error_handlers
 from fastvideo.serving.metrics import ServingMetrics
 from fastvideo.serving.middleware import RequestContextMiddleware
 from fastvideo.serving.openai_protocol import describe_errors
@@ -247,6 +249,20 @@ def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
     async def metrics_endpoint() -> Response:
         payload, content_type = metrics.render()
         return Response(payload, media_type=content_type)
+
+    @app.post("/v1/prompts/reload", responses={409: {"description": "streaming.prompt.system_prompt_dir is gone: "
+                                                                    "the system prompts in use are kept"}})
+    async def reload_prompts() -> JSONResponse:
+        """Re-read the prompt enhancer's system prompt files (``streaming.prompt.system_prompt_dir``)."""
+        if state.prompting is None or state.prompting.enhancer is None:
+            raise APIError(404, "the prompt enhancer is not enabled on this server (streaming.prompt.enabled)",
+                           code="enhancer_not_configured")
+        try:
+            state.prompting.reload_system_prompts()
+        except ConfigError as exc:  # the folder vanished: the prompts in use are kept
+            raise APIError(409, f"streaming.prompt.{exc}; the system prompts in use are kept",
+                           param="streaming.prompt.system_prompt_dir", code="reload_failed") from exc
+        return JSONResponse({"reloaded": True, "system_prompt_dir": config.streaming.prompt.system_prompt_dir})
 
     @app.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:

@@ -115,3 +115,29 @@ def test_an_enhanced_prompt_the_filter_blocks_does_not_run(tiny_generator, tmp_p
                 done = until(ws, "ltx2_segment_complete")
     starts = [m for m in texts(done) if m["type"] == "ltx2_segment_start"]
     assert [(m["prompt"], m["prompt_source"]) for m in starts] == [("a kitten on a sunny beach", "enhanced")]
+
+
+def test_the_operator_reloads_the_system_prompts_over_http(tiny_generator, tmp_path):
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    (folder / "enhance.txt").write_text("ENHANCE v1")
+    with ChatStub(default=("ok", "answer")) as llm:
+        prompt = {"enabled": True, "provider": "openai_compatible", "base_url": llm.base_url,
+                  "system_prompt_dir": str(folder)}
+        with inproc_server(tiny_generator, tmp_path, streaming={"prompt": prompt}) as srv:
+            enhancer = srv.app.state.server.prompting.enhancer
+            assert enhancer.system_prompts.enhance == "ENHANCE v1"
+            (folder / "enhance.txt").write_text("ENHANCE v2")
+            r = httpx.post(srv.base_url + "/v1/prompts/reload", timeout=10)
+            assert r.status_code == 200 and r.json() == {"reloaded": True, "system_prompt_dir": str(folder)}
+            assert enhancer.system_prompts.enhance == "ENHANCE v2"
+            (folder / "enhance.txt").unlink()
+            folder.rmdir()
+            r = httpx.post(srv.base_url + "/v1/prompts/reload", timeout=10)
+            assert r.status_code == 409 and "system_prompt_dir" in r.json()["error"]["message"], r.text
+            assert enhancer.system_prompts.enhance == "ENHANCE v2"  # kept
+            schema = httpx.get(srv.base_url + "/openapi.json", timeout=10).json()
+            assert "409" in schema["paths"]["/v1/prompts/reload"]["post"]["responses"]
+    with inproc_server(tiny_generator, tmp_path) as srv:
+        r = httpx.post(srv.base_url + "/v1/prompts/reload", timeout=10)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "enhancer_not_configured"
