@@ -289,6 +289,13 @@ def test_session_log_lines_carry_request_ids(tiny_generator, tmp_path, monkeypat
 
 def test_session_survives_a_server_restart_through_redis(tiny_generator, tmp_path):
     (tmp_path / "redis").mkdir()
+    try:
+        _restart_through_redis(tiny_generator, tmp_path)
+    finally:  # build_app attached the Redis blob store to the shared generator: take it away again
+        tiny_generator.blob_store = None
+
+
+def _restart_through_redis(tiny_generator: Any, tmp_path: Any) -> None:
     with redis_server(tmp_path / "redis") as url:
         with inproc_server(tiny_generator, tmp_path, state={"url": url, "blob_threshold_bytes": 256}) as first:
             with connect(ws_url(first.base_url), max_size=None, open_timeout=30) as ws:
@@ -296,6 +303,11 @@ def test_session_survives_a_server_restart_through_redis(tiny_generator, tmp_pat
                                     "curated_prompts": ["c"], **SHAPE}))
                 seg0 = until(ws, "ltx2_segment_complete")
         session_id = texts(seg0)[0]["session_id"]
+        from fastvideo.runtime.stores import RedisSessionStore
+
+        stored = RedisSessionStore(url, prefix="fastvideo:stream:").get(session_id)
+        assert stored is not None and stored.segment_index == 0
+        assert stored.state["payload"]["tail_latents"]["encoding"] == "blob"  # the tensor itself is in Redis too
         # a new server process over the same Redis (the first one is gone, and with it its memory)
         with inproc_server(tiny_generator, tmp_path, state={"url": url, "blob_threshold_bytes": 256}) as second:
             with connect(ws_url(second.base_url), max_size=None, open_timeout=30) as ws:
