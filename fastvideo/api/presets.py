@@ -218,8 +218,17 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+#: Names a model path may give for a built-in model (synthesized by the engine on first use); each is also the
+#: name of that model's preset. :data:`fastvideo.engine.builtin_model.BUILTIN_MODELS` has the same keys (tested).
+BUILTIN_MODEL_NAMES: tuple[str, ...] = ("fastvideo-tiny", "fastvideo-tiny-i2v")
+
+
 def infer_preset_for_path(model_path: str | Path) -> InferencePreset:
-    """:func:`infer_preset_for_folder` of a local model folder (reads two JSON files)."""
+    """:func:`infer_preset_for_folder` of a local model folder (reads two JSON files); a built-in model's name
+    (:data:`BUILTIN_MODEL_NAMES`, when no folder of that name exists) gives its preset, as
+    ``VideoGenerator.from_pretrained`` loads that model for it."""
+    if str(model_path) in BUILTIN_MODEL_NAMES and not Path(model_path).exists():
+        return get_preset(str(model_path))
     root = Path(check_local_model_path(str(model_path))).expanduser()
     return infer_preset_for_folder(_read_json(root / "model_index.json"),
                                    _read_json(root / "transformer" / "config.json"))

@@ -70,3 +70,19 @@ def test_register_versions_and_stage_validation(monkeypatch):
     assert err.value.path == "stage_overrides.denoise.seed" and "allowed: ['guidance_scale']" in str(err.value)
     with pytest.raises(ConfigValidationError, match="must be a mapping"):
         validate_stage_overrides(preset, {"denoise": 3})
+
+
+def test_a_built_in_model_name_gives_its_preset_like_from_pretrained_loads_it(tmp_path, monkeypatch):
+    """``SamplingParam.from_pretrained("fastvideo-tiny")`` works as ``VideoGenerator.from_pretrained`` does (it
+    said the folder does not exist); the api's list of built-in names is the engine's."""
+    from fastvideo import SamplingParam
+    from fastvideo.engine.builtin_model import BUILTIN_MODELS
+
+    assert set(api_presets.BUILTIN_MODEL_NAMES) == set(BUILTIN_MODELS)
+    monkeypatch.chdir(tmp_path)  # no folder of that name here
+    for name in api_presets.BUILTIN_MODEL_NAMES:
+        assert api_presets.infer_preset_for_path(name).name == get_preset(name).name
+    tiny = get_preset("fastvideo-tiny")
+    param = SamplingParam.from_pretrained("fastvideo-tiny")
+    assert (param.width, param.height, param.num_frames) == (tiny.defaults["width"], tiny.defaults["height"],
+                                                             tiny.defaults["num_frames"])
