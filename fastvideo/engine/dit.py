@@ -27,6 +27,12 @@ Contract
     text length is assumed (diffusers splits its concatenation 512 text tokens from the end).
   * returns ``(B, out_channels, F, H, W)`` in the compute dtype (the flow/velocity prediction).
 
+  ``forward`` is ``head(run_blocks(embed(...)))``, and those three are public for step caching
+  (:mod:`fastvideo.engine.step_cache`): ``embed`` returns an :class:`EmbeddedStep` (patch-embedded
+  tokens, time embedding, the blocks' ``(B, 6, D)`` modulation, text/image context, RoPE), ``run_blocks``
+  runs every block (optionally over a subset of batch rows, each row computed as in the whole batch:
+  nothing mixes rows), ``head`` the output AdaLN, projection and unpatchify.
+
   Tokens are ordered frame-major ``(F', H', W')`` after a stride=kernel Conv3d patch embedding;
   the output is unpatchified with the same ordering (patch element layout ``(pt, ph, pw, C)``).
 - Precision (mirrors diffusers exactly, so bf16 runs round the same way):
@@ -88,6 +94,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "KEEP_FP32_COMPONENTS",
     "ROPE_CACHE_SIZE",
+    "EmbeddedStep",
     "WanDiTConfig",
     "WanTransformer3DModel",
     "apply_rotary_embedding",
@@ -482,6 +489,24 @@ class _WanBlock(nn.Module):
         return ops.gated_residual(x, self.ffn(h), gate_ff)
 
 
+@dataclass
+class EmbeddedStep:
+    """One DiT step's state between :meth:`WanTransformer3DModel.embed` and the blocks (see the module doc).
+
+    ``x`` ``(B, L, D)`` the patch-embedded latents; ``temb`` ``(B, D)`` the time embedding (the output AdaLN reads
+    it); ``modulation`` ``(B, 6, D)`` the blocks' timestep modulation (``time_proj(silu(temb))``, what a TeaCache
+    decision compares between steps); ``context`` / ``image_context`` the embedded text (and image) tokens; the
+    RoPE tables and the patch grid."""
+
+    x: torch.Tensor
+    temb: torch.Tensor
+    modulation: torch.Tensor
+    context: torch.Tensor
+    image_context: torch.Tensor | None
+    rope: RopeTables
+    grid: tuple[int, int, int]
+
+
 class WanTransformer3DModel(nn.Module):
     """Wan2.1 T2V / I2V DiT; checkpoint-compatible with diffusers' class of the same name (see module doc)."""
 
@@ -606,7 +631,18 @@ class WanTransformer3DModel(nn.Module):
         encoder_hidden_states_image: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(B, C_in, F, H, W)``, ``(B,)``, ``(B, L_text, text_dim)`` (I2V: ``(B, L_img, image_dim)``)
-        -> ``(B, C_out, F, H, W)``."""
+        -> ``(B, C_out, F, H, W)``; the same as ``head(run_blocks(embed(...)), ...)``."""
+        step = self.embed(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image)
+        return self.head(self.run_blocks(step), step)
+
+    def embed(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_hidden_states_image: torch.Tensor | None = None,
+    ) -> "EmbeddedStep":
+        """The forward up to the first block: patch embedding, time/text (and image) embeddings, RoPE."""
         self._check_inputs(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image)
         batch, _, frames, height, width = hidden_states.shape
         pt, ph, pw = self.config.patch_size
@@ -619,17 +655,30 @@ class WanTransformer3DModel(nn.Module):
         if encoder_hidden_states_image is not None:
             assert self.condition_embedder.image_embedder is not None  # _check_inputs
             image_context = self.condition_embedder.image_embedder(encoder_hidden_states_image)
+        return EmbeddedStep(x, temb, modulation, context, image_context, rope, grid)
 
+    def run_blocks(self, step: "EmbeddedStep", rows: torch.Tensor | None = None) -> torch.Tensor:
+        """All transformer blocks over ``step.x`` (``(B, L, D)`` -> ``(B, L, D)``); with ``rows`` (a 1-D index
+        tensor) over those batch rows only (-> ``(len(rows), L, D)``), each row computed as in the full batch."""
+        x, context, modulation, image_context = step.x, step.context, step.modulation, step.image_context
+        if rows is not None:
+            x, context = x[rows], context[rows]
+            modulation = modulation[rows] if modulation.shape[0] > 1 else modulation  # (1,) timestep: broadcast
+            image_context = image_context[rows] if image_context is not None else None
         backend, ops = self.attention_backend, self.ops
         for block in self.blocks:
-            x = block(x, context, modulation, rope, backend, ops, image_context)
+            x = block(x, context, modulation, step.rope, backend, ops, image_context)
+        return x
 
-        shift, scale = (self.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
-        if ops is None:
+    def head(self, x: torch.Tensor, step: "EmbeddedStep") -> torch.Tensor:
+        """Output AdaLN, projection and unpatchify of the blocks' output ``x`` ``(B, L, D)``
+        -> ``(B, C_out, F, H, W)``."""
+        shift, scale = (self.scale_shift_table + step.temb.unsqueeze(1)).chunk(2, dim=1)
+        if self.ops is None:
             x = self.proj_out(_modulated_norm(x, self.config.eps, shift, scale))
         else:
-            x = self.proj_out(ops.layer_norm_modulate(x, scale, shift, self.config.eps))
-        return self._unpatchify(x, batch, grid)
+            x = self.proj_out(self.ops.layer_norm_modulate(x, scale, shift, self.config.eps))
+        return self._unpatchify(x, x.shape[0], step.grid)
 
     def _unpatchify(self, x: torch.Tensor, batch: int, grid: tuple[int, int, int]) -> torch.Tensor:
         """``(B, F'*H'*W', pt*ph*pw*C)`` -> ``(B, C, F'*pt, H'*ph, W'*pw)``."""
