@@ -112,9 +112,19 @@ class OutputConfig:
 
 @dataclass
 class RequestRuntimeConfig:
-    """FastVideo's per-request runtime switches: false honoured, true refused (not supported yet)."""
+    """FastVideo's per-request runtime switches: TeaCache step caching (``fastvideo.engine.step_cache``) honoured;
+    trajectories: false honoured, true refused (not supported yet)."""
 
     enable_teacache: bool = False
+    #: TeaCache threshold (FastVideo's ``teacache_params.teacache_thresh``, Wan's default 0.08): higher skips more
+    #: DiT steps (faster, further from the uncached video); 0 never skips. Read only with ``enable_teacache``.
+    teacache_thresh: float = 0.08
+    #: FastVideo's ``teacache_params.use_ret_steps``: true compares the blocks' timestep modulation and always
+    #: computes the first 5 steps; false compares the time embedding and always computes the first and last step.
+    teacache_use_ret_steps: bool = True
+    #: FastVideo's ``teacache_params.coefficients``: the polynomial (highest power first) that rescales the relative
+    #: change of the modulated input. None: Wan2.1-T2V-1.3B's (fitted on that model; other models need their own).
+    teacache_coefficients: list[float] | None = None
     return_trajectory_latents: bool = False
     return_trajectory_decoded: bool = False
 
@@ -149,7 +159,7 @@ class GenerationRequest:
     negative_prompt: str | None = None
     inputs: InputConfig = field(default_factory=InputConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    #: FastVideo's runtime switches (TeaCache, trajectories): false honoured, true refused.
+    #: FastVideo's runtime switches: TeaCache honoured; trajectories: false honoured, true refused.
     runtime: RequestRuntimeConfig = field(default_factory=RequestRuntimeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     #: FastVideo's per-stage overrides: empty honoured; any stage refused (not supported yet).

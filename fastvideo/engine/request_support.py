@@ -8,7 +8,8 @@ Contract:
   :func:`fastvideo.engine.validation.resolve_sampling` (so for every request, whatever edge it came
   from). For a value the engine cannot honour it raises :class:`~fastvideo.api.RequestError` whose
   ``field`` is the dotted path and whose message says it is not supported yet and what to do instead.
-  No value is ignored silently. FastVideo's defaults always pass. Image inputs (``inputs.image_path`` or
+  No value is ignored silently. FastVideo's defaults always pass. ``runtime.enable_teacache`` is honoured, with
+  ``runtime.teacache_thresh`` checked (finite, >= 0) when it is on. Image inputs (``inputs.image_path`` or
   ``inputs.pil_image``, and ``inputs.last_image``) follow the model's workload: required by image-to-video
   models (the last image by first-last-frame ones only), refused by text-to-video ones, naming the field.
 - Stdlib only (the request and its values, no model).
@@ -16,11 +17,14 @@ Contract:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastvideo.api.errors import RequestError
-from fastvideo.api.request import GenerationRequest, InputConfig, RequestRuntimeConfig
+from fastvideo.api.request import GenerationRequest, InputConfig
 
+#: Runtime switches refused when true (TeaCache's fields are honoured, see check_request_fields).
+_TRAJECTORY_FIELDS = ("return_trajectory_latents", "return_trajectory_decoded")
 _T2V = "this engine runs text-to-video from the prompt alone"
 _HOW = "honoured (the engine validates and uses it; see fastvideo.engine.validation)"
 
@@ -60,8 +64,14 @@ REQUEST_FIELD_SUPPORT: dict[str, str] = {
     "sampling.guidance_rescale": "0.0 (off) honoured; others refused (not supported yet)",
     "sampling.use_embedded_guidance": "None and false honoured; true refused (Wan has no embedded guidance)",
     "sampling.sigmas": "None honoured; a list refused (not supported yet: use sampling.shift and sampling.sampler)",
+    "runtime.enable_teacache": "honoured: TeaCache step caching (fastvideo.engine.step_cache); refused with CUDA "
+                               "graphs on (engine.cuda_graphs) when the executor has a graph runner",
+    "runtime.teacache_thresh": "honoured with runtime.enable_teacache (a finite number >= 0; 0 never skips)",
+    "runtime.teacache_use_ret_steps": "honoured with runtime.enable_teacache",
+    "runtime.teacache_coefficients": "honoured with runtime.enable_teacache (None: Wan2.1-T2V-1.3B's polynomial; a "
+                                     "non-empty list of finite numbers, highest power first)",
     **{f"runtime.{name}": "false honoured; true refused (not supported yet)"
-       for name in RequestRuntimeConfig.__dataclass_fields__},
+       for name in _TRAJECTORY_FIELDS},
     "output.save_video": "honoured",
     "output.return_frames": "honoured",
     "output.output_path": "honoured (None: outputs/)",
@@ -152,9 +162,20 @@ def check_request_fields(request: GenerationRequest, model_name: str, workload: 
         value = getattr(s, name)
         if not _same(value, allowed):
             raise RequestError(f"sampling.{name}", f"{value!r} is not supported: {why}")
-    for name in RequestRuntimeConfig.__dataclass_fields__:
+    for name in _TRAJECTORY_FIELDS:
         if getattr(request.runtime, name):
             raise RequestError(f"runtime.{name}", "true is not supported yet; set it to false")
+    if request.runtime.enable_teacache:
+        thresh = request.runtime.teacache_thresh
+        if isinstance(thresh, bool) or not isinstance(thresh, (int, float)) or not 0.0 <= thresh < float("inf"):
+            raise RequestError("runtime.teacache_thresh", f"{thresh!r} is not a finite number >= 0; use e.g. 0.08 "
+                                                          "(0 never skips a step; higher skips more)")
+        coefficients = request.runtime.teacache_coefficients
+        if coefficients is not None and (not isinstance(coefficients, list) or not coefficients or not all(
+                not isinstance(c, bool) and isinstance(c, (int, float)) and math.isfinite(c) for c in coefficients)):
+            raise RequestError("runtime.teacache_coefficients", f"{coefficients!r} is not a non-empty list of finite "
+                                                                "numbers (highest power first, e.g. [1.0, 0.0]); or "
+                                                                "null for Wan2.1-T2V-1.3B's")
     if request.output.output_video_name is not None:
         raise RequestError("output.output_video_name", "is not supported yet: put the file name in "
                                                        "output.output_path (e.g. outputs/fox.mp4)")

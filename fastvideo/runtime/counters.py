@@ -1,7 +1,8 @@
 """Runtime counters: one small object recording what the runtime did, so tests assert it exactly.
 
 Contract: plain integer fields, incremented under a lock by the runtime (model loads, compiles,
-graph captures and replays, generations started/completed/failed/cancelled, preview decodes); :meth:`snapshot`
+graph captures and replays, generations started/completed/failed/cancelled, preview decodes, TeaCache-skipped
+steps); :meth:`snapshot`
 returns a JSON-safe dict. No globals: each VideoGenerator owns one.
 """
 
@@ -25,6 +26,8 @@ class RuntimeCounters:
     generations_cancelled: int = 0
     #: Preview decodes (``VideoPartialEvent``) made while denoising.
     previews_decoded: int = 0
+    #: Denoising steps whose DiT blocks TeaCache skipped (``runtime.enable_teacache``), summed over requests.
+    teacache_steps_skipped: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, name: str, amount: int = 1) -> None:

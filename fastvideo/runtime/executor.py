@@ -23,6 +23,16 @@ Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a 
   summation order (parity test: frames within 1 uint8 level, latents within 1e-4 on the built-in
   model in fp32). This is the one denoising loop:
   ``VideoGenerator.generate`` / ``generate_async`` run it with batches of one.
+- TeaCache (``runtime.enable_teacache``, :mod:`fastvideo.engine.step_cache`): each such member keeps its own
+  :class:`~fastvideo.engine.step_cache.TeaCacheState`. A step with one or more of them runs the DiT eagerly in
+  three parts (``embed`` / ``run_blocks`` / ``head``): every cached member decides alone (one host sync for all),
+  the blocks run over the rows of the members that compute (all rows: exactly the plain forward), and a skipping
+  member's rows (cond and uncond) take their embedded tokens plus the residual cached at its last computed step.
+  So a batch whose members disagree is split at the blocks, and each member equals its solo run (tested: one
+  member with TeaCache, one without). Skipped steps are counted in ``teacache_steps_skipped`` and per request in
+  ``metadata["teacache"]`` (``skipped_steps``, ``computed_steps``, ``thresh``, ``use_ret_steps``). With a graph
+  runner (CUDA graphs on), a TeaCache request is refused in ``prepare`` (RequestError on
+  ``runtime.enable_teacache``): the captured graph is the whole step, not yet split at the blocks.
 - Previews: a member whose request sets ``output.preview_interval_steps = k`` gets, after every k-th
   step except the last and only when ``on_step`` is a :class:`~fastvideo.runtime.dispatcher.PreviewSink`
   whose ``wants_partial(item)`` is true, a :class:`~fastvideo.api.VideoPartialEvent`: the sampler's
@@ -52,8 +62,16 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from fastvideo.api import GenerationCancelled, GenerationFailed, GenerationRequest, SamplingConfig, VideoPartialEvent
+from fastvideo.api import (
+    GenerationCancelled,
+    GenerationFailed,
+    GenerationRequest,
+    RequestError,
+    SamplingConfig,
+    VideoPartialEvent,
+)
 from fastvideo.engine.pipeline import Conditioning, guided, overlap_video_frames
+from fastvideo.engine.step_cache import TeaCacheState, params_of
 from fastvideo.engine.state_codec import DEFAULT_TAIL_FRAMES
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
 from fastvideo.runtime.cuda_graphs import (
@@ -173,6 +191,8 @@ class _Ctx:
     #: Image-to-video: the condition channels and CLIP image tokens (None for text-to-video).
     image: tuple[torch.Tensor, torch.Tensor] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: TeaCache (``runtime.enable_teacache``): the request's step cache, None when off.
+    teacache: TeaCacheState | None = None
 
 
 @dataclass
@@ -181,6 +201,7 @@ class _Member:
     sampler: Any
     latents: torch.Tensor
     sigmas: tuple[float, ...]
+    cache: TeaCacheState | None = None
 
 
 def branch_of(request: GenerationRequest) -> str:
@@ -234,6 +255,56 @@ class WanBatchExecutor:
                                      embeds[:, -tokens:, :config.image_dim])
         return self.pipeline.dit(latents, timestep, embeds)
 
+    def _cached_step(self, members: list[_Member], latents: torch.Tensor, timestep: torch.Tensor,
+                     embeds: torch.Tensor, index: int) -> torch.Tensor:
+        """One eager DiT step with TeaCache members (see :mod:`fastvideo.engine.step_cache`). Each member decides
+        alone (members without a cache always compute); the blocks run over the rows of the computing members
+        only (all rows: the plain forward, so threshold 0 equals it bit for bit), skipping members take their
+        cached residual; so every member gets what its solo run computes. One host sync for the decisions."""
+        dit = self.pipeline.dit
+        config = dit.config
+        if config.is_image_conditioned:
+            tokens = self._image_tokens
+            step = dit.embed(latents, timestep, embeds[:, :-tokens, :config.text_dim],
+                             embeds[:, -tokens:, :config.image_dim])
+        else:
+            step = dit.embed(latents, timestep, embeds)
+        count, rows_total = len(members), latents.shape[0]
+        per_member = [[row] if rows_total == count else [row, count + row] for row in range(count)]
+        cached = [(m, rows) for m, rows in zip(members, per_member) if m.cache is not None]
+        inputs, changes = [], []
+        for m, rows in cached:
+            assert m.cache is not None
+            inp = m.cache.modulated_input(step.temb[rows[0]], step.modulation[rows[0]])
+            inputs.append(inp)
+            changes.append(m.cache.change(inp))
+        known = [c for c in changes if c is not None]
+        values = iter(torch.stack(known).tolist() if known else [])
+        skipping: list[tuple[_Member, list[int]]] = []
+        for (m, rows), inp, change in zip(cached, inputs, changes):
+            assert m.cache is not None
+            if not m.cache.decide(index, inp, None if change is None else next(values)):
+                skipping.append((m, rows))
+                self.generator.counters.add("teacache_steps_skipped")
+        skip_rows = {r for _, rows in skipping for r in rows}
+        compute_rows = [r for r in range(rows_total) if r not in skip_rows]
+        if not skip_rows:
+            out = dit.run_blocks(step)
+        else:
+            out = torch.empty_like(step.x)
+            if compute_rows:
+                index_t = torch.tensor(compute_rows, device=step.x.device)
+                out[index_t] = dit.run_blocks(step, index_t)
+            for m, rows in skipping:
+                assert m.cache is not None
+                out[rows] = m.cache.reuse(step.x[rows])
+        skipped = {id(m) for m, _ in skipping}
+        for m, rows in cached:
+            if id(m) not in skipped:
+                assert m.cache is not None
+                m.cache.store(out[rows], step.x[rows])
+        return dit.head(out, step)
+
     def _step_constants(self, latents: torch.Tensor) -> Any:
         return self.pipeline.dit.step_constants(latents)
 
@@ -250,6 +321,10 @@ class WanBatchExecutor:
         pipe = self.pipeline
         self.generator.counters.add("generations_started")
         try:
+            if req.runtime.enable_teacache and self.runner is not None:
+                raise RequestError("runtime.enable_teacache", "TeaCache does not run with CUDA graphs yet (this "
+                                                              "engine captures the DiT step whole); set it to false, "
+                                                              "or serve with engine.cuda_graphs off")
             start = time.perf_counter()
             tail, previous = self.generator.continuation_tail(req, s)
             negative = pipe.preset.negative_prompt if req.negative_prompt is None else req.negative_prompt
@@ -296,7 +371,10 @@ class WanBatchExecutor:
                 if ctx.conditioning is not None:
                     ctx.conditioning = ctx.conditioning.to(latents)
                     latents = ctx.conditioning.impose(latents, sigmas[0])
-                members.append(_Member(item, sampler, latents, sigmas))
+                params = params_of(item.payload.request.runtime)
+                cache = TeaCacheState(params, total) if params is not None else None
+                item.ctx.teacache = cache
+                members.append(_Member(item, sampler, latents, sigmas, cache))
             embeds_for: list[_Member] = []
             embeds: torch.Tensor | None = None
             for index in range(total):
@@ -320,7 +398,10 @@ class WanBatchExecutor:
                 if cfg:
                     model_in = torch.cat([model_in, model_in])
                     timestep = torch.cat([timestep, timestep])
-                pred = self._step(model_in, timestep, embeds)
+                if any(m.cache is not None for m in members):
+                    pred = self._cached_step(members, model_in, timestep, embeds, index)
+                else:
+                    pred = self._step(model_in, timestep, embeds)
                 count = len(members)
                 failed: set[int] = set()
                 for row, m in enumerate(members):
@@ -453,12 +534,20 @@ class WanBatchExecutor:
             result = self.generator.build_result(
                 req, s, frames, ctx.latents, timings, start=ctx.start, previous=ctx.previous,
                 video_bytes=video_bytes, video_path=video_path,
-                extra_metadata={"batch_size": ctx.batch_size, "queue_s": queue_s})
+                extra_metadata={"batch_size": ctx.batch_size, "queue_s": queue_s, **self._teacache_metadata(ctx)})
         except BaseException:
             self.generator.counters.add("generations_failed")
             raise
         self.generator.counters.add("generations_completed")
         return result
+
+    @staticmethod
+    def _teacache_metadata(ctx: _Ctx) -> dict[str, Any]:
+        cache = ctx.teacache
+        if cache is None:
+            return {}
+        return {"teacache": {"thresh": cache.params.thresh, "use_ret_steps": cache.params.use_ret_steps,
+                             "skipped_steps": cache.skipped, "computed_steps": cache.computed}}
 
     def release(self, item: WorkItem) -> None:
         item.ctx = None

@@ -266,7 +266,9 @@ REQUEST_REFUSED = [
     ({"sampling": {"cfg_truncation": 0.5}}, "sampling.cfg_truncation", "not supported yet"),
     ({"sampling": {"guidance_rescale": 0.7}}, "sampling.guidance_rescale", "not supported yet"),
     ({"sampling": {"use_embedded_guidance": True}}, "sampling.use_embedded_guidance", "embedded guidance"),
-    ({"runtime": {"enable_teacache": True}}, "runtime.enable_teacache", "not supported yet"),
+    ({"runtime": {"enable_teacache": True, "teacache_thresh": -0.1}}, "runtime.teacache_thresh", "finite number >= 0"),
+    ({"runtime": {"enable_teacache": True, "teacache_coefficients": []}}, "runtime.teacache_coefficients",
+     "non-empty list"),
     ({"runtime": {"return_trajectory_latents": True}}, "runtime.return_trajectory_latents", "not supported yet"),
     ({"runtime": {"return_trajectory_decoded": True}}, "runtime.return_trajectory_decoded", "not supported yet"),
     ({"output": {"output_video_name": "fox"}}, "output.output_video_name", "output.output_path"),
@@ -294,7 +296,8 @@ def test_fastvideo_request_defaults_and_no_op_values_pass():
 
 @pytest.mark.parametrize("data,path", [({"sampling": {"sigmas": [1.0, 0.0]}}, "sampling.sigmas"),
                                        ({"sampling": {"guidance_scale_2": 3.0}}, "sampling.guidance_scale_2"),
-                                       ({"runtime": {"enable_teacache": True}}, "runtime.enable_teacache")])
+                                       ({"runtime": {"enable_teacache": True, "teacache_thresh": float("nan")}},
+                                        "runtime.teacache_thresh")])
 def test_the_generator_refuses_them_before_any_compute(tiny_generator, data, path):
     """Through the real entry point: the refusal names the field (and the single-expert model)."""
     with pytest.raises(RequestError) as info:
