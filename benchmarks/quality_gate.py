@@ -4,8 +4,9 @@ A *lever* trades quality for speed or memory (precision, kernels; later sequence
 FP8, offload). It is a :class:`Lever` in :data:`LEVERS`: generator-config overrides (dotted, e.g.
 ``engine.dtype``) and request overrides (dotted, e.g. ``sampling.seed`` or a per-request cache setting)
 for its *off* and *on* settings, plus a check saying why it cannot run on a device. New levers call
-:func:`register_lever` (sequence parallelism and TeaCache thresholds register here when they land; ``fp8`` and
-``fp8.bf16`` are FP8 DiT weights, engine/fp8.py).
+:func:`register_lever` (sequence parallelism registers here when it lands; ``fp8`` and
+``fp8.bf16`` are FP8 DiT weights, engine/fp8.py; ``teacache.<t>`` / ``teacache.raw.<t>`` are TeaCache step caching at
+threshold ``t``, engine/step_cache.py).
 
 For every selected lever the script loads the model twice (off, on), warms each up, then generates every
 (prompt, seed) of the workload with both, interleaved (off, on, off, on ...) for ``--repeats`` rounds so
@@ -147,6 +148,23 @@ register_lever(Lever("attention.triton", "our Triton attention kernel instead of
                      off={"engine.attention_backend": "sdpa"}, on={"engine.attention_backend": "triton"},
                      unavailable=needs_cuda_triton))
 
+#: TeaCache (fastvideo.engine.step_cache). ``teacache.<t>``: FastVideo's Wan settings (Wan2.1-T2V-1.3B's fitted
+#: polynomial, first 5 steps computed): for a real Wan 1.3B folder and ~50 steps. ``teacache.raw.<t>``: the identity
+#: polynomial (the raw relative change of the time embedding), first and last step computed: for the built-in model,
+#: whose random weights change that input by ~100% a step, outside the range the Wan polynomial was fitted on.
+for _thresh in (0.08, 0.2):
+    register_lever(Lever(f"teacache.{_thresh:g}", f"TeaCache at threshold {_thresh:g}, Wan 1.3B polynomial "
+                                                  "(real Wan 1.3B models, many steps)",
+                         request_off={"runtime.enable_teacache": False},
+                         request_on={"runtime.enable_teacache": True, "runtime.teacache_thresh": _thresh}))
+for _thresh in (0.5, 1.0, 2.0):
+    register_lever(Lever(f"teacache.raw.{_thresh:g}", f"TeaCache at threshold {_thresh:g}, identity polynomial, "
+                                                      "first/last step computed (the built-in model)",
+                         request_off={"runtime.enable_teacache": False},
+                         request_on={"runtime.enable_teacache": True, "runtime.teacache_thresh": _thresh,
+                                     "runtime.teacache_use_ret_steps": False,
+                                     "runtime.teacache_coefficients": [1.0, 0.0]}))
+
 
 # ------------------------------------------------------------------------------------------ workload
 @dataclass
@@ -229,6 +247,7 @@ def run_lever(lever: Lever, workload: Workload, thresholds: Thresholds) -> dict[
         frames: dict[str, list[np.ndarray]] = {"off": [], "on": []}
         total_s: dict[str, list[float]] = {"off": [], "on": []}
         denoise_s: dict[str, list[float]] = {"off": [], "on": []}
+        cache_skips: list[int] = []  # TeaCache levers: steps skipped per "on" generation
         for round_index in range(workload.repeats):
             for i in range(len(requests["off"])):
                 for side in ("off", "on"):
@@ -237,6 +256,8 @@ def run_lever(lever: Lever, workload: Workload, thresholds: Thresholds) -> dict[
                     denoise_s[side].append(float(result.metadata.get("timings", {}).get("denoise_s", math.nan)))
                     if round_index == 0:
                         frames[side].append(result.frames)
+                    if side == "on" and "teacache" in result.metadata:
+                        cache_skips.append(int(result.metadata["teacache"]["skipped_steps"]))
     finally:
         for generator in generators.values():
             generator.shutdown()
@@ -269,6 +290,7 @@ def run_lever(lever: Lever, workload: Workload, thresholds: Thresholds) -> dict[
         "speedup_total": _speedup(total_s["off"], total_s["on"]),
         "speedup_denoise": _speedup(denoise_s["off"], denoise_s["on"]),
         "seconds": {"total": total_s, "denoise": denoise_s}, "samples": samples,
+        **({"steps_skipped_mean": statistics.fmean(cache_skips)} if cache_skips else {}),
     }
 
 
@@ -431,7 +453,10 @@ def markdown_table(rows: list[dict[str, Any]], workload: Workload, thresholds: T
             cells = [_num(row["psnr_db_min"], ".2f"), _num(row["ssim_min"], ".4f"), _num(row["flicker_delta"], "+.3g"),
                      _num(row["motion_delta"], "+.3g"), _num(row["speedup_total"], ".2f", "x"),
                      _num(row["speedup_denoise"], ".2f", "x")]
-        lines.append(f"| {row['lever']} | {row['change']} | " + " | ".join(cells) + f" | {gate} |")
+        change = row["change"]
+        if "steps_skipped_mean" in row:
+            change += f" (skips {row['steps_skipped_mean']:.2g} of {workload.steps} steps)"
+        lines.append(f"| {row['lever']} | {change} | " + " | ".join(cells) + f" | {gate} |")
     return "\n".join(lines) + "\n"
 
 
