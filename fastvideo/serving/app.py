@@ -203,6 +203,8 @@ def build_app(config: ServeConfig, generator: VideoGenerator) -> FastAPI:
             with contextlib.suppress(BaseException):
                 await reaper
             state.store.close_index()
+            with contextlib.suppress(Exception):
+                state.sessions.store.close()  # the stream session store's connections (Redis)
             state.phase = "stopped"
             logger.info("shutdown complete")
 
