@@ -657,6 +657,6 @@ def register_stream_routes(app: FastAPI, state: ServerState) -> None:
         finally:
             if not session.terminal:
                 runner._end(S.COMPLETE)
-            slog.log(session.id, "session_end", state=session.state.value, segments=session.segment_idx)
             state.sessions.release(session)
+            slog.log(session.id, "session_end", state=session.state.value, segments=session.segment_idx)
             state.metrics.sessions_active.dec()
