@@ -139,6 +139,9 @@ class Session:
     def idle_for(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self.last_activity
 
+    def is_active(self) -> bool:
+        return self.state is S.ACTIVE
+
     def segment_cap_reached(self, cap: int) -> bool:
         return self.segment_idx >= cap
 
@@ -208,6 +211,9 @@ class SessionManager:
 
     def get(self, session_id: str) -> Session | None:
         return self.sessions.get(session_id)
+
+    def active_sessions(self) -> list[Session]:
+        return [s for s in self.sessions.values() if s.is_active()]
 
     def held_by(self, client: str | None) -> int:
         """Live sessions opened from ``client``."""

@@ -58,6 +58,10 @@ def test_manager_caps_deadlines_and_reaping():
     with pytest.raises(SessionRejected, match="limit of 2"):
         m.create("10.0.0.3")
     assert len(m) == 2 and a.id in m and m.get(b.id) is b
+    a.transition(S.ACTIVE)
+    assert a.is_active() and m.active_sessions() == [a] and not a.segment_cap_reached(3)
+    a.segment_idx = 3
+    assert a.segment_cap_reached(m.segment_cap)
     # before session_init_v2 the handshake deadline comes first; after it the idle one; none while busy
     assert m.deadline(a, busy=False, initialized=False) == (a.created_at + 2.0, "handshake_timeout")
     assert m.deadline(a, busy=False, initialized=True) == (a.last_activity + 5.0, "session_timeout")
