@@ -19,7 +19,7 @@ websockets = pytest.importorskip("websockets")
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-from fastvideo.serving.stream_protocol import SERVER_FRAMES  # noqa: E402
+from fastvideo.serving.stream_protocol import CLIENT_TYPES, SERVER_FRAMES  # noqa: E402
 from serving_utils import inproc_server, redis_server  # noqa: E402
 
 SHAPE = {"width": 64, "height": 64, "num_frames": 5, "fps": 8, "num_inference_steps": 2}
@@ -97,11 +97,13 @@ class ScriptedEnhancer:
 def test_every_message_both_directions(tiny_generator, tmp_path):
     """One session sends every client frame and sees every server frame (the enhancer ones via the hook)."""
     seen: list[Any] = []
+    sent: set[str] = set()
     with inproc_server(tiny_generator, tmp_path) as srv:
         state = srv.app.state.server
         served = state.defaults.name
         with connect(ws_url(srv.base_url), max_size=None, open_timeout=30) as ws:
             def ask(frame: dict, kind: str) -> dict:
+                sent.add(frame["type"])
                 ws.send(json.dumps(frame))
                 return until(ws, kind, seen=seen)[-1]
 
@@ -138,9 +140,9 @@ def test_every_message_both_directions(tiny_generator, tmp_path):
 
             single = ask({"type": "single_clip_updated", "enabled": False}, "session_updated")
             assert single["single_clip_mode"] is False
-            ws.send(json.dumps({"type": "segment_prompt_source", "prompt": "a kite", "source": "curated"}))
-            seg = until(ws, "ltx2_segment_complete", seen=seen)
-            seg_start = next(m for m in texts(seg) if m["type"] == "ltx2_segment_start")
+            seg_start = ask({"type": "segment_prompt_source", "prompt": "a kite", "source": "curated"},
+                            "ltx2_segment_start")
+            until(ws, "ltx2_segment_complete", seen=seen)
             assert seg_start["prompt_source"] == "curated"
             snap = ask({"type": "snapshot_state"}, "continuation_state_snapshot")
             assert snap["state"]["kind"] and snap["segment_idx"] == 1
@@ -158,6 +160,7 @@ def test_every_message_both_directions(tiny_generator, tmp_path):
             assert closed_with(ws) == 1000
     kinds = {m["type"] for m in texts(seen)}
     assert kinds == set(SERVER_FRAMES), set(SERVER_FRAMES) ^ kinds
+    assert sent - {"teleport"} == set(CLIENT_TYPES), set(CLIENT_TYPES) ^ sent
 
 
 def test_loop_generation_until_the_cap(tiny_generator, tmp_path):
