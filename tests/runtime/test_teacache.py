@@ -95,3 +95,27 @@ def test_cuda_graphs_refuse_teacache_by_name(tiny_generator):
     finally:
         worker.stop()
     assert info.value.field == "runtime.enable_teacache" and "CUDA graphs" in str(info.value)
+
+
+def test_image_to_video_teacache_threshold_zero_exact_and_skips(fastvideo_cache, tmp_path):
+    """The I2V DiT step (image tokens packed after the text states) goes through the same split."""
+    from PIL import Image
+
+    from fastvideo import VideoGenerator
+
+    path = str(tmp_path / "in.png")
+    Image.new("RGB", (40, 40), (10, 120, 200)).save(path)
+    generator = VideoGenerator.from_pretrained("fastvideo-tiny-i2v", device="cpu", dtype="fp32")
+    try:
+        def run(thresh: float | None):
+            req = request(6, thresh, steps=4)
+            req["sampling"].update(width=32, height=32)
+            req["inputs"] = {"image_path": path}
+            return generator.generate(req)
+
+        plain, zero, cached = run(None), run(0.0), run(1.5)
+    finally:
+        generator.shutdown()
+    assert np.array_equal(zero.frames, plain.frames) and zero.metadata["teacache"]["skipped_steps"] == 0
+    assert cached.metadata["teacache"]["skipped_steps"] >= 1
+    assert not np.array_equal(cached.frames, plain.frames)
