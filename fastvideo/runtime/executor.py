@@ -32,7 +32,9 @@ Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a 
   member with TeaCache, one without). Skipped steps are counted in ``teacache_steps_skipped`` and per request in
   ``metadata["teacache"]`` (``skipped_steps``, ``computed_steps``, ``thresh``, ``use_ret_steps``). With a graph
   runner (CUDA graphs on), a TeaCache request is refused in ``prepare`` (RequestError on
-  ``runtime.enable_teacache``): the captured graph is the whole step, not yet split at the blocks.
+  ``runtime.enable_teacache``): the captured graph is the whole step, not yet split at the blocks. With
+  ``engine.compile`` on, a step with TeaCache members runs the DiT's parts uncompiled (``Module.compile`` wraps
+  ``forward`` only), so threshold 0 then equals the uncompiled forward, not the compiled one.
 - Previews: a member whose request sets ``output.preview_interval_steps = k`` gets, after every k-th
   step except the last and only when ``on_step`` is a :class:`~fastvideo.runtime.dispatcher.PreviewSink`
   whose ``wants_partial(item)`` is true, a :class:`~fastvideo.api.VideoPartialEvent`: the sampler's
