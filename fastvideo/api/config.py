@@ -168,7 +168,8 @@ class ComponentConfig:
     tokenizer_path: str | None = None
     #: Refused when set: this engine has no upsampler (super-resolution) stage.
     upsampler_weights: str | None = None
-    #: Refused when set (LoRA is not supported yet): merge the adapter and use ``transformer_path``.
+    #: A LoRA ``.safetensors`` file (or a folder holding one) merged into the DiT at load, registered as
+    #: ``lora_nickname`` at ``lora_strength`` (``VideoGenerator.set_lora_adapter`` changes it later).
     lora_path: str | None = None
     #: FastVideo's fields below are accepted by the parser; a value other than the default is refused (not
     #: supported yet), and the refusal names the field of this engine that does the job where there is one

@@ -4,7 +4,7 @@ Contract:
 - :func:`check_generator_config(config, device_type=...)` runs in ``VideoGenerator.from_config``
   before any weight is read. For a value the runtime cannot honour it raises
   :class:`fastvideo.api.ConfigError` whose ``path`` is the dotted field (e.g.
-  ``pipeline.components.lora_path``) and whose message says what to do instead. No value is ignored
+  ``pipeline.components.upsampler_weights``) and whose message says what to do instead. No value is ignored
   silently or merely logged. Defaults always pass, and so does every value that works.
 - :data:`FIELD_SUPPORT` lists every leaf field of :class:`~fastvideo.api.GeneratorConfig` by its
   dotted path with how it is honoured or when it is refused. A test keeps it complete, so a new
@@ -69,7 +69,9 @@ FIELD_SUPPORT: dict[str, str] = {
     "pipeline.components.text_encoder_path": "honoured: UMT5 is loaded from this folder",
     "pipeline.components.tokenizer_path": "honoured: the tokenizer is loaded from this folder",
     "pipeline.components.upsampler_weights": "None honoured; a path refused (this engine has no upsampler stage)",
-    "pipeline.components.lora_path": "None honoured; a path refused (LoRA is not supported yet)",
+    "pipeline.components.lora_path": "honoured: that LoRA .safetensors (diffusers/PEFT or original Wan layout) is "
+                                     "merged into the DiT at load (fastvideo.engine.lora); refused together with "
+                                     "engine.artifacts_path or an FP8 transformer_quant",
     "pipeline.experimental": "known keys honoured (vae_dtype: auto/bf16/fp16/fp32, default fp32); unknown keys "
                              "refused",
 }
@@ -111,8 +113,10 @@ FIELD_SUPPORT.update({
                                                "pipeline.components.transformer_path, a folder)",
     "pipeline.components.transformer_2_weights": "None honoured; a path refused (no second expert: Wan 2.1 models)",
     "pipeline.components.vae_weights": "None honoured; a path refused (use pipeline.components.vae_path, a folder)",
-    "pipeline.components.lora_nickname": "'default' honoured; others refused (LoRA is not supported yet)",
-    "pipeline.components.lora_strength": "1.0 honoured; others refused (LoRA is not supported yet)",
+    "pipeline.components.lora_nickname": "honoured with lora_path: the nickname the adapter is registered under "
+                                         "(set_lora_adapter); a non-default name without lora_path refused",
+    "pipeline.components.lora_strength": "honoured with lora_path: the LoRA scale it is merged at; a value other "
+                                         "than 1.0 without lora_path refused",
     "pipeline.components.override_pipeline_cls_name": "None honoured; a name refused (not supported yet)",
     "pipeline.components.override_transformer_cls_name": "None honoured; a name refused (not supported yet)",
 })
@@ -156,8 +160,6 @@ REFUSED_UNLESS_DEFAULT: dict[str, tuple[object, str]] = {
                                                        "drop it"),
     "pipeline.components.vae_weights": (None, "use pipeline.components.vae_path (a folder in the layout of the "
                                              "model's vae/) instead"),
-    "pipeline.components.lora_nickname": ("default", f"LoRA is {_NOT_YET}; drop it"),
-    "pipeline.components.lora_strength": (1.0, f"LoRA is {_NOT_YET}; drop it"),
     "pipeline.components.override_pipeline_cls_name": (None, f"overriding the pipeline class is {_NOT_YET}; drop it"),
     "pipeline.components.override_transformer_cls_name": (None, f"overriding the transformer class is {_NOT_YET}; "
                                                                "drop it"),
@@ -247,11 +249,23 @@ def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None
                     "cannot be combined with engine.artifacts_path: artifacts are checked against the weights in "
                     f"the model folder's {COMPONENT_PATHS[name]}/; build the artifacts from a model folder that "
                     "holds this component, or drop one of the two"))
-    if components.lora_path is not None:
-        raise ConfigError("pipeline.components.lora_path", "LoRA adapters are not supported yet; merge the adapter "
-                                                           "into the transformer weights and point "
-                                                           "pipeline.components.transformer_path at the merged "
-                                                           "folder, or drop it")
+    if components.lora_path is None:
+        if components.lora_nickname != "default":
+            raise ConfigError("pipeline.components.lora_nickname", "names the adapter of lora_path, which is not "
+                                                                   "set; set pipeline.components.lora_path too, or "
+                                                                   "drop it")
+        if components.lora_strength != 1.0:
+            raise ConfigError("pipeline.components.lora_strength", "scales the adapter of lora_path, which is not "
+                                                                   "set; set pipeline.components.lora_path too, or "
+                                                                   "drop it")
+    elif engine.artifacts_path:
+        raise ConfigError("pipeline.components.lora_path", "cannot be combined with engine.artifacts_path: the "
+                                                           "compiled programs hold their own weights; drop one of "
+                                                           "the two")
+    elif quant is not None and quant.transformer_quant is not None:
+        raise ConfigError("pipeline.components.lora_path", "LoRA adapters cannot be merged into FP8-quantized DiT "
+                                                           "weights; drop one of lora_path and "
+                                                           "engine.quantization.transformer_quant")
     if components.upsampler_weights is not None:
         raise ConfigError("pipeline.components.upsampler_weights", "this engine has no upsampler (super-resolution) "
                                                                    "stage; drop it")

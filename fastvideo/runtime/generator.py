@@ -41,8 +41,14 @@ Contract:
   ``peak_memory_mb`` and ``video_path`` besides the keys the Dynamo worker reads (``inference_time_s``, ``fps``).
 - ``generate_video(prompt, **sampling_kwargs)``: FastVideo's legacy call (DeprecationWarning; legacy dict).
   ``generate_async`` also fans a list prompt out (each prompt's events end with its own final event).
-  FastVideo's ``log_queue`` arguments accept None only; its LoRA methods (``set_lora_adapter``,
-  ``merge_lora_weights``, ``unmerge_lora_weights``) raise a ConfigError (LoRA is not supported yet).
+  FastVideo's ``log_queue`` arguments accept None only.
+- LoRA (FastVideo's names): ``set_lora_adapter(lora_nickname, lora_path=None, strength=1.0)`` registers an
+  adapter by nickname and merges it into the DiT (unmerging the previous one), ``merge_lora_weights()`` /
+  ``unmerge_lora_weights()`` merge it again / restore the original weights bit-exactly;
+  ``pipeline.components.lora_path`` (+ ``lora_nickname``, ``lora_strength``; ``from_pretrained(lora_path=...)``)
+  sets one at load. Changes wait until the generator's engine core is idle and hold new direct requests back
+  meanwhile; weights change in place, so captured CUDA graphs stay valid. A request's ``extensions.lora``
+  must name the merged adapter (RequestError otherwise). See :mod:`fastvideo.runtime.lora_adapters`.
 - ``shutdown()`` stops the engine core and releases the models; later calls raise
   :class:`GeneratorClosed`.
 - Continuation: with ``output.return_state`` the result carries a ``wan.v1`` ContinuationState
@@ -107,6 +113,7 @@ from fastvideo.runtime.config_support import COMPONENT_PATHS, check_generator_co
 from fastvideo.runtime.counters import RuntimeCounters
 from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
 from fastvideo.runtime.dispatcher import AsyncListener, SyncListener
+from fastvideo.runtime.lora_adapters import LoraAdapters
 from fastvideo.runtime.media import encode_mp4, write_mp4_atomic
 from fastvideo.runtime.state_blobs import externalize_state, has_blob_refs, internalize_state
 from fastvideo.engine.state_codec import decode_latent_state, encode_latent_state
@@ -237,10 +244,6 @@ def _apply_kwargs(data: dict[str, Any], kwargs: Mapping[str, Any]) -> dict[str, 
     return data
 
 
-_NO_LORA = ("LoRA adapters are not supported yet; merge the adapter into the transformer weights offline and load "
-            "that folder with pipeline.components.transformer_path")
-
-
 def _refuse_log_queue(log_queue: Any) -> None:
     """FastVideo's ``log_queue`` argument: None accepted; a queue refused (we log through ``logging``)."""
     if log_queue is not None:
@@ -321,6 +324,16 @@ def _legacy_output_file(output_path: str, prompt: str) -> Path:
     return candidate
 
 
+def _wanted_lora(request: Any) -> Any:
+    """The adapter nickname a request names in ``extensions.lora`` (None when it names none)."""
+    if isinstance(request, GenerationRequest):
+        return request.extensions.get("lora")
+    if isinstance(request, Mapping):
+        extensions = request.get("extensions")
+        return extensions.get("lora") if isinstance(extensions, Mapping) else None
+    return None
+
+
 def _samples_view(frames: Any) -> torch.Tensor | None:
     """FastVideo's ``samples``: the frames ``(T, H, W, 3)`` uint8 as a ``(1, 3, T, H, W)`` tensor view (no copy)."""
     if frames is None:
@@ -350,6 +363,8 @@ class VideoGenerator:
         self.blob_ttl_s: float | None = None
         #: Loaded ``fastvideo-build`` artifacts serving the DiT/VAE (``engine.artifacts_path``), or None.
         self.artifacts: Any = None
+        #: LoRA adapters registered by nickname, the merged one (:mod:`fastvideo.runtime.lora_adapters`).
+        self.lora = LoraAdapters(self)
 
     def attach_blob_store(self, store: Any, *, threshold_bytes: int = 64 * 1024, ttl_s: float | None = None) -> None:
         """Keep state tensors larger than ``threshold_bytes`` in ``store`` (a runtime BlobStore) by id."""
@@ -421,6 +436,10 @@ class VideoGenerator:
         generator.artifacts = loaded
         try:
             generator._graphs = _graph_config(config.engine.cuda_graphs, generator)
+            components = config.pipeline.components
+            if components.lora_path is not None:
+                generator.lora.set_adapter(components.lora_nickname, components.lora_path,
+                                           components.lora_strength, field="pipeline.components.lora_path")
         except ConfigError:
             generator.shutdown()
             raise
@@ -512,6 +531,8 @@ class VideoGenerator:
         if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int) or interval < 1):
             raise RequestError("output.preview_interval_steps", f"{interval!r} must be an integer >= 1 (a preview "
                                                                 "every that many steps), or null for none")
+        if "lora" in req.extensions:  # checked against the merged adapter, then dropped (nothing else reads it)
+            req = replace(req, extensions=self.lora.check_request(req.extensions))
         resolved = resolve_sampling(req, self.preset)
         if req.state is not None and has_blob_refs(req.state):
             try:
@@ -614,12 +635,14 @@ class VideoGenerator:
 
     def _generate_one(self, request: GenerationRequest | Mapping[str, Any],
                       on_step: Callable[[int, int], None] | None) -> VideoResult:
+        wanted = _wanted_lora(request)
         req, resolved = self.resolve(request)
         core = self.engine_core()
         listener = SyncListener()
         if on_step is not None:
             listener.on_step_cb = lambda item, step, total: on_step(step, total)
-        core.submit_resolved(req, resolved, listener=listener, need_bytes=False, force=True)
+        self.lora.submit(lambda: core.submit_resolved(req, resolved, listener=listener, need_bytes=False,
+                                                      force=True), wanted)
         return listener.wait()
 
     def build_result(self, req: GenerationRequest, s: ResolvedSampling, frames: Any, latents: torch.Tensor,
@@ -711,12 +734,20 @@ class VideoGenerator:
                 await events.aclose()  # closed early: the running prompt is cancelled at its next step
 
     async def _generate_one_async(self, request: GenerationRequest) -> AsyncGenerator[Any, None]:
+        wanted = _wanted_lora(request)
         req, resolved = self.resolve(request)
         assert req.request_id is not None
         request_id = req.request_id
         core = self.engine_core()
         listener = AsyncListener(asyncio.get_running_loop(), request_id)
-        item = core.submit_resolved(req, resolved, listener=listener, need_bytes=True, force=True)
+        item = None
+        while item is None:  # never block the event loop on an adapter change: poll the gate
+            with self.lora.gate(wait=False) as open_:
+                if open_:
+                    self.lora.check_name(wanted)
+                    item = core.submit_resolved(req, resolved, listener=listener, need_bytes=True, force=True)
+            if item is None:
+                await asyncio.sleep(0.01)
         finished = False
         try:
             async for event in listener.events():
@@ -769,19 +800,24 @@ class VideoGenerator:
             dicts.append(legacy)
         return dicts if fanned is not None else dicts[0]
 
-    # FastVideo's LoRA methods: LoRA is not supported yet (pipeline.components.lora_path is refused too).
+    # FastVideo's LoRA methods (fastvideo.runtime.lora_adapters).
     def set_lora_adapter(self, lora_nickname: str, lora_path: str | None = None, strength: float = 1.0,
                          accumulate: bool = False) -> None:
-        """Refused: LoRA adapters are not supported yet (see :meth:`merge_lora_weights`)."""
-        raise ConfigError("pipeline.components.lora_path", _NO_LORA)
+        """Register ``lora_path`` as ``lora_nickname`` (a registered nickname needs no path) and merge it into the
+        DiT at ``strength``, unmerging the previous adapter; waits until running requests are done. A bad file is
+        a ConfigError on ``lora_path``; ``accumulate=True`` (stacking adapters) is refused."""
+        self._check_open()
+        self.lora.set_adapter(lora_nickname, lora_path, strength, accumulate=accumulate)
 
     def merge_lora_weights(self) -> None:
-        """Refused: LoRA adapters are not supported yet."""
-        raise ConfigError("pipeline.components.lora_path", _NO_LORA)
+        """Merge the current adapter again after :meth:`unmerge_lora_weights` (nothing if it is merged)."""
+        self._check_open()
+        self.lora.merge()
 
     def unmerge_lora_weights(self) -> None:
-        """Refused: LoRA adapters are not supported yet."""
-        raise ConfigError("pipeline.components.lora_path", _NO_LORA)
+        """Restore the DiT's original weights bit-exactly (nothing if no adapter is merged)."""
+        self._check_open()
+        self.lora.unmerge()
 
     def shutdown(self) -> None:
         """Stop the engine core (queued direct requests are cancelled), release the models; later calls

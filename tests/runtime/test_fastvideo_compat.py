@@ -180,13 +180,15 @@ def test_generate_async_fans_out_a_list_and_closing_early_cancels(tiny_generator
     assert tiny_generator.generate({"prompt": "after", "sampling": SMALL}).frames is not None  # core still serves
 
 
-def test_log_queue_and_lora_methods_are_refused_by_name(tiny_generator):
+def test_log_queue_refused_and_lora_errors_by_name(tiny_generator):
     with pytest.raises(ConfigError) as err:
         tiny_generator.generate({"prompt": "x", "sampling": SMALL}, log_queue=object())
     assert err.value.path == "log_queue"
     assert tiny_generator.generate({"prompt": "x", "sampling": SMALL}, log_queue=None).frames is not None
-    for call in (lambda: tiny_generator.set_lora_adapter("style", "/l.safetensors"),
-                 tiny_generator.merge_lora_weights, tiny_generator.unmerge_lora_weights):
-        with pytest.raises(ConfigError) as err:
-            call()
-        assert err.value.path == "pipeline.components.lora_path" and "not supported yet" in str(err.value)
+    with pytest.raises(ConfigError) as err:  # LoRA works (tests/runtime/test_lora_generator.py); errors name fields
+        tiny_generator.set_lora_adapter("style", "/no/such/lora.safetensors")
+    assert err.value.path == "lora_path" and "does not exist" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        tiny_generator.merge_lora_weights()
+    assert err.value.path == "lora_nickname" and "set_lora_adapter" in str(err.value)
+    tiny_generator.unmerge_lora_weights()  # nothing merged: nothing to do
