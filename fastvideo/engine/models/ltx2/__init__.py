@@ -31,8 +31,12 @@ Contract
   * ``latents.py``: the pipeline's video-latent rules, :func:`normalize_latents` / :func:`denormalize_latents`
     (VAE statistics and ``scaling_factor``) and :func:`pack_latents` / :func:`unpack_latents` (DiT tokens).
 
-- Not here yet: the sampler/pipeline; nothing in the engine chooses this family yet (the family
-  registry, issue 15 item 1, will).
+- Text-to-video+audio pipeline (equal to diffusers' ``LTX2Pipeline``, ``pipeline.py``):
+  :func:`load_ltx2_pipeline` loads a diffusers LTX-2 folder into :class:`LTX2Components`, whose ``generate``
+  returns frames, waveform and sample rate, and whose step-wise ``prepare`` / ``denoise_step`` / ``decode`` the
+  runtime core will call; the schedule (:func:`ltx2_sigmas`, dynamic shift) feeds our flow-Euler sampler.
+
+- Not here yet: nothing in the engine chooses this family yet (the family registry, issue 15 item 1, will).
 - Importing this package imports torch (it is engine code); ``fastvideo.api`` never imports it.
 """
 
@@ -43,6 +47,8 @@ from fastvideo.engine.models.ltx2.config import LTX2DiTConfig
 from fastvideo.engine.models.ltx2.latents import denormalize_latents, normalize_latents, pack_latents, unpack_latents
 from fastvideo.engine.models.ltx2.connectors import LTX2Connectors, LTX2ConnectorsConfig, load_ltx2_connectors
 from fastvideo.engine.models.ltx2.loading import load_ltx2_transformer, read_ltx2_config
+from fastvideo.engine.models.ltx2.pipeline import (LTX2Components, LTX2Guidance, LTX2Output, LTX2Request,
+                                                   LTX2State, load_ltx2_pipeline, ltx2_sigmas)
 from fastvideo.engine.models.ltx2.text_encoding import LTX2PromptEmbeddings, LTX2TextEncoder
 from fastvideo.engine.models.ltx2.transformer import LTX2Transformer
 from fastvideo.engine.models.ltx2.vae import LTX2VideoVAE, LTX2VideoVAEConfig, load_ltx2_video_vae
@@ -50,10 +56,11 @@ from fastvideo.engine.models.ltx2.vocoder import LTX2Vocoder, LTX2VocoderConfig,
 from fastvideo.engine.models.ltx2.vocoder_bwe import LTX2VocoderBWE, LTX2VocoderBWEConfig
 
 __all__ = [
-    "LTX2AudioVAE", "LTX2AudioVAEConfig", "LTX2Connectors", "LTX2ConnectorsConfig", "LTX2DiTConfig",
-    "LTX2PromptEmbeddings", "LTX2TextEncoder", "LTX2Transformer", "LTX2VideoVAE", "LTX2VideoVAEConfig", "LTX2Vocoder",
-    "LTX2VocoderBWE", "LTX2VocoderBWEConfig", "LTX2VocoderConfig", "audio_latent_length", "denormalize_audio_latents",
-    "denormalize_latents", "load_ltx2_audio_vae", "load_ltx2_connectors", "load_ltx2_transformer",
-    "load_ltx2_video_vae", "load_ltx2_vocoder", "mel_to_waveform", "normalize_audio_latents", "normalize_latents",
+    "LTX2AudioVAE", "LTX2AudioVAEConfig", "LTX2Components", "LTX2Connectors", "LTX2ConnectorsConfig", "LTX2DiTConfig",
+    "LTX2Guidance", "LTX2Output", "LTX2PromptEmbeddings", "LTX2Request", "LTX2State", "LTX2TextEncoder",
+    "LTX2Transformer", "LTX2VideoVAE", "LTX2VideoVAEConfig", "LTX2Vocoder", "LTX2VocoderBWE", "LTX2VocoderBWEConfig",
+    "LTX2VocoderConfig", "audio_latent_length", "denormalize_audio_latents", "denormalize_latents",
+    "load_ltx2_audio_vae", "load_ltx2_connectors", "load_ltx2_pipeline", "load_ltx2_transformer", "load_ltx2_video_vae",
+    "load_ltx2_vocoder", "ltx2_sigmas", "mel_to_waveform", "normalize_audio_latents", "normalize_latents",
     "pack_audio_latents", "pack_latents", "read_ltx2_config", "unpack_audio_latents", "unpack_latents",
 ]
