@@ -64,8 +64,8 @@ REQUEST_FIELD_SUPPORT: dict[str, str] = {
     "sampling.guidance_rescale": "0.0 (off) honoured; others refused (not supported yet)",
     "sampling.use_embedded_guidance": "None and false honoured; true refused (Wan has no embedded guidance)",
     "sampling.sigmas": "None honoured; a list refused (not supported yet: use sampling.shift and sampling.sampler)",
-    "runtime.enable_teacache": "honoured: TeaCache step caching (fastvideo.engine.step_cache); refused with CUDA "
-                               "graphs on (engine.cuda_graphs) when the executor has a graph runner",
+    "runtime.enable_teacache": "honoured: TeaCache step caching (fastvideo.engine.step_cache), with or without "
+                               "CUDA graphs; refused by the executor with CUDA graphs and engine.compile together",
     "runtime.teacache_thresh": "honoured with runtime.enable_teacache (a finite number >= 0; 0 never skips)",
     "runtime.teacache_use_ret_steps": "honoured with runtime.enable_teacache",
     "runtime.teacache_coefficients": "honoured with runtime.enable_teacache (None: Wan2.1-T2V-1.3B's polynomial; a "

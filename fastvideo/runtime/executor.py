@@ -30,11 +30,17 @@ Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a 
   member's rows (cond and uncond) take their embedded tokens plus the residual cached at its last computed step.
   So a batch whose members disagree is split at the blocks, and each member equals its solo run (tested: one
   member with TeaCache, one without). Skipped steps are counted in ``teacache_steps_skipped`` and per request in
-  ``metadata["teacache"]`` (``skipped_steps``, ``computed_steps``, ``thresh``, ``use_ret_steps``). With a graph
-  runner (CUDA graphs on), a TeaCache request is refused in ``prepare`` (RequestError on
-  ``runtime.enable_teacache``): the captured graph is the whole step, not yet split at the blocks. With
-  ``engine.compile`` on, a step with TeaCache members runs the DiT's parts uncompiled (``Module.compile`` wraps
-  ``forward`` only), so threshold 0 then equals the uncompiled forward, not the compiled one.
+  ``metadata["teacache"]`` (``skipped_steps``, ``computed_steps``, ``thresh``, ``use_ret_steps``).
+  CUDA graphs: with a graph runner the step function runs the DiT as ``embed`` / ``run_blocks`` / ``head`` (the
+  same ops as ``forward``) and keeps the blocks' input and output; a captured graph keeps the capture's pair alive
+  (with the RoPE tables), so every replay rewrites it. A TeaCache step where every row computes replays the graph
+  (after an eager ``embed`` for the decisions: one extra patch/text/time embedding per step) and reads the
+  residual from that pair; a step where a member skips runs eagerly (the computing rows' blocks, the skipping rows'
+  residual) and replays nothing. Each graph holds that pair (2 x rows x tokens x width) in its pool. With
+  ``engine.compile`` also on, the step function is the compiled ``forward``, which keeps no pair: a TeaCache
+  request is then refused in ``prepare`` (RequestError on ``runtime.enable_teacache``). With ``engine.compile``
+  alone, a step with TeaCache members runs the DiT's parts uncompiled (``Module.compile`` wraps ``forward``
+  only), so threshold 0 then equals the uncompiled forward, not the compiled one.
 - Previews: a member whose request sets ``output.preview_interval_steps = k`` gets, after every k-th
   step except the last and only when ``on_step`` is a :class:`~fastvideo.runtime.dispatcher.PreviewSink`
   whose ``wants_partial(item)`` is true, a :class:`~fastvideo.api.VideoPartialEvent`: the sampler's
@@ -82,6 +88,7 @@ from fastvideo.runtime.cuda_graphs import (
     GraphBackend,
     GraphBucket,
     GraphConfig,
+    GraphKey,
 )
 from fastvideo.runtime.dispatcher import PreviewSink
 from fastvideo.runtime.scheduler import BucketKey, WorkItem
@@ -238,6 +245,11 @@ class WanBatchExecutor:
             else:
                 self.runner = DiTGraphRunner(self._eager_step, graph_backend, counters=generator.counters,
                                              warmup_iters=graphs.warmup_iters, keep_alive=self._step_constants)
+        #: The blocks' input and output of the last step run through :meth:`_eager_step` (graph runner only, the
+        #: DiT not compiled): a captured graph keeps the capture's pair alive and rewrites it at every replay, so
+        #: TeaCache reads a replayed step's residual there (see module contract).
+        self._blocks_io: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._split_steps = self.runner is not None and getattr(pipe.dit, "_compiled_call_impl", None) is None
 
     # ------------------------------------------------------------------ items
     def make_item(self, request: GenerationRequest, resolved: ResolvedSampling, *, listener: Any = None,
@@ -250,12 +262,27 @@ class WanBatchExecutor:
 
     # ------------------------------------------------------------------ DiT step
     def _eager_step(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        if self._split_steps:  # the same ops as forward, keeping the blocks' input/output (captured with the graph)
+            dit = self.pipeline.dit
+            step = self._embed(latents, timestep, embeds)
+            out = dit.run_blocks(step)
+            self._blocks_io = (step.x, out)
+            return dit.head(out, step)
         config = self.pipeline.dit.config
         if config.is_image_conditioned:  # embeds packs the text states and the image tokens (see _pack_images)
             tokens = self._image_tokens
             return self.pipeline.dit(latents, timestep, embeds[:, :-tokens, :config.text_dim],
                                      embeds[:, -tokens:, :config.image_dim])
         return self.pipeline.dit(latents, timestep, embeds)
+
+    def _embed(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> Any:
+        dit = self.pipeline.dit
+        config = dit.config
+        if config.is_image_conditioned:
+            tokens = self._image_tokens
+            return dit.embed(latents, timestep, embeds[:, :-tokens, :config.text_dim],
+                             embeds[:, -tokens:, :config.image_dim])
+        return dit.embed(latents, timestep, embeds)
 
     def _cached_step(self, members: list[_Member], latents: torch.Tensor, timestep: torch.Tensor,
                      embeds: torch.Tensor, index: int) -> torch.Tensor:
@@ -264,13 +291,7 @@ class WanBatchExecutor:
         only (all rows: the plain forward, so threshold 0 equals it bit for bit), skipping members take their
         cached residual; so every member gets what its solo run computes. One host sync for the decisions."""
         dit = self.pipeline.dit
-        config = dit.config
-        if config.is_image_conditioned:
-            tokens = self._image_tokens
-            step = dit.embed(latents, timestep, embeds[:, :-tokens, :config.text_dim],
-                             embeds[:, -tokens:, :config.image_dim])
-        else:
-            step = dit.embed(latents, timestep, embeds)
+        step = self._embed(latents, timestep, embeds)
         count, rows_total = len(members), latents.shape[0]
         per_member = [[row] if rows_total == count else [row, count + row] for row in range(count)]
         cached = [(m, rows) for m, rows in zip(members, per_member) if m.cache is not None]
@@ -290,6 +311,17 @@ class WanBatchExecutor:
                 self.generator.counters.add("teacache_steps_skipped")
         skip_rows = {r for _, rows in skipping for r in rows}
         compute_rows = [r for r in range(rows_total) if r not in skip_rows]
+        if not skip_rows and self.runner is not None:  # every row computes: the graph (or the runner's eager step)
+            pred = self.runner(latents, timestep, embeds)
+            entry = self.runner.graphs.get(GraphKey.of(latents, timestep, embeds))
+            io = entry.keep_alive[1] if entry is not None else self._blocks_io
+            assert io is not None  # _split_steps (checked in prepare): every step function call keeps the pair
+            blocks_in, blocks_out = io
+            self._blocks_io = None
+            for m, rows in cached:
+                assert m.cache is not None
+                m.cache.store(blocks_out[rows], blocks_in[rows])
+            return pred
         if not skip_rows:
             out = dit.run_blocks(step)
         else:
@@ -308,11 +340,14 @@ class WanBatchExecutor:
         return dit.head(out, step)
 
     def _step_constants(self, latents: torch.Tensor) -> Any:
-        return self.pipeline.dit.step_constants(latents)
+        """Kept alive with a captured graph: the RoPE tables, and the capture's blocks input/output pair."""
+        return self.pipeline.dit.step_constants(latents), self._blocks_io
 
     def _step(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         if self.runner is not None:
-            return self.runner(latents, timestep, embeds)
+            pred = self.runner(latents, timestep, embeds)
+            self._blocks_io = None  # an eager call's pair: not needed, do not hold its memory
+            return pred
         return self._eager_step(latents, timestep, embeds)
 
     # ------------------------------------------------------------------ stages
@@ -323,10 +358,10 @@ class WanBatchExecutor:
         pipe = self.pipeline
         self.generator.counters.add("generations_started")
         try:
-            if req.runtime.enable_teacache and self.runner is not None:
-                raise RequestError("runtime.enable_teacache", "TeaCache does not run with CUDA graphs yet (this "
-                                                              "engine captures the DiT step whole); set it to false, "
-                                                              "or serve with engine.cuda_graphs off")
+            if req.runtime.enable_teacache and self.runner is not None and not self._split_steps:
+                raise RequestError("runtime.enable_teacache", "TeaCache does not run with CUDA graphs and "
+                                                              "torch.compile together yet; set it to false, or turn "
+                                                              "engine.compile or engine.cuda_graphs off")
             start = time.perf_counter()
             tail, previous = self.generator.continuation_tail(req, s)
             negative = pipe.preset.negative_prompt if req.negative_prompt is None else req.negative_prompt

@@ -1,6 +1,7 @@
 """TeaCache through the real executor on the built-in model (CPU, fp32): threshold 0 is the uncached video bit for
 bit; a positive threshold skips steps, counts them (result metadata and generator counters) and stays close; a
-batch mixing a TeaCache member and a plain one gives each its solo video; CUDA graphs refuse it by name.
+batch mixing a TeaCache member and a plain one gives each its solo video; with CUDA graphs (the CPU
+stand-in) computed steps replay the graph and skipped ones replay nothing.
 
 The tiny model's random weights change the modulated input by ~100% a step, where Wan's fitted polynomial is
 meaningless, so these requests use the identity polynomial (``teacache_coefficients: [1.0, 0.0]``).
@@ -83,18 +84,35 @@ def test_a_mixed_batch_gives_each_member_its_solo_video(tiny_generator):
         assert_same_video(result, tiny_generator.generate(req))
 
 
-def test_cuda_graphs_refuse_teacache_by_name(tiny_generator):
+def test_with_cuda_graphs_a_computed_step_replays_and_a_skipped_one_replays_nothing(tiny_generator):
+    """CPU stand-in graph backend: the captured step keeps its blocks' input/output, so a step where every row
+    computes replays the graph (and TeaCache reads the residual there); a skipped step runs no graph."""
     bucket = GraphBucket(width=64, height=64, num_frames=5, cfg=True, batch_sizes=(1,))
     config = WorkerConfig(warmup_request=WARM, executor=ExecutorConfig(graphs=GraphConfig(enabled=True,
                                                                                           buckets=(bucket,))))
     worker = BatchWorker(tiny_generator, config, graph_backend=RecordingGraphBackend())
     worker.start()
     try:
+        worker.warmup()
+        runner = worker.executor.runner
+        replays = runner.stats["replays"]
+        plain = worker.generate(request(5))
+        zero = worker.generate(request(5, thresh=0.0))
+        assert runner.stats["replays"] - replays == 8 and runner.stats["eager_calls"] == 0  # 4 + 4 steps
+        replays = runner.stats["replays"]
+        cached = worker.generate(request(5, thresh=1.5))
+        skipped = cached.metadata["teacache"]["skipped_steps"]
+        assert skipped >= 1 and runner.stats["replays"] - replays == 4 - skipped
+        worker.executor._split_steps = False  # as with torch.compile on: the graph holds no blocks' output
         with pytest.raises(RequestError) as info:
-            worker.generate(request(5, thresh=0.1))
+            worker.generate(request(6, thresh=0.1))
     finally:
         worker.stop()
-    assert info.value.field == "runtime.enable_teacache" and "CUDA graphs" in str(info.value)
+    assert np.array_equal(zero.frames, plain.frames) and (latents(zero) == latents(plain)).all()
+    eager = tiny_generator.generate(request(5, thresh=1.5))  # no graphs: the same decisions and video
+    assert eager.metadata["teacache"] == cached.metadata["teacache"]
+    assert np.array_equal(cached.frames, eager.frames)
+    assert info.value.field == "runtime.enable_teacache" and "torch.compile" in str(info.value)
 
 
 def test_image_to_video_teacache_threshold_zero_exact_and_skips(fastvideo_cache, tmp_path):
