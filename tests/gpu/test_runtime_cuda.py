@@ -7,6 +7,8 @@ On the built-in model in float32 (TF32 off), so the comparisons can be tight:
 - Streams: a worker with encode / denoise / decode on separate threads and CUDA streams batches three
   same-shape requests into one DiT forward; each result equals the unbatched eager one (same bounds: a
   batched matmul may sum in another order).
+- TeaCache with CUDA graphs: computed steps replay the graph (the residual read from the blocks' input/output the
+  graph keeps), skipped steps replay nothing; threshold 0 equals the plain graph run, 1.5 the eager TeaCache run.
 """
 
 from __future__ import annotations
@@ -101,3 +103,38 @@ def test_cuda_graphs_from_engine_config_in_the_generators_core(gpu, gpu_generato
     finally:
         generator.shutdown()
     assert_same_video(got, gpu_generator.generate(request(7)))
+
+
+def test_teacache_with_cuda_graphs_equals_eager(gpu, gpu_generator) -> None:
+    """TeaCache under real CUDA graphs: a computed step replays the graph and reads the residual from the blocks'
+    input/output the graph keeps (rewritten at every replay); a skipped step replays nothing. Threshold 0 equals the
+    plain graph run; threshold 1.5 (identity polynomial) skips and equals the eager TeaCache run."""
+    def cached(seed: int, thresh: float | None) -> dict:
+        req = request(seed, num_inference_steps=4)
+        if thresh is not None:
+            req["runtime"] = {"enable_teacache": True, "teacache_thresh": thresh, "teacache_use_ret_steps": False,
+                              "teacache_coefficients": [1.0, 0.0]}
+        return req
+
+    bucket = GraphBucket(width=64, height=64, num_frames=5, cfg=True, batch_sizes=(1,))
+    config = WorkerConfig(warmup_request=WARM, executor=ExecutorConfig(graphs=GraphConfig(enabled=True,
+                                                                                           buckets=(bucket,))))
+    worker = BatchWorker(gpu_generator, config, graph_backend=gpu.graph_backend())
+    worker.start()
+    try:
+        worker.warmup()
+        runner = worker.executor.runner
+        plain = worker.generate(cached(7, None))
+        replays = runner.stats["replays"]
+        zero = worker.generate(cached(7, 0.0))
+        assert runner.stats["replays"] - replays == 4
+        replays = runner.stats["replays"]
+        skipping = worker.generate(cached(7, 1.5))
+        skipped = skipping.metadata["teacache"]["skipped_steps"]
+        assert skipped >= 1 and runner.stats["replays"] - replays == 4 - skipped and runner.stats["eager_calls"] == 0
+    finally:
+        worker.stop()
+    assert_same_video(zero, plain)
+    eager = gpu_generator.generate(cached(7, 1.5))
+    assert eager.metadata["teacache"] == skipping.metadata["teacache"]
+    assert_same_video(skipping, eager)
