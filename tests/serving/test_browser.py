@@ -1,16 +1,24 @@
 """The browser page at ``/`` in headless Debian Chromium (driven by Playwright; no browser is downloaded).
 
 The page opens ``/v1/stream``, feeds the fMP4 into Media Source Extensions and shows per-step progress;
-the test asserts the codec is supported, both segments were appended, the progress bar filled, and the
-``<video>`` element's ``currentTime`` actually advances (frames decoded and presented).
+the first test asserts the codec is supported, both segments were appended, the progress bar filled, and
+the ``<video>`` element's ``currentTime`` actually advances (frames decoded and presented). The second
+drives the session controls like a user (prompt, curated prompts, preset label, loop, pause, resume,
+enhance on a server without an enhancer) and keeps a screenshot: ``browser-session.png`` under the
+test's tmp_path, copied to ``test-artifacts/`` at the repository root when ``CI`` is set (the path is
+printed either way).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
+
+from serving_utils import inproc_server
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and Path(p).is_file()), None)
 if CHROMIUM is None:
@@ -58,5 +66,109 @@ def test_page_plays_the_stream(live_server):
             assert video["end"] == pytest.approx(10 / 8, abs=0.13), video  # both 5-frame segments at 8 fps
             assert video["t"] > first or video["ended"], video
             assert video["decoded"] >= 2, video
+        finally:
+            browser.close()
+
+
+VIDEO_END = ("(() => { const b = document.getElementById('video').buffered;"
+             " return b.length ? b.end(b.length - 1) : 0; })()")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def keep_screenshot(page, tmp_path: Path) -> Path:
+    shot = tmp_path / "browser-session.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("CI"):
+        (REPO / "test-artifacts").mkdir(exist_ok=True)
+        shutil.copy(shot, REPO / "test-artifacts" / shot.name)
+    print(f"browser screenshot: {shot}")
+    return shot
+
+
+def test_session_controls_loop_pause_resume_and_errors(tiny_generator, tmp_path):
+    """A user session through the page's controls against a server whose loop cap is 5 and no enhancer."""
+    with inproc_server(tiny_generator, tmp_path, streaming={"generation_segment_cap": 5}) as srv, \
+            playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1000})
+            console: list[str] = []
+            page.on("console", lambda msg: console.append(msg.text))
+            requests: list[str] = []
+            page.on("request", lambda req: requests.append(req.url))
+            page.goto(f"{srv.base_url}/", wait_until="load", timeout=30_000)
+            # every control has an accessible name
+            for name in ("prompt", "curated prompts (one per line)", "preset label", "enhance prompts",
+                         "auto-extend", "loop", "single clip", "segments"):
+                assert page.get_by_label(name, exact=True).count() == 1, name
+            unlabelled = page.evaluate("() => [...document.querySelectorAll('input, textarea, select')]"
+                                       ".filter((el) => !el.labels || !el.labels.length).map((el) => el.id)")
+            assert unlabelled == []
+            for name in ("Start", "Pause", "Resume", "Stop", "Enhance prompt"):
+                assert page.get_by_role("button", name=name, exact=True).count() == 1, name
+            assert page.get_by_role("button", name="Pause").is_disabled()  # no session yet
+
+            page.get_by_label("prompt", exact=True).fill("a windmill at dawn")
+            page.get_by_label("curated prompts (one per line)").fill("a red kite\na blue kite")
+            page.get_by_label("preset label").fill("Tiny preset")
+            for field, value in (("size", "64x64"), ("frames", "5"), ("fps", "8"), ("steps", "2")):
+                page.fill(f"#{field}", value)
+            page.get_by_label("loop", exact=True).check()
+            page.get_by_role("button", name="Start").click()
+
+            # segments arrive and the buffered media grows
+            page.wait_for_function("() => window.fvPlayer.segmentsComplete >= 1 || window.fvPlayer.error",
+                                   timeout=60_000)
+            first_end = page.evaluate(VIDEO_END)
+            player = page.evaluate("() => window.fvPlayer")
+            assert player["error"] is None, (player, console)
+            assert player["settings"]["loop_generation_enabled"] is True
+            assert player["settings"]["preset_label"] == "Tiny preset"
+            assert player["settings"]["curated_prompts"] == ["a red kite", "a blue kite"]
+            assert player["starts"][0] == {"prompt": "a windmill at dawn", "source": "user"}
+            assert first_end == pytest.approx(5 / 8, abs=0.13)
+
+            # pause: the segment already under way (running, or handed to the queue just before the pause
+            # arrived) finishes; after it nothing new starts
+            page.get_by_role("button", name="Pause").click()
+            page.wait_for_function("() => window.fvPlayer.settings.generation_paused === true", timeout=30_000)
+            ack = page.evaluate("() => window.fvPlayer.frames.lastIndexOf('session_updated')")
+            assert page.get_by_role("button", name="Resume").is_enabled()
+            time.sleep(1.0)
+            page.wait_for_function("() => window.fvPlayer.segmentsComplete === window.fvPlayer.segmentsStarted",
+                                   timeout=60_000)
+            time.sleep(2.0)
+            player = page.evaluate("() => window.fvPlayer")
+            held = player["segmentsStarted"]
+            assert held < 5, "the loop reached its cap before the pause"
+            after = [f for f in player["frames"][ack:] if f in ("ltx2_segment_start", "ltx2_segment_complete")]
+            assert after in ([], ["ltx2_segment_complete"], ["ltx2_segment_start", "ltx2_segment_complete"]), after
+            assert player["segmentsComplete"] == held
+            assert page.inner_text("#status") == "paused"
+            paused_end = page.evaluate(VIDEO_END)
+
+            # enhance without an enhancer: the server's error is shown and the checkbox goes back off
+            page.get_by_label("enhance prompts").click()  # .check() would race the revert
+            page.wait_for_function("() => document.getElementById('errors').textContent"
+                                   ".includes('enhancer_not_configured')", timeout=30_000)
+            assert page.get_by_role("alert").inner_text().startswith("error enhancer_not_configured")
+            assert not page.get_by_label("enhance prompts").is_checked()
+
+            # resume: the loop goes on to its cap, the video keeps growing
+            page.get_by_role("button", name="Resume").click()
+            page.wait_for_function(f"() => window.fvPlayer.segmentsStarted > {held}", timeout=60_000)
+            page.wait_for_function("() => window.fvPlayer.streamComplete", timeout=60_000)
+            page.wait_for_function(f"() => {VIDEO_END} > {paused_end}", timeout=30_000)
+            player = page.evaluate("() => window.fvPlayer")
+            assert player["completeReason"] == "segment_cap" and player["segmentsComplete"] == 5, player
+            assert player["starts"][1:] == [{"prompt": p, "source": "curated"}
+                                            for p in ("a blue kite", "a red kite") * 2], player["starts"]
+            assert player["errors"] == [e for e in player["errors"] if e.startswith("enhancer_not_configured")]
+            assert page.evaluate(VIDEO_END) == pytest.approx(5 * 5 / 8, abs=0.13)
+            assert page.inner_text("#status") == "complete (segment_cap)"
+            assert page.locator("#segment_list li").count() == 5
+            assert all(u.startswith(srv.base_url) or u.startswith("blob:") for u in requests), requests
+            shot = keep_screenshot(page, tmp_path)
+            assert shot.stat().st_size > 1000
         finally:
             browser.close()
