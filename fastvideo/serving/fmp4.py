@@ -41,7 +41,7 @@ from typing import Any
 import av
 import numpy as np
 
-from fastvideo.runtime.media import aac_rate_for, fit_audio_to_duration, prepare_audio
+from fastvideo.runtime.media import AudioError, aac_rate_for, fit_audio_to_duration, prepare_audio
 
 CODECS: dict[str, dict[str, Any]] = {
     "h264": {"encoder": "libx264", "mux": "h264",
@@ -271,8 +271,10 @@ class FragmentedMP4Encoder:
         if frames.shape[1:3] != (self.height, self.width):
             raise ValueError(f"frames are {frames.shape[2]}x{frames.shape[1]}, "
                              f"the stream is {self.width}x{self.height}")
-        if audio is not None and self._audio is None:
-            raise ValueError("this stream was created without an audio track (pass audio_sample_rate)")
+        if audio is not None:  # checked before any frame is coded, so a refusal leaves the stream intact
+            if self._audio is None:
+                raise ValueError("this stream was created without an audio track (pass audio_sample_rate)")
+            audio = self._audio.check(audio)
         start_pts = self._next_pts
         packets = []
         for i, rgb in enumerate(frames):
@@ -376,14 +378,16 @@ class _AudioTrack:
         stream.codec_context.extradata = self._enc.extradata
         return stream
 
+    def check(self, audio: Any) -> np.ndarray:
+        """The segment's waveform, validated (AudioError) and as float32 ``(channels, samples)``."""
+        wave, _ = prepare_audio(audio, self.input_rate)
+        if wave.shape[0] != self.channels:
+            raise AudioError("audio", f"has {wave.shape[0]} channel(s); the stream was opened with {self.channels}")
+        return wave
+
     def encode(self, audio: Any, *, end_frame: int, fps: int) -> list:
         target = int(round(end_frame * self.input_rate / fps)) - self._input_samples
-        if audio is None:
-            wave = np.zeros((self.channels, max(target, 1)), np.float32)
-        else:
-            wave, _ = prepare_audio(audio, self.input_rate)
-            if wave.shape[0] != self.channels:
-                raise ValueError(f"audio has {wave.shape[0]} channel(s), the stream has {self.channels}")
+        wave = np.zeros((self.channels, max(target, 1)), np.float32) if audio is None else self.check(audio)
         wave = fit_audio_to_duration(wave, self.input_rate, target, self.input_rate) if target > 0 else wave[:, :0]
         self._input_samples += wave.shape[1]
         if self._resampler is not None and wave.shape[1]:

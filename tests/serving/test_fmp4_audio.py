@@ -121,5 +121,11 @@ def test_bad_segment_audio_is_refused_naming_the_field() -> None:
         enc.encode_segment(FRAMES, np.full((1, RATE), np.nan, np.float32))
     assert info.value.field == "audio"
     with pytest.raises(AudioError) as info:
+        enc.encode_segment(FRAMES, sine(RATE, 1.0, channels=2))  # the stream is mono
+    assert info.value.field == "audio"
+    # The refusals came before any frame was coded: the stream goes on, starting at time 0.
+    media = enc.encode_segment(FRAMES, sine(RATE, 1.0))
+    assert media.init is not None and media.start_time_s == 0.0 and enc.duration_s == 1.0
+    with pytest.raises(AudioError) as info:
         FragmentedMP4Encoder(width=48, height=32, fps=FPS, audio_sample_rate=1000)
     assert info.value.field == "audio_sample_rate"
