@@ -6,7 +6,9 @@ Contract:
   generation_time=...)``) works. FastVideo's fields: ``prompt``, ``prompt_index``, ``samples`` (the
   runtime fills it with a torch uint8 view ``(1, 3, T, H, W)`` of ``frames``, no copy; FastVideo's is
   float), ``frames`` (numpy uint8 ``(T, H, W, 3)``), ``audio``/``audio_sample_rate`` (None: no audio
-  model), ``size`` (``(height, width, num_frames)``), ``generation_time`` (seconds), ``logging_info``,
+  model; else a float32 numpy ``(channels, samples)`` in [-1, 1] and its rate in Hz, which
+  ``fastvideo.runtime.media.encode_mp4`` muxes as the MP4's AAC track), ``size`` (``(height, width,
+  num_frames)``), ``generation_time`` (seconds), ``logging_info``,
   ``trajectory*`` (None), ``video_path``, ``peak_memory_mb`` (peak CUDA memory allocated while it ran;
   None on a CPU engine), ``state`` and ``extra``. Ours besides: ``request_id``, ``metadata`` (JSON-safe:
   timings per stage in seconds under ``timings``, ``inference_time_s``, resolved sampling values, and
