@@ -21,6 +21,11 @@ Contract:
   ``workload_type`` is ``t2v``, or ``i2v`` / ``flf2v`` for Wan2.1 image-to-video (``wan_i2v_14b_480p``,
   ``wan_i2v_14b_720p``, ``wan_flf2v_14b_720p``, ``fastvideo-tiny-i2v``), whose folders
   (``WanImageToVideoPipeline``) :func:`infer_preset_for_folder` maps to them.
+- LTX-2 (``model_family="ltx2"``): ``ltx2_base`` (alias ``ltx-2``; 768x512, 121 frames at 24 fps, 40 steps, CFG
+  + STG + modality guidance), ``ltx2_distilled`` (alias ``ltx-2-distilled``; 8 steps at the fixed
+  ``LTX2_DISTILLED_SIGMAS`` = ``model_defaults["sigmas"]``, guidance 1) and ``fastvideo-tiny-ltx2`` (the built-in
+  tiny model); ``model_defaults["ltx2_guidance"]`` holds the ``LTX2Guidance`` fields. Each carries
+  :data:`LTX2_REFUSAL`: the runtime core does not serve LTX-2 yet (``fastvideo.engine.models.ltx2`` runs it).
 - A preset with a non-empty ``refusal`` is listed and looked up like any other, but the engine refuses to
   load it (:mod:`fastvideo.engine.presets` raises a ConfigError at ``pipeline.preset`` with that reason).
   :mod:`fastvideo.engine.presets` builds its ``ModelPreset`` from these, so there is one list.
@@ -220,7 +225,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 #: Names a model path may give for a built-in model (synthesized by the engine on first use); each is also the
 #: name of that model's preset. :data:`fastvideo.engine.builtin_model.BUILTIN_MODELS` has the same keys (tested).
-BUILTIN_MODEL_NAMES: tuple[str, ...] = ("fastvideo-tiny", "fastvideo-tiny-i2v")
+BUILTIN_MODEL_NAMES: tuple[str, ...] = ("fastvideo-tiny", "fastvideo-tiny-i2v", "fastvideo-tiny-ltx2")
 
 
 def infer_preset_for_path(model_path: str | Path) -> InferencePreset:
@@ -315,5 +320,78 @@ for _preset in (
                         "max_frames": 161, "max_side": 1920, "text_length": 512},
         refusal="it is a Wan2.2 TI2V-5B checkpoint (48-channel Wan2.2 VAE, per-token timesteps), which this "
                 "engine does not run yet; use fastwan_t2v_1_3b (FastWan2.1 T2V 1.3B) for few-step generation"),
+):
+    register_preset(_preset)
+
+
+# ----------------------------------------------------------------------------------------------------- LTX-2
+# Sources of the numbers: FastVideo's ``fastvideo/pipelines/basic/ltx2/presets.py`` (names ``ltx2_base`` /
+# ``ltx2_distilled``; base: 512x768, 121 frames, 24 fps, 40 steps, video CFG 3.0, audio CFG 7.0, modality 3.0,
+# rescale 0.7, STG 1.0 (on block 29 there, 28 in diffusers 0.42, whose numbers our pipeline equals); distilled:
+# 1024x1536, 8 steps, guidance 1.0, no negative prompt), diffusers 0.42
+# ``LTX2Pipeline.__call__`` (the same guidance defaults, ``max_sequence_length`` 1024, ``frame_rate`` 24) and
+# ``diffusers.pipelines.ltx2.utils.DISTILLED_SIGMA_VALUES`` (the distilled checkpoint's fixed 8 sigmas).
+
+#: FastVideo's LTX-2 negative prompt (``_LTX2_NEGATIVE_PROMPT`` of its ltx2 presets).
+LTX2_NEGATIVE_PROMPT = (
+    "blurry, out of focus, overexposed, underexposed, low contrast, washed out colors, excessive noise, grainy "
+    "texture, poor lighting, flickering, motion blur, distorted proportions, unnatural skin tones, deformed facial "
+    "features, asymmetrical face, missing facial features, extra limbs, disfigured hands, wrong hand count, "
+    "artifacts around text, inconsistent perspective, camera shake, incorrect depth of field, background too sharp, "
+    "background clutter, distracting reflections, harsh shadows, inconsistent lighting direction, color banding, "
+    "cartoonish rendering, 3D CGI look, unrealistic materials, uncanny valley effect, incorrect ethnicity, wrong "
+    "gender, exaggerated expressions, wrong gaze direction, mismatched lip sync, silent or muted audio, distorted "
+    "voice, robotic voice, echo, background noise, off-sync audio, incorrect dialogue, added dialogue, repetitive "
+    "speech, jittery movement, awkward pauses, incorrect timing, unnatural transitions, inconsistent framing, tilted "
+    "camera, flat lighting, inconsistent tone, cinematic oversaturation, stylized filters, or AI artifacts."
+)
+
+#: The distilled LTX-2 checkpoint's fixed schedule (diffusers ``DISTILLED_SIGMA_VALUES``; 8 steps).
+LTX2_DISTILLED_SIGMAS: tuple[float, ...] = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875)
+
+#: Why the runtime cannot serve an LTX-2 preset yet (each LTX-2 preset carries it as its ``refusal``).
+LTX2_REFUSAL = ("LTX-2 runs only through fastvideo.engine.models.ltx2 yet (load_ltx2_pipeline(folder).generate(...)); "
+                "the runtime core does not serve it")
+
+_LTX2_FULL_GUIDANCE = {  # LTX2Pipeline.__call__ defaults = FastVideo ltx2_base's ltx2_* keys
+    "guidance_scale": 3.0, "stg_scale": 1.0, "modality_scale": 3.0, "guidance_rescale": 0.7,
+    "audio_guidance_scale": 7.0, "audio_stg_scale": 1.0, "audio_modality_scale": 3.0, "audio_guidance_rescale": 0.7,
+    "stg_blocks": [28], "use_cross_timestep": True,  # diffusers 0.42's defaults (FastVideo's ltx2_base: block 29)
+}
+_LTX2_NO_GUIDANCE = {  # distilled: one DiT call per step (guidance 1, no STG / modality isolation / rescale)
+    "guidance_scale": 1.0, "stg_scale": 0.0, "modality_scale": 1.0, "guidance_rescale": 0.0,
+    "audio_guidance_scale": 1.0, "audio_stg_scale": 0.0, "audio_modality_scale": 1.0, "audio_guidance_rescale": 0.0,
+    "stg_blocks": [], "use_cross_timestep": True,
+}
+
+
+def _ltx2(name: str, engine_name: str, description: str, *, width: int, height: int, steps: int, guidance: dict[
+        str, Any], negative_prompt: str, num_frames: int = 121, sigmas: tuple[float, ...] | None = None,
+          text_length: int = 1024) -> InferencePreset:
+    model_defaults: dict[str, Any] = {"ltx2_guidance": dict(guidance), "text_length": text_length,
+                                      "max_frames": 257, "max_side": 2048}
+    if sigmas is not None:
+        model_defaults["sigmas"] = list(sigmas)
+    return InferencePreset(
+        name=name, version=1, model_family="ltx2", description=description, workload_type="t2v",
+        stage_schemas=(_DENOISE,), aliases=(engine_name,) if engine_name != name else (),
+        engine_name_override=engine_name if engine_name != name else "",
+        defaults={"height": height, "width": width, "num_frames": num_frames, "fps": 24,
+                  "guidance_scale": float(guidance["guidance_scale"]), "num_inference_steps": steps,
+                  "negative_prompt": negative_prompt},
+        model_defaults=model_defaults, refusal=LTX2_REFUSAL)
+
+
+for _preset in (
+    _ltx2("ltx2_base", "ltx-2", "LTX-2 19B text-to-video+audio (Lightricks/LTX-2, diffusers LTX2Pipeline), "
+          "512x768, 40 steps with CFG + STG + modality guidance", width=768, height=512, steps=40,
+          guidance=_LTX2_FULL_GUIDANCE, negative_prompt=LTX2_NEGATIVE_PROMPT),
+    _ltx2("ltx2_distilled", "ltx-2-distilled", "LTX-2 19B distilled text-to-video+audio: 8 steps at fixed sigmas, "
+          "guidance 1, 1024x1536", width=1536, height=1024, steps=len(LTX2_DISTILLED_SIGMAS),
+          guidance=_LTX2_NO_GUIDANCE, negative_prompt="", sigmas=LTX2_DISTILLED_SIGMAS),
+    # The built-in tiny model (fastvideo.engine.builtin_model): sizes its tiny VAE takes (x2 in space and time).
+    _ltx2("fastvideo-tiny-ltx2", "fastvideo-tiny-ltx2", "built-in tiny random-weight LTX-2-architecture model "
+          "(video + audio; tests, demos, CI)", width=32, height=32, num_frames=9, steps=4,
+          guidance={**_LTX2_FULL_GUIDANCE, "stg_blocks": [0]}, negative_prompt="", text_length=32),
 ):
     register_preset(_preset)

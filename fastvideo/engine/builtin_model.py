@@ -9,6 +9,10 @@ bytes. The folder is built in a temporary sibling and renamed into place, so a c
 a half-written model behind; concurrent callers race benignly. ``ensure_builtin_model(cache_dir,
 "fastvideo-tiny-i2v")`` gives the image-to-video one instead (:func:`write_builtin_i2v_model`: a
 ``WanImageToVideoPipeline`` folder with a tiny I2V transformer, CLIP vision encoder and image processor);
+``"fastvideo-tiny-ltx2"`` gives a tiny LTX-2 (video + audio) one (:func:`write_builtin_ltx2_model`: an
+``LTX2Pipeline`` folder written from our own ``fastvideo.engine.models.ltx2`` classes, whose state-dict keys and
+config keys are diffusers', plus a two-layer Gemma-3 from ``transformers`` and a Gemma-like byte tokenizer; no
+diffusers at run time; the runtime refuses it until it serves LTX-2, see ``engine/families.py``).
 :data:`BUILTIN_MODELS` maps the names a model path may give to them.
 """
 
@@ -210,9 +214,156 @@ def write_builtin_i2v_model(target: Path, seed: int = BUILTIN_SEED) -> Path:
     return target
 
 
+# ------------------------------------------------------------------------------------------------ tiny LTX-2
+BUILTIN_LTX2_NAME = "fastvideo-tiny-ltx2-v1"
+BUILTIN_LTX2_PRESET = "fastvideo-tiny-ltx2"
+LTX2_TEXT_DIM = 16  # the tiny Gemma-3's hidden size = the DiT's caption_channels
+
+#: The tiny LTX-2 components (diffusers 0.42 class names and config keys; the sizes of its own fast tests).
+LTX2_TRANSFORMER_CONFIG: dict[str, Any] = {
+    "_class_name": "LTX2VideoTransformer3DModel", "in_channels": 4, "out_channels": 4, "num_attention_heads": 2,
+    "attention_head_dim": 8, "cross_attention_dim": 16, "audio_in_channels": 4, "audio_out_channels": 4,
+    "audio_num_attention_heads": 2, "audio_attention_head_dim": 4, "audio_cross_attention_dim": 8, "num_layers": 1,
+    "caption_channels": LTX2_TEXT_DIM, "rope_double_precision": False, "rope_type": "split",
+}
+LTX2_VAE_CONFIG: dict[str, Any] = {  # one block, x2 in space and time
+    "_class_name": "AutoencoderKLLTX2Video", "in_channels": 3, "out_channels": 3, "latent_channels": 4,
+    "patch_size": 1, "patch_size_t": 1, "block_out_channels": [8], "down_block_types": ["LTX2VideoDownBlock3D"],
+    "layers_per_block": [1, 1], "decoder_block_out_channels": [8], "decoder_layers_per_block": [1, 1],
+    "spatio_temporal_scaling": [True], "decoder_spatio_temporal_scaling": [True],
+    "decoder_inject_noise": [False, False], "downsample_type": ["spatiotemporal"],
+    "upsample_type": ["spatiotemporal"], "upsample_residual": [False], "upsample_factor": [1],
+    "spatial_compression_ratio": 2, "temporal_compression_ratio": 2, "decoder_causal": False,
+    "timestep_conditioning": False,
+}
+LTX2_AUDIO_VAE_CONFIG: dict[str, Any] = {
+    "_class_name": "AutoencoderKLLTX2Audio", "base_channels": 4, "output_channels": 2, "ch_mult": [1, 2],
+    "num_res_blocks": 1, "in_channels": 2, "resolution": 32, "latent_channels": 2, "mel_bins": 8,
+}
+LTX2_VOCODER_CONFIG: dict[str, Any] = {
+    "_class_name": "LTX2Vocoder", "in_channels": 16, "hidden_channels": 32, "out_channels": 2,
+    "upsample_kernel_sizes": [16, 10, 8], "upsample_factors": [8, 5, 4], "resnet_kernel_sizes": [3],
+    "resnet_dilations": [[1, 3, 5]], "output_sampling_rate": 16000,
+}
+LTX2_CONNECTORS_CONFIG: dict[str, Any] = {
+    "_class_name": "LTX2TextConnectors", "caption_channels": LTX2_TEXT_DIM, "text_proj_in_factor": 3,
+    "video_connector_num_attention_heads": 2, "video_connector_attention_head_dim": 8,
+    "video_connector_num_layers": 1, "video_connector_num_learnable_registers": 4,
+    "audio_connector_num_attention_heads": 4, "audio_connector_attention_head_dim": 4,
+    "audio_connector_num_layers": 1, "audio_connector_num_learnable_registers": 4,
+    "connector_rope_base_seq_len": 32, "rope_type": "split",
+}
+#: The published LTX-2 ``scheduler/scheduler_config.json`` settings (dynamic shift, exponential, terminal 0.1).
+LTX2_SCHEDULER_CONFIG: dict[str, Any] = {
+    "_class_name": "FlowMatchEulerDiscreteScheduler", "use_dynamic_shifting": True, "base_shift": 0.95,
+    "max_shift": 2.05, "base_image_seq_len": 1024, "max_image_seq_len": 4096, "shift_terminal": 0.1,
+    "time_shift_type": "exponential", "num_train_timesteps": 1000, "shift": 1.0,
+}
+#: A two-layer Gemma-3 (text) with a one-layer vision tower (``Gemma3ForConditionalGeneration`` needs one);
+#: ``text_proj_in_factor`` above is its layers + 1 (the embeddings).
+LTX2_GEMMA_TEXT_CONFIG: dict[str, Any] = {
+    "hidden_size": LTX2_TEXT_DIM, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+    "num_key_value_heads": 1, "head_dim": 8, "vocab_size": 260, "sliding_window": 8, "query_pre_attn_scalar": 8,
+    "max_position_embeddings": 256, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2,
+}
+LTX2_GEMMA_VISION_CONFIG: dict[str, Any] = {
+    "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28,
+    "patch_size": 14,
+}
+
+
+def write_gemma_byte_tokenizer(folder: Path, max_length: int) -> None:
+    """A Gemma-like byte-level tokenizer (pad=0, eos=1, bos=2, unk=3, then 256 byte symbols) that prepends
+    ``<bos>``, as Gemma's does; it needs no download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[symbol] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
+                                                       special_tokens=[("<bos>", 2)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                                   unk_token="<unk>", model_max_length=max_length)
+    fast.save_pretrained(str(folder))
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config.pop("backend", None)
+    _write_json(config_path, config)
+
+
+def _ltx2_latent_stats(state: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+    """Non-trivial, positive-std latent statistics (the (de)normalization order must matter)."""
+    for name in sorted(state):
+        if name.endswith("latents_mean"):
+            state[name] = (torch.randn(state[name].shape, generator=generator) * 0.2).contiguous()
+        elif name.endswith("latents_std"):
+            state[name] = (0.6 + 0.8 * torch.rand(state[name].shape, generator=generator)).contiguous()
+
+
+def write_builtin_ltx2_model(target: Path, seed: int = BUILTIN_SEED) -> Path:
+    """Write the tiny LTX-2 folder (a diffusers ``LTX2Pipeline`` folder) to ``target`` (which must not exist):
+    every component built on the meta device from our own classes (same state-dict keys as diffusers'), Gemma-3
+    from ``transformers``; no diffusers needed."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    from fastvideo.api.presets import get_preset
+    from fastvideo.engine.models.ltx2 import (LTX2AudioVAE, LTX2AudioVAEConfig, LTX2Connectors, LTX2ConnectorsConfig,
+                                              LTX2DiTConfig, LTX2Transformer, LTX2VideoVAE, LTX2VideoVAEConfig,
+                                              LTX2Vocoder, LTX2VocoderConfig)
+
+    preset = get_preset(BUILTIN_LTX2_PRESET)
+    parts: dict[str, tuple[Any, dict[str, Any]]] = {
+        "transformer": (lambda: LTX2Transformer(LTX2DiTConfig.from_dict(LTX2_TRANSFORMER_CONFIG)),
+                        LTX2_TRANSFORMER_CONFIG),
+        "vae": (lambda: LTX2VideoVAE(LTX2VideoVAEConfig.from_dict(LTX2_VAE_CONFIG)), LTX2_VAE_CONFIG),
+        "audio_vae": (lambda: LTX2AudioVAE(LTX2AudioVAEConfig.from_dict(LTX2_AUDIO_VAE_CONFIG)),
+                      LTX2_AUDIO_VAE_CONFIG),
+        "vocoder": (lambda: LTX2Vocoder(LTX2VocoderConfig.from_dict(LTX2_VOCODER_CONFIG)), LTX2_VOCODER_CONFIG),
+        "connectors": (lambda: LTX2Connectors(LTX2ConnectorsConfig.from_dict(LTX2_CONNECTORS_CONFIG)),
+                       LTX2_CONNECTORS_CONFIG),
+    }
+    for offset, (name, (build, config)) in enumerate(parts.items()):
+        with torch.device("meta"):
+            module = build()
+        state = synthesize_state_dict(module, seed + 10 + offset)
+        _ltx2_latent_stats(state, torch.Generator().manual_seed(seed + 20 + offset))
+        _write_json(target / name / "config.json", config)
+        save_file(state, str(target / name / DIT_WEIGHTS), metadata={"format": "pt"})
+
+    gemma_config = Gemma3Config(text_config=dict(LTX2_GEMMA_TEXT_CONFIG), vision_config=dict(LTX2_GEMMA_VISION_CONFIG),
+                                mm_tokens_per_image=4)
+    gemma_config.architectures = ["Gemma3ForConditionalGeneration"]
+    with torch.device("meta"):
+        gemma = Gemma3ForConditionalGeneration(gemma_config)
+    tied = {name for name in gemma.state_dict() if name.endswith("lm_head.weight")}
+    gemma_state = {k: v for k, v in synthesize_state_dict(gemma, seed + 30).items() if k not in tied}
+    (target / "text_encoder").mkdir(parents=True, exist_ok=True)
+    gemma_config.save_pretrained(str(target / "text_encoder"))
+    save_file(gemma_state, str(target / "text_encoder" / "model.safetensors"), metadata={"format": "pt"})
+
+    write_gemma_byte_tokenizer(target / "tokenizer", int(preset.model_defaults["text_length"]))
+    _write_json(target / "scheduler" / "scheduler_config.json", LTX2_SCHEDULER_CONFIG)
+    _write_json(target / "model_index.json", {
+        "_class_name": "LTX2Pipeline", "_diffusers_version": "0.42.1", "_fastvideo_preset": preset.name,
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "Gemma3ForConditionalGeneration"],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+        "transformer": ["diffusers", "LTX2VideoTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLLTX2Video"],
+        "audio_vae": ["diffusers", "AutoencoderKLLTX2Audio"], "vocoder": ["ltx2", "LTX2Vocoder"],
+        "connectors": ["ltx2", "LTX2TextConnectors"],  # diffusers names pipeline-local modules by pipeline
+    })
+    return target
+
+
 #: Built-in model names a model path may give instead of a folder -> (folder name, writer).
 BUILTIN_MODELS = {"fastvideo-tiny": (BUILTIN_NAME, write_builtin_model),
-                  BUILTIN_I2V_PRESET: (BUILTIN_I2V_NAME, write_builtin_i2v_model)}
+                  BUILTIN_I2V_PRESET: (BUILTIN_I2V_NAME, write_builtin_i2v_model),
+                  BUILTIN_LTX2_PRESET: (BUILTIN_LTX2_NAME, write_builtin_ltx2_model)}
 
 
 def ensure_builtin_model(cache_dir: Path, name: str = "fastvideo-tiny") -> Path:

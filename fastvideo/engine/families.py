@@ -7,8 +7,10 @@ config's ``_class_name``, a text encoder's ``architectures``, a tokenizer's ``to
 the ``model_index.json`` options that must keep their T2V value. :func:`match_family` returns the
 family a folder belongs to, or raises :class:`ModelLoadError` naming the file, the field, the class
 found and the classes supported, so a Flux, Wan2.2 or other pipeline is refused before any weight is
-read instead of being run as Wan2.1. ``image_conditioned`` says whether the family's transformer must be an
-image-to-video one (``image_dim`` set); the pipeline refuses a transformer config that disagrees.
+read instead of being run as Wan2.1; a pipeline in :data:`NOT_SERVED` (LTX-2: model code in the engine, not
+served by the runtime yet) is refused with the reason given there. ``image_conditioned`` says whether the
+family's transformer must be an image-to-video one (``image_dim`` set); the pipeline refuses a transformer
+config that disagrees.
 Decisions are membership tests in the registry, never branches on class names. A declaration that is
 absent is not checked (hand-made folders may omit them); one that is present must be listed.
 """
@@ -133,6 +135,15 @@ def _check_component_configs(family: ModelFamily, configs: Mapping[str, Mapping[
     return problems
 
 
+#: Pipelines whose model code exists in the engine but that the runtime core does not serve yet -> why, and what
+#: runs them instead (:func:`match_family` refuses them with that text rather than as unknown pipelines).
+NOT_SERVED: Mapping[str, str] = {
+    "LTX2Pipeline": "LTX-2 (video + audio) is not served by the runtime yet: it runs only through "
+                    "fastvideo.engine.models.ltx2 (load_ltx2_pipeline(folder).generate(...)); the runtime core "
+                    "(VideoGenerator, fastvideo generate/serve) does not serve it",
+}
+
+
 def match_family(model_index: Mapping[str, Any], configs: Mapping[str, Mapping[str, Any]],
                  paths: Mapping[str, str] | None = None, *, index_path: str = "model_index.json") -> ModelFamily:
     """The family a folder belongs to: ``model_index`` is its ``model_index.json``, ``configs`` maps a
@@ -144,6 +155,8 @@ def match_family(model_index: Mapping[str, Any], configs: Mapping[str, Mapping[s
         candidates = list(FAMILIES.values())
     else:
         candidates = [f for f in FAMILIES.values() if pipeline in f.pipelines]
+        if not candidates and pipeline in NOT_SERVED:
+            raise ModelLoadError(f"{index_path}: _class_name is {pipeline!r}: {NOT_SERVED[pipeline]}")
         if not candidates:
             raise ModelLoadError(f"{index_path}: _class_name is {pipeline!r}, a pipeline this engine does not run; "
                                  f"supported pipelines: {_families_text()}. Use a folder of a supported pipeline")

@@ -1,0 +1,154 @@
+"""The built-in tiny LTX-2 model (``fastvideo-tiny-ltx2``) and the LTX-2 presets.
+
+The folder is synthesized by :func:`fastvideo.engine.builtin_model.write_builtin_ltx2_model` from our own classes
+(no diffusers); these tests check that it is a real diffusers ``LTX2Pipeline`` folder (diffusers loads it and gives
+our frames and waveform), that our pipeline runs it at the tiny preset's size, that synthesis is deterministic, and
+that the runtime refuses it clearly (it does not serve LTX-2 yet).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from fastvideo.api import presets as api_presets
+from fastvideo.api.errors import ModelLoadError
+from fastvideo.api.parse import ConfigError
+from fastvideo.engine.builtin_model import BUILTIN_LTX2_PRESET, ensure_builtin_model, write_builtin_ltx2_model
+
+TOL = 1e-4
+
+
+def _guidance(preset: api_presets.InferencePreset) -> Any:
+    from fastvideo.engine.models.ltx2.pipeline import LTX2Guidance
+
+    g = dict(preset.model_defaults["ltx2_guidance"])
+    g["stg_blocks"] = tuple(g["stg_blocks"]) or None
+    return LTX2Guidance(**g)
+
+
+def _request(preset: api_presets.InferencePreset, **overrides: Any) -> Any:
+    from fastvideo.engine.models.ltx2.pipeline import LTX2Request
+
+    d = preset.defaults
+    values = dict(prompt="a red fox runs through the snow", negative_prompt="blurry", width=d["width"],
+                  height=d["height"], num_frames=d["num_frames"], fps=float(d["fps"]),
+                  steps=d["num_inference_steps"], seed=7, guidance=_guidance(preset))
+    values.update(overrides)
+    return LTX2Request(**values)
+
+
+@pytest.fixture(scope="module")
+def ltx2_folder(fastvideo_cache: Path) -> Path:
+    return ensure_builtin_model(fastvideo_cache, BUILTIN_LTX2_PRESET)
+
+
+def test_tiny_ltx2_generates_finite_frames_and_sound_at_its_preset_size(ltx2_folder: Path) -> None:
+    from fastvideo.engine.models.ltx2.pipeline import load_ltx2_pipeline
+
+    preset = api_presets.get_preset(BUILTIN_LTX2_PRESET)
+    pipe = load_ltx2_pipeline(ltx2_folder, max_sequence_length=preset.model_defaults["text_length"])
+    out = pipe.run(_request(preset))
+    d = preset.defaults
+    assert out.frames.shape == (d["num_frames"], d["height"], d["width"], 3) and out.frames.dtype == np.uint8
+    assert np.isfinite(out.video).all() and out.frames.std() > 1.0  # not a constant picture
+    wave = out.waveform.numpy()
+    assert wave.ndim == 2 and wave.shape[0] == 2 and np.isfinite(wave).all() and wave.std() > 1e-3  # not silent
+    # the vocoder upsamples a mel frame to its hop length: the waveform lasts about as long as the video
+    assert out.sample_rate == 16000 and abs(wave.shape[1] / out.sample_rate - d["num_frames"] / d["fps"]) < 0.1
+
+
+def test_tiny_ltx2_folder_is_a_diffusers_folder_with_our_outputs(ltx2_folder: Path) -> None:
+    """diffusers' own ``LTX2Pipeline.from_pretrained`` loads the synthesized folder and, with the same seed and
+    guidance, gives our frames and waveform (so the folder is real diffusers format, not just readable by us)."""
+    pytest.importorskip("diffusers")
+    from diffusers import LTX2Pipeline
+
+    from fastvideo.engine.models.ltx2.pipeline import load_ltx2_pipeline
+
+    preset = api_presets.get_preset(BUILTIN_LTX2_PRESET)
+    max_seq = preset.model_defaults["text_length"]
+    req = _request(preset, steps=2)
+    ref = LTX2Pipeline.from_pretrained(str(ltx2_folder), dtype=torch.float32)
+    g = req.guidance
+    with torch.no_grad():
+        video, audio = ref(prompt=req.prompt, negative_prompt=req.negative_prompt, height=req.height,
+                           width=req.width, num_frames=req.num_frames, frame_rate=req.fps,
+                           num_inference_steps=req.steps, guidance_scale=g.guidance_scale, stg_scale=g.stg_scale,
+                           modality_scale=g.modality_scale, guidance_rescale=g.guidance_rescale,
+                           audio_guidance_scale=g.audio_guidance_scale, audio_stg_scale=g.audio_stg_scale,
+                           audio_modality_scale=g.audio_modality_scale,
+                           audio_guidance_rescale=g.audio_guidance_rescale,
+                           spatio_temporal_guidance_blocks=list(g.stg_blocks), use_cross_timestep=g.use_cross_timestep,
+                           max_sequence_length=max_seq, output_type="np", return_dict=False,
+                           generator=torch.Generator().manual_seed(req.seed))
+    ours = load_ltx2_pipeline(ltx2_folder, max_sequence_length=max_seq).run(req)
+    ref_video, ref_audio = video[0], audio[0].float().numpy()
+    assert ours.video.shape == ref_video.shape and ours.waveform.shape == ref_audio.shape
+    video_err = float(np.abs(ours.video - ref_video).max())
+    audio_err = float(np.abs(ours.waveform.numpy() - ref_audio).max())
+    print(f"max abs: video {video_err:.3g} (std {ref_video.std():.3g}), waveform {audio_err:.3g} "
+          f"(std {ref_audio.std():.3g})")
+    assert video_err <= TOL and audio_err <= TOL
+    assert ref_video.std() > 1e-3 and ref_audio.std() > 1e-4
+    assert ours.sample_rate == ref.vocoder.config.output_sampling_rate
+
+
+def test_synthesis_is_deterministic_and_needs_no_diffusers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # importing diffusers now fails: the writer must not
+    a, b = write_builtin_ltx2_model(tmp_path / "a"), write_builtin_ltx2_model(tmp_path / "b")
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    weights = [f for f in files if f.suffix == ".safetensors"]
+    assert {f.parts[0] for f in weights} == {"transformer", "vae", "audio_vae", "vocoder", "connectors",
+                                             "text_encoder"}
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    total = sum((a / f).stat().st_size for f in weights)
+    assert total < 2_000_000, total  # really tiny
+
+
+def test_runtime_refuses_the_tiny_ltx2_model_clearly(fastvideo_cache: Path, capsys: pytest.CaptureFixture) -> None:
+    from fastvideo import VideoGenerator
+    from fastvideo.serving.cli import main
+
+    with pytest.raises(ModelLoadError, match="LTX-2 .*is not served by the runtime yet.*fastvideo.engine.models.ltx2"):
+        VideoGenerator.from_pretrained(BUILTIN_LTX2_PRESET, device="cpu", dtype="fp32")
+    code = main(["generate", "--model-path", BUILTIN_LTX2_PRESET, "--prompt", "a fox", "--output",
+                 str(fastvideo_cache / "ltx2.mp4")])
+    err = capsys.readouterr().err
+    assert code == 2 and "not served by the runtime yet" in err and "Traceback" not in err
+
+
+def test_ltx2_presets_carry_the_published_defaults_and_are_refused_by_the_wan_engine() -> None:
+    from fastvideo.engine.presets import get_preset as engine_preset
+
+    base, distilled = api_presets.get_preset("ltx2_base"), api_presets.get_preset("ltx2_distilled")
+    assert api_presets.get_preset("ltx-2") is base and api_presets.get_preset("ltx-2-distilled") is distilled
+    assert {k: base.defaults[k] for k in ("width", "height", "num_frames", "fps", "num_inference_steps",
+                                          "guidance_scale")} == dict(width=768, height=512, num_frames=121, fps=24,
+                                                                     num_inference_steps=40, guidance_scale=3.0)
+    assert (distilled.defaults["num_inference_steps"], distilled.defaults["guidance_scale"]) == (8, 1.0)
+    for preset in (base, distilled, api_presets.get_preset(BUILTIN_LTX2_PRESET)):
+        assert preset.model_family == "ltx2" and "not serve" in preset.refusal
+        with pytest.raises(ConfigError, match="runtime core does not serve it"):
+            engine_preset(preset.name)
+    diffusers_utils = pytest.importorskip("diffusers.pipelines.ltx2.utils")
+    assert distilled.model_defaults["sigmas"] == list(diffusers_utils.DISTILLED_SIGMA_VALUES)
+    import inspect
+
+    from diffusers import LTX2Pipeline
+
+    defaults = {k: v.default for k, v in inspect.signature(LTX2Pipeline.__call__).parameters.items()}
+    g = base.model_defaults["ltx2_guidance"]
+    assert g["stg_blocks"] == defaults["spatio_temporal_guidance_blocks"]
+    for key in ("guidance_scale", "stg_scale", "modality_scale", "guidance_rescale", "audio_guidance_scale",
+                "audio_stg_scale", "audio_modality_scale", "audio_guidance_rescale", "use_cross_timestep"):
+        assert g[key] == defaults[key], key
+    assert (base.defaults["height"], base.defaults["width"]) == (defaults["height"], defaults["width"])
