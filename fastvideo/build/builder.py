@@ -105,6 +105,9 @@ class BuildRequest:
     #: ``QuantizationConfig.transformer_quant`` of the runtime that will load the artifact (``"FP8"``: e4m3 DiT
     #: weights with per-row scales, ``"FP8_PER_TENSOR"``); None: weights in ``precision``.
     transformer_quant: str | None = None
+    #: A LoRA ``.safetensors`` fused into the DiT before compiling (the manifest records it), at ``lora_strength``.
+    lora_path: str | None = None
+    lora_strength: float = 1.0
 
 
 @dataclass
@@ -462,7 +465,20 @@ def _rebuild_command(plan: _Plan) -> str:
         model_path=request.model_path, backend=request.backend, profiles=[p.label for p in sorted(request.profiles)],
         branches=request.branches, precision=request.precision, vae_precision=request.vae_precision,
         batches=plan.batches, components=request.components, out=request.out, extra=extra,
-        transformer_quant=request.transformer_quant)
+        transformer_quant=request.transformer_quant, lora=_lora(request))
+
+
+def _lora(request: BuildRequest) -> dict[str, Any] | None:
+    """The manifest's ``lora`` of a request (None: no adapter fused)."""
+    if request.lora_path is None:
+        return None
+    from fastvideo.api import ConfigError
+    from fastvideo.engine.lora import lora_manifest_value
+
+    try:
+        return lora_manifest_value(request.lora_path, request.lora_strength, field_name="--lora")
+    except ConfigError as exc:
+        raise BuildError(str(exc)) from None
 
 
 def _quantization(request: BuildRequest) -> dict[str, Any] | None:
@@ -510,10 +526,13 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
     env = mf.environment_info(plan.device, request.backend, with_tensorrt=plan.stage == "complete")
     profiles = [p.label for p in sorted(set(request.profiles))]
     quantization = _quantization(request)
+    lora = _lora(request)
+    if lora is not None and quantization is not None:
+        raise BuildError("--lora cannot be fused into FP8 DiT weights; drop --lora or --transformer-quant")
     identity = mf.identity_fields(weights=weights, backend=request.backend, stage=plan.stage,
                                   precision=request.precision, vae_precision=request.vae_precision, profiles=profiles,
                                   branches=request.branches, batches=plan.batches, components=plan.components,
-                                  environment=env, quantization=quantization)
+                                  environment=env, quantization=quantization, lora=lora)
     short = mf.identity_hash(identity)
     name = mf.folder_name(request.backend, request.precision, short)
     final = out / name
@@ -536,6 +555,15 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
     models = load_build_models(plan.folder, device=plan.device, dtype=plan.dtype, vae_dtype=plan.vae_dtype,
                                fp8_granularity=None if quantization is None else quantization["granularity"])
     _probe_precision(models, plan.components)
+    if lora is not None:  # fused before export: the compiled programs (and the eager reference) carry it
+        from fastvideo.api import ConfigError
+        from fastvideo.engine.lora import load_lora, merge_lora
+
+        try:
+            merge_lora(models.dit, load_lora(str(lora["path"]), models.dit, field_name="--lora"),
+                       request.lora_strength)
+        except ConfigError as exc:
+            raise BuildError(str(exc)) from None
 
     created_out = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -563,7 +591,7 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
                    "text_length": plan.dims.text_length, "spatial_factor": plan.dims.spatial_factor,
                    "temporal_factor": plan.dims.temporal_factor,
                    "attention_backend": models.dit.attention_backend.name},
-            environment=env.to_dict(), files=mf.hash_files(tmp), quantization=quantization,
+            environment=env.to_dict(), files=mf.hash_files(tmp), quantization=quantization, lora=lora,
             build={"command": _rebuild_command(plan), "device": str(plan.device),
                    "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "seconds": round(time.perf_counter() - started, 3),

@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transformer-quant", choices=("FP8", "FP8_PER_TENSOR"), default=None,
                    help="FP8 (e4m3) DiT weights, per-row scales (FP8) or one per tensor; must match the runtime's "
                         "engine.quantization.transformer_quant (default: none, weights in --precision)")
+    p.add_argument("--lora", default=None, metavar="FILE",
+                   help="a LoRA .safetensors file fused into the DiT before compiling (diffusers/PEFT or original "
+                        "Wan layout); the runtime must set the same pipeline.components.lora_path (the manifest "
+                        "records its sha256)")
+    p.add_argument("--lora-strength", type=float, default=1.0,
+                   help="the strength --lora is fused at; must equal the runtime's lora_strength (default 1.0)")
     p.add_argument("--components", type=_csv(COMPONENTS, "component"), default=None,
                    help="comma list of dit, vae_decoder, vae_encoder (default: dit,vae_decoder, plus vae_encoder "
                         "with the continuation branch)")
@@ -211,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            branches=tuple(args.branch), precision=args.precision, vae_precision=args.vae_precision,
                            cfg=args.cfg, components=args.components, device=args.device, force=args.force,
                            onnx_only=args.onnx_only, keep_onnx=args.keep_onnx, onnx_check=args.onnx_check,
-                           workspace_gib=args.workspace_gib, transformer_quant=args.transformer_quant)
+                           workspace_gib=args.workspace_gib, transformer_quant=args.transformer_quant,
+                           lora_path=args.lora, lora_strength=args.lora_strength)
     progress = TqdmProgress(disable=args.quiet)
     try:
         result = run_build(request, progress)

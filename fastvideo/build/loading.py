@@ -10,6 +10,8 @@ Contract
   an unknown or unwanted backend (``backend=``), an unknown branch, a missing component
   (``components=``, default the DiT), an unfinished (ONNX-only) stage, another DiT/VAE precision, another
   DiT weight quantization (``quantization=``: a build with FP8 weights for an unquantized engine and vice versa),
+  another fused LoRA (``lora=``: :func:`fastvideo.engine.lora.lora_manifest_value` of the runtime's adapter, compared
+  by sha256 and strength; a build with a LoRA for an engine without one and vice versa),
   another device type, GPU arch, CPU ISA, torch / triton / TensorRT version, other weights or
   configs (the file that differs is named). Missing, truncated or altered files (sha256 against the
   manifest; skipped with ``check_files=False``) and a hand-edited manifest (its identity no longer
@@ -182,7 +184,8 @@ def _rebuild(manifest: mf.Manifest, model_folder: Path, device: torch.device, ou
         vae_precision=override.get("vae_precision", manifest.vae_precision), batches=batches,
         components=None if components == default else components, out=out,
         extra=["--device", "cuda" if device.type == "cuda" else "cpu"],
-        transformer_quant=override.get("transformer_quant", _quant_flag(manifest.quantization)))
+        transformer_quant=override.get("transformer_quant", _quant_flag(manifest.quantization)),
+        lora=override.get("lora", manifest.lora))
 
 
 def _resolve_folder(path: Path, model_folder: Path) -> Path:
@@ -220,6 +223,8 @@ class LoadRequest:
     check_files: bool
     #: The runtime DiT's quantization (:meth:`FP8Spec.manifest_value`); None: unquantized.
     quantization: dict[str, Any] | None = None
+    #: The LoRA the runtime fuses (:func:`fastvideo.engine.lora.lora_manifest_value`); None: none.
+    lora: dict[str, Any] | None = None
 
     def rebuild(self, **override: Any) -> str:
         return _rebuild(self.manifest, self.model_folder, self.device, self.folder.parent, **override)
@@ -240,7 +245,8 @@ def _check_consistent(req: LoadRequest) -> None:
                  "vae_precision": manifest.vae_precision, "profiles": sorted(manifest.profiles),
                  "branches": list(manifest.branches), "batches": sorted(manifest.batches),
                  "components": [c.get("name") for c in manifest.components],
-                 "weights_digest": manifest.model.get("weights_digest"), "quantization": manifest.quantization}
+                 "weights_digest": manifest.model.get("weights_digest"), "quantization": manifest.quantization,
+                 "lora": mf.lora_identity(manifest.lora)}
     for name, value in described.items():
         if identity.get(name) != value:
             raise ArtifactCorruptError(f"{folder / mf.MANIFEST_NAME} was altered: {name} is {value!r} but the build's "
@@ -314,6 +320,20 @@ def _check_quantization(req: LoadRequest) -> None:
                        transformer_quant=want_flag)
 
 
+def _check_lora(req: LoadRequest) -> None:
+    built, want = mf.lora_identity(req.manifest.lora), mf.lora_identity(req.lora)
+    if built == want:
+        return
+
+    def show(lora: dict[str, Any] | None) -> str:
+        return "no LoRA" if not lora else f"LoRA {lora.get('path')} (sha256 {str(lora.get('sha256'))[:12]}..., " \
+                                          f"strength {lora.get('strength')})"
+
+    raise req.mismatch("lora", built, want, f"the DiT was compiled with {show(req.manifest.lora)} fused but the engine "
+                                            f"fuses {show(req.lora)} (pipeline.components.lora_path / lora_strength); "
+                                            "set the same adapter or rebuild", lora=req.lora)
+
+
 def _env_value(value: Any) -> Any:
     return "not installed / not used" if value is None else value
 
@@ -362,6 +382,7 @@ LOAD_CHECKS: tuple[tuple[str, Callable[[LoadRequest], None]], ...] = (
     ("stage", _check_stage),
     ("precision", _check_precision),
     ("quantization", _check_quantization),
+    ("lora", _check_lora),
     ("environment", _check_environment),
     ("weights", _check_weights),
     ("files", _check_files),
@@ -374,12 +395,14 @@ LOAD_CHECKS: tuple[tuple[str, Callable[[LoadRequest], None]], ...] = (
 def load_artifacts(artifacts_path: str | Path, *, model_folder: Path, device: torch.device | str,
                    dtype: torch.dtype, vae_dtype: torch.dtype | None = None, backend: str | None = None,
                    components: tuple[str, ...] = ("dit",), check_files: bool = True,
-                   quantization: dict[str, Any] | None = None) -> LoadedArtifacts:
+                   quantization: dict[str, Any] | None = None,
+                   lora: dict[str, Any] | None = None) -> LoadedArtifacts:
     """Validate an artifact folder against the model and environment and load its programs.
 
     ``backend``: the backend the caller expects (``None``: any); ``components``: the components the
     caller needs compiled (default: the DiT); ``quantization``: the runtime DiT's weight quantization
-    (:meth:`fastvideo.engine.fp8.FP8Spec.manifest_value`, None: unquantized), which must be the build's.
+    (:meth:`fastvideo.engine.fp8.FP8Spec.manifest_value`, None: unquantized), which must be the build's; ``lora``:
+    the adapter the runtime fuses (:func:`fastvideo.engine.lora.lora_manifest_value`), which must be the build's.
     """
     t0 = time.perf_counter()
     device = torch.device(device)
@@ -392,7 +415,7 @@ def load_artifacts(artifacts_path: str | Path, *, model_folder: Path, device: to
 
     req = LoadRequest(folder=folder, manifest=manifest, model_folder=model_folder, device=device, dtype=dtype,
                       vae_dtype=vae_dtype, backend=backend, components=tuple(components), check_files=check_files,
-                      quantization=quantization)
+                      quantization=quantization, lora=lora)
     for _, check in LOAD_CHECKS:
         check(req)
 

@@ -10,7 +10,10 @@ Contract
   as ``sm_XY`` or ``"cpu"``, CPU vector ISA), the sha256 and size of every other file in the
   folder, and how it was built (command, timings, verification errors). ``quantization`` records
   the DiT's weight quantization (``{"transformer": "fp8_e4m3", "granularity": "row"}``; None or
-  absent in older manifests: unquantized weights); when set it is part of the identity too.
+  absent in older manifests: unquantized weights); when set it is part of the identity too. ``lora`` records
+  the LoRA adapter fused into the DiT before compiling (``{"sha256", "strength", "path"}``, see
+  :func:`fastvideo.engine.lora.lora_manifest_value`; None or absent: none); when set its sha256 and strength
+  are part of the identity.
 - The *identity* (:func:`identity_fields`) is the subset that decides whether an artifact can
   serve a model in an environment: weights and config digests, backend, stage, precisions,
   profiles, branches, batches, components, the quantization (only when there is one, so unquantized
@@ -287,7 +290,8 @@ def environment_info(device: Any, backend: str, *, with_tensorrt: bool | None = 
 def identity_fields(*, weights: WeightsDigest, backend: str, stage: str, precision: str, vae_precision: str,
                     profiles: Iterable[str], branches: Iterable[str], batches: Iterable[int],
                     components: Iterable[str], environment: EnvironmentInfo,
-                    quantization: dict[str, Any] | None = None) -> dict[str, Any]:
+                    quantization: dict[str, Any] | None = None,
+                    lora: dict[str, Any] | None = None) -> dict[str, Any]:
     """The fields that decide whether an artifact serves a model in an environment."""
     fields = {
         "format_version": FORMAT_VERSION, "weights_digest": weights.digest, "config_digest": weights.config_digest,
@@ -297,7 +301,14 @@ def identity_fields(*, weights: WeightsDigest, backend: str, stage: str, precisi
     }
     if quantization:
         fields["quantization"] = dict(quantization)
+    if lora:
+        fields["lora"] = lora_identity(lora)
     return fields
+
+
+def lora_identity(lora: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The identity part of a manifest's ``lora`` (the file's sha256 and the strength; not where it lies)."""
+    return None if not lora else {"sha256": lora.get("sha256"), "strength": lora.get("strength")}
 
 
 def identity_hash(fields: dict[str, Any]) -> str:
@@ -330,6 +341,8 @@ class Manifest:
     build: dict[str, Any] = field(default_factory=dict)
     #: The DiT's weight quantization (see module contract); None: weights in ``precision``.
     quantization: dict[str, Any] | None = None
+    #: The LoRA fused into the DiT (see module contract); None: none.
+    lora: dict[str, Any] | None = None
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -344,7 +357,7 @@ class Manifest:
             raise ManifestError(f"{source} has format_version {data.get('format_version')!r}; this fastvideo reads "
                                 f"version {FORMAT_VERSION}")
         known = set(cls.__dataclass_fields__)
-        missing = sorted(k for k in known if k not in data and k not in ("files", "build", "quantization"))
+        missing = sorted(k for k in known if k not in data and k not in ("files", "build", "quantization", "lora"))
         if missing:
             raise ManifestError(f"{source} lacks the field(s) {missing}")
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -382,8 +395,9 @@ def read_manifest(folder: Path) -> Manifest:
 def rebuild_command(*, model_path: Path | str | None, backend: str, profiles: Iterable[str],
                     branches: Iterable[str], precision: str, vae_precision: str, batches: Iterable[int],
                     components: Iterable[str] | None, out: Path | str, extra: Iterable[str] = (),
-                    transformer_quant: str | None = None) -> str:
-    """The exact ``fastvideo-build`` command line that rebuilds such an artifact."""
+                    transformer_quant: str | None = None, lora: dict[str, Any] | None = None) -> str:
+    """The exact ``fastvideo-build`` command line that rebuilds such an artifact (``lora``: the manifest value,
+    its path and strength become ``--lora`` / ``--lora-strength``)."""
     argv = ["fastvideo-build"]
     if model_path is not None:
         argv += ["--model-path", str(model_path)]
@@ -400,5 +414,9 @@ def rebuild_command(*, model_path: Path | str | None, backend: str, profiles: It
         argv += ["--components", ",".join(components)]
     if transformer_quant is not None:
         argv += ["--transformer-quant", transformer_quant]
+    if lora:
+        argv += ["--lora", str(lora.get("path"))]
+        if lora.get("strength") != 1.0:
+            argv += ["--lora-strength", str(lora.get("strength"))]
     argv += [*extra, "--out", str(out)]
     return shlex.join(argv)

@@ -28,12 +28,15 @@ Contract
   a :class:`MergedLora` holding a CPU copy of every original target tensor; :func:`unmerge_lora` copies
   them back in place, so unmerging restores the weights bit-exactly (memory: one copy of the targeted
   weights on the CPU while merged).
+- :func:`lora_manifest_value(path, strength)` is what a ``fastvideo-build`` manifest records about a fused
+  adapter: ``{"sha256": <of the file>, "strength": float, "path": <the file>}`` (the identity keeps the first two).
 - Nothing here synchronises with running generations: the caller (``VideoGenerator``) merges only while
   no request is running.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -271,6 +274,16 @@ def _check_shapes(file: Path, module: str, t: LoraTarget, params: dict[str, nn.P
     for name, tensor in (("lora_bias", t.lora_bias), ("diff_b", t.diff_b)):
         if tensor is not None and (bias not in params or tuple(params[bias].shape) != tuple(tensor.shape)):
             fail(bias, f"{name} {tuple(tensor.shape)}")
+
+
+def lora_manifest_value(path: str | Path, strength: float, *, field_name: str = "lora_path") -> dict[str, object]:
+    """What a build manifest records about an adapter fused at ``strength`` (see module contract)."""
+    file = _resolve_file(path, field_name)
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(8 << 20), b""):
+            digest.update(block)
+    return {"sha256": digest.hexdigest(), "strength": float(strength), "path": str(file.resolve())}
 
 
 @torch.no_grad()

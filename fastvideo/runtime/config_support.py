@@ -70,8 +70,9 @@ FIELD_SUPPORT: dict[str, str] = {
     "pipeline.components.tokenizer_path": "honoured: the tokenizer is loaded from this folder",
     "pipeline.components.upsampler_weights": "None honoured; a path refused (this engine has no upsampler stage)",
     "pipeline.components.lora_path": "honoured: that LoRA .safetensors (diffusers/PEFT or original Wan layout) is "
-                                     "merged into the DiT at load (fastvideo.engine.lora); refused together with "
-                                     "engine.artifacts_path or an FP8 transformer_quant",
+                                     "merged into the DiT at load (fastvideo.engine.lora); with engine.artifacts_path "
+                                     "the build must have fused the same file at the same strength (fastvideo-build "
+                                     "--lora); refused with an FP8 transformer_quant",
     "pipeline.experimental": "known keys honoured (vae_dtype: auto/bf16/fp16/fp32, default fp32); unknown keys "
                              "refused",
 }
@@ -258,10 +259,6 @@ def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None
             raise ConfigError("pipeline.components.lora_strength", "scales the adapter of lora_path, which is not "
                                                                    "set; set pipeline.components.lora_path too, or "
                                                                    "drop it")
-    elif engine.artifacts_path:
-        raise ConfigError("pipeline.components.lora_path", "cannot be combined with engine.artifacts_path: the "
-                                                           "compiled programs hold their own weights; drop one of "
-                                                           "the two")
     elif quant is not None and quant.transformer_quant is not None:
         raise ConfigError("pipeline.components.lora_path", "LoRA adapters cannot be merged into FP8-quantized DiT "
                                                            "weights; drop one of lora_path and "

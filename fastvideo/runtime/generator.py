@@ -113,7 +113,7 @@ from fastvideo.runtime.config_support import COMPONENT_PATHS, check_generator_co
 from fastvideo.runtime.counters import RuntimeCounters
 from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
 from fastvideo.runtime.dispatcher import AsyncListener, SyncListener
-from fastvideo.runtime.lora_adapters import LoraAdapters
+from fastvideo.runtime.lora_adapters import LoraAdapters, fuse_at_load, requested_adapter
 from fastvideo.runtime.media import encode_mp4, write_mp4_atomic
 from fastvideo.runtime.state_blobs import externalize_state, has_blob_refs, internalize_state
 from fastvideo.engine.state_codec import decode_latent_state, encode_latent_state
@@ -324,16 +324,6 @@ def _legacy_output_file(output_path: str, prompt: str) -> Path:
     return candidate
 
 
-def _wanted_lora(request: Any) -> Any:
-    """The adapter nickname a request names in ``extensions.lora`` (None when it names none)."""
-    if isinstance(request, GenerationRequest):
-        return request.extensions.get("lora")
-    if isinstance(request, Mapping):
-        extensions = request.get("extensions")
-        return extensions.get("lora") if isinstance(extensions, Mapping) else None
-    return None
-
-
 def _samples_view(frames: Any) -> torch.Tensor | None:
     """FastVideo's ``samples``: the frames ``(T, H, W, 3)`` uint8 as a ``(1, 3, T, H, W)`` tensor view (no copy)."""
     if frames is None:
@@ -418,14 +408,19 @@ class VideoGenerator:
                                               transformer_quant=_transformer_quant(config))
         counters = RuntimeCounters()
         counters.add("model_loads")
+        components = config.pipeline.components
+        fused = fuse_at_load(pipeline, components)  # before any artifact takes the DiT over
         loaded = None
         if config.engine.artifacts_path:  # refuses artifacts built for other weights/shapes/environments
             from fastvideo.build.artifact_modules import apply_artifacts
             from fastvideo.build.loading import load_artifacts
 
+            from fastvideo.engine.lora import lora_manifest_value
+
             quantization = pipeline.quantization.manifest_value() if pipeline.quantization else None
+            lora = None if fused is None else lora_manifest_value(fused.adapter.path, fused.strength)
             loaded = load_artifacts(config.engine.artifacts_path, model_folder=folder.root, device=device, dtype=dtype,
-                                    vae_dtype=vae_dtype, quantization=quantization)
+                                    vae_dtype=vae_dtype, quantization=quantization, lora=lora)
             apply_artifacts(pipeline, loaded)
         compile_cfg = config.engine.compile
         if compile_cfg.enabled and loaded is None:
@@ -436,10 +431,8 @@ class VideoGenerator:
         generator.artifacts = loaded
         try:
             generator._graphs = _graph_config(config.engine.cuda_graphs, generator)
-            components = config.pipeline.components
-            if components.lora_path is not None:
-                generator.lora.set_adapter(components.lora_nickname, components.lora_path,
-                                           components.lora_strength, field="pipeline.components.lora_path")
+            if fused is not None:
+                generator.lora.adopt(components.lora_nickname, fused)
         except ConfigError:
             generator.shutdown()
             raise
@@ -635,7 +628,7 @@ class VideoGenerator:
 
     def _generate_one(self, request: GenerationRequest | Mapping[str, Any],
                       on_step: Callable[[int, int], None] | None) -> VideoResult:
-        wanted = _wanted_lora(request)
+        wanted = requested_adapter(request)
         req, resolved = self.resolve(request)
         core = self.engine_core()
         listener = SyncListener()
@@ -734,7 +727,7 @@ class VideoGenerator:
                 await events.aclose()  # closed early: the running prompt is cancelled at its next step
 
     async def _generate_one_async(self, request: GenerationRequest) -> AsyncGenerator[Any, None]:
-        wanted = _wanted_lora(request)
+        wanted = requested_adapter(request)
         req, resolved = self.resolve(request)
         assert req.request_id is not None
         request_id = req.request_id

@@ -15,7 +15,9 @@ Contract (FastVideo's ``VideoGenerator`` LoRA semantics, on :mod:`fastvideo.engi
   drained: set adapters before serving starts.
 - Weights change in place (``param.data``), so CUDA graphs captured over the old weights and torch.compile'd
   code stay valid and see the new weights. Refused (ConfigError) on a DiT served by compiled artifacts
-  (``engine.artifacts_path``: the programs hold their own weights) or quantized to FP8.
+  (``engine.artifacts_path``: the programs hold their own weights; an artifact built with ``fastvideo-build
+  --lora`` serves the adapter ``pipeline.components.lora_path`` names, checked against its manifest) or
+  quantized to FP8.
 - Per request, ``extensions.lora`` (a nickname) is checked by :meth:`check_request`: a name other than the
   merged adapter's (or any name while none is merged) is a RequestError on ``extensions.lora`` that says to
   call ``set_lora_adapter``; requests never switch adapters.
@@ -26,17 +28,41 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from fastvideo.api import ConfigError, RequestError
+from fastvideo.api import ConfigError, GenerationRequest, RequestError
 from fastvideo.engine.lora import LoraAdapter, MergedLora, load_lora, merge_lora, unmerge_lora
 
 logger = logging.getLogger(__name__)
 
 #: The request field that names the adapter a request expects.
 REQUEST_FIELD = "extensions.lora"
+
+
+def fuse_at_load(pipeline: Any, components: Any) -> MergedLora | None:
+    """Merge ``pipeline.components.lora_path`` into a freshly loaded pipeline's DiT (None: no path); a bad file
+    closes the pipeline and raises a ConfigError on that field."""
+    if components.lora_path is None:
+        return None
+    field = "pipeline.components.lora_path"
+    try:
+        adapter = load_lora(components.lora_path, pipeline.dit, field_name=field)
+    except ConfigError:
+        pipeline.close()
+        raise
+    return merge_lora(pipeline.dit, adapter, float(components.lora_strength))
+
+
+def requested_adapter(request: Any) -> Any:
+    """The adapter nickname a request (typed or a mapping) names in ``extensions.lora``; None when it names none."""
+    if isinstance(request, GenerationRequest):
+        return request.extensions.get("lora")
+    if isinstance(request, Mapping):
+        extensions = request.get("extensions")
+        return extensions.get("lora") if isinstance(extensions, Mapping) else None
+    return None
 
 
 class LoraAdapters:
@@ -86,6 +112,11 @@ class LoraAdapters:
                 self._cond.notify_all()
 
     # ------------------------------------------------------------------ changes
+    def adopt(self, nickname: str, merged: MergedLora) -> None:
+        """Record an adapter the generator merged while loading (``pipeline.components.lora_path``)."""
+        self.adapters[nickname] = merged.adapter
+        self.current, self.strength, self._merged = nickname, merged.strength, merged
+
     def _check_mergeable(self, field: str) -> None:
         if getattr(self._generator, "artifacts", None) is not None:
             raise ConfigError(field, "the DiT is served by the compiled programs of engine.artifacts_path, which "

@@ -55,8 +55,6 @@ REFUSED = [
     ({"engine": {"compile": {"enabled": True}, "artifacts_path": "/a"}}, "cpu", "engine.compile.enabled",
      "turn compile off"),
     ({"pipeline": {"workload_type": "i2v"}}, "cpu", "pipeline.workload_type", "use 't2v'"),
-    ({"engine": {"artifacts_path": "/a"}, "pipeline": {"components": {"lora_path": "/l.safetensors"}}}, "cpu",
-     "pipeline.components.lora_path", "engine.artifacts_path"),
     ({"engine": {"quantization": {"transformer_quant": "FP8"}}, "pipeline": {"components": {"lora_path": "/l"}}},
      "cpu", "pipeline.components.lora_path", "FP8"),
     ({"pipeline": {"components": {"lora_nickname": "style"}}}, "cpu", "pipeline.components.lora_nickname",
