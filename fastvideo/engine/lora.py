@@ -27,7 +27,7 @@ Contract
   so CUDA graphs captured over the old weights and ``torch.compile``d code see the new weights. It returns
   a :class:`MergedLora` holding a CPU copy of every original target tensor; :func:`unmerge_lora` copies
   them back in place, so unmerging restores the weights bit-exactly (memory: one copy of the targeted
-  weights on the CPU while merged).
+  weights on the CPU while merged). A merge that fails half-way (e.g. out of memory) restores what it changed.
 - :func:`lora_manifest_value(path, strength)` is what a ``fastvideo-build`` manifest records about a fused
   adapter: ``{"sha256": <of the file>, "strength": float, "path": <the file>}`` (the identity keeps the first two).
 - Nothing here synchronises with running generations: the caller (``VideoGenerator``) merges only while
@@ -292,10 +292,15 @@ def merge_lora(model: nn.Module, adapter: LoraAdapter, strength: float = 1.0) ->
     params = dict(model.named_parameters())
     deltas = adapter.deltas(model, strength)
     originals: dict[str, torch.Tensor] = {}
-    for name, delta in deltas.items():
-        param = params[name]
-        originals[name] = param.detach().to("cpu", copy=True)
-        param.data.copy_((param.data.float() + delta).to(param.dtype))
+    try:
+        for name, delta in deltas.items():
+            param = params[name]
+            originals[name] = param.detach().to("cpu", copy=True)
+            param.data.copy_((param.data.float() + delta).to(param.dtype))
+    except BaseException:  # e.g. out of memory half-way: put back what was changed, never leave a half merge
+        for name, original in originals.items():
+            params[name].data.copy_(original)
+        raise
     logger.info("merged LoRA %s (strength %s) into %d parameters", adapter.path, strength, len(deltas))
     return MergedLora(adapter=adapter, strength=strength, originals=originals)
 

@@ -231,3 +231,16 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
     save_file({"lora_unet_blocks_0_self_attn_q.lora_down.weight": torch.zeros(4, 32)}, str(musubi))
     with pytest.raises(ConfigError, match="lora_unet_"):
         load_lora(musubi, ours)
+
+
+def test_a_merge_failing_half_way_restores_what_it_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ours = _ours(_reference())
+    lora = load_lora(write_peft_lora(tmp_path / "a", ours), ours)
+    original = _params(ours)
+    real = lora.deltas(ours, 1.0)
+    broken = dict(real)
+    broken["proj_out.weight"] = torch.zeros(3)  # the last delta cannot be added
+    monkeypatch.setattr(type(lora), "deltas", lambda self, model, strength: broken)
+    with pytest.raises(RuntimeError):
+        merge_lora(ours, lora, 1.0)
+    assert all(torch.equal(v, original[k]) for k, v in ours.state_dict().items())
