@@ -244,3 +244,35 @@ def test_a_merge_failing_half_way_restores_what_it_changed(tmp_path: Path, monke
     with pytest.raises(RuntimeError):
         merge_lora(ours, lora, 1.0)
     assert all(torch.equal(v, original[k]) for k, v in ours.state_dict().items())
+
+
+def test_i2v_wan_layout_matches_diffusers_fuse_lora(tmp_path: Path) -> None:
+    """k_img / v_img (the added image K/V) and img_emb.proj.1/.3 (the image embedder MLP) of an I2V LoRA."""
+    cfg = {**TINY, "in_channels": 36, "out_channels": 16, "image_dim": 24, "added_kv_proj_dim": 32}
+    torch.manual_seed(0)
+    ref = DiffusersWan(**cfg).eval()
+    ours = WanTransformer3DModel(WanDiTConfig.from_dict(dict(ref.config))).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    weights = dict(ref.named_parameters())
+    gen = torch.Generator().manual_seed(11)
+    tensors: dict[str, torch.Tensor] = {}
+    pairs = [(f"blocks.{b}.cross_attn.{o}", f"blocks.{b}.attn2.{m}") for b in range(2)
+             for o, m in (("k_img", "add_k_proj"), ("v_img", "add_v_proj"), ("q", "to_q"))]
+    pairs += [("img_emb.proj.1", "condition_embedder.image_embedder.ff.net.0.proj"),
+              ("img_emb.proj.3", "condition_embedder.image_embedder.ff.net.2")]
+    for orig, mine in pairs:
+        out_dim, in_dim = weights[f"{mine}.weight"].shape
+        tensors[f"diffusion_model.{orig}.lora_down.weight"] = 0.3 * torch.randn(RANK, in_dim, generator=gen)
+        tensors[f"diffusion_model.{orig}.lora_up.weight"] = 0.3 * torch.randn(out_dim, RANK, generator=gen)
+        if orig.startswith("blocks"):
+            tensors[f"diffusion_model.{orig}.alpha"] = torch.tensor(2.0)
+    path = tmp_path / "i2v.safetensors"
+    save_file(tensors, str(path))
+    original = _params(ours)
+    merge_lora(ours, load_lora(path, ours), 0.8)
+    fused = _diffusers_fused(ref, path, 0.8).state_dict()
+    changed = 0
+    for name, value in ours.state_dict().items():
+        assert torch.allclose(value, fused[name], atol=TOL, rtol=0), name
+        changed += not torch.equal(value, original[name])
+    assert changed == len(pairs)
