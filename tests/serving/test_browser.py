@@ -113,8 +113,19 @@ def test_session_controls_loop_pause_resume_and_errors(tiny_generator, tmp_path)
             page.get_by_label("preset label").fill("Tiny preset")
             for field, value in (("size", "64x64"), ("frames", "5"), ("fps", "8"), ("steps", "2")):
                 page.fill(f"#{field}", value)
+            # enhance asked for at start on a server without an enhancer: refused in the page, no session
+            page.get_by_label("enhance prompts").check()
+            page.get_by_role("button", name="Start").click()
+            page.wait_for_function("() => window.fvPlayer.errors.length > 0", timeout=30_000)
+            assert page.evaluate("() => window.fvPlayer.errors")[0].startswith("enhancer_not_configured")
+            assert "enhancer_not_configured" in page.get_by_role("alert").inner_text()
+            assert page.get_by_role("button", name="Pause").is_disabled()
+
+            page.get_by_label("enhance prompts").uncheck()
             page.get_by_label("loop", exact=True).check()
             page.get_by_role("button", name="Start").click()
+            page.wait_for_function("() => window.fvPlayer.sessionId !== null", timeout=30_000)
+            assert page.locator("#errors").text_content() == ""  # a new start clears the old errors
 
             # segments arrive and the buffered media grows
             page.wait_for_function("() => window.fvPlayer.segmentsComplete >= 1 || window.fvPlayer.error",
