@@ -161,3 +161,26 @@ def test_from_pretrained_lora_kwargs(generator, loras, tiny_model_dir: Path) -> 
         VideoGenerator.from_pretrained(str(tiny_model_dir), device="cpu", dtype="fp32",
                                        lora_path=str(tiny_model_dir / "missing.safetensors"))
     assert err.value.path == "pipeline.components.lora_path"
+
+
+def test_generate_async_runs_on_the_merged_adapter(generator, loras) -> None:
+    import asyncio
+
+    from fastvideo.api import VideoFinalEvent
+
+    async def final(extensions: dict) -> VideoFinalEvent:
+        events = [e async for e in generator.generate_async({"prompt": "a red fox", "sampling": SMALL,
+                                                             "output": {"return_frames": True},
+                                                             "extensions": extensions})]
+        assert isinstance(events[-1], VideoFinalEvent)
+        return events[-1]
+
+    generator.set_lora_adapter("style", str(loras["style"]))
+    try:
+        style = _frames(generator)
+        got = asyncio.run(final({"lora": "style"}))
+        assert np.array_equal(got.result.frames, style)
+        with pytest.raises(RequestError, match="extensions.lora"):
+            asyncio.run(final({"lora": "other"}))
+    finally:
+        generator.unmerge_lora_weights()
