@@ -83,7 +83,8 @@ REQUEST_FIELD_SUPPORT: dict[str, str] = {
     **{f"plan.stages.{name}": "no plan honoured; a plan refused (not supported yet)"
        for name in ("name", "kind", "source", "overrides")},
     "plan.final_stage": "no plan honoured; a plan refused (not supported yet)",
-    "extensions": "empty honoured; any key refused (not supported yet)",
+    "extensions": "'lora' honoured by VideoGenerator.resolve (must name the merged LoRA adapter, see "
+                  "runtime/lora_adapters.py; dropped before this check); any other key refused (not supported yet)",
 }
 
 #: Sampling fields honoured only at these values: name -> (accepted values, why / what to do instead).
