@@ -66,6 +66,12 @@ Contract
   the precision rules above (float32 math, one rounding to the activation dtype); the only
   difference is the q/k RMSNorm, which the fused kernel computes in float32 rather than in the
   compute dtype, so bf16 results differ by rounding (tested against a float64 model).
+- Sequence parallelism: after :meth:`WanTransformer3DModel.set_sequence_parallel` with a
+  :class:`~fastvideo.engine.sequence_parallel.SequenceParallel` (every rank holding the same weights and
+  inputs), :meth:`WanTransformer3DModel.run_blocks` shards the patch tokens and their RoPE tables over the
+  ranks, runs self-attention as Ulysses all-to-all (cross-attention to the replicated text stays local) and
+  all-gathers the tokens before returning, so ``embed`` / ``head`` and callers see full sequences. The result
+  equals the single-process forward up to float reordering (tokens % ranks != 0 included: padding is exact).
 - ``forward`` has no data-dependent control flow and no host syncs; the only Python branches are
   on shapes/config. Building a RoPE table is kept out of compiled graphs: warm the cache
   (:meth:`WanTransformer3DModel.rope_tables` or one eager forward) per latent shape before
@@ -86,6 +92,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fastvideo.engine.attention import attention
+from fastvideo.engine.sequence_parallel import SequenceParallel, SequenceShard
 from fastvideo.kernels.fused import OpsBackend
 from fastvideo.kernels.registry import AttentionBackend, select_attention_backend
 
@@ -366,6 +373,7 @@ class _Attention(nn.Module):
         rope: RopeTables | None = None,
         ops: OpsBackend | None = None,
         image_states: torch.Tensor | None = None,
+        sp: SequenceShard | None = None,
     ) -> torch.Tensor:
         q = self._rms(self.norm_q, self.to_q(x), ops).unflatten(2, (self.heads, -1))
         k = self._rms(self.norm_k, self.to_k(kv_states), ops).unflatten(2, (self.heads, -1))
@@ -374,7 +382,7 @@ class _Attention(nn.Module):
             rotate = apply_rotary_embedding if ops is None else ops.apply_rope
             q = rotate(q, *rope)
             k = rotate(k, *rope)
-        out = attention(q, k, v, backend).flatten(2, 3).to(q.dtype)
+        out = attention(q, k, v, backend, sp).flatten(2, 3).to(q.dtype)
         if image_states is not None:
             assert self.add_k_proj is not None and self.add_v_proj is not None and self.norm_added_k is not None
             k_img = self._rms(self.norm_added_k, self.add_k_proj(image_states), ops).unflatten(2, (self.heads, -1))
@@ -452,17 +460,18 @@ class _WanBlock(nn.Module):
         backend: AttentionBackend,
         ops: OpsBackend | None = None,
         image_context: torch.Tensor | None = None,
+        sp: SequenceShard | None = None,
     ) -> torch.Tensor:
         """``x (B, L, D)``, ``context (B, L_text, D)``, ``modulation (B, 6, D)`` (``image_context
-        (B, L_img, D)``: I2V) -> ``(B, L, D)``."""
+        (B, L_img, D)``: I2V) -> ``(B, L, D)``; with ``sp``, ``x`` and ``rope`` are this rank's token shard."""
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
             self.scale_shift_table + modulation.float()).chunk(_NUM_MODULATIONS, dim=1)
         if ops is not None:
             return self._forward_fused(x, context, rope, backend, ops, (shift_sa, scale_sa, gate_sa, shift_ff,
-                                                                        scale_ff, gate_ff), image_context)
+                                                                        scale_ff, gate_ff), image_context, sp)
 
         h = _modulated_norm(x, self.eps, shift_sa, scale_sa)
-        x = (x.float() + self.attn1(h, h, backend, rope) * gate_sa).to(x.dtype)
+        x = (x.float() + self.attn1(h, h, backend, rope, sp=sp) * gate_sa).to(x.dtype)
 
         if self.norm2 is not None:
             h = _layer_norm_fp32(x, self.eps, self.norm2.weight, self.norm2.bias).to(x.dtype)
@@ -475,11 +484,11 @@ class _WanBlock(nn.Module):
 
     def _forward_fused(self, x: torch.Tensor, context: torch.Tensor, rope: RopeTables, backend: AttentionBackend,
                        ops: OpsBackend, mods: tuple[torch.Tensor, ...],
-                       image_context: torch.Tensor | None = None) -> torch.Tensor:
+                       image_context: torch.Tensor | None = None, sp: SequenceShard | None = None) -> torch.Tensor:
         """The same block with norms, modulation, RoPE and gated residuals through ``ops``."""
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = mods
         h = ops.layer_norm_modulate(x, scale_sa, shift_sa, self.eps)
-        x = ops.gated_residual(x, self.attn1(h, h, backend, rope, ops), gate_sa)
+        x = ops.gated_residual(x, self.attn1(h, h, backend, rope, ops, sp=sp), gate_sa)
         if self.norm2 is not None:
             h = _layer_norm_fp32(x, self.eps, self.norm2.weight, self.norm2.bias).to(x.dtype)
         else:
@@ -539,6 +548,8 @@ class WanTransformer3DModel(nn.Module):
         #: Fused-ops backend (None: the diffusers-mirroring eager code); see set_ops_backend.
         self.ops: OpsBackend | None = None
         self._rope_cache: OrderedDict[tuple[int, int, int, torch.device], RopeTables] = OrderedDict()
+        #: Ranks sharing each forward along the token sequence (None: this process alone).
+        self.sequence_parallel: SequenceParallel | None = None
 
     # ---------------------------------------------------------------- setup helpers
     def set_attention_backend(self, backend: AttentionBackend) -> None:
@@ -555,6 +566,15 @@ class WanTransformer3DModel(nn.Module):
             raise TypeError(f"expected an OpsBackend or None, got {type(ops).__name__}")
         logger.info("WanTransformer3DModel fused ops: %s", ops.name if ops is not None else "eager (none)")
         self.ops = ops
+
+    def set_sequence_parallel(self, sp: SequenceParallel | None) -> None:
+        """Share each forward with the ranks of ``sp`` (Ulysses; see the module doc); ``None`` runs alone.
+        Raises :class:`~fastvideo.engine.sequence_parallel.SequenceParallelError` when the heads do not split
+        evenly over the ranks."""
+        if sp is not None:
+            sp.check_heads(self.config.num_attention_heads)
+            logger.info("WanTransformer3DModel sequence parallel: rank %d of %d", sp.rank, sp.world_size)
+        self.sequence_parallel = sp if sp is not None and sp.world_size > 1 else None
 
     def to_inference_dtype(self, dtype: torch.dtype) -> "WanTransformer3DModel":
         """Cast parameters like diffusers' ``from_pretrained(torch_dtype=dtype)``: the
@@ -665,10 +685,14 @@ class WanTransformer3DModel(nn.Module):
             x, context = x[rows], context[rows]
             modulation = modulation[rows] if modulation.shape[0] > 1 else modulation  # (1,) timestep: broadcast
             image_context = image_context[rows] if image_context is not None else None
-        backend, ops = self.attention_backend, self.ops
+        backend, ops, rope = self.attention_backend, self.ops, step.rope
+        shard = self.sequence_parallel.plan(x.shape[1]) if self.sequence_parallel is not None else None
+        if shard is not None:
+            x = shard.scatter(x)
+            rope = (shard.scatter(rope[0]), shard.scatter(rope[1]))
         for block in self.blocks:
-            x = block(x, context, modulation, step.rope, backend, ops, image_context)
-        return x
+            x = block(x, context, modulation, rope, backend, ops, image_context, shard)
+        return shard.gather(x) if shard is not None else x
 
     def head(self, x: torch.Tensor, step: "EmbeddedStep") -> torch.Tensor:
         """Output AdaLN, projection and unpatchify of the blocks' output ``x`` ``(B, L, D)``
