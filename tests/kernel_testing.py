@@ -30,6 +30,7 @@ def import_kernels() -> None:
         os.environ["TRITON_INTERPRET"] = "1"
     try:
         import fastvideo.kernels.attention.triton_attention  # noqa: F401
+        import fastvideo.kernels.attention.triton_fp8_attention  # noqa: F401
         import fastvideo.kernels.fused_triton  # noqa: F401
     finally:
         if interpret:

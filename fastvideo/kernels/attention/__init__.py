@@ -1,4 +1,4 @@
-"""Optional attention backends: registers ``triton`` and (when installed) ``flash_attn``.
+"""Optional attention backends: registers ``triton``, ``triton_fp8`` and (when installed) ``flash_attn``.
 
 Contract:
 - Importing this package is cheap: it imports neither ``triton`` nor ``flash_attn``. The
@@ -8,6 +8,9 @@ Contract:
 - ``triton``: :func:`fastvideo.kernels.attention.triton_attention.flash_attention`
   (``torch.ops.fastvideo.flash_attention``). ``check`` accepts CUDA with bf16/fp16 and head_dim in
   16/32/64/128; CPU (bf16/fp16/fp32) only when the kernels run under ``TRITON_INTERPRET=1``.
+- ``triton_fp8``: :func:`fastvideo.kernels.attention.triton_fp8_attention.flash_attention_fp8`
+  (q/k in float8 e4m3 with per-head scales, p·v in bf16/fp16; error bound in that module). ``check``
+  is the ``triton`` one plus compute capability >= 8.9 on CUDA; CPU only under ``TRITON_INTERPRET=1``.
 - ``flash_attn``: registered only when the ``flash_attn`` package is importable; wraps
   ``flash_attn.flash_attn_func`` (same ``(B, L, H, D)`` layout, non-causal, default scale).
   ``check`` accepts CUDA, bf16/fp16, head_dim a multiple of 8 up to 256.
@@ -21,7 +24,7 @@ import torch
 
 from fastvideo.kernels.registry import AttentionBackend, AttentionBackendError, register_attention_backend
 
-__all__ = ["flash_attn_check", "make_flash_attn_backend", "make_triton_backend"]
+__all__ = ["flash_attn_check", "make_flash_attn_backend", "make_triton_backend", "make_triton_fp8_backend"]
 
 
 def make_triton_backend() -> AttentionBackend:
@@ -32,6 +35,17 @@ def make_triton_backend() -> AttentionBackend:
         raise AttentionBackendError(f"the triton backend needs the 'triton' package ({exc}); "
                                     "install it with `pip install triton`") from exc
     return AttentionBackend("triton", triton_attention.triton_attention, triton_attention.attention_check)
+
+
+def make_triton_fp8_backend() -> AttentionBackend:
+    """Factory of the ``triton_fp8`` backend (imports triton and compiles nothing yet)."""
+    try:
+        from fastvideo.kernels.attention import triton_fp8_attention
+    except ImportError as exc:
+        raise AttentionBackendError(f"the triton_fp8 backend needs the 'triton' package ({exc}); "
+                                    "install it with `pip install triton`") from exc
+    return AttentionBackend("triton_fp8", triton_fp8_attention.triton_fp8_attention,
+                            triton_fp8_attention.fp8_attention_check)
 
 
 def flash_attn_check(dtype: torch.dtype, head_dim: int, device: torch.device) -> str | None:
@@ -62,5 +76,6 @@ def make_flash_attn_backend() -> AttentionBackend:
 
 
 register_attention_backend("triton", make_triton_backend)
+register_attention_backend("triton_fp8", make_triton_fp8_backend)
 if importlib.util.find_spec("flash_attn") is not None:
     register_attention_backend("flash_attn", make_flash_attn_backend)
