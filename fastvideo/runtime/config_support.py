@@ -27,7 +27,9 @@ FIELD_SUPPORT: dict[str, str] = {
     "engine.num_gpus": "1 honoured; other values refused (one generator runs on one device: serve one worker per "
                        "GPU with fastvideo serve --devices / pool.devices, or the Dynamo worker's --devices)",
     "engine.parallelism.tp_size": "1 and -1 (auto: 1 on one device) honoured; others refused (not supported yet)",
-    "engine.parallelism.sp_size": "1 and -1 (auto: 1 on one device) honoured; others refused (not supported yet)",
+    "engine.parallelism.sp_size": "1 and -1 (auto: 1 on one device) honoured; others refused: the DiT-level Ulysses "
+                                  "SP is ready (engine/sequence_parallel.py, WanTransformer3DModel."
+                                  "set_sequence_parallel) but the generator has no one-process-per-GPU launcher yet",
     "engine.offload.dit": "true refused on a CUDA device (not supported yet); on the CPU the DiT already lives there",
     "engine.offload.dit_layerwise": "true refused on a CUDA device (not supported yet); on the CPU a no-op",
     "engine.offload.text_encoder": "honoured: on a CUDA device UMT5 lives on the CPU and visits the device for each "
