@@ -31,11 +31,11 @@ CASES = {
 }
 
 
-def _tiny_dit(heads: int = 4) -> WanTransformer3DModel:
+def _tiny_dit(heads: int = 4, image_dim: int | None = None) -> WanTransformer3DModel:
     torch.manual_seed(0)
     config = WanDiTConfig(num_attention_heads=heads, attention_head_dim=8, in_channels=4, out_channels=4,
-                          text_dim=12, freq_dim=8, ffn_dim=24,
-                          num_layers=2)
+                          text_dim=12, freq_dim=8, ffn_dim=24, num_layers=2, image_dim=image_dim,
+                          added_kv_proj_dim=heads * 8 if image_dim is not None else None)
     return WanTransformer3DModel(config).eval()
 
 
@@ -98,6 +98,16 @@ def _worker(rank: int, port: int, out_path: str) -> None:
             if rank == 0:
                 model.set_sequence_parallel(None)
                 results["fused_ops_uneven_max_abs_diff"] = (shared - model(latents, timestep, text)).abs().max().item()
+
+            # image-to-video: the added image cross-attention stays local like the text one
+            i2v = _tiny_dit(image_dim=6)
+            latents, timestep, text = _inputs(CASES["uneven_9_tokens"])
+            image = torch.randn(2, 3, 6, generator=torch.Generator().manual_seed(3))
+            i2v.set_sequence_parallel(sp)
+            shared = i2v(latents, timestep, text, image)
+            if rank == 0:
+                i2v.set_sequence_parallel(None)
+                results["i2v_uneven_max_abs_diff"] = (shared - i2v(latents, timestep, text, image)).abs().max().item()
         if rank == 0:
             torch.save(results, out_path)
     finally:
@@ -148,6 +158,11 @@ def test_two_ranks_equal_one_process(sp_results: dict, case: str) -> None:
 def test_two_ranks_equal_one_process_with_fused_ops(sp_results: dict) -> None:
     print(f"SP=2 vs 1, fused torch ops, 9 tokens: {sp_results['fused_ops_uneven_max_abs_diff']}")
     assert sp_results["fused_ops_uneven_max_abs_diff"] <= TOLERANCE
+
+
+def test_two_ranks_equal_one_process_image_to_video(sp_results: dict) -> None:
+    print(f"SP=2 vs 1, image-to-video, 9 tokens: {sp_results['i2v_uneven_max_abs_diff']}")
+    assert sp_results["i2v_uneven_max_abs_diff"] <= TOLERANCE
 
 
 def test_heads_not_divisible_by_ranks_is_refused() -> None:
