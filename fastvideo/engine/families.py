@@ -4,7 +4,9 @@ Contract: :data:`FAMILIES` is the one registry of what a model folder may declar
 :class:`ModelFamily` lists the pipeline classes (``model_index.json``'s ``_class_name``), for every
 component the classes it accepts (``model_index.json``'s ``[library, class]`` entries, a component
 config's ``_class_name``, a text encoder's ``architectures``, a tokenizer's ``tokenizer_class``) and
-the ``model_index.json`` options that must keep their T2V value. :func:`match_family` returns the
+the ``model_index.json`` options that must keep their T2V value. ``wan2.2-t2v-a14b`` (``two_experts``) is a
+``WanPipeline`` folder with ``transformer_2/`` and a numeric ``boundary_ratio``; a single-expert family refuses
+both (Wan2.2 TI2V-5B's ``expand_timesteps`` stays refused everywhere). :func:`match_family` returns the
 family a folder belongs to, or raises :class:`ModelLoadError` naming the file, the field, the class
 found and the classes supported, so a Flux, Wan2.2 or other pipeline is refused before any weight is
 read instead of being run as Wan2.1; a pipeline in :data:`NOT_SERVED` (LTX-2: model code in the engine, not
@@ -40,6 +42,9 @@ class ModelFamily:
     index_options: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     #: Whether the transformer must be image-conditioned (``image_dim`` set: Wan2.1 I2V) or must not be.
     image_conditioned: bool = False
+    #: Two experts (Wan2.2 A14B): ``transformer_2/`` loads too and ``model_index.json``'s ``boundary_ratio``
+    #: must be a number in (0, 1] (the switch point; see :mod:`fastvideo.engine.experts`).
+    two_experts: bool = False
 
 
 WAN_T2V = ModelFamily(
@@ -72,12 +77,23 @@ WAN_I2V = ModelFamily(
     image_conditioned=True,
 )
 
+WAN22_T2V_A14B = ModelFamily(
+    name="wan2.2-t2v-a14b",
+    description="Wan2.2 text-to-video with two experts (diffusers WanPipeline with transformer_2 and boundary_ratio)",
+    pipelines=("WanPipeline",),
+    components={**WAN_T2V.components, "transformer_2": ("WanTransformer3DModel",)},
+    # boundary_ratio: checked as a number by _check_index (two_experts); TI2V-5B's expand_timesteps stays refused.
+    index_options={"expand_timesteps": (None, False)},
+    two_experts=True,
+)
+
 #: Every family the engine runs, by name.
-FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (WAN_T2V, WAN_I2V)}
+FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (WAN_T2V, WAN_I2V, WAN22_T2V_A14B)}
 
 #: Where each component declares its class: (file in the component folder, key).
 _CONFIG_CLASS_KEYS: dict[str, tuple[str, str]] = {
     "transformer": ("config.json", "_class_name"),
+    "transformer_2": ("config.json", "_class_name"),
     "vae": ("config.json", "_class_name"),
     "text_encoder": ("config.json", "architectures"),
     "tokenizer": ("tokenizer_config.json", "tokenizer_class"),
@@ -98,8 +114,14 @@ def _families_text() -> str:
 
 def _check_index(family: ModelFamily, index: Mapping[str, Any], where: str) -> list[str]:
     problems = []
+    if family.two_experts:
+        ratio = index.get("boundary_ratio")
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio <= 1.0:
+            problems.append(f"{where} sets boundary_ratio={ratio!r}; {family.description} needs a number in (0, 1]")
+        if not (isinstance(index.get("transformer_2"), (list, tuple)) and index["transformer_2"][-1] is not None):
+            problems.append(f"{where} has no transformer_2 component; {family.description} needs both experts")
     for key, value in index.items():
-        if key.startswith("_"):
+        if key.startswith("_") or (family.two_experts and key == "boundary_ratio"):
             continue
         if key in family.index_options:
             if value not in family.index_options[key]:

@@ -30,6 +30,10 @@ Contract:
   ``"i2v"`` (``"flf2v"`` when the transformer has ``pos_embed_seq_len``: first and last frame), and
   :meth:`image_condition` gives the condition channels and image tokens the DiT takes with each step; the
   initial noise has the VAE's ``z_dim`` channels (the DiT's ``in_channels`` include the condition's 20).
+- Two experts (the ``wan2.2-t2v-a14b`` family): ``transformer_2/`` loads as :attr:`dit_2` (same dtype, quantization
+  and attention backend as :attr:`dit`), :attr:`experts` holds both (:class:`fastvideo.engine.experts.ExpertSet`;
+  ``offload_experts`` keeps one resident at a time on a CUDA device) and the preset's ``boundary_ratio`` is the
+  folder's ``model_index.json`` value. One-expert models: ``dit_2`` None, ``experts`` holds ``dit`` alone.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from safetensors import SafetensorError
 from fastvideo.api.errors import ModelLoadError
 from fastvideo.api.request import InputConfig
 from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
+from fastvideo.engine.experts import ExpertSet
 from fastvideo.engine.families import ModelFamily, match_family
 from fastvideo.engine.fp8 import FP8Spec, parse_transformer_quant, quantize_dit
 from fastvideo.engine.image_conditioning import (
@@ -137,13 +142,17 @@ class WanT2VPipeline:
         self.quantization: FP8Spec | None = None
         #: Image-to-video models: the CLIP image encoder (None for text-to-video).
         self.image_encoder: WanImageEncoder | None = None
+        #: Two-expert models: ``transformer_2`` (the low-noise expert); None otherwise.
+        self.dit_2: WanTransformer3DModel | None = None
+        self.experts = ExpertSet([dit], device)
 
     @classmethod
     def from_folder(cls, folder: ModelFolder, *, device: torch.device, dtype: torch.dtype,
                     vae_dtype: torch.dtype = torch.float32, attention_backend: str | None = None,
                     ops_backend: str | None = None, preset: ModelPreset | None = None,
                     offload_text_encoder: bool = False, offload_vae: bool = False,
-                    pin_cpu_memory: bool = True, transformer_quant: str | None = None) -> "WanT2VPipeline":
+                    pin_cpu_memory: bool = True, transformer_quant: str | None = None,
+                    offload_experts: bool = False) -> "WanT2VPipeline":
         """Load every component of a checked diffusers folder onto ``device``; ``ops_backend`` picks the
         DiT's fused ops (None: its eager code); ``offload_*`` keep that component on the CPU between uses
         on a CUDA device (see module contract), its CPU copy pinned when ``pin_cpu_memory``; ``transformer_quant``
@@ -157,7 +166,8 @@ class WanT2VPipeline:
         tokenizer_config = folder.component("tokenizer") / "tokenizer_config.json"
         if tokenizer_config.exists():
             configs["tokenizer"] = read_json(tokenizer_config)
-        for name, file in (("image_encoder", "config.json"), ("image_processor", "preprocessor_config.json")):
+        for name, file in (("image_encoder", "config.json"), ("image_processor", "preprocessor_config.json"),
+                           ("transformer_2", "config.json")):
             if (folder.component(name) / file).exists():
                 configs[name] = folder.read_config(name, file)
         family = match_family(folder.model_index, configs, {name: str(folder.component(name)) for name in configs},
@@ -178,6 +188,16 @@ class WanT2VPipeline:
                         folder.component("scheduler"), preset.name, preset.shift)
         if folder_shift is not None:
             preset = dataclasses.replace(preset, shift=folder_shift)
+        dit_2_config = None
+        if family.two_experts:
+            preset = dataclasses.replace(preset, boundary_ratio=float(folder.model_index["boundary_ratio"]))
+            try:
+                dit_2_config = WanDiTConfig.from_dict(configs["transformer_2"])
+            except KeyError:
+                raise ModelLoadError(f"{folder.component('transformer_2')}/config.json is missing; "
+                                     f"{family.description} needs both experts") from None
+            except (ValueError, TypeError) as exc:
+                raise ModelLoadError(f"unsupported model config in {folder.component('transformer_2')}: {exc}") from exc
         backend = select_attention_backend(attention_backend, dtype=dtype, head_dim=dit_config.attention_head_dim,
                                            device=device)
         ops = select_ops_backend(ops_backend, dtype=dtype, device=device) if ops_backend else None
@@ -192,6 +212,14 @@ class WanT2VPipeline:
         load_module_weights(dit, folder.component("transformer"), dtype=dtype, device=device,
                             dtype_for=inference_param_dtype, variant=folder.variant)
         dit.set_ops_backend(ops)
+        dit_2 = None
+        if dit_2_config is not None:
+            with torch.device("meta"):
+                dit_2 = WanTransformer3DModel(dit_2_config, attention_backend=backend)
+            load_module_weights(dit_2, folder.component("transformer_2"), dtype=dtype,
+                                device=cpu if offload_experts and device.type == "cuda" else device,
+                                dtype_for=inference_param_dtype, variant=folder.variant)
+            dit_2.set_ops_backend(ops)
         quantization = None
         if transformer_quant is not None:
             try:
@@ -199,6 +227,8 @@ class WanT2VPipeline:
             except ValueError as exc:
                 raise ModelLoadError(f"engine.quantization.transformer_quant: {exc}") from None
             quantization = quantize_dit(dit, granularity) if granularity is not None else None
+            if dit_2 is not None and granularity is not None:
+                quantize_dit(dit_2, granularity)
         load_module_weights(vae, folder.component("vae"), dtype=vae_dtype, device=cpu if offload_vae else device,
                             variant=folder.variant)
         encoder_files, encoder_variant = folder.weights("text_encoder")
@@ -220,6 +250,10 @@ class WanT2VPipeline:
                        shift_source="preset" if folder_shift is None else "model_folder", family=family)
         pipeline.quantization = quantization
         pipeline.image_encoder = image_encoder
+        if dit_2 is not None:
+            pipeline.dit_2 = dit_2
+            pipeline.experts = ExpertSet([dit, dit_2], device, offload=offload_experts and device.type == "cuda",
+                                         pin_memory=pin_cpu_memory)
         if offload_text_encoder:
             pipeline.offload("text_encoder", text_encoder.model, pin_memory=pin_cpu_memory)
         if offload_vae:
@@ -300,7 +334,9 @@ class WanT2VPipeline:
 
     def close(self) -> None:
         """Drop references to the models (frees device memory once callers let go)."""
-        for name in ("text_encoder", "dit", "vae", "image_encoder"):
+        self.experts.release()
+        self.experts = ExpertSet([], self.device)
+        for name in ("text_encoder", "dit", "dit_2", "vae", "image_encoder"):
             setattr(self, name, None)
         self.offloaders = {}
         if self.device.type == "cuda":

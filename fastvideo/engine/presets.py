@@ -50,6 +50,10 @@ class ModelPreset:
     #: What a request must give besides the prompt: "t2v" (nothing), "i2v" (``inputs.image_path``), "flf2v"
     #: (``inputs.image_path`` and ``inputs.last_image``). A loaded pipeline sets it from its model folder.
     workload: str = "t2v"
+    #: Two-expert models (Wan2.2 A14B): the switch point (``model_index.json``'s ``boundary_ratio``; None: one
+    #: expert) and the low-noise expert's default guidance (None: the same as ``guidance_scale``).
+    boundary_ratio: float | None = None
+    guidance_scale_2: float | None = None
 
     @classmethod
     def from_inference(cls, preset: InferencePreset) -> "ModelPreset":
@@ -68,7 +72,8 @@ class ModelPreset:
                    max_frames=m.get("max_frames", 161), max_side=m.get("max_side", 1920),
                    text_length=m.get("text_length", 512), description=preset.description,
                    sampler=m.get("sampler"), dmd_timesteps=None if dmd is None else tuple(dmd),
-                   workload=preset.workload_type if preset.workload_type in ("i2v", "flf2v") else "t2v")
+                   workload=preset.workload_type if preset.workload_type in ("i2v", "flf2v") else "t2v",
+                   guidance_scale_2=None if d.get("guidance_scale_2") is None else float(d["guidance_scale_2"]))
 
 
 def _runnable(preset: InferencePreset) -> InferencePreset:

@@ -12,6 +12,7 @@ Contract:
   ``runtime.teacache_thresh`` checked (finite, >= 0) when it is on. Image inputs (``inputs.image_path`` or
   ``inputs.pil_image``, and ``inputs.last_image``) follow the model's workload: required by image-to-video
   models (the last image by first-last-frame ones only), refused by text-to-video ones, naming the field.
+  ``sampling.guidance_scale_2`` / ``sampling.boundary_ratio`` pass only with ``two_experts`` (Wan2.2 A14B).
 - Stdlib only (the request and its values, no model).
 """
 
@@ -57,8 +58,10 @@ REQUEST_FIELD_SUPPORT: dict[str, str] = {
     "sampling.num_inference_steps_sr": "50 (FastVideo's default) honoured; others refused (no super-resolution "
                                        "stage)",
     "sampling.batch_cfg": "accepted either way: it only changes how the two CFG passes are scheduled, not the video",
-    "sampling.guidance_scale_2": "None honoured; a value refused (single-expert models: no second expert to guide)",
-    "sampling.boundary_ratio": "None honoured; a value refused (single-expert models: no expert boundary)",
+    "sampling.guidance_scale_2": "honoured on two-expert models (Wan2.2 A14B: transformer_2's guidance); a value "
+                                 "refused on single-expert models",
+    "sampling.boundary_ratio": "honoured on two-expert models (the expert switch point, in (0, 1]); a value refused "
+                               "on single-expert models",
     "sampling.cfg_normalization": "false honoured; true refused (not supported yet)",
     "sampling.cfg_truncation": "None and 1.0 (off) honoured; others refused (not supported yet)",
     "sampling.guidance_rescale": "0.0 (off) honoured; others refused (not supported yet)",
@@ -137,7 +140,8 @@ def _check_images(inputs: InputConfig, model_name: str, workload: str) -> None:
                                                 "first-last-frame model has pos_embed_seq_len); drop it")
 
 
-def check_request_fields(request: GenerationRequest, model_name: str, workload: str = "t2v") -> None:
+def check_request_fields(request: GenerationRequest, model_name: str, workload: str = "t2v", *,
+                         two_experts: bool = False) -> None:
     """Refuse, with a RequestError naming the field, the first request value this engine cannot honour
     (``workload``: the model's, see :attr:`fastvideo.engine.presets.ModelPreset.workload`)."""
     prompt = request.prompt
@@ -155,7 +159,7 @@ def check_request_fields(request: GenerationRequest, model_name: str, workload: 
             raise RequestError(f"inputs.{name}", f"is not supported yet: {_T2V} (model {model_name!r}); drop it")
     s = request.sampling
     for name in ("guidance_scale_2", "boundary_ratio"):
-        if getattr(s, name) is not None:
+        if getattr(s, name) is not None and not two_experts:
             raise RequestError(f"sampling.{name}", f"{getattr(s, name)!r} is not supported: model {model_name!r} "
                                                    "has one expert (it applies to two-expert models such as Wan "
                                                    "2.2 A14B); drop it")

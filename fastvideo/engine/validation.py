@@ -14,6 +14,10 @@ FastVideo's default (1000, 757, 522), checked (non-empty, integers in 0..1000, s
 step count is their number (an explicit different ``num_inference_steps`` is refused), and CFG is off:
 guidance defaults to 1.0 and a value above 1 is refused (DMD-distilled checkpoints are sampled without
 CFG, as FastVideo's DMD stage does). ``dmd_denoising_steps`` without the dmd sampler is refused.
+
+Two experts (Wan2.2 A14B, ``preset.boundary_ratio`` set by the pipeline from its folder): ``sampling.boundary_ratio``
+(in (0, 1]) and ``sampling.guidance_scale_2`` (0..50; default ``guidance_scale``, as diffusers) are resolved; CFG
+is on when ``guidance_scale > 1`` (diffusers decides on the first scale only). One-expert models refuse both.
 """
 
 from __future__ import annotations
@@ -54,6 +58,10 @@ class ResolvedSampling:
     dmd_timesteps: tuple[int, ...] | None = None
     #: The model's workload ("t2v", "i2v", "flf2v"): requests of different workloads never share a batch.
     workload: str = "t2v"
+    #: Two-expert models only (None otherwise): the switch point (``transformer`` while
+    #: ``t >= boundary_ratio * num_train_timesteps``, then ``transformer_2``) and ``transformer_2``'s guidance.
+    boundary_ratio: float | None = None
+    guidance_scale_2: float | None = None
 
     @property
     def do_cfg(self) -> bool:
@@ -91,7 +99,8 @@ def valid_frame_counts_hint(max_frames: int) -> str:
 def resolve_sampling(request: GenerationRequest, preset: ModelPreset) -> ResolvedSampling:
     """Fill defaults from ``preset`` and validate; raise RequestError on the first bad field."""
     s = request.sampling
-    check_request_fields(request, preset.name, preset.workload)  # fields this engine cannot honour: refused by name
+    check_request_fields(request, preset.name, preset.workload,  # fields
+                         two_experts=preset.boundary_ratio is not None)  # this engine cannot honour: refused by name
     if not isinstance(request.prompt, str) or not request.prompt.strip():
         raise RequestError("prompt", "must be a non-empty string describing the video")
     width = _check_side("sampling.width", preset.width if s.width is None else s.width, preset)
@@ -150,11 +159,29 @@ def resolve_sampling(request: GenerationRequest, preset: ModelPreset) -> Resolve
     strength = 1.0 if s.continuation_strength is None else s.continuation_strength
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
         raise RequestError("sampling.continuation_strength", f"{strength!r} is out of range; use 0..1")
+    boundary, guidance_2 = _experts(s.boundary_ratio, s.guidance_scale_2, float(guidance), preset)
     return ResolvedSampling(width=width, height=height, num_frames=frames, generated_frames=generated,
                             latent_frames=latent_frames, fps=fps, num_inference_steps=steps,
                             guidance_scale=float(guidance), seed=seed, shift=float(shift), sampler=sampler,
                             continuation_strength=float(strength), dmd_timesteps=dmd_timesteps,
-                            workload=preset.workload)
+                            workload=preset.workload, boundary_ratio=boundary, guidance_scale_2=guidance_2)
+
+
+def _experts(boundary: object, guidance_2: object, guidance: float,
+             preset: ModelPreset) -> tuple[float | None, float | None]:
+    """Two-expert models: ``(boundary_ratio, guidance_scale_2)``, the request's or else the model's (guidance_scale_2
+    else ``guidance``, as diffusers' WanPipeline); ``(None, None)`` for one expert (the fields are refused there)."""
+    if preset.boundary_ratio is None:
+        return None, None
+    ratio = preset.boundary_ratio if boundary is None else boundary
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio <= 1.0:
+        raise RequestError("sampling.boundary_ratio", f"{ratio!r} is out of range; use a number in (0, 1] (the "
+                                                      "fraction of the noise range the high-noise expert runs)")
+    second = preset.guidance_scale_2 if guidance_2 is None else guidance_2
+    second = guidance if second is None else second
+    if isinstance(second, bool) or not isinstance(second, (int, float)) or not 0.0 <= second <= 50.0:
+        raise RequestError("sampling.guidance_scale_2", f"{second!r} is out of range; use 0..50")
+    return float(ratio), float(second)
 
 
 def _dmd_timesteps(requested: object, sampler: str | None, preset: ModelPreset) -> tuple[int, ...] | None:

@@ -2,7 +2,7 @@
 
 Contract: plain integer fields, incremented under a lock by the runtime (model loads, compiles,
 graph captures and replays, generations started/completed/failed/cancelled, preview decodes, TeaCache-skipped
-steps); :meth:`snapshot`
+steps, forwards per expert of a two-expert model); :meth:`snapshot`
 returns a JSON-safe dict. No globals: each VideoGenerator owns one.
 """
 
@@ -28,6 +28,9 @@ class RuntimeCounters:
     previews_decoded: int = 0
     #: Denoising steps whose DiT blocks TeaCache skipped (``runtime.enable_teacache``), summed over requests.
     teacache_steps_skipped: int = 0
+    #: Two-expert models (Wan2.2 A14B): DiT forwards through ``transformer`` (expert 0) and ``transformer_2``.
+    expert_0_forwards: int = 0
+    expert_1_forwards: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, name: str, amount: int = 1) -> None:

@@ -41,6 +41,14 @@ Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a 
   request is then refused in ``prepare`` (RequestError on ``runtime.enable_teacache``). With ``engine.compile``
   alone, a step with TeaCache members runs the DiT's parts uncompiled (``Module.compile`` wraps ``forward``
   only), so threshold 0 then equals the uncompiled forward, not the compiled one.
+- Two experts (Wan2.2 A14B, ``pipeline.dit_2`` set): at each step every member's expert follows from its own
+  timestep and ``boundary_ratio`` (:func:`fastvideo.engine.experts.expert_index`, diffusers' rule), and its CFG
+  uses ``guidance_scale`` on ``transformer`` and ``guidance_scale_2`` on ``transformer_2``. Members on the same
+  expert share one forward; a step whose members sit on different experts runs one forward per expert (never a
+  mixed one). The expert is made resident by ``pipeline.experts.activate`` (offloading the other when the
+  pipeline was loaded with ``offload_experts``). Counted in ``expert_0_forwards`` / ``expert_1_forwards``.
+  CUDA graphs are refused for these models (ConfigError on ``engine.cuda_graphs``) and so is TeaCache
+  (RequestError on ``runtime.enable_teacache``).
 - Previews: a member whose request sets ``output.preview_interval_steps = k`` gets, after every k-th
   step except the last and only when ``on_step`` is a :class:`~fastvideo.runtime.dispatcher.PreviewSink`
   whose ``wants_partial(item)`` is true, a :class:`~fastvideo.api.VideoPartialEvent`: the sampler's
@@ -71,6 +79,7 @@ import torch
 import torch.nn.functional as F
 
 from fastvideo.api import (
+    ConfigError,
     GenerationCancelled,
     GenerationFailed,
     GenerationRequest,
@@ -78,6 +87,7 @@ from fastvideo.api import (
     SamplingConfig,
     VideoPartialEvent,
 )
+from fastvideo.engine.experts import expert_index
 from fastvideo.engine.pipeline import Conditioning, guided, overlap_video_frames
 from fastvideo.engine.step_cache import TeaCacheState, params_of
 from fastvideo.engine.state_codec import DEFAULT_TAIL_FRAMES
@@ -236,6 +246,11 @@ class WanBatchExecutor:
         self._image_tokens = 0
         self.graphs: GraphConfig = self.config.graphs if self.config.graphs is not None else generator.graph_config()
         graphs = self.graphs
+        #: Two-expert models: the expert the current step runs (None: ``pipe.dit``; see :attr:`_dit`).
+        self._expert: Any = None
+        if graphs.enabled and getattr(pipe, "dit_2", None) is not None:
+            raise ConfigError("engine.cuda_graphs", "CUDA graphs are not supported for two-expert models (Wan2.2 "
+                                                    "A14B) yet; turn engine.cuda_graphs off")
         if graphs.enabled:
             if graph_backend is None and self.device.type == "cuda":
                 graph_backend = CudaGraphBackend(self.device)
@@ -261,22 +276,57 @@ class WanBatchExecutor:
         return item
 
     # ------------------------------------------------------------------ DiT step
+    @property
+    def _dit(self) -> Any:
+        """The DiT the step functions run: the current expert of a two-expert model, else ``pipeline.dit``."""
+        return self._expert if self._expert is not None else self.pipeline.dit
+
+    def _expert_step(self, members: list[_Member], index: int, cfg: bool) -> tuple[torch.Tensor, list[int]]:
+        """Two-expert models: step ``index`` of every member, each through the expert its own timestep and
+        ``boundary_ratio`` choose (:func:`~fastvideo.engine.experts.expert_index`); one forward per expert in use
+        (a forward never mixes experts). Returns the prediction in the one-forward layout (cond rows, then uncond
+        rows) and each member's expert."""
+        pipe = self.pipeline
+        train = pipe.sampler_config.num_train_timesteps
+        chosen = [expert_index(m.sampler.state.schedule.timesteps_host[index], m.item.payload.resolved.boundary_ratio,
+                               train) for m in members]
+        cond: list[Any] = [None] * len(members)
+        uncond: list[Any] = [None] * len(members)
+        for k in sorted(set(chosen)):
+            group = [i for i, c in enumerate(chosen) if c == k]
+            ms = [members[i] for i in group]
+            self._expert = pipe.experts.activate(k)
+            self.generator.counters.add(f"expert_{k}_forwards")
+            embeds = self._pack_images(self._batch_embeds([m.item.ctx.embeds for m in ms], cfg),
+                                       self._batch_images(ms), cfg)
+            model_in = torch.cat([self._model_input(m, pipe.dtype) for m in ms])
+            timestep = torch.cat([m.sampler.model_timestep(index, 1) for m in ms])
+            if cfg:
+                model_in, timestep = torch.cat([model_in, model_in]), torch.cat([timestep, timestep])
+            pred = self._step(model_in, timestep, embeds)
+            n = len(ms)
+            for j, i in enumerate(group):
+                cond[i] = pred[j: j + 1]
+                if cfg:
+                    uncond[i] = pred[n + j: n + j + 1]
+        return torch.cat(cond + (uncond if cfg else [])), chosen
+
     def _eager_step(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         if self._split_steps:  # the same ops as forward, keeping the blocks' input/output (captured with the graph)
-            dit = self.pipeline.dit
+            dit = self._dit
             step = self._embed(latents, timestep, embeds)
             out = dit.run_blocks(step)
             self._blocks_io = (step.x, out)
             return dit.head(out, step)
-        config = self.pipeline.dit.config
+        config = self._dit.config
         if config.is_image_conditioned:  # embeds packs the text states and the image tokens (see _pack_images)
             tokens = self._image_tokens
-            return self.pipeline.dit(latents, timestep, embeds[:, :-tokens, :config.text_dim],
-                                     embeds[:, -tokens:, :config.image_dim])
-        return self.pipeline.dit(latents, timestep, embeds)
+            return self._dit(latents, timestep, embeds[:, :-tokens, :config.text_dim],
+                             embeds[:, -tokens:, :config.image_dim])
+        return self._dit(latents, timestep, embeds)
 
     def _embed(self, latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> Any:
-        dit = self.pipeline.dit
+        dit = self._dit
         config = dit.config
         if config.is_image_conditioned:
             tokens = self._image_tokens
@@ -290,7 +340,7 @@ class WanBatchExecutor:
         alone (members without a cache always compute); the blocks run over the rows of the computing members
         only (all rows: the plain forward, so threshold 0 equals it bit for bit), skipping members take their
         cached residual; so every member gets what its solo run computes. One host sync for the decisions."""
-        dit = self.pipeline.dit
+        dit = self._dit
         step = self._embed(latents, timestep, embeds)
         count, rows_total = len(members), latents.shape[0]
         per_member = [[row] if rows_total == count else [row, count + row] for row in range(count)]
@@ -358,6 +408,9 @@ class WanBatchExecutor:
         pipe = self.pipeline
         self.generator.counters.add("generations_started")
         try:
+            if req.runtime.enable_teacache and getattr(pipe, "dit_2", None) is not None:
+                raise RequestError("runtime.enable_teacache", "TeaCache is not supported for two-expert models "
+                                                              "(Wan2.2 A14B) yet; set it to false")
             if req.runtime.enable_teacache and self.runner is not None and not self._split_steps:
                 raise RequestError("runtime.enable_teacache", "TeaCache does not run with CUDA graphs and "
                                                               "torch.compile together yet; set it to false, or turn "
@@ -414,6 +467,7 @@ class WanBatchExecutor:
                 members.append(_Member(item, sampler, latents, sigmas, cache))
             embeds_for: list[_Member] = []
             embeds: torch.Tensor | None = None
+            two_experts = getattr(pipe, "dit_2", None) is not None
             for index in range(total):
                 alive = []
                 for m in members:
@@ -425,26 +479,32 @@ class WanBatchExecutor:
                 members = alive
                 if not members:
                     break
-                if len(members) != len(embeds_for) or any(a is not b for a, b in zip(members, embeds_for)):
-                    embeds_for = list(members)  # membership changed (by identity, never by request id)
-                    embeds = self._pack_images(self._batch_embeds([m.item.ctx.embeds for m in members], cfg),
-                                               self._batch_images(members), cfg)
-                assert embeds is not None
-                model_in = torch.cat([self._model_input(m, pipe.dtype) for m in members])
-                timestep = torch.cat([m.sampler.model_timestep(index, 1) for m in members])
-                if cfg:
-                    model_in = torch.cat([model_in, model_in])
-                    timestep = torch.cat([timestep, timestep])
-                if any(m.cache is not None for m in members):
-                    pred = self._cached_step(members, model_in, timestep, embeds, index)
+                experts = [0] * len(members)
+                if two_experts:
+                    pred, experts = self._expert_step(members, index, cfg)
                 else:
-                    pred = self._step(model_in, timestep, embeds)
+                    if len(members) != len(embeds_for) or any(a is not b for a, b in zip(members, embeds_for)):
+                        embeds_for = list(members)  # membership changed (by identity, never by request id)
+                        embeds = self._pack_images(self._batch_embeds([m.item.ctx.embeds for m in members], cfg),
+                                                   self._batch_images(members), cfg)
+                    assert embeds is not None
+                    model_in = torch.cat([self._model_input(m, pipe.dtype) for m in members])
+                    timestep = torch.cat([m.sampler.model_timestep(index, 1) for m in members])
+                    if cfg:
+                        model_in = torch.cat([model_in, model_in])
+                        timestep = torch.cat([timestep, timestep])
+                    if any(m.cache is not None for m in members):
+                        pred = self._cached_step(members, model_in, timestep, embeds, index)
+                    else:
+                        pred = self._step(model_in, timestep, embeds)
                 count = len(members)
                 failed: set[int] = set()
                 for row, m in enumerate(members):
                     s = m.item.payload.resolved
                     if cfg:
-                        p = guided(pred[row: row + 1], pred[count + row: count + row + 1], s.guidance_scale)
+                        scale = s.guidance_scale if experts[row] == 0 or s.guidance_scale_2 is None \
+                            else s.guidance_scale_2
+                        p = guided(pred[row: row + 1], pred[count + row: count + row + 1], scale)
                     else:
                         p = pred[row: row + 1]
                     before = m.latents
