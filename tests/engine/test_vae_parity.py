@@ -161,16 +161,3 @@ def test_default_config_matches_diffusers_defaults() -> None:
     with torch.device("meta"):
         defaults = {k: v for k, v in dict(AutoencoderKLWan().config).items() if not k.startswith("_")}
     assert WanVAEConfig().to_dict() == defaults
-
-
-@pytest.mark.parametrize("wan22", [
-    {"is_residual": True},
-    {"patch_size": 2},
-    # the full Wan2.2 TI2V VAE config
-    {"base_dim": 160, "decoder_base_dim": 256, "z_dim": 48, "in_channels": 12, "out_channels": 12,
-     "is_residual": True, "patch_size": 2, "scale_factor_spatial": 16,
-     "latents_mean": [0.0] * 48, "latents_std": [1.0] * 48},
-])
-def test_wan22_config_rejected(wan22) -> None:
-    with pytest.raises(NotImplementedError, match="Wan2.2"):
-        WanVAEConfig.from_dict({"_class_name": "AutoencoderKLWan", **wan22})
