@@ -103,6 +103,12 @@ _CONFIG_CLASS_KEYS: dict[str, tuple[str, str]] = {
 }
 
 
+def declares_two_experts(model_index: Mapping[str, Any]) -> bool:
+    """Whether ``model_index.json`` declares a second expert (a non-null ``transformer_2``: Wan2.2 A14B)."""
+    entry = model_index.get("transformer_2")
+    return isinstance(entry, (list, tuple)) and bool(entry) and entry[-1] is not None
+
+
 def _supported(family: ModelFamily, component: str) -> str:
     names = family.components.get(component, ())
     return ", ".join(names) if names else "nothing (leave it null)"

@@ -30,7 +30,9 @@ FIELD_SUPPORT: dict[str, str] = {
     "engine.parallelism.sp_size": "1 and -1 (auto: 1 on one device) honoured; others refused: the DiT-level Ulysses "
                                   "SP is ready (engine/sequence_parallel.py, WanTransformer3DModel."
                                   "set_sequence_parallel) but the generator has no one-process-per-GPU launcher yet",
-    "engine.offload.dit": "true refused on a CUDA device (not supported yet); on the CPU the DiT already lives there",
+    "engine.offload.dit": "two-expert models (Wan2.2 A14B): true honoured on a CUDA device (one expert resident at a "
+                          "time, the other on the CPU, swapped at the boundary); one-expert models: true refused on a "
+                          "CUDA device (not supported yet); on the CPU the DiT already lives there",
     "engine.offload.dit_layerwise": "true refused on a CUDA device (not supported yet); on the CPU a no-op",
     "engine.offload.text_encoder": "honoured: on a CUDA device UMT5 lives on the CPU and visits the device for each "
                                    "prompt encode; on the CPU a no-op",
@@ -185,6 +187,21 @@ def _get(config: object, dotted: str) -> object:
     return value
 
 
+def check_model_config(config: GeneratorConfig, *, device_type: str, two_experts: bool) -> None:
+    """The refusals that depend on the model folder (``two_experts``: it declares ``transformer_2``), checked
+    before any weight is read."""
+    if device_type == "cuda" and config.engine.offload.dit and not two_experts:
+        raise ConfigError("engine.offload.dit", "offloading the DiT to the CPU between uses is not supported yet for "
+                                                "one-expert models (two-expert Wan2.2 A14B keeps one expert resident); "
+                                                "set it to false, or use a smaller dtype or model")
+    if two_experts and config.pipeline.components.lora_path:
+        raise ConfigError("pipeline.components.lora_path", "LoRA is not supported on two-expert models (Wan2.2 "
+                                                           "A14B) yet; drop it")
+    if two_experts and config.engine.artifacts_path:
+        raise ConfigError("engine.artifacts_path", "built artifacts are not supported for two-expert models (Wan2.2 "
+                                                   "A14B) yet; drop it")
+
+
 def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None:
     """Refuse, with a ConfigError naming the field, the first value this runtime cannot honour."""
     for path, (default, why) in REFUSED_UNLESS_DEFAULT.items():
@@ -215,7 +232,7 @@ def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None
                                                        "on engine.device); set it to false")
     if device_type == "cuda":
         offload = engine.offload
-        for name in ("dit", "dit_layerwise"):  # text_encoder and vae offload are honoured (engine/offload.py)
+        for name in ("dit_layerwise",):  # dit: check_model_config; text_encoder, vae: honoured
             if getattr(offload, name):
                 raise ConfigError(f"engine.offload.{name}", "offloading the DiT to the CPU between uses is not "
                                                             "supported yet; set it to false (the DiT stays on "

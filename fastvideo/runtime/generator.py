@@ -98,6 +98,7 @@ from fastvideo.api import (
     parse_cli_overrides,
     parse_config,
 )
+from fastvideo.engine.families import declares_two_experts
 from fastvideo.engine.loader import inspect_model_folder
 from fastvideo.engine.pipeline import (
     WanT2VPipeline,
@@ -109,7 +110,7 @@ from fastvideo.engine.pipeline import (
 from fastvideo.engine.presets import get_preset
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
 from fastvideo.envs import read_env
-from fastvideo.runtime.config_support import COMPONENT_PATHS, check_generator_config
+from fastvideo.runtime.config_support import COMPONENT_PATHS, check_generator_config, check_model_config
 from fastvideo.runtime.counters import RuntimeCounters
 from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
 from fastvideo.runtime.dispatcher import AsyncListener, SyncListener
@@ -396,6 +397,8 @@ class VideoGenerator:
             check_local_model_path(config.model_path)  # with how to download it; we never download
         path = model_path_or_default(config.model_path, env.cache_dir)
         folder = inspect_model_folder(path, overrides=_component_overrides(config), variant=config.pipeline.variant)
+        two_experts = declares_two_experts(folder.model_index)
+        check_model_config(config, device_type=device.type, two_experts=two_experts)
         preset = get_preset(config.pipeline.preset) if config.pipeline.preset else None  # unknown: ConfigError
         backend = config.engine.attention_backend or env.attention_backend
         vae_dtype = model_dtype(str(config.pipeline.experimental.get("vae_dtype", "fp32")), device)
@@ -405,7 +408,8 @@ class VideoGenerator:
                                               offload_text_encoder=config.engine.offload.text_encoder,
                                               offload_vae=config.engine.offload.vae,
                                               pin_cpu_memory=config.engine.offload.pin_cpu_memory,
-                                              transformer_quant=_transformer_quant(config))
+                                              transformer_quant=_transformer_quant(config),
+                                              offload_experts=two_experts and config.engine.offload.dit)
         counters = RuntimeCounters()
         counters.add("model_loads")
         components = config.pipeline.components
@@ -424,8 +428,9 @@ class VideoGenerator:
             apply_artifacts(pipeline, loaded)
         compile_cfg = config.engine.compile
         if compile_cfg.enabled and loaded is None:
-            pipeline.dit.compile(backend=compile_cfg.backend, mode=compile_cfg.mode, fullgraph=compile_cfg.fullgraph,
-                                 dynamic=compile_cfg.dynamic)
+            for dit in (pipeline.dit, pipeline.dit_2) if pipeline.dit_2 is not None else (pipeline.dit,):
+                dit.compile(backend=compile_cfg.backend, mode=compile_cfg.mode, fullgraph=compile_cfg.fullgraph,
+                            dynamic=compile_cfg.dynamic)
             counters.add("compiles")
         generator = cls(config, pipeline, path, counters)
         generator.artifacts = loaded

@@ -188,3 +188,30 @@ def test_folder_with_second_expert_needs_a_ratio() -> None:
     with pytest.raises(ModelLoadError, match="transformer_2"):
         match_family({**index, "transformer_2": [None, None], "boundary_ratio": 0.875}, {})
     assert match_family({**index, "transformer_2": [None, None]}, {}).name == "wan2.1-t2v"
+
+
+@pytest.mark.parametrize("two_experts,data,field", [
+    (False, {"engine": {"offload": {"dit": True}}}, "engine.offload.dit"),
+    (True, {"pipeline": {"components": {"lora_path": "/l.safetensors"}}}, "pipeline.components.lora_path"),
+    (True, {"engine": {"artifacts_path": "/a"}}, "engine.artifacts_path"),
+])
+def test_model_dependent_refusals(two_experts: bool, data: dict, field: str) -> None:
+    from fastvideo.api import ConfigError, GeneratorConfig, parse_config
+    from fastvideo.runtime.config_support import check_model_config
+
+    with pytest.raises(ConfigError) as err:
+        check_model_config(parse_config(GeneratorConfig, data), device_type="cuda", two_experts=two_experts)
+    assert err.value.path == field
+
+
+def test_expert_offload_is_honoured_on_two_expert_models() -> None:
+    """engine.offload.dit on a CUDA device: one expert resident at a time for A14B (not refused)."""
+    from fastvideo.api import GeneratorConfig, parse_config
+    from fastvideo.engine.families import declares_two_experts
+    from fastvideo.runtime.config_support import check_generator_config, check_model_config
+
+    config = parse_config(GeneratorConfig, {"engine": {"offload": {"dit": True}}})
+    check_generator_config(config, device_type="cuda")
+    check_model_config(config, device_type="cuda", two_experts=True)
+    assert declares_two_experts({"transformer_2": ["diffusers", "WanTransformer3DModel"]})
+    assert not declares_two_experts({"transformer_2": [None, None]}) and not declares_two_experts({})

@@ -46,7 +46,6 @@ REFUSED = [
     ({"engine": {"parallelism": {"tp_size": 2}}}, "cpu", "engine.parallelism.tp_size", "tensor parallelism"),
     ({"engine": {"parallelism": {"sp_size": 4}}}, "cuda", "engine.parallelism.sp_size", "sequence parallelism"),
     ({"engine": {"use_fsdp_inference": True}}, "cpu", "engine.use_fsdp_inference", "set it to false"),
-    ({"engine": {"offload": {"dit": True}}}, "cuda", "engine.offload.dit", "not supported yet"),
     ({"engine": {"offload": {"dit_layerwise": True}}}, "cuda", "engine.offload.dit_layerwise", "set it to false"),
     ({"engine": {"offload": {"vae": True}, "artifacts_path": "/a"}}, "cuda", "engine.offload.vae",
      "engine.artifacts_path"),
