@@ -21,7 +21,10 @@ Contract:
 - Everything else in a block is per token (norms, modulation, FFN, cross-attention to the replicated text), so
   it runs on the local shard unchanged. Results equal the single-process forward up to float reordering.
 - Heads must be divisible by ``world_size`` (:meth:`SequenceParallel.check_heads` refuses otherwise, naming
-  both numbers); ring attention for fewer heads than ranks is not implemented.
+  both numbers), unless ``kv_gather_fallback=True``: then a model whose heads do not split attends with its
+  local queries over all-gathered (and trimmed) keys/values, all heads on every rank. Exact as well, through
+  the same backend, but each rank holds the full K/V (more memory and traffic than Ulysses). Ring attention is
+  not implemented.
 - Collectives are plain ``torch.distributed`` calls (``all_to_all_single``, ``all_gather``); they work on gloo
   (CPU) and NCCL (GPU). Inference only: no autograd through the collectives.
 """
@@ -53,13 +56,15 @@ class SequenceParallel:
     world_size: int
     rank: int
     group: object | None = None  # a torch.distributed ProcessGroup; None: the default (world) group
+    kv_gather_fallback: bool = False  # heads % world_size != 0: all-gather K/V instead of refusing
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise SequenceParallelError(f"invalid sequence-parallel rank {self.rank} of world size {self.world_size}")
 
     @classmethod
-    def from_process_group(cls, group: object | None = None) -> "SequenceParallel":
+    def from_process_group(cls, group: object | None = None, *,
+                           kv_gather_fallback: bool = False) -> "SequenceParallel":
         """The ranks of ``group`` (default: the world) of an initialised ``torch.distributed``."""
         import torch.distributed as dist
 
@@ -68,14 +73,16 @@ class SequenceParallel:
         if not dist.is_initialized():
             raise SequenceParallelError("sequence parallelism needs an initialised torch.distributed process group "
                                         "(call torch.distributed.init_process_group in every rank first)")
-        return cls(dist.get_world_size(group), dist.get_rank(group), group)  # type: ignore[arg-type]
+        return cls(dist.get_world_size(group), dist.get_rank(group), group,  # type: ignore[arg-type]
+                   kv_gather_fallback)
 
     def check_heads(self, heads: int) -> None:
-        """Refuse a model whose attention heads cannot be split evenly over the ranks."""
-        if heads % self.world_size:
+        """Refuse a model whose attention heads cannot be split evenly over the ranks (unless
+        ``kv_gather_fallback``)."""
+        if heads % self.world_size and not self.kv_gather_fallback:
             raise SequenceParallelError(
                 f"Ulysses sequence parallelism splits attention heads over ranks: {heads} heads are not divisible "
-                f"by sp_size={self.world_size}; use an sp_size that divides {heads}")
+                f"by sp_size={self.world_size}; use an sp_size that divides {heads}, or kv_gather_fallback=True")
 
     def plan(self, length: int) -> "SequenceShard":
         """The shard layout of a ``length``-token sequence on this rank."""
@@ -132,7 +139,9 @@ class SequenceShard:
         """``(B, shard_length, H, D)`` sequence-sharded -> ``(B, padded_length, H / P, D)`` head-sharded."""
         p = self.sp.world_size
         b, s, h, d = x.shape
-        self.sp.check_heads(h)
+        if h % p:
+            raise SequenceParallelError(f"the all-to-all splits heads over ranks: {h} heads are not divisible by "
+                                        f"sp_size={p}")
         chunks = x.reshape(b, s, p, h // p, d).permute(2, 0, 1, 3, 4)  # (P, B, s, H/P, D): chunk j -> rank j
         out = self._all_to_all(chunks)  # out[i]: rank i's tokens, my heads
         return out.permute(1, 0, 2, 3, 4).reshape(b, p * s, h // p, d)
@@ -152,6 +161,9 @@ class SequenceShard:
         if q.shape[1] != self.shard_length or k.shape[1] != self.shard_length or v.shape[1] != self.shard_length:
             raise ValueError(f"sequence-parallel self-attention expects {self.shard_length} local tokens in q/k/v, "
                              f"got {q.shape[1]}/{k.shape[1]}/{v.shape[1]}")
+        if q.shape[2] % self.sp.world_size:
+            self.sp.check_heads(q.shape[2])  # raises unless kv_gather_fallback
+            return fn(q, self.gather(k), self.gather(v))  # local queries over the full (trimmed) keys/values
         q, k, v = (self.seq_to_heads(t).narrow(1, 0, self.length) for t in (q, k, v))
         out = fn(q, k, v)
         pad = self.padded_length - self.length

@@ -108,6 +108,15 @@ def _worker(rank: int, port: int, out_path: str) -> None:
             if rank == 0:
                 i2v.set_sequence_parallel(None)
                 results["i2v_uneven_max_abs_diff"] = (shared - i2v(latents, timestep, text, image)).abs().max().item()
+
+            # 3 heads on 2 ranks: refused by default, exact through the K/V all-gather fallback
+            odd = _tiny_dit(heads=3)
+            latents, timestep, text = _inputs(CASES["uneven_9_tokens"])
+            odd.set_sequence_parallel(SequenceParallel.from_process_group(kv_gather_fallback=True))
+            shared = odd(latents, timestep, text)
+            if rank == 0:
+                odd.set_sequence_parallel(None)
+                results["kv_gather_3_heads_max_abs_diff"] = (shared - odd(latents, timestep, text)).abs().max().item()
         if rank == 0:
             torch.save(results, out_path)
     finally:
@@ -163,6 +172,12 @@ def test_two_ranks_equal_one_process_with_fused_ops(sp_results: dict) -> None:
 def test_two_ranks_equal_one_process_image_to_video(sp_results: dict) -> None:
     print(f"SP=2 vs 1, image-to-video, 9 tokens: {sp_results['i2v_uneven_max_abs_diff']}")
     assert sp_results["i2v_uneven_max_abs_diff"] <= TOLERANCE
+
+
+def test_heads_not_divisible_by_ranks_run_exactly_with_the_kv_gather_fallback(sp_results: dict) -> None:
+    print(f"SP=2 vs 1, 3 heads through the K/V all-gather fallback, 9 tokens: "
+          f"{sp_results['kv_gather_3_heads_max_abs_diff']}")
+    assert sp_results["kv_gather_3_heads_max_abs_diff"] <= TOLERANCE
 
 
 def test_heads_not_divisible_by_ranks_is_refused() -> None:
