@@ -178,3 +178,15 @@ def test_saved_config_is_what_we_read(ref: AutoencoderKLWan, tmp_path: Path) -> 
     saved = json.loads((tmp_path / "config.json").read_text())
     cfg = WanVAEConfig.from_dict(saved)
     assert cfg.is_residual and cfg.patch_size == 2 and cfg.decoder_base_dim == 12 and cfg.z_dim == 48
+
+
+def test_bf16_runs_and_stays_close(ours: WanVAE) -> None:
+    """bf16 weights (as the pipeline loads them): finite, near the fp32 result, in the latents' dtype."""
+    bf16 = WanVAE(ours.config).eval().to(torch.bfloat16)
+    bf16.load_state_dict(ours.state_dict())
+    z = torch.randn(1, 48, 2, 2, 2, generator=torch.Generator().manual_seed(5))
+    got = bf16.decode(z.bfloat16())
+    assert got.dtype == torch.bfloat16 and torch.isfinite(got).all()
+    assert (got.float() - ours.decode(z)).abs().max().item() < 0.1
+    mode = bf16.encode(_video(1, 5, 32, 32, seed=6).bfloat16()).mode()
+    assert mode.dtype == torch.bfloat16 and torch.isfinite(mode).all()
