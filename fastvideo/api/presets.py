@@ -8,7 +8,8 @@ Contract:
   registration is a ``ValueError``; an unknown preset is a :class:`~fastvideo.api.ConfigValidationError` at
   ``pipeline.preset`` listing the registered names).
 - The built-in presets carry FastVideo's names for the models this engine runs (``wan_t2v_1_3b``,
-  ``wan_t2v_14b``), the few-step FastWan presets (``fastwan_t2v_1_3b``: DMD sampling, 3 steps, guidance 1, no
+  ``wan_t2v_14b``, ``wan_t2v_a14b``: Wan2.2's two experts, picked for a folder with ``boundary_ratio``), the
+  few-step FastWan presets (``fastwan_t2v_1_3b``: DMD sampling, 3 steps, guidance 1, no
   CFG; ``fastwan_ti2v_5b``: registered with a :attr:`InferencePreset.refusal`, since Wan2.2 TI2V does not run
   here yet) plus ``fastvideo-tiny``; our own names (``wan2.1-t2v-1.3b``, ``wan2.1-t2v-14b``) are
   aliases that resolve to the same preset (:attr:`InferencePreset.aliases`). :attr:`InferencePreset.engine_name`
@@ -204,6 +205,8 @@ def infer_preset_for_folder(model_index: Mapping[str, Any], transformer_config: 
         if dim >= 5120:
             return get_preset("wan_i2v_14b_480p", "wan")
         return get_preset("fastvideo-tiny-i2v", "wan")
+    if dim >= 5120 and model_index.get("boundary_ratio") is not None:  # Wan2.2 A14B: two experts
+        return get_preset("wan_t2v_a14b", "wan")
     if dim >= 5120:
         return get_preset("wan_t2v_14b", "wan")
     if dim >= 1536:
@@ -320,6 +323,15 @@ for _preset in (
                         "max_frames": 161, "max_side": 1920, "text_length": 512},
         refusal="it is a Wan2.2 TI2V-5B checkpoint (48-channel Wan2.2 VAE, per-token timesteps), which this "
                 "engine does not run yet; use fastwan_t2v_1_3b (FastWan2.1 T2V 1.3B) for few-step generation"),
+    # FastVideo's Wan2_2_T2V_A14B_SamplingParam / _Config: 40 steps, guidance 4.0 (transformer) and 3.0
+    # (transformer_2), flow_shift 12; boundary_ratio comes from the folder's model_index.json (0.875).
+    InferencePreset(
+        name="wan_t2v_a14b", version=1, model_family="wan", workload_type="t2v", stage_schemas=(_DENOISE,),
+        description="Wan2.2 T2V A14B (two experts), 720p", aliases=("wan2.2-t2v-a14b",),
+        engine_name_override="wan2.2-t2v-a14b",
+        defaults={"height": 720, "width": 1280, "num_frames": 81, "fps": 16, "guidance_scale": 4.0,
+                  "guidance_scale_2": 3.0, "num_inference_steps": 40, "negative_prompt": WAN_NEGATIVE_PROMPT},
+        model_defaults={"flow_shift": 12.0, "max_frames": 161, "max_side": 1920, "text_length": 512}),
 ):
     register_preset(_preset)
 

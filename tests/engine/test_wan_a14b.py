@@ -215,3 +215,16 @@ def test_expert_offload_is_honoured_on_two_expert_models() -> None:
     check_model_config(config, device_type="cuda", two_experts=True)
     assert declares_two_experts({"transformer_2": ["diffusers", "WanTransformer3DModel"]})
     assert not declares_two_experts({"transformer_2": [None, None]}) and not declares_two_experts({})
+
+
+def test_a14b_preset() -> None:
+    """FastVideo's Wan2_2_T2V_A14B defaults (40 steps, guidance 4.0 / 3.0, shift 12); picked for a 5120-wide
+    folder that sets boundary_ratio."""
+    from fastvideo.api.presets import infer_preset_for_folder
+
+    preset = get_preset("wan_t2v_a14b")
+    assert (preset.num_inference_steps, preset.guidance_scale, preset.guidance_scale_2, preset.shift) == \
+        (40, 4.0, 3.0, 12.0)
+    big = {"num_attention_heads": 40, "attention_head_dim": 128, "num_layers": 40}
+    assert infer_preset_for_folder({"boundary_ratio": 0.875}, big).name == "wan_t2v_a14b"
+    assert infer_preset_for_folder({}, big).name == "wan_t2v_14b"
