@@ -78,3 +78,23 @@ def test_carried_wheels_cover_what_the_gpu_image_lacks() -> None:
     assert {"diffusers", "pydantic", "pydantic-core", "fastapi", "starlette", "uvicorn", "av", "opentelemetry-api",
             "typing-extensions"} <= pins
     assert not pins & {"torch", "numpy", "transformers", "huggingface-hub", "triton"}  # the image has these
+
+
+def test_attention_figures_report_fp8_against_bf16_and_keep_it_out_of_the_target(tmp_path: Path) -> None:
+    """The fp8 kernel's row is compared with the bf16 Triton kernel, never counted as the fastest
+    SDPA backend of the issue-11 target; without the row (below sm_89) it is reported skipped."""
+    def row(shape: str, impl: str, tflops: float) -> dict:
+        return {"shape": shape, "impl": impl, "tflops": tflops}
+
+    path = tmp_path / "attention.json"
+    path.write_text(json.dumps({"rows": [row("wan1.3b-self", "fastvideo-triton", 400.0),
+                                         row("wan1.3b-self", "fastvideo-triton-fp8", 600.0),
+                                         row("wan1.3b-self", "sdpa-flash", 500.0),
+                                         row("wan1.3b-cross", "fastvideo-triton", 300.0),
+                                         row("wan1.3b-cross", "sdpa-flash", 250.0)]}))
+    figures = {f.name: f for f in gpu_check.extract_attention(path)}
+    ours = figures["attention wan1.3b-self: fastvideo-triton"]
+    assert (ours.baseline, ours.ratio, ours.target_ratio) == ("fastest other: sdpa-flash", 0.8, 1.0)
+    fp8 = figures["attention wan1.3b-self: fastvideo-triton-fp8 (q/k e4m3, p.v bf16)"]
+    assert (fp8.value, fp8.baseline_value, fp8.ratio, fp8.target) == (600.0, 400.0, 1.5, None)
+    assert "attention wan1.3b-cross: fastvideo-triton-fp8: skipped (needs sm_89+)" in figures

@@ -8,7 +8,9 @@ Contract:
   ``torch.nn.attention.sdpa_kernel``) and ``flash_attn_func`` when installed. Prints a table of
   median milliseconds, TFLOP/s with ``FLOPs = 4 * B * H * Lq * Lk * D`` (two matmuls, 2 FLOPs per
   multiply-add), ``ours/them`` = our TFLOP/s over theirs (> 1: ours is faster), and the max
-  |difference| of each output from ours.
+  |difference| of each output from ours. ``fastvideo-triton-fp8`` (``fastvideo::flash_attention_fp8``:
+  q/k quantized to e4m3 per head inside the call, which the time includes) runs on sm_89+ only
+  (e4m3 tensor cores), and in ``--smoke``; its ``ours/them`` is against the bf16 kernel.
 - ``--json PATH`` writes the same rows. ``--tune PATH`` sweeps block sizes per head dim on this
   GPU and writes a config file in the format of ``fastvideo/kernels/attention/configs/``.
 - Without a CUDA device it prints "no CUDA device" and exits 0, unless ``--smoke``: tiny shapes on
@@ -87,6 +89,7 @@ def _implementations(cuda: bool) -> dict[str, Callable]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from fastvideo.kernels.attention.triton_attention import flash_attention
+    from fastvideo.kernels.attention.triton_fp8_attention import MIN_CAPABILITY, flash_attention_fp8
 
     def sdpa_with(backend: "SDPBackend") -> Callable:
         def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -96,6 +99,8 @@ def _implementations(cuda: bool) -> dict[str, Callable]:
         return run
 
     impls: dict[str, Callable] = {"fastvideo-triton": flash_attention}
+    if not cuda or torch.cuda.get_device_capability() >= MIN_CAPABILITY:
+        impls["fastvideo-triton-fp8"] = flash_attention_fp8
     if cuda:
         impls["sdpa-flash"] = sdpa_with(SDPBackend.FLASH_ATTENTION)
         impls["sdpa-cudnn"] = sdpa_with(SDPBackend.CUDNN_ATTENTION)
@@ -146,15 +151,15 @@ def bench(shapes: tuple[Shape, ...], dtype_name: str, warmup: int, iters: int, c
 def print_table(rows: list[dict], device_name: str) -> None:
     print(f"device: {device_name}")
     print(f"{FLOP_FORMULA}; ours/them = our TFLOP/s / their TFLOP/s (> 1: ours is faster)")
-    header = f"{'shape':<15} {'impl':<17} {'Lq':>6} {'Lk':>6} {'H':>3} {'D':>4} {'ms':>10} {'TFLOP/s':>9} " \
+    header = f"{'shape':<15} {'impl':<21} {'Lq':>6} {'Lk':>6} {'H':>3} {'D':>4} {'ms':>10} {'TFLOP/s':>9} " \
              f"{'ours/them':>9} {'max|diff|':>10}"
     print(header)
     print("-" * len(header))
     for r in rows:
         if r.get("ms") is None:
-            print(f"{r['shape']:<15} {r['impl']:<17} unavailable: {r.get('error', '')}")
+            print(f"{r['shape']:<15} {r['impl']:<21} unavailable: {r.get('error', '')}")
             continue
-        print(f"{r['shape']:<15} {r['impl']:<17} {r['len_q']:>6} {r['len_k']:>6} {r['heads']:>3} {r['head_dim']:>4} "
+        print(f"{r['shape']:<15} {r['impl']:<21} {r['len_q']:>6} {r['len_k']:>6} {r['heads']:>3} {r['head_dim']:>4} "
               f"{r['ms']:>10.3f} {r['tflops']:>9.2f} {r['ours_over_theirs']:>9.2f} {r['max_abs_diff_vs_ours']:>10.2e}")
 
 

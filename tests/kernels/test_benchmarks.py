@@ -33,8 +33,12 @@ def test_smoke_writes_json(name: str, tmp_path: Path, device: torch.device,
     assert _load(name).main(["--smoke", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert rows and all(r["ms"] is not None for r in rows)
+    fp8 = [r for r in rows if r["impl"] == "fastvideo-triton-fp8"]
+    rows = [r for r in rows if r not in fp8]
     diffs = [r[k] for r in rows for k in ("max_abs_diff_vs_ours", "max_abs_diff_vs_torch") if k in r]
     assert diffs and max(diffs) < 0.05
+    if name == "bench_attention":  # q/k in e4m3: further from the bf16 kernel, still close (randn q, k, v)
+        assert len(fp8) == 2 and all(0 < r["max_abs_diff_vs_ours"] < 0.25 for r in fp8)
     assert "smoke" in capsys.readouterr().out
 
 
