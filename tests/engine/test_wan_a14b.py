@@ -228,3 +228,20 @@ def test_a14b_preset() -> None:
     big = {"num_attention_heads": 40, "attention_head_dim": 128, "num_layers": 40}
     assert infer_preset_for_folder({"boundary_ratio": 0.875}, big).name == "wan_t2v_a14b"
     assert infer_preset_for_folder({}, big).name == "wan_t2v_14b"
+
+
+def test_switch_benchmark_runs(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/bench_expert_switch.py (the switch-cost figure) runs on the CPU and reports the bytes moved."""
+    import importlib.util
+    import json
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_expert_switch.py"
+    spec = importlib.util.spec_from_file_location("bench_expert_switch", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["bench", "--config", "tiny", "--iters", "2"])
+    module.main()
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["expert_bytes_built"] > 0 and report["switch_s_median"] >= 0
