@@ -658,6 +658,8 @@ class VideoGenerator:
             "shift_source": "request" if req.sampling.shift is not None else self.pipeline.shift_source,
             "sampler": s.sampler or self.pipeline.sampler_config.kind,
             **({"dmd_denoising_steps": list(s.dmd_timesteps)} if s.dmd_timesteps is not None else {}),
+            **({"boundary_ratio": s.boundary_ratio, "guidance_scale_2": s.guidance_scale_2}
+               if s.boundary_ratio is not None else {}),
             "device": str(self.pipeline.device), "dtype": str(self.pipeline.dtype).replace("torch.", ""),
             "branch": "initial" if req.state is None else "continuation", "segment_index": previous + 1,
             "generation_time": elapsed, "peak_memory_mb": peak, "video_path": video_path,

@@ -102,6 +102,12 @@ def test_two_experts_match_diffusers(ours: Any, a14b: tuple[Path, float, Any]) -
     assert float(np.abs(mine - theirs(5.0)).max()) > 10 * FRAME_TOLERANCE
 
 
+def test_metadata_reports_the_experts_settings(ours: Any, a14b: tuple[Path, float, Any]) -> None:
+    result = ours.generate(_request(num_inference_steps=1, guidance_scale_2=2.5))
+    assert result.metadata["boundary_ratio"] == pytest.approx(a14b[1])
+    assert result.metadata["guidance_scale_2"] == 2.5
+
+
 def test_request_boundary_ratio_moves_the_switch(ours: Any) -> None:
     before = ours.counters.snapshot()
     core_latents(ours, _request(boundary_ratio=1.0))  # t >= 1000 never holds after the first step
