@@ -75,7 +75,7 @@ def available_backends() -> list[str]:
 
 def _load_optional_backends() -> None:
     """Import kernel modules that register themselves (ignored when absent)."""
-    try:  # the Triton attention kernel registers "triton" and "flash_attn" when importable
+    try:  # the Triton attention kernels register "triton", "triton_fp8" and "flash_attn" when importable
         import fastvideo.kernels.attention  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the install
         logger.debug("optional attention backends not loaded: %s", exc)

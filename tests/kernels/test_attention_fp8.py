@@ -172,3 +172,18 @@ def test_engine_attention_backend_selects_triton_fp8(tiny_model_dir, device: tor
         assert frames.shape == (5, 32, 32, 3) and frames.float().std() > 0
     finally:
         generator.shutdown()
+
+
+class _Fp8Attn(torch.nn.Module):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.ops.fastvideo.flash_attention_fp8(q, k, v)
+
+
+def test_custom_op_traces_as_one_node(device: torch.device) -> None:
+    """``torch.compile(fullgraph=True)`` and ``torch.export`` see the fp8 op as one node (its fake impl)."""
+    q, k, v = _qkv(1, 19, 23, 2, 32, torch.bfloat16, device)
+    compiled = torch.compile(_Fp8Attn(), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(q, k, v), _Fp8Attn()(q, k, v), rtol=0, atol=0)
+    exported = torch.export.export(_Fp8Attn(), (q, k, v))
+    assert "fastvideo.flash_attention_fp8" in str(exported.graph_module.code)
+    torch.testing.assert_close(exported.module()(q, k, v), _Fp8Attn()(q, k, v), rtol=0, atol=0)
