@@ -264,7 +264,10 @@ class WanBatchExecutor:
         #: DiT not compiled): a captured graph keeps the capture's pair alive and rewrites it at every replay, so
         #: TeaCache reads a replayed step's residual there (see module contract).
         self._blocks_io: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._split_steps = self.runner is not None and getattr(pipe.dit, "_compiled_call_impl", None) is None
+        #: Whether the DiT exposes embed / run_blocks / head (our eager Wan DiT does; compiled artifacts do not).
+        self._splittable = all(callable(getattr(pipe.dit, name, None)) for name in ("embed", "run_blocks", "head"))
+        self._split_steps = (self.runner is not None and self._splittable
+                             and getattr(pipe.dit, "_compiled_call_impl", None) is None)
 
     # ------------------------------------------------------------------ items
     def make_item(self, request: GenerationRequest, resolved: ResolvedSampling, *, listener: Any = None,
@@ -411,6 +414,10 @@ class WanBatchExecutor:
             if req.runtime.enable_teacache and getattr(pipe, "dit_2", None) is not None:
                 raise RequestError("runtime.enable_teacache", "TeaCache is not supported for two-expert models "
                                                               "(Wan2.2 A14B) yet; set it to false")
+            if req.runtime.enable_teacache and not self._splittable:
+                raise RequestError("runtime.enable_teacache", "TeaCache does not run on built artifacts "
+                                                              "(engine.artifacts_path) yet: their programs run the "
+                                                              "whole DiT step; set it to false")
             if req.runtime.enable_teacache and self.runner is not None and not self._split_steps:
                 raise RequestError("runtime.enable_teacache", "TeaCache does not run with CUDA graphs and "
                                                               "torch.compile together yet; set it to false, or turn "

@@ -101,6 +101,14 @@ def test_continuation_on_an_initial_only_build_is_refused(aoti_generator: VideoG
     assert "--branch initial,continuation" in str(excinfo.value)
 
 
+def test_teacache_on_built_artifacts_is_refused_by_name(aoti_generator: VideoGenerator) -> None:
+    """Artifacts run the whole DiT step, so TeaCache (which skips the blocks) is refused, not a crash."""
+    with pytest.raises(RequestError) as excinfo:
+        aoti_generator.generate({**_request(1.0), "runtime": {"enable_teacache": True}})
+    assert excinfo.value.field == "runtime.enable_teacache"
+    assert "artifacts" in str(excinfo.value)
+
+
 def test_generator_precision_other_than_the_build_is_refused(aoti_build: CliRun, tiny_model_dir: Path) -> None:
     with pytest.raises(ArtifactMismatchError) as excinfo:
         _generator(tiny_model_dir, aoti_build.folder, dtype="bf16")
@@ -166,6 +174,7 @@ def test_cuda_graph_runner_warms_up_over_aoti_artifacts(aoti_generator: VideoGen
     entry = next(iter(worker.executor.runner.graphs.values()))
     dit = aoti_generator.pipeline.dit
     assert isinstance(dit, ArtifactDiT)
-    cos, sin = entry.keep_alive
+    (cos, sin), blocks_io = entry.keep_alive  # the rope tables, and no blocks pair: artifacts run the whole step
+    assert blocks_io is None
     ref_cos, ref_sin = dit.eager.rope_tables((LATENT[0], LATENT[1] // 2, LATENT[2] // 2), cos.device)
     assert cos is ref_cos and sin is ref_sin
