@@ -80,6 +80,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("sampling.fps", "fps", "int", "--fps"),
     FieldSpec("sampling.num_inference_steps", "num_inference_steps", "int", "--steps"),
     FieldSpec("sampling.guidance_scale", "guidance_scale", "float", "--guidance-scale"),
+    #: Two-expert models (Wan2.2 A14B): the second expert's guidance and the switch point (refused on one expert).
+    FieldSpec("sampling.guidance_scale_2", "guidance_scale_2", "float", "--guidance-scale-2"),
+    FieldSpec("sampling.boundary_ratio", "boundary_ratio", "float", "--boundary-ratio"),
     FieldSpec("sampling.seed", "seed", "int", "--seed"),
     FieldSpec("sampling.true_cfg_scale", "true_cfg_scale", "float", None),
     FieldSpec("sampling.shift", "shift", "float", "--shift"),
@@ -94,10 +97,10 @@ FIELDS: tuple[FieldSpec, ...] = (
 _BY_PATH = {spec.path: spec for spec in FIELDS}
 
 #: Dynamo's ``nvext`` fields (NvCreateVideoRequest 1.6.1); ``annotations`` is accepted and ignored.
+#: ``boundary_ratio`` / ``guidance_scale_2`` are its two-expert (MoE) options: honoured on Wan2.2 A14B, refused by
+#: the engine, naming the field, on a one-expert model.
 NVEXT_FIELDS = frozenset({"fps", "num_frames", "negative_prompt", "num_inference_steps", "guidance_scale", "seed",
-                          "continuation_state"})
-#: nvext keys Dynamo defines for other backends (vLLM-Omni MoE experts): accepted only when unset.
-NVEXT_FOREIGN_KEYS = frozenset({"boundary_ratio", "guidance_scale_2"})
+                          "continuation_state", "boundary_ratio", "guidance_scale_2"})
 #: ``extra_args.media_passthrough`` keys a Dynamo request may carry (a client's top-level extras).
 PASSTHROUGH_KEYS = frozenset(s.short for s in FIELDS if s.short != "prompt")
 #: Top-level keys :func:`translate_request` reads on the http edge (the edge reports any other as ignored).
@@ -404,14 +407,10 @@ def _check_extensions(edge: Edge, wire: Mapping[str, Any]) -> None:
     if edge not in ("http", "dynamo"):
         return
     nvext = _mapping("nvext", wire.get("nvext"))
-    unknown = sorted(set(nvext) - NVEXT_FIELDS - NVEXT_FOREIGN_KEYS - {"annotations"})
+    unknown = sorted(set(nvext) - NVEXT_FIELDS - {"annotations"})
     if unknown:
         raise RequestError(f"nvext.{unknown[0]}", f"unknown nvext field(s) {unknown}; FastVideo reads "
                                                   f"{sorted(NVEXT_FIELDS)}")
-    for key in sorted(NVEXT_FOREIGN_KEYS & set(nvext)):
-        if nvext[key] is not None:
-            raise RequestError(f"nvext.{key}", "is a vLLM-Omni MoE option; Wan models served by FastVideo have "
-                                               "one expert, leave it unset")
     unknown = sorted(set(passthrough(wire)) - PASSTHROUGH_KEYS)  # an extra field nobody reads: refused, not dropped
     if unknown:
         raise RequestError(f"extra_args.media_passthrough.{unknown[0]}",

@@ -108,6 +108,10 @@ def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.Argument
     s.add_argument("--steps", "--num-inference-steps", dest="steps", default=None,
                    help="denoising steps")
     s.add_argument("--guidance-scale", default=None, help="classifier-free guidance (1 disables)")
+    s.add_argument("--guidance-scale-2", default=None,
+                   help="two-expert models (Wan2.2 A14B): the second (low-noise) expert's guidance")
+    s.add_argument("--boundary-ratio", default=None,
+                   help="two-expert models: the switch point, a fraction of the training timesteps (e.g. 0.875)")
     s.add_argument("--shift", default=None, help="flow-matching timestep shift")
     s.add_argument("--sampler", choices=["unipc", "euler", "dmd"], default=None,
                    help="sampler (default: the preset's, else the model's); dmd: few-step FastWan sampling")
@@ -128,7 +132,8 @@ def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.Argument
 
 def _request_flags(args: argparse.Namespace) -> dict[str, object]:
     """The request flags the user set, by flag name without ``--`` (``--steps`` is ``steps``)."""
-    names = ("prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale", "shift",
+    names = ("prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale",
+             "guidance_scale_2", "boundary_ratio", "shift",
              "sampler", "dmd_denoising_steps", "seed")
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 

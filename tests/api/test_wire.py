@@ -263,3 +263,16 @@ def test_dmd_timesteps_travel_as_a_list_on_json_and_comma_separated_on_forms_and
     with pytest.raises(RequestError) as err:
         translate_request("http", {"prompt": "p", "dmd_denoising_steps": list(range(1001))})
     assert "at most 1000" in err.value.reason
+
+
+@pytest.mark.parametrize("edge,wire,name", [
+    ("http", {"prompt": "p", "nvext": {"boundary_ratio": 0.5}}, "nvext.boundary_ratio"),
+    ("dynamo", {"prompt": "p", "nvext": {"guidance_scale_2": 3.0}}, "nvext.guidance_scale_2"),
+    ("http", {"prompt": "p", "guidance_scale_2": 3.0}, "guidance_scale_2"),
+    ("cli", {"--prompt": "p", "--boundary-ratio": "0.9"}, "--boundary-ratio"),
+])
+def test_two_expert_fields_travel_and_a_one_expert_model_refuses_them_by_the_clients_name(edge, wire, name):
+    translated = _translate(edge, wire)
+    with pytest.raises(RequestError) as info:
+        resolve_sampling(translated.request, PRESET)  # the tiny model has one expert
+    assert translated.relabel(info.value).field == name
