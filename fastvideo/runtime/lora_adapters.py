@@ -17,7 +17,7 @@ Contract (FastVideo's ``VideoGenerator`` LoRA semantics, on :mod:`fastvideo.engi
   code stay valid and see the new weights. Refused (ConfigError) on a DiT served by compiled artifacts
   (``engine.artifacts_path``: the programs hold their own weights; an artifact built with ``fastvideo-build
   --lora`` serves the adapter ``pipeline.components.lora_path`` names, checked against its manifest) or
-  quantized to FP8.
+  quantized to FP8, and on a two-expert model (Wan2.2 A14B: a merge would change one expert only).
 - Per request, ``extensions.lora`` (a nickname) is checked by :meth:`check_request`: a name other than the
   merged adapter's (or any name while none is merged) is a RequestError on ``extensions.lora`` that says to
   call ``set_lora_adapter``; requests never switch adapters.
@@ -121,6 +121,9 @@ class LoraAdapters:
         if getattr(self._generator, "artifacts", None) is not None:
             raise ConfigError(field, "the DiT is served by the compiled programs of engine.artifacts_path, which "
                                      "hold their own weights; drop engine.artifacts_path to use LoRA adapters")
+        if getattr(self._generator.pipeline, "dit_2", None) is not None:
+            raise ConfigError(field, "LoRA adapters are not supported on two-expert models (Wan2.2 A14B) yet: a "
+                                     "merge would change the first expert only")
         if getattr(self._generator.pipeline, "quantization", None) is not None:
             raise ConfigError(field, "LoRA adapters cannot be merged into FP8-quantized DiT weights; drop "
                                      "engine.quantization.transformer_quant to use them")

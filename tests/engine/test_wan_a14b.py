@@ -251,3 +251,14 @@ def test_switch_benchmark_runs(capsys: pytest.CaptureFixture[str], monkeypatch: 
     module.main()
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["expert_bytes_built"] > 0 and report["switch_s_median"] >= 0
+
+
+def test_runtime_lora_is_refused_on_two_experts(ours: Any, tmp_path: Path) -> None:
+    """set_lora_adapter would merge into the first expert only: refused by name, weights untouched."""
+    from fastvideo.api import ConfigError
+
+    before = {k: v.clone() for k, v in ours.pipeline.dit.state_dict().items()}
+    with pytest.raises(ConfigError) as err:
+        ours.set_lora_adapter("style", str(tmp_path / "style.safetensors"))
+    assert "two-expert" in str(err.value)
+    assert all(torch.equal(before[k], v) for k, v in ours.pipeline.dit.state_dict().items())
