@@ -92,6 +92,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fastvideo.engine.attention import attention
+from fastvideo.engine.layers import TwoLayerMLP
 from fastvideo.engine.sequence_parallel import SequenceParallel, SequenceShard
 from fastvideo.kernels.fused import OpsBackend
 from fastvideo.kernels.registry import AttentionBackend, select_attention_backend
@@ -278,21 +279,6 @@ def _modulated_norm(x: torch.Tensor, eps: float, shift: torch.Tensor, scale: tor
 # --------------------------------------------------------------------------------------------
 # Modules (attribute names follow diffusers' checkpoint keys)
 # --------------------------------------------------------------------------------------------
-class _TwoLayerMLP(nn.Module):
-    """``linear_2(act(linear_1(x)))``; used for the time and text embedders."""
-
-    def __init__(self, in_dim: int, out_dim: int, activation: str) -> None:
-        super().__init__()
-        self.linear_1 = nn.Linear(in_dim, out_dim)
-        self.linear_2 = nn.Linear(out_dim, out_dim)
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.linear_1(x)
-        h = F.silu(h) if self.activation == "silu" else F.gelu(h, approximate="tanh")
-        return self.linear_2(h)
-
-
 class _ImageEmbedder(nn.Module):
     """CLIP image tokens -> cross-attention image context (diffusers' ``WanImageEmbedding``):
     ``norm2(ff(norm1(x + pos_embed)))``, both LayerNorms affine, computed in float32 (eps 1e-5)."""
@@ -322,9 +308,9 @@ class _ConditionEmbedder(nn.Module):
         super().__init__()
         dim = config.inner_dim
         self.freq_dim = config.freq_dim
-        self.time_embedder = _TwoLayerMLP(config.freq_dim, dim, "silu")
+        self.time_embedder = TwoLayerMLP(config.freq_dim, dim, "silu")
         self.time_proj = nn.Linear(dim, dim * _NUM_MODULATIONS)
-        self.text_embedder = _TwoLayerMLP(config.text_dim, dim, "gelu_tanh")
+        self.text_embedder = TwoLayerMLP(config.text_dim, dim, "gelu_tanh")
         self.image_embedder: _ImageEmbedder | None = None
         if config.image_dim is not None:
             self.image_embedder = _ImageEmbedder(config.image_dim, dim, config.pos_embed_seq_len)

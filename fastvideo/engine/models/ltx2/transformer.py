@@ -65,6 +65,7 @@ import torch.nn.functional as F
 
 from fastvideo.engine.attention import attention
 from fastvideo.engine.dit import timestep_sinusoid
+from fastvideo.engine.layers import TwoLayerMLP
 from fastvideo.engine.models.ltx2.config import LTX2DiTConfig
 from fastvideo.engine.models.ltx2.rope import RopeSpec, RopeTables, apply_rope, audio_coords, rope_tables, video_coords
 from fastvideo.kernels.registry import AttentionBackend, select_attention_backend
@@ -109,27 +110,12 @@ def _mask_bias(mask: torch.Tensor | None, dtype: torch.dtype, batch: int, name: 
 # --------------------------------------------------------------------------------------------
 # Modules (attribute names follow diffusers' checkpoint keys)
 # --------------------------------------------------------------------------------------------
-class _TwoLayerMLP(nn.Module):
-    """``linear_2(act(linear_1(x)))``: the timestep embedder (silu) and the caption projection (gelu tanh)."""
-
-    def __init__(self, in_dim: int, out_dim: int, activation: str) -> None:
-        super().__init__()
-        self.linear_1 = nn.Linear(in_dim, out_dim)
-        self.linear_2 = nn.Linear(out_dim, out_dim)
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.linear_1(x)
-        h = F.silu(h) if self.activation == "silu" else F.gelu(h, approximate="tanh")
-        return self.linear_2(h)
-
-
 class _SinusoidEmbedding(nn.Module):
     """Holds ``timestep_embedder`` so keys read ``emb.timestep_embedder.*`` (diffusers' PixArt-alpha embedding)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.timestep_embedder = _TwoLayerMLP(_SINUSOID_DIM, dim, "silu")
+        self.timestep_embedder = TwoLayerMLP(_SINUSOID_DIM, dim, "silu")
 
 
 class _TimeModulation(nn.Module):
@@ -367,8 +353,8 @@ class LTX2Transformer(nn.Module):
         if config.use_keyframes_abs_pos_embedding:
             self.keyframes_abs_pos_embedding = nn.Parameter(torch.zeros(1, dim))
         if config.use_prompt_embeddings:  # LTX-2.0; later versions project per stream in the text connector
-            self.caption_projection = _TwoLayerMLP(config.caption_channels, dim, "gelu_tanh")
-            self.audio_caption_projection = _TwoLayerMLP(config.caption_channels, adim, "gelu_tanh")
+            self.caption_projection = TwoLayerMLP(config.caption_channels, dim, "gelu_tanh")
+            self.audio_caption_projection = TwoLayerMLP(config.caption_channels, adim, "gelu_tanh")
         self.time_embed = _TimeModulation(dim, _NUM_MODULATIONS + 3 * config.cross_attn_mod)
         self.audio_time_embed = _TimeModulation(adim, _NUM_MODULATIONS + 3 * config.audio_cross_attn_mod)
         #: the text K/V modulation follows the timestep (prompt AdaLN) rather than a fixed per-layer table
