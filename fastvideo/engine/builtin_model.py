@@ -113,21 +113,23 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def write_byte_tokenizer(folder: Path, max_length: int) -> None:
-    """A byte-level tokenizer (pad=0, eos=1, unk=2, then 256 byte symbols) that appends ``</s>``."""
+def _write_byte_bpe_tokenizer(folder: Path, max_length: int, specials: dict[str, str], single: str, pair: str,
+                               added: str) -> None:
+    """Save a ``PreTrainedTokenizerFast`` whose vocabulary is ``specials`` (role -> token, ids in that order)
+    followed by the 256 byte-level symbols, with no merges; ``single`` / ``pair`` is the post-processor template
+    and ``added`` the special token it inserts. ``tokenizer_config.json`` names the portable class."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for symbol in sorted(alphabet):
+    vocab = {token: index for index, token in enumerate(specials.values())}
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
         vocab[symbol] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=specials["unk"]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                       special_tokens=[("</s>", 1)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+    tok.post_processor = processors.TemplateProcessing(single=single, pair=pair,
+                                                       special_tokens=[(added, vocab[added])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **{f"{role}_token": token for role, token in specials.items()},
                                    model_max_length=max_length)
     fast.save_pretrained(str(folder))
     # Name the portable class (transformers 4.x and 5.x both resolve it) rather than a 5.x-only alias.
@@ -136,6 +138,12 @@ def write_byte_tokenizer(folder: Path, max_length: int) -> None:
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config.pop("backend", None)
     _write_json(config_path, config)
+
+
+def write_byte_tokenizer(folder: Path, max_length: int) -> None:
+    """A byte-level tokenizer (pad=0, eos=1, unk=2, then 256 byte symbols) that appends ``</s>``."""
+    _write_byte_bpe_tokenizer(folder, max_length, {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"},
+                              single="$A </s>", pair="$A </s> $B </s>", added="</s>")
 
 
 def write_builtin_model(target: Path, seed: int = BUILTIN_SEED) -> Path:
@@ -275,25 +283,8 @@ LTX2_GEMMA_VISION_CONFIG: dict[str, Any] = {
 def write_gemma_byte_tokenizer(folder: Path, max_length: int) -> None:
     """A Gemma-like byte-level tokenizer (pad=0, eos=1, bos=2, unk=3, then 256 byte symbols) that prepends
     ``<bos>``, as Gemma's does; it needs no download."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
-    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab[symbol] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
-                                                       special_tokens=[("<bos>", 2)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
-                                   unk_token="<unk>", model_max_length=max_length)
-    fast.save_pretrained(str(folder))
-    config_path = folder / "tokenizer_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config.pop("backend", None)
-    _write_json(config_path, config)
+    _write_byte_bpe_tokenizer(folder, max_length, {"pad": "<pad>", "eos": "<eos>", "bos": "<bos>", "unk": "<unk>"},
+                              single="<bos> $A", pair="<bos> $A $B", added="<bos>")
 
 
 def _ltx2_latent_stats(state: dict[str, torch.Tensor], generator: torch.Generator) -> None:
