@@ -75,33 +75,25 @@ def _attn_tile(acc, l_i, m_i, q, k_ptrs, v_ptrs, start_n, offs_n, Lk, qk_scale,
 
 
 @triton.jit
-def _attn_fwd_kernel(
-    Q, K, V, O,
-    stride_qb, stride_ql, stride_qh, stride_qd,
-    stride_kb, stride_kl, stride_kh, stride_kd,
-    stride_vb, stride_vl, stride_vh, stride_vd,
-    stride_ob, stride_ol, stride_oh, stride_od,
-    H, Lq, Lk, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    EVEN_N: tl.constexpr, SOFT_BF16: tl.constexpr,
-):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
-    start_m = pid_m * BLOCK_M
-
-    offs_m = tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
-
+def _load_rows(Q, b, h, start_m, offs_m, offs_d, stride_qb, stride_ql, stride_qh, stride_qd, Lq):
+    """This program's ``BLOCK_M`` query rows of (b, h) from ``start_m`` (rows past Lq read as 0) and their
+    validity mask; the tile base offset is 64-bit."""
     q_base = Q + b * stride_qb + h * stride_qh + start_m.to(tl.int64) * stride_ql
     q_ptrs = q_base + offs_m[:, None] * stride_ql + offs_d[None, :] * stride_qd
     row_valid = (start_m + offs_m) < Lq
     q = tl.load(q_ptrs, mask=row_valid[:, None], other=0.0)
-    if SOFT_BF16:
-        q = q.to(tl.float32)
+    return q, row_valid
 
+
+@triton.jit
+def _attn_rows(q, K, V, b, h, offs_n, offs_d,
+               stride_kb, stride_kl, stride_kh, stride_kd,
+               stride_vb, stride_vl, stride_vh, stride_vd,
+               Lk, qk_scale,
+               HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               EVEN_N: tl.constexpr, SOFT_BF16: tl.constexpr):
+    """Online softmax of the rows ``q`` over all ``Lk`` keys/values of (b, h); returns (acc, l_i, m_i)
+    (unnormalized output, row sums, row maxima in log2 units). Shared by the bf16 and fp8 kernels."""
     # K is read transposed, (HEAD_DIM, BLOCK_N), so the logits are a plain q @ k.
     k_ptrs = K + b * stride_kb + h * stride_kh + offs_n[None, :] * stride_kl + offs_d[:, None] * stride_kd
     v_ptrs = V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vl + offs_d[None, :] * stride_vd
@@ -123,13 +115,49 @@ def _attn_fwd_kernel(
                                    MASK=False, SOFT_BF16=SOFT_BF16)
         k_ptrs += BLOCK_N * stride_kl
         v_ptrs += BLOCK_N * stride_vl
+    return acc, l_i, m_i
 
+
+@triton.jit
+def _store_rows(O, acc, l_i, row_valid, b, h, start_m, offs_m, offs_d, stride_ob, stride_ol, stride_oh, stride_od,
+                SOFT_BF16: tl.constexpr):
+    """Normalize ``acc / l_i`` and store the valid rows in O's dtype (64-bit tile base offset)."""
     out = acc / l_i[:, None]
     if SOFT_BF16:
         out = rne_bf16(out)
     o_base = O + b * stride_ob + h * stride_oh + start_m.to(tl.int64) * stride_ol
     o_ptrs = o_base + offs_m[:, None] * stride_ol + offs_d[None, :] * stride_od
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_valid[:, None])
+
+
+@triton.jit
+def _attn_fwd_kernel(
+    Q, K, V, O,
+    stride_qb, stride_ql, stride_qh, stride_qd,
+    stride_kb, stride_kl, stride_kh, stride_kd,
+    stride_vb, stride_vl, stride_vh, stride_vd,
+    stride_ob, stride_ol, stride_oh, stride_od,
+    H, Lq, Lk, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    EVEN_N: tl.constexpr, SOFT_BF16: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    start_m = pid_m * BLOCK_M
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q, row_valid = _load_rows(Q, b, h, start_m, offs_m, offs_d, stride_qb, stride_ql, stride_qh, stride_qd, Lq)
+    if SOFT_BF16:
+        q = q.to(tl.float32)
+    acc, l_i, m_i = _attn_rows(q, K, V, b, h, offs_n, offs_d, stride_kb, stride_kl, stride_kh, stride_kd,
+                               stride_vb, stride_vl, stride_vh, stride_vd, Lk, qk_scale,
+                               HEAD_DIM, BLOCK_M, BLOCK_N, EVEN_N, SOFT_BF16)
+    _store_rows(O, acc, l_i, row_valid, b, h, start_m, offs_m, offs_d, stride_ob, stride_ol, stride_oh, stride_od,
+                SOFT_BF16)
 
 
 #: True when this module's kernels were built for the Triton interpreter (TRITON_INTERPRET=1).

@@ -10,7 +10,7 @@ Contract:
   (``s = 1`` for an all-zero head), ``x8 = round_to_e4m3(x / s)``. Per-head rather than
   per-block: one scale per program, loaded once, and Wan's q/k are RMS-normed per token so the
   per-head range is narrow. v is not quantized.
-- Kernel: the bf16 kernel's online softmax, unchanged (the same ``_attn_tile``): logits are
+- Kernel: the bf16 kernel's online softmax, unchanged (the same ``_attn_rows`` / ``_attn_tile``): logits are
   ``dot(q8, k8)`` in fp8 with fp32 accumulation (e4m3 tensor-core MMA on sm_89 / wgmma on sm_90),
   dequantized by multiplying with ``s_q * s_k * scale * log2(e)`` (one fp32 per (batch, head)) in
   the exponent argument; ``p`` rounded to v's dtype and ``p @ v`` in bf16/fp16 with fp32
@@ -47,11 +47,10 @@ import torch
 import triton
 import triton.language as tl
 
-from fastvideo.kernels.attention.triton_attention import (FALLBACK_CONFIG, SUPPORTED_HEAD_DIMS, _attn_tile, _validate,
-                                                          default_config)
+from fastvideo.kernels.attention.triton_attention import (FALLBACK_CONFIG, SUPPORTED_HEAD_DIMS, _attn_rows, _attn_tile,
+                                                          _load_rows, _store_rows, _validate, default_config)
 from fastvideo.kernels.attention.tuning import AttentionConfig
-from fastvideo.kernels.triton_utils import (KernelLaunch, interpreter_mode_error, is_interpreted, rne_bf16,
-                                            soft_bf16)
+from fastvideo.kernels.triton_utils import KernelLaunch, interpreter_mode_error, is_interpreted, soft_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -85,40 +84,17 @@ def _attn_fp8_fwd_kernel(
     # s_q * s_k * sm_scale * log2(e) of this (batch, head): the dequantization rides in the exponent.
     qk_scale = tl.load(QK_SCALE + pid_bh)
 
+    # fp8 (compiled) or its exact fp32 (interpreter); the online softmax, its masked partial tile first and
+    # the store are the bf16 kernel's own (triton_attention._attn_rows / _store_rows).
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
-
-    q_base = Q + b * stride_qb + h * stride_qh + start_m.to(tl.int64) * stride_ql
-    q_ptrs = q_base + offs_m[:, None] * stride_ql + offs_d[None, :] * stride_qd
-    row_valid = (start_m + offs_m) < Lq
-    q = tl.load(q_ptrs, mask=row_valid[:, None], other=0.0)  # fp8 (compiled) or its exact fp32 (interpreter)
-
-    k_ptrs = K + b * stride_kb + h * stride_kh + offs_n[None, :] * stride_kl + offs_d[:, None] * stride_kd
-    v_ptrs = V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vl + offs_d[None, :] * stride_vd
-
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.full([BLOCK_M], 0.0, dtype=tl.float32)
-    acc = tl.full([BLOCK_M, HEAD_DIM], 0.0, dtype=tl.float32)
-
-    # Masked partial tile first, then the unmasked pipelined loop (as the bf16 kernel, same reasons).
-    n_full = (Lk // BLOCK_N) * BLOCK_N
-    if not EVEN_N:
-        tail = tl.full([], 0, tl.int64) + n_full
-        acc, l_i, m_i = _attn_tile(acc, l_i, m_i, q, k_ptrs + tail * stride_kl, v_ptrs + tail * stride_vl,
-                                   n_full, offs_n, Lk, qk_scale, MASK=True, SOFT_BF16=SOFT_BF16)
-    for start_n in range(0, n_full, BLOCK_N):
-        acc, l_i, m_i = _attn_tile(acc, l_i, m_i, q, k_ptrs, v_ptrs, start_n, offs_n, Lk, qk_scale,
-                                   MASK=False, SOFT_BF16=SOFT_BF16)
-        k_ptrs += BLOCK_N * stride_kl
-        v_ptrs += BLOCK_N * stride_vl
-
-    out = acc / l_i[:, None]
-    if SOFT_BF16:
-        out = rne_bf16(out)
-    o_base = O + b * stride_ob + h * stride_oh + start_m.to(tl.int64) * stride_ol
-    o_ptrs = o_base + offs_m[:, None] * stride_ol + offs_d[None, :] * stride_od
-    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_valid[:, None])
+    q, row_valid = _load_rows(Q, b, h, start_m, offs_m, offs_d, stride_qb, stride_ql, stride_qh, stride_qd, Lq)
+    acc, l_i, m_i = _attn_rows(q, K, V, b, h, offs_n, offs_d, stride_kb, stride_kl, stride_kh, stride_kd,
+                               stride_vb, stride_vl, stride_vh, stride_vd, Lk, qk_scale,
+                               HEAD_DIM, BLOCK_M, BLOCK_N, EVEN_N, SOFT_BF16)
+    _store_rows(O, acc, l_i, row_valid, b, h, start_m, offs_m, offs_d, stride_ob, stride_ol, stride_oh, stride_od,
+                SOFT_BF16)
 
 
 #: True when this module's kernel was built for the Triton interpreter (TRITON_INTERPRET=1).
