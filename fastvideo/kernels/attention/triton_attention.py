@@ -221,6 +221,16 @@ def _validate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(f"triton attention cannot run: {reason}")
 
 
+def _output_for(q: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """A new ``(B, Lq, H, D)`` tensor of q's dtype, or ``out`` once checked to match q's shape, dtype, device."""
+    if out is None:
+        return torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    if out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
+        raise ValueError(f"out must be {tuple(q.shape)} {q.dtype} on {q.device}, got "
+                         f"{tuple(out.shape)} {out.dtype} on {out.device}")
+    return out
+
+
 def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, sm_scale: float,
             cfg: AttentionConfig) -> None:
     batch, len_q, heads, head_dim = q.shape
@@ -247,11 +257,7 @@ def flash_attention_triton(
     written in place when given; ``config`` overrides the JSON block sizes."""
     _validate(q, k, v)
     batch, len_q, heads, head_dim = q.shape
-    if out is None:
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
-        raise ValueError(f"out must be {tuple(q.shape)} {q.dtype} on {q.device}, got "
-                         f"{tuple(out.shape)} {out.dtype} on {out.device}")
+    out = _output_for(q, out)
     if len_q == 0 or batch == 0 or heads == 0:
         return out
     sm_scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)

@@ -48,7 +48,8 @@ import triton
 import triton.language as tl
 
 from fastvideo.kernels.attention.triton_attention import (FALLBACK_CONFIG, SUPPORTED_HEAD_DIMS, _attn_rows, _attn_tile,
-                                                          _load_rows, _store_rows, _validate, default_config)
+                                                          _load_rows, _output_for, _store_rows, _validate,
+                                                          default_config)
 from fastvideo.kernels.attention.tuning import AttentionConfig
 from fastvideo.kernels.triton_utils import KernelLaunch, interpreter_mode_error, is_interpreted, soft_bf16
 
@@ -201,11 +202,7 @@ def flash_attention_fp8_triton(
     reason = fp8_attention_check(q.dtype, head_dim, q.device)
     if reason is not None:
         raise ValueError(f"triton fp8 attention cannot run: {reason}")
-    if out is None:
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
-        raise ValueError(f"out must be {tuple(q.shape)} {q.dtype} on {q.device}, got "
-                         f"{tuple(out.shape)} {out.dtype} on {out.device}")
+    out = _output_for(q, out)
     if len_q == 0 or batch == 0 or heads == 0:
         return out
     sm_scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
