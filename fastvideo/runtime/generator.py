@@ -8,9 +8,10 @@ Contract:
   ``pipeline.components.*_path`` load that component from the given diffusers sub-folder.
   ``from_pretrained`` takes FastVideo's documented keyword arguments (``num_gpus``, ``revision``,
   ``dit_cpu_offload``, ``text_encoder_cpu_offload``, ``vae_cpu_offload``, ``pin_cpu_memory``,
-  ``torch_compile_kwargs``, ``use_fsdp_inference``, ``pipeline_config``, ... : :data:`_CONVENIENCE_KWARGS`)
-  mapped onto their GeneratorConfig fields, which are then honoured or refused by name like any field; an
-  unknown keyword is an :class:`UnknownKeywordError` (a ConfigError and a TypeError) naming it. A model
+  ``torch_compile_kwargs``, ``use_fsdp_inference``, ``pipeline_config``, ... :
+  :mod:`fastvideo.runtime.pretrained_kwargs`) mapped onto their GeneratorConfig fields, which are then
+  honoured or refused by name like any field; an unknown keyword is an
+  :class:`~fastvideo.runtime.pretrained_kwargs.UnknownKeywordError` (a ConfigError and a TypeError) naming it. A model
   path that is not a local folder is a ModelLoadError; one that looks like a Hugging Face repo id says how
   to download it (``huggingface-cli download ORG/NAME --local-dir DIR``): this engine never downloads.
   ``from_file(path, overrides)`` reads a generator, run or serve YAML/JSON file with dotted overrides.
@@ -116,141 +117,13 @@ from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
 from fastvideo.runtime.dispatcher import AsyncListener, SyncListener
 from fastvideo.runtime.lora_adapters import LoraAdapters, fuse_at_load, requested_adapter
 from fastvideo.runtime.media import encode_mp4, write_mp4_atomic
+from fastvideo.runtime.pretrained_kwargs import apply_kwargs, refuse_log_queue
 from fastvideo.runtime.state_blobs import externalize_state, has_blob_refs, internalize_state
 from fastvideo.engine.state_codec import decode_latent_state, encode_latent_state
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_DIR = "outputs"
-
-#: Keyword arguments ``from_pretrained`` accepts besides the model path -> their typed home in GeneratorConfig.
-#: FastVideo's documented names first (``VideoGenerator.from_pretrained(path, num_gpus=1, vae_cpu_offload=...)``),
-#: then this engine's own. A value the runtime cannot honour is refused by the field's check in
-#: :func:`~fastvideo.runtime.config_support.check_generator_config`, naming the field.
-_CONVENIENCE_KWARGS: dict[str, tuple[str, ...]] = {
-    "num_gpus": ("engine", "num_gpus"),
-    "revision": ("revision",),
-    "trust_remote_code": ("trust_remote_code",),
-    "distributed_executor_backend": ("engine", "execution_backend"),
-    "tp_size": ("engine", "parallelism", "tp_size"),
-    "sp_size": ("engine", "parallelism", "sp_size"),
-    "hsdp_replicate_dim": ("engine", "parallelism", "hsdp_replicate_dim"),
-    "hsdp_shard_dim": ("engine", "parallelism", "hsdp_shard_dim"),
-    "dist_timeout": ("engine", "parallelism", "dist_timeout"),
-    "use_fsdp_inference": ("engine", "use_fsdp_inference"),
-    "disable_autocast": ("engine", "disable_autocast"),
-    "enable_stage_verification": ("engine", "enable_stage_verification"),
-    "dit_cpu_offload": ("engine", "offload", "dit"),
-    "dit_layerwise_offload": ("engine", "offload", "dit_layerwise"),
-    "text_encoder_cpu_offload": ("engine", "offload", "text_encoder"),
-    "image_encoder_cpu_offload": ("engine", "offload", "image_encoder"),
-    "vae_cpu_offload": ("engine", "offload", "vae"),
-    "pin_cpu_memory": ("engine", "offload", "pin_cpu_memory"),
-    "lazy_module_load": ("engine", "offload", "lazy_module_load"),
-    "enable_torch_compile": ("engine", "compile", "enabled"),
-    "enable_torch_compile_text_encoder": ("engine", "compile", "text_encoder_enabled"),
-    "enable_torch_compile_vae": ("engine", "compile", "vae_enabled"),
-    "enable_torch_compile_audio_vae": ("engine", "compile", "audio_vae_enabled"),
-    "torch_compile_kwargs_dit": ("engine", "compile", "dit_kwargs"),
-    "torch_compile_kwargs_text_encoder": ("engine", "compile", "text_encoder_kwargs"),
-    "torch_compile_kwargs_vae": ("engine", "compile", "vae_kwargs"),
-    "torch_compile_kwargs_audio_vae": ("engine", "compile", "audio_vae_kwargs"),
-    "override_text_encoder_quant": ("engine", "quantization", "text_encoder_quant"),
-    "override_transformer_quant": ("engine", "quantization", "transformer_quant"),
-    "workload_type": ("pipeline", "workload_type"),
-    "lora_path": ("pipeline", "components", "lora_path"),
-    "lora_nickname": ("pipeline", "components", "lora_nickname"),
-    "lora_strength": ("pipeline", "components", "lora_strength"),
-    "override_pipeline_cls_name": ("pipeline", "components", "override_pipeline_cls_name"),
-    "override_transformer_cls_name": ("pipeline", "components", "override_transformer_cls_name"),
-    "override_text_encoder_safetensors": ("pipeline", "components", "text_encoder_weights"),
-    "init_weights_from_safetensors": ("pipeline", "components", "transformer_weights"),
-    "init_weights_from_safetensors_2": ("pipeline", "components", "transformer_2_weights"),
-    "config_model_path": ("pipeline", "components", "config_root"),
-    # this engine's own
-    "device": ("engine", "device"),
-    "dtype": ("engine", "dtype"),
-    "attention_backend": ("engine", "attention_backend"),
-    "ops_backend": ("engine", "ops_backend"),
-    "artifacts_path": ("engine", "artifacts_path"),
-    "dit_offload": ("engine", "offload", "dit"),
-    "text_encoder_offload": ("engine", "offload", "text_encoder"),
-    "vae_offload": ("engine", "offload", "vae"),
-    "preset": ("pipeline", "preset"),
-    "preset_version": ("pipeline", "preset_version"),
-    "variant": ("pipeline", "variant"),
-}
-
-#: FastVideo kwargs with no single typed home, handled by :func:`_apply_kwargs` itself.
-_SPECIAL_KWARGS = ("torch_compile_kwargs", "pipeline_config", "output_type", "nvfp4_fa4", "log_queue")
-
-#: ``torch_compile_kwargs`` keys with a typed CompileConfig field (the rest go to ``engine.compile.extras``).
-_COMPILE_TYPED = ("backend", "fullgraph", "mode", "dynamic")
-
-
-class UnknownKeywordError(ConfigError, TypeError):
-    """A ``from_pretrained`` keyword argument this engine does not know (``path`` names it)."""
-
-
-def _set(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    node = data
-    *parents, leaf = path
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-
-
-def _apply_kwargs(data: dict[str, Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Fold ``from_pretrained``'s keyword arguments into the GeneratorConfig mapping ``data``."""
-    unknown = sorted(set(kwargs) - set(_CONVENIENCE_KWARGS) - set(_SPECIAL_KWARGS))
-    if unknown:
-        raise UnknownKeywordError(unknown[0], f"unexpected keyword arguments {unknown}; from_pretrained accepts "
-                                              f"{sorted([*_CONVENIENCE_KWARGS, *_SPECIAL_KWARGS])} (or pass a "
-                                              "GeneratorConfig to from_config for everything else)")
-    for key, value in kwargs.items():
-        if key in _CONVENIENCE_KWARGS:
-            _set(data, _CONVENIENCE_KWARGS[key], value)
-        elif key == "torch_compile_kwargs":
-            if value is None:
-                continue
-            if not isinstance(value, Mapping):
-                raise ConfigError("torch_compile_kwargs", f"expected a dict of torch.compile arguments, got "
-                                                          f"{type(value).__name__}")
-            for name, item in value.items():
-                _set(data, ("engine", "compile", name) if name in _COMPILE_TYPED else
-                     ("engine", "compile", "extras", str(name)), item)
-        elif key == "pipeline_config":
-            if value is None:
-                continue
-            if isinstance(value, str):
-                _set(data, ("pipeline", "components", "pipeline_config_path"), value)
-                continue
-            from fastvideo.api.pipeline_config import PipelineConfig
-
-            if not isinstance(value, PipelineConfig):
-                raise ConfigError("pipeline_config", f"expected a fastvideo.PipelineConfig or a path, got "
-                                                     f"{type(value).__name__}")
-            value.apply_to(data)
-        elif key == "output_type":
-            if value not in (None, "pil", "np"):
-                raise ConfigError("output_type", f"{value!r} is not supported: results carry decoded frames (uint8 "
-                                                 "numpy on result.frames, a tensor view on result.samples); drop "
-                                                 "output_type")
-        elif key == "nvfp4_fa4":
-            if value:
-                raise ConfigError("nvfp4_fa4", "NVFP4 FlashAttention-4 kernels are not supported yet; drop it "
-                                               "(pick the attention kernel with attention_backend)")
-        elif key == "log_queue":
-            _refuse_log_queue(value)
-    return data
-
-
-def _refuse_log_queue(log_queue: Any) -> None:
-    """FastVideo's ``log_queue`` argument: None accepted; a queue refused (we log through ``logging``)."""
-    if log_queue is not None:
-        raise ConfigError("log_queue", "log queues are not supported: this engine logs through the standard "
-                                       "logging module (configure the 'fastvideo' logger); drop it")
-
 
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -378,13 +251,13 @@ class VideoGenerator:
             return cls.from_config(model_path)
         if model_path is not None and not isinstance(model_path, (str, Path)):
             raise TypeError(f"model_path must be a path, GeneratorConfig or mapping, got {type(model_path).__name__}")
-        data = _apply_kwargs({"model_path": str(model_path) if model_path is not None else None}, kwargs)
+        data = apply_kwargs({"model_path": str(model_path) if model_path is not None else None}, kwargs)
         return cls.from_config(parse_config(GeneratorConfig, data))
 
     @classmethod
     def from_config(cls, config: GeneratorConfig | Mapping[str, Any], *, log_queue: Any = None) -> "VideoGenerator":
         """Build the generator a typed config describes (``log_queue``: FastVideo's; only None is accepted)."""
-        _refuse_log_queue(log_queue)
+        refuse_log_queue(log_queue)
         config = parse_config(GeneratorConfig, config)
         env = read_env()
         device = _resolve_device(config.engine.device)
@@ -587,7 +460,7 @@ class VideoGenerator:
         total)`` is called after every denoising step. A list ``prompt`` or an ``inputs.prompt_path`` file
         gives a list of results, one per prompt in order (``prompt_index`` 0, 1, ...)."""
         self._check_open()
-        _refuse_log_queue(log_queue)
+        refuse_log_queue(log_queue)
         fanned = self._fan_out(parse_config(GenerationRequest, request))
         if fanned is not None:
             results = []
@@ -720,7 +593,7 @@ class VideoGenerator:
         a list ``prompt`` / ``inputs.prompt_path`` runs its prompts in order, each ending with its own final
         event (``result.prompt_index`` 0, 1, ...)."""
         self._check_open()
-        _refuse_log_queue(log_queue)
+        refuse_log_queue(log_queue)
         req = parse_config(GenerationRequest, request)
         fanned = self._fan_out(req)
         for index, sub in enumerate(fanned if fanned is not None else [req]):

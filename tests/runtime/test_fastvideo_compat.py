@@ -13,7 +13,7 @@ import torch
 import fastvideo
 from fastvideo import PipelineConfig, SamplingParam, VideoGenerator
 from fastvideo.api import ConfigError, ConfigValidationError, FastVideoError, ModelLoadError, VideoFinalEvent
-from fastvideo.runtime import generator as generator_module
+from fastvideo.runtime import pretrained_kwargs
 
 SMALL = {"width": 64, "height": 32, "num_frames": 5, "num_inference_steps": 2, "seed": 7}
 
@@ -156,7 +156,7 @@ def test_pipeline_config_view(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(VideoGenerator, "from_config", classmethod(lambda cls, config: seen.setdefault("c", config)))
     config = VideoGenerator.from_pretrained(str(tiny_model_dir), pipeline_config=PipelineConfig(dit_precision="fp32"))
     assert config.engine.dtype == "fp32"
-    assert generator_module.UnknownKeywordError.__mro__[1] is ConfigValidationError
+    assert pretrained_kwargs.UnknownKeywordError.__mro__[1] is ConfigValidationError
 
 
 def test_generate_async_fans_out_a_list_and_closing_early_cancels(tiny_generator):
