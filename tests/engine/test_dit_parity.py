@@ -23,6 +23,7 @@ from fastvideo.engine.dit import (  # noqa: E402
     WanTransformer3DModel,
 )
 from fastvideo.kernels.registry import AttentionBackend, sdpa_attention  # noqa: E402
+from wan_dit_fixtures import ours_from, reference_dit  # noqa: E402
 
 FP32_TOL = 1e-4
 # bf16 vs diffusers bf16 (same weights, same inputs). The model mirrors diffusers' op order and
@@ -46,22 +47,6 @@ TINY_ALT: dict[str, Any] = dict(
 LATENT_FHW = {id(TINY): (3, 6, 10), id(TINY_ALT): (4, 6, 5)}
 
 
-def _reference(cfg: dict[str, Any]) -> DiffusersWan:
-    torch.manual_seed(0)
-    model = DiffusersWan(**cfg).eval()
-    gen = torch.Generator().manual_seed(1234)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=gen))
-    return model
-
-
-def _ours_from(ref: DiffusersWan) -> WanTransformer3DModel:
-    ours = WanTransformer3DModel(WanDiTConfig.from_dict(dict(ref.config))).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ours
-
-
 def _inputs(cfg: dict[str, Any], fhw: tuple[int, int, int], seed: int = 7,
             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
@@ -77,7 +62,7 @@ def cfg(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 def test_state_dict_keys_and_shapes_identical(cfg: dict[str, Any]) -> None:
-    ref = _reference(cfg)
+    ref = reference_dit(cfg)
     ours = WanTransformer3DModel(WanDiTConfig.from_dict(dict(ref.config)))
     ref_sd, our_sd = ref.state_dict(), ours.state_dict()
     assert set(ref_sd) == set(our_sd)
@@ -86,8 +71,8 @@ def test_state_dict_keys_and_shapes_identical(cfg: dict[str, Any]) -> None:
 
 @torch.no_grad()
 def test_fp32_forward_matches_diffusers(cfg: dict[str, Any]) -> None:
-    ref = _reference(cfg)
-    ours = _ours_from(ref)
+    ref = reference_dit(cfg)
+    ours = ours_from(ref)
     fhw = LATENT_FHW[id(cfg)]
     x, t, ctx = _inputs(cfg, fhw)
     expected = ref(x, t, ctx, return_dict=False)[0]
@@ -107,8 +92,8 @@ def test_fp32_forward_matches_diffusers(cfg: dict[str, Any]) -> None:
 @torch.no_grad()
 def test_parity_check_is_sensitive() -> None:
     """Negative control: a small change to one q/k-norm weight must break the tolerance."""
-    ref = _reference(TINY)
-    ours = _ours_from(ref)
+    ref = reference_dit(TINY)
+    ours = ours_from(ref)
     ours.blocks[1].attn1.norm_k.weight.mul_(1.05)
     x, t, ctx = _inputs(TINY, LATENT_FHW[id(TINY)])
     err = (ours(x, t, ctx) - ref(x, t, ctx, return_dict=False)[0]).abs().max().item()
@@ -118,7 +103,7 @@ def test_parity_check_is_sensitive() -> None:
 @torch.no_grad()
 def test_bf16_matches_diffusers_from_pretrained(tmp_path: Path) -> None:
     """bf16 the way diffusers runs it: ``from_pretrained(torch_dtype=bf16)`` (fp32 islands kept)."""
-    ref32 = _reference(TINY)
+    ref32 = reference_dit(TINY)
     ref32.save_pretrained(tmp_path)
     ref16 = DiffusersWan.from_pretrained(tmp_path, torch_dtype=torch.bfloat16).eval()
 
@@ -140,14 +125,14 @@ def test_bf16_matches_diffusers_from_pretrained(tmp_path: Path) -> None:
     assert err <= BF16_TOL, f"bf16 max abs error vs diffusers {err:.3e} > {BF16_TOL}"
 
     # sanity: bf16 stays a bf16-sized distance from our fp32 result on the same weights
-    exact = _ours_from(ref32)(x.float(), t, ctx.float())
+    exact = ours_from(ref32)(x.float(), t, ctx.float())
     assert (got.float() - exact).abs().max().item() < 0.25 * exact.abs().max().item()
 
 
 @torch.no_grad()
 def test_all_attention_goes_through_backend_and_rope_is_cached() -> None:
-    ref = _reference(TINY)
-    ours = _ours_from(ref)
+    ref = reference_dit(TINY)
+    ours = ours_from(ref)
     calls: list[tuple[int, int]] = []
 
     def counting(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

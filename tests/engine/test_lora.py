@@ -25,6 +25,7 @@ from safetensors.torch import save_file  # noqa: E402
 from fastvideo.api import ConfigError  # noqa: E402
 from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel  # noqa: E402
 from fastvideo.engine.lora import load_lora, merge_lora, unmerge_lora  # noqa: E402
+from wan_dit_fixtures import ours_from, reference_dit  # noqa: E402
 
 TOL = 1e-5
 TINY: dict[str, Any] = dict(
@@ -35,22 +36,6 @@ TINY: dict[str, Any] = dict(
 RANK = 4
 #: diffusers module names that the PEFT-layout LoRA targets
 PEFT_MODULES = ("attn1.to_q", "attn1.to_v", "attn2.to_k", "attn2.to_out.0", "ffn.net.0.proj", "ffn.net.2")
-
-
-def _reference() -> DiffusersWan:
-    torch.manual_seed(0)
-    model = DiffusersWan(**TINY).eval()
-    gen = torch.Generator().manual_seed(1234)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=gen))
-    return model
-
-
-def _ours(ref: DiffusersWan) -> WanTransformer3DModel:
-    ours = WanTransformer3DModel(WanDiTConfig.from_dict(dict(ref.config))).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ours
 
 
 def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,8 +107,8 @@ def _diffusers_fused(ref: DiffusersWan, lora: Path, strength: float) -> Diffuser
 @pytest.mark.parametrize("layout", ["peft", "wan"])
 @pytest.mark.parametrize("strength", [1.0, 0.6])
 def test_merge_matches_diffusers_fuse_lora(tmp_path: Path, layout: str, strength: float) -> None:
-    ref = _reference()
-    ours = _ours(ref)
+    ref = reference_dit(TINY)
+    ours = ours_from(ref)
     write = write_peft_lora if layout == "peft" else write_wan_lora
     lora = write(tmp_path / "lora" if layout == "peft" else tmp_path / "wan.safetensors", ref)
     before = ours(*_inputs())
@@ -139,7 +124,7 @@ def test_merge_matches_diffusers_fuse_lora(tmp_path: Path, layout: str, strength
 
 
 def test_unmerge_restores_bit_exact_and_storage_stays(tmp_path: Path) -> None:
-    ours = _ours(_reference())
+    ours = ours_from(reference_dit(TINY))
     original = _params(ours)
     pointers = {k: p.data_ptr() for k, p in ours.named_parameters()}
     for lora in (write_peft_lora(tmp_path / "a", ours), write_wan_lora(tmp_path / "b.safetensors", ours)):
@@ -152,7 +137,7 @@ def test_unmerge_restores_bit_exact_and_storage_stays(tmp_path: Path) -> None:
 
 
 def test_bf16_merge_in_float32_then_cast(tmp_path: Path) -> None:
-    ours = _ours(_reference())
+    ours = ours_from(reference_dit(TINY))
     lora = load_lora(write_peft_lora(tmp_path / "a", ours), ours)
     w32 = ours.blocks[0].attn1.to_q.weight.detach().clone()
     ours.to(torch.bfloat16)
@@ -167,7 +152,7 @@ def test_bf16_merge_in_float32_then_cast(tmp_path: Path) -> None:
 
 
 def test_strength_scales_the_delta(tmp_path: Path) -> None:
-    ours = _ours(_reference())
+    ours = ours_from(reference_dit(TINY))
     lora = load_lora(write_peft_lora(tmp_path / "a", ours, alpha=RANK), ours)
     one = lora.deltas(ours, 1.0)
     two = lora.deltas(ours, 2.0)
@@ -181,7 +166,7 @@ def test_strength_scales_the_delta(tmp_path: Path) -> None:
 
 
 def test_alpha_metadata_scales(tmp_path: Path) -> None:
-    ours = _ours(_reference())
+    ours = ours_from(reference_dit(TINY))
     plain = load_lora(write_peft_lora(tmp_path / "a", ours, alpha=RANK), ours)
     doubled = load_lora(write_peft_lora(tmp_path / "b", ours, alpha=2 * RANK), ours)
     name = "blocks.1.ffn.net.2.weight"
@@ -189,7 +174,7 @@ def test_alpha_metadata_scales(tmp_path: Path) -> None:
 
 
 def test_wan_layout_full_diff_and_norm_keys(tmp_path: Path) -> None:
-    ours = _ours(_reference())
+    ours = ours_from(reference_dit(TINY))
     gen = torch.Generator().manual_seed(0)
     diff = torch.randn(ours.blocks[0].attn1.to_k.weight.shape, generator=gen)
     norm_diff = torch.randn(ours.blocks[1].norm2.weight.shape, generator=gen)
@@ -204,7 +189,7 @@ def test_wan_layout_full_diff_and_norm_keys(tmp_path: Path) -> None:
 
 
 def test_errors_name_the_problem(tmp_path: Path) -> None:
-    ours = _ours(_reference())
+    ours = ours_from(reference_dit(TINY))
     with pytest.raises(ConfigError, match="does not exist"):
         load_lora(tmp_path / "missing.safetensors", ours)
     junk = tmp_path / "junk.safetensors"
@@ -234,7 +219,7 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_a_merge_failing_half_way_restores_what_it_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ours = _ours(_reference())
+    ours = ours_from(reference_dit(TINY))
     lora = load_lora(write_peft_lora(tmp_path / "a", ours), ours)
     original = _params(ours)
     real = lora.deltas(ours, 1.0)

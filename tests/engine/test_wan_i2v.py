@@ -14,9 +14,9 @@ import pytest
 import torch
 
 diffusers = pytest.importorskip("diffusers")
-from diffusers import WanTransformer3DModel as DiffusersWan  # noqa: E402
 
 from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel  # noqa: E402
+from wan_dit_fixtures import ours_from, reference_dit  # noqa: E402
 
 FP32_TOL = 1e-4
 TEXT_TOKENS = 512  # diffusers' WanAttnProcessor hard-codes the text context length for I2V
@@ -28,27 +28,11 @@ TINY_I2V: dict[str, Any] = dict(
 )
 
 
-def _reference(cfg: dict[str, Any]) -> DiffusersWan:
-    torch.manual_seed(0)
-    model = DiffusersWan(**cfg).eval()
-    gen = torch.Generator().manual_seed(1234)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=gen))
-    return model
-
-
-def _ours_from(ref: DiffusersWan) -> WanTransformer3DModel:
-    ours = WanTransformer3DModel(WanDiTConfig.from_dict(dict(ref.config))).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ours
-
-
 @pytest.mark.parametrize("flf2v", [False, True], ids=["i2v", "flf2v"])
 def test_i2v_dit_matches_diffusers(flf2v: bool) -> None:
     cfg = {**TINY_I2V, "pos_embed_seq_len": 2 * 5} if flf2v else TINY_I2V
-    ref = _reference(cfg)
-    ours = _ours_from(ref)
+    ref = reference_dit(cfg)
+    ours = ours_from(ref)
     assert set(ours.state_dict()) == set(ref.state_dict())
     assert any("add_k_proj" in k for k in ours.state_dict()) and any("image_embedder" in k for k in ours.state_dict())
     gen = torch.Generator().manual_seed(7)
@@ -110,7 +94,7 @@ def write_i2v_folder(base: Any, target: Any, *, flf2v: bool = False) -> Any:
     width = cfg["num_attention_heads"] * cfg["attention_head_dim"]
     cfg.update(in_channels=36, out_channels=16, image_dim=CLIP["hidden_size"], added_kv_proj_dim=width,
                pos_embed_seq_len=2 * 17 if flf2v else None)
-    transformer = _reference(cfg)
+    transformer = reference_dit(cfg)
     with torch.no_grad():  # keep activations tame over the steps: smaller perturbation than the DiT test
         for p in transformer.parameters():
             p.mul_(0.5)
