@@ -46,10 +46,8 @@ import copy
 import json
 import logging
 import math
-import os
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,6 +62,7 @@ from benchmarks.wan_configs import WAN_1_3B_DIT  # noqa: E402
 from fastvideo.api import FastVideoError, apply_overrides  # noqa: E402
 from fastvideo.eval import evaluate  # noqa: E402
 from fastvideo.eval.runner import json_safe  # noqa: E402
+from fastvideo.fileio import write_atomic
 
 logger = logging.getLogger("quality_gate")
 
@@ -460,17 +459,6 @@ def markdown_table(rows: list[dict[str, Any]], workload: Workload, thresholds: T
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def update_readme(path: Path, table: str, *, dit: bool = False) -> None:
     """Replace the text between the quality-gate markers of ``path`` (the DiT-level ones when ``dit``) with
     ``table``."""
@@ -479,7 +467,7 @@ def update_readme(path: Path, table: str, *, dit: bool = False) -> None:
     start, end = text.find(begin), text.find(end_marker)
     if start < 0 or end < start:
         raise ValueError(f"{path}: no '{begin}' ... '{end_marker}' block to fill")
-    _write_atomic(path, text[:start + len(begin)] + "\n" + table + text[end:])
+    write_atomic(path, text[:start + len(begin)] + "\n" + table + text[end:])
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -550,12 +538,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown_table(rows, workload, thresholds)
     print(table)
     if args.markdown:
-        _write_atomic(Path(args.markdown), table)
+        write_atomic(Path(args.markdown), table)
     if args.json:
         payload = {"workload": asdict(workload), "thresholds": asdict(thresholds), "levers": rows,
                    "torch": torch.__version__,
                    "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-        _write_atomic(Path(args.json), json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
+        write_atomic(Path(args.json), json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
     if args.update_readme:
         update_readme(Path(args.update_readme), table, dit=bool(workload.dit_config))
     return 1 if any(row["status"] == "fail" for row in rows) else 0

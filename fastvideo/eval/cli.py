@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from fastvideo.eval.registry import EvalError, EvalOptions, list_metrics, metric_info
+from fastvideo.fileio import write_atomic
 
 EPILOG = """\
 metrics (fastvideo eval list shows them all):
@@ -98,14 +97,7 @@ def cmd_eval_list(args: argparse.Namespace) -> int:
 def _write_atomic(path: Path, text: str) -> None:
     if not path.parent.is_dir():
         raise EvalError(f"--output {path}: the folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text)
 
 
 def cmd_eval_run(args: argparse.Namespace) -> int:

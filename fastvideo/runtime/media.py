@@ -35,6 +35,7 @@ import av
 import numpy as np
 
 from fastvideo.api.errors import RequestError
+from fastvideo.fileio import write_atomic
 
 DEFAULT_CRF = 18
 MIN_AUDIO_RATE, MAX_AUDIO_RATE = 8000, 192000
@@ -199,13 +200,4 @@ def write_mp4_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; a finished video is an ordinary file
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_atomic(target, data)

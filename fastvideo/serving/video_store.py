@@ -37,7 +37,6 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import errno
 import logging
@@ -55,6 +54,7 @@ from fastvideo.runtime.service import Job, VideoService
 from fastvideo.serving.job_index import JobIndex
 from fastvideo.serving.metrics import ServingMetrics
 from fastvideo.serving.still_images import png_bytes, thumbnail_png
+from fastvideo.fileio import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ class VideoStore:
         """Write an uploaded reference atomically (nothing is left behind on error; OSError propagates)."""
         path = self.input_path_for(record_id, ext)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _write_atomic(path, data)
+        return write_atomic(path, data)
 
     # ------------------------------------------------------------------ expiry
     def reap(self, now: float | None = None) -> int:
@@ -402,12 +402,12 @@ class VideoStore:
             if frames is None or len(frames) == 0:
                 raise ValueError("the generator returned no frame")
             path = self.output_dir / f"{record.id}.png"
-            _write_atomic(path, png_bytes(frames[0]))
+            write_atomic(path, png_bytes(frames[0]))
             record.file_path = path
             return
         if not final.video_bytes:
             raise ValueError("the generator returned no MP4 bytes")
-        record.file_path = _write_atomic(self.output_dir / f"{record.id}.mp4", final.video_bytes)
+        record.file_path = write_atomic(self.output_dir / f"{record.id}.mp4", final.video_bytes)
 
     def _thumbnail_path(self, record: VideoRecord) -> Path:
         return self.output_dir / f"{record.id}.thumb.png"
@@ -423,7 +423,7 @@ class VideoStore:
         path = self._thumbnail_path(record)
         with open(record.file_path, "rb") as handle:
             data = handle.read()
-        _write_atomic(path, thumbnail_png(data))
+        write_atomic(path, thumbnail_png(data))
         record.thumbnail_path = path
         return path
 
@@ -462,17 +462,3 @@ class VideoStore:
         record.done.set()
 
 
-def _write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a uniquely named temp file in the same folder and ``os.replace``
-    (concurrent writers never share a temp file; nothing is left behind on error)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; an output is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
