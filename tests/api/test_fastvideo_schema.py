@@ -11,6 +11,7 @@ import typing
 import pytest
 
 import fastvideo.api as api
+from schema_defaults import REQUIRED, field_defaults
 from fastvideo.api import ConfigError, GenerationRequest, GeneratorConfig, RequestError, parse_config
 from fastvideo.engine.request_support import REQUEST_FIELD_SUPPORT, check_request_fields
 from fastvideo.runtime.config_support import FIELD_SUPPORT, check_generator_config
@@ -30,7 +31,6 @@ def test_every_schema_name_of_fastvideo_api_is_exported(name):
 
 
 # FastVideo's field -> default, per class; a class's fields must all exist with these defaults (ours may add more).
-REQUIRED = object()
 FASTVIDEO_DEFAULTS: dict[str, dict[str, object]] = {
     "EngineConfig": {"num_gpus": 1, "execution_backend": "mp", "enable_stage_verification": True,
                      "use_fsdp_inference": False, "disable_autocast": False, "quantization": None},
@@ -83,21 +83,9 @@ DIVERGENT_DEFAULTS: dict[str, dict[str, tuple[object, object]]] = {
 }
 
 
-def _defaults(cls: type) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
-        else:
-            out[f.name] = REQUIRED
-    return out
-
-
 @pytest.mark.parametrize("name", sorted(FASTVIDEO_DEFAULTS))
 def test_every_fastvideo_field_exists_with_its_default(name):
-    got = _defaults(getattr(api, name))
+    got = field_defaults(getattr(api, name))
     for field, default in FASTVIDEO_DEFAULTS[name].items():
         assert field in got, f"{name}.{field} is missing"
         assert got[field] == default, f"{name}.{field}: {got[field]!r} != FastVideo's {default!r}"

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import fastvideo.api as api
+from schema_defaults import REQUIRED, field_defaults
 from fastvideo.api import (
     ConfigError,
     GenerationRequest,
@@ -49,7 +50,6 @@ def _restore_root_logging():
 SERVE_NAMES = ["ServeConfig", "ServerConfig", "StreamingConfig", "WarmupConfig", "GpuPoolConfig",
                "PromptEnhancerConfig", "PromptSafetyConfig", "load_serve_config"]
 
-REQUIRED = object()
 FASTVIDEO_SERVE_DEFAULTS: dict[str, dict[str, object]] = {
     "ServeConfig": {"default_request": GenerationRequest()},
     "ServerConfig": {"port": 8000, "served_model_name": None},
@@ -70,18 +70,6 @@ DIVERGENT = {"ServerConfig": {"host": ("127.0.0.1", "0.0.0.0"), "output_dir": ("
              "ServeConfig": {"generator": (GeneratorConfig(), REQUIRED), "streaming": (api.StreamingConfig(), None)}}
 
 
-def _defaults(cls: type) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
-        else:
-            out[f.name] = REQUIRED
-    return out
-
-
 @pytest.mark.parametrize("name", SERVE_NAMES)
 def test_serve_names_are_exported(name):
     assert name in api.__all__ and getattr(api, name) is not None
@@ -89,7 +77,7 @@ def test_serve_names_are_exported(name):
 
 @pytest.mark.parametrize("name", sorted(FASTVIDEO_SERVE_DEFAULTS))
 def test_every_fastvideo_serve_field_exists_with_its_default(name):
-    got = _defaults(getattr(api, name))
+    got = field_defaults(getattr(api, name))
     for field, default in FASTVIDEO_SERVE_DEFAULTS[name].items():
         assert field in got and got[field] == default, f"{name}.{field}: {got.get(field)!r} != {default!r}"
     for field, (ours, _theirs) in DIVERGENT.get(name, {}).items():
