@@ -27,6 +27,15 @@ def _isolated_cache(monkeypatch: pytest.MonkeyPatch, fastvideo_cache: Path) -> N
     monkeypatch.delenv("FASTVIDEO_ATTENTION_BACKEND", raising=False)
 
 
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory):
+    """A real ``redis-server`` on 127.0.0.1 for the module (skips without one: see tests/redis_testing.py)."""
+    from redis_testing import redis_server
+
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def tiny_generator(tiny_model_dir: Path):
     """A CPU fp32 VideoGenerator on the built-in model, shared by tests that only read from it."""

@@ -36,7 +36,6 @@ from fastvideo.runtime.state_blobs import externalize_state, internalize_state, 
 from fastvideo.runtime.stores import InMemoryBlobStore, StoreConfig, open_stores
 
 # The redis-server fixture (starts its own server on 127.0.0.1; skips only when redis is not installed).
-from tests.runtime.test_stores import redis_url  # noqa: F401
 
 # What the reference's writer always puts in a payload, besides the optional audio_sample_rate/video/audio.
 REFERENCE_KEYS = {"schema_version", "segment_index", "video_conditioning_frame_idx", "video_conditioning_strength",

@@ -8,9 +8,6 @@ and ``pip install 'redis>=5'``.
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import time
 from dataclasses import replace
 
@@ -30,41 +27,6 @@ from fastvideo.runtime.stores import (
 )
 
 SAMPLING = {"width": 64, "height": 64, "num_frames": 5, "num_inference_steps": 2, "guidance_scale": 1.0}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (CI: apt-get install -y redis-server)")
-    redis = pytest.importorskip("redis", reason="the redis package is not installed (pip install 'redis>=5')")
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(workdir), "--daemonize", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.time() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-    client.close()
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -5,8 +5,7 @@ shared by every test that only needs defaults; while it starts, :func:`observe_s
 ``/health``, ``/readyz`` and one early job attempt (for the readiness test). ``inproc_server(...)``
 runs ``build_app`` over the session's ``tiny_generator`` under uvicorn in a thread, for configs a
 test needs (small queue, API key, session cap, idle timeout, drain timeout). Shapes are tiny
-(64x64, 5 frames, 2 steps). :func:`redis_server` runs a real ``redis-server`` on 127.0.0.1 (skips
-when the binary or the ``redis`` package is missing).
+(64x64, 5 frames, 2 steps). A real Redis: ``tests/redis_testing.py``.
 """
 
 from __future__ import annotations
@@ -198,39 +197,3 @@ def inproc_server(generator: Any, tmp_path: Path, **sections: dict) -> Iterator[
         yield server
     finally:
         server.stop()
-
-
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """A throwaway ``redis-server`` on 127.0.0.1 and a free port (no persistence); yields its URL."""
-    import shutil
-
-    import pytest
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (CI: apt-get install -y redis-server)")
-    redis = pytest.importorskip("redis", reason="the redis package is not installed (pip install 'redis>=5')")
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(workdir), "--daemonize", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.time() + 10
-    try:
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if time.time() > deadline or proc.poll() is not None:
-                    pytest.fail(f"redis-server did not start on port {port}")
-                time.sleep(0.05)
-        client.close()
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)

@@ -20,7 +20,8 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 from fastvideo.serving.stream_protocol import CLIENT_TYPES, SERVER_FRAMES  # noqa: E402
-from serving_utils import inproc_server, redis_server  # noqa: E402
+from redis_testing import redis_server  # noqa: E402
+from serving_utils import inproc_server  # noqa: E402
 
 SHAPE = {"width": 64, "height": 64, "num_frames": 5, "fps": 8, "num_inference_steps": 2}
 

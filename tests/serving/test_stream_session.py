@@ -24,7 +24,6 @@ from fastvideo.serving.session import (  # noqa: E402
     SessionState,
 )
 from fastvideo.serving.session_logger import SessionLogger  # noqa: E402
-from serving_utils import redis_server  # noqa: E402
 
 S = SessionState
 
@@ -78,12 +77,6 @@ def test_manager_caps_deadlines_and_reaping():
 
 def _state(index: int) -> ContinuationState:
     return ContinuationState(kind="wan.v1", payload={"schema_version": 1, "segment_index": index})
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture(params=["memory", "redis"])
