@@ -60,8 +60,8 @@ def write_full_model(target: Path) -> Path:
     from transformers import UMT5Config, UMT5EncoderModel
 
     from fastvideo.engine import builtin_model as bm
-    from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel
-    from fastvideo.engine.vae import WanVAE, WanVAEConfig
+    from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel
+    from fastvideo.engine.models.wan.vae import WanVAE, WanVAEConfig
 
     if (target / "model_index.json").exists():
         return target

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from diffusers import WanTransformer3DModel as RefModel
 
-    from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
+    from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
     from fastvideo.kernels.fused import select_ops_backend
     from fastvideo.kernels.registry import select_attention_backend
 

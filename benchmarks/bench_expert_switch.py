@@ -3,7 +3,7 @@
 Contract: builds two DiTs of a config (``tiny``: the built-in model's; ``a14b``: one Wan2.2 T2V A14B expert,
 optionally only ``--layers`` of its 40 blocks so it fits in memory, the result scaled to 40 blocks) with
 uninitialised weights in ``--dtype``, and reports the bytes one expert holds and the time of one switch:
-- on CUDA: :meth:`fastvideo.engine.experts.ExpertSet.activate` with offload (pinned CPU copies; the incoming
+- on CUDA: :meth:`fastvideo.engine.models.wan.experts.ExpertSet.activate` with offload (pinned CPU copies; the incoming
   expert copied host-to-device, the outgoing one's device copy dropped), median of ``--iters`` switches;
 - on the CPU (no device to move to): one copy of every weight of an expert into fresh memory, the lower bound
   of any move (memory bandwidth), median of ``--iters`` copies. This is not a host-to-device figure.
@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel
-from fastvideo.engine.experts import ExpertSet
+from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel
+from fastvideo.engine.models.wan.experts import ExpertSet
 
 #: One expert of Wan2.2 T2V A14B (Wan-AI/Wan2.2-T2V-A14B-Diffusers transformer/ and transformer_2/ configs).
 A14B_EXPERT = {"patch_size": [1, 2, 2], "num_attention_heads": 40, "attention_head_dim": 128, "in_channels": 16,

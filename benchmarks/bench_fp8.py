@@ -40,7 +40,7 @@ def why_not(device: torch.device) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     from fastvideo.engine.builtin_model import TRANSFORMER_CONFIG
-    from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel
+    from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel
     from fastvideo.engine.fp8 import quantize_dit
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -341,7 +341,7 @@ def run_graphs(args: argparse.Namespace, generator: Any, device: torch.device, d
     _, health = generator.resolve(generator.default_health_check_request())
     health_shape = (health.height, health.width, health.num_frames)
     if args.full:
-        from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
+        from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
 
         torch.manual_seed(0)
         with torch.device(device):  # random init on the device (fast), not on the CPU

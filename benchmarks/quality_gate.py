@@ -317,7 +317,7 @@ def latent_psnr(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 def run_lever_dit(lever: Lever, workload: Workload, thresholds: Thresholds) -> dict[str, Any]:
     """One DiT forward per seed with the lever off and on, compared at the latent level; timed step."""
-    from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
+    from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
     from fastvideo.engine.fp8 import parse_transformer_quant, quantize_dit
     from fastvideo.kernels.fused import select_ops_backend
     from fastvideo.kernels.registry import select_attention_backend

@@ -121,7 +121,7 @@ __all__ += ["GenerationPlan", "GpuPoolConfig", "LLMProviderConfig", "PlannedStag
             "WarmupConfig", "load_serve_config"]
 
 # The ltx2.v1 continuation state's wire layer (issue 15); the typed state with frames and tensors is
-# fastvideo.engine.ltx2_state.LTX2ContinuationState.
+# fastvideo.engine.models.ltx2.state.LTX2ContinuationState.
 from fastvideo.api.ltx2_state import (  # noqa: E402
     DEFAULT_INLINE_THRESHOLD_BYTES,
     LTX2_CONTINUATION_KIND,

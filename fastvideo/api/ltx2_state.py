@@ -25,7 +25,7 @@ bytes, or blob ids); :meth:`~LTX2StatePayload.to_continuation_state` moves media
 when one is given, and :meth:`~LTX2StatePayload.from_continuation_state` fetches blob references
 back when given one (otherwise it keeps the ids). Anything malformed raises
 :class:`ContinuationStateError` (a ``ValueError``) naming the payload field and what is wrong.
-Decoding pixels and tensors is the engine's (:mod:`fastvideo.engine.ltx2_state`); this module imports
+Decoding pixels and tensors is the engine's (:mod:`fastvideo.engine.models.ltx2.state`); this module imports
 neither torch nor numpy.
 """
 

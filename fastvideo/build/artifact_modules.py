@@ -41,7 +41,7 @@ from fastvideo.build.loading import (
 )
 
 if TYPE_CHECKING:
-    from fastvideo.engine.dit import WanTransformer3DModel
+    from fastvideo.engine.models.wan.transformer import WanTransformer3DModel
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class ArtifactVAE:
         return runner(z.contiguous())
 
     def encode(self, video: torch.Tensor, *, chunk_size: int = 1) -> Any:
-        from fastvideo.engine.vae import DiagonalGaussian
+        from fastvideo.engine.models.wan.vae import DiagonalGaussian
 
         self._encode_dispatch.calls += 1
         runner = self._encoders.get(tuple(video.shape)) if chunk_size == 1 and video.dtype == self._dtype else None

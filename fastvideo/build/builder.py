@@ -213,10 +213,10 @@ class _Plan:
 
 def _plan(request: BuildRequest) -> _Plan:
     from fastvideo.api.errors import ModelLoadError
-    from fastvideo.engine.dit import WanDiTConfig
+    from fastvideo.engine.models.wan.transformer import WanDiTConfig
     from fastvideo.engine.loader import inspect_model_folder
     from fastvideo.engine.presets import infer_preset
-    from fastvideo.engine.vae import WanVAEConfig
+    from fastvideo.engine.models.wan.vae import WanVAEConfig
     from fastvideo.envs import read_env
 
     if request.backend not in BACKENDS:
@@ -416,7 +416,7 @@ def _check_compiled(request: BuildRequest, device: torch.device, specs: list[Any
 
 
 def _check_inductor(request: BuildRequest, device: torch.device, specs: list[Any]) -> tuple[str, str | None]:
-    from fastvideo.engine.dit import ROPE_CACHE_SIZE
+    from fastvideo.engine.models.wan.transformer import ROPE_CACHE_SIZE
 
     checked = _check_compiled(request, device, specs)
     dit_cases = [c for s in specs if s.name == "dit" for c in s.cases]
@@ -512,7 +512,7 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
     started = time.perf_counter()
     if request.precision == "auto":  # what the runtime's engine.dtype "auto" computes in on that device
         from fastvideo.build.exportable import DTYPES
-        from fastvideo.engine.pipeline import model_dtype
+        from fastvideo.engine.models.wan.pipeline import model_dtype
 
         auto = model_dtype("auto", resolve_device(request.device))
         request = replace(request, precision=next(name for name, dtype in DTYPES.items() if dtype == auto))

@@ -68,9 +68,9 @@ def load_build_models(folder: Any, *, device: torch.device, dtype: torch.dtype,
                       vae_dtype: torch.dtype, fp8_granularity: str | None = None) -> BuildModels:
     """Load the DiT and VAE of a checked :class:`ModelFolder` like the pipeline does (``fp8_granularity``:
     FP8 DiT weights, :func:`fastvideo.engine.fp8.quantize_dit`, as ``transformer_quant`` does at load)."""
-    from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
+    from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
     from fastvideo.engine.loader import load_module_weights
-    from fastvideo.engine.vae import WanVAE, WanVAEConfig
+    from fastvideo.engine.models.wan.vae import WanVAE, WanVAEConfig
 
     with torch.device("meta"):
         dit = WanTransformer3DModel(WanDiTConfig.from_dict(folder.read_config("transformer")))
@@ -99,7 +99,7 @@ class DiTExport(nn.Module):
 
     def __init__(self, dit: Any, latent: LatentShape, device: torch.device | str) -> None:
         super().__init__()
-        from fastvideo.engine.dit import build_rope_tables
+        from fastvideo.engine.models.wan.transformer import build_rope_tables
 
         self.dit = dit
         self.latent = latent

@@ -102,7 +102,7 @@ def inductor_cache_env(cache_dir: Path, shapes: int = 8) -> Iterator[Path]:
 
 def warm_rope(dit: Any, grids: Iterable[tuple[int, int, int]], device: torch.device) -> None:
     """Fill the DiT's RoPE cache for ``grids`` (eagerly, outside any graph)."""
-    from fastvideo.engine.dit import ROPE_CACHE_SIZE
+    from fastvideo.engine.models.wan.transformer import ROPE_CACHE_SIZE
 
     grids = list(dict.fromkeys(grids))
     if len(grids) > ROPE_CACHE_SIZE:

@@ -150,9 +150,9 @@ def write_builtin_model(target: Path, seed: int = BUILTIN_SEED) -> Path:
     """Write the tiny model folder to ``target`` (which must not exist yet)."""
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel
+    from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel
     from fastvideo.engine.presets import get_preset
-    from fastvideo.engine.vae import WanVAE, WanVAEConfig
+    from fastvideo.engine.models.wan.vae import WanVAE, WanVAEConfig
 
     preset = get_preset("fastvideo-tiny")
     generator = torch.Generator().manual_seed(seed)
@@ -194,7 +194,7 @@ def write_builtin_i2v_model(target: Path, seed: int = BUILTIN_SEED) -> Path:
     text encoder and scheduler, an I2V transformer, a tiny CLIP vision encoder and its image processor."""
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
-    from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel
+    from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel
     from fastvideo.engine.presets import get_preset
 
     write_builtin_model(target, seed)

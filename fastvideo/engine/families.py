@@ -43,7 +43,7 @@ class ModelFamily:
     #: Whether the transformer must be image-conditioned (``image_dim`` set: Wan2.1 I2V) or must not be.
     image_conditioned: bool = False
     #: Two experts (Wan2.2 A14B): ``transformer_2/`` loads too and ``model_index.json``'s ``boundary_ratio``
-    #: must be a number in (0, 1] (the switch point; see :mod:`fastvideo.engine.experts`).
+    #: must be a number in (0, 1] (the switch point; see :mod:`fastvideo.engine.models.wan.experts`).
     two_experts: bool = False
 
 

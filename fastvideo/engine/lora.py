@@ -4,7 +4,7 @@ Contract
 --------
 - :func:`load_lora(path, model)` reads one ``.safetensors`` file (or a folder holding one; diffusers'
   ``pytorch_lora_weights.safetensors`` is preferred) and returns a :class:`LoraAdapter` whose targets are
-  parameter names of ``model`` (:class:`fastvideo.engine.dit.WanTransformer3DModel`, the same names as
+  parameter names of ``model`` (:class:`~fastvideo.engine.models.wan.transformer.WanTransformer3DModel`, same names as
   diffusers' ``WanTransformer3DModel``). Accepted key layouts:
 
   * diffusers / PEFT: ``[transformer.|base_model.model.]<module>.lora_A.weight`` / ``.lora_B.weight``

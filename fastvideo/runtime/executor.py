@@ -42,7 +42,7 @@ Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a 
   alone, a step with TeaCache members runs the DiT's parts uncompiled (``Module.compile`` wraps ``forward``
   only), so threshold 0 then equals the uncompiled forward, not the compiled one.
 - Two experts (Wan2.2 A14B, ``pipeline.dit_2`` set): at each step every member's expert follows from its own
-  timestep and ``boundary_ratio`` (:func:`fastvideo.engine.experts.expert_index`, diffusers' rule), and its CFG
+  timestep and ``boundary_ratio`` (``wan.experts.expert_index``, diffusers' rule), and its CFG
   uses ``guidance_scale`` on ``transformer`` and ``guidance_scale_2`` on ``transformer_2``. Members on the same
   expert share one forward; a step whose members sit on different experts runs one forward per expert (never a
   mixed one). The expert is made resident by ``pipeline.experts.activate`` (offloading the other when the
@@ -87,8 +87,8 @@ from fastvideo.api import (
     SamplingConfig,
     VideoPartialEvent,
 )
-from fastvideo.engine.experts import expert_index
-from fastvideo.engine.pipeline import Conditioning, guided, overlap_video_frames
+from fastvideo.engine.models.wan.experts import expert_index
+from fastvideo.engine.models.wan.pipeline import Conditioning, guided, overlap_video_frames
 from fastvideo.engine.step_cache import TeaCacheState, params_of
 from fastvideo.engine.state_codec import DEFAULT_TAIL_FRAMES
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
@@ -286,7 +286,7 @@ class WanBatchExecutor:
 
     def _expert_step(self, members: list[_Member], index: int, cfg: bool) -> tuple[torch.Tensor, list[int]]:
         """Two-expert models: step ``index`` of every member, each through the expert its own timestep and
-        ``boundary_ratio`` choose (:func:`~fastvideo.engine.experts.expert_index`); one forward per expert in use
+        ``boundary_ratio`` choose (``wan.experts.expert_index``); one forward per expert in use
         (a forward never mixes experts). Returns the prediction in the one-forward layout (cond rows, then uncond
         rows) and each member's expert."""
         pipe = self.pipeline

@@ -101,7 +101,7 @@ from fastvideo.api import (
 )
 from fastvideo.engine.families import declares_two_experts
 from fastvideo.engine.loader import inspect_model_folder
-from fastvideo.engine.pipeline import (
+from fastvideo.engine.models.wan.pipeline import (
     WanT2VPipeline,
     is_builtin_name,
     model_dtype,

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from fastvideo.api import ContinuationState, RequestError
-from fastvideo.engine.ltx2_state import LTX2ContinuationState
+from fastvideo.engine.models.ltx2.state import LTX2ContinuationState
 from fastvideo.runtime.stores import InMemoryBlobStore
 from fastvideo.serving.dynamo.handler import VideoGenerationHandler
 from fastvideo.serving.dynamo.protocol import completed_response, to_generation_request

@@ -1,4 +1,4 @@
-"""Parity of fastvideo.engine.dit.WanTransformer3DModel with diffusers' WanTransformer3DModel.
+"""Parity of fastvideo.engine.models.wan.transformer.WanTransformer3DModel with diffusers' WanTransformer3DModel.
 
 Tiny random models (seconds on CPU). Every parameter of the reference is perturbed with seeded
 noise first, so norm weights are not all-ones and biases not all-zeros: a wrong norm, a swapped
@@ -18,7 +18,7 @@ diffusers = pytest.importorskip("diffusers")
 from diffusers import WanTransformer3DModel as DiffusersWan  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from fastvideo.engine.dit import (  # noqa: E402
+from fastvideo.engine.models.wan.transformer import (  # noqa: E402
     WanDiTConfig,
     WanTransformer3DModel,
 )

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fastvideo.engine.builtin_model import TRANSFORMER_CONFIG
-from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel
+from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel
 from fastvideo.engine.fp8 import (
     DIT_RELATIVE_ERROR_BOUND,
     E4M3,

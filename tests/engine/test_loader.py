@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from fastvideo.api import ModelLoadError
 from fastvideo.engine.builtin_model import write_builtin_model
-from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel
+from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel
 from fastvideo.engine.loader import inspect_model_folder, load_module_weights
 
 

@@ -23,7 +23,7 @@ from peft import LoraConfig  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from fastvideo.api import ConfigError  # noqa: E402
-from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel  # noqa: E402
+from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel  # noqa: E402
 from fastvideo.engine.lora import load_lora, merge_lora, unmerge_lora  # noqa: E402
 from wan_dit_fixtures import ours_from, reference_dit  # noqa: E402
 

@@ -31,7 +31,7 @@ from fastvideo.api.ltx2_state import (
     LTX2StatePayload,
     pack_frames,
 )
-from fastvideo.engine.ltx2_state import LTX2ContinuationState, encode_png
+from fastvideo.engine.models.ltx2.state import LTX2ContinuationState, encode_png
 from fastvideo.runtime.state_blobs import externalize_state, internalize_state, state_blob_ids
 from fastvideo.runtime.stores import InMemoryBlobStore, StoreConfig, open_stores
 

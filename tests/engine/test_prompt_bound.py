@@ -13,14 +13,14 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def encoder(tiny_model_dir: Path):
-    from fastvideo.engine.text_encoder import WanTextEncoder
+    from fastvideo.engine.models.wan.text_encoder import WanTextEncoder
 
     return WanTextEncoder.from_folder(tiny_model_dir / "tokenizer", tiny_model_dir / "text_encoder",
                                       dtype=torch.float32, device=torch.device("cpu"))
 
 
 def test_a_huge_prompt_is_cut_before_cleaning(encoder, monkeypatch):
-    from fastvideo.engine import text_encoder
+    from fastvideo.engine.models.wan import text_encoder
 
     bound = text_encoder.raw_prompt_bound(encoder.max_length)
     seen: list[int] = []

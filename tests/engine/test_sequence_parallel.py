@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fastvideo.api.errors import FastVideoError
-from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel
+from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel
 from fastvideo.engine.sequence_parallel import SequenceParallel, SequenceParallelError
 
 dist = pytest.importorskip("torch.distributed")

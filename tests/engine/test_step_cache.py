@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel
+from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel
 from fastvideo.engine.step_cache import (
     WAN_NON_RET_STEPS_COEFFICIENTS,
     WAN_RET_STEPS_COEFFICIENTS,

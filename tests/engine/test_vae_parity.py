@@ -1,4 +1,4 @@
-"""Parity of fastvideo.engine.vae.WanVAE with diffusers' AutoencoderKLWan (Wan2.1) on a tiny config."""
+"""Parity of fastvideo.engine.models.wan.vae.WanVAE with diffusers' AutoencoderKLWan (Wan2.1) on a tiny config."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from diffusers import AutoencoderKLWan  # noqa: E402
 
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution  # noqa: E402
 
-from fastvideo.engine.vae import DiagonalGaussian, WanVAE, WanVAEConfig  # noqa: E402
+from fastvideo.engine.models.wan.vae import DiagonalGaussian, WanVAE, WanVAEConfig  # noqa: E402
 
 TINY = dict(
     base_dim=8,

@@ -1,4 +1,4 @@
-"""Parity of fastvideo.engine.vae.WanVAE with diffusers' AutoencoderKLWan configured as the Wan2.2 (TI2V-5B) VAE.
+"""Parity of our Wan VAE (engine/models/wan/vae.py) with diffusers' AutoencoderKLWan as the Wan2.2 (TI2V-5B) VAE.
 
 A tiny config keeps what makes the Wan2.2 VAE different (``is_residual=True``, ``patch_size=2`` with 12
 pixel channels, ``decoder_base_dim != base_dim``, 48 latent channels with the real latent stats, 4x temporal
@@ -19,7 +19,7 @@ from diffusers import AutoencoderKLWan  # noqa: E402
 from diffusers.models.autoencoders import autoencoder_kl_wan as ref_module  # noqa: E402
 
 from fastvideo.engine.loader import load_module_weights, read_json  # noqa: E402
-from fastvideo.engine.vae import WanVAE, WanVAEConfig, patchify, unpatchify  # noqa: E402
+from fastvideo.engine.models.wan.vae import WanVAE, WanVAEConfig, patchify, unpatchify  # noqa: E402
 
 REAL = WanVAEConfig.wan22_ti2v_5b()
 TINY = dict(

@@ -20,7 +20,7 @@ import torch
 from core_testing import core_latents
 from fastvideo.api import GenerationRequest, RequestError, SamplingConfig
 from fastvideo.api.errors import ModelLoadError
-from fastvideo.engine.experts import ExpertSet, expert_index
+from fastvideo.engine.models.wan.experts import ExpertSet, expert_index
 from fastvideo.engine.families import match_family
 from fastvideo.engine.presets import get_preset
 

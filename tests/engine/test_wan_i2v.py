@@ -15,7 +15,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel  # noqa: E402
+from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel  # noqa: E402
 from wan_dit_fixtures import ours_from, reference_dit  # noqa: E402
 
 FP32_TOL = 1e-4
@@ -221,7 +221,7 @@ def test_first_last_frame_pipeline_matches_diffusers(tiny_model_dir: Any, tmp_pa
 
 def test_condition_latents_match_diffusers_prepare_latents(i2v_generator: Any, i2v_folder: Any) -> None:
     """The 20 condition channels (mask, then the VAE encoding of image + zero frames) equal diffusers'."""
-    from fastvideo.engine.image_conditioning import condition_latents
+    from fastvideo.engine.models.wan.image_conditioning import condition_latents
 
     reference = diffusers.WanImageToVideoPipeline.from_pretrained(str(i2v_folder), torch_dtype=torch.float32)
     pipe = i2v_generator.pipeline

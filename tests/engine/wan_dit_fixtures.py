@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from diffusers import WanTransformer3DModel as DiffusersWan
 
-from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel
+from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel
 
 
 def reference_dit(cfg: dict[str, Any]) -> DiffusersWan:

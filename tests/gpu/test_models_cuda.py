@@ -32,7 +32,7 @@ ATOL = 1e-6
 
 
 def _dit(config: dict, device: torch.device):
-    from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel
+    from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel
 
     with torch.device("meta"):
         model = WanTransformer3DModel(WanDiTConfig.from_dict(config))
@@ -70,7 +70,7 @@ def test_dit_triton_fast_path_matches_sdpa(gpu) -> None:
 
 
 def test_vae_decode_on_device_matches_cpu_and_diffusers(gpu) -> None:
-    from fastvideo.engine.vae import WanVAE, WanVAEConfig
+    from fastvideo.engine.models.wan.vae import WanVAE, WanVAEConfig
 
     config = gpu.pick(WAN_VAE, dict(WAN_VAE, base_dim=8, z_dim=16))
     with torch.device("meta"):
@@ -110,7 +110,7 @@ def _build(model_cache: Path, out: Path, device: torch.device, precision: str) -
 def test_aoti_build_served_on_device(gpu, tiny_model_dir: Path, fastvideo_cache: Path, tmp_path: Path) -> None:
     from fastvideo import VideoGenerator
     from fastvideo.build.exportable import TOLERANCES
-    from fastvideo.engine.pipeline import model_dtype
+    from fastvideo.engine.models.wan.pipeline import model_dtype
     from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
     from fastvideo.runtime.executor import ExecutorConfig
     from fastvideo.engine.state_codec import decode_latent_state

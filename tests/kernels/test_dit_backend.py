@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-dit = pytest.importorskip("fastvideo.engine.dit")
+dit = pytest.importorskip("fastvideo.engine.models.wan.transformer")
 
 from fastvideo.kernels.fused import TORCH_OPS, select_ops_backend  # noqa: E402
 from fastvideo.kernels.registry import select_attention_backend  # noqa: E402

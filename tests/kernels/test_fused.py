@@ -122,7 +122,7 @@ def test_rope_layout_matches_diffusers_and_dit(device: torch.device) -> None:
         torch.testing.assert_close(ft.apply_rope_triton(x, c, s), expected, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(fused.apply_rope_ref(x, c, s), expected, rtol=1e-6, atol=1e-6)
     try:
-        from fastvideo.engine.dit import apply_rotary_embedding
+        from fastvideo.engine.models.wan.transformer import apply_rotary_embedding
     except ImportError:
         return
     torch.testing.assert_close(apply_rotary_embedding(x, cos[None, :, None], sin[None, :, None]), expected,

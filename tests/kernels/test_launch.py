@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from fastvideo.engine.pipeline import model_dtype
+from fastvideo.engine.models.wan.pipeline import model_dtype
 from fastvideo.kernels import device as device_mod
 from fastvideo.kernels import triton_utils
 from fastvideo.kernels.attention import triton_attention as ta

@@ -71,7 +71,7 @@ class LTX2TextEncoder:
         """Load the tokenizer and Gemma-3 model from local diffusers sub-folders (offline, module contract)."""
         from transformers import AutoTokenizer, Gemma3ForConditionalGeneration
 
-        from fastvideo.engine.text_encoder import check_tokenizer
+        from fastvideo.engine.models.wan.text_encoder import check_tokenizer
 
         tokenizer_dir, encoder_dir = Path(tokenizer_dir).expanduser(), Path(encoder_dir).expanduser()
         try:

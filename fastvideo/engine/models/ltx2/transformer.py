@@ -64,7 +64,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fastvideo.engine.attention import attention
-from fastvideo.engine.dit import timestep_sinusoid
+from fastvideo.engine.layers import timestep_sinusoid
 from fastvideo.engine.layers import TwoLayerMLP
 from fastvideo.engine.models.ltx2.config import LTX2DiTConfig
 from fastvideo.engine.models.ltx2.rope import RopeSpec, RopeTables, apply_rope, audio_coords, rope_tables, video_coords

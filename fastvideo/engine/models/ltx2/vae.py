@@ -10,7 +10,7 @@ Shapes (``S = spatial_ratio``, ``T = temporal_ratio`` of :class:`LTX2VideoVAECon
   With ``timestep_conditioning`` it needs ``timestep`` (``(B,)`` or a scalar, the pipeline's ``decode_timestep``);
   without it a timestep is ignored, as diffusers does.
 * :meth:`LTX2VideoVAE.encode` takes video ``(B, in_channels, T*k+1, H, W)`` with values in ``[-1, 1]`` and ``H``,
-  ``W`` multiples of ``S``, and returns a :class:`~fastvideo.engine.vae.DiagonalGaussian` over raw latents
+  ``W`` multiples of ``S``, and returns a :class:`~fastvideo.engine.models.wan.vae.DiagonalGaussian` over raw latents
   ``(B, latent_channels, k+1, H/S, W/S)``. Its ``mode()`` is what the LTX-2 conditioning pipelines use
   (``retrieve_latents(..., sample_mode="argmax")``). The encoder predicts one shared log-variance channel; the
   posterior broadcasts it over all latent channels exactly as diffusers does. Other shapes raise ``ValueError``,
@@ -51,13 +51,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastvideo.api.errors import ModelLoadError
-from fastvideo.engine.dit import timestep_sinusoid
+from fastvideo.engine.layers import timestep_sinusoid
 from fastvideo.engine.loader import load_module_weights, read_json
 from fastvideo.engine.models.ltx2.latents import denormalize_latents, normalize_latents
 from fastvideo.engine.models.ltx2.vae_config import (DOWNSAMPLE_STRIDES, UPSAMPLE_STRIDES, LTX2VideoVAEConfig,
                                                      PaddingMode)
 from fastvideo.engine.models.ltx2.vae_tiling import LTX2VAETiling, tiled_decode, tiled_encode
-from fastvideo.engine.vae import DiagonalGaussian
+from fastvideo.engine.models.wan.vae import DiagonalGaussian
 
 logger = logging.getLogger(__name__)
 

@@ -92,7 +92,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fastvideo.engine.attention import attention
-from fastvideo.engine.layers import TwoLayerMLP
+from fastvideo.engine.layers import TwoLayerMLP, timestep_sinusoid
 from fastvideo.engine.sequence_parallel import SequenceParallel, SequenceShard
 from fastvideo.kernels.fused import OpsBackend
 from fastvideo.kernels.registry import AttentionBackend, select_attention_backend
@@ -117,7 +117,6 @@ KEEP_FP32_COMPONENTS: tuple[str, ...] = ("time_embedder", "scale_shift_table", "
 #: How many distinct ``(F', H', W', device)`` RoPE table pairs the model keeps.
 ROPE_CACHE_SIZE = 8
 _ROPE_THETA = 10000.0
-_TIMESTEP_MAX_PERIOD = 10000
 _QK_NORM = "rms_norm_across_heads"
 _NUM_MODULATIONS = 6  # shift/scale/gate for self-attention, then for the FFN
 
@@ -208,18 +207,6 @@ def inference_param_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
 # --------------------------------------------------------------------------------------------
 # Functional pieces
 # --------------------------------------------------------------------------------------------
-def timestep_sinusoid(timestep: torch.Tensor, dim: int) -> torch.Tensor:
-    """``(B,)`` timesteps -> ``(B, dim)`` float32 ``[cos, sin]`` embedding (zero-padded if ``dim`` is odd)."""
-    half = dim // 2
-    steps = torch.arange(half, dtype=torch.float32, device=timestep.device)
-    freqs = torch.exp(-math.log(_TIMESTEP_MAX_PERIOD) * steps / half)
-    args = timestep[:, None].float() * freqs[None, :]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        emb = F.pad(emb, (0, 1))
-    return emb
-
-
 def _axis_angles(dim: int, positions: int, theta: float) -> torch.Tensor:
     """``(positions, dim // 2)`` float64 rotation angles for one RoPE axis."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))

@@ -31,7 +31,7 @@ Contract:
   :meth:`image_condition` gives the condition channels and image tokens the DiT takes with each step; the
   initial noise has the VAE's ``z_dim`` channels (the DiT's ``in_channels`` include the condition's 20).
 - Two experts (the ``wan2.2-t2v-a14b`` family): ``transformer_2/`` loads as :attr:`dit_2` (same dtype, quantization
-  and attention backend as :attr:`dit`), :attr:`experts` holds both (:class:`fastvideo.engine.experts.ExpertSet`;
+  and attention backend as :attr:`dit`), :attr:`experts` holds both (:class:`~.experts.ExpertSet`;
   ``offload_experts`` keeps one resident at a time on a CUDA device) and the preset's ``boundary_ratio`` is the
   folder's ``model_index.json`` value. One-expert models: ``dit_2`` None, ``experts`` holds ``dit`` alone.
 """
@@ -52,11 +52,11 @@ from safetensors import SafetensorError
 
 from fastvideo.api.errors import ModelLoadError
 from fastvideo.api.request import InputConfig
-from fastvideo.engine.dit import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
-from fastvideo.engine.experts import ExpertSet
+from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
+from fastvideo.engine.models.wan.experts import ExpertSet
 from fastvideo.engine.families import ModelFamily, match_family
 from fastvideo.engine.fp8 import FP8Spec, parse_transformer_quant, quantize_dit
-from fastvideo.engine.image_conditioning import (
+from fastvideo.engine.models.wan.image_conditioning import (
     WanImageEncoder,
     check_image_conditioning,
     condition_latents,
@@ -76,9 +76,9 @@ from fastvideo.engine.sampler import (
     make_sampler,
     scheduler_shift,
 )
-from fastvideo.engine.text_encoder import WanTextEncoder
+from fastvideo.engine.models.wan.text_encoder import WanTextEncoder
 from fastvideo.engine.validation import ResolvedSampling
-from fastvideo.engine.vae import WanVAE, WanVAEConfig
+from fastvideo.engine.models.wan.vae import WanVAE, WanVAEConfig
 from fastvideo.kernels.fused import select_ops_backend
 from fastvideo.kernels.registry import select_attention_backend
 
@@ -295,7 +295,7 @@ class WanT2VPipeline:
 
     def image_condition(self, inputs: InputConfig, s: ResolvedSampling) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Image-to-video: ``(condition (1, 4 + z_dim, T', h, w) float32, image tokens (1, L_img, D) in the
-        compute dtype)`` from ``inputs`` (see :mod:`fastvideo.engine.image_conditioning`); None for T2V."""
+        compute dtype)`` from ``inputs`` (see :mod:`fastvideo.engine.models.wan.image_conditioning`); None for T2V."""
         if self.image_encoder is None:
             return None
         first = load_image(inputs.image_path if inputs.image_path is not None else inputs.pil_image,

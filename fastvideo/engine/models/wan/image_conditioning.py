@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from fastvideo.api.errors import ModelLoadError, RequestError
-from fastvideo.engine.dit import WanDiTConfig
+from fastvideo.engine.models.wan.transformer import WanDiTConfig
 from fastvideo.engine.families import ModelFamily
-from fastvideo.engine.vae import WanVAE
+from fastvideo.engine.models.wan.vae import WanVAE
 
 logger = logging.getLogger(__name__)
 
