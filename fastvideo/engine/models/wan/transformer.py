@@ -16,7 +16,13 @@ Contract
   * ``hidden_states``: ``(B, in_channels, F, H, W)`` latents, channels-first, in the compute dtype
     (the dtype of the patch-embedding weight). ``F, H, W`` must be multiples of ``patch_size``.
   * ``timestep``: ``(B,)`` (or ``(1,)``, broadcast), float or int, on the scale of the scheduler
-    (0..1000). It is turned into a float32 sinusoid, as diffusers does.
+    (0..1000). It is turned into a float32 sinusoid, as diffusers does. Or per token, ``(B, L)`` (or
+    ``(1, L)``) with ``L = F'*H'*W'`` the patch tokens in their order (Wan2.2 TI2V-5B: the first latent
+    frame's tokens at 0, the rest at ``t``), as diffusers' forward takes a 2-D timestep: every token gets its
+    own time embedding ``temb (B, L, D)`` and block modulation ``(B, L, 6, D)``, broadcast per token in the
+    blocks' AdaLN and gates and in the output AdaLN. Per-token steps always run the eager modulation code
+    (the fused ops take one modulation per row), and under sequence parallelism the modulation is sharded
+    with the tokens.
   * ``encoder_hidden_states``: ``(B, L_text, text_dim)`` text-encoder states in the compute dtype.
   * ``encoder_hidden_states_image``: image-conditioned configs only (required there, refused
     otherwise): ``(B, L_img, image_dim)`` CLIP penultimate hidden states in the compute dtype
@@ -304,10 +310,11 @@ class _ConditionEmbedder(nn.Module):
 
     def forward(self, timestep: torch.Tensor,
                 text_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns ``temb (B, D)``, ``modulation (B, 6, D)`` and ``context (B, L_text, D)``."""
-        sinusoid = timestep_sinusoid(timestep, self.freq_dim).to(self.time_embedder.linear_1.weight.dtype)
-        temb = self.time_embedder(sinusoid).to(text_states.dtype)
-        modulation = self.time_proj(F.silu(temb)).unflatten(1, (_NUM_MODULATIONS, -1))
+        """Returns ``temb (B, D)``, ``modulation (B, 6, D)`` and ``context (B, L_text, D)``; for a per-token
+        ``timestep (B, L)``: ``temb (B, L, D)`` and ``modulation (B, L, 6, D)``."""
+        sinusoid = timestep_sinusoid(timestep.flatten(), self.freq_dim).unflatten(0, timestep.shape)
+        temb = self.time_embedder(sinusoid.to(self.time_embedder.linear_1.weight.dtype)).to(text_states.dtype)
+        modulation = self.time_proj(F.silu(temb)).unflatten(-1, (_NUM_MODULATIONS, -1))
         return temb, modulation, self.text_embedder(text_states)
 
 
@@ -435,10 +442,17 @@ class _WanBlock(nn.Module):
         image_context: torch.Tensor | None = None,
         sp: SequenceShard | None = None,
     ) -> torch.Tensor:
-        """``x (B, L, D)``, ``context (B, L_text, D)``, ``modulation (B, 6, D)`` (``image_context
-        (B, L_img, D)``: I2V) -> ``(B, L, D)``; with ``sp``, ``x`` and ``rope`` are this rank's token shard."""
-        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
-            self.scale_shift_table + modulation.float()).chunk(_NUM_MODULATIONS, dim=1)
+        """``x (B, L, D)``, ``context (B, L_text, D)``, ``modulation (B, 6, D)`` or per token ``(B, L, 6, D)``
+        (``image_context (B, L_img, D)``: I2V) -> ``(B, L, D)``; with ``sp``, ``x``, ``rope`` (and a per-token
+        modulation) are this rank's token shard."""
+        if modulation.ndim == 4:  # per-token timesteps (Wan2.2 TI2V): (B, L, 6, D) -> six (B, L, D)
+            shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
+                t.squeeze(2) for t in (self.scale_shift_table.unsqueeze(0) + modulation.float()).chunk(
+                    _NUM_MODULATIONS, dim=2))
+            ops = None  # the fused kernels take one modulation per row
+        else:
+            shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
+                self.scale_shift_table + modulation.float()).chunk(_NUM_MODULATIONS, dim=1)
         if ops is not None:
             return self._forward_fused(x, context, rope, backend, ops, (shift_sa, scale_sa, gate_sa, shift_ff,
                                                                         scale_ff, gate_ff), image_context, sp)
@@ -475,8 +489,9 @@ class _WanBlock(nn.Module):
 class EmbeddedStep:
     """One DiT step's state between :meth:`WanTransformer3DModel.embed` and the blocks (see the module doc).
 
-    ``x`` ``(B, L, D)`` the patch-embedded latents; ``temb`` ``(B, D)`` the time embedding (the output AdaLN reads
-    it); ``modulation`` ``(B, 6, D)`` the blocks' timestep modulation (``time_proj(silu(temb))``, what a TeaCache
+    ``x`` ``(B, L, D)`` the patch-embedded latents; ``temb`` ``(B, D)`` (per-token timesteps: ``(B, L, D)``) the
+    time embedding (the output AdaLN reads it); ``modulation`` ``(B, 6, D)`` (per token: ``(B, L, 6, D)``) the
+    blocks' timestep modulation (``time_proj(silu(temb))``, what a TeaCache
     decision compares between steps); ``context`` / ``image_context`` the embedded text (and image) tokens; the
     RoPE tables and the patch grid."""
 
@@ -608,8 +623,11 @@ class WanTransformer3DModel(nn.Module):
         if bad:
             raise ValueError(f"latent sizes must be multiples of patch_size {cfg.patch_size}: {bad}")
         batch = hidden_states.shape[0]
-        if timestep.ndim != 1 or timestep.shape[0] not in (1, batch):
-            raise ValueError(f"timestep must have shape ({batch},) or (1,), got {tuple(timestep.shape)}")
+        tokens = math.prod(s // p for s, p in zip(hidden_states.shape[2:], cfg.patch_size))
+        if not ((timestep.ndim == 1 and timestep.shape[0] in (1, batch))
+                or (timestep.ndim == 2 and timestep.shape[0] in (1, batch) and timestep.shape[1] == tokens)):
+            raise ValueError(f"timestep must have shape ({batch},) or (1,), or per token ({batch}, {tokens}) or "
+                             f"(1, {tokens}), got {tuple(timestep.shape)}")
         if (encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[0] != batch
                 or encoder_hidden_states.shape[2] != cfg.text_dim):
             raise ValueError(f"encoder_hidden_states must be ({batch}, L, {cfg.text_dim}), "
@@ -623,8 +641,8 @@ class WanTransformer3DModel(nn.Module):
         encoder_hidden_states: torch.Tensor,
         encoder_hidden_states_image: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``(B, C_in, F, H, W)``, ``(B,)``, ``(B, L_text, text_dim)`` (I2V: ``(B, L_img, image_dim)``)
-        -> ``(B, C_out, F, H, W)``; the same as ``head(run_blocks(embed(...)), ...)``."""
+        """``(B, C_in, F, H, W)``, ``(B,)`` or per token ``(B, F'*H'*W')``, ``(B, L_text, text_dim)`` (I2V:
+        ``(B, L_img, image_dim)``) -> ``(B, C_out, F, H, W)``; the same as ``head(run_blocks(embed(...)), ...)``."""
         step = self.embed(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image)
         return self.head(self.run_blocks(step), step)
 
@@ -663,6 +681,8 @@ class WanTransformer3DModel(nn.Module):
         if shard is not None:
             x = shard.scatter(x)
             rope = (shard.scatter(rope[0]), shard.scatter(rope[1]))
+            if modulation.ndim == 4:  # per-token modulation follows its tokens
+                modulation = shard.scatter(modulation.expand(x.shape[0], -1, -1, -1))
         for block in self.blocks:
             x = block(x, context, modulation, rope, backend, ops, image_context, shard)
         return shard.gather(x) if shard is not None else x
@@ -670,6 +690,11 @@ class WanTransformer3DModel(nn.Module):
     def head(self, x: torch.Tensor, step: "EmbeddedStep") -> torch.Tensor:
         """Output AdaLN, projection and unpatchify of the blocks' output ``x`` ``(B, L, D)``
         -> ``(B, C_out, F, H, W)``."""
+        if step.temb.ndim == 3:  # per-token timesteps: (B, L, D) -> shift/scale (B, L, D), eager code only
+            shift, scale = (t.squeeze(2) for t in (self.scale_shift_table.unsqueeze(0)
+                                                   + step.temb.unsqueeze(2)).chunk(2, dim=2))
+            return self._unpatchify(self.proj_out(_modulated_norm(x, self.config.eps, shift, scale)), x.shape[0],
+                                    step.grid)
         shift, scale = (self.scale_shift_table + step.temb.unsqueeze(1)).chunk(2, dim=1)
         if self.ops is None:
             x = self.proj_out(_modulated_norm(x, self.config.eps, shift, scale))
