@@ -11,7 +11,8 @@ Contract:
   No value is ignored silently. FastVideo's defaults always pass. ``runtime.enable_teacache`` is honoured, with
   ``runtime.teacache_thresh`` checked (finite, >= 0) when it is on. Image inputs (``inputs.image_path`` or
   ``inputs.pil_image``, and ``inputs.last_image``) follow the model's workload: required by image-to-video
-  models (the last image by first-last-frame ones only), refused by text-to-video ones, naming the field.
+  models (the last image by first-last-frame ones only), optional for text-image-to-video ones (workload
+  ``ti2v``, Wan2.2 TI2V-5B: first frame only), refused by text-to-video ones, naming the field.
   ``sampling.guidance_scale_2`` / ``sampling.boundary_ratio`` pass only with ``two_experts`` (Wan2.2 A14B).
 - Stdlib only (the request and its values, no model).
 """
@@ -40,7 +41,8 @@ REQUEST_FIELD_SUPPORT: dict[str, str] = {
     **{f"inputs.{name}": f"None honoured; a value refused (not supported yet: {_T2V})"
        for name in InputConfig.__dataclass_fields__},
     "inputs.image_path": "image-to-video models: one image file path, required (or inputs.pil_image in Python); "
-                         "a list refused (one request per image); text-to-video models: refused",
+                         "a list refused (one request per image); text-image-to-video models (ti2v): optional "
+                         "(the first frame); text-to-video models: refused",
     "inputs.pil_image": "image-to-video models: a PIL image, instead of inputs.image_path; text-to-video: refused",
     "inputs.last_image": "first-last-frame models (flf2v): the last frame (a path or a PIL image), required; "
                          "others: refused",
@@ -125,8 +127,13 @@ def _check_images(inputs: InputConfig, model_name: str, workload: str) -> None:
                                                      "drop it, or load an image-to-video model (e.g. a "
                                                      "Wan2.1-I2V folder)")
         return
+    if workload == "ti2v" and inputs.last_image is not None:
+        raise RequestError("inputs.last_image", f"model {model_name!r} (text-image-to-video) conditions on the first "
+                                                "frame only; drop it")
     if inputs.image_path is not None and inputs.pil_image is not None:
         raise RequestError("inputs.pil_image", "give the image once: inputs.image_path or inputs.pil_image")
+    if image is None and workload == "ti2v":
+        return  # no image: text-to-video
     if image is None:
         raise RequestError("inputs.image_path", f"model {model_name!r} is an image-to-video model: set "
                                                 "inputs.image_path to the first frame's image file")
