@@ -1,0 +1,668 @@
+"""Sequence-parallel launcher: one generator spanning ``engine.num_gpus`` devices (Ulysses SP over the DiT tokens).
+
+Contract:
+- :func:`sp_devices(config)` checks a ``GeneratorConfig`` with ``engine.num_gpus = N > 1`` against this machine
+  and returns the N rank devices: on CUDA ``cuda:K .. cuda:K+N-1`` (``engine.device`` ``auto``/``cuda`` is K=0,
+  ``cuda:K`` starts there), refusing with a ConfigError naming ``engine.num_gpus`` when fewer GPUs are visible; on
+  the CPU N ranks named ``cpu`` (for tests and debugging: gloo). The field combinations themselves
+  (``engine.parallelism.sp_size`` in {-1, N}, ...) are checked by :mod:`fastvideo.runtime.config_support`.
+- :class:`SequenceParallelGroup` spawns N processes (``multiprocessing`` *spawn*), rank ``r`` on device ``r``.
+  Each initialises ``torch.distributed`` (NCCL on CUDA with ``torch.cuda.set_device``, gloo on the CPU; a free
+  127.0.0.1 port; collectives time out after ``engine.parallelism.dist_timeout`` s, default 300), builds a
+  :class:`~fastvideo.runtime.generator.VideoGenerator` from the config with ``num_gpus = sp_size = 1`` and its
+  device, and wires a :class:`~fastvideo.engine.sequence_parallel.SequenceParallel` over the world group into
+  every DiT (``set_sequence_parallel``; a DiT without it, or heads that do not split, fail the boot). ``start``
+  returns once every rank is ready; a rank that fails to boot, or no boot within ``boot_timeout_s``, stops all
+  ranks and raises :class:`SequenceParallelGroupError` (ConfigError / ModelLoadError when the rank raised one).
+- Every request is sent to every rank, in the same order (one lock), with ``request_id`` and ``sampling.seed``
+  fixed by the parent, so every rank draws the same noise and holds the same replicated latents. Each rank runs
+  its requests one at a time, in order, through its generator's ``generate``. Only rank 0 writes the MP4 and
+  returns frames / bytes / state; other ranks save and return nothing. Progress (``on_step``) comes from rank 0.
+- Agreement: before a request starts and after every denoising step all ranks broadcast rank 0's "cancel or stop
+  this request" flag, so a cancellation (:meth:`SequenceParallelGroup.cancel`) or a shutdown takes effect at the
+  same point on every rank (before the request, or at the next step) and no rank is left in a collective.
+- Outcome: a request resolves when every rank has reported. All done: rank 0's VideoResult (``metadata`` gains
+  ``sp_size`` and ``sp_devices``). All failed (a RequestError or GenerationFailed is the same on every rank):
+  rank 0's error, rebuilt as its type (RequestError, ConfigError, GenerationFailed, GenerationCancelled,
+  ModelLoadError; anything else a SequenceParallelGroupError naming the rank and the error). The ranks disagreeing
+  (one failed, another finished, or still running ``divergence_grace_s`` after the first failure), or a rank process
+  dying, *breaks* the group: every pending and later request fails with a SequenceParallelGroupError naming the
+  rank and why, and all ranks are stopped (no hang: the parent never waits on a collective).
+- :meth:`SequenceParallelGroup.stop` cancels what is pending (agreed as above), lets the ranks exit, and after
+  ``timeout`` s terminates and then kills what is left; no rank process outlives it.
+- :class:`SequenceParallelGenerator` is what ``VideoGenerator.from_config`` returns for ``num_gpus > 1``:
+  ``generate(request, on_step=None)`` (a list prompt fans out like VideoGenerator's), ``generate_async`` (one
+  progress event per step from rank 0, then one final event with the MP4 bytes; closing early cancels;
+  previews are refused with a RequestError on ``output.preview_interval_steps``), ``shutdown``, ``preset``,
+  ``config`` (the caller's), ``num_gpus``, ``devices``. LoRA switching and blob stores are not offered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import logging
+import multiprocessing as mp
+import os
+import queue
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import wait as wait_ready
+from typing import Any
+
+from fastvideo.api import (ConfigError, FastVideoError, GenerationCancelled, GenerationFailed, GenerationRequest,
+                           GeneratorConfig, RequestError, VideoFinalEvent, VideoProgressEvent, VideoResult,
+                           config_to_dict, parse_config)
+from fastvideo.api.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SequenceParallelGenerator", "SequenceParallelGroup", "SequenceParallelGroupError", "sp_devices"]
+
+DEFAULT_DIST_TIMEOUT_S = 300
+
+
+class SequenceParallelGroupError(FastVideoError, RuntimeError):
+    """The sequence-parallel group cannot serve: a rank failed to boot, died, or the ranks disagreed."""
+
+
+# ---------------------------------------------------------------------------------------------- config
+def sp_devices(config: GeneratorConfig) -> list[str]:
+    """The devices of the ``engine.num_gpus`` ranks (see module contract); ConfigError when they do not exist."""
+    import torch
+
+    n = config.engine.num_gpus
+    name = config.engine.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError("engine.device", f"{name!r} is not a device: {exc}") from None
+    if device.type == "cpu":
+        return ["cpu"] * n
+    if device.type != "cuda":
+        raise ConfigError("engine.device", f"{name!r}: a sequence-parallel group (engine.num_gpus={n}) runs on CUDA "
+                                           "GPUs (NCCL) or, for tests, on the CPU (gloo); use 'cuda' or 'cpu'")
+    first = device.index or 0
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if first + n > visible:
+        raise ConfigError("engine.num_gpus", f"{n} GPUs from cuda:{first} requested but only {visible} are visible "
+                                             f"(CUDA_VISIBLE_DEVICES); set engine.num_gpus to at most "
+                                             f"{max(visible - first, 1)}")
+    return [f"cuda:{first + r}" for r in range(n)]
+
+
+def rank_config(config: GeneratorConfig, device: str) -> GeneratorConfig:
+    """The one-device config a rank builds its generator from."""
+    engine = config.engine
+    return replace(config, engine=replace(engine, num_gpus=1, device=device,
+                                          parallelism=replace(engine.parallelism, sp_size=1)))
+
+
+# ---------------------------------------------------------------------------------------------- errors
+def _describe(exc: BaseException) -> tuple[str, str | None, str, int | None]:
+    """An exception as ``(kind, field, message, step)``, picklable whatever the exception holds."""
+    if isinstance(exc, RequestError):
+        return "request", exc.field, exc.reason, None
+    if isinstance(exc, ConfigError):
+        return "config", exc.path, exc.reason, None
+    if isinstance(exc, GenerationCancelled):
+        return "cancelled", None, str(exc), None
+    if isinstance(exc, GenerationFailed):
+        return "failed", None, str(exc), exc.step
+    if isinstance(exc, ModelLoadError):
+        return "model", None, str(exc), None
+    from fastvideo.engine.sequence_parallel import SequenceParallelError
+
+    if isinstance(exc, SequenceParallelError):
+        return "config", "engine.parallelism.sp_size", str(exc), None
+    return "other", None, f"{type(exc).__name__}: {exc}", None
+
+
+def _rebuild(info: tuple[str, str | None, str, int | None], rank: int) -> BaseException:
+    kind, path, message, step = info
+    if kind == "request" and path is not None:
+        return RequestError(path, message)
+    if kind == "config" and path is not None:
+        return ConfigError(path, message)
+    if kind == "cancelled":
+        return GenerationCancelled(message)
+    if kind == "failed":
+        return GenerationFailed(message, step=step)
+    if kind == "model":
+        return ModelLoadError(message)
+    return SequenceParallelGroupError(f"sequence-parallel rank {rank} failed: {message}")
+
+
+# ---------------------------------------------------------------------------------------------- rank process
+_STOP = object()
+
+
+def _rank_main(rank: int, world: int, init_method: str, config_dict: dict, conn: Any, threads: int | None,
+               timeout_s: float, log_level: str) -> None:
+    """Entry point of rank ``rank`` (module-level so spawn can import it; see the module contract)."""
+    logging.basicConfig(level=log_level, format=f"%(asctime)s [sp rank {rank}] %(levelname)s %(name)s: %(message)s")
+    send_lock = threading.Lock()
+
+    def send(*message: Any) -> None:
+        with send_lock:
+            try:
+                conn.send(message)
+            except (OSError, EOFError, BrokenPipeError):
+                pass
+
+    try:
+        import torch
+        import torch.distributed as dist
+
+        if threads:
+            torch.set_num_threads(threads)
+        config = parse_config(GeneratorConfig, config_dict)
+        device = torch.device(config.engine.device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=init_method, rank=rank,
+                                world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
+        from fastvideo.engine.sequence_parallel import SequenceParallel
+        from fastvideo.runtime.generator import VideoGenerator
+
+        generator = VideoGenerator.from_config(config)
+        sp = SequenceParallel.from_process_group()
+        pipe = generator.pipeline
+        for dit in (pipe.dit, getattr(pipe, "dit_2", None)):
+            if dit is None:
+                continue
+            if not hasattr(dit, "set_sequence_parallel"):
+                raise ConfigError("engine.num_gpus", f"{type(dit).__name__} has no sequence-parallel forward; set "
+                                                     "engine.num_gpus to 1 for this model")
+            dit.set_sequence_parallel(sp)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which stops the group
+        send("boot_failed", rank, _describe(exc))
+        conn.close()
+        os._exit(1)  # at once: no interpreter teardown waiting on a half-built process group
+    wired = getattr(pipe.dit, "sequence_parallel", None)
+    send("ready", rank, {"pid": os.getpid(), "device": str(pipe.device), "preset": generator.preset,
+                         "dit_sp_world_size": wired.world_size if wired is not None else 1})
+
+    jobs: queue.Queue[Any] = queue.Queue()
+    stop_flag: set[str] = set()  # request ids to cancel (read on rank 0 only: its flag is broadcast)
+    stopping = threading.Event()
+
+    def agreed(rid: str) -> bool:
+        """Rank 0's "cancel this request" flag, on every rank (one broadcast)."""
+        flag = torch.tensor([1 if rank == 0 and (rid in stop_flag or stopping.is_set()) else 0],
+                            dtype=torch.int32, device=device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
+    def run_job(rid: str, request: GenerationRequest, need_bytes: bool) -> None:
+        if agreed(rid):
+            send("error", rid, rank, _describe(GenerationCancelled("the job was cancelled before it started",
+                                                                   shutting_down=stopping.is_set())))
+            return
+        if rank != 0:  # only rank 0 saves and returns the video
+            request = replace(request, output=replace(request.output, save_video=False, return_frames=False,
+                                                      return_state=False))
+        wants_frames = request.output.return_frames
+        if need_bytes:
+            request = replace(request, output=replace(request.output, return_frames=True))
+
+        def on_step(step: int, total: int) -> None:
+            if rank == 0:
+                send("progress", rid, step, total)
+            if agreed(rid):
+                generator.engine_core().cancel(rid)  # every rank stops at the same step
+
+        try:
+            result = generator.generate(request, on_step=on_step)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            send("error", rid, rank, _describe(exc))
+            return
+        if rank != 0:
+            send("done", rid, rank, None)
+            return
+        if need_bytes and result.video_bytes is None and result.frames is not None:
+            from fastvideo.runtime.media import encode_mp4
+
+            result.video_bytes = encode_mp4(result.frames, result.metadata["fps"])
+        if not wants_frames:
+            result.frames = None
+        result.samples = None  # a tensor view of the frames: rebuilt by the parent, not pickled
+        send("done", rid, rank, result)
+
+    def job_loop() -> None:
+        while True:
+            job = jobs.get()
+            if job is _STOP:
+                return
+            try:
+                run_job(*job)
+            except BaseException as exc:  # noqa: BLE001 - e.g. a collective that timed out
+                logging.getLogger(__name__).exception("request %s failed", job[0])
+                send("error", job[0], rank, _describe(exc))
+
+    worker = threading.Thread(target=job_loop, name=f"sp-rank-{rank}", daemon=True)
+    worker.start()
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break  # the parent is gone
+        kind = message[0]
+        if kind == "generate":
+            jobs.put(message[1:])
+        elif kind == "cancel":
+            stop_flag.add(message[1])
+        elif kind == "stop":
+            break
+    stopping.set()  # what is queued is agreed cancelled (rank 0 broadcasts it), then every rank leaves
+    jobs.put(_STOP)
+    worker.join()
+    generator.shutdown()
+    try:
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - leaving anyway
+        pass
+    conn.close()
+
+
+# ---------------------------------------------------------------------------------------------- parent side
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class _Pending:
+    request_id: str
+    future: Future
+    on_step: Callable[[int, int], None] | None
+    outcomes: dict[int, tuple[str, Any]] = field(default_factory=dict)
+    first_error_at: float | None = None
+
+
+class SequenceParallelGroup:
+    """N rank processes running one generator with Ulysses sequence parallelism (see module contract)."""
+
+    def __init__(self, config: GeneratorConfig, *, boot_timeout_s: float = 600.0, divergence_grace_s: float = 30.0,
+                 threads: int | None = None, log_level: str = "WARNING") -> None:
+        self.config = config
+        self.devices = sp_devices(config)
+        self.world = len(self.devices)
+        self.boot_timeout_s = boot_timeout_s
+        self.divergence_grace_s = divergence_grace_s
+        self.threads = threads if threads is not None else (
+            max(1, (os.cpu_count() or 1) // self.world) if self.devices[0] == "cpu" else None)
+        self.log_level = log_level
+        self.dist_timeout_s = float(config.engine.parallelism.dist_timeout or DEFAULT_DIST_TIMEOUT_S)
+        self.preset: Any = None
+        self.pids: list[int | None] = [None] * self.world
+        #: What each rank reported when ready: pid, device, preset, ``dit_sp_world_size`` (its DiT's SP ranks).
+        self.rank_info: dict[int, dict] = {}
+        self._processes: list[Any] = []
+        self._conns: list[Any] = []
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}
+        self._boot_errors: dict[int, tuple[str, str | None, str, int | None]] = {}
+        self._booted = threading.Event()
+        self._broken: str | None = None
+        self._closed = False
+        self._watchdog: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Spawn every rank and wait until all are ready (see module contract)."""
+        ctx = mp.get_context("spawn")
+        init_method = f"tcp://127.0.0.1:{_free_port()}"
+        for rank, device in enumerate(self.devices):
+            parent, child = ctx.Pipe(duplex=True)
+            process = ctx.Process(target=_rank_main, name=f"fastvideo-sp-rank{rank}", daemon=True,
+                                  args=(rank, self.world, init_method, config_to_dict(rank_config(self.config, device)),
+                                        child, self.threads, self.dist_timeout_s, self.log_level))
+            process.start()
+            child.close()  # the rank's exit closes the pipe for our reader
+            self._processes.append(process)
+            self._conns.append(parent)
+            self.pids[rank] = process.pid
+        for rank in range(self.world):
+            threading.Thread(target=self._read_loop, args=(rank,), name=f"sp-reader-{rank}", daemon=True).start()
+        if not self._booted.wait(self.boot_timeout_s):
+            self._break(f"the sequence-parallel group did not boot within {self.boot_timeout_s:.0f}s")
+        if self._broken is not None:
+            error = self._boot_error()
+            self.stop(timeout=1.0)  # a rank still booting reads no "stop": terminate it soon
+            raise error
+        self._watchdog = threading.Thread(target=self._watch, name="sp-watchdog", daemon=True)
+        self._watchdog.start()
+        logger.info("sequence-parallel group ready: %d ranks on %s (pids %s)", self.world, self.devices, self.pids)
+
+    def _boot_error(self) -> BaseException:
+        if self._boot_errors:
+            rank = min(self._boot_errors)
+            info = self._boot_errors[rank]
+            if info[0] in ("config", "model"):
+                return _rebuild(info, rank)
+            return SequenceParallelGroupError(f"sequence-parallel rank {rank} failed to boot: {info[2]}")
+        return SequenceParallelGroupError(str(self._broken))
+
+    @property
+    def alive(self) -> bool:
+        return self._broken is None and not self._closed
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Cancel what is pending, let the ranks exit, then terminate / kill what is left (see module contract)."""
+        with self._lock:
+            self._closed = True
+            pending = list(self._pending)
+        for rid in pending:
+            self._send_all("cancel", rid)
+        self._send_all("stop")
+        deadline = time.monotonic() + timeout
+        for how in ("join", "terminate", "kill"):
+            alive = [p for p in self._processes if p.exitcode is None]
+            if not alive:
+                break
+            if how != "join":
+                logger.warning("sequence-parallel ranks %s did not exit; sending %s", [p.pid for p in alive], how)
+                for p in alive:
+                    getattr(p, how)()
+                deadline = time.monotonic() + 5.0
+            wait_ready([p.sentinel for p in alive], max(0.0, deadline - time.monotonic()))
+            for p in alive:
+                p.join(0.1 if p.exitcode is None else None)
+        self._fail_pending(GenerationCancelled("the generator is shutting down", shutting_down=True))
+
+    # -- requests --------------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest, *, need_bytes: bool = False,
+               on_step: Callable[[int, int], None] | None = None) -> "Future[VideoResult]":
+        """Send ``request`` to every rank; a Future of rank 0's result (see module contract)."""
+        if request.request_id is None:
+            request = replace(request, request_id=f"video_{uuid.uuid4().hex[:24]}")
+        if request.sampling.seed is None:  # every rank must draw the same noise
+            request = replace(request, sampling=replace(request.sampling, seed=random.randrange(2**31)))
+        rid = request.request_id
+        assert rid is not None
+        future: Future = Future()
+        with self._lock:
+            self._check_usable()
+            if rid in self._pending:
+                raise RequestError("request_id", f"{rid!r} is already running; use a new id")
+            self._pending[rid] = _Pending(rid, future, on_step)
+            self._send_all("generate", rid, request, need_bytes)
+        return future
+
+    def cancel(self, request_id: str) -> None:
+        """Stop ``request_id`` on every rank before it starts or at its next step (agreed through rank 0)."""
+        if self._conns and self._broken is None:
+            self._send_all("cancel", request_id)
+
+    def _check_usable(self) -> None:
+        if self._broken is not None:
+            raise SequenceParallelGroupError(f"the sequence-parallel group is broken ({self._broken}); create a new "
+                                             "generator")
+        if self._closed:
+            raise SequenceParallelGroupError("the sequence-parallel group has been stopped")
+
+    def _send_all(self, *message: Any) -> None:
+        with self._send_lock:  # every rank sees every message in the same order
+            for rank, conn in enumerate(self._conns):
+                try:
+                    conn.send(message)
+                except (OSError, EOFError, BrokenPipeError, ValueError):
+                    logger.debug("rank %d is gone; %s not delivered", rank, message[0])
+
+    # -- rank reports ----------------------------------------------------------------------------
+    def _read_loop(self, rank: int) -> None:
+        conn = self._conns[rank]
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            except Exception:  # noqa: BLE001 - an unpicklable message: log, keep reading
+                logger.exception("sequence-parallel rank %d sent an unreadable message", rank)
+                continue
+            kind = message[0]
+            if kind == "ready":
+                self.pids[rank] = message[2]["pid"]
+                if rank == 0:
+                    self.preset = message[2]["preset"]
+                with self._lock:
+                    self.rank_info[rank] = message[2]
+                    if len(self.rank_info) == self.world:
+                        self._booted.set()
+            elif kind == "boot_failed":
+                self._boot_errors[rank] = message[2]
+                self._break(f"rank {rank} failed to boot: {message[2][2]}")
+            elif kind == "progress":
+                pending = self._pending.get(message[1])
+                if pending is not None and pending.on_step is not None:
+                    try:
+                        pending.on_step(message[2], message[3])
+                    except Exception:  # noqa: BLE001
+                        logger.exception("progress callback failed for %s", message[1])
+            elif kind in ("done", "error"):
+                self._report(message[1], message[2], kind, message[3])
+        process = self._processes[rank]
+        process.join(5.0)
+        if not self._closed:
+            code = process.exitcode
+            detail = f"exit code {code}" if code is not None else "its pipe closed"
+            if code is not None and code < 0:
+                detail += f" (killed by signal {-code})"
+            self._break(f"rank {rank} (pid {process.pid}, {self.devices[rank]}) died: {detail}")
+
+    def _report(self, rid: str, rank: int, kind: str, value: Any) -> None:
+        with self._lock:
+            pending = self._pending.get(rid)
+            if pending is None:
+                return
+            pending.outcomes[rank] = (kind, value)
+            if kind == "error" and pending.first_error_at is None:
+                pending.first_error_at = time.monotonic()
+            if len(pending.outcomes) < self.world:
+                return
+            del self._pending[rid]
+        kinds = {k for k, _ in pending.outcomes.values()}
+        if kinds == {"done"}:
+            result: VideoResult = pending.outcomes[0][1]
+            self._finish_result(result)
+            pending.future.set_result(result)
+        elif kinds == {"error"}:
+            pending.future.set_exception(_rebuild(pending.outcomes[0][1], 0))
+        else:
+            failed = min(r for r, (k, _) in pending.outcomes.items() if k == "error")
+            message = f"rank {failed} failed request {rid} while others finished it: " \
+                      f"{pending.outcomes[failed][1][2]}"
+            pending.future.set_exception(SequenceParallelGroupError(f"the sequence-parallel ranks disagreed: "
+                                                                    f"{message}"))
+            self._break(message)
+
+    def _finish_result(self, result: VideoResult) -> None:
+        if result.frames is not None:
+            import torch
+
+            result.samples = torch.from_numpy(result.frames).permute(3, 0, 1, 2).unsqueeze(0)
+        result.metadata["sp_size"] = self.world
+        result.metadata["sp_devices"] = list(self.devices)
+
+    def _watch(self) -> None:
+        """Break the group when a request failed on some ranks and the others did not follow in time."""
+        while self.alive:
+            time.sleep(0.2)
+            now = time.monotonic()
+            with self._lock:
+                late = [p for p in self._pending.values()
+                        if p.first_error_at is not None and now - p.first_error_at > self.divergence_grace_s]
+            for pending in late:
+                failed = min(r for r, (k, _) in pending.outcomes.items() if k == "error")
+                silent = sorted(set(range(self.world)) - set(pending.outcomes))
+                self._break(f"rank {failed} failed request {pending.request_id} ({pending.outcomes[failed][1][2]}) "
+                            f"and ranks {silent} did not finish it within {self.divergence_grace_s:.0f}s")
+                return
+
+    def _break(self, reason: str) -> None:
+        """Mark the group unusable, fail every pending request, stop the ranks (in the background)."""
+        with self._lock:
+            if self._broken is not None or self._closed:
+                self._booted.set()
+                return
+            self._broken = reason
+        logger.error("sequence-parallel group broken: %s", reason)
+        self._booted.set()
+        self._fail_pending(SequenceParallelGroupError(f"the sequence-parallel group failed: {reason}"))
+        if self._watchdog is not None or self.rank_info:  # booted (or booting): stop what is left
+            threading.Thread(target=self._kill_all, name="sp-teardown", daemon=True).start()
+
+    def _kill_all(self) -> None:
+        for p in self._processes:
+            if p.exitcode is None:
+                p.terminate()
+        for p in self._processes:
+            p.join(5.0)
+            if p.exitcode is None:
+                p.kill()
+                p.join(5.0)
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        with self._lock:
+            pending, self._pending = list(self._pending.values()), {}
+        for p in pending:
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+
+# ---------------------------------------------------------------------------------------------- facade
+class SequenceParallelGenerator:
+    """The generator ``VideoGenerator.from_config`` returns for ``engine.num_gpus > 1`` (see module contract)."""
+
+    def __init__(self, config: GeneratorConfig, group: SequenceParallelGroup) -> None:
+        self.config = config
+        self.group = group
+
+    @classmethod
+    def launch(cls, config: GeneratorConfig, **group_options: Any) -> "SequenceParallelGenerator":
+        """Boot the ranks of ``config`` (already checked by ``check_generator_config``) and wait for them. A model
+        path that is not a local folder is refused here, before anything is spawned; a built-in model is
+        synthesized here once, not by every rank."""
+        from fastvideo.api.presets import check_local_model_path
+        from fastvideo.engine.models.wan.pipeline import is_builtin_name, model_path_or_default
+        from fastvideo.envs import read_env
+
+        if config.model_path and not is_builtin_name(config.model_path):
+            check_local_model_path(config.model_path)
+        else:
+            model_path_or_default(config.model_path, read_env().cache_dir)
+        group = SequenceParallelGroup(config, **group_options)
+        group.start()
+        return cls(config, group)
+
+    @property
+    def num_gpus(self) -> int:
+        return self.group.world
+
+    @property
+    def devices(self) -> list[str]:
+        return list(self.group.devices)
+
+    @property
+    def preset(self) -> Any:
+        return self.group.preset
+
+    def _check_open(self) -> None:
+        from fastvideo.runtime.generator import GeneratorClosed
+
+        if self.group._closed:
+            raise GeneratorClosed("this VideoGenerator has been shut down; create a new one")
+
+    @staticmethod
+    def _requests(request: GenerationRequest | Mapping[str, Any]) -> tuple[list[GenerationRequest], bool]:
+        from fastvideo.runtime.generator import VideoGenerator
+
+        req = parse_config(GenerationRequest, request)
+        fanned = VideoGenerator._fan_out(req)
+        return (fanned, True) if fanned is not None else ([req], False)
+
+    def generate(self, request: GenerationRequest | Mapping[str, Any], *,
+                 on_step: Callable[[int, int], None] | None = None) -> Any:
+        """Generate on every rank; rank 0's VideoResult (a list of them for a list prompt)."""
+        self._check_open()
+        subs, fanned = self._requests(request)
+        results = []
+        for index, sub in enumerate(subs):
+            result = self.group.submit(sub, on_step=on_step).result()
+            if fanned:
+                result.prompt_index = index
+            results.append(result)
+        return results if fanned else results[0]
+
+    async def generate_async(self, request: GenerationRequest | Mapping[str, Any]) -> AsyncIterator[Any]:
+        """One progress event per step (rank 0's), then one final event; closing early cancels."""
+        self._check_open()
+        subs, fanned = self._requests(request)
+        loop = asyncio.get_running_loop()
+        for index, sub in enumerate(subs):
+            if sub.output.preview_interval_steps is not None:
+                raise RequestError("output.preview_interval_steps", "previews are not supported with "
+                                                                    "engine.num_gpus > 1 yet; drop it")
+            events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+            started = time.perf_counter()
+
+            def put(kind: str, value: Any, events: asyncio.Queue = events) -> None:
+                try:
+                    loop.call_soon_threadsafe(events.put_nowait, (kind, value))
+                except RuntimeError:  # the loop is closed: nobody listens any more
+                    pass
+
+            if sub.request_id is None:
+                sub = replace(sub, request_id=f"video_{uuid.uuid4().hex[:24]}")
+            rid = sub.request_id
+            assert rid is not None
+
+            def progress(step: int, total: int, rid: str = rid, put: Callable[[str, Any], None] = put,
+                         started: float = started) -> None:
+                put("event", VideoProgressEvent(request_id=rid, step=step, total_steps=total, stage="denoise",
+                                                elapsed_s=time.perf_counter() - started))
+
+            future = self.group.submit(sub, need_bytes=True, on_step=progress)
+            future.add_done_callback(functools.partial(put, "done"))
+            finished = False
+            try:
+                while True:
+                    kind, value = await events.get()
+                    if kind == "event":
+                        yield value
+                        continue
+                    result = value.result()  # raises the failure
+                    if fanned:
+                        result.prompt_index = index
+                    finished = True
+                    yield VideoFinalEvent(request_id=rid, video_bytes=result.video_bytes, frames=result.frames,
+                                          metadata=result.metadata, continuation_state=result.state, result=result)
+                    break
+            finally:
+                if not finished and not future.done():
+                    self.group.cancel(rid)
+
+    def shutdown(self) -> None:
+        """Stop every rank (pending requests are cancelled); later calls raise GeneratorClosed. Safe twice."""
+        if self.group._closed:
+            return
+        self.group.stop()
+        logger.info("sequence-parallel generator shut down")
+
+    def __enter__(self) -> "SequenceParallelGenerator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
