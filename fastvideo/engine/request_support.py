@@ -14,6 +14,12 @@ Contract:
   models (the last image by first-last-frame ones only), optional for text-image-to-video ones (workload
   ``ti2v``, Wan2.2 TI2V-5B: first frame only), refused by text-to-video ones, naming the field.
   ``sampling.guidance_scale_2`` / ``sampling.boundary_ratio`` pass only with ``two_experts`` (Wan2.2 A14B).
+- LTX-2 (video + audio): :func:`check_ltx2_request_fields` runs before :func:`check_request_fields` for that
+  family (``LTX2BatchExecutor.resolve_sampling``) and refuses, naming the field, what the Wan-shaped request holds
+  that LTX-2 cannot honour yet (:data:`LTX2_REFUSED_FIELDS`): continuation (``state``,
+  ``output.return_state``, ``sampling.continuation_strength``), image inputs (until LTX-2 image conditioning
+  lands), ``sampling.shift`` (LTX-2's schedule is the scheduler config's dynamic shift), samplers other than
+  Euler, DMD timesteps, TeaCache, previews and ``sampling.max_sequence_length`` (the preset's text length).
 - Stdlib only (the request and its values, no model).
 """
 
@@ -201,3 +207,36 @@ def check_request_fields(request: GenerationRequest, model_name: str, workload: 
         key = sorted(request.extensions)[0]
         raise RequestError(f"extensions.{key}", "extension keys are not supported yet; use the typed request "
                                                 "fields, or drop it")
+
+
+_LTX2_LATER = "is not supported for LTX-2 yet"
+
+#: Request fields LTX-2 refuses when set (dotted path -> why / what to do instead); see module contract.
+LTX2_REFUSED_FIELDS: dict[str, str] = {
+    "state": f"continuing a video {_LTX2_LATER}; drop it",
+    "output.return_state": f"returning a continuation state {_LTX2_LATER}; set it to false",
+    "sampling.continuation_strength": f"continuation {_LTX2_LATER}; drop it",
+    "inputs.image_path": f"image conditioning {_LTX2_LATER} (LTX-2 runs text-to-video+audio); drop it",
+    "inputs.pil_image": f"image conditioning {_LTX2_LATER} (LTX-2 runs text-to-video+audio); drop it",
+    "inputs.last_image": f"image conditioning {_LTX2_LATER} (LTX-2 runs text-to-video+audio); drop it",
+    "sampling.shift": "LTX-2's schedule uses its scheduler config's dynamic shift; drop it",
+    "sampling.dmd_denoising_steps": "DMD sampling is for FastWan checkpoints; LTX-2 samples with Euler: drop it",
+    "sampling.max_sequence_length": "LTX-2's text encoder reads the preset's text length; drop it",
+    "runtime.enable_teacache": f"TeaCache {_LTX2_LATER}; set it to false",
+    "output.preview_interval_steps": f"previews {_LTX2_LATER}; drop it",
+}
+
+
+def check_ltx2_request_fields(request: GenerationRequest, model_name: str) -> None:
+    """Refuse, with a RequestError naming the field, a request value an LTX-2 model cannot honour (module
+    contract); the common fields are then checked by :func:`check_request_fields`."""
+    for path, why in LTX2_REFUSED_FIELDS.items():
+        value: Any = request
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value is not None and value is not False:
+            raise RequestError(path, f"{value!r:.80} is not supported by model {model_name!r}: {why}")
+    sampler = request.sampling.sampler
+    if sampler not in (None, "euler"):
+        raise RequestError("sampling.sampler", f"{sampler!r} is not supported by model {model_name!r}: LTX-2 samples "
+                                               "with the flow-matching Euler sampler; use 'euler' or drop it")

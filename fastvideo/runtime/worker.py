@@ -14,7 +14,13 @@ Contract:
   the normal path for every branch the generator serves (both, unless its compiled artifacts were
   built for the initial branch only): a first segment, then a continuation from its state (so the
   continuation's shapes, the state codec and the VAE's overlap trim are exercised too). ``ready`` is
-  true only after it succeeded; it returns what it did (timings, graph labels).
+  true only after it succeeded; it returns what it did (timings, graph labels). A generator that serves the
+  initial branch only (LTX-2, image-to-video) asks for no continuation state in its probe.
+- The executor is chosen by registry lookup: :data:`EXECUTORS` maps the generator's family runtime binding
+  (:attr:`fastvideo.engine.families.ModelFamily.runtime`; ``"wan"`` for a generator without a ``family``) to the
+  batch executor class (``"module:Class"``, imported on use): :class:`~fastvideo.runtime.executor.WanBatchExecutor`
+  for Wan, :class:`~fastvideo.runtime.ltx2_executor.LTX2BatchExecutor` for LTX-2. :func:`executor_class` resolves
+  it; an unknown binding is a ConfigError.
 """
 
 from __future__ import annotations
@@ -27,10 +33,28 @@ from typing import Any
 from fastvideo.api import ConfigError, GenerationRequest, OutputConfig, VideoResult
 from fastvideo.runtime.cuda_graphs import GraphConfig
 from fastvideo.runtime.dispatcher import Dispatcher, SyncListener
-from fastvideo.runtime.executor import ExecutorConfig, WanBatchExecutor
+from fastvideo.engine.models.registry import resolve_dotted
+from fastvideo.runtime.executor import ExecutorConfig
 from fastvideo.runtime.scheduler import Scheduler, SchedulerConfig, WorkItem
 
 logger = logging.getLogger(__name__)
+
+#: Family runtime binding -> the batch executor class that runs its work items (module contract).
+EXECUTORS: dict[str, str] = {
+    "wan": "fastvideo.runtime.executor:WanBatchExecutor",
+    "ltx2": "fastvideo.runtime.ltx2_executor:LTX2BatchExecutor",
+}
+
+
+def executor_class(generator: Any) -> Any:
+    """The batch executor class of ``generator``'s family binding (module contract)."""
+    family = getattr(generator, "family", None)
+    binding = "wan" if family is None else family.runtime
+    target = EXECUTORS.get(binding)
+    if target is None:
+        raise ConfigError("model_path", f"model family {getattr(family, 'name', binding)!r} (runtime binding "
+                                        f"{binding!r}) has no batch executor; known: {sorted(EXECUTORS)}")
+    return resolve_dotted(target)
 
 
 @dataclass
@@ -60,7 +84,7 @@ class BatchWorker:
         self.generator = generator
         self.config = config or WorkerConfig()
         self.scheduler = Scheduler(self.config.scheduler)
-        self.executor = WanBatchExecutor(generator, self.config.executor, graph_backend=graph_backend,
+        self.executor = executor_class(generator)(generator, self.config.executor, graph_backend=graph_backend,
                                          stream_backend=stream_backend)
         overlap = self.config.overlap
         if overlap is None:
@@ -86,7 +110,8 @@ class BatchWorker:
         labels = self.executor.capture_declared()
         probe = self.config.warmup_request or self.generator.warmup_request()
         probe = replace(probe, request_id=f"warmup_initial_{id(self):x}",
-                        output=replace(probe.output, return_state=True))
+                        output=replace(probe.output,
+                                       return_state="continuation" in self.generator.served_branches))
         first = self._run_forced(probe)
         branches = ["initial"]
         if "continuation" in self.generator.served_branches:

@@ -1,0 +1,166 @@
+"""LTX-2 as the runtime core serves it: a loaded pipeline plus its preset, and GenerationRequest -> LTX2Request.
+
+Contract:
+- :func:`load_served_ltx2` is the ``ltx2`` binding's loader (:data:`fastvideo.engine.models.registry.PIPELINE_LOADERS`):
+  it loads a checked ``LTX2Pipeline`` folder with :func:`~.pipeline.load_ltx2_pipeline` (every component in
+  ``dtype`` on ``device``, the text encoder reading the preset's ``text_length`` tokens) and returns an
+  :class:`LTX2ServedPipeline`. The preset is ``preset_name`` (a ConfigError at ``pipeline.preset`` unless it is an
+  LTX-2 preset), else the folder's ``_fastvideo_preset`` tag, else ``ltx2_base``. Load options LTX-2 cannot honour
+  are refused by name (:class:`~fastvideo.api.ConfigError`; the generator refuses the family's
+  ``unsupported_config`` first, so these only guard direct callers).
+- :class:`LTX2ServedPipeline` exposes what the runtime reads of any served pipeline (``preset``: the engine's
+  :class:`~fastvideo.engine.presets.ModelPreset` view of the LTX-2 preset, whose unset-field defaults the request
+  resolution uses; ``device``, ``dtype``, ``shift_source``, ``sampler_config``, ``close()``), the step-wise
+  :class:`~.pipeline.LTX2Components` (``components``), the preset's :class:`~.pipeline.LTX2Guidance` and fixed
+  ``sigmas`` (the distilled preset's), and ``sample_rate`` (the vocoder's).
+- :meth:`LTX2ServedPipeline.check_resolved` refuses sizes the model cannot make, naming the field (RequestError):
+  ``sampling.width`` / ``sampling.height`` must be multiples of 32 and of the VAE's spatial ratio times the DiT
+  patch; ``sampling.num_frames`` must be ``k * temporal_ratio + 1`` (decoded exactly, never trimmed);
+  ``sampling.num_inference_steps`` must equal the number of a preset's fixed sigmas (distilled), and be at least 2
+  when the scheduler's ``shift_terminal`` stretch is on (one step has no stretch to make).
+- :meth:`LTX2ServedPipeline.to_request` maps a resolved request onto :class:`~.pipeline.LTX2Request`: prompt,
+  negative prompt (None: the preset's), width, height, num_frames, fps, steps, seed, the preset's guidance with the
+  request's ``guidance_scale`` as the video CFG scale (audio scales stay the preset's), the preset's sigmas.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from fastvideo.api import presets as api_presets
+from fastvideo.api import ConfigError, RequestError
+from fastvideo.engine.models.ltx2.pipeline import LTX2Components, LTX2Guidance, LTX2Request, load_ltx2_pipeline
+from fastvideo.engine.presets import ModelPreset
+from fastvideo.engine.sampler import SamplerConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_LTX2_PRESET", "LTX2ServedPipeline", "load_served_ltx2", "ltx2_model_preset"]
+
+#: The preset of an LTX-2 folder that names none (the published base checkpoint's).
+DEFAULT_LTX2_PRESET = "ltx2_base"
+
+#: Load options LTX-2 cannot honour yet -> the config field a set value came from.
+_REFUSED_OPTIONS = {"ops_backend": "engine.ops_backend", "offload_text_encoder": "engine.offload.text_encoder",
+                    "offload_vae": "engine.offload.vae", "transformer_quant": "engine.quantization",
+                    "offload_experts": "engine.offload.dit"}
+
+
+def ltx2_model_preset(name: str) -> tuple[ModelPreset, LTX2Guidance, tuple[float, ...] | None]:
+    """The engine preset, guidance and fixed sigmas of the LTX-2 preset ``name`` (ConfigError otherwise)."""
+    preset = api_presets.get_preset(name)  # unknown names: ConfigError listing the registered ones
+    if preset.model_family != "ltx2":
+        raise ConfigError("pipeline.preset", f"preset {preset.name!r} is a {preset.model_family} preset; an LTX-2 "
+                                             "folder takes an LTX-2 preset (ltx2_base, ltx2_distilled)")
+    if preset.refusal:
+        raise ConfigError("pipeline.preset", f"preset {preset.name!r} cannot run on this engine: {preset.refusal}")
+    d, m = preset.defaults, preset.model_defaults
+    guidance_values = dict(m["ltx2_guidance"])
+    blocks = guidance_values.get("stg_blocks")
+    guidance_values["stg_blocks"] = None if blocks is None else tuple(blocks)
+    engine = ModelPreset(preset.engine_name, width=d["width"], height=d["height"], num_frames=d["num_frames"],
+                         fps=d["fps"], num_inference_steps=d["num_inference_steps"],
+                         guidance_scale=float(d["guidance_scale"]), shift=1.0,
+                         negative_prompt=d.get("negative_prompt") or "", max_frames=m.get("max_frames", 257),
+                         max_side=m.get("max_side", 2048), text_length=m.get("text_length", 1024),
+                         description=preset.description)
+    sigmas = m.get("sigmas")
+    return engine, LTX2Guidance(**guidance_values), None if sigmas is None else tuple(float(s) for s in sigmas)
+
+
+@dataclass
+class LTX2ServedPipeline:
+    """A loaded LTX-2 pipeline with its preset (module contract)."""
+
+    components: LTX2Components
+    preset: ModelPreset
+    guidance: LTX2Guidance
+    sigmas: tuple[float, ...] | None
+    dtype: torch.dtype
+    #: The schedule's shift comes from the folder's scheduler config (dynamic shift), never from the request.
+    shift_source: str = "model_folder"
+    sampler_config: SamplerConfig = field(default_factory=lambda: SamplerConfig(kind="euler"))
+    #: Read by the runtime's LoRA / expert checks: LTX-2 has one DiT, unquantized.
+    dit_2: Any = None
+    quantization: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.components.device
+
+    @property
+    def sample_rate(self) -> int:
+        return self.components.sample_rate
+
+    def check_resolved(self, width: int, height: int, num_frames: int, steps: int) -> None:
+        """Refuse a size or step count this model cannot make, naming the field (module contract)."""
+        c = self.components
+        if self.sigmas is not None and steps != len(self.sigmas):
+            raise RequestError("sampling.num_inference_steps", f"{steps} steps: preset {self.preset.name!r} samples "
+                                                               f"at {len(self.sigmas)} fixed sigmas; use "
+                                                               f"{len(self.sigmas)} or drop it")
+        if self.sigmas is None and c.schedule.shift_terminal and steps < 2:
+            raise RequestError("sampling.num_inference_steps", f"{steps} step: this model's schedule (shift_terminal "
+                                                               f"{c.schedule.shift_terminal}) needs at least 2 steps")
+        ratio = c.vae.spatial_compression_ratio * c.transformer.config.patch_size
+        multiple = ratio * 32 // _gcd(ratio, 32)
+        for name, value in (("sampling.width", width), ("sampling.height", height)):
+            if value % multiple:
+                lower = value - value % multiple
+                raise RequestError(name, f"{value} is not a multiple of {multiple} (LTX-2 needs multiples of 32 and "
+                                         f"of its VAE's {c.vae.spatial_compression_ratio}x downsampling times the "
+                                         f"DiT's patch); use {max(lower, multiple)} or {lower + multiple}")
+        temporal = c.vae.temporal_compression_ratio
+        if (num_frames - 1) % temporal:
+            lower = num_frames - (num_frames - 1) % temporal
+            raise RequestError("sampling.num_frames", f"{num_frames} frames: LTX-2 makes k*{temporal}+1 frames "
+                                                      f"(its VAE's {temporal}x temporal compression); use {lower} or "
+                                                      f"{lower + temporal}")
+
+    def to_request(self, request: Any, resolved: Any) -> LTX2Request:
+        """The :class:`LTX2Request` of a resolved GenerationRequest (module contract)."""
+        negative = request.negative_prompt if request.negative_prompt is not None else self.preset.negative_prompt
+        return LTX2Request(prompt=request.prompt, negative_prompt=negative, width=resolved.width,
+                           height=resolved.height, num_frames=resolved.num_frames, fps=float(resolved.fps),
+                           steps=resolved.num_inference_steps, seed=resolved.seed,
+                           guidance=replace(self.guidance, guidance_scale=float(resolved.guidance_scale)),
+                           sigmas=self.sigmas)
+
+    def close(self) -> None:
+        """Drop the components (their memory is freed once nothing else holds them)."""
+        self.components = None  # type: ignore[assignment]
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _gcd(a: int, b: int) -> int:
+    while b:
+        a, b = b, a % b
+    return a
+
+
+def load_served_ltx2(folder: Any, *, family: Any, device: torch.device, dtype: torch.dtype,
+                     preset_name: str | None = None, attention_backend: str | None = None, **options: Any,
+                     ) -> LTX2ServedPipeline:
+    """Load a checked LTX-2 folder for the runtime (module contract); ``family`` is its ModelFamily."""
+    for option, config_field in _REFUSED_OPTIONS.items():
+        if options.get(option):
+            raise ConfigError(config_field, f"is not supported for LTX-2 yet ({family.description}); drop it")
+    name = preset_name or folder.model_index.get("_fastvideo_preset") or DEFAULT_LTX2_PRESET
+    preset, guidance, sigmas = ltx2_model_preset(str(name))
+    components = load_ltx2_pipeline(folder.root, dtype=dtype, device=device, attention_backend=attention_backend,
+                                    max_sequence_length=preset.text_length)
+    if guidance.stg and guidance.stg_blocks:
+        layers = components.transformer.config.num_layers
+        bad = [b for b in guidance.stg_blocks if not 0 <= b < layers]
+        if bad:
+            raise ConfigError("pipeline.preset", f"preset {preset.name!r} perturbs DiT blocks {bad} for STG, but "
+                                                 f"this DiT has {layers} blocks; use a preset made for it")
+    logger.info("serving LTX-2 from %s with preset %s", folder.root, preset.name)
+    return LTX2ServedPipeline(components=components, preset=preset, guidance=guidance, sigmas=sigmas, dtype=dtype)

@@ -1,0 +1,196 @@
+"""``LTX2BatchExecutor``: the dispatcher's device work for LTX-2 (video + audio), on the step-wise LTX-2 API.
+
+Contract (the :class:`fastvideo.runtime.dispatcher.BatchExecutor` interface the worker drives, as
+:class:`~fastvideo.runtime.executor.WanBatchExecutor` implements it for Wan):
+- Chosen by the worker's executor registry for the ``ltx2`` runtime binding; built from a
+  :class:`~fastvideo.runtime.generator.VideoGenerator` whose ``pipeline`` is an
+  :class:`~fastvideo.engine.models.ltx2.served.LTX2ServedPipeline`.
+- :meth:`resolve_sampling` ``(generator, request)`` is the family's request rules, called by
+  ``VideoGenerator.resolve``: :func:`~fastvideo.engine.request_support.check_ltx2_request_fields` (Wan-only and
+  not-yet-supported fields refused by name: continuation, image inputs, shift, non-Euler samplers, TeaCache,
+  previews, ...), then the common :func:`~fastvideo.engine.validation.resolve_sampling` against the LTX-2 preset
+  (defaults; RequestError naming the field), then the model's sizes (``LTX2ServedPipeline.check_resolved``).
+- ``make_item`` / ``prepare`` (prompt encoding, seeded noise and schedule: ``LTX2Components.prepare`` on the
+  mapped :class:`~fastvideo.engine.models.ltx2.pipeline.LTX2Request`) / ``denoise(batch, on_step)`` /
+  ``finish`` (``decode``: frames + waveform; MP4 with an AAC track via ``VideoGenerator.encode_outputs``;
+  ``VideoResult.audio`` / ``audio_sample_rate`` set) / ``release``.
+- Batching: the scheduler may hand a batch of several same-bucket requests; each DiT call still runs one request
+  (batch of 1 per forward: ``LTX2Components.denoise_step``), the members interleaved step by step, so every member
+  advances together and its numerics equal its solo ``LTX2Components.run`` exactly. ``on_step(item, step, total)``
+  follows every member's step. A member whose ``is_cancelled()`` turns true is dropped before its next step
+  (``GenerationCancelled``); one whose step raises, or whose video/audio latents are non-finite after the first or
+  the last step, is dropped with the error (:class:`~fastvideo.api.GenerationFailed` for non-finite values); the
+  others go on. Counters as Wan's: ``generations_completed`` / ``generations_failed`` / ``generations_cancelled``.
+- CUDA graphs are not captured for LTX-2 yet: a graph config with graphs enabled is a ConfigError on
+  ``engine.cuda_graphs`` (the generator refuses ``engine.cuda_graphs.enabled`` for the family at load, by name);
+  ``capture_declared`` returns no labels. No CUDA stage streams (stages run in order on the dispatcher's threads).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fastvideo.api import ConfigError, GenerationCancelled, GenerationFailed, GenerationRequest
+from fastvideo.engine.request_support import check_ltx2_request_fields
+from fastvideo.engine.validation import ResolvedSampling, resolve_sampling
+from fastvideo.runtime.cuda_graphs import GraphConfig
+from fastvideo.runtime.executor import ExecutorConfig
+from fastvideo.runtime.scheduler import BucketKey, WorkItem
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LTX2BatchExecutor", "LTX2Work"]
+
+
+@dataclass
+class LTX2Work:
+    """The executor's payload of a WorkItem."""
+
+    request: GenerationRequest
+    resolved: ResolvedSampling
+    need_bytes: bool = True
+
+
+@dataclass
+class _Ctx:
+    start: float
+    state: Any  #: LTX2State
+    timings: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 1
+
+
+class LTX2BatchExecutor:
+    """BatchExecutor over a VideoGenerator serving LTX-2 (see module contract)."""
+
+    def __init__(self, generator: Any, config: ExecutorConfig | None = None, *, graph_backend: Any = None,
+                 stream_backend: Any = None) -> None:
+        self.generator = generator
+        self.config = config or ExecutorConfig()
+        self.pipeline = generator.pipeline
+        self.device: torch.device = self.pipeline.device
+        graphs = self.config.graphs if self.config.graphs is not None else generator.graph_config()
+        if graphs.enabled:
+            raise ConfigError("engine.cuda_graphs", "CUDA graphs are not supported for LTX-2 yet (the DiT runs "
+                                                    "eagerly); turn engine.cuda_graphs off")
+        #: Always disabled (module contract).
+        self.graphs = GraphConfig()
+
+    # ------------------------------------------------------------------ requests
+    @staticmethod
+    def resolve_sampling(generator: Any, request: GenerationRequest) -> ResolvedSampling:
+        """LTX-2's request rules (module contract); RequestError naming the field."""
+        preset = generator.preset
+        check_ltx2_request_fields(request, preset.name)
+        resolved = resolve_sampling(request, preset)
+        generator.pipeline.check_resolved(resolved.width, resolved.height, resolved.num_frames,
+                                          resolved.num_inference_steps)
+        return resolved
+
+    def make_item(self, request: GenerationRequest, resolved: ResolvedSampling, *, listener: Any = None,
+                  need_bytes: bool = True, should_cancel: Any = None) -> WorkItem:
+        assert request.request_id is not None
+        item = WorkItem(request_id=request.request_id, key=BucketKey.of(resolved, "initial"),
+                        payload=LTX2Work(request, resolved, need_bytes), listener=listener)
+        item._external_cancel = should_cancel
+        return item
+
+    # ------------------------------------------------------------------ stages
+    @torch.no_grad()
+    def prepare(self, item: WorkItem) -> None:
+        work: LTX2Work = item.payload
+        start = time.perf_counter()
+        try:
+            state = self.pipeline.components.prepare(self.pipeline.to_request(work.request, work.resolved))
+        except BaseException:
+            self.generator.counters.add("generations_failed")
+            raise
+        item.ctx = _Ctx(start=start, state=state)
+        item.ctx.timings["text_encode_s"] = time.perf_counter() - start
+
+    @torch.no_grad()
+    def denoise(self, batch: list[WorkItem], on_step: Any) -> list[tuple[WorkItem, BaseException]]:
+        keys = {item.key for item in batch}
+        if len(keys) != 1:
+            raise ValueError(f"a batch must share one bucket, got {sorted(k.describe() for k in keys)}")
+        components = self.pipeline.components
+        total = batch[0].payload.resolved.num_inference_steps
+        dropped: list[tuple[WorkItem, BaseException]] = []
+        members = list(batch)
+        t0 = time.perf_counter()
+        for index in range(total):
+            alive = []
+            for item in members:
+                if item.is_cancelled():
+                    self.generator.counters.add("generations_cancelled")
+                    dropped.append((item, GenerationCancelled(f"cancelled before step {index + 1}/{total}")))
+                    continue
+                state = item.ctx.state
+                try:
+                    components.denoise_step(state, index)
+                    if (index == 0 or index == total - 1) and not self._finite(state):
+                        raise GenerationFailed(
+                            f"the model produced non-finite values (NaN/Inf) at denoising step {index + 1}/{total}, "
+                            "so no video was made: its weights are probably corrupt (re-download the model files)",
+                            step=index + 1)
+                except Exception as exc:  # noqa: BLE001 - reported on that request only; the batch goes on
+                    logger.error("request %s failed at step %d/%d: %s", item.request_id, index + 1, total, exc)
+                    self.generator.counters.add("generations_failed")
+                    dropped.append((item, exc))
+                    continue
+                on_step(item, index + 1, total)
+                alive.append(item)
+            members = alive
+            if not members:
+                break
+        elapsed = time.perf_counter() - t0
+        for item in members:
+            item.ctx.timings["denoise_s"] = elapsed
+            item.ctx.batch_size = len(batch)
+        return dropped
+
+    @staticmethod
+    def _finite(state: Any) -> bool:
+        checks = torch.stack([torch.isfinite(state.latents).all(), torch.isfinite(state.audio_latents).all()])
+        return bool(checks.all().item())
+
+    @torch.no_grad()
+    def finish(self, item: WorkItem) -> Any:
+        work: LTX2Work = item.payload
+        req, s = work.request, work.resolved
+        ctx: _Ctx = item.ctx
+        try:
+            t0 = time.perf_counter()
+            out = self.pipeline.components.decode(ctx.state)
+            ctx.timings["decode_s"] = time.perf_counter() - t0
+            timings = dict(ctx.timings)
+            waveform = out.waveform.detach().float().cpu().numpy()
+            video_bytes, video_path = self.generator.encode_outputs(req, s, out.frames, timings, work.need_bytes,
+                                                                    audio=waveform,
+                                                                    audio_sample_rate=out.sample_rate)
+            queue_s = (item.started_at - item.admitted_at) if item.started_at is not None else 0.0
+            result = self.generator.build_result(
+                req, s, out.frames, ctx.state.latents, timings, start=ctx.start, previous=-1,
+                video_bytes=video_bytes, video_path=video_path, audio=waveform, audio_sample_rate=out.sample_rate,
+                extra_metadata={"batch_size": ctx.batch_size, "queue_s": queue_s, "shift": None,
+                                "audio_sample_rate": out.sample_rate, "audio_channels": int(waveform.shape[0]),
+                                "audio_samples": int(waveform.shape[1])})
+        except BaseException:
+            self.generator.counters.add("generations_failed")
+            raise
+        self.generator.counters.add("generations_completed")
+        return result
+
+    def release(self, item: WorkItem) -> None:
+        item.ctx = None
+
+    # ------------------------------------------------------------------ graphs
+    def capture_declared(self, graphs: GraphConfig | None = None) -> list[str]:
+        """No graphs are captured for LTX-2 yet (module contract)."""
+        if graphs is not None and graphs.enabled:
+            raise ConfigError("engine.cuda_graphs", "CUDA graphs are not supported for LTX-2 yet; turn them off")
+        return []
