@@ -623,7 +623,8 @@ class WanTransformer3DModel(nn.Module):
         if bad:
             raise ValueError(f"latent sizes must be multiples of patch_size {cfg.patch_size}: {bad}")
         batch = hidden_states.shape[0]
-        tokens = math.prod(s // p for s, p in zip(hidden_states.shape[2:], cfg.patch_size))
+        f, h, w = hidden_states.shape[2:]
+        tokens = (f // cfg.patch_size[0]) * (h // cfg.patch_size[1]) * (w // cfg.patch_size[2])
         if not ((timestep.ndim == 1 and timestep.shape[0] in (1, batch))
                 or (timestep.ndim == 2 and timestep.shape[0] in (1, batch) and timestep.shape[1] == tokens)):
             raise ValueError(f"timestep must have shape ({batch},) or (1,), or per token ({batch}, {tokens}) or "
