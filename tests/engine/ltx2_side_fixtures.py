@@ -2,7 +2,9 @@
 
 Shared by ``test_ltx2_audio.py`` and ``test_ltx2_connectors.py``: a word-level tokenizer (no download) that behaves
 like Gemma's (BOS prepended, EOS as pad token), a two-layer ``Gemma3ForConditionalGeneration``, and a complete
-``LTX2Pipeline`` assembled from tiny components (sizes as diffusers' own fast tests use them).
+``LTX2Pipeline`` assembled from tiny components (sizes as diffusers' own fast tests use them), and that pipeline with
+a video VAE our loader accepts and the published scheduler settings (``tiny_pipeline_with_video_vae``, for the
+whole-pipeline and conditioning parity tests).
 """
 
 from __future__ import annotations
@@ -91,3 +93,34 @@ def tiny_pipeline() -> Any:
     return LTX2Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, audio_vae=audio_vae,
                         text_encoder=text_encoder, tokenizer=tiny_tokenizer(), connectors=connectors,
                         transformer=transformer, vocoder=vocoder)
+
+
+# the published LTX-2 scheduler_config.json settings
+PUBLISHED_SCHEDULER = dict(use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024,
+                           max_image_seq_len=4096, shift_terminal=0.1, time_shift_type="exponential")
+
+
+def tiny_pipeline_with_video_vae(timestep_vae: bool = False) -> Any:
+    """The tiny pipeline with a video VAE our config accepts (one down/up block, x2 in space and time)."""
+    from diffusers import AutoencoderKLLTX2Video, FlowMatchEulerDiscreteScheduler
+
+    pipe = tiny_pipeline()
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler(**PUBLISHED_SCHEDULER)
+    torch.manual_seed(1)
+    vae = AutoencoderKLLTX2Video(
+        in_channels=3, out_channels=3, latent_channels=4, patch_size=1, patch_size_t=1, block_out_channels=(8,),
+        down_block_types=("LTX2VideoDownBlock3D",), layers_per_block=(1, 1), decoder_block_out_channels=(8,),
+        decoder_layers_per_block=(1, 1), spatio_temporal_scaling=(True,), decoder_spatio_temporal_scaling=(True,),
+        decoder_inject_noise=(False, False), downsample_type=("spatiotemporal",), upsample_type=("spatiotemporal",),
+        upsample_residual=(False,), upsample_factor=(1,), spatial_compression_ratio=2, temporal_compression_ratio=2,
+        decoder_causal=False, timestep_conditioning=timestep_vae).eval()
+    reseed_parameters(vae, seed=6, scale=0.2)
+    with torch.no_grad():  # non-trivial video latent statistics
+        vae.latents_mean.copy_(torch.tensor([0.1, -0.3, 0.2, 0.0]))
+        vae.latents_std.copy_(torch.tensor([0.7, 1.3, 0.9, 1.1]))
+    vae.use_framewise_encoding = False
+    vae.use_framewise_decoding = False
+    pipe.vae = vae
+    pipe.vae_spatial_compression_ratio = vae.spatial_compression_ratio
+    pipe.vae_temporal_compression_ratio = vae.temporal_compression_ratio
+    return pipe

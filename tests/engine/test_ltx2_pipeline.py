@@ -20,7 +20,7 @@ import torch
 pytest.importorskip("diffusers")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ltx2_side_fixtures import reseed_parameters, tiny_pipeline  # noqa: E402
+from ltx2_side_fixtures import PUBLISHED_SCHEDULER, tiny_pipeline_with_video_vae  # noqa: E402
 
 from fastvideo.api.errors import ModelLoadError  # noqa: E402
 from fastvideo.engine.models.ltx2.pipeline import (LTX2Guidance, LTX2Request, LTX2ScheduleConfig,  # noqa: E402
@@ -28,37 +28,6 @@ from fastvideo.engine.models.ltx2.pipeline import (LTX2Guidance, LTX2Request, LT
 
 TOL = 1e-4
 MAX_SEQ = 16
-# the published LTX-2 scheduler_config.json settings
-PUBLISHED_SCHEDULER = dict(use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024,
-                           max_image_seq_len=4096, shift_terminal=0.1, time_shift_type="exponential")
-
-
-def _reference(timestep_vae: bool = False) -> Any:
-    """The tiny pipeline with a video VAE our config accepts (one down/up block, x2 in space and time)."""
-    from diffusers import AutoencoderKLLTX2Video, FlowMatchEulerDiscreteScheduler
-
-    pipe = tiny_pipeline()
-    pipe.scheduler = FlowMatchEulerDiscreteScheduler(**PUBLISHED_SCHEDULER)
-    torch.manual_seed(1)
-    vae = AutoencoderKLLTX2Video(
-        in_channels=3, out_channels=3, latent_channels=4, patch_size=1, patch_size_t=1, block_out_channels=(8,),
-        down_block_types=("LTX2VideoDownBlock3D",), layers_per_block=(1, 1), decoder_block_out_channels=(8,),
-        decoder_layers_per_block=(1, 1), spatio_temporal_scaling=(True,), decoder_spatio_temporal_scaling=(True,),
-        decoder_inject_noise=(False, False), downsample_type=("spatiotemporal",), upsample_type=("spatiotemporal",),
-        upsample_residual=(False,), upsample_factor=(1,), spatial_compression_ratio=2, temporal_compression_ratio=2,
-        decoder_causal=False, timestep_conditioning=timestep_vae).eval()
-    reseed_parameters(vae, seed=6, scale=0.2)
-    with torch.no_grad():  # non-trivial video latent statistics
-        vae.latents_mean.copy_(torch.tensor([0.1, -0.3, 0.2, 0.0]))
-        vae.latents_std.copy_(torch.tensor([0.7, 1.3, 0.9, 1.1]))
-    vae.use_framewise_encoding = False
-    vae.use_framewise_decoding = False
-    pipe.vae = vae
-    pipe.vae_spatial_compression_ratio = vae.spatial_compression_ratio
-    pipe.vae_temporal_compression_ratio = vae.temporal_compression_ratio
-    return pipe
-
-
 # (CFG, STG and modality-isolation guidance with rescale: the defaults of LTX2Pipeline.__call__ but a block index
 # the tiny DiT has)
 GUIDANCE = LTX2Guidance(guidance_scale=3.0, stg_scale=1.0, modality_scale=3.0, guidance_rescale=0.7,
@@ -90,7 +59,7 @@ def _call_reference(pipe: Any, req: LTX2Request) -> tuple[np.ndarray, np.ndarray
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Path]]:
     out = {}
     for name, timestep_vae in (("plain", False), ("timestep-vae", True)):
-        pipe = _reference(timestep_vae)
+        pipe = tiny_pipeline_with_video_vae(timestep_vae)
         folder = tmp_path_factory.mktemp(f"ltx2-{name}")
         pipe.save_pretrained(str(folder))
         out[name] = (pipe, folder)

@@ -47,8 +47,8 @@ from fastvideo.engine.models.ltx2.config import LTX2DiTConfig
 from fastvideo.engine.models.ltx2.latents import denormalize_latents, normalize_latents, pack_latents, unpack_latents
 from fastvideo.engine.models.ltx2.connectors import LTX2Connectors, LTX2ConnectorsConfig, load_ltx2_connectors
 from fastvideo.engine.models.ltx2.loading import load_ltx2_transformer, read_ltx2_config
-from fastvideo.engine.models.ltx2.pipeline import (LTX2Components, LTX2Guidance, LTX2Output, LTX2Request,
-                                                   LTX2State, load_ltx2_pipeline, ltx2_sigmas)
+from fastvideo.engine.models.ltx2.pipeline import (LTX2Components, LTX2Condition, LTX2Guidance, LTX2Output,
+                                                   LTX2Request, LTX2State, load_ltx2_pipeline, ltx2_sigmas)
 from fastvideo.engine.models.ltx2.text_encoding import LTX2PromptEmbeddings, LTX2TextEncoder
 from fastvideo.engine.models.ltx2.transformer import LTX2Transformer
 from fastvideo.engine.models.ltx2.vae import LTX2VideoVAE, LTX2VideoVAEConfig, load_ltx2_video_vae
@@ -56,7 +56,8 @@ from fastvideo.engine.models.ltx2.vocoder import LTX2Vocoder, LTX2VocoderConfig,
 from fastvideo.engine.models.ltx2.vocoder_bwe import LTX2VocoderBWE, LTX2VocoderBWEConfig
 
 __all__ = [
-    "LTX2AudioVAE", "LTX2AudioVAEConfig", "LTX2Components", "LTX2Connectors", "LTX2ConnectorsConfig", "LTX2DiTConfig",
+    "LTX2AudioVAE", "LTX2AudioVAEConfig", "LTX2Components", "LTX2Condition", "LTX2Connectors", "LTX2ConnectorsConfig",
+    "LTX2DiTConfig",
     "LTX2Guidance", "LTX2Output", "LTX2PromptEmbeddings", "LTX2Request", "LTX2State", "LTX2TextEncoder",
     "LTX2Transformer", "LTX2VideoVAE", "LTX2VideoVAEConfig", "LTX2Vocoder", "LTX2VocoderBWE", "LTX2VocoderBWEConfig",
     "LTX2VocoderConfig", "audio_latent_length", "denormalize_audio_latents", "denormalize_latents",

@@ -25,6 +25,14 @@ Contract
     :func:`~.latents.mix_decode_noise` when the VAE config says so) and the audio VAE + vocoder.
 
   ``generate(...)`` is exactly ``decode`` after ``prepare`` and every ``denoise_step``.
+- Conditioning (optional :class:`LTX2Request` fields; none given: text-to-video as above). ``image`` (RGB uint8
+  ``(H, W, 3)``, with ``image_crf``) is ``LTX2ImageToVideoPipeline``: the first latent frame is the encoded image,
+  kept through every step, the DiT sees per-token timesteps ``t * (1 - mask)``. ``conditions``
+  (:class:`~.conditioning.LTX2Condition` frames/image at latent indices with strengths, with ``noise_scale``) is
+  ``LTX2ConditionPipeline``: index-0 conditions replace the first tokens, later ones are appended as extra tokens
+  with their own RoPE coordinates, each step blends the clean condition into x0 by the mask, the appended tokens
+  are dropped before decoding, and that pipeline's packed noise layout is drawn. Both at once raise
+  ``ValueError``. Details in :mod:`~.conditioning`.
 - Schedule (:func:`ltx2_sigmas`): ``FlowMatchEulerDiscreteScheduler.set_timesteps(sigmas=..., mu=...)`` as the
   pipeline calls it: base sigmas ``linspace(1, 1/n, n)`` (or the caller's ``sigmas``) in float32, the dynamic
   shift ``mu = calculate_shift(video tokens, base_image_seq_len, max_image_seq_len, base_shift, max_shift)``
@@ -60,6 +68,8 @@ import torch
 
 from fastvideo.api.errors import ModelLoadError
 from fastvideo.engine.models.ltx2.audio_vae import LTX2AudioVAE, load_ltx2_audio_vae, pack_audio_latents
+from fastvideo.engine.models.ltx2.conditioning import (LTX2Condition, VideoConditioning, conditioned_latents,
+                                                       image_to_video_latents)
 from fastvideo.engine.models.ltx2.connectors import LTX2Connectors, load_ltx2_connectors
 from fastvideo.engine.models.ltx2.latents import denormalize_latents, mix_decode_noise, pack_latents, unpack_latents
 from fastvideo.engine.models.ltx2.loading import load_ltx2_transformer
@@ -71,8 +81,8 @@ from fastvideo.engine.sampler import FlowEulerSampler, SamplerConfig, SamplerSta
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LTX2Components", "LTX2Guidance", "LTX2Output", "LTX2Request", "LTX2ScheduleConfig", "LTX2State",
-           "calculate_shift", "load_ltx2_pipeline", "ltx2_sigmas"]
+__all__ = ["LTX2Components", "LTX2Condition", "LTX2Guidance", "LTX2Output", "LTX2Request", "LTX2ScheduleConfig",
+           "LTX2State", "calculate_shift", "load_ltx2_pipeline", "ltx2_sigmas"]
 
 _PIPELINE_CLASS = "LTX2Pipeline"
 _SUBFOLDERS = ("transformer", "vae", "audio_vae", "vocoder", "connectors", "text_encoder", "tokenizer", "scheduler")
@@ -224,6 +234,14 @@ class LTX2Request:
     motion_speed: float = 1.0
     decode_timestep: float = 0.0
     decode_noise_scale: float | None = None
+    #: image-to-video: RGB uint8 (H, W, 3) first frame (``LTX2ImageToVideoPipeline``'s ``image``)
+    image: np.ndarray | None = None
+    #: its H.264 re-compression CRF (None: diffusers' default 33; 0: none)
+    image_crf: int | None = None
+    #: frame conditions (``LTX2ConditionPipeline``'s ``conditions``); not together with ``image``
+    conditions: tuple[LTX2Condition, ...] = ()
+    #: initial noise level of the condition path (None: the first custom sigma, else 1.0, as diffusers)
+    noise_scale: float | None = None
 
 
 @dataclass
@@ -245,6 +263,7 @@ class LTX2State:
     video_state: SamplerState
     audio_state: SamplerState
     next_step: int = 0
+    conditioning: VideoConditioning | None = None  #: image / frame conditioning (None: text-to-video)
 
     @property
     def steps(self) -> int:
@@ -319,6 +338,8 @@ class LTX2Components:
             raise ValueError(f"num_frames={req.num_frames!r}: must be a positive int")
         if req.fps <= 0 or req.motion_speed <= 0:
             raise ValueError(f"fps ({req.fps!r}) and motion_speed ({req.motion_speed!r}) must be positive")
+        if req.image is not None and req.conditions:
+            raise ValueError("give either image (image-to-video) or conditions (frame conditioning), not both")
         g = req.guidance.resolved()
         if g.stg and not g.stg_blocks:
             raise ValueError("STG is on (stg_scale or audio_stg_scale > 0) but stg_blocks is empty: give the "
@@ -337,16 +358,37 @@ class LTX2Components:
         lh = req.height // self.vae.spatial_compression_ratio
         lw = req.width // self.vae.spatial_compression_ratio
         generator = torch.Generator(device="cpu").manual_seed(req.seed)
-        noise = torch.randn((1, cfg.in_channels, latent_frames, lh, lw), generator=generator, device="cpu",
-                            dtype=torch.float32).to(device)
-        latents = pack_latents(noise, cfg.patch_size, cfg.patch_size_t)
+        conditioning_fps = req.fps / req.motion_speed
+        conditioning: VideoConditioning | None = None
+        if req.image is not None:
+            latents, conditioning = image_to_video_latents(
+                self.vae, req.image, height=req.height, width=req.width, latent_frames=latent_frames,
+                channels=cfg.in_channels, patch_size=cfg.patch_size, patch_size_t=cfg.patch_size_t,
+                generator=generator, device=device, crf=req.image_crf)
+        elif req.conditions:
+            noise_scale = req.noise_scale if req.noise_scale is not None else (
+                float(req.sigmas[0]) if req.sigmas is not None else 1.0)
+            base_coords = self.transformer.video_coords(1, latent_frames, lh, lw, device, fps=conditioning_fps)
+            latents, conditioning = conditioned_latents(
+                self.vae, tuple(req.conditions), height=req.height, width=req.width, num_frames=req.num_frames,
+                channels=cfg.in_channels, patch_size=cfg.patch_size, patch_size_t=cfg.patch_size_t,
+                fps=conditioning_fps, noise_scale=noise_scale, base_coords=base_coords, generator=generator,
+                device=device)
+        else:
+            noise = torch.randn((1, cfg.in_channels, latent_frames, lh, lw), generator=generator, device="cpu",
+                                dtype=torch.float32).to(device)
+            latents = pack_latents(noise, cfg.patch_size, cfg.patch_size_t)
 
         acfg = self.audio_vae.config
         latents_per_second = acfg.sample_rate / acfg.mel_hop_length / float(self.audio_vae.temporal_compression_ratio)
         audio_frames = round(req.num_frames / req.fps * latents_per_second)
-        audio_noise = torch.randn((1, acfg.latent_channels, audio_frames, acfg.latent_mel_bins), generator=generator,
-                                  device="cpu", dtype=torch.float32).to(device)
-        audio_latents = pack_audio_latents(audio_noise)
+        if conditioning is not None and conditioning.packed_audio_noise:  # LTX2ConditionPipeline draws it packed
+            audio_latents = torch.randn((1, audio_frames, acfg.latent_channels * acfg.latent_mel_bins),
+                                        generator=generator, device="cpu", dtype=torch.float32).to(device)
+        else:
+            audio_noise = torch.randn((1, acfg.latent_channels, audio_frames, acfg.latent_mel_bins),
+                                      generator=generator, device="cpu", dtype=torch.float32).to(device)
+            audio_latents = pack_audio_latents(audio_noise)
 
         sigmas = ltx2_sigmas(req.steps, self.schedule, latents.shape[1],
                              None if req.sigmas is None else list(req.sigmas))
@@ -355,16 +397,24 @@ class LTX2Components:
         grid = (latent_frames // cfg.patch_size_t, lh // cfg.patch_size, lw // cfg.patch_size)
         return LTX2State(request=req, guidance=g, generator=generator, latents=latents, audio_latents=audio_latents,
                          video_embeds=video_embeds, audio_embeds=audio_embeds, text_mask=text_mask, grid=grid,
-                         audio_frames=audio_frames, conditioning_fps=req.fps / req.motion_speed, sampler=sampler,
-                         video_state=sampler.new_state(), audio_state=sampler.new_state())
+                         audio_frames=audio_frames, conditioning_fps=conditioning_fps, sampler=sampler,
+                         video_state=sampler.new_state(), audio_state=sampler.new_state(),
+                         conditioning=conditioning)
 
     def _dit(self, st: LTX2State, video: torch.Tensor, audio: torch.Tensor, embeds: tuple[torch.Tensor, ...],
-             timestep: torch.Tensor, **extra: Any) -> tuple[torch.Tensor, torch.Tensor]:
+             timestep: torch.Tensor, video_timestep: torch.Tensor | None = None,
+             **extra: Any) -> tuple[torch.Tensor, torch.Tensor]:
         f, h, w = st.grid
+        cond = st.conditioning
+        if cond is not None:  # per-token video timesteps; audio keeps the step's
+            extra.update(audio_timestep=timestep)
+            if cond.coords is not None:
+                extra.update(video_coords=cond.coords.expand(video.shape[0], -1, -1, -1))
         with torch.no_grad():
             v, a = self.transformer(
                 hidden_states=video, audio_hidden_states=audio, encoder_hidden_states=embeds[0],
-                audio_encoder_hidden_states=embeds[1], timestep=timestep, sigma=timestep,
+                audio_encoder_hidden_states=embeds[1],
+                timestep=timestep if video_timestep is None else video_timestep, sigma=timestep,
                 encoder_attention_mask=embeds[2], audio_encoder_attention_mask=embeds[2], num_frames=f, height=h,
                 width=w, fps=st.conditioning_fps, audio_num_frames=st.audio_frames,
                 use_cross_timestep=st.guidance.use_cross_timestep, **extra)
@@ -384,8 +434,12 @@ class LTX2Components:
         x_in = (torch.cat([x] * 2) if g.cfg else x).to(dtype)
         a_in = (torch.cat([a] * 2) if g.cfg else a).to(dtype)
         timestep = t.expand(x_in.shape[0])
+        cond = st.conditioning
+        video_timestep: torch.Tensor | None = None
+        if cond is not None:  # conditioned tokens see less (or no) noise: t * (1 - mask)
+            video_timestep = timestep.unsqueeze(-1) * (1 - cond.mask.expand(x_in.shape[0], -1))
         embeds: tuple[torch.Tensor, ...] = (st.video_embeds, st.audio_embeds, st.text_mask)
-        pred_v, pred_a = self._dit(st, x_in, a_in, embeds, timestep)
+        pred_v, pred_a = self._dit(st, x_in, a_in, embeds, timestep, video_timestep)
 
         def x0(sample: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
             return sample - velocity * sigma
@@ -401,20 +455,23 @@ class LTX2Components:
             a_cfg = (float(g.audio_guidance_scale or 0) - 1) * (x0_a - x0_a_un)
             embeds = tuple(e.chunk(2, dim=0)[1] for e in embeds)
             timestep = timestep.chunk(2, dim=0)[0]
+            if video_timestep is not None:
+                video_timestep = video_timestep.chunk(2, dim=0)[0]
         else:
             x0_v, x0_a = x0(x, pred_v), x0(a, pred_a)
 
         v_stg: torch.Tensor | int = 0
         a_stg: torch.Tensor | int = 0
         if g.stg:
-            sv, sa = self._dit(st, x.to(dtype), a.to(dtype), embeds, timestep,
+            sv, sa = self._dit(st, x.to(dtype), a.to(dtype), embeds, timestep, video_timestep,
                                spatio_temporal_guidance_blocks=list(g.stg_blocks or ()))
             v_stg = g.stg_scale * (x0_v - x0(x, sv))
             a_stg = float(g.audio_stg_scale or 0) * (x0_a - x0(a, sa))
         v_mod: torch.Tensor | int = 0
         a_mod: torch.Tensor | int = 0
         if g.modality:
-            mv, ma = self._dit(st, x.to(dtype), a.to(dtype), embeds, timestep, isolate_modalities=True)
+            mv, ma = self._dit(st, x.to(dtype), a.to(dtype), embeds, timestep, video_timestep,
+                               isolate_modalities=True)
             v_mod = (g.modality_scale - 1) * (x0_v - x0(x, mv))
             a_mod = (float(g.audio_modality_scale or 0) - 1) * (x0_a - x0(a, ma))
 
@@ -425,9 +482,14 @@ class LTX2Components:
         audio_rescale = float(g.audio_guidance_rescale or 0)
         if audio_rescale > 0:
             guided_a = _rescale_noise_cfg(guided_a, x0_a, audio_rescale)
+        if cond is not None and cond.clean is not None:  # condition path: blend the clean condition back in
+            m = cond.mask.unsqueeze(-1)
+            guided_v = guided_v * (1 - m) + cond.clean * m
         velocity_v = (x - guided_v) / sigma
         velocity_a = (a - guided_a) / sigma
         st.latents = st.sampler.step(velocity_v, i, x, state=st.video_state)
+        if cond is not None and cond.keep_first_frame:  # image-to-video: latent frame 0 is never stepped
+            st.latents[:, :cond.first_frame_tokens] = x[:, :cond.first_frame_tokens]
         st.audio_latents = st.sampler.step(velocity_a, i, a, state=st.audio_state)
         st.next_step = i + 1
 
@@ -437,7 +499,8 @@ class LTX2Components:
             raise ValueError(f"decode: {st.next_step} of {st.steps} denoising steps have run; run them all first")
         cfg = self.transformer.config
         f, h, w = st.grid
-        latents = unpack_latents(st.latents, f, h, w, cfg.patch_size, cfg.patch_size_t).to(st.text_dtype)
+        tokens = st.latents if st.conditioning is None else st.latents[:, :st.conditioning.base_tokens]
+        latents = unpack_latents(tokens, f, h, w, cfg.patch_size, cfg.patch_size_t).to(st.text_dtype)
         timestep: torch.Tensor | None = None
         if self.vae.config.timestep_conditioning:
             req = st.request
