@@ -109,6 +109,22 @@ def _worker(rank: int, port: int, out_path: str) -> None:
                 i2v.set_sequence_parallel(None)
                 results["i2v_uneven_max_abs_diff"] = (shared - i2v(latents, timestep, text, image)).abs().max().item()
 
+            # per-token timesteps (Wan2.2 TI2V: first frame's 3 tokens at 0): the (B, L, 6, D) modulation is
+            # sharded with its tokens (9 tokens: rank 1 holds a pad token)
+            latents, _, text = _inputs(CASES["uneven_9_tokens"])
+            per_token = torch.full((1, 9), 700.0)
+            per_token[:, :3] = 0.0
+            model.set_ops_backend(None)
+            model.set_sequence_parallel(sp)
+            shared = model(latents, per_token, text)
+            row1 = model.run_blocks(model.embed(latents, per_token, text), torch.tensor([1]))
+            if rank == 0:
+                model.set_sequence_parallel(None)
+                alone = model(latents, per_token, text)
+                row1_alone = model.run_blocks(model.embed(latents, per_token, text), torch.tensor([1]))
+                results["per_token_uneven_max_abs_diff"] = max((shared - alone).abs().max().item(),
+                                                               (row1 - row1_alone).abs().max().item())
+
             # 3 heads on 2 ranks: refused by default, exact through the K/V all-gather fallback
             odd = _tiny_dit(heads=3)
             latents, timestep, text = _inputs(CASES["uneven_9_tokens"])
@@ -172,6 +188,11 @@ def test_two_ranks_equal_one_process_with_fused_ops(sp_results: dict) -> None:
 def test_two_ranks_equal_one_process_image_to_video(sp_results: dict) -> None:
     print(f"SP=2 vs 1, image-to-video, 9 tokens: {sp_results['i2v_uneven_max_abs_diff']}")
     assert sp_results["i2v_uneven_max_abs_diff"] <= TOLERANCE
+
+
+def test_two_ranks_equal_one_process_per_token_timesteps(sp_results: dict) -> None:
+    print(f"SP=2 vs 1, per-token timesteps, 9 tokens: {sp_results['per_token_uneven_max_abs_diff']}")
+    assert sp_results["per_token_uneven_max_abs_diff"] <= TOLERANCE
 
 
 def test_heads_not_divisible_by_ranks_run_exactly_with_the_kv_gather_fallback(sp_results: dict) -> None:
