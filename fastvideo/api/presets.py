@@ -25,8 +25,9 @@ Contract:
 - LTX-2 (``model_family="ltx2"``): ``ltx2_base`` (alias ``ltx-2``; 768x512, 121 frames at 24 fps, 40 steps, CFG
   + STG + modality guidance), ``ltx2_distilled`` (alias ``ltx-2-distilled``; 8 steps at the fixed
   ``LTX2_DISTILLED_SIGMAS`` = ``model_defaults["sigmas"]``, guidance 1) and ``fastvideo-tiny-ltx2`` (the built-in
-  tiny model); ``model_defaults["ltx2_guidance"]`` holds the ``LTX2Guidance`` fields. Each carries
-  :data:`LTX2_REFUSAL`: the runtime core does not serve LTX-2 yet (``fastvideo.engine.models.ltx2`` runs it).
+  tiny model); ``model_defaults["ltx2_guidance"]`` holds the ``LTX2Guidance`` fields. The runtime core serves
+  them (the ``ltx2`` family's loader, ``fastvideo.engine.models.ltx2.served``, reads them); Wan's engine presets
+  (:mod:`fastvideo.engine.presets`) do not include them.
 - A preset with a non-empty ``refusal`` is listed and looked up like any other, but the engine refuses to
   load it (:mod:`fastvideo.engine.presets` raises a ConfigError at ``pipeline.preset`` with that reason).
   :mod:`fastvideo.engine.presets` builds its ``ModelPreset`` from these, so there is one list.
@@ -361,10 +362,6 @@ LTX2_NEGATIVE_PROMPT = (
 #: The distilled LTX-2 checkpoint's fixed schedule (diffusers ``DISTILLED_SIGMA_VALUES``; 8 steps).
 LTX2_DISTILLED_SIGMAS: tuple[float, ...] = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875)
 
-#: Why the runtime cannot serve an LTX-2 preset yet (each LTX-2 preset carries it as its ``refusal``).
-LTX2_REFUSAL = ("LTX-2 runs only through fastvideo.engine.models.ltx2 yet (load_ltx2_pipeline(folder).generate(...)); "
-                "the runtime core does not serve it")
-
 _LTX2_FULL_GUIDANCE = {  # LTX2Pipeline.__call__ defaults = FastVideo ltx2_base's ltx2_* keys
     "guidance_scale": 3.0, "stg_scale": 1.0, "modality_scale": 3.0, "guidance_rescale": 0.7,
     "audio_guidance_scale": 7.0, "audio_stg_scale": 1.0, "audio_modality_scale": 3.0, "audio_guidance_rescale": 0.7,
@@ -391,7 +388,7 @@ def _ltx2(name: str, engine_name: str, description: str, *, width: int, height: 
         defaults={"height": height, "width": width, "num_frames": num_frames, "fps": 24,
                   "guidance_scale": float(guidance["guidance_scale"]), "num_inference_steps": steps,
                   "negative_prompt": negative_prompt},
-        model_defaults=model_defaults, refusal=LTX2_REFUSAL)
+        model_defaults=model_defaults)
 
 
 for _preset in (

@@ -9,10 +9,17 @@ the ``model_index.json`` options that must keep their T2V value. ``wan2.2-t2v-a1
 both (Wan2.2 TI2V-5B's ``expand_timesteps`` stays refused everywhere). :func:`match_family` returns the
 family a folder belongs to, or raises :class:`ModelLoadError` naming the file, the field, the class
 found and the classes supported, so a Flux, Wan2.2 or other pipeline is refused before any weight is
-read instead of being run as Wan2.1; a pipeline in :data:`NOT_SERVED` (LTX-2: model code in the engine, not
-served by the runtime yet) is refused with the reason given there. ``image_conditioned`` says whether the
+read instead of being run as Wan2.1; a pipeline in :data:`NOT_SERVED` (model code in the engine, not served by the
+runtime yet; empty today) is refused with the reason given there. ``image_conditioned`` says whether the
 family's transformer must be an image-to-video one (``image_dim`` set); the pipeline refuses a transformer
-config that disagrees.
+config that disagrees. :func:`family_of_folder` is :func:`match_family` on a checked model folder.
+``ltx2`` (``LTX2Pipeline``: video + audio) is a family like Wan's, with its own runtime binding.
+Runtime binding: ``ModelFamily.runtime`` names how the family's pipeline loads
+(:data:`fastvideo.engine.models.registry.PIPELINE_LOADERS`) and which batch executor runs it (the runtime's
+``fastvideo.runtime.worker.EXECUTORS``), ``preset_family`` which presets its folders take; ``continuation`` /
+``lora`` say whether the family serves continued
+videos / LoRA adapters, and ``unsupported_config`` lists the generator config fields it refuses (by dotted path,
+with why). The generator, worker and loaders choose by these lookups, never by a family or class name.
 Decisions are membership tests in the registry, never branches on class names. A declaration that is
 absent is not checked (hand-made folders may omit them); one that is present must be listed.
 """
@@ -45,6 +52,19 @@ class ModelFamily:
     #: Two experts (Wan2.2 A14B): ``transformer_2/`` loads too and ``model_index.json``'s ``boundary_ratio``
     #: must be a number in (0, 1] (the switch point; see :mod:`fastvideo.engine.models.wan.experts`).
     two_experts: bool = False
+    #: The family's runtime binding: the key of :data:`fastvideo.engine.models.registry.PIPELINE_LOADERS` (how its
+    #: pipeline loads) and of the runtime's executor registry (``fastvideo.runtime.worker.EXECUTORS``: which batch
+    #: executor runs its work items). Families sharing a binding share the loader and the executor.
+    runtime: str = "wan"
+    #: The ``model_family`` of the presets (:mod:`fastvideo.api.presets`) a folder of this family takes.
+    preset_family: str = "wan"
+    #: Whether the family's videos can be continued from a returned state (the ``continuation`` branch).
+    continuation: bool = True
+    #: Whether LoRA adapters can be merged into the family's DiT.
+    lora: bool = True
+    #: Generator config fields (dotted paths) the family cannot honour yet -> why / what to do instead; a set
+    #: (truthy) value is a ConfigError naming the field, raised before any weight is read.
+    unsupported_config: Mapping[str, str] = field(default_factory=dict)
 
 
 WAN_T2V = ModelFamily(
@@ -87,8 +107,51 @@ WAN22_T2V_A14B = ModelFamily(
     two_experts=True,
 )
 
+_LTX2_LATER = "is not supported for LTX-2 yet"
+
+LTX2_T2AV = ModelFamily(
+    name="ltx2",
+    description="LTX-2 text-to-video+audio (diffusers LTX2Pipeline)",
+    pipelines=("LTX2Pipeline",),
+    components={  # LTX2Pipeline.__init__'s components, as diffusers 0.42 declares them
+        "transformer": ("LTX2VideoTransformer3DModel",),
+        "vae": ("AutoencoderKLLTX2Video",),
+        "audio_vae": ("AutoencoderKLLTX2Audio",),
+        "vocoder": ("LTX2Vocoder", "LTX2VocoderWithBWE"),
+        "connectors": ("LTX2TextConnectors",),
+        "text_encoder": ("Gemma3ForConditionalGeneration",),
+        "tokenizer": ("GemmaTokenizer", "GemmaTokenizerFast", "PreTrainedTokenizerFast", "TokenizersBackend"),
+        "scheduler": ("FlowMatchEulerDiscreteScheduler",),
+        # prompt enhancement only (never used here): accepted when present, not loaded
+        "processor": ("Gemma3Processor",),
+        "prompt_enhancer": (),
+        "duration_head": (),
+    },
+    runtime="ltx2",
+    preset_family="ltx2",
+    continuation=False,
+    lora=False,
+    unsupported_config={
+        "engine.cuda_graphs.enabled": f"CUDA graphs {_LTX2_LATER} (the DiT runs eagerly); turn them off",
+        "engine.compile.enabled": f"torch.compile {_LTX2_LATER}; turn it off",
+        "engine.artifacts_path": f"compiled artifacts {_LTX2_LATER}; drop engine.artifacts_path",
+        "engine.quantization": f"DiT quantization {_LTX2_LATER}; drop engine.quantization",
+        "engine.ops_backend": f"fused op backends {_LTX2_LATER}; drop engine.ops_backend",
+        "engine.offload.dit": f"DiT offload {_LTX2_LATER}; turn it off",
+        "engine.offload.text_encoder": f"text encoder offload {_LTX2_LATER}; turn it off",
+        "engine.offload.vae": f"VAE offload {_LTX2_LATER}; turn it off",
+        "pipeline.experimental": f"experimental pipeline options (vae_dtype, ...) {_LTX2_LATER}: every LTX-2 "
+                                 "component runs in engine.dtype; drop them",
+        "pipeline.variant": f"weight variants {_LTX2_LATER}; drop pipeline.variant (plain *.safetensors load)",
+        "pipeline.components.lora_path": f"LoRA {_LTX2_LATER}; drop pipeline.components.lora_path",
+        **{f"pipeline.components.{name}_path": f"component overrides {_LTX2_LATER}; put the component in the "
+                                               "model folder" for name in ("transformer", "vae", "text_encoder",
+                                                                          "tokenizer")},
+    },
+)
+
 #: Every family the engine runs, by name.
-FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (WAN_T2V, WAN_I2V, WAN22_T2V_A14B)}
+FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (WAN_T2V, WAN_I2V, WAN22_T2V_A14B, LTX2_T2AV)}
 
 #: Where each component declares its class: (file in the component folder, key).
 _CONFIG_CLASS_KEYS: dict[str, tuple[str, str]] = {
@@ -100,6 +163,9 @@ _CONFIG_CLASS_KEYS: dict[str, tuple[str, str]] = {
     "scheduler": ("scheduler_config.json", "_class_name"),
     "image_encoder": ("config.json", "architectures"),
     "image_processor": ("preprocessor_config.json", "image_processor_type"),
+    "audio_vae": ("config.json", "_class_name"),
+    "vocoder": ("config.json", "_class_name"),
+    "connectors": ("config.json", "_class_name"),
 }
 
 
@@ -165,11 +231,7 @@ def _check_component_configs(family: ModelFamily, configs: Mapping[str, Mapping[
 
 #: Pipelines whose model code exists in the engine but that the runtime core does not serve yet -> why, and what
 #: runs them instead (:func:`match_family` refuses them with that text rather than as unknown pipelines).
-NOT_SERVED: Mapping[str, str] = {
-    "LTX2Pipeline": "LTX-2 (video + audio) is not served by the runtime yet: it runs only through "
-                    "fastvideo.engine.models.ltx2 (load_ltx2_pipeline(folder).generate(...)); the runtime core "
-                    "(VideoGenerator, fastvideo generate/serve) does not serve it",
-}
+NOT_SERVED: Mapping[str, str] = {}
 
 
 def match_family(model_index: Mapping[str, Any], configs: Mapping[str, Mapping[str, Any]],
@@ -196,3 +258,16 @@ def match_family(model_index: Mapping[str, Any], configs: Mapping[str, Mapping[s
         failures.extend(problems)
     raise ModelLoadError("the model folder does not hold a pipeline this engine runs: " + "; ".join(failures)
                          + ". Use a folder of a supported pipeline")
+
+
+def family_of_folder(folder: Any) -> ModelFamily:
+    """The family of a checked :class:`~fastvideo.engine.loader.ModelFolder` (its ``model_index.json`` and the
+    component configs that declare a class, read through the folder's overrides); ModelLoadError if none."""
+    configs: dict[str, Mapping[str, Any]] = {}
+    paths: dict[str, str] = {}
+    for component, (file, _key) in _CONFIG_CLASS_KEYS.items():
+        path = folder.component(component) / file
+        if path.is_file():
+            configs[component] = folder.read_config(component, file)
+            paths[component] = str(folder.component(component))
+    return match_family(folder.model_index, configs, paths, index_path=str(folder.root / "model_index.json"))

@@ -17,6 +17,13 @@ Contract:
   ``from_file(path, overrides)`` reads a generator, run or serve YAML/JSON file with dotted overrides.
   ``engine.offload.text_encoder`` / ``vae`` keep those components on the CPU between uses on a CUDA
   engine (:mod:`fastvideo.engine.offload`).
+- Families: the model folder's family (:func:`fastvideo.engine.families.family_of_folder`) decides, by registry
+  lookup, how the pipeline loads (:func:`fastvideo.engine.models.registry.load_pipeline`) and which batch executor
+  runs it (``fastvideo.runtime.worker.EXECUTORS``); config fields the family cannot honour (its
+  ``unsupported_config``) are a ConfigError naming them, before any weight is read. LTX-2 (``LTX2Pipeline``
+  folders, the built-in ``fastvideo-tiny-ltx2``) makes sound: its results carry ``audio`` (float32
+  ``(channels, samples)``) and ``audio_sample_rate``, and its MP4s (saved, ``video_bytes``, the servers' content) an
+  AAC track of the video's duration; it serves the initial branch only and no LoRA adapters.
 - ``generate(request | mapping, on_step=None) -> VideoResult`` (a list of them, ``prompt_index`` 0, 1, ...,
   for a list ``prompt`` or an ``inputs.prompt_path`` file, run one after another): validates (``RequestError`` naming
   the field), then runs the request through the generator's engine core (:meth:`engine_core`: the
@@ -99,16 +106,15 @@ from fastvideo.api import (
     parse_cli_overrides,
     parse_config,
 )
-from fastvideo.engine.families import declares_two_experts
+from fastvideo.engine.families import ModelFamily, declares_two_experts, family_of_folder
 from fastvideo.engine.loader import inspect_model_folder
+from fastvideo.engine.models.registry import load_pipeline
 from fastvideo.engine.models.wan.pipeline import (
-    WanT2VPipeline,
     is_builtin_name,
     model_dtype,
     model_path_or_default,
     overlap_video_frames,
 )
-from fastvideo.engine.presets import get_preset
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
 from fastvideo.envs import read_env
 from fastvideo.runtime.config_support import COMPONENT_PATHS, check_generator_config, check_model_config
@@ -156,6 +162,21 @@ def _component_overrides(config: GeneratorConfig) -> dict[str, str]:
                                                              f"{sub}/ sub-folder (the layout of <model_path>/{sub}/)")
         overrides[sub] = folder
     return overrides
+
+
+def _config_value(config: GeneratorConfig, path: str) -> Any:
+    value: Any = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _check_family_config(config: GeneratorConfig, family: ModelFamily) -> None:
+    """Refuse, naming the field, a config value the loaded folder's family cannot honour (its
+    ``unsupported_config``), before any weight is read."""
+    for path, why in family.unsupported_config.items():
+        if _config_value(config, path):
+            raise ConfigError(path, f"{why} (model family {family.name!r})")
 
 
 def _graph_config(cfg: CudaGraphsConfig, generator: "VideoGenerator") -> GraphConfig:
@@ -212,10 +233,13 @@ class GeneratorClosed(FastVideoError, RuntimeError):
 class VideoGenerator:
     """Load a model once; generate videos from typed requests (see module contract)."""
 
-    def __init__(self, config: GeneratorConfig, pipeline: WanT2VPipeline, model_path: Path,
-                 counters: RuntimeCounters | None = None) -> None:
+    def __init__(self, config: GeneratorConfig, pipeline: Any, model_path: Path,
+                 counters: RuntimeCounters | None = None, family: ModelFamily | None = None) -> None:
         self.config = config
+        #: The family's served pipeline (Wan: WanT2VPipeline; LTX-2: LTX2ServedPipeline).
         self.pipeline = pipeline
+        #: The model folder's family (None: Wan, for generators built around a pipeline by hand).
+        self.family = family
         self.model_path = model_path
         self.counters = counters or RuntimeCounters()
         self._lock = threading.Lock()
@@ -262,6 +286,10 @@ class VideoGenerator:
         env = read_env()
         device = _resolve_device(config.engine.device)
         check_generator_config(config, device_type=device.type)  # every field honoured or refused, by name
+        if config.engine.num_gpus > 1:  # one generator over N devices: N sequence-parallel rank processes
+            from fastvideo.runtime.sp_group import SequenceParallelGenerator
+
+            return SequenceParallelGenerator.launch(config)  # type: ignore[return-value]  # same public surface
         if config.engine.cuda_graphs.enabled and device.type != "cuda":
             raise ConfigError("engine.cuda_graphs.enabled", f"CUDA graphs need a CUDA device and this engine runs on "
                                                              f"{device}: set engine.device to cuda, or turn them off")
@@ -270,19 +298,20 @@ class VideoGenerator:
             check_local_model_path(config.model_path)  # with how to download it; we never download
         path = model_path_or_default(config.model_path, env.cache_dir)
         folder = inspect_model_folder(path, overrides=_component_overrides(config), variant=config.pipeline.variant)
+        family = family_of_folder(folder)  # the registry entry that decides how it loads and runs
+        _check_family_config(config, family)
         two_experts = declares_two_experts(folder.model_index)
         check_model_config(config, device_type=device.type, two_experts=two_experts)
-        preset = get_preset(config.pipeline.preset) if config.pipeline.preset else None  # unknown: ConfigError
         backend = config.engine.attention_backend or env.attention_backend
         vae_dtype = model_dtype(str(config.pipeline.experimental.get("vae_dtype", "fp32")), device)
-        pipeline = WanT2VPipeline.from_folder(folder, device=device, dtype=dtype, vae_dtype=vae_dtype,
-                                              attention_backend=backend, preset=preset,
-                                              ops_backend=config.engine.ops_backend or env.ops_backend,
-                                              offload_text_encoder=config.engine.offload.text_encoder,
-                                              offload_vae=config.engine.offload.vae,
-                                              pin_cpu_memory=config.engine.offload.pin_cpu_memory,
-                                              transformer_quant=_transformer_quant(config),
-                                              offload_experts=two_experts and config.engine.offload.dit)
+        pipeline = load_pipeline(family, folder, device=device, dtype=dtype, vae_dtype=vae_dtype,
+                                 attention_backend=backend, preset_name=config.pipeline.preset,
+                                 ops_backend=config.engine.ops_backend or env.ops_backend,
+                                 offload_text_encoder=config.engine.offload.text_encoder,
+                                 offload_vae=config.engine.offload.vae,
+                                 pin_cpu_memory=config.engine.offload.pin_cpu_memory,
+                                 transformer_quant=_transformer_quant(config),
+                                 offload_experts=two_experts and config.engine.offload.dit)
         counters = RuntimeCounters()
         counters.add("model_loads")
         components = config.pipeline.components
@@ -305,7 +334,7 @@ class VideoGenerator:
                 dit.compile(backend=compile_cfg.backend, mode=compile_cfg.mode, fullgraph=compile_cfg.fullgraph,
                             dynamic=compile_cfg.dynamic)
             counters.add("compiles")
-        generator = cls(config, pipeline, path, counters)
+        generator = cls(config, pipeline, path, counters, family=family)
         generator.artifacts = loaded
         try:
             generator._graphs = _graph_config(config.engine.cuda_graphs, generator)
@@ -352,8 +381,8 @@ class VideoGenerator:
     @property
     def served_branches(self) -> tuple[str, ...]:
         """Segment branches this generator can run: both, or what its compiled artifacts were built for; an
-        image-to-video model runs the initial branch only (its videos are not continued yet)."""
-        if self.preset.workload != "t2v":
+        image-to-video model, or a family without continuation (LTX-2), runs the initial branch only."""
+        if self.preset.workload != "t2v" or (self.family is not None and not self.family.continuation):
             return ("initial",)
         if self.artifacts is not None:
             return tuple(b for b in ("initial", "continuation") if b in self.artifacts.manifest.branches)
@@ -381,11 +410,23 @@ class VideoGenerator:
 
     def warmup_request(self) -> GenerationRequest:
         """What warmup runs by default: the health-check request, or, when compiled artifacts serve the DiT,
-        the same probe at the smallest size they are built for (the health-check size may not be)."""
+        the same probe at the smallest size they are built for (the health-check size may not be); a model that
+        refuses the health-check probe (LTX-2: 32-multiples, k*8+1 frames, 2+ steps) runs it at its preset's size
+        with the fewest steps it accepts (1, 2, else the preset's)."""
         probe = replace(self.default_health_check_request(), inputs=self.probe_inputs())
         served = None if self.artifacts is None else self.artifacts.smallest_served()
         if served is None:
-            return probe
+            preset = self.preset
+            candidates = [probe] + [replace(probe, sampling=replace(
+                probe.sampling, width=preset.width, height=preset.height, num_frames=preset.num_frames,
+                fps=preset.fps, num_inference_steps=steps)) for steps in (1, 2, preset.num_inference_steps)]
+            for candidate in candidates:
+                try:
+                    self.resolve(candidate)
+                except RequestError:
+                    continue
+                return candidate
+            return probe  # refused at every size: warmup reports the health-check probe's refusal
         profile, cfg = served
         return replace(probe, sampling=replace(probe.sampling, width=profile.width, height=profile.height,
                                                num_frames=profile.frames, guidance_scale=5.0 if cfg else 1.0))
@@ -404,7 +445,8 @@ class VideoGenerator:
                                                                 "every that many steps), or null for none")
         if "lora" in req.extensions:  # checked against the merged adapter, then dropped (nothing else reads it)
             req = replace(req, extensions=self.lora.check_request(req.extensions))
-        resolved = resolve_sampling(req, self.preset)
+        resolver = getattr(self.executor_class(), "resolve_sampling", None)  # a family's own rules, if any
+        resolved = resolver(self, req) if resolver is not None else resolve_sampling(req, self.preset)
         if req.state is not None and has_blob_refs(req.state):
             try:
                 req = replace(req, state=internalize_state(req.state, self.blob_store))
@@ -432,6 +474,13 @@ class VideoGenerator:
             raise RequestError("state", f"the continuation state was produced at {size} (latent {tuple(tail.shape)}); "
                                         f"this request is {s.width}x{s.height}: continue with the same size")
         return tail, index
+
+    def executor_class(self) -> Any:
+        """The batch executor class that runs this generator's family (``fastvideo.runtime.worker.EXECUTORS``); it
+        may define ``resolve_sampling(generator, request)``, the family's request rules (LTX-2's does)."""
+        from fastvideo.runtime.worker import executor_class
+
+        return executor_class(self)
 
     # ------------------------------------------------------------------ generation
     def engine_core(self) -> Any:
@@ -518,8 +567,10 @@ class VideoGenerator:
 
     def build_result(self, req: GenerationRequest, s: ResolvedSampling, frames: Any, latents: torch.Tensor,
                      timings: dict[str, float], *, start: float, previous: int, video_bytes: bytes | None,
-                     video_path: str | None, extra_metadata: Mapping[str, Any] | None = None) -> VideoResult:
-        """The VideoResult of a finished generation (runtime-internal; the scheduler's executor uses it too)."""
+                     video_path: str | None, extra_metadata: Mapping[str, Any] | None = None,
+                     audio: Any = None, audio_sample_rate: int | None = None) -> VideoResult:
+        """The VideoResult of a finished generation (runtime-internal; the scheduler's executor uses it too);
+        ``audio`` (float32 ``(channels, samples)``) and its ``audio_sample_rate`` for families that make sound."""
         assert req.request_id is not None
         elapsed = time.perf_counter() - start
         peak = self.peak_memory_mb()
@@ -549,7 +600,8 @@ class VideoGenerator:
         result = VideoResult(request_id=req.request_id, prompt=prompt, frames=returned,
                              samples=_samples_view(returned), size=(s.height, s.width, s.num_frames),
                              video_path=video_path, peak_memory_mb=peak, state=state, metadata=metadata,
-                             generation_time=elapsed, video_bytes=video_bytes)
+                             generation_time=elapsed, video_bytes=video_bytes, audio=audio,
+                             audio_sample_rate=audio_sample_rate if audio is not None else None)
         logger.info("request %s done in %.2fs (%dx%d, %d frames, %d steps)", req.request_id, elapsed, s.width,
                     s.height, s.num_frames, s.num_inference_steps)
         return result
@@ -564,13 +616,15 @@ class VideoGenerator:
         return torch.cuda.max_memory_allocated(device) / 2**20
 
     def encode_outputs(self, req: GenerationRequest, s: ResolvedSampling, frames: Any, timings: dict[str, float],
-                       need_bytes: bool) -> tuple[bytes | None, str | None]:
-        """MP4 bytes (when saved or ``need_bytes``) and the saved path (when ``save_video``)."""
+                       need_bytes: bool, *, audio: Any = None,
+                       audio_sample_rate: int | None = None) -> tuple[bytes | None, str | None]:
+        """MP4 bytes (when saved or ``need_bytes``) and the saved path (when ``save_video``); with ``audio`` (a
+        waveform at ``audio_sample_rate``) the MP4 carries it as an AAC track of the video's duration."""
         video_bytes = None
         video_path = None
         if req.output.save_video or need_bytes:
             t0 = time.perf_counter()
-            video_bytes = encode_mp4(frames, s.fps)
+            video_bytes = encode_mp4(frames, s.fps, audio=audio, audio_sample_rate=audio_sample_rate)
             timings["encode_s"] = time.perf_counter() - t0
         if req.output.save_video:
             assert video_bytes is not None
@@ -678,8 +732,12 @@ class VideoGenerator:
                          accumulate: bool = False) -> None:
         """Register ``lora_path`` as ``lora_nickname`` (a registered nickname needs no path) and merge it into the
         DiT at ``strength``, unmerging the previous adapter; waits until running requests are done. A bad file is
-        a ConfigError on ``lora_path``; ``accumulate=True`` (stacking adapters) is refused."""
+        a ConfigError on ``lora_path``; ``accumulate=True`` (stacking adapters) is refused, and so is any adapter on
+        a family without LoRA support (LTX-2)."""
         self._check_open()
+        if self.family is not None and not self.family.lora:
+            raise ConfigError("lora_path", f"LoRA adapters are not supported for model family {self.family.name!r} "
+                                           "yet")
         self.lora.set_adapter(lora_nickname, lora_path, strength, accumulate=accumulate)
 
     def merge_lora_weights(self) -> None:

@@ -20,7 +20,8 @@ Contract (the :class:`fastvideo.runtime.dispatcher.BatchExecutor` interface the 
   follows every member's step. A member whose ``is_cancelled()`` turns true is dropped before its next step
   (``GenerationCancelled``); one whose step raises, or whose video/audio latents are non-finite after the first or
   the last step, is dropped with the error (:class:`~fastvideo.api.GenerationFailed` for non-finite values); the
-  others go on. Counters as Wan's: ``generations_completed`` / ``generations_failed`` / ``generations_cancelled``.
+  others go on. Counters as Wan's: ``generations_started`` / ``generations_completed`` /
+  ``generations_failed`` / ``generations_cancelled``.
 - CUDA graphs are not captured for LTX-2 yet: a graph config with graphs enabled is a ConfigError on
   ``engine.cuda_graphs`` (the generator refuses ``engine.cuda_graphs.enabled`` for the family at load, by name);
   ``capture_declared`` returns no labels. No CUDA stage streams (stages run in order on the dispatcher's threads).
@@ -104,6 +105,7 @@ class LTX2BatchExecutor:
     def prepare(self, item: WorkItem) -> None:
         work: LTX2Work = item.payload
         start = time.perf_counter()
+        self.generator.counters.add("generations_started")
         try:
             state = self.pipeline.components.prepare(self.pipeline.to_request(work.request, work.resolved))
         except BaseException:

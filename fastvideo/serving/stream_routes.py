@@ -28,7 +28,10 @@ Contract (frames in :mod:`fastvideo.serving.stream_protocol`):
   ``media_init{mime, codec}`` followed by the binary init segment (``ftyp``+``moov``), then binary
   ``moof``+``mdat`` fragments, ``media_segment_complete`` and ``ltx2_segment_complete``. One encoder
   per session: all segments form one playable stream. Segments run one at a time, in order; up to
-  ``max_pending_segments`` may wait.
+  ``max_pending_segments`` may wait. A model that makes sound (LTX-2) gives the stream an AAC track
+  (the encoder is created with the first segment's ``audio_sample_rate`` and channels; every segment's waveform
+  is muxed with its frames); a model without the continuation branch (LTX-2) runs every segment as a fresh clip
+  of the same stream (no continuation state is asked for; ``has_continuation_state`` is false).
 - ``snapshot_state`` -> ``continuation_state_snapshot{state: {kind, payload} | null}``;
   ``end_stream`` -> ``ltx2_stream_complete`` after the requested segments, then close (1000).
 - Errors are frames ``error{code, message, retryable}``: ``invalid_message`` (malformed or
@@ -429,7 +432,15 @@ class StreamSession(SessionFeatures):
     def _translate(self, wire: dict[str, Any], request_id: str | None = None) -> TranslatedRequest:
         return translate_request("ws", {k: v for k, v in wire.items() if v is not None}, fps=self.state.defaults.fps,
                                  request_id=request_id, max_prompt_chars=self.state.config.server.max_prompt_chars,
-                                 output=OutputConfig(save_video=False, return_frames=True, return_state=True))
+                                 output=OutputConfig(save_video=False, return_frames=True,
+                                                     return_state=self._continues))
+
+    @property
+    def _continues(self) -> bool:
+        """Whether segments continue each other (the model serves the continuation branch); otherwise (LTX-2)
+        every segment is a fresh clip of the same stream and no state is asked for."""
+        generator = getattr(self.state.service, "generator", None)
+        return generator is None or "continuation" in generator.served_branches
 
     def _checked(self, wire: dict[str, Any], prompt: Any) -> dict[str, Any]:
         """``wire`` translated and judged by the engine (ranges, sizes) as a segment would be; the typed
@@ -548,13 +559,17 @@ class StreamSession(SessionFeatures):
 
     async def _deliver(self, job: Any, idx: int, segment: _Segment, final: VideoFinalEvent) -> None:
         frames = final.frames
+        result = final.result
+        audio = getattr(result, "audio", None)  # families that make sound (LTX-2): the segment's waveform
         self.state.service.delete(job.id)
         if self.encoder is None:
             s = self.session.sampling
+            rate = getattr(result, "audio_sample_rate", None) if audio is not None else None
             self.encoder = FragmentedMP4Encoder(width=s["width"], height=s["height"], fps=s["fps"],
-                                                codec=self.cfg.codec, crf=self.cfg.crf)
+                                                codec=self.cfg.codec, crf=self.cfg.crf, audio_sample_rate=rate,
+                                                audio_channels=int(getattr(audio, "shape", (1,))[0]) if rate else 1)
         try:
-            media = await asyncio.to_thread(self.encoder.encode_segment, frames)
+            media = await asyncio.to_thread(self.encoder.encode_segment, frames, audio)
         except Exception as exc:  # noqa: BLE001
             logger.exception("session %s: encoding failed", self.session.id)
             await self._fatal("encode_failed", f"{type(exc).__name__}: {exc}")

@@ -6,7 +6,8 @@ LTX-2's code, and the reverse). :func:`load_pipeline` ``(family, folder, **optio
 :class:`~fastvideo.engine.loader.ModelFolder`, the family, and the generator's load options (``device``,
 ``dtype``, ``vae_dtype``, ``attention_backend``, ``preset_name``, ``ops_backend``, ``offload_text_encoder``,
 ``offload_vae``, ``pin_cpu_memory``, ``transformer_quant``, ``offload_experts``); every loader takes them all and
-honours or refuses each (the generator refuses a family's ``unsupported_config`` before, by field). A binding
+honours or refuses each (the generator refuses a family's ``unsupported_config`` before, by field); a named preset
+of another family's presets (``ModelFamily.preset_family``) is a ConfigError at ``pipeline.preset``. A binding
 without a loader is a :class:`~fastvideo.api.errors.ModelLoadError` naming it. Engine code: it never imports the
 runtime; the runtime's executor registry (``fastvideo.runtime.worker.EXECUTORS``) is keyed by the same bindings.
 """
@@ -40,7 +41,22 @@ def load_pipeline(family: ModelFamily, folder: Any, **options: Any) -> Any:
     if target is None:
         raise ModelLoadError(f"model family {family.name!r} has runtime binding {family.runtime!r}, which no loader "
                              f"serves (known: {sorted(PIPELINE_LOADERS)})")
+    _check_preset_family(family, options.get("preset_name"))
     return resolve_dotted(target)(folder, family=family, **options)
+
+
+def _check_preset_family(family: ModelFamily, preset_name: str | None) -> None:
+    """A named preset must be one of the family's (``ModelFamily.preset_family``); ConfigError otherwise."""
+    if not preset_name:
+        return
+    from fastvideo.api import ConfigError
+    from fastvideo.api import presets as api_presets
+
+    registered = api_presets.get_preset(preset_name)  # unknown: ConfigError listing the registered ones
+    if registered.model_family != family.preset_family:
+        raise ConfigError("pipeline.preset", f"preset {registered.name!r} is a {registered.model_family} preset and "
+                                             f"this is a {family.description} folder: use one of its "
+                                             f"{family.preset_family} presets, or drop pipeline.preset to infer it")
 
 
 def load_wan_pipeline(folder: Any, *, family: ModelFamily, preset_name: str | None, **options: Any) -> Any:
