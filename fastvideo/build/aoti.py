@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from fastvideo.build.backends import ArtifactBackend, Runner
-from fastvideo.build.exportable import DiTExport, VAEDecodeExport, VAEEncodeExport, constants_map
+from fastvideo.build.exportable import VAEDecodeExport, VAEEncodeExport, constants_map, dit_export
 from fastvideo.build.specs import ShapeCase
 from fastvideo.kernels.device import device_guard
 
@@ -146,7 +146,9 @@ def _bound_runners(pipeline: Any, loaded: LoadedArtifacts) -> dict[str, Runner]:
     from fastvideo.build.loading import ArtifactMismatchError
 
     dit, vae, device = pipeline.dit, pipeline.vae, torch.device(pipeline.device)
-    owners = {"dit": lambda case: DiTExport(dit, case.latent, device),
+    dit_2 = getattr(pipeline, "dit_2", None)
+    owners = {"dit": lambda case: dit_export(dit, case.latent, device),
+              "dit_2": lambda case: dit_export(dit_2, case.latent, device),
               "vae_decoder": lambda case: VAEDecodeExport(vae),
               "vae_encoder": lambda case: VAEEncodeExport(vae)}
     runners: dict[str, Runner] = {}

@@ -13,6 +13,14 @@ Contract
   ``component``); the inductor backend compiles and warms every (shape, batch) from a private copy
   of the verified cache; TensorRT engines run on the current CUDA stream. The eager DiT is kept
   for fallbacks when the backend shares its weights, or when ``on_miss="eager"``.
+- Image-to-video builds: :class:`ArtifactDiT` takes ``encoder_hidden_states_image`` as a fourth argument,
+  exactly as the eager DiT does (required for an image-conditioned build, refused for a text-to-video one);
+  its shape must be the build's ``(batch, image_tokens, image_dim)``.
+- Two-expert builds (components ``dit`` and ``dit_2``): ``pipeline.dit`` and ``pipeline.dit_2`` become one
+  :class:`ArtifactDiT` each and ``pipeline.experts`` a new :class:`~fastvideo.engine.models.wan.experts.ExpertSet`
+  of the two, so the executor's per-step expert choice runs the compiled expert. A pipeline whose experts are
+  offloaded (``engine.offload.dit``: one resident at a time) is refused (compiled programs read the device
+  weights in place); so is a build whose expert count differs from the pipeline's.
 - Shapes: a call whose latent shape / batch / text length / dtype is not one the build covers
   raises :class:`ArtifactShapeError` listing the served profiles and the rebuild command
   (``on_miss="error"``, the default: a silent eager fallback would hide a 2-5x slower request, and
@@ -77,14 +85,19 @@ class ArtifactDiT(nn.Module):
 
     def __init__(self, dit: WanTransformer3DModel, loaded: LoadedArtifacts, runners: dict[tuple[int, int, int],
                  tuple[tuple[int, ...], Callable[..., torch.Tensor]]], on_miss: str = "error",
-                 keep_eager: bool = True) -> None:
+                 keep_eager: bool = True, component: str = "dit") -> None:
         super().__init__()
         self.config = dit.config
+        self.component = component
         self.attention_backend = getattr(dit, "attention_backend", None)
         self.eager: WanTransformer3DModel | None = dit if keep_eager else None
         self._runners = runners
-        self._dispatch = _Dispatch(loaded, "dit", on_miss)
+        self._dispatch = _Dispatch(loaded, component, on_miss)
         self._text_shape = (int(loaded.manifest.model.get("text_length", 0)), dit.config.text_dim)
+        model = loaded.manifest.model
+        #: ``(image_tokens, image_dim)`` of an image-conditioned build; None for text-to-video.
+        self._image_shape = ((int(model.get("image_tokens") or 0), int(model.get("image_dim") or 0))
+                             if model.get("image_conditioned") else None)
         self._dtype = loaded.dtype
 
     def step_constants(self, latents: torch.Tensor) -> Any:
@@ -93,14 +106,20 @@ class ArtifactDiT(nn.Module):
         (inductor programs read them from its cache); ``None`` when compiled programs own every constant."""
         return None if self.eager is None else self.eager.step_constants(latents)
 
-    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor,
-                encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                encoder_hidden_states_image: torch.Tensor | None = None) -> torch.Tensor:
         self._dispatch.calls += 1
+        if (encoder_hidden_states_image is None) != (self._image_shape is None):
+            raise ValueError("encoder_hidden_states_image is required by these image-to-video artifacts" if
+                             self._image_shape is not None else
+                             "encoder_hidden_states_image was given to text-to-video artifacts (no image input)")
+        image = () if encoder_hidden_states_image is None else (encoder_hidden_states_image,)
         batch = hidden_states.shape[0]
         latent = tuple(hidden_states.shape[2:]) if hidden_states.ndim == 5 else ()
         runner = self._runners.get(latent) if len(latent) == 3 else None
         eager_dit = self.eager
-        eager = None if eager_dit is None else (lambda: eager_dit(hidden_states, timestep, encoder_hidden_states))
+        eager = None if eager_dit is None else (lambda: eager_dit(hidden_states, timestep, encoder_hidden_states,
+                                                                  *image))
         if runner is None or batch not in runner[0]:
             return self._dispatch.miss(f"latent shape {tuple(hidden_states.shape)} (batch {batch})",
                                        (latent, batch), eager)
@@ -110,10 +129,17 @@ class ArtifactDiT(nn.Module):
                 f"inputs {tuple(hidden_states.shape)}/{hidden_states.dtype} with text states "
                 f"{tuple(encoder_hidden_states.shape)}/{encoder_hidden_states.dtype} (expected text "
                 f"{(batch, *self._text_shape)} in {self._dtype})", ("inputs", latent, batch), eager)
+        tokens = encoder_hidden_states_image
+        if self._image_shape is not None and tokens is not None and (
+                tuple(tokens.shape) != (batch, *self._image_shape) or tokens.dtype != self._dtype):
+            return self._dispatch.miss(
+                f"image tokens {tuple(tokens.shape)}/{tokens.dtype} (expected {(batch, *self._image_shape)} in "
+                f"{self._dtype})", ("image", latent, batch), eager)
         if timestep.ndim != 1 or timestep.shape[0] not in (1, batch):
             raise ValueError(f"timestep must have shape ({batch},) or (1,), got {tuple(timestep.shape)}")
         timestep = timestep.to(torch.float32).expand(batch).contiguous()
-        return runner[1](hidden_states.contiguous(), timestep, encoder_hidden_states.contiguous())
+        return runner[1](hidden_states.contiguous(), timestep, encoder_hidden_states.contiguous(),
+                         *(t.contiguous() for t in image))
 
 
 class ArtifactVAE:
@@ -185,23 +211,43 @@ def apply_artifacts(pipeline: Any, loaded: LoadedArtifacts, *, on_miss: str = "e
     if built_attention and current_attention and built_attention != current_attention:
         logger.warning("artifacts were compiled with the %s attention backend; the compiled programs keep it (the "
                        "pipeline's %s backend is used only by eager fallbacks)", built_attention, current_attention)
-    dit, vae = pipeline.dit, pipeline.vae
+    dit, dit_2, vae = pipeline.dit, getattr(pipeline, "dit_2", None), pipeline.vae
+    built = {entry.case.component for entry in loaded.cases.values()}
+    if (dit_2 is not None) != ("dit_2" in built):
+        have, want = ("dit and dit_2" if "dit_2" in built else "dit"), ("two experts" if dit_2 is not None else "one")
+        raise ArtifactMismatchError("experts", sorted(c for c in built if c.startswith("dit")),
+                                    "dit, dit_2" if dit_2 is not None else "dit",
+                                    f"the artifacts hold {have} but the pipeline runs {want}",
+                                    loaded.rebuild_command() + " --force")
+    experts = getattr(pipeline, "experts", None)
+    if dit_2 is not None and getattr(experts, "offloaded", False):
+        raise ArtifactError("compiled experts read their weights on the device in place, so they cannot be served "
+                            "with engine.offload.dit (one expert resident at a time); turn that offload off or drop "
+                            "engine.artifacts_path")
     backend = artifact_backend(loaded.backend)
     runners = backend.runners(pipeline, loaded)
-    dit_runners: dict[tuple[int, int, int], tuple[tuple[int, ...], Callable[..., torch.Tensor]]] = {}
+    dit_runners: dict[str, dict[tuple[int, int, int], tuple[tuple[int, ...], Callable[..., torch.Tensor]]]] = {
+        "dit": {}, "dit_2": {}}
     decoders: dict[tuple[int, ...], Callable[..., torch.Tensor]] = {}
     encoders: dict[tuple[int, ...], Callable[..., torch.Tensor]] = {}
     for key, entry in loaded.cases.items():
         case, runner = entry.case, runners[key]
-        if case.component == "dit":
-            dit_runners[(case.latent.frames, case.latent.height, case.latent.width)] = (case.batches, runner)
+        if case.component in dit_runners:
+            dit_runners[case.component][(case.latent.frames, case.latent.height, case.latent.width)] = \
+                (case.batches, runner)
         else:
             shape = case.inputs[0].opt_shape
             (decoders if case.component == "vae_decoder" else encoders)[tuple(shape)] = runner
     keep_eager = backend.shares_eager_weights or on_miss == "eager"
-    pipeline.dit = ArtifactDiT(dit, loaded, dit_runners, on_miss=on_miss, keep_eager=keep_eager)
+    pipeline.dit = ArtifactDiT(dit, loaded, dit_runners["dit"], on_miss=on_miss, keep_eager=keep_eager)
+    if dit_2 is not None:
+        from fastvideo.engine.models.wan.experts import ExpertSet
+
+        pipeline.dit_2 = ArtifactDiT(dit_2, loaded, dit_runners["dit_2"], on_miss=on_miss, keep_eager=keep_eager,
+                                     component="dit_2")
+        pipeline.experts = ExpertSet([pipeline.dit, pipeline.dit_2], device)
     if decoders or encoders:
         pipeline.vae = ArtifactVAE(vae, loaded, decoders, encoders, on_miss=on_miss)
     loaded.stats["apply_s"] = time.perf_counter() - t0
-    logger.info("serving the DiT%s from %s artifacts (%s)", " and VAE" if decoders else "", loaded.backend,
-                loaded.path.name)
+    logger.info("serving the DiT%s%s from %s artifacts (%s)", " (both experts)" if dit_2 is not None else "",
+                " and VAE" if decoders else "", loaded.backend, loaded.path.name)

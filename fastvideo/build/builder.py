@@ -4,8 +4,20 @@ Contract
 --------
 - :func:`run_build` validates everything it can before touching the disk (model folder, profiles,
   branches, precision on the device, backend availability) and raises :class:`BuildError` with
-  ``exit_code`` :data:`EXIT_USAGE` (2) and a message saying what to change (an image-to-video folder
-  included: its DiT is not exported yet).
+  ``exit_code`` :data:`EXIT_USAGE` (2) and a message saying what to change. The folder must be one
+  of the engine's families (:func:`fastvideo.engine.families.match_family`); a folder whose
+  ``model_index.json`` sets ``expand_timesteps`` (Wan2.2 TI2V-5B, per-token timesteps) is refused
+  whatever the registry says of it: its step is not exported yet (exit 2, nothing written).
+- Families: a Wan2.1 image-to-video DiT is exported with its CLIP image tokens as a fourth input
+  (token count from ``image_encoder/config.json``: ``(image_size / patch_size)^2 + 1``, or the
+  transformer's ``pos_embed_seq_len`` for first-last-frame) and its ``in_channels`` (noise +
+  condition) latent input; the manifest's ``model.image_conditioned`` (and the identity) record it.
+  A two-expert folder (Wan2.2 A14B) exports both experts into the one folder, components ``dit``
+  (``transformer``) and ``dit_2`` (``transformer_2``), same shape cases, one manifest and one weights
+  digest over both (``model.experts`` maps component -> sub-folder): the pair is built, verified and
+  loaded together, never one expert compiled and the other from another build. With ``aoti`` two experts
+  of one config share one compiled graph per shape (packages hold no weights): it is compiled once and
+  copied (``graph_of`` in the case's record), each copy verified against its own expert.
 - The artifact folder ``<out>/<backend>-<precision>-<hash12>`` is content-addressed (see
   :mod:`fastvideo.build.manifest`). If it already exists and verifies, nothing is rebuilt
   (``status="up-to-date"``) unless ``force``.
@@ -42,11 +54,13 @@ from fastvideo.build.backends import artifact_backend_names
 from fastvideo.build.specs import (
     ComponentSpec,
     ModelDims,
+    EXPERT_FOLDERS,
     ShapeCase,
     SpecError,
     VideoProfile,
     batches_for_cfg,
     derive_specs,
+    is_dit,
 )
 
 logger = logging.getLogger(__name__)
@@ -172,12 +186,15 @@ def _probe_precision(models: Any, components: tuple[str, ...]) -> None:
     device = models.device
     try:
         with torch.no_grad():
-            if "dit" in components:
-                cfg = models.dit.config
+            for component in [c for c in components if is_dit(c)]:
+                dit = models.expert(component)
+                cfg = dit.config
                 x = torch.zeros(1, cfg.in_channels, cfg.patch_size[0], 2 * cfg.patch_size[1], 2 * cfg.patch_size[2],
                                 device=device, dtype=models.dtype)
-                models.dit(x, torch.zeros(1, device=device), torch.zeros(1, 4, cfg.text_dim, device=device,
-                                                                          dtype=models.dtype))
+                image = ((torch.zeros(1, cfg.pos_embed_seq_len or 1, cfg.image_dim, device=device,
+                                      dtype=models.dtype),) if cfg.is_image_conditioned else ())
+                dit(x, torch.zeros(1, device=device), torch.zeros(1, 4, cfg.text_dim, device=device,
+                                                                  dtype=models.dtype), *image)
             if "vae_decoder" in components or "vae_encoder" in components:
                 models.vae.decode(torch.zeros(1, models.vae.config.z_dim, 1, 2, 2, device=device,
                                               dtype=models.vae_dtype))
@@ -208,15 +225,65 @@ class _Plan:
         return [case for spec in self.specs for case in spec.cases]
 
     def case_dtype(self, case: ShapeCase) -> torch.dtype:
-        return self.dtype if case.component == "dit" else self.vae_dtype
+        return self.dtype if is_dit(case.component) else self.vae_dtype
+
+
+def _model_dims(folder: Any) -> tuple[ModelDims, Any]:
+    """The export dimensions and preset of a checked folder of one of the engine's families (ModelLoadError /
+    ValueError: a folder fastvideo-build cannot export, saying why)."""
+    from fastvideo.api.errors import ModelLoadError
+    from fastvideo.engine.families import match_family
+    from fastvideo.engine.models.wan.image_conditioning import check_image_conditioning
+    from fastvideo.engine.models.wan.transformer import WanDiTConfig
+    from fastvideo.engine.models.wan.vae import WanVAEConfig
+    from fastvideo.engine.presets import infer_preset
+
+    if folder.model_index.get("expand_timesteps"):  # checked first: whatever the family registry says of it
+        raise ModelLoadError(f"{folder.root / 'model_index.json'} sets expand_timesteps (Wan2.2 TI2V-5B: per-token "
+                             "timesteps); fastvideo-build does not export that DiT step yet: serve this model without "
+                             "artifacts")
+    configs = {name: folder.read_config(name) for name in ("transformer", "vae")}
+    for name, file in (("text_encoder", "config.json"), ("tokenizer", "tokenizer_config.json"),
+                       ("scheduler", "scheduler_config.json"), ("image_encoder", "config.json"),
+                       ("image_processor", "preprocessor_config.json"), ("transformer_2", "config.json")):
+        if (folder.component(name) / file).exists():
+            configs[name] = folder.read_config(name, file)
+    family = match_family(folder.model_index, configs, {name: str(folder.component(name)) for name in configs},
+                          index_path=str(folder.root / "model_index.json"))
+    dit_config = WanDiTConfig.from_dict(configs["transformer"])
+    check_image_conditioning(family, dit_config, folder)
+    preset = infer_preset(folder.model_index, configs["transformer"])
+    dims = ModelDims.from_configs(dit_config, WanVAEConfig.from_dict(configs["vae"]), preset)
+    image_dim = image_count = None
+    if dit_config.is_image_conditioned:
+        image_dim = dit_config.image_dim
+        clip = configs.get("image_encoder") or {}
+        size, patch = clip.get("image_size"), clip.get("patch_size")
+        if dit_config.pos_embed_seq_len:  # first-last-frame: both images' tokens, one sequence
+            image_count = int(dit_config.pos_embed_seq_len)
+        elif isinstance(size, int) and isinstance(patch, int) and patch > 0:
+            image_count = (size // patch) ** 2 + 1  # CLIP's patches and its class token
+        else:
+            raise ModelLoadError(f"{folder.component('image_encoder')}/config.json gives no image_size / patch_size: "
+                                 "the image-to-video DiT's CLIP token count cannot be derived")
+    experts = 1
+    if family.two_experts:
+        if "transformer_2" not in configs:
+            raise ModelLoadError(f"{folder.component('transformer_2')}/config.json is missing; "
+                                 f"{family.description} needs both experts")
+        second = WanDiTConfig.from_dict(configs["transformer_2"])
+        differ = [name for name in ("in_channels", "out_channels", "text_dim", "patch_size", "image_dim")
+                  if getattr(second, name) != getattr(dit_config, name)]
+        if differ:
+            raise ModelLoadError(f"{folder.component('transformer_2')}/config.json differs from transformer/ in "
+                                 f"{', '.join(differ)}: the two experts must take the same inputs")
+        experts = 2
+    return replace(dims, image_dim=image_dim, image_tokens=image_count, experts=experts), preset
 
 
 def _plan(request: BuildRequest) -> _Plan:
     from fastvideo.api.errors import ModelLoadError
-    from fastvideo.engine.models.wan.transformer import WanDiTConfig
     from fastvideo.engine.loader import inspect_model_folder
-    from fastvideo.engine.presets import infer_preset
-    from fastvideo.engine.models.wan.vae import WanVAEConfig
     from fastvideo.envs import read_env
 
     if request.backend not in BACKENDS:
@@ -247,15 +314,8 @@ def _plan(request: BuildRequest) -> _Plan:
         else:
             root = Path(request.model_path).expanduser()
         folder = inspect_model_folder(root)
-        dit_cfg_dict = folder.read_config("transformer")
-        if dit_cfg_dict.get("image_dim") is not None:  # Wan2.1 I2V: the DiT takes image tokens too
-            raise ModelLoadError(f"{folder.component('transformer')}/config.json is an image-to-video transformer "
-                                 "(image_dim set); fastvideo-build does not export image-to-video DiTs yet: serve "
-                                 "this model without artifacts (its DiT runs eagerly)")
-        preset = infer_preset(folder.model_index, dit_cfg_dict)
-        dims = ModelDims.from_configs(WanDiTConfig.from_dict(dit_cfg_dict),
-                                      WanVAEConfig.from_dict(folder.read_config("vae")), preset)
-    except (ModelLoadError, ValueError, NotImplementedError) as exc:
+        dims, preset = _model_dims(folder)
+    except (ModelLoadError, ValueError, NotImplementedError, TypeError) as exc:
         raise BuildError(f"cannot use the model: {exc}", EXIT_USAGE) from None
     try:
         batches = batches_for_cfg(request.cfg)
@@ -293,18 +353,31 @@ def _build_aoti(plan: _Plan, models: Any, tmp: Path, step: _Steps) -> dict[str, 
     from fastvideo.build.exportable import export_module
 
     records: dict[str, dict[str, Any]] = {}
+    # Packages hold no weights: experts with the same config at the same shape are one graph, compiled once
+    # (the copy is verified against its own expert's eager forward like any program).
+    same_experts = models.dit_2 is not None and models.dit_2.config == models.dit.config
+    compiled: dict[tuple[Any, ...], tuple[Path, str]] = {}
     for case in plan.cases():
         module = export_module(case, models)
         dtype = plan.case_dtype(case)
         sample = {b: case.sample_inputs(b, device=plan.device, compute_dtype=plan.dtype, vae_dtype=plan.vae_dtype)
                   for b in case.batches}
+        graph = ("dit" if same_experts and is_dit(case.component) else case.component, case.latent, case.batches)
+        record: dict[str, Any] = {}
         step(f"aoti {case.key}")
-        path = build_aoti_case(module, case, sample[max(case.batches)], tmp)
+        if graph in compiled:
+            source, source_key = compiled[graph]
+            path = source.with_name(f"{case.key}.pt2")
+            shutil.copyfile(source, path)
+            record["graph_of"] = source_key
+        else:
+            path = build_aoti_case(module, case, sample[max(case.batches)], tmp)
+            compiled[graph] = (path, case.key)
         step(f"verify {case.key}")
         program = AOTIProgram(path, plan.device)
         program.bind(module)
         diffs = {b: _verify(f"{case.key} batch {b}", program, module, sample[b], dtype) for b in case.batches}
-        records[case.key] = {"file": path.relative_to(tmp).as_posix(), "max_abs_diff": diffs}
+        records[case.key] = {"file": path.relative_to(tmp).as_posix(), "max_abs_diff": diffs, **record}
     return records
 
 
@@ -316,10 +389,12 @@ def _build_inductor(plan: _Plan, models: Any, tmp: Path, step: _Steps) -> dict[s
     records: dict[str, dict[str, Any]] = {}
     shapes = sum(len(c.batches) for c in cases)
     with inductor_cache_env(tmp / CACHE_SUBDIR, shapes=shapes):
-        warm_rope(models.dit, [dit_grid(models.dit, c.latent) for c in cases if c.component == "dit"], plan.device)
+        for component in [c for c in plan.components if is_dit(c)]:
+            dit = models.expert(component)
+            warm_rope(dit, [dit_grid(dit, c.latent) for c in cases if c.component == component], plan.device)
         compiled: dict[str, Callable[..., torch.Tensor]] = {}
         for case in cases:
-            eager = models.dit if case.component == "dit" else export_module(case, models)
+            eager = models.expert(case.component) if is_dit(case.component) else export_module(case, models)
             if case.component not in compiled:
                 compiled[case.component] = compile_component(case.component, eager)
             diffs = {}
@@ -532,7 +607,8 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
     identity = mf.identity_fields(weights=weights, backend=request.backend, stage=plan.stage,
                                   precision=request.precision, vae_precision=request.vae_precision, profiles=profiles,
                                   branches=request.branches, batches=plan.batches, components=plan.components,
-                                  environment=env, quantization=quantization, lora=lora)
+                                  environment=env, quantization=quantization, lora=lora,
+                                  image_conditioned=plan.dims.image_conditioned, experts=plan.dims.experts)
     short = mf.identity_hash(identity)
     name = mf.folder_name(request.backend, request.precision, short)
     final = out / name
@@ -590,7 +666,10 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
                    "config_digest": weights.config_digest, "weight_files": weights.files,
                    "text_length": plan.dims.text_length, "spatial_factor": plan.dims.spatial_factor,
                    "temporal_factor": plan.dims.temporal_factor,
-                   "attention_backend": models.dit.attention_backend.name},
+                   "attention_backend": models.dit.attention_backend.name,
+                   "image_conditioned": plan.dims.image_conditioned, "image_dim": plan.dims.image_dim,
+                   "image_tokens": plan.dims.image_tokens,
+                   "experts": {c: EXPERT_FOLDERS[c] for c in ("dit", "dit_2")[:plan.dims.experts]}},
             environment=env.to_dict(), files=mf.hash_files(tmp), quantization=quantization, lora=lora,
             build={"command": _rebuild_command(plan), "device": str(plan.device),
                    "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -73,7 +73,8 @@ def _csv(choices: Sequence[str], what: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastvideo-build", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Build compiled artifacts of a Wan model's DiT and VAE (AOTInductor packages, a warm "
+        description="Build compiled artifacts of a Wan model's DiT and VAE (Wan2.1 T2V and I2V, Wan2.2 A14B's two "
+                    "experts; AOTInductor packages, a warm "
                     "torch.compile cache, or TensorRT engines) for declared video shapes, into a self-describing, "
                     "content-addressed folder <out>/<backend>-<precision>-<hash>/ with manifest.json. The runtime "
                     "loads it with engine.artifacts_path (fastvideo.build.loading.load_artifacts) and refuses "
@@ -112,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-strength", type=float, default=1.0,
                    help="the strength --lora is fused at; must equal the runtime's lora_strength (default 1.0)")
     p.add_argument("--components", type=_csv(COMPONENTS, "component"), default=None,
-                   help="comma list of dit, vae_decoder, vae_encoder (default: dit,vae_decoder, plus vae_encoder "
-                        "with the continuation branch)")
+                   help="comma list of dit, dit_2, vae_decoder, vae_encoder (default: dit,vae_decoder, plus "
+                        "vae_encoder with the continuation branch; dit_2 is Wan2.2 A14B's second expert, "
+                        "transformer_2, always built together with dit)")
     p.add_argument("--device", default="auto", help="build device: auto (cuda if available), cpu, cuda, cuda:N; "
                                                     "artifacts only run on the device type/GPU arch they were built on")
     p.add_argument("--out", type=Path, required=True,

@@ -4,8 +4,12 @@ Contract
 --------
 - :func:`load_build_models` loads the DiT (compute precision, diffusers' fp32-kept parameters) and
   the VAE (its own precision) of a checked model folder onto a device, exactly as
-  :meth:`WanT2VPipeline.from_folder` does, without the text encoder.
-- :class:`DiTExport` wraps the DiT for one latent shape. Its RoPE tables are its own named
+  :meth:`WanT2VPipeline.from_folder` does, without the text encoder; a two-expert folder (Wan2.2
+  A14B: ``model_index.json`` declares ``transformer_2``) loads the second expert as ``dit_2`` the same
+  way. :meth:`BuildModels.expert` maps a DiT component (``dit`` / ``dit_2``) to its module.
+- :class:`DiTExport` wraps the DiT for one latent shape; :class:`ImageDiTExport` is the same for an
+  image-to-video DiT, whose call takes the CLIP tokens ``encoder_hidden_states_image`` as a fourth
+  input (:func:`dit_export` picks the class from the DiT's config). Its RoPE tables are its own named
   buffers (``rope_cos``/``rope_sin``, recomputed deterministically from the config), so an
   exported program's constants are all named: ``dit.<param>`` plus those two. While tracing
   (``with module.tracing():``) the DiT's public ``rope_tables`` method is overridden on the
@@ -31,7 +35,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from fastvideo.build.specs import LatentShape, ShapeCase
+from fastvideo.build.specs import LatentShape, ShapeCase, is_dit
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +43,13 @@ __all__ = [
     "BuildModels",
     "DTYPES",
     "DiTExport",
+    "ImageDiTExport",
     "TOLERANCES",
     "VAEDecodeExport",
     "VAEEncodeExport",
     "compare_outputs",
     "constants_map",
+    "dit_export",
     "export_module",
     "load_build_models",
 ]
@@ -55,13 +61,22 @@ TOLERANCES: dict[torch.dtype, float] = {torch.float32: 1e-3, torch.float16: 2e-2
 
 @dataclass
 class BuildModels:
-    """The eager DiT and VAE a build compiles (and verifies against)."""
+    """The eager DiT(s) and VAE a build compiles (and verifies against)."""
 
     dit: Any
     vae: Any
     dtype: torch.dtype
     vae_dtype: torch.dtype
     device: torch.device
+    #: The second expert (``transformer_2``) of a two-expert model; None otherwise.
+    dit_2: Any = None
+
+    def expert(self, component: str) -> Any:
+        """The eager module of a DiT component (``dit`` or ``dit_2``)."""
+        module = self.dit_2 if component == "dit_2" else self.dit
+        if module is None:
+            raise ValueError(f"this model has no {component} (transformer_2): it is a one-expert model")
+        return module
 
 
 def load_build_models(folder: Any, *, device: torch.device, dtype: torch.dtype,
@@ -70,19 +85,25 @@ def load_build_models(folder: Any, *, device: torch.device, dtype: torch.dtype,
     FP8 DiT weights, :func:`fastvideo.engine.fp8.quantize_dit`, as ``transformer_quant`` does at load)."""
     from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
     from fastvideo.engine.loader import load_module_weights
+    from fastvideo.engine.families import declares_two_experts
     from fastvideo.engine.models.wan.vae import WanVAE, WanVAEConfig
 
-    with torch.device("meta"):
-        dit = WanTransformer3DModel(WanDiTConfig.from_dict(folder.read_config("transformer")))
-        vae = WanVAE(WanVAEConfig.from_dict(folder.read_config("vae")))
-    load_module_weights(dit, folder.component("transformer"), dtype=dtype, device=device,
-                        dtype_for=inference_param_dtype)
-    load_module_weights(vae, folder.component("vae"), dtype=vae_dtype, device=device)
-    if fp8_granularity is not None:
-        from fastvideo.engine.fp8 import quantize_dit
+    names = ("transformer", "transformer_2") if declares_two_experts(folder.model_index) else ("transformer",)
+    dits = []
+    for name in names:
+        with torch.device("meta"):
+            dit = WanTransformer3DModel(WanDiTConfig.from_dict(folder.read_config(name)))
+        load_module_weights(dit, folder.component(name), dtype=dtype, device=device, dtype_for=inference_param_dtype)
+        if fp8_granularity is not None:
+            from fastvideo.engine.fp8 import quantize_dit
 
-        quantize_dit(dit, fp8_granularity)  # type: ignore[arg-type]
-    return BuildModels(dit=dit, vae=vae, dtype=dtype, vae_dtype=vae_dtype, device=device)
+            quantize_dit(dit, fp8_granularity)  # type: ignore[arg-type]
+        dits.append(dit)
+    with torch.device("meta"):
+        vae = WanVAE(WanVAEConfig.from_dict(folder.read_config("vae")))
+    load_module_weights(vae, folder.component("vae"), dtype=vae_dtype, device=device)
+    return BuildModels(dit=dits[0], vae=vae, dtype=dtype, vae_dtype=vae_dtype, device=device,
+                       dit_2=dits[1] if len(dits) > 1 else None)
 
 
 def dit_grid(dit: Any, latent: LatentShape) -> tuple[int, int, int]:
@@ -125,6 +146,20 @@ class DiTExport(nn.Module):
         return self.dit(hidden_states, timestep, encoder_hidden_states)
 
 
+class ImageDiTExport(DiTExport):
+    """An image-to-video DiT at one latent shape: the CLIP image tokens are its fourth input."""
+
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor,  # type: ignore[override]
+                encoder_hidden_states: torch.Tensor, encoder_hidden_states_image: torch.Tensor) -> torch.Tensor:
+        return self.dit(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image)
+
+
+def dit_export(dit: Any, latent: LatentShape, device: torch.device | str) -> DiTExport:
+    """The export wrapper of ``dit`` at ``latent``: :class:`ImageDiTExport` for an image-to-video DiT."""
+    cls = ImageDiTExport if dit.config.is_image_conditioned else DiTExport
+    return cls(dit, latent, device)
+
+
 class VAEDecodeExport(nn.Module):
     """Raw latents -> video through ``WanVAE.decode`` (chunk size 1)."""
 
@@ -158,8 +193,8 @@ class VAEEncodeExport(nn.Module):
 
 def export_module(case: ShapeCase, models: BuildModels) -> nn.Module:
     """The wrapper module a shape case is exported/compiled from (eval mode)."""
-    if case.component == "dit":
-        module: nn.Module = DiTExport(models.dit, case.latent, models.device)
+    if is_dit(case.component):
+        module: nn.Module = dit_export(models.expert(case.component), case.latent, models.device)
     elif case.component == "vae_decoder":
         module = VAEDecodeExport(models.vae)
     elif case.component == "vae_encoder":

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from fastvideo.build.backends import ArtifactBackend, Runner
+from fastvideo.build.specs import is_dit
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastvideo.build.loading import LoadedArtifacts
@@ -114,7 +115,7 @@ def warm_rope(dit: Any, grids: Iterable[tuple[int, int, int]], device: torch.dev
 
 def compile_component(component: str, module: nn.Module) -> Callable[..., torch.Tensor]:
     """``torch.compile`` a component's callable: the DiT itself (fullgraph) or a VAE wrapper."""
-    if component == "dit":
+    if is_dit(component):
         return torch.compile(module, backend="inductor", dynamic=False, fullgraph=True)
     return torch.compile(module, backend="inductor", dynamic=False)
 
@@ -133,12 +134,16 @@ def _compiled_runners(pipeline: Any, loaded: LoadedArtifacts) -> dict[str, Runne
     assert loaded.private_dir is not None
     entries = list(loaded.cases.values())
     dit, vae = pipeline.dit, pipeline.vae
-    modules = {"dit": dit, "vae_decoder": VAEDecodeExport(vae).eval(), "vae_encoder": VAEEncodeExport(vae).eval()}
+    modules = {"dit": dit, "dit_2": getattr(pipeline, "dit_2", None), "vae_decoder": VAEDecodeExport(vae).eval(),
+               "vae_encoder": VAEEncodeExport(vae).eval()}
     compiled: dict[str, Runner] = {}
     vae_dtype = next(vae.parameters()).dtype
     with inductor_cache_env(loaded.private_dir / CACHE_SUBDIR, shapes=sum(len(e.case.batches) for e in entries)):
         before = read_cache_counters()
-        warm_rope(dit, [dit_grid(dit, e.case.latent) for e in entries if e.case.component == "dit"], loaded.device)
+        for component in ("dit", "dit_2"):
+            grids = [dit_grid(dit, e.case.latent) for e in entries if e.case.component == component]
+            if grids:
+                warm_rope(modules[component], grids, loaded.device)
         with torch.no_grad():
             for entry in entries:
                 component = entry.case.component

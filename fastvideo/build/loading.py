@@ -12,7 +12,10 @@ Contract
   DiT weight quantization (``quantization=``: a build with FP8 weights for an unquantized engine and vice versa),
   another fused LoRA (``lora=``: :func:`fastvideo.engine.lora.lora_manifest_value` of the runtime's adapter, compared
   by sha256 and strength; a build with a LoRA for an engine without one and vice versa),
-  another device type, GPU arch, CPU ISA, torch / triton / TensorRT version, other weights or
+  another device type, GPU arch, CPU ISA, torch / triton / TensorRT version, another kind of model
+  (an image-conditioned build for a text-to-video model or the reverse, read from the model folder's
+  ``transformer/config.json`` ``image_dim``; a build of one expert for a two-expert folder, one that
+  declares ``transformer_2`` in ``model_index.json``, or the reverse), other weights or
   configs (the file that differs is named). Missing, truncated or altered files (sha256 against the
   manifest; skipped with ``check_files=False``) and a hand-edited manifest (its identity no longer
   hashes to the recorded hash, or disagrees with its descriptive fields) raise
@@ -45,7 +48,7 @@ import torch
 from fastvideo.api.errors import FastVideoError, ModelLoadError, RequestError
 from fastvideo.build import manifest as mf
 from fastvideo.build.backends import artifact_backend, artifact_backend_names
-from fastvideo.build.specs import BRANCHES, ShapeCase, default_components
+from fastvideo.build.specs import BRANCHES, ShapeCase, default_components, is_dit
 
 logger = logging.getLogger(__name__)
 
@@ -146,10 +149,10 @@ class LoadedArtifacts:
                 f"the loaded {self.backend} artifacts serve the {', '.join(self.manifest.branches)} branch only, not "
                 f"the {branch} branch this request needs; drop the state or rebuild with: "
                 f"{self.rebuild_command(branches=('initial', 'continuation'))}"))
-        needed = ["dit"] + (["vae_decoder"] if any(e.case.component == "vae_decoder" for e in self.cases.values())
-                            else [])
+        built = {e.case.component for e in self.cases.values()}
+        needed = ["dit"] + [c for c in ("dit_2", "vae_decoder") if c in built]
         for component in needed:
-            if self.find(component, latent, batch if component == "dit" else 1) is None:
+            if self.find(component, latent, batch if is_dit(component) else 1) is None:
                 label = f"{sampling.height}x{sampling.width}x{sampling.num_frames}"
                 if component == "dit" and self.find("dit", latent, 3 - batch) is not None:
                     raise RequestError("sampling.guidance_scale", (
@@ -173,7 +176,8 @@ def _rebuild(manifest: mf.Manifest, model_folder: Path, device: torch.device, ou
              extra_profiles: Sequence[str] = (), **override: Any) -> str:
     batches = {"both": [1, 2], "on": [2], "off": [1]}.get(override.get("cfg", ""), manifest.batches)
     components = [c["name"] for c in manifest.components]
-    default = list(default_components(manifest.branches))  # None below: the defaults of the (new) branches
+    experts = 2 if "dit_2" in components else 1
+    default = list(default_components(manifest.branches, experts))  # None below: the defaults of the (new) branches
     if "components" in override:
         components = list(dict.fromkeys([*override["components"], *components]))
     return mf.rebuild_command(
@@ -246,7 +250,9 @@ def _check_consistent(req: LoadRequest) -> None:
                  "branches": list(manifest.branches), "batches": sorted(manifest.batches),
                  "components": [c.get("name") for c in manifest.components],
                  "weights_digest": manifest.model.get("weights_digest"), "quantization": manifest.quantization,
-                 "lora": mf.lora_identity(manifest.lora)}
+                 "lora": mf.lora_identity(manifest.lora),
+                 "image_conditioned": True if manifest.model.get("image_conditioned") else None,
+                 "experts": len(manifest.model["experts"]) if len(manifest.model.get("experts") or {}) > 1 else None}
     for name, value in described.items():
         if identity.get(name) != value:
             raise ArtifactCorruptError(f"{folder / mf.MANIFEST_NAME} was altered: {name} is {value!r} but the build's "
@@ -334,6 +340,42 @@ def _check_lora(req: LoadRequest) -> None:
                                             "set the same adapter or rebuild", lora=req.lora)
 
 
+def _model_kind(model_folder: Path) -> tuple[bool | None, int | None]:
+    """(image-conditioned?, experts) of a model folder, from its transformer config and model_index.json
+    (None where the file is absent or unreadable: the weights check still refuses a wrong folder)."""
+    from fastvideo.engine.families import declares_two_experts
+    from fastvideo.engine.loader import read_json
+
+    image: bool | None = None
+    experts: int | None = None
+    try:
+        image = read_json(model_folder / "transformer" / "config.json").get("image_dim") is not None
+    except (OSError, ValueError, ModelLoadError, AttributeError):
+        pass
+    try:
+        experts = 2 if declares_two_experts(read_json(model_folder / "model_index.json")) else 1
+    except (OSError, ValueError, ModelLoadError, AttributeError):
+        pass
+    return image, experts
+
+
+def _check_model_kind(req: LoadRequest) -> None:
+    """An image-to-video build for a text-to-video model (or the reverse), a one-expert build for a two-expert
+    model (or the reverse): refused before the weights are digested, naming what each side is."""
+    image, experts = _model_kind(req.model_folder)
+    built_image = bool(req.manifest.model.get("image_conditioned", False))
+    kind = {True: "an image-to-video DiT (image-conditioned: it takes CLIP image tokens)",
+            False: "a text-to-video DiT (no image conditioning)"}
+    if image is not None and image != built_image:
+        raise req.mismatch("image_conditioned", built_image, image,
+                           f"the artifacts hold {kind[built_image]} but {req.model_folder} is {kind[image]}")
+    built_experts = len(req.manifest.model.get("experts") or {"dit": "transformer"})
+    if experts is not None and experts != built_experts:
+        raise req.mismatch("experts", built_experts, experts,
+                           f"the artifacts hold {built_experts} DiT expert(s) but {req.model_folder} has {experts} "
+                           "(Wan2.2 A14B: transformer and transformer_2)")
+
+
 def _env_value(value: Any) -> Any:
     return "not installed / not used" if value is None else value
 
@@ -379,6 +421,7 @@ LOAD_CHECKS: tuple[tuple[str, Callable[[LoadRequest], None]], ...] = (
     ("backend", _check_backend),
     ("branches", _check_branches),
     ("components", _check_components),
+    ("model_kind", _check_model_kind),
     ("stage", _check_stage),
     ("precision", _check_precision),
     ("quantization", _check_quantization),

@@ -3,8 +3,10 @@
 Contract
 --------
 - Every build folder holds ``manifest.json`` (:class:`Manifest`), written last, describing: the
-  model (``weights_digest`` = sha256 over the ``transformer/`` and ``vae/`` safetensors files,
-  streamed, plus each file's own sha256 and a digest of the two ``config.json``), the backend,
+  model (``weights_digest`` = sha256 over the ``transformer/`` and ``vae/`` safetensors files, and
+  ``transformer_2/``'s when the folder has that second expert, streamed, plus each file's own sha256
+  and a digest of their ``config.json``; ``image_conditioned`` / ``image_dim`` / ``image_tokens`` for
+  an image-to-video DiT, ``experts`` mapping each DiT component to its sub-folder), the backend,
   precision(s), declared profiles, branches, DiT batch sizes, the compiled components and their
   shape cases, the environment (torch / triton / TensorRT / onnx versions, device type, GPU arch
   as ``sm_XY`` or ``"cpu"``, CPU vector ISA), the sha256 and size of every other file in the
@@ -17,7 +19,8 @@ Contract
 - The *identity* (:func:`identity_fields`) is the subset that decides whether an artifact can
   serve a model in an environment: weights and config digests, backend, stage, precisions,
   profiles, branches, batches, components, the quantization (only when there is one, so unquantized
-  builds keep their identity) and the environment fields in :data:`ENV_IDENTITY`.
+  builds keep their identity), ``image_conditioned`` (only when true) and ``experts`` (only when 2), and the
+  environment fields in :data:`ENV_IDENTITY`.
   The folder is named ``<backend>-<precision>-<hash12>`` where ``hash12`` is the first 12 hex
   digits of the sha256 of the canonical JSON of the identity: same inputs, same folder.
 - :func:`compute_weights_digest` streams files in 8 MiB blocks (the 14B model is ~57 GB) and
@@ -69,6 +72,8 @@ FORMAT = "fastvideo-artifacts"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 WEIGHT_COMPONENTS = ("transformer", "vae")
+#: Digested too when the model folder has them (Wan2.2 A14B's second expert); absent, digests are unchanged.
+OPTIONAL_WEIGHT_COMPONENTS = ("transformer_2",)
 _BLOCK = 8 << 20
 _DIGEST_CACHE = "weights-sha256.json"
 #: Environment fields that are part of an artifact's identity (compared at load time).
@@ -130,7 +135,8 @@ class WeightsDigest:
 
 
 def compute_weights_digest(model_root: Path, cache_dir: Path | None = None) -> WeightsDigest:
-    """Digest the ``*.safetensors`` of ``transformer/`` and ``vae/`` (see module contract).
+    """Digest the ``*.safetensors`` of ``transformer/`` and ``vae/`` (and ``transformer_2/`` when present; see
+    module contract).
 
     The combined digest is the sha256 of the lines ``"<component>/<file> <sha256>\\n"`` in sorted
     order, so it names the weights, not where they are stored.
@@ -142,7 +148,8 @@ def compute_weights_digest(model_root: Path, cache_dir: Path | None = None) -> W
     dirty = False
     files: dict[str, str] = {}
     configs = hashlib.sha256()
-    for component in WEIGHT_COMPONENTS:
+    optional = tuple(name for name in OPTIONAL_WEIGHT_COMPONENTS if (root / name).is_dir())
+    for component in (*WEIGHT_COMPONENTS, *optional):
         found = find_weight_files(root / component)
         if not found:
             raise ManifestError(f"{root / component} has no *.safetensors weights to digest")
@@ -291,7 +298,8 @@ def identity_fields(*, weights: WeightsDigest, backend: str, stage: str, precisi
                     profiles: Iterable[str], branches: Iterable[str], batches: Iterable[int],
                     components: Iterable[str], environment: EnvironmentInfo,
                     quantization: dict[str, Any] | None = None,
-                    lora: dict[str, Any] | None = None) -> dict[str, Any]:
+                    lora: dict[str, Any] | None = None, image_conditioned: bool = False,
+                    experts: int = 1) -> dict[str, Any]:
     """The fields that decide whether an artifact serves a model in an environment."""
     fields = {
         "format_version": FORMAT_VERSION, "weights_digest": weights.digest, "config_digest": weights.config_digest,
@@ -303,6 +311,10 @@ def identity_fields(*, weights: WeightsDigest, backend: str, stage: str, precisi
         fields["quantization"] = dict(quantization)
     if lora:
         fields["lora"] = lora_identity(lora)
+    if image_conditioned:
+        fields["image_conditioned"] = True
+    if experts != 1:
+        fields["experts"] = experts
     return fields
 
 

@@ -17,11 +17,18 @@ Contract
   specialized per shape); only the DiT batch axis is dynamic, ``(min, opt, max) = (min(batches),
   max(batches), max(batches))``. The VAE always runs batch 1.
 - Input names (stable, used by ONNX/TensorRT and the runtime): DiT ``hidden_states``,
-  ``timestep`` (float32), ``encoder_hidden_states`` -> ``noise_pred``; VAE decoder ``latents``
+  ``timestep`` (float32), ``encoder_hidden_states`` (+ ``encoder_hidden_states_image`` for an
+  image-to-video DiT: ``(B, L_img, image_dim)`` CLIP tokens, :attr:`ModelDims.image_tokens` of them;
+  its ``hidden_states`` are the ``in_channels`` = noise + condition channels, e.g. 16 + 20 = 36)
+  -> ``noise_pred``; VAE decoder ``latents``
   (raw, already denormalized) -> ``video``; VAE encoder ``video`` -> ``latent_params`` (the
   posterior's ``[mean, logvar]`` along channels).
 - :meth:`ShapeCase.sample_inputs` makes deterministic inputs (seeded CPU generator) for export and
   verification. Nothing here imports torch at module import time except for typing-free helpers.
+- Two experts (Wan2.2 A14B, :attr:`ModelDims.experts` = 2): the second expert (``transformer_2``) is
+  the component ``dit_2``, with exactly the DiT's shape cases and inputs; it is built whenever ``dit``
+  is (:func:`expand_components`), so an artifact never serves one expert compiled and the other eager.
+  ``dit_2`` on a one-expert model is a :class:`SpecError`. :data:`DIT_COMPONENTS` lists both.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "BRANCHES",
     "COMPONENTS",
+    "DIT_COMPONENTS",
     "ComponentSpec",
     "LatentShape",
     "ModelDims",
@@ -47,19 +55,29 @@ __all__ = [
     "VideoProfile",
     "batches_for_cfg",
     "derive_specs",
+    "expand_components",
+    "is_dit",
     "latent_frames_for",
 ]
 
 BRANCHES = ("initial", "continuation")
-COMPONENTS = ("dit", "vae_decoder", "vae_encoder")
-#: Inputs and outputs of every component, in call order.
+COMPONENTS = ("dit", "dit_2", "vae_decoder", "vae_encoder")
+#: The DiT components: ``dit`` (``transformer``) and, for two-expert models, ``dit_2`` (``transformer_2``).
+DIT_COMPONENTS = ("dit", "dit_2")
+#: The model sub-folder each DiT component is exported from.
+EXPERT_FOLDERS: dict[str, str] = {"dit": "transformer", "dit_2": "transformer_2"}
+#: The image-to-video DiT's extra input (after the three text-to-video ones).
+IMAGE_INPUT = "encoder_hidden_states_image"
+#: Inputs and outputs of every component, in call order (an image-to-video DiT adds :data:`IMAGE_INPUT`).
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "dit": ("hidden_states", "timestep", "encoder_hidden_states"),
+    "dit_2": ("hidden_states", "timestep", "encoder_hidden_states"),
     "vae_decoder": ("latents",),
     "vae_encoder": ("video",),
 }
 OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "dit": ("noise_pred",),
+    "dit_2": ("noise_pred",),
     "vae_decoder": ("video",),
     "vae_encoder": ("latent_params",),
 }
@@ -137,6 +155,15 @@ class ModelDims:
     patch_size: tuple[int, int, int]
     max_side: int | None = None
     max_frames: int | None = None
+    #: Image-to-video DiTs: the CLIP token width (``image_dim``) and count per sample; None for text-to-video.
+    image_dim: int | None = None
+    image_tokens: int | None = None
+    #: DiT experts: 2 for Wan2.2 A14B (``transformer`` + ``transformer_2``), else 1.
+    experts: int = 1
+
+    @property
+    def image_conditioned(self) -> bool:
+        return self.image_dim is not None
 
     @property
     def spatial_multiple(self) -> int:
@@ -287,25 +314,54 @@ def batches_for_cfg(cfg: str) -> tuple[int, ...]:
     return table[cfg]
 
 
-def default_components(branches: Iterable[str]) -> tuple[str, ...]:
-    """DiT and VAE decoder always; the VAE encoder too when the continuation branch is served."""
-    return ("dit", "vae_decoder", "vae_encoder") if "continuation" in branches else ("dit", "vae_decoder")
+def is_dit(component: str) -> bool:
+    """Whether ``component`` is a DiT (an expert of it): batched by CFG, run with the compute dtype."""
+    return component in DIT_COMPONENTS
+
+
+def default_components(branches: Iterable[str], experts: int = 1) -> tuple[str, ...]:
+    """DiT (both experts of a two-expert model) and VAE decoder always; the VAE encoder too when the
+    continuation branch is served."""
+    dits = DIT_COMPONENTS[:experts]
+    return (*dits, "vae_decoder", "vae_encoder") if "continuation" in branches else (*dits, "vae_decoder")
+
+
+def expand_components(components: Iterable[str], experts: int = 1) -> tuple[str, ...]:
+    """``components`` with ``dit_2`` right after ``dit`` for a two-expert model (both experts or neither);
+    :class:`SpecError` for ``dit_2`` on a one-expert model."""
+    out: list[str] = []
+    for component in components:
+        if component == "dit_2" and experts < 2:
+            raise SpecError("component dit_2 (transformer_2, the second expert) exists only for two-expert models "
+                            "(Wan2.2 A14B); this model has one DiT: use dit")
+        if component not in out:
+            out.append(component)
+        if component == "dit" and experts >= 2 and "dit_2" not in out:
+            out.append("dit_2")
+    if experts >= 2 and "dit_2" in out and "dit" not in out:
+        out.insert(out.index("dit_2"), "dit")
+    return tuple(out)
 
 
 def _case_tensors(component: str, dims: ModelDims, latent: LatentShape,
                   batches: tuple[int, ...]) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     f, h, w = latent.frames, latent.height, latent.width
     s, t = dims.spatial_factor, dims.temporal_factor
-    if component == "dit":
+    if is_dit(component):
         lo, hi = min(batches), max(batches)
         axes = {0: "batch"} if len(batches) > 1 else {}
 
         def spec(name: str, dtype: str, rest: tuple[int, ...]) -> TensorSpec:
             return TensorSpec(name, dtype, (lo, *rest), (hi, *rest), (hi, *rest), dict(axes))
 
-        inputs = (spec("hidden_states", "compute", (dims.in_channels, f, h, w)),
-                  spec("timestep", "float32", ()),
-                  spec("encoder_hidden_states", "compute", (dims.text_length, dims.text_dim)))
+        inputs: tuple[TensorSpec, ...] = (spec("hidden_states", "compute", (dims.in_channels, f, h, w)),
+                                          spec("timestep", "float32", ()),
+                                          spec("encoder_hidden_states", "compute", (dims.text_length, dims.text_dim)))
+        if dims.image_dim is not None:
+            if not dims.image_tokens:
+                raise SpecError("an image-to-video DiT needs the CLIP image token count (image_encoder/config.json "
+                                "image_size and patch_size)")
+            inputs += (spec(IMAGE_INPUT, "compute", (dims.image_tokens, dims.image_dim)),)
         return inputs, (spec("noise_pred", "compute", (dims.out_channels, f, h, w)),)
     video = (1, dims.video_channels, t * (f - 1) + 1, s * h, s * w)
     if component == "vae_decoder":
@@ -335,10 +391,12 @@ def derive_specs(dims: ModelDims, profiles: Iterable[VideoProfile], branches: It
     if not batches or any(b not in (1, 2) for b in batches):
         raise SpecError(f"DiT batches must be 1 (no CFG) and/or 2 (CFG), got {batches}")
     batches = tuple(sorted(set(batches)))
-    components = tuple(dict.fromkeys(components if components is not None else default_components(branches)))
+    components = tuple(dict.fromkeys(components if components is not None else
+                                     default_components(branches, dims.experts)))
     unknown = [c for c in components if c not in COMPONENTS]
     if unknown:
         raise SpecError(f"unknown component {unknown[0]!r}; known: {', '.join(COMPONENTS)}")
+    components = expand_components(components, dims.experts)
     for profile in profiles:
         profile.check(dims.spatial_multiple, dims.max_side, dims.max_frames)
         continued = _continuation_frames(profile.frames, dims.temporal_factor)
@@ -363,12 +421,13 @@ def derive_specs(dims: ModelDims, profiles: Iterable[VideoProfile], branches: It
                 by_latent.setdefault(latent, []).append((profile, branch))
         cases = []
         for latent, covers in sorted(by_latent.items()):
-            if component == "dit":
+            if is_dit(component):
                 pt, ph, pw = dims.patch_size
                 if latent.frames % pt or latent.height % ph or latent.width % pw:
                     raise SpecError(f"latent shape {latent} is not a multiple of the patch size {dims.patch_size}")
-            case_batches = batches if component == "dit" else (1,)
+            case_batches = batches if is_dit(component) else (1,)
             inputs, outputs = _case_tensors(component, dims, latent, case_batches)
             cases.append(ShapeCase(component, latent, case_batches, inputs, outputs, tuple(covers)))
-        specs.append(ComponentSpec(component, INPUT_NAMES[component], OUTPUT_NAMES[component], tuple(cases)))
+        names = cases[0].input_names() if cases else INPUT_NAMES[component]
+        specs.append(ComponentSpec(component, names, OUTPUT_NAMES[component], tuple(cases)))
     return specs

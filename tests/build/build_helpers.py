@@ -58,3 +58,28 @@ def clone_build(src: Path, parent: Path, edit: Callable[[dict[str, Any]], None] 
     final = parent / data["name"]
     work.rename(final)
     return final
+
+
+def write_tiny_a14b(base: Path, target: Path, seed: int = 4242) -> Path:
+    """A tiny Wan2.2 A14B folder: ``base`` (the built-in tiny model) plus ``transformer_2/``, a second expert of the
+    same config with other random weights, and ``model_index.json``'s ``transformer_2`` + ``boundary_ratio``
+    (0.875, the real A14B value: the tiny model's 2-step schedule, timesteps 999 and 750, runs step 0 on
+    ``transformer`` and step 1 on ``transformer_2``)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from fastvideo.engine.builtin_model import synthesize_state_dict
+    from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel
+
+    shutil.copytree(base, target)
+    config = json.loads((target / "transformer" / "config.json").read_text())
+    (target / "transformer_2").mkdir()
+    (target / "transformer_2" / "config.json").write_text(json.dumps(config, indent=1))
+    with torch.device("meta"):
+        dit = WanTransformer3DModel(WanDiTConfig.from_dict(config))
+    save_file(synthesize_state_dict(dit, seed), str(target / "transformer_2" / "diffusion_pytorch_model.safetensors"),
+              metadata={"format": "pt"})
+    index = json.loads((target / "model_index.json").read_text())
+    index.update({"transformer_2": ["diffusers", "WanTransformer3DModel"], "boundary_ratio": 0.875})
+    (target / "model_index.json").write_text(json.dumps(index, indent=1))
+    return target
