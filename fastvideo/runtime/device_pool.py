@@ -81,6 +81,11 @@ class DevicePool:
 
     def __init__(self, generator: Any, config: PoolConfig, worker_config: WorkerConfig | None = None, *,
                  stores: Stores | None = None, path: str = "pool.devices") -> None:
+        if generator.config.engine.num_gpus > 1:
+            raise ConfigError("engine.num_gpus", f"{generator.config.engine.num_gpus}: a device pool of "
+                                                 "sequence-parallel generators is not supported yet; set it to 1 "
+                                                 f"for one worker per device ({path}), or drop the device list and "
+                                                 "run one sequence-parallel generator")
         devices = normalize_devices(config.devices)
         if not devices:
             raise ConfigError(path, "a device pool needs at least one device")

@@ -34,7 +34,9 @@ Contract:
   ``generate(request, on_step=None)`` (a list prompt fans out like VideoGenerator's), ``generate_async`` (one
   progress event per step from rank 0, then one final event with the MP4 bytes; closing early cancels;
   previews are refused with a RequestError on ``output.preview_interval_steps``), ``shutdown``, ``preset``,
-  ``config`` (the caller's), ``num_gpus``, ``devices``. LoRA switching and blob stores are not offered.
+  ``config`` (the caller's), ``num_gpus``, ``devices``, ``model_path``, ``default_health_check_request`` /
+  ``warmup_request``: what ``fastvideo generate`` and the Dynamo worker use. LoRA switching, blob stores,
+  ``fastvideo serve`` and device pools of such generators are not offered (refused naming ``engine.num_gpus``).
 """
 
 from __future__ import annotations
@@ -167,10 +169,12 @@ def _rank_main(rank: int, world: int, init_method: str, config_dict: dict, conn:
             torch.set_num_threads(threads)
         config = parse_config(GeneratorConfig, config_dict)
         device = torch.device(config.engine.device)
+        bind: dict[str, Any] = {}
         if device.type == "cuda":
-            torch.cuda.set_device(device)
+            torch.cuda.set_device(device)  # this thread; the engine's stage threads get the PG bound to it:
+            bind["device_id"] = device  # NCCL collectives of any thread run on this rank's GPU
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=init_method, rank=rank,
-                                world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
+                                world_size=world, timeout=datetime.timedelta(seconds=timeout_s), **bind)
         from fastvideo.engine.sequence_parallel import SequenceParallel
         from fastvideo.runtime.generator import VideoGenerator
 
@@ -578,6 +582,24 @@ class SequenceParallelGenerator:
     @property
     def preset(self) -> Any:
         return self.group.preset
+
+    @property
+    def model_path(self) -> str | None:
+        return self.config.model_path
+
+    @staticmethod
+    def default_health_check_request() -> GenerationRequest:
+        """VideoGenerator's probe request (256x256, 8 frames, 1 step, nothing saved)."""
+        from fastvideo.runtime.generator import VideoGenerator
+
+        return VideoGenerator.default_health_check_request()
+
+    def warmup_request(self) -> GenerationRequest:
+        """The probe request with the inputs this model needs (a grey image for image-to-video models)."""
+        from fastvideo.runtime.generator import VideoGenerator
+
+        probe = self.default_health_check_request()
+        return replace(probe, inputs=VideoGenerator.probe_inputs(self))  # type: ignore[arg-type]  # reads .preset
 
     def _check_open(self) -> None:
         from fastvideo.runtime.generator import GeneratorClosed

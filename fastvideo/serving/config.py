@@ -164,6 +164,10 @@ def apply_request_defaults(request: GenerationRequest, defaults: Mapping[str, An
 
 def check_serve_config(config: ServeConfig) -> ServeConfig:
     """Refuse, with a ConfigError naming the dotted key, a FastVideo serve value this server cannot honour."""
+    if config.generator.engine.num_gpus > 1:  # one sequence-parallel generator: Python API, generate, Dynamo
+        raise ConfigError("generator.engine.num_gpus", f"{config.generator.engine.num_gpus}: fastvideo serve does not "
+                                                       "serve a sequence-parallel generator yet; set it to 1 and "
+                                                       "list pool.devices (--devices) for one worker per GPU")
     cap = config.streaming.generation_segment_cap
     if cap < 1:
         raise ConfigError("streaming.generation_segment_cap", f"must be >= 1 (segments of a loop session), got {cap}")

@@ -119,6 +119,22 @@ def test_closing_the_stream_early_keeps_the_ranks_in_step(sp_generator) -> None:
     assert result.frames is not None and sp_generator.group.alive
 
 
+def test_the_dynamo_warmup_request_is_the_probe_and_pools_and_serve_refuse_it_by_name(sp_generator) -> None:
+    from fastvideo.api.serve import PoolConfig, ServeConfig
+    from fastvideo.runtime.device_pool import DevicePool
+    from fastvideo.serving.config import check_serve_config
+
+    # what the Dynamo worker's --warmup runs: VideoGenerator's probe (a text-to-video model needs no image)
+    assert sp_generator.warmup_request() == VideoGenerator.default_health_check_request()
+    with pytest.raises(ConfigError) as info:
+        DevicePool(sp_generator, PoolConfig(devices=["cpu"]))
+    assert info.value.path == "engine.num_gpus"
+    serve = parse_config(ServeConfig, {"generator": {"engine": {"device": "cpu", "num_gpus": 2}}})
+    with pytest.raises(ConfigError) as info:
+        check_serve_config(serve)
+    assert info.value.path == "generator.engine.num_gpus" and "pool.devices" in str(info.value)
+
+
 def test_a_dead_rank_fails_the_request_and_shutdown_leaves_no_process(sp_generator) -> None:
     group = sp_generator.group
     pids = list(group.pids)
