@@ -164,3 +164,51 @@ def test_fastvideo_generate_writes_an_mp4_with_audio(fastvideo_cache: Path, tmp_
     audio, rate = decode_mp4_audio(target.read_bytes())
     assert frames.shape[0] == ltx2_generator.preset.num_frames and rate == ltx2_generator.pipeline.sample_rate
     assert audio.shape[0] == 2
+
+
+def test_closing_the_event_stream_cancels_at_the_next_step(ltx2_generator) -> None:
+    import time
+
+    before = ltx2_generator.counters.snapshot().get("generations_cancelled", 0)
+
+    async def run() -> list:
+        events = ltx2_generator.generate_async(_request(num_inference_steps=4, seed=13))
+        first = await events.__anext__()
+        await events.aclose()
+        return [first]
+
+    (first,) = asyncio.run(run())
+    assert isinstance(first, VideoProgressEvent) and first.step == 1
+    deadline = time.monotonic() + 60
+    while ltx2_generator.counters.snapshot().get("generations_cancelled", 0) == before:
+        assert time.monotonic() < deadline, "the generation was not cancelled"
+        time.sleep(0.05)
+    # the core goes on serving
+    assert ltx2_generator.generate(_request(seed=14)).frames.shape[0] == ltx2_generator.preset.num_frames
+
+
+def test_a_batch_of_two_interleaves_and_each_equals_its_solo_run(ltx2_generator) -> None:
+    """The executor given a two-request batch (what the scheduler may form for one shape) runs one request per DiT
+    call, the two interleaved step by step; each result equals that request run alone, and progress is per member."""
+    from fastvideo.runtime.ltx2_executor import LTX2BatchExecutor
+
+    executor = LTX2BatchExecutor(ltx2_generator)
+    items = []
+    for seed in (21, 22):
+        req, resolved = ltx2_generator.resolve(_request(seed=seed))
+        item = executor.make_item(req, resolved, need_bytes=False)
+        executor.prepare(item)
+        items.append(item)
+    assert items[0].key == items[1].key
+    calls: list[tuple[str, int]] = []
+    dropped = executor.denoise(items, lambda item, step, total: calls.append((item.request_id, step)))
+    assert dropped == []
+    ids = [item.request_id for item in items]
+    assert calls == [(ids[0], 1), (ids[1], 1), (ids[0], 2), (ids[1], 2)]
+    batched = [executor.finish(item) for item in items]
+    for item, result, seed in zip(items, batched, (21, 22)):
+        executor.release(item)
+        solo = ltx2_generator.generate(_request(seed=seed))
+        assert result.metadata["batch_size"] == 2
+        np.testing.assert_array_equal(result.frames, solo.frames)
+        np.testing.assert_array_equal(result.audio, solo.audio)
