@@ -10,8 +10,10 @@ Contract:
 - The built-in presets carry FastVideo's names for the models this engine runs (``wan_t2v_1_3b``,
   ``wan_t2v_14b``, ``wan_t2v_a14b``: Wan2.2's two experts, picked for a folder with ``boundary_ratio``), the
   few-step FastWan presets (``fastwan_t2v_1_3b``: DMD sampling, 3 steps, guidance 1, no
-  CFG; ``fastwan_ti2v_5b``: registered with a :attr:`InferencePreset.refusal`, since Wan2.2 TI2V does not run
-  here yet) plus ``fastvideo-tiny``; our own names (``wan2.1-t2v-1.3b``, ``wan2.1-t2v-14b``) are
+  CFG; ``fastwan_ti2v_5b``: FastWan2.2 TI2V-5B, DMD sampling, 3 steps), Wan2.2 TI2V-5B (``wan_ti2v_5b``: 1280x704,
+  121 frames at 24 fps, 50 steps, guidance 5, shift 5, the image optional: workload ``ti2v``, picked for a folder
+  with ``expand_timesteps``) plus ``fastvideo-tiny`` and ``fastvideo-tiny-ti2v``;
+  our own names (``wan2.1-t2v-1.3b``, ``wan2.1-t2v-14b``) are
   aliases that resolve to the same preset (:attr:`InferencePreset.aliases`). :attr:`InferencePreset.engine_name`
   is the name the engine reports (metadata ``model``, continuation states): our name, so states and
   metadata written before the FastVideo names existed stay valid.
@@ -200,6 +202,8 @@ def infer_preset_for_folder(model_index: Mapping[str, Any], transformer_config: 
                              f"{dim}-wide transformer; only the 1.3B FastWan (1536) has a preset here. Pass "
                              "pipeline.preset explicitly and sampling.sampler='dmd' with the checkpoint's "
                              "sampling.dmd_denoising_steps")
+    if model_index.get("expand_timesteps") is True:  # Wan2.2 TI2V-5B (WanPipeline or WanImageToVideoPipeline)
+        return get_preset("wan_ti2v_5b" if dim >= 3072 else "fastvideo-tiny-ti2v", "wan")
     if model_index.get("_class_name") == "WanImageToVideoPipeline":  # Wan2.1 I2V / FLF2V folders
         if transformer_config.get("pos_embed_seq_len") is not None:
             return get_preset("wan_flf2v_14b_720p", "wan")
@@ -229,7 +233,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 #: Names a model path may give for a built-in model (synthesized by the engine on first use); each is also the
 #: name of that model's preset. :data:`fastvideo.engine.builtin_model.BUILTIN_MODELS` has the same keys (tested).
-BUILTIN_MODEL_NAMES: tuple[str, ...] = ("fastvideo-tiny", "fastvideo-tiny-i2v", "fastvideo-tiny-ltx2")
+BUILTIN_MODEL_NAMES: tuple[str, ...] = ("fastvideo-tiny", "fastvideo-tiny-i2v", "fastvideo-tiny-ti2v",
+                                        "fastvideo-tiny-ltx2")
 
 
 def infer_preset_for_path(model_path: str | Path) -> InferencePreset:
@@ -314,16 +319,29 @@ for _preset in (
         model_defaults={"flow_shift": 8.0, "sampler": "dmd", "dmd_denoising_steps": [1000, 757, 522],
                         "max_frames": 161, "max_side": 1920, "text_length": 512}),
     InferencePreset(
-        name="fastwan_ti2v_5b", version=1, model_family="wan", workload_type="t2v", stage_schemas=(_DENOISE,),
+        name="fastwan_ti2v_5b", version=1, model_family="wan", workload_type="ti2v", stage_schemas=(_DENOISE,),
         description="FastWan2.2 TI2V 5B (FastVideo/FastWan2.2-TI2V-5B-FullAttn-Diffusers): DMD-distilled, 3 steps "
                     "at timesteps 1000, 757, 522, no CFG",
         aliases=("fastwan2.2-ti2v-5b",), engine_name_override="fastwan2.2-ti2v-5b",
         defaults={"height": 704, "width": 1280, "num_frames": 121, "fps": 24, "guidance_scale": 1.0,
                   "num_inference_steps": 3, "negative_prompt": ""},
         model_defaults={"flow_shift": 5.0, "sampler": "dmd", "dmd_denoising_steps": [1000, 757, 522],
-                        "max_frames": 161, "max_side": 1920, "text_length": 512},
-        refusal="it is a Wan2.2 TI2V-5B checkpoint (48-channel Wan2.2 VAE, per-token timesteps), which this "
-                "engine does not run yet; use fastwan_t2v_1_3b (FastWan2.1 T2V 1.3B) for few-step generation"),
+                        "max_frames": 161, "max_side": 1920, "text_length": 512}),
+    # Wan2.2 TI2V-5B: Wan's ti2v_5B config (sample_fps 24, sample_shift 5.0, sample_steps 50, sample_guide_scale
+    # 5.0, frame_num 121) and the Wan-AI/Wan2.2-TI2V-5B-Diffusers card's 704x1280.
+    InferencePreset(
+        name="wan_ti2v_5b", version=1, model_family="wan", workload_type="ti2v", stage_schemas=(_DENOISE,),
+        description="Wan2.2 TI2V 5B (text and optional first-frame image to video), 720p",
+        aliases=("wan2.2-ti2v-5b",), engine_name_override="wan2.2-ti2v-5b",
+        defaults={"height": 704, "width": 1280, "num_frames": 121, "fps": 24, "guidance_scale": 5.0,
+                  "num_inference_steps": 50, "negative_prompt": WAN_NEGATIVE_PROMPT},
+        model_defaults={"flow_shift": 5.0, "max_frames": 161, "max_side": 1920, "text_length": 512}),
+    InferencePreset(
+        name="fastvideo-tiny-ti2v", version=1, model_family="wan", workload_type="ti2v", stage_schemas=(_DENOISE,),
+        description="built-in tiny random-weight Wan2.2 TI2V-architecture model (tests, demos, CI)",
+        defaults={"height": 64, "width": 64, "num_frames": 9, "fps": 24, "guidance_scale": 5.0,
+                  "num_inference_steps": 8, "negative_prompt": ""},
+        model_defaults={"flow_shift": 5.0, "max_frames": 129, "max_side": 1024, "text_length": 64}),
     # FastVideo's Wan2_2_T2V_A14B_SamplingParam / _Config: 40 steps, guidance 4.0 (transformer) and 3.0
     # (transformer_2), flow_shift 12; boundary_ratio comes from the folder's model_index.json (0.875).
     InferencePreset(

@@ -174,7 +174,7 @@ class ModelDims:
         """From a :class:`WanDiTConfig`, a :class:`WanVAEConfig` and a :class:`ModelPreset`."""
         return cls(in_channels=dit_config.in_channels, out_channels=dit_config.out_channels,
                    text_dim=dit_config.text_dim, text_length=preset.text_length, z_dim=vae_config.z_dim,
-                   video_channels=vae_config.out_channels, spatial_factor=vae_config.spatial_factor,
+                   video_channels=vae_config.video_out_channels, spatial_factor=vae_config.spatial_factor,
                    temporal_factor=vae_config.temporal_factor, patch_size=tuple(dit_config.patch_size),
                    max_side=preset.max_side, max_frames=preset.max_frames)
 

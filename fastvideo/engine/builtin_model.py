@@ -9,6 +9,9 @@ bytes. The folder is built in a temporary sibling and renamed into place, so a c
 a half-written model behind; concurrent callers race benignly. ``ensure_builtin_model(cache_dir,
 "fastvideo-tiny-i2v")`` gives the image-to-video one instead (:func:`write_builtin_i2v_model`: a
 ``WanImageToVideoPipeline`` folder with a tiny I2V transformer, CLIP vision encoder and image processor);
+``"fastvideo-tiny-ti2v"`` a tiny Wan2.2 TI2V-5B-architecture one (:func:`write_builtin_ti2v_model`: a
+``WanPipeline`` folder with ``expand_timesteps: true``, a 48-channel transformer and a tiny Wan2.2 VAE:
+residual blocks, 2x2 pixel patches, 16x spatial compression, 48 latent channels);
 ``"fastvideo-tiny-ltx2"`` gives a tiny LTX-2 (video + audio) one (:func:`write_builtin_ltx2_model`: an
 ``LTX2Pipeline`` folder written from our own ``fastvideo.engine.models.ltx2`` classes, whose state-dict keys and
 config keys are diffusers', plus a two-layer Gemma-3 from ``transformers`` and a Gemma-like byte tokenizer; no
@@ -222,6 +225,53 @@ def write_builtin_i2v_model(target: Path, seed: int = BUILTIN_SEED) -> Path:
     return target
 
 
+# ------------------------------------------------------------------------------------------------ tiny TI2V
+BUILTIN_TI2V_NAME = "fastvideo-tiny-ti2v-v1"
+BUILTIN_TI2V_PRESET = "fastvideo-tiny-ti2v"
+TI2V_LATENT_CHANNELS = 48
+
+TI2V_TRANSFORMER_CONFIG: dict[str, Any] = {
+    **TRANSFORMER_CONFIG, "in_channels": TI2V_LATENT_CHANNELS, "out_channels": TI2V_LATENT_CHANNELS,
+}
+
+#: The Wan2.2 VAE's architecture at a tiny width (TI2V-5B's is base_dim 160, decoder_base_dim 256).
+TI2V_VAE_CONFIG: dict[str, Any] = {
+    "_class_name": "AutoencoderKLWan",
+    "base_dim": 8, "decoder_base_dim": 12, "z_dim": TI2V_LATENT_CHANNELS, "dim_mult": [1, 2, 2, 2],
+    "num_res_blocks": 1, "attn_scales": [], "temperal_downsample": [False, True, True], "dropout": 0.0,
+    "is_residual": True, "patch_size": 2, "in_channels": 12, "out_channels": 12, "scale_factor_spatial": 16,
+    "scale_factor_temporal": 4,
+}
+
+
+def write_builtin_ti2v_model(target: Path, seed: int = BUILTIN_SEED) -> Path:
+    """Write the tiny text-image-to-video folder (a Wan2.2 TI2V ``WanPipeline`` with ``expand_timesteps``) to
+    ``target``: the T2V model's text encoder, tokenizer and scheduler, a 48-channel transformer, a Wan2.2 VAE."""
+    from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel
+    from fastvideo.engine.models.wan.vae import WanVAE, WanVAEConfig
+
+    write_builtin_model(target, seed)
+    generator = torch.Generator().manual_seed(seed + 6)
+    vae_config = dict(TI2V_VAE_CONFIG)
+    vae_config["latents_mean"] = [round(float(v), 4) for v in torch.randn(TI2V_LATENT_CHANNELS,
+                                                                          generator=generator) * 0.3]
+    vae_config["latents_std"] = [round(float(v), 4) for v in 1.0 + 2.0 * torch.rand(TI2V_LATENT_CHANNELS,
+                                                                                   generator=generator)]
+    with torch.device("meta"):
+        dit = WanTransformer3DModel(WanDiTConfig.from_dict(TI2V_TRANSFORMER_CONFIG))
+        vae = WanVAE(WanVAEConfig.from_dict(vae_config))
+    for name, module, config, part_seed in (("transformer", dit, TI2V_TRANSFORMER_CONFIG, seed + 7),
+                                            ("vae", vae, vae_config, seed + 8)):
+        _write_json(target / name / "config.json", config)
+        save_file(synthesize_state_dict(module, part_seed), str(target / name / DIT_WEIGHTS), metadata={"format": "pt"})
+    _write_json(target / "scheduler" / "scheduler_config.json", {**SCHEDULER_CONFIG, "flow_shift": 5.0})
+    index = json.loads((target / "model_index.json").read_text(encoding="utf-8"))
+    index.update({"_fastvideo_preset": BUILTIN_TI2V_PRESET, "boundary_ratio": None, "expand_timesteps": True,
+                  "transformer_2": [None, None]})
+    _write_json(target / "model_index.json", index)
+    return target
+
+
 # ------------------------------------------------------------------------------------------------ tiny LTX-2
 BUILTIN_LTX2_NAME = "fastvideo-tiny-ltx2-v1"
 BUILTIN_LTX2_PRESET = "fastvideo-tiny-ltx2"
@@ -354,6 +404,7 @@ def write_builtin_ltx2_model(target: Path, seed: int = BUILTIN_SEED) -> Path:
 #: Built-in model names a model path may give instead of a folder -> (folder name, writer).
 BUILTIN_MODELS = {"fastvideo-tiny": (BUILTIN_NAME, write_builtin_model),
                   BUILTIN_I2V_PRESET: (BUILTIN_I2V_NAME, write_builtin_i2v_model),
+                  BUILTIN_TI2V_PRESET: (BUILTIN_TI2V_NAME, write_builtin_ti2v_model),
                   BUILTIN_LTX2_PRESET: (BUILTIN_LTX2_NAME, write_builtin_ltx2_model)}
 
 

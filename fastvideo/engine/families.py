@@ -6,7 +6,9 @@ component the classes it accepts (``model_index.json``'s ``[library, class]`` en
 config's ``_class_name``, a text encoder's ``architectures``, a tokenizer's ``tokenizer_class``) and
 the ``model_index.json`` options that must keep their T2V value. ``wan2.2-t2v-a14b`` (``two_experts``) is a
 ``WanPipeline`` folder with ``transformer_2/`` and a numeric ``boundary_ratio``; a single-expert family refuses
-both (Wan2.2 TI2V-5B's ``expand_timesteps`` stays refused everywhere). :func:`match_family` returns the
+both. ``wan2.2-ti2v-5b`` (``per_token_timesteps``) is a ``WanPipeline`` / ``WanImageToVideoPipeline`` folder
+that must set ``expand_timesteps: true`` (and no image encoder); every other family refuses that option.
+:func:`match_family` returns the
 family a folder belongs to, or raises :class:`ModelLoadError` naming the file, the field, the class
 found and the classes supported, so a Flux, Wan2.2 or other pipeline is refused before any weight is
 read instead of being run as Wan2.1; a pipeline in :data:`NOT_SERVED` (model code in the engine, not served by the
@@ -52,6 +54,9 @@ class ModelFamily:
     #: Two experts (Wan2.2 A14B): ``transformer_2/`` loads too and ``model_index.json``'s ``boundary_ratio``
     #: must be a number in (0, 1] (the switch point; see :mod:`fastvideo.engine.models.wan.experts`).
     two_experts: bool = False
+    #: Wan2.2 TI2V-5B: ``model_index.json`` must set ``expand_timesteps: true``; the DiT takes per-token
+    #: timesteps and an optional first-frame image conditions the video (:mod:`fastvideo.engine.models.wan.ti2v`).
+    per_token_timesteps: bool = False
     #: The family's runtime binding: the key of :data:`fastvideo.engine.models.registry.PIPELINE_LOADERS` (how its
     #: pipeline loads) and of the runtime's executor registry (``fastvideo.runtime.worker.EXECUTORS``: which batch
     #: executor runs its work items). Families sharing a binding share the loader and the executor.
@@ -150,8 +155,21 @@ LTX2_T2AV = ModelFamily(
     },
 )
 
+WAN22_TI2V_5B = ModelFamily(
+    name="wan2.2-ti2v-5b",
+    description="Wan2.2 text-image-to-video 5B (diffusers WanPipeline / WanImageToVideoPipeline with "
+                "expand_timesteps)",
+    pipelines=("WanPipeline", "WanImageToVideoPipeline", "WanDMDPipeline"),
+    # No CLIP: the image enters as the first latent frame (image_encoder / image_processor must be null).
+    components={**WAN_T2V.components, "image_encoder": (), "image_processor": ()},
+    index_options={"boundary_ratio": (None,), "expand_timesteps": (True,)},
+    per_token_timesteps=True,
+    continuation=False,  # the first frame is the image's (or noise's), not a previous segment's tail
+)
+
 #: Every family the engine runs, by name.
-FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (WAN_T2V, WAN_I2V, WAN22_T2V_A14B, LTX2_T2AV)}
+FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (WAN_T2V, WAN_I2V, WAN22_T2V_A14B,
+                                                                       WAN22_TI2V_5B, LTX2_T2AV)}
 
 #: Where each component declares its class: (file in the component folder, key).
 _CONFIG_CLASS_KEYS: dict[str, tuple[str, str]] = {
@@ -192,6 +210,8 @@ def _check_index(family: ModelFamily, index: Mapping[str, Any], where: str) -> l
             problems.append(f"{where} sets boundary_ratio={ratio!r}; {family.description} needs a number in (0, 1]")
         if not (isinstance(index.get("transformer_2"), (list, tuple)) and index["transformer_2"][-1] is not None):
             problems.append(f"{where} has no transformer_2 component; {family.description} needs both experts")
+    if family.per_token_timesteps and index.get("expand_timesteps") is not True:
+        problems.append(f"{where} does not set expand_timesteps=true; {family.description} needs it")
     for key, value in index.items():
         if key.startswith("_") or (family.two_experts and key == "boundary_ratio"):
             continue

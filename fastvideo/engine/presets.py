@@ -72,7 +72,7 @@ class ModelPreset:
                    max_frames=m.get("max_frames", 161), max_side=m.get("max_side", 1920),
                    text_length=m.get("text_length", 512), description=preset.description,
                    sampler=m.get("sampler"), dmd_timesteps=None if dmd is None else tuple(dmd),
-                   workload=preset.workload_type if preset.workload_type in ("i2v", "flf2v") else "t2v",
+                   workload=preset.workload_type if preset.workload_type in ("i2v", "flf2v", "ti2v") else "t2v",
                    guidance_scale_2=None if d.get("guidance_scale_2") is None else float(d["guidance_scale_2"]))
 
 

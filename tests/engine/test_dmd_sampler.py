@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from core_testing import LATENT_TOL, core_latents
-from fastvideo.api import ConfigError, GenerationRequest, RequestError, SamplingConfig
+from fastvideo.api import GenerationRequest, RequestError, SamplingConfig
 from fastvideo.api import presets as api_presets
 from fastvideo.engine import presets as engine_presets
 from fastvideo.engine.sampler import FlowDMDSampler, SamplerConfig, make_sampler
@@ -175,14 +175,14 @@ def test_fastwan_presets() -> None:
     dit = {"num_attention_heads": 12, "attention_head_dim": 128, "num_layers": 30}
     assert engine_presets.infer_preset({"_class_name": "WanDMDPipeline"}, dit) == fast
     assert engine_presets.infer_preset({"_class_name": "WanPipeline"}, dit).sampler is None
-    # The 5B (Wan2.2 TI2V) is registered but refused at load, with the reason.
+    # The 5B (FastWan2.2 TI2V) loads: DMD at the same timesteps, no CFG, 1280x704x121 at 24 fps, the image optional.
     assert "fastwan_ti2v_5b" in api_presets.get_all_preset_names()
-    with pytest.raises(ConfigError, match="Wan2.2 TI2V") as info:
-        engine_presets.get_preset("fastwan_ti2v_5b")
-    assert info.value.path == "pipeline.preset"
-    with pytest.raises(ConfigError, match="Wan2.2 TI2V"):
-        engine_presets.infer_preset({"_class_name": "WanDMDPipeline"},
-                                    {"num_attention_heads": 24, "attention_head_dim": 128, "num_layers": 30})
+    ti2v = engine_presets.get_preset("fastwan_ti2v_5b")
+    assert (ti2v.sampler, ti2v.dmd_timesteps, ti2v.num_inference_steps, ti2v.guidance_scale, ti2v.shift) == \
+        ("dmd", TIMESTEPS, 3, 1.0, 5.0)
+    assert (ti2v.width, ti2v.height, ti2v.num_frames, ti2v.fps, ti2v.workload) == (1280, 704, 121, 24, "ti2v")
+    assert engine_presets.infer_preset({"_class_name": "WanDMDPipeline"},
+                                       {"num_attention_heads": 24, "attention_head_dim": 128, "num_layers": 30}) == ti2v
 
 
 # ----------------------------------------------------------------------------- end to end on the tiny model
