@@ -26,6 +26,11 @@ Contract
   ``noise * s + latents * (1 - s)``, ``s = (1 - mask) * noise_scale``. Each step the guided x0 is blended
   ``x0 * (1 - mask) + clean * mask`` before the Euler update; the appended tokens are dropped before decoding.
   This pipeline draws its audio noise in packed shape ``(1, L, C * M)`` (``packed_audio_noise``).
+- :func:`audio_prefix_latents` is the continuation's audio side (no diffusers counterpart): the previous
+  segment's last ``n`` denoiser-space audio latent frames become the first ``n`` of the new segment, with clean-mask
+  ``1 - audio_conditioning_strength`` (the reference state's convention: 0 keeps them), mixed into the packed
+  noise like the video condition path; the DiT gets per-token audio timesteps ``t * (1 - mask)`` and each step
+  blends the carried latents into the audio x0 by the mask.
 - An index at or past the last latent frame raises ``ValueError`` (diffusers logs and skips it); so do frames that
   are not RGB ``uint8``, a strength outside ``[0, 1]`` and a DiT whose temporal patch is not 1.
 """
@@ -46,8 +51,8 @@ from fastvideo.engine.models.ltx2.vae import LTX2VideoVAE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_IMAGE_CRF", "LTX2Condition", "VideoConditioning", "conditioned_latents", "h264_roundtrip",
-           "image_to_video_latents", "keyframe_coords"]
+__all__ = ["DEFAULT_IMAGE_CRF", "AudioConditioning", "LTX2Condition", "VideoConditioning", "audio_prefix_latents",
+           "conditioned_latents", "h264_roundtrip", "image_to_video_latents", "keyframe_coords"]
 
 #: diffusers' default image-conditioning CRF for Gemma-3 LTX-2 checkpoints (LTX-2.5 / Gemma-4 uses 18).
 DEFAULT_IMAGE_CRF = 33
@@ -246,3 +251,33 @@ def conditioned_latents(vae: LTX2VideoVAE, conditions: tuple[LTX2Condition, ...]
     latents = noise * scaled + latents * (1 - scaled)
     return latents, VideoConditioning(mask=mask.squeeze(-1), base_tokens=base_tokens, clean=clean, coords=coords,
                                       packed_audio_noise=True)
+
+
+@dataclass
+class AudioConditioning:
+    """Audio latent frames carried over from a previous segment (module contract of :func:`audio_prefix_latents`)."""
+
+    mask: torch.Tensor  #: (1, L_a) float32 clean-mask (1 - the state's audio_conditioning_strength on the prefix)
+    clean: torch.Tensor  #: (1, L_a, C * M) the carried latents on the prefix, zeros elsewhere
+
+
+def audio_prefix_latents(noise: torch.Tensor, cached: torch.Tensor, num_frames: int, strength: float,
+                         noise_scale: float) -> tuple[torch.Tensor, AudioConditioning]:
+    """Put the last ``num_frames`` latent frames of ``cached`` (denoiser-space ``(1, C, T, M)``, as
+    :attr:`~.pipeline.LTX2Output.audio_latents`) at the start of a segment's packed audio ``noise`` ``(1, L, C*M)``
+    with clean-mask ``1 - strength`` (``strength`` is the reference's: 0 keeps the cached audio, 1 renoises it),
+    mixed as the video condition path does: ``noise * s + clean * (1 - s)``, ``s = (1 - mask) * noise_scale``."""
+    if cached.ndim != 4 or cached.shape[0] != 1 or cached.shape[1] * cached.shape[3] != noise.shape[2]:
+        raise ValueError(f"cached audio latents of shape {tuple(cached.shape)} do not fit this model's audio "
+                         f"tokens of width {noise.shape[2]} (expected (1, C, T, M) with C * M = {noise.shape[2]})")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"audio_conditioning_strength must be in [0, 1], got {strength!r}")
+    n = min(int(num_frames), cached.shape[2], noise.shape[1])
+    mask = torch.zeros(noise.shape[:2], device=noise.device, dtype=noise.dtype)
+    clean = torch.zeros_like(noise)
+    if n > 0:
+        tail = cached[:, :, cached.shape[2] - n:].to(noise.device, noise.dtype)
+        clean[:, :n] = tail.transpose(1, 2).flatten(2, 3)  # (1, n, C * M), LTX2Pipeline's audio packing
+        mask[:, :n] = 1.0 - float(strength)
+    scaled = (1.0 - mask.unsqueeze(-1)) * noise_scale
+    return noise * scaled + clean * (1 - scaled), AudioConditioning(mask=mask, clean=clean)

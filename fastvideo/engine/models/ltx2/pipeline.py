@@ -33,6 +33,13 @@ Contract
   with their own RoPE coordinates, each step blends the clean condition into x0 by the mask, the appended tokens
   are dropped before decoding, and that pipeline's packed noise layout is drawn. Both at once raise
   ``ValueError``. Details in :mod:`~.conditioning`.
+- Continuation (``continuation``: an :class:`~.state.LTX2ContinuationState`): the state's ``video_frames`` become
+  one more frame condition (at ``video_conditioning_frame_idx``: pixel frame 0 or ``1 + k * temporal_ratio``, with
+  ``video_conditioning_strength``) on the condition path; its ``audio_latents`` (denoiser space ``(1, C, T, M)``,
+  what :attr:`LTX2Output.audio_latents` holds) give the first ``audio_conditioning_num_frames`` audio latent frames
+  (:func:`~.conditioning.audio_prefix_latents`). Blob-backed media (ids, no data) and a non-zero
+  ``video_position_offset_sec`` raise ``ValueError``. :meth:`LTX2Components.continuation_state` builds the state
+  from an output; :meth:`LTX2Components.continue_from` runs the next segment from an output or a state.
 - Schedule (:func:`ltx2_sigmas`): ``FlowMatchEulerDiscreteScheduler.set_timesteps(sigmas=..., mu=...)`` as the
   pipeline calls it: base sigmas ``linspace(1, 1/n, n)`` (or the caller's ``sigmas``) in float32, the dynamic
   shift ``mu = calculate_shift(video tokens, base_image_seq_len, max_image_seq_len, base_shift, max_shift)``
@@ -67,12 +74,15 @@ import numpy as np
 import torch
 
 from fastvideo.api.errors import ModelLoadError
-from fastvideo.engine.models.ltx2.audio_vae import LTX2AudioVAE, load_ltx2_audio_vae, pack_audio_latents
-from fastvideo.engine.models.ltx2.conditioning import (LTX2Condition, VideoConditioning, conditioned_latents,
+from fastvideo.engine.models.ltx2.audio_vae import (LTX2AudioVAE, load_ltx2_audio_vae, pack_audio_latents,
+                                                    unpack_audio_latents)
+from fastvideo.engine.models.ltx2.conditioning import (AudioConditioning, LTX2Condition, VideoConditioning,
+                                                       audio_prefix_latents, conditioned_latents,
                                                        image_to_video_latents)
 from fastvideo.engine.models.ltx2.connectors import LTX2Connectors, load_ltx2_connectors
 from fastvideo.engine.models.ltx2.latents import denormalize_latents, mix_decode_noise, pack_latents, unpack_latents
 from fastvideo.engine.models.ltx2.loading import load_ltx2_transformer
+from fastvideo.engine.models.ltx2.state import LTX2ContinuationState
 from fastvideo.engine.models.ltx2.text_encoding import DEFAULT_MAX_SEQUENCE_LENGTH, LTX2TextEncoder
 from fastvideo.engine.models.ltx2.transformer import LTX2Transformer
 from fastvideo.engine.models.ltx2.vae import LTX2VideoVAE, load_ltx2_video_vae
@@ -242,6 +252,8 @@ class LTX2Request:
     conditions: tuple[LTX2Condition, ...] = ()
     #: initial noise level of the condition path (None: the first custom sigma, else 1.0, as diffusers)
     noise_scale: float | None = None
+    #: continue a previous segment: its trailing frames (condition path) and audio latents (audio prefix)
+    continuation: LTX2ContinuationState | None = None
 
 
 @dataclass
@@ -264,6 +276,7 @@ class LTX2State:
     audio_state: SamplerState
     next_step: int = 0
     conditioning: VideoConditioning | None = None  #: image / frame conditioning (None: text-to-video)
+    audio_conditioning: AudioConditioning | None = None  #: carried-over audio prefix (continuation)
 
     @property
     def steps(self) -> int:
@@ -283,6 +296,7 @@ class LTX2Output:
     frames: np.ndarray
     waveform: torch.Tensor
     sample_rate: int
+    audio_latents: torch.Tensor | None = None  #: denoiser-space (1, C, L, M) audio latents (for a continuation)
 
 
 def _rescale_noise_cfg(noise_cfg: torch.Tensor, noise_pred_text: torch.Tensor, rescale: float) -> torch.Tensor:
@@ -338,12 +352,35 @@ class LTX2Components:
             raise ValueError(f"num_frames={req.num_frames!r}: must be a positive int")
         if req.fps <= 0 or req.motion_speed <= 0:
             raise ValueError(f"fps ({req.fps!r}) and motion_speed ({req.motion_speed!r}) must be positive")
-        if req.image is not None and req.conditions:
-            raise ValueError("give either image (image-to-video) or conditions (frame conditioning), not both")
+        if req.image is not None and (req.conditions or req.continuation is not None):
+            raise ValueError("give either image (image-to-video) or conditions / continuation (frame "
+                             "conditioning), not both")
         g = req.guidance.resolved()
         if g.stg and not g.stg_blocks:
             raise ValueError("STG is on (stg_scale or audio_stg_scale > 0) but stg_blocks is empty: give the "
                              "blocks to perturb or set both STG scales to 0")
+
+    def _continuation_conditions(self, req: LTX2Request) -> tuple[LTX2Condition, ...]:
+        """The previous segment's trailing frames as one frame condition (none when it carries no frames)."""
+        cont = req.continuation
+        if cont is None:
+            return ()
+        if cont.video_position_offset_sec:
+            raise ValueError(f"video_position_offset_sec={cont.video_position_offset_sec!r}: shifting the video "
+                             "RoPE of a continuation is not supported; use 0")
+        if not cont.video_frames:
+            if cont.video_frames_blob_id is not None:
+                raise ValueError("the continuation's video frames are blob-backed: resolve "
+                                 f"video_frames_blob_id={cont.video_frames_blob_id!r} first")
+            return ()
+        tr = self.vae.temporal_compression_ratio
+        frame = int(cont.video_conditioning_frame_idx)
+        if frame < 0 or (frame and (frame - 1) % tr):
+            raise ValueError(f"video_conditioning_frame_idx={frame}: must be 0 or 1 + a multiple of {tr} (the "
+                             "first frame of a latent frame)")
+        index = 0 if frame == 0 else (frame - 1) // tr + 1
+        return (LTX2Condition(np.stack([np.asarray(f) for f in cont.video_frames]), index=index,
+                              strength=float(cont.video_conditioning_strength)),)
 
     def prepare(self, req: LTX2Request) -> LTX2State:
         """Encode the prompt(s), draw the noise and build the schedule (module contract)."""
@@ -358,6 +395,8 @@ class LTX2Components:
         lh = req.height // self.vae.spatial_compression_ratio
         lw = req.width // self.vae.spatial_compression_ratio
         generator = torch.Generator(device="cpu").manual_seed(req.seed)
+        noise_scale = req.noise_scale if req.noise_scale is not None else (
+            float(req.sigmas[0]) if req.sigmas is not None else 1.0)
         conditioning_fps = req.fps / req.motion_speed
         conditioning: VideoConditioning | None = None
         if req.image is not None:
@@ -365,13 +404,12 @@ class LTX2Components:
                 self.vae, req.image, height=req.height, width=req.width, latent_frames=latent_frames,
                 channels=cfg.in_channels, patch_size=cfg.patch_size, patch_size_t=cfg.patch_size_t,
                 generator=generator, device=device, crf=req.image_crf)
-        elif req.conditions:
-            noise_scale = req.noise_scale if req.noise_scale is not None else (
-                float(req.sigmas[0]) if req.sigmas is not None else 1.0)
+        elif req.conditions or req.continuation is not None:
             base_coords = self.transformer.video_coords(1, latent_frames, lh, lw, device, fps=conditioning_fps)
             latents, conditioning = conditioned_latents(
-                self.vae, tuple(req.conditions), height=req.height, width=req.width, num_frames=req.num_frames,
-                channels=cfg.in_channels, patch_size=cfg.patch_size, patch_size_t=cfg.patch_size_t,
+                self.vae, tuple(req.conditions) + self._continuation_conditions(req), height=req.height,
+                width=req.width, num_frames=req.num_frames, channels=cfg.in_channels, patch_size=cfg.patch_size,
+                patch_size_t=cfg.patch_size_t,
                 fps=conditioning_fps, noise_scale=noise_scale, base_coords=base_coords, generator=generator,
                 device=device)
         else:
@@ -380,11 +418,21 @@ class LTX2Components:
             latents = pack_latents(noise, cfg.patch_size, cfg.patch_size_t)
 
         acfg = self.audio_vae.config
+        audio_conditioning: AudioConditioning | None = None
         latents_per_second = acfg.sample_rate / acfg.mel_hop_length / float(self.audio_vae.temporal_compression_ratio)
         audio_frames = round(req.num_frames / req.fps * latents_per_second)
         if conditioning is not None and conditioning.packed_audio_noise:  # LTX2ConditionPipeline draws it packed
             audio_latents = torch.randn((1, audio_frames, acfg.latent_channels * acfg.latent_mel_bins),
                                         generator=generator, device="cpu", dtype=torch.float32).to(device)
+            cont = req.continuation
+            if cont is not None and cont.audio_conditioning_num_frames > 0:
+                if cont.audio_latents is None:
+                    raise ValueError("the continuation asks for audio_conditioning_num_frames="
+                                     f"{cont.audio_conditioning_num_frames} but carries no audio_latents (resolve "
+                                     "a blob-backed state first)")
+                audio_latents, audio_conditioning = audio_prefix_latents(
+                    audio_latents, cont.audio_latents.float(), cont.audio_conditioning_num_frames,
+                    float(cont.audio_conditioning_strength), noise_scale)
         else:
             audio_noise = torch.randn((1, acfg.latent_channels, audio_frames, acfg.latent_mel_bins),
                                       generator=generator, device="cpu", dtype=torch.float32).to(device)
@@ -399,16 +447,16 @@ class LTX2Components:
                          video_embeds=video_embeds, audio_embeds=audio_embeds, text_mask=text_mask, grid=grid,
                          audio_frames=audio_frames, conditioning_fps=conditioning_fps, sampler=sampler,
                          video_state=sampler.new_state(), audio_state=sampler.new_state(),
-                         conditioning=conditioning)
+                         conditioning=conditioning, audio_conditioning=audio_conditioning)
 
     def _dit(self, st: LTX2State, video: torch.Tensor, audio: torch.Tensor, embeds: tuple[torch.Tensor, ...],
              timestep: torch.Tensor, video_timestep: torch.Tensor | None = None,
-             **extra: Any) -> tuple[torch.Tensor, torch.Tensor]:
+             audio_timestep: torch.Tensor | None = None, **extra: Any) -> tuple[torch.Tensor, torch.Tensor]:
         f, h, w = st.grid
         cond = st.conditioning
-        if cond is not None:  # per-token video timesteps; audio keeps the step's
-            extra.update(audio_timestep=timestep)
-            if cond.coords is not None:
+        if cond is not None or audio_timestep is not None:  # per-token timesteps
+            extra.update(audio_timestep=timestep if audio_timestep is None else audio_timestep)
+            if cond is not None and cond.coords is not None:
                 extra.update(video_coords=cond.coords.expand(video.shape[0], -1, -1, -1))
         with torch.no_grad():
             v, a = self.transformer(
@@ -438,8 +486,12 @@ class LTX2Components:
         video_timestep: torch.Tensor | None = None
         if cond is not None:  # conditioned tokens see less (or no) noise: t * (1 - mask)
             video_timestep = timestep.unsqueeze(-1) * (1 - cond.mask.expand(x_in.shape[0], -1))
+        acond = st.audio_conditioning
+        audio_timestep: torch.Tensor | None = None
+        if acond is not None:
+            audio_timestep = timestep.unsqueeze(-1) * (1 - acond.mask.expand(a_in.shape[0], -1))
         embeds: tuple[torch.Tensor, ...] = (st.video_embeds, st.audio_embeds, st.text_mask)
-        pred_v, pred_a = self._dit(st, x_in, a_in, embeds, timestep, video_timestep)
+        pred_v, pred_a = self._dit(st, x_in, a_in, embeds, timestep, video_timestep, audio_timestep)
 
         def x0(sample: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
             return sample - velocity * sigma
@@ -457,20 +509,22 @@ class LTX2Components:
             timestep = timestep.chunk(2, dim=0)[0]
             if video_timestep is not None:
                 video_timestep = video_timestep.chunk(2, dim=0)[0]
+            if audio_timestep is not None:
+                audio_timestep = audio_timestep.chunk(2, dim=0)[0]
         else:
             x0_v, x0_a = x0(x, pred_v), x0(a, pred_a)
 
         v_stg: torch.Tensor | int = 0
         a_stg: torch.Tensor | int = 0
         if g.stg:
-            sv, sa = self._dit(st, x.to(dtype), a.to(dtype), embeds, timestep, video_timestep,
+            sv, sa = self._dit(st, x.to(dtype), a.to(dtype), embeds, timestep, video_timestep, audio_timestep,
                                spatio_temporal_guidance_blocks=list(g.stg_blocks or ()))
             v_stg = g.stg_scale * (x0_v - x0(x, sv))
             a_stg = float(g.audio_stg_scale or 0) * (x0_a - x0(a, sa))
         v_mod: torch.Tensor | int = 0
         a_mod: torch.Tensor | int = 0
         if g.modality:
-            mv, ma = self._dit(st, x.to(dtype), a.to(dtype), embeds, timestep, video_timestep,
+            mv, ma = self._dit(st, x.to(dtype), a.to(dtype), embeds, timestep, video_timestep, audio_timestep,
                                isolate_modalities=True)
             v_mod = (g.modality_scale - 1) * (x0_v - x0(x, mv))
             a_mod = (float(g.audio_modality_scale or 0) - 1) * (x0_a - x0(a, ma))
@@ -485,6 +539,9 @@ class LTX2Components:
         if cond is not None and cond.clean is not None:  # condition path: blend the clean condition back in
             m = cond.mask.unsqueeze(-1)
             guided_v = guided_v * (1 - m) + cond.clean * m
+        if acond is not None:  # carried-over audio prefix, likewise
+            am = acond.mask.unsqueeze(-1)
+            guided_a = guided_a * (1 - am) + acond.clean * am
         velocity_v = (x - guided_v) / sigma
         velocity_a = (a - guided_a) / sigma
         st.latents = st.sampler.step(velocity_v, i, x, state=st.video_state)
@@ -515,7 +572,34 @@ class LTX2Components:
         frames_u8 = (frames_f * 255).round().astype("uint8")
         waveform = mel_to_waveform(self.audio_vae, self.vocoder, st.audio_latents)
         return LTX2Output(video=frames_f, frames=frames_u8, waveform=waveform[0].float(),
-                          sample_rate=self.sample_rate)
+                          sample_rate=self.sample_rate,
+                          audio_latents=unpack_audio_latents(st.audio_latents, self.audio_vae.config.latent_mel_bins))
+
+    def continuation_state(self, previous: LTX2Output, *, video_frames: int | None = None,
+                           audio_frames: int = 0, video_strength: float = 1.0, audio_strength: float = 0.0,
+                           segment_index: int = 0) -> LTX2ContinuationState:
+        """The :class:`LTX2ContinuationState` after segment ``previous``: its last ``video_frames`` decoded frames
+        (default ``temporal_ratio + 1``, one latent frame past the causal first) at frame 0 with ``video_strength``,
+        and its last ``audio_frames`` audio latent frames with ``audio_strength`` (0: kept as they are)."""
+        count = self.vae.temporal_compression_ratio + 1 if video_frames is None else int(video_frames)
+        if not 1 <= count <= len(previous.frames):
+            raise ValueError(f"video_frames={count}: the previous segment has {len(previous.frames)} frames")
+        if audio_frames and previous.audio_latents is None:
+            raise ValueError("the previous output carries no audio_latents to continue from")
+        latents = None if previous.audio_latents is None else previous.audio_latents.detach().cpu()
+        return LTX2ContinuationState(
+            segment_index=segment_index, video_frames=[np.array(f) for f in previous.frames[-count:]],
+            video_conditioning_frame_idx=0, video_conditioning_strength=float(video_strength),
+            audio_latents=latents, audio_sample_rate=previous.sample_rate,
+            audio_conditioning_num_frames=int(audio_frames), audio_conditioning_strength=float(audio_strength))
+
+    def continue_from(self, previous: LTX2Output | LTX2ContinuationState, req: LTX2Request,
+                      **state_options: Any) -> LTX2Output:
+        """Generate the segment after ``previous`` (an output, turned into a state by :meth:`continuation_state`
+        with ``state_options``, or a state as is): ``req`` with its ``continuation`` set, run."""
+        state = previous if isinstance(previous, LTX2ContinuationState) else self.continuation_state(
+            previous, **state_options)
+        return self.run(replace(req, continuation=state))
 
     def run(self, req: LTX2Request) -> LTX2Output:
         """``prepare``, every ``denoise_step``, ``decode``."""
