@@ -121,10 +121,14 @@ def h264_roundtrip(image: np.ndarray, crf: int) -> np.ndarray:
     return decoded.to_ndarray(format="rgb24")
 
 
-def _encode(vae: LTX2VideoVAE, pixels: torch.Tensor) -> torch.Tensor:
-    """Pixels ``(1, 3, F, H, W)`` in [-1, 1] -> normalized float32 latents (posterior mode, scaling factor 1)."""
+def _encode(vae: LTX2VideoVAE, pixels: torch.Tensor, normalize_first: bool = False) -> torch.Tensor:
+    """Pixels ``(1, 3, F, H, W)`` in [-1, 1] -> normalized float32 latents (posterior mode, scaling factor 1).
+    ``normalize_first``: normalize in the VAE's dtype, then cast (the condition pipeline's order; the image-to-video
+    pipeline casts to float32 first)."""
     param = next(vae.parameters())
     raw = vae.encode(pixels.to(param.device, param.dtype)).mode()
+    if normalize_first:
+        return normalize_latents(raw, vae.latents_mean, vae.latents_std).float()
     return normalize_latents(raw.float(), vae.latents_mean, vae.latents_std)
 
 
@@ -225,7 +229,7 @@ def conditioned_latents(vae: LTX2VideoVAE, conditions: tuple[LTX2Condition, ...]
         start = max((index - 1) * tr + 1, 0)
         keep = (min(arr.shape[0], num_frames - start) - 1) // tr * tr + 1
         pixels = _cover_resize(arr, height, width, device)[:, :, :keep]
-        cond_latents = _encode(vae, pixels).to(device)
+        cond_latents = _encode(vae, pixels, normalize_first=True).to(device)
         packed = pack_latents(cond_latents, patch_size, patch_size_t)
         if index == 0:
             count = packed.shape[1]
