@@ -67,8 +67,8 @@ class ModelFamily:
     continuation: bool = True
     #: Whether LoRA adapters can be merged into the family's DiT.
     lora: bool = True
-    #: Generator config fields (dotted paths) the family cannot honour yet -> why / what to do instead; a set
-    #: (truthy) value is a ConfigError naming the field, raised before any weight is read.
+    #: Generator config fields (dotted paths) the family cannot honour yet -> why / what to do instead; a value
+    #: other than ``GeneratorConfig()``'s default is a ConfigError naming the field, raised before any weight is read.
     unsupported_config: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -143,6 +143,7 @@ LTX2_T2AV = ModelFamily(
         "engine.quantization": f"DiT quantization {_LTX2_LATER}; drop engine.quantization",
         "engine.ops_backend": f"fused op backends {_LTX2_LATER}; drop engine.ops_backend",
         "engine.offload.dit": f"DiT offload {_LTX2_LATER}; turn it off",
+        "engine.offload.dit_layerwise": f"layerwise DiT offload {_LTX2_LATER}; turn it off",
         "engine.offload.text_encoder": f"text encoder offload {_LTX2_LATER}; turn it off",
         "engine.offload.vae": f"VAE offload {_LTX2_LATER}; turn it off",
         "pipeline.experimental": f"experimental pipeline options (vae_dtype, ...) {_LTX2_LATER}: every LTX-2 "

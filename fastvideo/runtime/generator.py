@@ -173,9 +173,10 @@ def _config_value(config: GeneratorConfig, path: str) -> Any:
 
 def _check_family_config(config: GeneratorConfig, family: ModelFamily) -> None:
     """Refuse, naming the field, a config value the loaded folder's family cannot honour (its
-    ``unsupported_config``), before any weight is read."""
+    ``unsupported_config``: any value but the default), before any weight is read."""
+    default = GeneratorConfig()
     for path, why in family.unsupported_config.items():
-        if _config_value(config, path):
+        if _config_value(config, path) != _config_value(default, path):
             raise ConfigError(path, f"{why} (model family {family.name!r})")
 
 
@@ -311,7 +312,8 @@ class VideoGenerator:
                                  offload_vae=config.engine.offload.vae,
                                  pin_cpu_memory=config.engine.offload.pin_cpu_memory,
                                  transformer_quant=_transformer_quant(config),
-                                 offload_experts=two_experts and config.engine.offload.dit)
+                                 offload_experts=two_experts and config.engine.offload.dit,
+                                 offload_dit_layerwise=config.engine.offload.dit_layerwise)
         counters = RuntimeCounters()
         counters.add("model_loads")
         components = config.pipeline.components

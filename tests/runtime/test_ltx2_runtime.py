@@ -129,6 +129,10 @@ def test_config_ltx2_cannot_honour_is_refused_by_name_before_loading(fastvideo_c
                                     "compile": {"enabled": True}}})
     assert info.value.path == "engine.compile.enabled" and "LTX-2" in info.value.message
     with pytest.raises(ConfigError) as info:
+        VideoGenerator.from_config({"model_path": "fastvideo-tiny-ltx2", "engine": {"device": "cpu",
+                                    "offload": {"dit_layerwise": True}}})
+    assert info.value.path == "engine.offload.dit_layerwise"
+    with pytest.raises(ConfigError) as info:
         VideoGenerator.from_config({"model_path": "fastvideo-tiny-ltx2", "engine": {"device": "cpu"},
                                     "pipeline": {"preset": "wan2.1-t2v-1.3b"}})
     assert info.value.path == "pipeline.preset"
