@@ -5,11 +5,12 @@ Contract: :data:`PIPELINE_LOADERS` maps a :attr:`fastvideo.engine.families.Model
 LTX-2's code, and the reverse). :func:`load_pipeline` ``(family, folder, **options)`` calls it with the checked
 :class:`~fastvideo.engine.loader.ModelFolder`, the family, and the generator's load options (``device``,
 ``dtype``, ``vae_dtype``, ``attention_backend``, ``preset_name``, ``ops_backend``, ``offload_text_encoder``,
-``offload_vae``, ``pin_cpu_memory``, ``transformer_quant``, ``offload_experts``); every loader takes them all and
-honours or refuses each (the generator refuses a family's ``unsupported_config`` before, by field); a named preset
-of another family's presets (``ModelFamily.preset_family``) is a ConfigError at ``pipeline.preset``. A binding
-without a loader is a :class:`~fastvideo.api.errors.ModelLoadError` naming it. Engine code: it never imports the
-runtime; the runtime's executor registry (``fastvideo.runtime.worker.EXECUTORS``) is keyed by the same bindings.
+``offload_vae``, ``pin_cpu_memory``, ``transformer_quant``, ``offload_experts``, ``offload_dit_layerwise``); every
+loader takes them all and honours or refuses each (the generator refuses a family's ``unsupported_config`` before,
+by field); a named preset of another family's presets (``ModelFamily.preset_family``) is a ConfigError at
+``pipeline.preset``. A binding without a loader is a :class:`~fastvideo.api.errors.ModelLoadError` naming it.
+Engine code: it never imports the runtime; the runtime's executor registry (``fastvideo.runtime.worker.EXECUTORS``)
+is keyed by the same bindings.
 """
 
 from __future__ import annotations

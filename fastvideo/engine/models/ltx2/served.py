@@ -48,7 +48,7 @@ DEFAULT_LTX2_PRESET = "ltx2_base"
 #: Load options LTX-2 cannot honour yet -> the config field a set value came from.
 _REFUSED_OPTIONS = {"ops_backend": "engine.ops_backend", "offload_text_encoder": "engine.offload.text_encoder",
                     "offload_vae": "engine.offload.vae", "transformer_quant": "engine.quantization",
-                    "offload_experts": "engine.offload.dit"}
+                    "offload_experts": "engine.offload.dit", "offload_dit_layerwise": "engine.offload.dit_layerwise"}
 
 
 def ltx2_model_preset(name: str) -> tuple[ModelPreset, LTX2Guidance, tuple[float, ...] | None]:

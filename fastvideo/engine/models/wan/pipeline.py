@@ -25,6 +25,9 @@ Contract:
   device only; on the CPU everything already lives there): that component loads on the CPU and its
   weights visit the device for each use (:meth:`encode_prompts` / :meth:`decode`), back to the CPU
   after (:class:`fastvideo.engine.offload.ComponentOffloader`); ``offloaders`` holds them by name.
+  ``offload_dit_layerwise`` (CUDA only): the DiT (both experts) loads on the CPU, its embeddings and head move to the
+  device and its blocks stream through a small device window each forward
+  (:func:`fastvideo.engine.layer_offload.offload_layerwise`); ``layerwise_offloaders`` holds them.
 - Image-to-video (the ``wan2.1-i2v`` family, diffusers' ``WanImageToVideoPipeline`` folders): the CLIP
   ``image_processor`` / ``image_encoder`` load too (:attr:`image_encoder`), the preset's ``workload`` becomes
   ``"i2v"`` (``"flf2v"`` when the transformer has ``pos_embed_seq_len``: first and last frame), and
@@ -55,7 +58,7 @@ from fastvideo.api.request import InputConfig
 from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
 from fastvideo.engine.models.wan.experts import ExpertSet
 from fastvideo.engine.families import ModelFamily, match_family
-from fastvideo.engine.fp8 import FP8Spec, parse_transformer_quant, quantize_dit
+from fastvideo.engine.fp8 import FP8Linear, FP8Spec, fp8_path, parse_transformer_quant, quantize_dit
 from fastvideo.engine.models.wan.image_conditioning import (
     WanImageEncoder,
     check_image_conditioning,
@@ -65,6 +68,7 @@ from fastvideo.engine.models.wan.image_conditioning import (
     load_image,
 )
 from fastvideo.engine.loader import ModelFolder, load_module_weights, read_json
+from fastvideo.engine.layer_offload import LayerwiseOffloader, offload_layerwise
 from fastvideo.engine.offload import ComponentOffloader
 from fastvideo.engine.presets import ModelPreset, infer_preset
 from fastvideo.engine.sampler import (
@@ -138,6 +142,8 @@ class WanT2VPipeline:
         self.family = family
         #: CPU offloaders by component name ("text_encoder", "vae"); empty: everything stays on ``device``.
         self.offloaders: dict[str, ComponentOffloader] = {}
+        #: Layerwise DiT offloaders (one per expert); empty: the DiT's blocks stay on ``device``.
+        self.layerwise_offloaders: list[LayerwiseOffloader] = []
         #: The DiT's weight quantization (None: weights in ``dtype``).
         self.quantization: FP8Spec | None = None
         #: Image-to-video models: the CLIP image encoder (None for text-to-video).
@@ -152,7 +158,7 @@ class WanT2VPipeline:
                     ops_backend: str | None = None, preset: ModelPreset | None = None,
                     offload_text_encoder: bool = False, offload_vae: bool = False,
                     pin_cpu_memory: bool = True, transformer_quant: str | None = None,
-                    offload_experts: bool = False) -> "WanT2VPipeline":
+                    offload_experts: bool = False, offload_dit_layerwise: bool = False) -> "WanT2VPipeline":
         """Load every component of a checked diffusers folder onto ``device``; ``ops_backend`` picks the
         DiT's fused ops (None: its eager code); ``offload_*`` keep that component on the CPU between uses
         on a CUDA device (see module contract), its CPU copy pinned when ``pin_cpu_memory``; ``transformer_quant``
@@ -160,6 +166,9 @@ class WanT2VPipeline:
         (:func:`fastvideo.engine.fp8.quantize_dit`; :attr:`quantization` records it)."""
         offload_text_encoder = offload_text_encoder and device.type == "cuda"
         offload_vae = offload_vae and device.type == "cuda"
+        layerwise = offload_dit_layerwise and device.type == "cuda"
+        if layerwise and offload_experts:
+            raise ValueError("offload_experts and offload_dit_layerwise both offload the DiT; keep one")
         cpu = torch.device("cpu")
         configs = {name: folder.read_config(name) for name in ("transformer", "vae", "text_encoder")}
         configs["scheduler"] = folder.read_config("scheduler", "scheduler_config.json")
@@ -209,7 +218,7 @@ class WanT2VPipeline:
         except NotImplementedError as exc:  # e.g. an image-conditioned config other than Wan2.1 I2V's
             raise ModelLoadError(f"{folder.component('transformer')}/config.json: {exc}. This engine runs "
                                  f"{family.description}; use a checkpoint of that pipeline") from exc
-        load_module_weights(dit, folder.component("transformer"), dtype=dtype, device=device,
+        load_module_weights(dit, folder.component("transformer"), dtype=dtype, device=cpu if layerwise else device,
                             dtype_for=inference_param_dtype, variant=folder.variant)
         dit.set_ops_backend(ops)
         dit_2 = None
@@ -217,7 +226,7 @@ class WanT2VPipeline:
             with torch.device("meta"):
                 dit_2 = WanTransformer3DModel(dit_2_config, attention_backend=backend)
             load_module_weights(dit_2, folder.component("transformer_2"), dtype=dtype,
-                                device=cpu if offload_experts and device.type == "cuda" else device,
+                                device=cpu if (offload_experts or layerwise) and device.type == "cuda" else device,
                                 dtype_for=inference_param_dtype, variant=folder.variant)
             dit_2.set_ops_backend(ops)
         quantization = None
@@ -254,6 +263,12 @@ class WanT2VPipeline:
             pipeline.dit_2 = dit_2
             pipeline.experts = ExpertSet([dit, dit_2], device, offload=offload_experts and device.type == "cuda",
                                          pin_memory=pin_cpu_memory)
+        if layerwise:
+            pipeline.layerwise_offloaders = [offload_layerwise(m, device, pin_memory=pin_cpu_memory, name=f"expert {k}")
+                                             for k, m in enumerate((dit, dit_2)) if m is not None]
+            for layer in (m for e in (dit, dit_2) if e is not None for m in e.modules() if isinstance(m, FP8Linear)):
+                layer.path = fp8_path(device, layer.compute_dtype, layer.granularity, layer.in_features,
+                                      layer.out_features)  # quantized on the CPU; the matmuls run on ``device``
         if offload_text_encoder:
             pipeline.offload("text_encoder", text_encoder.model, pin_memory=pin_cpu_memory)
         if offload_vae:
@@ -339,6 +354,9 @@ class WanT2VPipeline:
         for name in ("text_encoder", "dit", "dit_2", "vae", "image_encoder"):
             setattr(self, name, None)
         self.offloaders = {}
+        for offloader in self.layerwise_offloaders:
+            offloader.remove()  # hooks off, device slots dropped
+        self.layerwise_offloaders = []
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
