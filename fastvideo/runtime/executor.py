@@ -57,6 +57,14 @@ Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a 
   so it delays the whole batch's next step by one VAE decode; its time is added to the request's
   ``timings["preview_s"]`` and counted in ``previews_decoded``. A preview that fails drops only its
   request (``generations_failed``); the rest of the batch goes on.
+- Text-image-to-video (Wan2.2 TI2V-5B, ``pipeline.per_token_timesteps``): ``prepare`` encodes a request's image as
+  its clean first latent frame (:meth:`WanT2VPipeline.first_frame`; none: the request runs text-to-video). Such a
+  member's DiT input has that frame in place of its first latent frame, and a step holding one runs per-token
+  timesteps for all its rows (:meth:`WanT2VPipeline.step_timesteps`: 0 on the conditioned rows' first frame, the
+  same numbers as the plain timestep elsewhere); the decoded latents and previews carry the clean frame too. A
+  step without conditioned rows runs the plain ``(rows,)`` timestep. TeaCache is refused for these models
+  (RequestError on ``runtime.enable_teacache``); continuation is refused by request validation (``state``); a
+  size the model cannot tile is a RequestError from :meth:`WanT2VPipeline.check_sampling`.
 - ``finish(item)``: on the *decode* stream (after the denoise event), VAE decode with the overlap
   frames of a continuation dropped, MP4 encoding / saving, state encoding; returns a VideoResult
   built by ``VideoGenerator.build_result`` (with ``batch_size``/``queue_s``).
@@ -89,6 +97,7 @@ from fastvideo.api import (
 )
 from fastvideo.engine.models.wan.experts import expert_index
 from fastvideo.engine.models.wan.pipeline import Conditioning, guided, overlap_video_frames
+from fastvideo.engine.models.wan.ti2v import with_first_frame
 from fastvideo.engine.step_cache import TeaCacheState, params_of
 from fastvideo.engine.state_codec import DEFAULT_TAIL_FRAMES
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling, with_overlap
@@ -212,6 +221,8 @@ class _Ctx:
     timings: dict[str, float] = field(default_factory=dict)
     #: TeaCache (``runtime.enable_teacache``): the request's step cache, None when off.
     teacache: TeaCacheState | None = None
+    #: Text-image-to-video: the clean first latent frame ``(1, C, 1, h, w)`` (None: no image).
+    first_frame: torch.Tensor | None = None
 
 
 @dataclass
@@ -303,10 +314,9 @@ class WanBatchExecutor:
             embeds = self._pack_images(self._batch_embeds([m.item.ctx.embeds for m in ms], cfg),
                                        self._batch_images(ms), cfg)
             model_in = torch.cat([self._model_input(m, pipe.dtype) for m in ms])
-            timestep = torch.cat([m.sampler.model_timestep(index, 1) for m in ms])
             if cfg:
-                model_in, timestep = torch.cat([model_in, model_in]), torch.cat([timestep, timestep])
-            pred = self._step(model_in, timestep, embeds)
+                model_in = torch.cat([model_in, model_in])
+            pred = self._step(model_in, self._timesteps(ms, index, cfg, model_in), embeds)
             n = len(ms)
             for j, i in enumerate(group):
                 cond[i] = pred[j: j + 1]
@@ -414,6 +424,9 @@ class WanBatchExecutor:
             if req.runtime.enable_teacache and getattr(pipe, "dit_2", None) is not None:
                 raise RequestError("runtime.enable_teacache", "TeaCache is not supported for two-expert models "
                                                               "(Wan2.2 A14B) yet; set it to false")
+            if req.runtime.enable_teacache and pipe.per_token_timesteps:
+                raise RequestError("runtime.enable_teacache", "TeaCache is not supported for text-image-to-video "
+                                                              "models (Wan2.2 TI2V-5B) yet; set it to false")
             if req.runtime.enable_teacache and not self._splittable:
                 raise RequestError("runtime.enable_teacache", "TeaCache does not run on built artifacts "
                                                               "(engine.artifacts_path) yet: their programs run the "
@@ -422,6 +435,7 @@ class WanBatchExecutor:
                 raise RequestError("runtime.enable_teacache", "TeaCache does not run with CUDA graphs and "
                                                               "torch.compile together yet; set it to false, or turn "
                                                               "engine.compile or engine.cuda_graphs off")
+            pipe.check_sampling(s)
             start = time.perf_counter()
             tail, previous = self.generator.continuation_tail(req, s)
             negative = pipe.preset.negative_prompt if req.negative_prompt is None else req.negative_prompt
@@ -429,17 +443,18 @@ class WanBatchExecutor:
                 embeds = pipe.encode_prompts(req.prompt, negative, s.do_cfg)
                 noise = pipe.initial_noise(s)
                 image = pipe.image_condition(req.inputs, s)
+                first_frame = pipe.first_frame(req.inputs, s)
                 conditioning = None
                 if tail is not None:
                     tail = tail.to(self.device)
                     conditioning = Conditioning(clean=tail, noise=noise[:, :, : tail.shape[2]],
                                                 strength=s.continuation_strength)
                 encoded = self.streams.record("encode")
-            for tensor in (embeds, noise, tail):
+            for tensor in (embeds, noise, tail, first_frame):
                 self.streams.handoff(tensor, "denoise")
             overlap = 0 if tail is None else overlap_video_frames(tail.shape[2])
             item.ctx = _Ctx(start=start, embeds=embeds, noise=noise, conditioning=conditioning, previous=previous,
-                            overlap=overlap, encoded=encoded, image=image)
+                            overlap=overlap, encoded=encoded, image=image, first_frame=first_frame)
             item.ctx.timings["text_encode_s"] = time.perf_counter() - start
         except BaseException:
             self.generator.counters.add("generations_failed")
@@ -496,10 +511,9 @@ class WanBatchExecutor:
                                                    self._batch_images(members), cfg)
                     assert embeds is not None
                     model_in = torch.cat([self._model_input(m, pipe.dtype) for m in members])
-                    timestep = torch.cat([m.sampler.model_timestep(index, 1) for m in members])
                     if cfg:
                         model_in = torch.cat([model_in, model_in])
-                        timestep = torch.cat([timestep, timestep])
+                    timestep = self._timesteps(members, index, cfg, model_in)
                     if any(m.cache is not None for m in members):
                         pred = self._cached_step(members, model_in, timestep, embeds, index)
                     else:
@@ -537,6 +551,8 @@ class WanBatchExecutor:
         elapsed = time.perf_counter() - t0
         for m in members:
             ctx = m.item.ctx
+            if ctx.first_frame is not None:  # TI2V: the clean first frame is what the VAE decodes
+                m.latents = with_first_frame(m.latents, ctx.first_frame)
             ctx.latents, ctx.denoised, ctx.batch_size = m.latents, event, len(batch)
             ctx.timings["denoise_s"] = elapsed
             self.streams.handoff(m.latents, "decode")
@@ -576,6 +592,8 @@ class WanBatchExecutor:
         x0 = before.float() - pred.float() * m.sigmas[index]  # the sampler's own velocity -> data rule
         if ctx.conditioning is not None:
             x0 = ctx.conditioning.impose(x0, 0.0)
+        if ctx.first_frame is not None:
+            x0 = with_first_frame(x0, ctx.first_frame)
         frames = self.pipeline.decode(x0, work.resolved, skip_frames=ctx.overlap)
         self.generator.counters.add("previews_decoded")
         ctx.timings["preview_s"] = ctx.timings.get("preview_s", 0.0) + time.perf_counter() - t0
@@ -584,10 +602,24 @@ class WanBatchExecutor:
                                              index=step // work.request.output.preview_interval_steps - 1,
                                              step=step, total_steps=total))
 
+    def _timesteps(self, members: list[_Member], index: int, cfg: bool, model_in: torch.Tensor) -> torch.Tensor:
+        """The DiT timesteps of step ``index`` for ``members``' rows (cond rows, then uncond rows under CFG):
+        ``(rows,)``, or per token when a member is image-conditioned TI2V (see module contract)."""
+        timestep = torch.cat([m.sampler.model_timestep(index, 1) for m in members])
+        conditioned = [m.item.ctx.first_frame is not None for m in members]
+        if cfg:
+            timestep, conditioned = torch.cat([timestep, timestep]), conditioned * 2
+        if not any(conditioned):
+            return timestep
+        return self.pipeline.step_timesteps(timestep, model_in, conditioned)
+
     @staticmethod
     def _model_input(m: _Member, dtype: torch.dtype) -> torch.Tensor:
-        """The DiT input of one member: its latents, then (image-to-video) its condition channels."""
+        """The DiT input of one member: its latents (TI2V: the clean first frame in place of the first latent
+        frame), then (image-to-video) its condition channels."""
         image = m.item.ctx.image
+        if m.item.ctx.first_frame is not None:
+            return with_first_frame(m.latents, m.item.ctx.first_frame).to(dtype)
         if image is None:
             return m.latents.to(dtype)
         return torch.cat([m.latents, image[0].to(m.latents)], dim=1).to(dtype)

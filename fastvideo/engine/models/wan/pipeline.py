@@ -37,6 +37,12 @@ Contract:
   and attention backend as :attr:`dit`), :attr:`experts` holds both (:class:`~.experts.ExpertSet`;
   ``offload_experts`` keeps one resident at a time on a CUDA device) and the preset's ``boundary_ratio`` is the
   folder's ``model_index.json`` value. One-expert models: ``dit_2`` None, ``experts`` holds ``dit`` alone.
+- Text-image-to-video (the ``wan2.2-ti2v-5b`` family, ``per_token_timesteps``: Wan2.2 TI2V-5B, its 48-channel
+  VAE with 16x spatial compression): the preset's ``workload`` becomes ``"ti2v"`` (the image is optional),
+  :meth:`first_frame` gives the clean first-frame latent of a request's image (None without one: text-to-video)
+  and :meth:`step_timesteps` the DiT's timesteps for a step's rows (per token where a row is image-conditioned;
+  see :mod:`fastvideo.engine.models.wan.ti2v`). :meth:`check_sampling` refuses a size the VAE and the DiT's
+  patches cannot tile (multiples of 32 for TI2V-5B, 16 for Wan2.1).
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from fastvideo.api.errors import ModelLoadError
+from fastvideo.api.errors import ModelLoadError, RequestError
 from fastvideo.api.request import InputConfig
 from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel, inference_param_dtype
 from fastvideo.engine.models.wan.experts import ExpertSet
@@ -81,6 +87,7 @@ from fastvideo.engine.sampler import (
     scheduler_shift,
 )
 from fastvideo.engine.models.wan.text_encoder import WanTextEncoder
+from fastvideo.engine.models.wan.ti2v import first_frame_latents, token_timesteps
 from fastvideo.engine.validation import ResolvedSampling
 from fastvideo.engine.models.wan.vae import WanVAE, WanVAEConfig
 from fastvideo.kernels.fused import select_ops_backend
@@ -190,7 +197,8 @@ class WanT2VPipeline:
         except (ValueError, TypeError) as exc:
             raise ModelLoadError(f"unsupported model config in {folder.root}: {exc}") from exc
         check_image_conditioning(family, dit_config, folder)
-        preset = dataclasses.replace(preset, workload=family_workload(family, dit_config))
+        preset = dataclasses.replace(preset, workload="ti2v" if family.per_token_timesteps
+                                     else family_workload(family, dit_config))
         folder_shift = scheduler_shift(configs["scheduler"])
         if folder_shift is not None and folder_shift != preset.shift:
             logger.info("shift %.3g from %s/scheduler_config.json (preset %s says %.3g)", folder_shift,
@@ -321,6 +329,42 @@ class WanT2VPipeline:
             condition = condition_latents(self.vae, first, last, height=s.height, width=s.width,
                                           num_frames=s.generated_frames, vae_dtype=self.vae_dtype)
         return condition.to(self.device), tokens
+
+    @property
+    def per_token_timesteps(self) -> bool:
+        """Whether the model takes per-token timesteps with a first-frame image (Wan2.2 TI2V-5B)."""
+        return self.family is not None and self.family.per_token_timesteps
+
+    def first_frame(self, inputs: InputConfig, s: ResolvedSampling) -> torch.Tensor | None:
+        """Text-image-to-video: the clean first-frame latent ``(1, z_dim, 1, h, w)`` float32 of the request's
+        image on the device; None for other models and for a TI2V request without an image (text-to-video)."""
+        image = inputs.image_path if inputs.image_path is not None else inputs.pil_image
+        if not self.per_token_timesteps or image is None:
+            return None
+        with self._on_device("vae"):
+            first = first_frame_latents(self.vae, load_image(image, "inputs.image_path"), height=s.height,
+                                        width=s.width, vae_dtype=self.vae_dtype)
+        return first.to(self.device)
+
+    def step_timesteps(self, t: torch.Tensor, latents: torch.Tensor, conditioned: list[bool]) -> torch.Tensor:
+        """The DiT's timesteps for one step's rows: ``t`` ``(R,)`` as is when no row is image-conditioned, else
+        per token ``(R, L)`` with the first latent frame at 0 in the ``conditioned`` rows."""
+        if not any(conditioned):
+            return t
+        pt, ph, pw = self.dit.config.patch_size
+        _, _, frames, height, width = latents.shape
+        return token_timesteps(t, (frames // pt, height // ph, width // pw), conditioned)
+
+    def check_sampling(self, s: ResolvedSampling) -> None:
+        """RequestError unless the video size tiles into the VAE's spatial factor times the DiT's patch."""
+        factor, (_, ph, pw) = self.vae.spatial_factor, self.dit.config.patch_size
+        for name, side, patch in (("sampling.width", s.width, pw), ("sampling.height", s.height, ph)):
+            multiple = factor * patch
+            if side % multiple:
+                lower = side - side % multiple
+                raise RequestError(name, f"{side} is not a multiple of {multiple} for model {self.preset.name!r} (the "
+                                         f"VAE's {factor}x downsampling times the DiT's {patch}-latent patches); use "
+                                         f"{max(lower, multiple)} or {lower + multiple}")
 
     def make_sampler(self, s: ResolvedSampling) -> FlowUniPCSampler | FlowEulerSampler | FlowDMDSampler:
         """A fresh sampler for one request: the model's scheduler config (or ``s.sampler``), with
