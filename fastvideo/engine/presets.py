@@ -48,7 +48,8 @@ class ModelPreset:
     #: DMD only: FastVideo's ``dmd_denoising_steps``, the fixed timesteps the checkpoint was distilled at.
     dmd_timesteps: tuple[int, ...] | None = None
     #: What a request must give besides the prompt: "t2v" (nothing), "i2v" (``inputs.image_path``), "flf2v"
-    #: (``inputs.image_path`` and ``inputs.last_image``). A loaded pipeline sets it from its model folder.
+    #: (``inputs.image_path`` and ``inputs.last_image``), "ti2v" (optionally ``inputs.image_path``: Wan2.2 TI2V-5B).
+    #: A loaded pipeline sets it from its model folder.
     workload: str = "t2v"
     #: Two-expert models (Wan2.2 A14B): the switch point (``model_index.json``'s ``boundary_ratio``; None: one
     #: expert) and the low-noise expert's default guidance (None: the same as ``guidance_scale``).
