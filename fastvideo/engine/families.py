@@ -134,7 +134,6 @@ LTX2_T2AV = ModelFamily(
     },
     runtime="ltx2",
     preset_family="ltx2",
-    continuation=False,
     lora=False,
     unsupported_config={
         "engine.cuda_graphs.enabled": f"CUDA graphs {_LTX2_LATER} (the DiT runs eagerly); turn them off",

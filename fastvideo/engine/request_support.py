@@ -15,11 +15,12 @@ Contract:
   ``ti2v``, Wan2.2 TI2V-5B: first frame only), refused by text-to-video ones, naming the field.
   ``sampling.guidance_scale_2`` / ``sampling.boundary_ratio`` pass only with ``two_experts`` (Wan2.2 A14B).
 - LTX-2 (video + audio): :func:`check_ltx2_request_fields` runs before :func:`check_request_fields` for that
-  family (``LTX2BatchExecutor.resolve_sampling``) and refuses, naming the field, what the Wan-shaped request holds
-  that LTX-2 cannot honour yet (:data:`LTX2_REFUSED_FIELDS`): continuation (``state``,
-  ``output.return_state``, ``sampling.continuation_strength``), image inputs (until LTX-2 image conditioning
-  lands), ``sampling.shift`` (LTX-2's schedule is the scheduler config's dynamic shift), samplers other than
-  Euler, DMD timesteps, TeaCache, previews and ``sampling.max_sequence_length`` (the preset's text length).
+  family (``LTX2BatchExecutor.resolve_sampling``) and refuses, naming the field, what the Wan-shaped request
+  holds that LTX-2 cannot honour yet (:data:`LTX2_REFUSED_FIELDS`): ``sampling.continuation_strength`` (an LTX-2
+  state carries its own conditioning strengths; ``state`` and ``output.return_state`` are honoured), image
+  inputs (until LTX-2 image conditioning lands), ``sampling.shift`` (LTX-2's schedule is the scheduler config's
+  dynamic shift), samplers other than Euler, DMD timesteps, TeaCache, previews and
+  ``sampling.max_sequence_length`` (the preset's text length).
 - Stdlib only (the request and its values, no model).
 """
 
@@ -213,9 +214,8 @@ _LTX2_LATER = "is not supported for LTX-2 yet"
 
 #: Request fields LTX-2 refuses when set (dotted path -> why / what to do instead); see module contract.
 LTX2_REFUSED_FIELDS: dict[str, str] = {
-    "state": f"continuing a video {_LTX2_LATER}; drop it",
-    "output.return_state": f"returning a continuation state {_LTX2_LATER}; set it to false",
-    "sampling.continuation_strength": f"continuation {_LTX2_LATER}; drop it",
+    "sampling.continuation_strength": "an LTX-2 continuation state carries its own conditioning strengths "
+                                      "(video_conditioning_strength, audio_conditioning_strength); drop it",
     "inputs.image_path": f"image conditioning {_LTX2_LATER} (LTX-2 runs text-to-video+audio); drop it",
     "inputs.pil_image": f"image conditioning {_LTX2_LATER} (LTX-2 runs text-to-video+audio); drop it",
     "inputs.last_image": f"image conditioning {_LTX2_LATER} (LTX-2 runs text-to-video+audio); drop it",

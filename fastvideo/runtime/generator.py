@@ -23,7 +23,8 @@ Contract:
   ``unsupported_config``) are a ConfigError naming them, before any weight is read. LTX-2 (``LTX2Pipeline``
   folders, the built-in ``fastvideo-tiny-ltx2``) makes sound: its results carry ``audio`` (float32
   ``(channels, samples)``) and ``audio_sample_rate``, and its MP4s (saved, ``video_bytes``, the servers' content) an
-  AAC track of the video's duration; it serves the initial branch only and no LoRA adapters.
+  AAC track of the video's duration; its continuation state is an ``ltx2.v1`` one (the trailing frames condition the
+  next segment, :mod:`fastvideo.runtime.ltx2_executor`); it serves no LoRA adapters.
 - ``generate(request | mapping, on_step=None) -> VideoResult`` (a list of them, ``prompt_index`` 0, 1, ...,
   for a list ``prompt`` or an ``inputs.prompt_path`` file, run one after another): validates (``RequestError`` naming
   the field), then runs the request through the generator's engine core (:meth:`engine_core`: the
@@ -447,13 +448,15 @@ class VideoGenerator:
                                                                 "every that many steps), or null for none")
         if "lora" in req.extensions:  # checked against the merged adapter, then dropped (nothing else reads it)
             req = replace(req, extensions=self.lora.check_request(req.extensions))
-        resolver = getattr(self.executor_class(), "resolve_sampling", None)  # a family's own rules, if any
-        resolved = resolver(self, req) if resolver is not None else resolve_sampling(req, self.preset)
         if req.state is not None and has_blob_refs(req.state):
             try:
                 req = replace(req, state=internalize_state(req.state, self.blob_store))
             except ValueError as exc:
                 raise RequestError("state", str(exc)) from exc
+        resolver = getattr(self.executor_class(), "resolve_sampling", None)  # a family's own rules (and state)
+        if resolver is not None:
+            return req, resolver(self, req)
+        resolved = resolve_sampling(req, self.preset)
         if req.state is not None:
             tail, _ = self._continuation(req, resolved)
             resolved = with_overlap(resolved, overlap_video_frames(tail.shape[2]))
@@ -570,9 +573,12 @@ class VideoGenerator:
     def build_result(self, req: GenerationRequest, s: ResolvedSampling, frames: Any, latents: torch.Tensor,
                      timings: dict[str, float], *, start: float, previous: int, video_bytes: bytes | None,
                      video_path: str | None, extra_metadata: Mapping[str, Any] | None = None,
-                     audio: Any = None, audio_sample_rate: int | None = None) -> VideoResult:
+                     audio: Any = None, audio_sample_rate: int | None = None,
+                     state: Any = None) -> VideoResult:
         """The VideoResult of a finished generation (runtime-internal; the scheduler's executor uses it too);
-        ``audio`` (float32 ``(channels, samples)``) and its ``audio_sample_rate`` for families that make sound."""
+        ``audio`` (float32 ``(channels, samples)``) and its ``audio_sample_rate`` for families that make sound;
+        ``state``: the family's own continuation state (LTX-2's ``ltx2.v1``) returned instead of Wan's latent tail
+        when ``output.return_state``."""
         assert req.request_id is not None
         elapsed = time.perf_counter() - start
         peak = self.peak_memory_mb()
@@ -591,8 +597,9 @@ class VideoGenerator:
             "generation_time": elapsed, "peak_memory_mb": peak, "video_path": video_path,
             **(extra_metadata or {}),
         }
-        state = None
-        if req.output.return_state:
+        if not req.output.return_state:
+            state = None
+        elif state is None:
             state = encode_latent_state(latents, segment_index=previous + 1, seed=s.seed, width=s.width,
                                         height=s.height, model=self.preset.name)
             if self.blob_store is not None:

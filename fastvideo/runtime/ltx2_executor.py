@@ -9,7 +9,14 @@ Contract (the :class:`fastvideo.runtime.dispatcher.BatchExecutor` interface the 
   ``VideoGenerator.resolve``: :func:`~fastvideo.engine.request_support.check_ltx2_request_fields` (Wan-only and
   not-yet-supported fields refused by name: continuation, image inputs, shift, non-Euler samplers, TeaCache,
   previews, ...), then the common :func:`~fastvideo.engine.validation.resolve_sampling` against the LTX-2 preset
-  (defaults; RequestError naming the field), then the model's sizes (``LTX2ServedPipeline.check_resolved``).
+  (defaults; RequestError naming the field), then the model's sizes (``LTX2ServedPipeline.check_resolved``), then
+  a continuation ``state``: it must be an ``ltx2.v1`` state (:class:`~fastvideo.engine.models.ltx2.state.
+  LTX2ContinuationState`) whose frames have the request's size, else a RequestError on ``state``.
+- Continuation: a request with a ``state`` runs the ``continuation`` branch (its own bucket): the state's trailing
+  frames condition the new segment (``LTX2Request.continuation``; the engine's frame-condition path), and its
+  ``segment_index + 1`` is the new segment's. With ``output.return_state`` the result carries the ``ltx2.v1`` state
+  after this segment (``LTX2Components.continuation_state``: its last ``temporal_ratio + 1`` frames at frame 0,
+  strength 1; no audio latents conditioned).
 - ``make_item`` / ``prepare`` (prompt encoding, seeded noise and schedule: ``LTX2Components.prepare`` on the
   mapped :class:`~fastvideo.engine.models.ltx2.pipeline.LTX2Request`) / ``denoise(batch, on_step)`` /
   ``finish`` (``decode``: frames + waveform; MP4 with an AAC track via ``VideoGenerator.encode_outputs``;
@@ -31,12 +38,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from fastvideo.api import ConfigError, GenerationCancelled, GenerationFailed, GenerationRequest
+from fastvideo.api import ConfigError, GenerationCancelled, GenerationFailed, GenerationRequest, RequestError
+from fastvideo.api.ltx2_state import LTX2_CONTINUATION_KIND
+from fastvideo.engine.models.ltx2.state import LTX2ContinuationState
 from fastvideo.engine.request_support import check_ltx2_request_fields
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling
 from fastvideo.runtime.cuda_graphs import GraphConfig
@@ -63,6 +72,8 @@ class _Ctx:
     state: Any  #: LTX2State
     timings: dict[str, float] = field(default_factory=dict)
     batch_size: int = 1
+    #: The previous segment's index (-1: none).
+    previous: int = -1
 
 
 class LTX2BatchExecutor:
@@ -90,12 +101,32 @@ class LTX2BatchExecutor:
         resolved = resolve_sampling(request, preset)
         generator.pipeline.check_resolved(resolved.width, resolved.height, resolved.num_frames,
                                           resolved.num_inference_steps)
+        if request.state is not None:
+            state = LTX2BatchExecutor.continuation_of(request)
+            frames = state.video_frames or []
+            if frames and tuple(frames[0].shape[:2]) != (resolved.height, resolved.width):
+                height, width = frames[0].shape[:2]
+                raise RequestError("state", f"the continuation state's frames are {width}x{height}; this request "
+                                            f"is {resolved.width}x{resolved.height}: continue with the same size")
         return resolved
+
+    @staticmethod
+    def continuation_of(request: GenerationRequest) -> LTX2ContinuationState:
+        """The request's ``ltx2.v1`` state, parsed; RequestError on ``state`` for another kind or a bad one."""
+        assert request.state is not None
+        if request.state.kind != LTX2_CONTINUATION_KIND:
+            raise RequestError("state", f"continuation state kind {request.state.kind!r} cannot continue an LTX-2 "
+                                        f"model (needs {LTX2_CONTINUATION_KIND!r})")
+        try:
+            return LTX2ContinuationState.from_continuation_state(request.state)
+        except ValueError as exc:
+            raise RequestError("state", str(exc)) from exc
 
     def make_item(self, request: GenerationRequest, resolved: ResolvedSampling, *, listener: Any = None,
                   need_bytes: bool = True, should_cancel: Any = None) -> WorkItem:
         assert request.request_id is not None
-        item = WorkItem(request_id=request.request_id, key=BucketKey.of(resolved, "initial"),
+        branch = "initial" if request.state is None else "continuation"
+        item = WorkItem(request_id=request.request_id, key=BucketKey.of(resolved, branch),
                         payload=LTX2Work(request, resolved, need_bytes), listener=listener)
         item._external_cancel = should_cancel
         return item
@@ -107,11 +138,14 @@ class LTX2BatchExecutor:
         start = time.perf_counter()
         self.generator.counters.add("generations_started")
         try:
-            state = self.pipeline.components.prepare(self.pipeline.to_request(work.request, work.resolved))
+            continuation = None if work.request.state is None else self.continuation_of(work.request)
+            ltx2_request = replace(self.pipeline.to_request(work.request, work.resolved), continuation=continuation)
+            state = self.pipeline.components.prepare(ltx2_request)
         except BaseException:
             self.generator.counters.add("generations_failed")
             raise
-        item.ctx = _Ctx(start=start, state=state)
+        item.ctx = _Ctx(start=start, state=state,
+                        previous=-1 if continuation is None else int(continuation.segment_index))
         item.ctx.timings["text_encode_s"] = time.perf_counter() - start
 
     @torch.no_grad()
@@ -175,9 +209,14 @@ class LTX2BatchExecutor:
                                                                     audio=waveform,
                                                                     audio_sample_rate=out.sample_rate)
             queue_s = (item.started_at - item.admitted_at) if item.started_at is not None else 0.0
+            returned = None
+            if req.output.return_state:
+                returned = self.pipeline.components.continuation_state(
+                    out, segment_index=ctx.previous + 1).to_continuation_state()
             result = self.generator.build_result(
-                req, s, out.frames, ctx.state.latents, timings, start=ctx.start, previous=-1,
+                req, s, out.frames, ctx.state.latents, timings, start=ctx.start, previous=ctx.previous,
                 video_bytes=video_bytes, video_path=video_path, audio=waveform, audio_sample_rate=out.sample_rate,
+                state=returned,
                 extra_metadata={"batch_size": ctx.batch_size, "queue_s": queue_s, "shift": None,
                                 "audio_sample_rate": out.sample_rate, "audio_channels": int(waveform.shape[0]),
                                 "audio_samples": int(waveform.shape[1])})

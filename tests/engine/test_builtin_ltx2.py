@@ -120,7 +120,7 @@ def test_the_family_registry_matches_the_tiny_ltx2_folder_as_ltx2(fastvideo_cach
 
     folder = inspect_model_folder(ensure_builtin_model(fastvideo_cache, BUILTIN_LTX2_PRESET))
     family = family_of_folder(folder)
-    assert family is FAMILIES["ltx2"] and family.runtime == "ltx2" and not family.continuation
+    assert family is FAMILIES["ltx2"] and family.runtime == "ltx2" and family.continuation
     assert "LTX2Pipeline" not in NOT_SERVED
     # a component class LTX2Pipeline does not declare is still refused, naming the file and the class
     folder.model_index["vocoder"] = ["diffusers", "HifiGanVocoder"]

@@ -1,9 +1,11 @@
 """LTX-2 served by the one runtime core: ``VideoGenerator`` on the built-in tiny LTX-2 (``fastvideo-tiny-ltx2``).
 
-The family registry picks the ``ltx2`` loader and ``LTX2BatchExecutor``; a generation through the engine core equals
-``load_ltx2_pipeline(folder).generate(...)`` (frames and waveform, same seed; that pipeline's parity with diffusers'
-``LTX2Pipeline`` is tests/engine/test_ltx2_pipeline.py); progress comes once per step (sync and async); the result
-carries the waveform and the MP4 an AAC track of the video's duration; ``fastvideo generate`` writes such an MP4;
+The family registry picks the ``ltx2`` loader and ``LTX2BatchExecutor``; a generation through the engine core
+equals ``load_ltx2_pipeline(folder).generate(...)`` (frames and waveform, same seed; that pipeline's parity with
+diffusers' ``LTX2Pipeline`` is tests/engine/test_ltx2_pipeline.py); a returned ``ltx2.v1`` state continues the video
+(the continuation branch equals the engine's ``LTX2Request.continuation`` run); progress comes once per step (sync
+and async); the result carries the waveform and the MP4 an AAC track of the video's duration; ``fastvideo
+generate`` writes such an MP4;
 fields LTX-2 cannot honour (Wan-only, not yet supported) and config it cannot honour are refused by name.
 """
 
@@ -45,7 +47,7 @@ def test_registry_picks_the_ltx2_loader_and_executor(ltx2_generator) -> None:
     assert ltx2_generator.family.name == "ltx2"
     assert isinstance(ltx2_generator.pipeline, LTX2ServedPipeline)
     assert isinstance(ltx2_generator.engine_core().executor, LTX2BatchExecutor)
-    assert ltx2_generator.served_branches == ("initial",)
+    assert ltx2_generator.served_branches == ("initial", "continuation")
     assert ltx2_generator.preset.name == "fastvideo-tiny-ltx2"
 
 
@@ -106,7 +108,8 @@ def test_saved_mp4_has_an_audio_stream(ltx2_generator, tmp_path: Path) -> None:
     ({"sampling": {"shift": 5.0}}, "sampling.shift"),
     ({"sampling": {"sampler": "unipc"}}, "sampling.sampler"),
     ({"runtime": {"enable_teacache": True}}, "runtime.enable_teacache"),
-    ({"output": {"return_state": True}}, "output.return_state"),
+    ({"state": {"kind": "wan.v1", "payload": {"schema_version": 1}}}, "state"),
+    ({"sampling": {"continuation_strength": 0.5}}, "sampling.continuation_strength"),
     ({"output": {"preview_interval_steps": 1}}, "output.preview_interval_steps"),
     ({"inputs": {"image_path": "cat.png"}}, "inputs.image_path"),
     ({"sampling": {"num_frames": 8}}, "sampling.num_frames"),
@@ -216,3 +219,29 @@ def test_a_batch_of_two_interleaves_and_each_equals_its_solo_run(ltx2_generator)
         assert result.metadata["batch_size"] == 2
         np.testing.assert_array_equal(result.frames, solo.frames)
         np.testing.assert_array_equal(result.audio, solo.audio)
+
+
+def test_a_returned_state_continues_the_video_as_the_engine_does(ltx2_generator) -> None:
+    from dataclasses import replace
+
+    from fastvideo.engine.models.ltx2.state import LTX2ContinuationState
+
+    request = {**_request(seed=31), "output": {"save_video": False, "return_frames": True, "return_state": True}}
+    first = ltx2_generator.generate(request)
+    assert first.state.kind == "ltx2.v1" and first.metadata["branch"] == "initial"
+    wire = first.state.to_dict()  # JSON-safe, as it crosses every edge
+    second = ltx2_generator.generate({**request, "sampling": {**request["sampling"], "seed": 32}, "state": wire})
+    assert second.metadata["branch"] == "continuation" and second.metadata["segment_index"] == 1
+    assert LTX2ContinuationState.from_continuation_state(second.state).segment_index == 1
+    state = LTX2ContinuationState.from_continuation_state(first.state)
+    assert state.video_frames is not None and np.array_equal(state.video_frames[-1], first.frames[-1])
+    pipe = ltx2_generator.pipeline
+    req, resolved = ltx2_generator.resolve({**request, "sampling": {**request["sampling"], "seed": 32}})
+    out = pipe.components.run(replace(pipe.to_request(req, resolved), continuation=state))
+    np.testing.assert_array_equal(second.frames, out.frames)
+    np.testing.assert_allclose(second.audio, out.waveform.numpy(), atol=1e-6, rtol=0)
+    free = ltx2_generator.generate({**_request(seed=32)})
+    assert np.abs(free.frames.astype(np.int16) - second.frames.astype(np.int16)).max() > 0  # the state conditions
+    with pytest.raises(RequestError) as info:  # the state's size must be the request's
+        ltx2_generator.generate({**request, "sampling": {**request["sampling"], "width": 64}, "state": wire})
+    assert info.value.field == "state"

@@ -54,8 +54,8 @@ def test_v1_videos_returns_an_mp4_with_audio(ltx2_generator, tmp_path):
 
 
 def test_websocket_stream_carries_the_audio_track(ltx2_generator, tmp_path):
-    """``/v1/stream`` on LTX-2: two segments (fresh clips: LTX-2 has no continuation branch) in one fMP4 whose init
-    segment has a video and an AAC track; the concatenated stream decodes to both segments' frames and sound."""
+    """``/v1/stream`` on LTX-2: two continued segments (the second conditioned on the first's ``ltx2.v1`` state) in
+    one fMP4 whose init segment has a video and an AAC track; the stream decodes to both segments' frames and sound."""
     websockets = pytest.importorskip("websockets")
     from websockets.sync.client import connect
 
@@ -82,9 +82,10 @@ def test_websocket_stream_carries_the_audio_track(ltx2_generator, tmp_path):
             seg1 = collect(ws, "ltx2_segment_complete")
     media_init = [m for m in seg0 if isinstance(m, dict) and m["type"] == "media_init"]
     assert len(media_init) == 1 and "mp4a.40.2" in media_init[0]["codec"], media_init
-    for seg in (seg0, seg1):
+    for idx, seg in enumerate((seg0, seg1)):
         done = seg[-1]
-        assert done["frames"] == 9 and done["has_continuation_state"] is False and done["branch"] == "initial"
+        assert done["frames"] == 9 and done["has_continuation_state"] is True
+        assert done["branch"] == ("initial" if idx == 0 else "continuation")
     stream = b"".join(m for m in seg0 + seg1 if isinstance(m, bytes))
     with av.open(io.BytesIO(stream)) as container:
         assert len(container.streams.audio) == 1
