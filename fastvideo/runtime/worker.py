@@ -15,7 +15,7 @@ Contract:
   built for the initial branch only): a first segment, then a continuation from its state (so the
   continuation's shapes, the state codec and the VAE's overlap trim are exercised too). ``ready`` is
   true only after it succeeded; it returns what it did (timings, graph labels). A generator that serves the
-  initial branch only (LTX-2, image-to-video) asks for no continuation state in its probe.
+  initial branch only (image-to-video) asks for no continuation state in its probe.
 - The executor is chosen by registry lookup: :data:`EXECUTORS` maps the generator's family runtime binding
   (:attr:`fastvideo.engine.families.ModelFamily.runtime`; ``"wan"`` for a generator without a ``family``) to the
   batch executor class (``"module:Class"``, imported on use): :class:`~fastvideo.runtime.executor.WanBatchExecutor`

@@ -30,7 +30,7 @@ Contract (frames in :mod:`fastvideo.serving.stream_protocol`):
   per session: all segments form one playable stream. Segments run one at a time, in order; up to
   ``max_pending_segments`` may wait. A model that makes sound (LTX-2) gives the stream an AAC track
   (the encoder is created with the first segment's ``audio_sample_rate`` and channels; every segment's waveform
-  is muxed with its frames); a model without the continuation branch (LTX-2) runs every segment as a fresh clip
+  is muxed with its frames); a model without the continuation branch (image-to-video) runs every segment as a fresh clip
   of the same stream (no continuation state is asked for; ``has_continuation_state`` is false).
 - ``snapshot_state`` -> ``continuation_state_snapshot{state: {kind, payload} | null}``;
   ``end_stream`` -> ``ltx2_stream_complete`` after the requested segments, then close (1000).
@@ -437,7 +437,7 @@ class StreamSession(SessionFeatures):
 
     @property
     def _continues(self) -> bool:
-        """Whether segments continue each other (the model serves the continuation branch); otherwise (LTX-2)
+        """Whether segments continue each other (the model serves the continuation branch); otherwise (image-to-video)
         every segment is a fresh clip of the same stream and no state is asked for."""
         generator = getattr(self.state.service, "generator", None)
         return generator is None or "continuation" in generator.served_branches
