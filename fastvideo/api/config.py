@@ -26,16 +26,20 @@ WORKLOAD_TYPES: tuple[str, ...] = ("t2v", "i2v", "t2i", "i2i", "v2a", "t2a")
 
 @dataclass
 class ParallelismConfig:
-    """Multi-GPU parallelism degrees (FastVideo's fields and defaults; -1 is "auto"). One generator runs on
-    one device: 1 or -1 (auto, which is 1 there) is honoured; any other degree is refused (not supported yet)."""
+    """Multi-GPU parallelism degrees (FastVideo's fields and defaults; -1 is "auto"). Sequence parallelism spans
+    all of ``engine.num_gpus``: ``sp_size`` -1 (auto) or equal to ``num_gpus`` is honoured, other degrees are
+    refused (no data parallelism x SP inside one generator). Tensor parallelism and HSDP are not supported yet."""
 
+    #: Tensor parallelism: 1 or -1 (auto: 1) honoured; others refused.
     tp_size: int = -1
+    #: Ulysses sequence parallelism over the DiT tokens: -1 (auto: ``engine.num_gpus``) or ``engine.num_gpus``.
     sp_size: int = -1
     #: HSDP replica groups: 1 honoured (one device); others refused.
     hsdp_replicate_dim: int = 1
     #: HSDP shard degree: -1 (auto) or 1 honoured; others refused.
     hsdp_shard_dim: int = -1
-    #: Seconds the distributed process group waits; accepted either way (one device: no process group exists).
+    #: Seconds a sequence-parallel collective waits before the rank fails (``num_gpus`` > 1; None: 300). With one
+    #: device no process group exists and any value is accepted.
     dist_timeout: int | None = None
 
 
@@ -121,8 +125,10 @@ class CudaGraphsConfig:
 class EngineConfig:
     """How the engine runs: devices, precision, attention backend, compile, offload, artifacts."""
 
-    #: Devices of one generator: only 1 (pick it with ``device``). Several GPUs: one generator per GPU
-    #: behind a GpuPool, or several ``fastvideo serve`` replicas behind ``fastvideo router-serve``.
+    #: Devices of one generator. 1: one device (pick it with ``device``). N > 1: one sequence-parallel generator
+    #: over N GPUs from ``device`` (``cuda`` is cuda:0..N-1; on the CPU N gloo ranks, for tests): N processes, each
+    #: running every request on its shard of the DiT tokens, rank 0 returning the result. For throughput rather
+    #: than latency: one generator per GPU behind a GpuPool, or ``fastvideo serve`` replicas behind a router.
     num_gpus: int = 1
     #: FastVideo's worker launcher: "mp" (the default) is honoured (this engine runs in-process, or one process
     #: per device behind a pool); "ray" is refused (not supported yet).

@@ -24,12 +24,18 @@ from fastvideo.api.parse import ConfigError
 #: Dotted path -> how the field is honoured, or when it is refused (see module contract).
 FIELD_SUPPORT: dict[str, str] = {
     "model_path": "honoured: the local diffusers folder to load (None: the built-in tiny model)",
-    "engine.num_gpus": "1 honoured; other values refused (one generator runs on one device: serve one worker per "
-                       "GPU with fastvideo serve --devices / pool.devices, or the Dynamo worker's --devices)",
-    "engine.parallelism.tp_size": "1 and -1 (auto: 1 on one device) honoured; others refused (not supported yet)",
-    "engine.parallelism.sp_size": "1 and -1 (auto: 1 on one device) honoured; others refused: the DiT-level Ulysses "
-                                  "SP is ready (engine/sequence_parallel.py, WanTransformer3DModel."
-                                  "set_sequence_parallel) but the generator has no one-process-per-GPU launcher yet",
+    "engine.num_gpus": "1 honoured (one device); N > 1 honoured as one sequence-parallel group: N rank processes "
+                       "(runtime/sp_group.py), one per GPU from engine.device (NCCL; on the CPU N gloo ranks, for "
+                       "tests), each running every request on its shard of the DiT tokens, rank 0 returning the "
+                       "result; more GPUs than visible, or N > 1 with engine.cuda_graphs / engine.compile / "
+                       "engine.artifacts_path, refused. For throughput instead, serve one worker per GPU with "
+                       "fastvideo serve --devices / pool.devices, or the Dynamo worker's --devices",
+    "engine.parallelism.tp_size": "1 and -1 (auto: 1) honoured; others refused (tensor parallelism is not supported "
+                                  "yet)",
+    "engine.parallelism.sp_size": "-1 (auto: engine.num_gpus) and engine.num_gpus honoured (Ulysses sequence "
+                                  "parallelism over all the generator's GPUs; 1 with num_gpus 1); others refused "
+                                  "(sp_size < num_gpus would need data parallelism x SP inside one generator: use "
+                                  "num_gpus = sp_size, and several generators or pool workers for the rest)",
     "engine.offload.dit": "two-expert models (Wan2.2 A14B): true honoured on a CUDA device (one expert resident at a "
                           "time, the other on the CPU, swapped at the boundary); one-expert models: true refused on a "
                           "CUDA device (not supported yet); on the CPU the DiT already lives there",
@@ -92,8 +98,9 @@ FIELD_SUPPORT.update({
                                         "stages are fixed, so there is nothing more to verify or skip",
     "engine.parallelism.hsdp_replicate_dim": "1 honoured; others refused (HSDP is not supported yet)",
     "engine.parallelism.hsdp_shard_dim": "1 and -1 (auto) honoured; others refused (HSDP is not supported yet)",
-    "engine.parallelism.dist_timeout": "accepted either way: one device per generator, so no distributed process "
-                                       "group waits",
+    "engine.parallelism.dist_timeout": "honoured with engine.num_gpus > 1: the seconds a sequence-parallel "
+                                       "collective waits before the rank fails (None: 300); with one device no "
+                                       "process group exists, so any value is accepted",
     "engine.offload.lazy_module_load": "None and false honoured (components load when the generator is built); true "
                                        "refused (not supported yet)",
     "engine.compile.extras": "empty honoured; keys refused (not supported yet: use backend/mode/fullgraph/dynamic)",
@@ -202,6 +209,37 @@ def check_model_config(config: GeneratorConfig, *, device_type: str, two_experts
                                                    "A14B) yet; drop it")
 
 
+def _check_parallelism(config: GeneratorConfig) -> None:
+    """``engine.num_gpus`` / ``engine.parallelism.*``: one device, or one sequence-parallel group over N."""
+    engine = config.engine
+    n = engine.num_gpus
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError("engine.num_gpus", f"{n!r}: set it to 1 (one device), or to N > 1 for one "
+                                             "sequence-parallel generator over N GPUs")
+    sp = engine.parallelism.sp_size
+    if sp not in (-1, n):
+        if n == 1:
+            why = (f"{sp}: sequence parallelism spans the generator's GPUs, and engine.num_gpus is 1; set "
+                   f"engine.num_gpus to {sp} (and sp_size to -1 or {sp}) for one generator over {sp} GPUs")
+        else:
+            why = (f"{sp} with engine.num_gpus={n}: only sp_size -1 (auto) or {n} (one sequence-parallel group over "
+                   f"all {n} GPUs) works; sp_size < num_gpus (data parallelism x SP in one generator) is not "
+                   f"supported: set engine.num_gpus={sp} and run several generators or pool workers")
+        raise ConfigError("engine.parallelism.sp_size", why)
+    tp = engine.parallelism.tp_size
+    if tp not in (1, -1):
+        raise ConfigError("engine.parallelism.tp_size", f"{tp}: tensor parallelism is not supported yet; set it to 1 "
+                                                        f"or -1 (sequence parallelism over engine.num_gpus GPUs "
+                                                        f"works); to scale out, {_SCALE_OUT}")
+    if n > 1:
+        for path, on, what in (("engine.cuda_graphs.enabled", engine.cuda_graphs.enabled, "CUDA graphs"),
+                               ("engine.compile.enabled", engine.compile.enabled, "torch.compile of the DiT"),
+                               ("engine.artifacts_path", engine.artifacts_path, "built artifacts")):
+            if on:
+                raise ConfigError(path, f"{what} cannot be combined with engine.num_gpus={n} (sequence parallelism) "
+                                        "yet; drop one of the two")
+
+
 def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None:
     """Refuse, with a ConfigError naming the field, the first value this runtime cannot honour."""
     for path, (default, why) in REFUSED_UNLESS_DEFAULT.items():
@@ -212,21 +250,11 @@ def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None
         if _get(config, path):
             raise ConfigError(path, f"true is not supported yet: {why}")
     engine = config.engine
-    if engine.num_gpus != 1:
-        raise ConfigError("engine.num_gpus", f"{engine.num_gpus} is not supported: one VideoGenerator runs on one "
-                                             f"device; set it to 1 and pick the GPU with engine.device (e.g. cuda:1), "
-                                             f"and to use several GPUs {_SCALE_OUT}")
+    _check_parallelism(config)
     if engine.parallelism.hsdp_shard_dim not in (1, -1):
         raise ConfigError("engine.parallelism.hsdp_shard_dim", f"{engine.parallelism.hsdp_shard_dim}: HSDP is not "
                                                                "supported yet; set it to -1 or 1 (one device per "
                                                                f"generator); to scale out, {_SCALE_OUT}")
-    for name in ("tp_size", "sp_size"):
-        value = getattr(engine.parallelism, name)
-        if value not in (1, -1):
-            kind = "tensor" if name == "tp_size" else "sequence"
-            raise ConfigError(f"engine.parallelism.{name}", f"{value}: {kind} parallelism is not supported yet; set "
-                                                            f"it to 1 (one device per generator); to scale out, "
-                                                            f"{_SCALE_OUT}")
     if engine.use_fsdp_inference:
         raise ConfigError("engine.use_fsdp_inference", "FSDP inference is not supported yet (the weights load whole "
                                                        "on engine.device); set it to false")

@@ -6,7 +6,8 @@ Contract:
   ``cuda:K`` starts there), refusing with a ConfigError naming ``engine.num_gpus`` when fewer GPUs are visible; on
   the CPU N ranks named ``cpu`` (for tests and debugging: gloo). The field combinations themselves
   (``engine.parallelism.sp_size`` in {-1, N}, ...) are checked by :mod:`fastvideo.runtime.config_support`.
-- :class:`SequenceParallelGroup` spawns N processes (``multiprocessing`` *spawn*), rank ``r`` on device ``r``.
+- :class:`SequenceParallelGroup` spawns N processes (``multiprocessing`` *spawn*: a calling script needs the
+  ``if __name__ == "__main__":`` guard, as with FastVideo's launcher), rank ``r`` on device ``r``.
   Each initialises ``torch.distributed`` (NCCL on CUDA with ``torch.cuda.set_device``, gloo on the CPU; a free
   127.0.0.1 port; collectives time out after ``engine.parallelism.dist_timeout`` s, default 300), builds a
   :class:`~fastvideo.runtime.generator.VideoGenerator` from the config with ``num_gpus = sp_size = 1`` and its
@@ -181,19 +182,18 @@ def _rank_main(rank: int, world: int, init_method: str, config_dict: dict, conn:
         generator = VideoGenerator.from_config(config)
         sp = SequenceParallel.from_process_group()
         pipe = generator.pipeline
-        for dit in (pipe.dit, getattr(pipe, "dit_2", None)):
-            if dit is None:
-                continue
-            if not hasattr(dit, "set_sequence_parallel"):
-                raise ConfigError("engine.num_gpus", f"{type(dit).__name__} has no sequence-parallel forward; set "
-                                                     "engine.num_gpus to 1 for this model")
+        dits = [d for d in (getattr(pipe, "dit", None), getattr(pipe, "dit_2", None)) if d is not None]
+        if not dits or not all(hasattr(d, "set_sequence_parallel") for d in dits):
+            raise ConfigError("engine.num_gpus", f"this model ({type(pipe).__name__}) has no sequence-parallel DiT "
+                                                 "forward yet; set engine.num_gpus to 1")
+        for dit in dits:
             dit.set_sequence_parallel(sp)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which stops the group
         send("boot_failed", rank, _describe(exc))
         conn.close()
         os._exit(1)  # at once: no interpreter teardown waiting on a half-built process group
-    wired = getattr(pipe.dit, "sequence_parallel", None)
-    send("ready", rank, {"pid": os.getpid(), "device": str(pipe.device), "preset": generator.preset,
+    wired = getattr(dits[0], "sequence_parallel", None)
+    send("ready", rank, {"pid": os.getpid(), "device": str(device), "preset": generator.preset,
                          "dit_sp_world_size": wired.world_size if wired is not None else 1})
 
     jobs: queue.Queue[Any] = queue.Queue()

@@ -41,7 +41,10 @@ def config(data: dict) -> GeneratorConfig:
 
 # (config data, device type the check sees, refused field, words of the fix)
 REFUSED = [
-    ({"engine": {"num_gpus": 2}}, "cpu", "engine.num_gpus", "--devices 0,1"),
+    ({"engine": {"num_gpus": 2, "parallelism": {"sp_size": 1}}}, "cpu", "engine.parallelism.sp_size",
+     "sp_size < num_gpus"),
+    ({"engine": {"num_gpus": 2, "cuda_graphs": {"enabled": True}}}, "cuda", "engine.cuda_graphs.enabled",
+     "engine.num_gpus=2"),
     ({"engine": {"num_gpus": 0}}, "cpu", "engine.num_gpus", "set it to 1"),
     ({"engine": {"parallelism": {"tp_size": 2}}}, "cpu", "engine.parallelism.tp_size", "tensor parallelism"),
     ({"engine": {"parallelism": {"sp_size": 4}}}, "cuda", "engine.parallelism.sp_size", "sequence parallelism"),

@@ -49,8 +49,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def sp_generator():
-    generator = SequenceParallelGenerator.launch(parse_config(GeneratorConfig, {"engine": {"device": "cpu",
-                                                                                         "num_gpus": 2}}))
+    generator = VideoGenerator.from_pretrained(device="cpu", num_gpus=2, sp_size=-1)
     yield generator
     generator.shutdown()
 
@@ -155,6 +154,23 @@ def test_a_dead_rank_fails_the_request_and_shutdown_leaves_no_process(sp_generat
         sp_generator.generate(REQUEST)
 
 
+@pytest.mark.parametrize(("data", "field", "words"), [
+    ({"engine": {"device": "cpu", "num_gpus": 2, "parallelism": {"sp_size": 1}}}, "engine.parallelism.sp_size",
+     "sp_size < num_gpus"),
+    ({"engine": {"device": "cpu", "num_gpus": 4, "parallelism": {"sp_size": 2}}}, "engine.parallelism.sp_size",
+     "set engine.num_gpus=2"),
+    ({"engine": {"device": "cpu", "num_gpus": 2, "parallelism": {"tp_size": 2}}}, "engine.parallelism.tp_size",
+     "tensor parallelism"),
+    ({"engine": {"device": "cpu", "num_gpus": 2, "compile": {"enabled": True}}}, "engine.compile.enabled",
+     "engine.num_gpus=2"),
+])
+def test_combinations_that_are_not_one_sp_group_are_refused_before_any_spawn(data, field, words) -> None:
+    with pytest.raises(ConfigError) as info:
+        VideoGenerator.from_config(data)
+    assert info.value.path == field
+    assert words in str(info.value)
+
+
 def test_more_gpus_than_visible_is_refused_naming_num_gpus(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -171,8 +187,8 @@ def test_a_missing_model_folder_is_refused_before_any_spawn(tmp_path) -> None:
     from fastvideo.api.errors import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="missing-model"):
-        SequenceParallelGenerator.launch(parse_config(GeneratorConfig, {"model_path": str(tmp_path / "missing-model"),
-                                                                         "engine": {"device": "cpu", "num_gpus": 2}}))
+        VideoGenerator.from_config({"model_path": str(tmp_path / "missing-model"),
+                                    "engine": {"device": "cpu", "num_gpus": 2}})
 
 
 def test_a_rank_that_fails_to_boot_stops_the_group_with_its_error() -> None:
