@@ -47,19 +47,23 @@ class ParallelismConfig:
 class OffloadConfig:
     """Which components live on the CPU between uses.
 
-    Offloading from a CUDA device is not supported yet: ``dit``, ``dit_layerwise``, ``text_encoder``
-    and ``vae`` set to true are refused on a CUDA engine. On a CPU engine every component already
-    lives on the CPU, so they are honoured as they are.
+    On a CUDA engine: ``text_encoder`` and ``vae`` visit the device for each use; ``dit`` keeps one expert of a
+    two-expert model resident (refused for one-expert models); ``dit_layerwise`` keeps the DiT's blocks on the CPU
+    and streams them through a small device window each step. On a CPU engine every component already lives on
+    the CPU, so they are honoured as they are. ``fastvideo.runtime.config_support`` lists the refusals.
     """
 
     dit: bool = False
+    #: The DiT's blocks (both experts' for Wan2.2 A14B) on the CPU, copied to the device block by block, the next
+    #: block's copy overlapping the current one's compute; the embeddings and head stay resident. Refused with
+    #: ``dit``, ``engine.compile.enabled``, ``engine.cuda_graphs.enabled`` and ``engine.artifacts_path``.
     dit_layerwise: bool = False
     text_encoder: bool = False
     #: Honoured either way: a text-to-video model has no image encoder to place.
     image_encoder: bool = False
     vae: bool = False
-    #: Pin the CPU copies of offloaded components. Accepted either way (FastVideo's default is true):
-    #: it only matters for a component offloaded from a GPU, and that is refused, so nothing is pinned.
+    #: Pin the CPU copies of components offloaded from a CUDA device, so their copies to it are asynchronous
+    #: (FastVideo's default is true).
     pin_cpu_memory: bool = True
     #: FastVideo: load modules lazily (None: auto on unified-memory devices). None and false honoured (every
     #: component loads when the generator is built); true refused (not supported yet).

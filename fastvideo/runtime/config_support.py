@@ -39,13 +39,18 @@ FIELD_SUPPORT: dict[str, str] = {
     "engine.offload.dit": "two-expert models (Wan2.2 A14B): true honoured on a CUDA device (one expert resident at a "
                           "time, the other on the CPU, swapped at the boundary); one-expert models: true refused on a "
                           "CUDA device (not supported yet); on the CPU the DiT already lives there",
-    "engine.offload.dit_layerwise": "true refused on a CUDA device (not supported yet); on the CPU a no-op",
+    "engine.offload.dit_layerwise": "honoured: on a CUDA device the DiT's blocks (both experts' for Wan2.2 A14B) live "
+                                    "on the CPU and stream through a two-block device window, the next block's copy "
+                                    "overlapping the current block (engine/layer_offload.py); the embeddings and head "
+                                    "stay resident; refused with engine.offload.dit, engine.compile.enabled, "
+                                    "engine.cuda_graphs.enabled or engine.artifacts_path; on the CPU a no-op",
     "engine.offload.text_encoder": "honoured: on a CUDA device UMT5 lives on the CPU and visits the device for each "
                                    "prompt encode; on the CPU a no-op",
     "engine.offload.vae": "honoured: on a CUDA device the VAE lives on the CPU and visits the device for each decode; "
                           "on the CPU a no-op; refused together with engine.artifacts_path",
     "engine.offload.image_encoder": "honoured either way: a text-to-video model has no image encoder to place",
-    "engine.offload.pin_cpu_memory": "honoured: the CPU copies of offloaded components (text_encoder, vae) are "
+    "engine.offload.pin_cpu_memory": "honoured: the CPU copies of offloaded components (text_encoder, vae, DiT "
+                                     "experts or layerwise DiT blocks) are "
                                      "pinned, so their copies to the device are asynchronous",
     "engine.compile.enabled": "honoured (torch.compile of the DiT); refused together with engine.artifacts_path",
     "engine.compile.backend": "honoured when compile is enabled",
@@ -258,14 +263,15 @@ def check_generator_config(config: GeneratorConfig, *, device_type: str) -> None
     if engine.use_fsdp_inference:
         raise ConfigError("engine.use_fsdp_inference", "FSDP inference is not supported yet (the weights load whole "
                                                        "on engine.device); set it to false")
-    if device_type == "cuda":
-        offload = engine.offload
-        for name in ("dit_layerwise",):  # dit: check_model_config; text_encoder, vae: honoured
-            if getattr(offload, name):
-                raise ConfigError(f"engine.offload.{name}", "offloading the DiT to the CPU between uses is not "
-                                                            "supported yet; set it to false (the DiT stays on "
-                                                            "engine.device; text_encoder and vae offload work), or "
-                                                            "use a smaller dtype or model")
+    if device_type == "cuda" and engine.offload.dit_layerwise:  # the DiT's block weights move every step
+        for path, on, why in (
+                ("engine.offload.dit", engine.offload.dit, "both offload the DiT; keep one"),
+                ("engine.compile.enabled", engine.compile.enabled, "torch.compile would trace weights that move"),
+                ("engine.cuda_graphs.enabled", engine.cuda_graphs.enabled, "a captured graph needs resident weights"),
+                ("engine.artifacts_path", engine.artifacts_path, "the compiled programs hold their own weights")):
+            if on:
+                raise ConfigError(path, f"cannot be combined with engine.offload.dit_layerwise ({why}); drop one of "
+                                        "the two")
     if engine.offload.vae and engine.artifacts_path:
         raise ConfigError("engine.offload.vae", "cannot be combined with engine.artifacts_path: the compiled VAE "
                                                 "programs keep their weights on the device; drop one of the two")

@@ -1,5 +1,6 @@
 """Layerwise DiT offload on the CPU stand-in backend: the copy/wait/free schedule, the window bound in bytes, exact
-outputs against the resident model, robustness (an exception inside a block, edits between forwards)."""
+outputs against the resident model, robustness (an exception inside a block, edits between forwards), and the
+config refusals that go with it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import copy
 import pytest
 import torch
 
+from fastvideo.api import ConfigError, GeneratorConfig
 from fastvideo.engine.layer_offload import (
     LayerwiseOffloader,
     RecordingTransferBackend,
@@ -16,6 +18,7 @@ from fastvideo.engine.layer_offload import (
     offload_layerwise,
 )
 from fastvideo.engine.models.wan.transformer import WanDiTConfig, WanTransformer3DModel
+from fastvideo.runtime.config_support import check_generator_config
 
 TINY = WanDiTConfig(num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4, text_dim=16,
                     freq_dim=16, ffn_dim=32, num_layers=5)
@@ -160,3 +163,32 @@ def test_bad_arguments_are_refused():
         offload_layerwise(model, torch.device("cpu"), blocks_attr="head", backend=RecordingTransferBackend())
     with pytest.raises(ValueError, match="CUDA"):
         default_backend(torch.device("cpu"))
+
+
+def layerwise_config(**engine: object) -> GeneratorConfig:
+    config = GeneratorConfig()
+    config.engine.offload.dit_layerwise = True
+    for dotted, value in engine.items():
+        owner = config.engine
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            owner = getattr(owner, part)
+        setattr(owner, leaf, value)
+    return config
+
+
+def test_layerwise_offload_is_accepted_on_cuda_and_cpu():
+    check_generator_config(layerwise_config(), device_type="cuda")
+    check_generator_config(layerwise_config(), device_type="cpu")
+
+
+@pytest.mark.parametrize(("field", "path", "value"), [
+    ("compile__enabled", "engine.compile.enabled", True),
+    ("cuda_graphs__enabled", "engine.cuda_graphs.enabled", True),
+    ("offload__dit", "engine.offload.dit", True),
+    ("artifacts_path", "engine.artifacts_path", "/nonexistent/artifacts"),
+])
+def test_layerwise_offload_refuses_what_needs_resident_weights_on_cuda(field: str, path: str, value: object):
+    with pytest.raises(ConfigError) as info:
+        check_generator_config(layerwise_config(**{field: value}), device_type="cuda")
+    assert info.value.path == path and "engine.offload.dit_layerwise" in str(info.value)

@@ -5,7 +5,10 @@
   bitwise-equal outputs over two steps; the peak allocated memory of an offloaded step is lower than a resident
   one's by (blocks - window) x block bytes (within 5% + 8 MiB: allocator rounding); at rest no block weight is on
   the GPU and every non-block weight is. The milliseconds per step of both are printed (no timing assertion).
-- In the CPU rehearsal the DiT check runs at tiny shapes on the recording stand-in backend (no memory figures).
+- Generator level: ``dit_layerwise_offload=True`` on the built-in model gives the same video as the resident
+  generator, with the blocks on pinned CPU memory and one offloader.
+- In the CPU rehearsal the DiT check runs at tiny shapes on the recording stand-in backend (no memory figures)
+  and the generator flag is a no-op (nothing to offload from the CPU).
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from __future__ import annotations
 import copy
 import time
 
+import numpy as np
 import torch
 
 from benchmarks.wan_configs import WAN_1_3B_DIT
 from fastvideo.engine import builtin_model as bm
 
+SMALL = {"width": 64, "height": 32, "num_frames": 5, "num_inference_steps": 2, "seed": 9}
 WINDOW = 2
 
 
@@ -110,3 +115,27 @@ def test_layerwise_dit_equals_resident_and_saves_the_offloaded_blocks(gpu, capsy
         print(f"\nlayerwise offload, {offloader.num_blocks} blocks of {block / 2**20:.1f} MiB, window {WINDOW}: "
               f"resident {want_ms:.2f} ms/step, offloaded {got_ms:.2f} ms/step"
               + (f", peak memory saved {saved_mib:.1f} MiB" if saved_mib is not None else " (CPU rehearsal)"))
+
+
+def test_generator_dit_layerwise_offload_gives_the_same_video(gpu, gpu_generator, tiny_model_dir) -> None:
+    from fastvideo import VideoGenerator
+    from fastvideo.engine.layer_offload import module_tensors
+
+    generator = VideoGenerator.from_pretrained(str(tiny_model_dir), device=str(gpu.device), dtype="fp32",
+                                               dit_layerwise_offload=True)
+    try:
+        got = generator.generate({"prompt": "a lighthouse", "sampling": SMALL}).frames
+        want = gpu_generator.generate({"prompt": "a lighthouse", "sampling": SMALL}).frames
+        assert np.array_equal(got, want)
+        pipe = generator.pipeline
+        if gpu.rehearsal:
+            assert pipe.layerwise_offloaders == []
+            return
+        (offloader,) = pipe.layerwise_offloaders
+        assert offloader.copies > 0 and offloader.resident == []
+        blocks = {id(t) for t in module_tensors(pipe.dit.blocks)}
+        for tensor in module_tensors(pipe.dit):
+            assert (tensor.device.type, tensor.is_pinned()) == (("cpu", True) if id(tensor) in blocks else
+                                                                 ("cuda", False))
+    finally:
+        generator.shutdown()
