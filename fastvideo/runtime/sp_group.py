@@ -316,6 +316,7 @@ class SequenceParallelGroup:
         self._conns: list[Any] = []
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._reap_lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._boot_errors: dict[int, tuple[str, str | None, str, int | None]] = {}
         self._booted = threading.Event()
@@ -371,19 +372,16 @@ class SequenceParallelGroup:
         for rid in pending:
             self._send_all("cancel", rid)
         self._send_all("stop")
-        deadline = time.monotonic() + timeout
-        for how in ("join", "terminate", "kill"):
-            alive = [p for p in self._processes if p.exitcode is None]
+        alive = self._wait_all(timeout)
+        for how in ("terminate", "kill"):
             if not alive:
                 break
-            if how != "join":
-                logger.warning("sequence-parallel ranks %s did not exit; sending %s", [p.pid for p in alive], how)
-                for p in alive:
-                    getattr(p, how)()
-                deadline = time.monotonic() + 5.0
-            wait_ready([p.sentinel for p in alive], max(0.0, deadline - time.monotonic()))
+            logger.warning("sequence-parallel ranks %s did not exit; sending %s", [p.pid for p in alive], how)
             for p in alive:
-                p.join(0.1 if p.exitcode is None else None)
+                self._signal(p, how)
+            alive = self._wait_all(5.0)
+        if alive:
+            logger.error("sequence-parallel ranks %s still run after SIGKILL", [p.pid for p in alive])
         self._fail_pending(GenerationCancelled("the generator is shutting down", shutting_down=True))
 
     # -- requests --------------------------------------------------------------------------------
@@ -458,9 +456,8 @@ class SequenceParallelGroup:
             elif kind in ("done", "error"):
                 self._report(message[1], message[2], kind, message[3])
         process = self._processes[rank]
-        process.join(5.0)
+        code = self._reap(process, 5.0)
         if not self._closed:
-            code = process.exitcode
             detail = f"exit code {code}" if code is not None else "its pipe closed"
             if code is not None and code < 0:
                 detail += f" (killed by signal {-code})"
@@ -529,14 +526,33 @@ class SequenceParallelGroup:
             threading.Thread(target=self._kill_all, name="sp-teardown", daemon=True).start()
 
     def _kill_all(self) -> None:
+        for how in ("terminate", "kill"):
+            for p in self._processes:
+                self._signal(p, how)
+            if not self._wait_all(5.0):
+                return
+
+    # -- reaping: every waitpid on a rank and every signal to it under one lock (two threads joining one
+    # process race in waitpid: the loser sees a dead rank as alive and would signal a pid that may be reused)
+    def _reap(self, process: Any, timeout: float) -> int | None:
+        """Wait up to ``timeout`` s for ``process`` to exit (on its sentinel), reap it; its exit code or None."""
+        exited = bool(wait_ready([process.sentinel], max(0.0, timeout)))
+        with self._reap_lock:
+            if exited:
+                process.join(1.0)
+            return process.exitcode
+
+    def _wait_all(self, timeout: float) -> list[Any]:
+        """Wait up to ``timeout`` s in all for every rank to exit; the ones still running."""
+        deadline = time.monotonic() + timeout
         for p in self._processes:
-            if p.exitcode is None:
-                p.terminate()
-        for p in self._processes:
-            p.join(5.0)
-            if p.exitcode is None:
-                p.kill()
-                p.join(5.0)
+            self._reap(p, deadline - time.monotonic())
+        return [p for p in self._processes if self._reap(p, 0.0) is None]
+
+    def _signal(self, process: Any, how: str) -> None:
+        with self._reap_lock:
+            if process.exitcode is None:
+                getattr(process, how)()
 
     def _fail_pending(self, exc: BaseException) -> None:
         with self._lock:

@@ -134,24 +134,38 @@ def test_the_dynamo_warmup_request_is_the_probe_and_pools_and_serve_refuse_it_by
     assert info.value.path == "generator.engine.num_gpus" and "pool.devices" in str(info.value)
 
 
-def test_a_dead_rank_fails_the_request_and_shutdown_leaves_no_process(sp_generator) -> None:
-    group = sp_generator.group
-    pids = list(group.pids)
-    assert all(pid is not None and _alive(pid) for pid in pids)
-    long_request = {**REQUEST, "sampling": {**REQUEST["sampling"], "num_inference_steps": 50}}
-    future = group.submit(parse_config(GenerationRequest, long_request))
-    os.kill(pids[1], signal.SIGKILL)
-    with pytest.raises(SequenceParallelGroupError, match=r"rank 1 .*died: exit code -9"):
-        future.result(timeout=60)
-    with pytest.raises(SequenceParallelGroupError, match="broken"):
-        sp_generator.generate(REQUEST)
+def test_shutdown_stops_every_rank_cleanly(sp_generator) -> None:
+    processes = list(sp_generator.group._processes)
+    pids = [p.pid for p in processes]
+    assert all(_alive(pid) for pid in pids)
     sp_generator.shutdown()
-    deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    assert [p.exitcode for p in processes] == [0, 0]  # they left on "stop", none had to be terminated
     assert not any(_alive(pid) for pid in pids)
     with pytest.raises(GeneratorClosed):
         sp_generator.generate(REQUEST)
+    sp_generator.shutdown()  # twice is fine
+
+
+def test_a_dead_rank_fails_the_request_and_no_process_is_left() -> None:
+    from fastvideo.runtime.sp_group import SequenceParallelGroup
+
+    group = SequenceParallelGroup(parse_config(GeneratorConfig, {"engine": {"device": "cpu", "num_gpus": 2}}))
+    group.start()
+    try:
+        pids = list(group.pids)
+        long_request = {**REQUEST, "sampling": {**REQUEST["sampling"], "num_inference_steps": 50}}
+        future = group.submit(parse_config(GenerationRequest, long_request))
+        os.kill(pids[1], signal.SIGKILL)
+        with pytest.raises(SequenceParallelGroupError, match=r"rank 1 .*died: exit code -9"):
+            future.result(timeout=60)
+        with pytest.raises(SequenceParallelGroupError, match="broken"):
+            group.submit(parse_config(GenerationRequest, REQUEST))
+    finally:
+        group.stop(timeout=5.0)
+    deadline = time.monotonic() + 30  # the group stops rank 0 itself once rank 1 died
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids)
 
 
 @pytest.mark.parametrize(("data", "field", "words"), [
