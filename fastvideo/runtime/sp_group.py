@@ -37,7 +37,12 @@ Contract:
   previews are refused with a RequestError on ``output.preview_interval_steps``), ``shutdown``, ``preset``,
   ``config`` (the caller's), ``num_gpus``, ``devices``, ``model_path``, ``default_health_check_request`` /
   ``warmup_request``: what ``fastvideo generate`` and the Dynamo worker use. LoRA switching, blob stores,
-  ``fastvideo serve`` and device pools of such generators are not offered (refused naming ``engine.num_gpus``).
+  ``fastvideo serve`` and a DevicePool over such a generator are not offered (refused naming ``engine.num_gpus``).
+- :class:`SequenceParallelWorker` is a whole group as one :class:`~fastvideo.runtime.pool.GpuPool` worker: it boots
+  the group and runs the health-check request before it reports ``ready`` (a failure excludes it), reports the
+  first step as the request's start, maps failures to the pool's codes (``invalid_request`` with the field,
+  ``cancelled``, ``worker_died`` for a broken group, which also marks the worker dead); a request with a
+  ``session_id`` is refused (no sessions on such a worker yet).
 """
 
 from __future__ import annotations
@@ -63,11 +68,14 @@ from typing import Any
 from fastvideo.api import (ConfigError, FastVideoError, GenerationCancelled, GenerationFailed, GenerationRequest,
                            GeneratorConfig, RequestError, VideoFinalEvent, VideoProgressEvent, VideoResult,
                            config_to_dict, parse_config)
+from fastvideo.api import ContinuationState
 from fastvideo.api.errors import ModelLoadError
+from fastvideo.runtime.pool import WorkerHandle
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SequenceParallelGenerator", "SequenceParallelGroup", "SequenceParallelGroupError", "sp_devices"]
+__all__ = ["SequenceParallelGenerator", "SequenceParallelGroup", "SequenceParallelGroupError",
+           "SequenceParallelWorker", "sp_devices"]
 
 DEFAULT_DIST_TIMEOUT_S = 300
 
@@ -323,6 +331,8 @@ class SequenceParallelGroup:
         self._broken: str | None = None
         self._closed = False
         self._watchdog: threading.Thread | None = None
+        #: Called once with the reason when the group breaks (a pool marks its worker dead).
+        self.on_broken: Callable[[str], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -521,6 +531,11 @@ class SequenceParallelGroup:
             self._broken = reason
         logger.error("sequence-parallel group broken: %s", reason)
         self._booted.set()
+        if self.on_broken is not None:
+            try:
+                self.on_broken(reason)
+            except Exception:  # noqa: BLE001
+                logger.exception("on_broken callback failed")
         self._fail_pending(SequenceParallelGroupError(f"the sequence-parallel group failed: {reason}"))
         if self._watchdog is not None or self.rank_info:  # booted (or booting): stop what is left
             threading.Thread(target=self._kill_all, name="sp-teardown", daemon=True).start()
@@ -704,3 +719,94 @@ class SequenceParallelGenerator:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- pool worker
+class SequenceParallelWorker(WorkerHandle):
+    """A whole sequence-parallel group as one :class:`~fastvideo.runtime.pool.GpuPool` worker (see module
+    contract): ``device`` lists the group's devices; sessions (sticky hot state) are not supported."""
+
+    def __init__(self, worker_id: str, generator_config: GeneratorConfig | Mapping[str, Any],
+                 **group_options: Any) -> None:
+        config = parse_config(GeneratorConfig, generator_config)
+        self.group = SequenceParallelGroup(config, **group_options)
+        super().__init__(worker_id, ",".join(self.group.devices))
+        self._begun: set[str] = set()
+
+    def start(self) -> None:
+        threading.Thread(target=self._boot, name=f"boot-{self.worker_id}", daemon=True).start()
+
+    def _boot(self) -> None:
+        from fastvideo.runtime.generator import VideoGenerator
+
+        try:
+            self.group.start()
+            self.pid = self.group.pids[0]
+            started = time.perf_counter()
+            self.group.submit(VideoGenerator.default_health_check_request()).result()
+            self.warmup_info = {"sp_size": self.group.world, "devices": list(self.group.devices),
+                                "warmup_s": time.perf_counter() - started}
+        except Exception as exc:  # noqa: BLE001 - a failed boot excludes this worker
+            logger.error("worker %s failed to boot: %s: %s", self.worker_id, type(exc).__name__, exc)
+            self.group.stop(timeout=5.0)
+            self._mark_dead(f"boot failed: {type(exc).__name__}: {exc}")
+            return
+        self.group.on_broken = self._mark_dead
+        self.status = "ready"
+        self.ready_event.set()
+
+    def _send_generate(self, request: GenerationRequest, session_id: str | None) -> None:
+        rid = request.request_id
+        assert rid is not None
+        if session_id is not None:
+            self._error(rid, "invalid_request", "sessions are not supported on a sequence-parallel worker yet; "
+                                                "send the continuation state in the request instead", "session_id")
+            return
+
+        def on_step(step: int, total: int) -> None:
+            if rid not in self._begun:
+                self._begun.add(rid)
+                self._started(rid)
+            self._progress(rid, step, total)
+
+        try:
+            future = self.group.submit(request, on_step=on_step)
+        except FastVideoError as exc:
+            self._error(rid, "worker_died", str(exc), None)
+            return
+        future.add_done_callback(functools.partial(self._finished, rid))
+
+    def _finished(self, rid: str, future: Future) -> None:
+        self._begun.discard(rid)
+        exc = future.exception()
+        if exc is None:
+            self._done(rid, future.result(), None)
+        elif isinstance(exc, RequestError):
+            self._error(rid, "invalid_request", exc.reason, exc.field)
+        elif isinstance(exc, GenerationCancelled):
+            self._error(rid, "cancelled", str(exc), None)
+        elif isinstance(exc, SequenceParallelGroupError):
+            self._error(rid, "worker_died", str(exc), None)
+        else:
+            self._error(rid, "generation_failed", f"{type(exc).__name__}: {exc}", None)
+
+    def cancel(self, request_id: str) -> None:
+        self.group.cancel(request_id)
+
+    def snapshot(self, session_id: str, timeout: float = 60.0) -> ContinuationState | None:
+        return None  # no session lives on a sequence-parallel worker
+
+    def hydrate(self, session_id: str, state: ContinuationState, timeout: float = 60.0) -> None:
+        raise SequenceParallelGroupError(f"worker {self.worker_id}: sessions are not supported on a "
+                                         "sequence-parallel worker yet")
+
+    def drop(self, session_id: str) -> None:
+        pass
+
+    def session_ids(self) -> list[str]:
+        return []
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.status in ("ready", "booting"):
+            self.status = "stopped"
+        self.group.stop(timeout)

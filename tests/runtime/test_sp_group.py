@@ -146,6 +146,32 @@ def test_shutdown_stops_every_rank_cleanly(sp_generator) -> None:
     sp_generator.shutdown()  # twice is fine
 
 
+def test_a_gpu_pool_serves_through_one_sequence_parallel_worker() -> None:
+    from fastvideo.runtime.pool import GpuPool
+    from fastvideo.runtime.sp_group import SequenceParallelWorker
+
+    worker = SequenceParallelWorker("sp0", {"engine": {"device": "cpu", "num_gpus": 2}})
+    pool = GpuPool([worker])
+    try:
+        infos = pool.start()  # boots the group and runs the health-check request on both ranks
+        assert [i.status for i in infos] == ["ready"] and worker.device == "cpu,cpu"
+        steps: list[tuple[int, int]] = []
+        started: list[bool] = []
+        request = {**REQUEST, "sampling": {**REQUEST["sampling"], "num_inference_steps": 2}}
+        result = pool.submit(request, on_progress=lambda step, total: steps.append((step, total)),
+                             on_start=lambda: started.append(True)).result(timeout=120)
+        assert result.metadata["sp_size"] == 2 and result.frames.shape == (5, 48, 80, 3)
+        assert steps == [(1, 2), (2, 2)] and started == [True]
+        with pytest.raises(RequestError) as info:  # the field survives the pool's error mapping
+            pool.submit({**REQUEST, "sampling": {**REQUEST["sampling"], "width": 81}}).result(timeout=60)
+        assert info.value.field == "sampling.width"
+        pids = [p.pid for p in worker.group._processes]
+    finally:
+        pool.stop()
+    assert [p.exitcode for p in worker.group._processes] == [0, 0]
+    assert not any(_alive(pid) for pid in pids)
+
+
 def test_a_dead_rank_fails_the_request_and_no_process_is_left() -> None:
     from fastvideo.runtime.sp_group import SequenceParallelGroup
 
