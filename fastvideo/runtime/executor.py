@@ -62,9 +62,10 @@ Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a 
   member's DiT input has that frame in place of its first latent frame, and a step holding one runs per-token
   timesteps for all its rows (:meth:`WanT2VPipeline.step_timesteps`: 0 on the conditioned rows' first frame, the
   same numbers as the plain timestep elsewhere); the decoded latents and previews carry the clean frame too. A
-  step without conditioned rows runs the plain ``(rows,)`` timestep. TeaCache is refused for these models
-  (RequestError on ``runtime.enable_teacache``); continuation is refused by request validation (``state``); a
-  size the model cannot tile is a RequestError from :meth:`WanT2VPipeline.check_sampling`.
+  step without conditioned rows runs the plain ``(rows,)`` timestep. With CUDA graphs each declared bucket is
+  captured for both timestep forms (labels ending ``/per-token`` for the per-token one). TeaCache is refused for
+  these models (RequestError on ``runtime.enable_teacache``); continuation is refused by request validation
+  (``state``); a size the model cannot tile is a RequestError from :meth:`WanT2VPipeline.check_sampling`.
 - ``finish(item)``: on the *decode* stream (after the denoise event), VAE decode with the overlap
   frames of a continuation dropped, MP4 encoding / saving, state encoding; returns a VideoResult
   built by ``VideoGenerator.build_result`` (with ``batch_size``/``queue_s``).
@@ -703,6 +704,10 @@ class WanBatchExecutor:
                     latents, timestep, embeds = self.example_step_inputs(bucket, branch, batch)
                     if self.runner.capture(latents, timestep, embeds, label=label):
                         labels.append(label)
+                    if self.pipeline.per_token_timesteps:  # TI2V: the steps of batches holding an image
+                        per_token = self.pipeline.step_timesteps(timestep, latents, [True] * timestep.shape[0])
+                        if self.runner.capture(latents, per_token, embeds, label=label + "/per-token"):
+                            labels.append(label + "/per-token")
         return labels
 
     @torch.no_grad()

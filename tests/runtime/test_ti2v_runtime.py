@@ -98,3 +98,31 @@ def test_text_and_image_members_batch_together_exactly(ti2v_generator: Any) -> N
     # previews: the image member's, after steps 1 and 2 (not after the last), decoded with its clean first frame
     assert [e.step for e in sink.events] == [1, 2]
     assert all(e.frames.shape == (5, 64, 64, 3) for e in sink.events)
+
+
+def test_graphs_capture_both_timestep_forms_and_replay_exactly(ti2v_generator: Any) -> None:
+    """CUDA graphs (CPU stand-in backend): each declared bucket is captured with the plain and the per-token
+    timestep, so text-only and image requests both replay, and equal their eager runs exactly."""
+    from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig, RecordingGraphBackend
+    from fastvideo.runtime.executor import ExecutorConfig
+    from fastvideo.runtime.worker import BatchWorker, WorkerConfig
+
+    warm = GenerationRequest(prompt="warm", sampling=SamplingConfig(width=64, height=64, num_frames=5,
+                                                                    num_inference_steps=1, guidance_scale=5.0,
+                                                                    seed=0), output=OutputConfig(return_frames=False))
+    graphs = ExecutorConfig(graphs=GraphConfig(enabled=True, buckets=(GraphBucket(width=64, height=64, num_frames=5,
+                                                                                  cfg=True, batch_sizes=(1,)),)))
+    worker = BatchWorker(ti2v_generator, WorkerConfig(warmup_request=warm, executor=graphs),
+                         graph_backend=RecordingGraphBackend())
+    worker.start()
+    try:
+        info = worker.warmup()
+        assert info["graphs"] == ["64x64x5/initial/b1/cfg", "64x64x5/initial/b1/cfg/per-token"]
+        runner = worker.executor.runner
+        replays = runner.stats["replays"]
+        replayed = [worker.generate(_request(9)), worker.generate(_request(9, _image()))]
+        assert runner.stats["replays"] - replays == 6 and runner.stats["eager_calls"] == 0
+    finally:
+        worker.stop()
+    for got, request in zip(replayed, (_request(9), _request(9, _image()))):
+        assert np.array_equal(got.frames, ti2v_generator.generate(request).frames)  # replay == eager, exactly
