@@ -11,7 +11,8 @@ Contract (the :class:`fastvideo.runtime.dispatcher.BatchExecutor` interface the 
   previews, ...), then the common :func:`~fastvideo.engine.validation.resolve_sampling` against the LTX-2 preset
   (defaults; RequestError naming the field), then the model's sizes (``LTX2ServedPipeline.check_resolved``), then
   a continuation ``state``: it must be an ``ltx2.v1`` state (:class:`~fastvideo.engine.models.ltx2.state.
-  LTX2ContinuationState`) whose frames have the request's size, else a RequestError on ``state``.
+  LTX2ContinuationState`) with inline media, no video RoPE offset, and frames of the request's size, else a
+  RequestError on ``state``.
 - Continuation: a request with a ``state`` runs the ``continuation`` branch (its own bucket): the state's trailing
   frames condition the new segment (``LTX2Request.continuation``; the engine's frame-condition path), and its
   ``segment_index + 1`` is the new segment's. With ``output.return_state`` the result carries the ``ltx2.v1`` state
@@ -103,6 +104,12 @@ class LTX2BatchExecutor:
                                           resolved.num_inference_steps)
         if request.state is not None:
             state = LTX2BatchExecutor.continuation_of(request)
+            if state.video_frames_blob_id is not None or state.audio_latents_blob_id is not None:
+                raise RequestError("state", "the LTX-2 state's media are blob-backed (video_frames_blob_id / "
+                                            "audio_latents_blob_id); send them inline")
+            if state.video_position_offset_sec:
+                raise RequestError("state", f"video_position_offset_sec={state.video_position_offset_sec!r}: "
+                                            "shifting the video RoPE of a continuation is not supported; use 0")
             frames = state.video_frames or []
             if frames and tuple(frames[0].shape[:2]) != (resolved.height, resolved.width):
                 height, width = frames[0].shape[:2]

@@ -245,3 +245,7 @@ def test_a_returned_state_continues_the_video_as_the_engine_does(ltx2_generator)
     with pytest.raises(RequestError) as info:  # the state's size must be the request's
         ltx2_generator.generate({**request, "sampling": {**request["sampling"], "width": 64}, "state": wire})
     assert info.value.field == "state"
+    shifted = replace(state, video_position_offset_sec=0.5).to_continuation_state().to_dict()
+    with pytest.raises(RequestError, match="video_position_offset_sec") as info:
+        ltx2_generator.generate({**request, "state": shifted})
+    assert info.value.field == "state"
