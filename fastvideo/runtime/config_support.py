@@ -209,9 +209,10 @@ def check_model_config(config: GeneratorConfig, *, device_type: str, two_experts
     if two_experts and config.pipeline.components.lora_path:
         raise ConfigError("pipeline.components.lora_path", "LoRA is not supported on two-expert models (Wan2.2 "
                                                            "A14B) yet; drop it")
-    if two_experts and config.engine.artifacts_path:
-        raise ConfigError("engine.artifacts_path", "built artifacts are not supported for two-expert models (Wan2.2 "
-                                                   "A14B) yet; drop it")
+    if two_experts and config.engine.artifacts_path and config.engine.offload.dit and device_type == "cuda":
+        raise ConfigError("engine.artifacts_path", "built artifacts of a two-expert model (Wan2.2 A14B) hold both "
+                                                   "experts' weights on the device, so they cannot be combined with "
+                                                   "engine.offload.dit; drop one of them")
 
 
 def _check_parallelism(config: GeneratorConfig) -> None:

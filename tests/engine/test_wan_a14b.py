@@ -199,7 +199,7 @@ def test_folder_with_second_expert_needs_a_ratio() -> None:
 @pytest.mark.parametrize("two_experts,data,field", [
     (False, {"engine": {"offload": {"dit": True}}}, "engine.offload.dit"),
     (True, {"pipeline": {"components": {"lora_path": "/l.safetensors"}}}, "pipeline.components.lora_path"),
-    (True, {"engine": {"artifacts_path": "/a"}}, "engine.artifacts_path"),
+    (True, {"engine": {"artifacts_path": "/a", "offload": {"dit": True}}}, "engine.artifacts_path"),
 ])
 def test_model_dependent_refusals(two_experts: bool, data: dict, field: str) -> None:
     from fastvideo.api import ConfigError, GeneratorConfig, parse_config
@@ -262,3 +262,13 @@ def test_runtime_lora_is_refused_on_two_experts(ours: Any, tmp_path: Path) -> No
         ours.set_lora_adapter("style", str(tmp_path / "style.safetensors"))
     assert "two-expert" in str(err.value)
     assert all(torch.equal(before[k], v) for k, v in ours.pipeline.dit.state_dict().items())
+
+
+@pytest.mark.parametrize("device_type", ["cuda", "cpu"])
+def test_two_expert_artifacts_accepted_without_expert_offload(device_type: str) -> None:
+    from fastvideo.api import GeneratorConfig, parse_config
+    from fastvideo.runtime.config_support import check_model_config
+
+    # fastvideo-build exports both experts into one folder; only the expert swap (offload.dit) conflicts with it.
+    check_model_config(parse_config(GeneratorConfig, {"engine": {"artifacts_path": "/a"}}),
+                       device_type=device_type, two_experts=True)
