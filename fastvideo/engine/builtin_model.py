@@ -15,7 +15,7 @@ residual blocks, 2x2 pixel patches, 16x spatial compression, 48 latent channels)
 ``"fastvideo-tiny-ltx2"`` gives a tiny LTX-2 (video + audio) one (:func:`write_builtin_ltx2_model`: an
 ``LTX2Pipeline`` folder written from our own ``fastvideo.engine.models.ltx2`` classes, whose state-dict keys and
 config keys are diffusers', plus a two-layer Gemma-3 from ``transformers`` and a Gemma-like byte tokenizer; no
-diffusers at run time; the runtime refuses it until it serves LTX-2, see ``engine/families.py``).
+diffusers at run time; the runtime core serves it like any LTX-2 folder).
 :data:`BUILTIN_MODELS` maps the names a model path may give to them.
 """
 

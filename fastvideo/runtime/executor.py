@@ -111,7 +111,7 @@ from fastvideo.runtime.cuda_graphs import (
     GraphKey,
 )
 from fastvideo.runtime.dispatcher import PreviewSink
-from fastvideo.runtime.scheduler import BucketKey, WorkItem
+from fastvideo.runtime.scheduler import BucketKey, RequestWork, WorkItem
 
 logger = logging.getLogger(__name__)
 
@@ -197,15 +197,6 @@ class ExecutorConfig:
 
 
 @dataclass
-class WanWork:
-    """The executor's payload of a WorkItem."""
-
-    request: GenerationRequest
-    resolved: ResolvedSampling
-    need_bytes: bool = True
-
-
-@dataclass
 class _Ctx:
     start: float
     embeds: torch.Tensor
@@ -286,7 +277,7 @@ class WanBatchExecutor:
                   need_bytes: bool = True, should_cancel: Any = None) -> WorkItem:
         assert request.request_id is not None
         item = WorkItem(request_id=request.request_id, key=BucketKey.of(resolved, branch_of(request)),
-                        payload=WanWork(request, resolved, need_bytes), listener=listener)
+                        payload=RequestWork(request, resolved, need_bytes), listener=listener)
         item._external_cancel = should_cancel
         return item
 
@@ -417,7 +408,7 @@ class WanBatchExecutor:
     # ------------------------------------------------------------------ stages
     @torch.no_grad()
     def prepare(self, item: WorkItem) -> None:
-        work: WanWork = item.payload
+        work: RequestWork = item.payload
         req, s = work.request, work.resolved
         pipe = self.pipeline
         self.generator.counters.add("generations_started")
@@ -655,7 +646,7 @@ class WanBatchExecutor:
 
     @torch.no_grad()
     def finish(self, item: WorkItem) -> Any:
-        work: WanWork = item.payload
+        work: RequestWork = item.payload
         req, s = work.request, work.resolved
         ctx: _Ctx = item.ctx
         assert ctx.latents is not None

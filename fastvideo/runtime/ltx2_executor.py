@@ -51,20 +51,11 @@ from fastvideo.engine.request_support import check_ltx2_request_fields
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling
 from fastvideo.runtime.cuda_graphs import GraphConfig
 from fastvideo.runtime.executor import ExecutorConfig
-from fastvideo.runtime.scheduler import BucketKey, WorkItem
+from fastvideo.runtime.scheduler import BucketKey, RequestWork, WorkItem
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LTX2BatchExecutor", "LTX2Work"]
-
-
-@dataclass
-class LTX2Work:
-    """The executor's payload of a WorkItem."""
-
-    request: GenerationRequest
-    resolved: ResolvedSampling
-    need_bytes: bool = True
+__all__ = ["LTX2BatchExecutor"]
 
 
 @dataclass
@@ -134,14 +125,14 @@ class LTX2BatchExecutor:
         assert request.request_id is not None
         branch = "initial" if request.state is None else "continuation"
         item = WorkItem(request_id=request.request_id, key=BucketKey.of(resolved, branch),
-                        payload=LTX2Work(request, resolved, need_bytes), listener=listener)
+                        payload=RequestWork(request, resolved, need_bytes), listener=listener)
         item._external_cancel = should_cancel
         return item
 
     # ------------------------------------------------------------------ stages
     @torch.no_grad()
     def prepare(self, item: WorkItem) -> None:
-        work: LTX2Work = item.payload
+        work: RequestWork = item.payload
         start = time.perf_counter()
         self.generator.counters.add("generations_started")
         try:
@@ -203,7 +194,7 @@ class LTX2BatchExecutor:
 
     @torch.no_grad()
     def finish(self, item: WorkItem) -> Any:
-        work: LTX2Work = item.payload
+        work: RequestWork = item.payload
         req, s = work.request, work.resolved
         ctx: _Ctx = item.ctx
         try:

@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
@@ -46,10 +47,11 @@ from fastvideo.runtime.pool import WorkerDied, WorkerHandle
 logger = logging.getLogger(__name__)
 
 
-def _child_main(worker_id: str, config_dict: dict, worker_config: Any, conn: Any, threads: int | None,
-                log_level: str) -> None:
-    """Entry point of the worker process (module-level so spawn can import it)."""
-    logging.basicConfig(level=log_level, format=f"%(asctime)s [{worker_id}] %(levelname)s %(name)s: %(message)s")
+def child_process_setup(conn: Any, log_level: str, label: str) -> Callable[..., None]:
+    """In a spawned child (a pool worker or a sequence-parallel rank): configure logging with ``label`` in each
+    line and return a thread-safe ``send(*message)`` over the child's pipe end, which drops the message once the
+    parent has gone (the child then notices on its next receive)."""
+    logging.basicConfig(level=log_level, format=f"%(asctime)s [{label}] %(levelname)s %(name)s: %(message)s")
     send_lock = threading.Lock()
 
     def send(*message: Any) -> None:
@@ -58,6 +60,14 @@ def _child_main(worker_id: str, config_dict: dict, worker_config: Any, conn: Any
                 conn.send(message)
             except (OSError, EOFError, BrokenPipeError):
                 pass
+
+    return send
+
+
+def _child_main(worker_id: str, config_dict: dict, worker_config: Any, conn: Any, threads: int | None,
+                log_level: str) -> None:
+    """Entry point of the worker process (module-level so spawn can import it)."""
+    send = child_process_setup(conn, log_level, worker_id)
 
     try:
         import torch

@@ -78,6 +78,16 @@ class BucketKey:
 _SEQ = itertools.count()
 
 
+@dataclass
+class RequestWork:
+    """A batch executor's payload of a WorkItem: the request, its resolved sampling, and whether the caller
+    wants encoded bytes (an MP4) besides frames."""
+
+    request: Any  #: GenerationRequest
+    resolved: Any  #: ResolvedSampling
+    need_bytes: bool = True
+
+
 @dataclass(eq=False)
 class WorkItem:
     """One request as the scheduler sees it; ``payload`` and ``ctx`` belong to the executor."""

@@ -71,6 +71,7 @@ from fastvideo.api import (ConfigError, FastVideoError, GenerationCancelled, Gen
 from fastvideo.api import ContinuationState
 from fastvideo.api.errors import ModelLoadError
 from fastvideo.runtime.pool import WorkerHandle
+from fastvideo.runtime.pool_process import child_process_setup
 
 logger = logging.getLogger(__name__)
 
@@ -160,15 +161,7 @@ _STOP = object()
 def _rank_main(rank: int, world: int, init_method: str, config_dict: dict, conn: Any, threads: int | None,
                timeout_s: float, log_level: str) -> None:
     """Entry point of rank ``rank`` (module-level so spawn can import it; see the module contract)."""
-    logging.basicConfig(level=log_level, format=f"%(asctime)s [sp rank {rank}] %(levelname)s %(name)s: %(message)s")
-    send_lock = threading.Lock()
-
-    def send(*message: Any) -> None:
-        with send_lock:
-            try:
-                conn.send(message)
-            except (OSError, EOFError, BrokenPipeError):
-                pass
+    send = child_process_setup(conn, log_level, f"sp rank {rank}")
 
     try:
         import torch
