@@ -16,7 +16,9 @@ reported too (``peak_bytes``: resident weights included; ``added_bytes``: what o
 
 ``--model wan2.1-i2v-14b`` times the Wan2.1 I2V DiT instead (36 input channels, 257 CLIP image tokens through the
 image embedder and the added K/V cross-attention; ``--full`` is the real 14B config, 2 x ~33 GB of bf16 weights:
-an H100/H200-class GPU; tiny on a CPU).
+an H100/H200-class GPU; tiny on a CPU). ``--model wan2.2-ti2v-5b`` times the Wan2.2 TI2V-5B DiT (48 latent channels
+over the Wan2.2 VAE's 16x spatial compression; ``--full`` 704x1280x121) with per-token timesteps, the first latent
+frame at 0 as for an image-conditioned request (the path the engine takes for image steps: unfused modulation).
 
 ``--family ltx2`` times the LTX-2 audio+video DiT instead (``benchmarks/ltx2_dit_bench.py``: tiny on a CPU,
 ``--full`` the published ~19B LTX-2 transformer at 512x768x121 in bf16 on a GPU).
@@ -35,21 +37,27 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import interleaved_seconds, peak_memory  # noqa: E402
-from benchmarks.wan_configs import WAN_1_3B_DIT, WAN_I2V_14B_DIT  # noqa: E402
+from benchmarks.wan_configs import WAN_1_3B_DIT, WAN_I2V_14B_DIT, WAN_TI2V_5B_DIT  # noqa: E402
 
 TINY = {"patch_size": [1, 2, 2], "num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 16,
         "out_channels": 16, "text_dim": 64, "freq_dim": 64, "ffn_dim": 128, "num_layers": 2,
         "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "rope_max_seq_len": 1024}
 TINY_I2V = {**TINY, "in_channels": 36, "image_dim": 32, "added_kv_proj_dim": 64}
+TINY_TI2V = {**TINY, "in_channels": 48, "out_channels": 48}
 #: --model: (full config, tiny config, CLIP tokens per image or None for text-to-video).
-MODELS = {"wan2.1-t2v-1.3b": (WAN_1_3B_DIT, TINY, None), "wan2.1-i2v-14b": (WAN_I2V_14B_DIT, TINY_I2V, 257)}
+MODELS = {"wan2.1-t2v-1.3b": (WAN_1_3B_DIT, TINY, None), "wan2.1-i2v-14b": (WAN_I2V_14B_DIT, TINY_I2V, 257),
+          "wan2.2-ti2v-5b": (WAN_TI2V_5B_DIT, TINY_TI2V, None)}
+#: --model -> (VAE spatial compression, default --full size, per-token timesteps with the first latent frame clean).
+LATENT_LAYOUT = {"wan2.1-t2v-1.3b": (8, "480x832x81", False), "wan2.1-i2v-14b": (8, "480x832x81", False),
+                 "wan2.2-ti2v-5b": (16, "704x1280x121", True)}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", default="wan", choices=["wan", "ltx2"], help="which DiT to time (default wan)")
     p.add_argument("--model", default="wan2.1-t2v-1.3b", choices=sorted(MODELS),
-                   help="wan: which DiT (wan2.1-i2v-14b: the image branch too, 257 CLIP tokens; 512 text tokens)")
+                   help="wan: which DiT (wan2.1-i2v-14b: the image branch too, 257 CLIP tokens; 512 text tokens; "
+                        "wan2.2-ti2v-5b: 48 channels, per-token timesteps, full size 704x1280x121)")
     p.add_argument("--full", action="store_true",
                    help="Wan2.1-1.3B config, 480x832x81 / LTX-2 published config, 512x768x121; bf16 (GPU)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -84,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
         args.dtype or ("bf16" if args.full else "fp32")]
     device = torch.device(args.device)
-    h, w, f = (int(v) for v in (args.size or ("480x832x81" if args.full else "64x64x9")).split("x"))
-    latent = (args.batch, config["in_channels"], (f - 1) // 4 + 1, h // 8, w // 8)
+    spatial, full_size, per_token = LATENT_LAYOUT[args.model]
+    h, w, f = (int(v) for v in (args.size or (full_size if args.full else "64x64x9")).split("x"))
+    latent = (args.batch, config["in_channels"], (f - 1) // 4 + 1, h // spatial, w // spatial)
 
     torch.manual_seed(0)
     with torch.device(device):  # random init on the device: seconds for 1.3B parameters, not minutes on a CPU
@@ -99,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                 param.data = param.data.to(inference_param_dtype(name, dtype))
     x = torch.randn(latent, device=device, dtype=dtype)
     t = torch.full((args.batch,), 500.0, device=device)
+    if per_token:  # (B, L) timesteps, the first latent frame's tokens at 0 (a clean image frame)
+        per_frame = (latent[3] // 2) * (latent[4] // 2)
+        t = torch.full((args.batch, latent[2] * per_frame), 500.0, device=device)
+        t[:, :per_frame] = 0.0
     ctx = torch.randn(args.batch, args.text_len, config["text_dim"], device=device, dtype=dtype)
     clip = None if image_tokens is None else torch.randn(args.batch, image_tokens, config["image_dim"],
                                                          device=device, dtype=dtype)
@@ -134,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                      "device": str(device),
                      "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                      "dtype": str(dtype), "video": f"{h}x{w}x{f}", "latent_shape": list(latent), "tokens": tokens,
-                     "text_len": args.text_len, "iters": args.iters, "warmup": args.warmup,
+                     "text_len": args.text_len, "per_token_timesteps": per_token, "iters": args.iters,
+                     "warmup": args.warmup,
                      "torch": torch.__version__, "threads": torch.get_num_threads()}}
 
     def save() -> None:  # after each phase, so a run stopped during compilation keeps the eager figures
