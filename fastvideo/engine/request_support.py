@@ -17,10 +17,13 @@ Contract:
 - LTX-2 (video + audio): :func:`check_ltx2_request_fields` runs before :func:`check_request_fields` for that
   family (``LTX2BatchExecutor.resolve_sampling``) and refuses, naming the field, what the Wan-shaped request
   holds that LTX-2 cannot honour yet (:data:`LTX2_REFUSED_FIELDS`): ``sampling.continuation_strength`` (an LTX-2
-  state carries its own conditioning strengths; ``state`` and ``output.return_state`` are honoured), image
-  inputs (until LTX-2 image conditioning lands), ``sampling.shift`` (LTX-2's schedule is the scheduler config's
-  dynamic shift), samplers other than Euler, DMD timesteps, TeaCache, previews and
-  ``sampling.max_sequence_length`` (the preset's text length).
+  state carries its own conditioning strengths; ``state`` and ``output.return_state`` are honoured),
+  ``inputs.last_image`` (LTX-2 image-to-video conditions on the first frame only), ``sampling.shift`` (LTX-2's
+  schedule is the scheduler config's dynamic shift), samplers other than Euler, DMD timesteps, TeaCache, previews and
+  ``sampling.max_sequence_length`` (the preset's text length). The first-frame image (``inputs.image_path`` or
+  ``inputs.pil_image``: optional, image-to-video) is checked here: given once, one image, and not together with a
+  continuation ``state`` (each a RequestError naming the field); the runtime then takes it out of the request
+  before the common checks (which would refuse it for a text-to-video workload).
 - Stdlib only (the request and its values, no model).
 """
 
@@ -49,7 +52,7 @@ REQUEST_FIELD_SUPPORT: dict[str, str] = {
        for name in InputConfig.__dataclass_fields__},
     "inputs.image_path": "image-to-video models: one image file path, required (or inputs.pil_image in Python); "
                          "a list refused (one request per image); text-image-to-video models (ti2v): optional "
-                         "(the first frame); text-to-video models: refused",
+                         "(the first frame); LTX-2: optional (image-to-video); text-to-video models: refused",
     "inputs.pil_image": "image-to-video models: a PIL image, instead of inputs.image_path; text-to-video: refused",
     "inputs.last_image": "first-last-frame models (flf2v): the last frame (a path or a PIL image), required; "
                          "others: refused",
@@ -216,9 +219,7 @@ _LTX2_LATER = "is not supported for LTX-2 yet"
 LTX2_REFUSED_FIELDS: dict[str, str] = {
     "sampling.continuation_strength": "an LTX-2 continuation state carries its own conditioning strengths "
                                       "(video_conditioning_strength, audio_conditioning_strength); drop it",
-    "inputs.image_path": f"image conditioning {_LTX2_LATER} (LTX-2 runs text-to-video+audio); drop it",
-    "inputs.pil_image": f"image conditioning {_LTX2_LATER} (LTX-2 runs text-to-video+audio); drop it",
-    "inputs.last_image": f"image conditioning {_LTX2_LATER} (LTX-2 runs text-to-video+audio); drop it",
+    "inputs.last_image": "LTX-2 image-to-video conditions on the first frame only (inputs.image_path); drop it",
     "sampling.shift": "LTX-2's schedule uses its scheduler config's dynamic shift; drop it",
     "sampling.dmd_denoising_steps": "DMD sampling is for FastWan checkpoints; LTX-2 samples with Euler: drop it",
     "sampling.max_sequence_length": "LTX-2's text encoder reads the preset's text length; drop it",
@@ -236,6 +237,15 @@ def check_ltx2_request_fields(request: GenerationRequest, model_name: str) -> No
             value = getattr(value, part)
         if value is not None and value is not False:
             raise RequestError(path, f"{value!r:.80} is not supported by model {model_name!r}: {why}")
+    inputs = request.inputs
+    if inputs.image_path is not None and inputs.pil_image is not None:
+        raise RequestError("inputs.pil_image", "give the image once: inputs.image_path or inputs.pil_image")
+    if isinstance(inputs.image_path, list):
+        raise RequestError("inputs.image_path", "one image per request: send one request per image")
+    if (inputs.image_path is not None or inputs.pil_image is not None) and request.state is not None:
+        field = "inputs.image_path" if inputs.image_path is not None else "inputs.pil_image"
+        raise RequestError(field, f"model {model_name!r}: a request either starts from an image or continues a "
+                                  "state, not both; drop the image or the state")
     sampler = request.sampling.sampler
     if sampler not in (None, "euler"):
         raise RequestError("sampling.sampler", f"{sampler!r} is not supported by model {model_name!r}: LTX-2 samples "

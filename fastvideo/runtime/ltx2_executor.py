@@ -7,12 +7,18 @@ Contract (the :class:`fastvideo.runtime.dispatcher.BatchExecutor` interface the 
   :class:`~fastvideo.engine.models.ltx2.served.LTX2ServedPipeline`.
 - :meth:`resolve_sampling` ``(generator, request)`` is the family's request rules, called by
   ``VideoGenerator.resolve``: :func:`~fastvideo.engine.request_support.check_ltx2_request_fields` (Wan-only and
-  not-yet-supported fields refused by name: continuation, image inputs, shift, non-Euler samplers, TeaCache,
-  previews, ...), then the common :func:`~fastvideo.engine.validation.resolve_sampling` against the LTX-2 preset
+  not-yet-supported fields refused by name: ``inputs.last_image``, shift, non-Euler samplers, TeaCache,
+  previews, ...; the first-frame image given once and not with a ``state``), then the common
+  :func:`~fastvideo.engine.validation.resolve_sampling` against the LTX-2 preset
   (defaults; RequestError naming the field), then the model's sizes (``LTX2ServedPipeline.check_resolved``), then
   a continuation ``state``: it must be an ``ltx2.v1`` state (:class:`~fastvideo.engine.models.ltx2.state.
   LTX2ContinuationState`) with inline media, no video RoPE offset, and frames of the request's size, else a
   RequestError on ``state``.
+- Image-to-video: a request with ``inputs.image_path`` or ``inputs.pil_image`` (checked by the family's rules,
+  then left out of the common ones, which refuse images for a text-to-video preset) resolves with workload
+  ``i2v``, so it never shares a bucket with text-to-video requests; ``LTX2ServedPipeline.to_request`` loads the
+  image as RGB uint8 and the engine conditions the first latent frame on it (``LTX2Request.image``,
+  diffusers' ``LTX2ImageToVideoPipeline``: resized to the video size, CRF 33 round trip).
 - Continuation: a request with a ``state`` runs the ``continuation`` branch (its own bucket): the state's trailing
   frames condition the new segment (``LTX2Request.continuation``; the engine's frame-condition path), and its
   ``segment_index + 1`` is the new segment's. With ``output.return_state`` the result carries the ``ltx2.v1`` state
@@ -89,8 +95,14 @@ class LTX2BatchExecutor:
     def resolve_sampling(generator: Any, request: GenerationRequest) -> ResolvedSampling:
         """LTX-2's request rules (module contract); RequestError naming the field."""
         preset = generator.preset
-        check_ltx2_request_fields(request, preset.name)
+        check_ltx2_request_fields(request, preset.name)  # the first-frame image included (given once, no state)
+        inputs = request.inputs
+        image = inputs.image_path is not None or inputs.pil_image is not None
+        if image:  # checked above; the common rules would refuse it for the text-to-video preset
+            request = replace(request, inputs=replace(inputs, image_path=None, pil_image=None))
         resolved = resolve_sampling(request, preset)
+        if image:  # image-to-video requests batch among themselves (module contract)
+            resolved = replace(resolved, workload="i2v")
         generator.pipeline.check_resolved(resolved.width, resolved.height, resolved.num_frames,
                                           resolved.num_inference_steps)
         if request.state is not None:

@@ -111,7 +111,7 @@ def test_saved_mp4_has_an_audio_stream(ltx2_generator, tmp_path: Path) -> None:
     ({"state": {"kind": "wan.v1", "payload": {"schema_version": 1}}}, "state"),
     ({"sampling": {"continuation_strength": 0.5}}, "sampling.continuation_strength"),
     ({"output": {"preview_interval_steps": 1}}, "output.preview_interval_steps"),
-    ({"inputs": {"image_path": "cat.png"}}, "inputs.image_path"),
+    ({"inputs": {"last_image": "cat.png"}}, "inputs.last_image"),
     ({"sampling": {"num_frames": 8}}, "sampling.num_frames"),
     ({"sampling": {"width": 48}}, "sampling.width"),
     ({"sampling": {"guidance_scale_2": 2.0}}, "sampling.guidance_scale_2"),

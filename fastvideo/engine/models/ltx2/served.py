@@ -20,7 +20,11 @@ Contract:
   when the scheduler's ``shift_terminal`` stretch is on (one step has no stretch to make).
 - :meth:`LTX2ServedPipeline.to_request` maps a resolved request onto :class:`~.pipeline.LTX2Request`: prompt,
   negative prompt (None: the preset's), width, height, num_frames, fps, steps, seed, the preset's guidance with the
-  request's ``guidance_scale`` as the video CFG scale (audio scales stay the preset's), the preset's sigmas.
+  request's ``guidance_scale`` as the video CFG scale (audio scales stay the preset's), the preset's sigmas, and
+  the first-frame image (``inputs.image_path`` or ``inputs.pil_image``, opened as RGB by the same
+  :func:`~fastvideo.engine.models.wan.image_conditioning.load_image` the Wan image models use: an unreadable one
+  is a RequestError naming the field) as an ``(H, W, 3)`` uint8 ``LTX2Request.image`` (image-to-video; the engine
+  resizes it to the video size, ``image_crf`` None: diffusers' CRF 33).
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from fastvideo.api import presets as api_presets
 from fastvideo.api import ConfigError, RequestError
 from fastvideo.engine.models.ltx2.pipeline import LTX2Components, LTX2Guidance, LTX2Request, load_ltx2_pipeline
+from fastvideo.engine.models.wan.image_conditioning import load_image
 from fastvideo.engine.presets import ModelPreset
 from fastvideo.engine.sampler import SamplerConfig
 
@@ -125,11 +131,17 @@ class LTX2ServedPipeline:
     def to_request(self, request: Any, resolved: Any) -> LTX2Request:
         """The :class:`LTX2Request` of a resolved GenerationRequest (module contract)."""
         negative = request.negative_prompt if request.negative_prompt is not None else self.preset.negative_prompt
+        inputs = request.inputs
+        image = None
+        if inputs.image_path is not None or inputs.pil_image is not None:
+            name = "inputs.image_path" if inputs.image_path is not None else "inputs.pil_image"
+            value = inputs.image_path if inputs.image_path is not None else inputs.pil_image
+            image = np.asarray(load_image(value, name), dtype=np.uint8)
         return LTX2Request(prompt=request.prompt, negative_prompt=negative, width=resolved.width,
                            height=resolved.height, num_frames=resolved.num_frames, fps=float(resolved.fps),
                            steps=resolved.num_inference_steps, seed=resolved.seed,
                            guidance=replace(self.guidance, guidance_scale=float(resolved.guidance_scale)),
-                           sigmas=self.sigmas)
+                           sigmas=self.sigmas, image=image)
 
     def close(self) -> None:
         """Drop the components (their memory is freed once nothing else holds them)."""
