@@ -1,6 +1,7 @@
 """The Dynamo handler on the built-in tiny LTX-2 (``fastvideo-tiny-ltx2``): the same handler as Wan's, through the
 same runtime core; ``b64_json`` and ``url`` outputs are MP4s with an AAC track of the video's duration, progress
-chunks come once per step, and a field LTX-2 refuses ends in one ``failed`` chunk naming it."""
+chunks come once per step, a field LTX-2 refuses ends in one ``failed`` chunk naming it, and an ``ltx2.v1`` state
+returned in ``nvext.continuation_state`` continues the video when sent back."""
 
 from __future__ import annotations
 
@@ -72,3 +73,27 @@ def test_b64_and_url_outputs_carry_the_audio_track(ltx2_generator, fake_context,
     assert failed["status"] == "failed" and "nvext.guidance_scale_2" in failed["error"], failed
     (failed,) = _collect(handler, _request(nvext={"num_frames": 8}), fake_context("ltx2-frames"))
     assert failed["status"] == "failed" and "nvext.num_frames" in failed["error"] and "k*2+1" in failed["error"]
+
+
+def test_nvext_continuation_state_round_trips_and_continues_the_video(ltx2_generator, fake_context) -> None:
+    from fastvideo.api import ContinuationState
+    from fastvideo.engine.models.ltx2.state import LTX2ContinuationState
+
+    handler = VideoGenerationHandler(ltx2_generator, model_name="fastvideo-tiny-ltx2",
+                                     defaults=RequestDefaults(fps=24, response_format="b64_json"))
+    (first,) = _collect(handler, _request(extra_args={"media_passthrough": {"return_state": True}}),
+                      fake_context("ltx2-seg0"))
+    assert first["status"] == "completed", first.get("error")
+    wire_state = first["nvext"]["continuation_state"]
+    state = LTX2ContinuationState.from_continuation_state(ContinuationState.from_dict(wire_state))
+    assert wire_state["kind"] == "ltx2.v1" and state.segment_index == 0 and state.video_frames
+
+    (second,) = _collect(handler, _request(nvext={"continuation_state": wire_state}), fake_context("ltx2-seg1"))
+    assert second["status"] == "completed", second
+    _check_mp4(base64.b64decode(second["data"][0]["b64_json"]), ltx2_generator.pipeline.sample_rate)
+    following = LTX2ContinuationState.from_continuation_state(
+        ContinuationState.from_dict(second["nvext"]["continuation_state"]))
+    assert following.segment_index == 1
+    # The continued segment is a different video from a fresh one with the same seed: the state conditioned it.
+    (fresh,) = _collect(handler, _request(), fake_context("ltx2-fresh"))
+    assert second["data"][0]["b64_json"] != fresh["data"][0]["b64_json"]
