@@ -318,7 +318,7 @@ class TranslatedRequest:
         """The client's name for internal field ``path``: the one they used, else the edge's first."""
         if path in self.given:
             return self.given[path]
-        if path == "inputs.image_path" and self.edge in ("http", "dynamo"):  # stored by the edge itself
+        if path == "inputs.image_path" and self.edge in ("http", "dynamo", "ws"):  # stored by the edge itself
             return "input_reference"
         names = wire_names(self.edge, path)
         if names:
@@ -345,7 +345,7 @@ def translate_request(edge: Edge, wire: Mapping[str, Any], *, fps: int | None = 
 
     ``fps`` is the served model's frame rate (for ``seconds``; the http and dynamo edges pass it);
     ``output`` the edge's output options; ``image_path`` a reference image the edge already stored
-    (http/dynamo ``input_reference``); ``max_prompt_chars`` the edge's prompt bound (at most
+    (http/dynamo/ws ``input_reference``); ``max_prompt_chars`` the edge's prompt bound (at most
     :data:`~fastvideo.api.limits.MAX_PROMPT_CHARS`).
     """
     if edge not in EDGES:

@@ -13,8 +13,9 @@ unknown ``type``, wrong field types, a string (value or key, at any depth) holdi
 surrogate (``"\\ud800"``: not text; it could not be encoded later) - with a message that says what
 was wrong; the server answers it with an ``error`` frame ``invalid_message`` and keeps the session.
 Unknown extra keys are ignored. Request fields (prompt, sizes, sampling) are not judged here but by
-the translation layer, like on every edge. Server frame types are listed in :data:`SERVER_FRAMES`;
-binary WebSocket messages carry fMP4 bytes only.
+the translation layer, like on every edge; ``session_init_v2.input_reference`` (the image of an image-to-video
+session) is decoded by the server with the HTTP edge's decoder, not here. Server frame types are listed in
+:data:`SERVER_FRAMES`; binary WebSocket messages carry fMP4 bytes only.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class SessionInitV2(_SegmentRequest):
     fps: Any = None
     #: ``{kind, payload}`` of a ``continuation_state_snapshot``: the first segment continues it.
     continuation_state: dict[str, Any] | None = None
+    #: The session's reference image (image-to-video models): a data URL or base64 image bytes, as the HTTP
+    #: edge's ``input_reference``; every segment of the session is conditioned on it. Decoded by the server.
+    input_reference: Any = None
 
 
 class SegmentPromptSource(_SegmentRequest):

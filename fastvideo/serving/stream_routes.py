@@ -32,6 +32,15 @@ Contract (frames in :mod:`fastvideo.serving.stream_protocol`):
   (the encoder is created with the first segment's ``audio_sample_rate`` and channels; every segment's waveform
   is muxed with its frames); a model without the continuation branch (image-to-video) runs every segment as a fresh clip
   of the same stream (no continuation state is asked for; ``has_continuation_state`` is false).
+- Image-to-video: ``session_init_v2.input_reference`` (a data URL or base64 image bytes) is decoded by the HTTP
+  edge's :func:`~fastvideo.serving.request_mapping.decode_image_reference` (same size limit,
+  ``server.max_body_bytes``, and messages), checked with the session's values, then written once (atomically) to
+  the video store's reference path (``ref_<id>.<ext>`` under ``server.output_dir``, held from the orphan sweep
+  while the session lives) and given as ``inputs.image_path`` to every segment of the session. A bad image gets
+  ``error{code:"invalid_request", param:"input_reference"}``; an I2V model's session without one gets the
+  model's refusal at init (``invalid_message``, ``param:"input_reference"``); in both the session stays open,
+  uninitialized, for a corrected ``session_init_v2``. The image is per session, not per segment (a segment frame's
+  ``input_reference`` is ignored): one file whose life is the session's. The file is deleted when the session ends.
 - ``snapshot_state`` -> ``continuation_state_snapshot{state: {kind, payload} | null}``;
   ``end_stream`` -> ``ltx2_stream_complete`` after the requested segments, then close (1000).
 - Errors are frames ``error{code, message, retryable}``: ``invalid_message`` (malformed or
@@ -55,7 +64,9 @@ import hmac
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, WebSocket
@@ -80,9 +91,11 @@ from fastvideo.serving.fmp4 import FragmentedMP4Encoder
 from fastvideo.serving.observability import request_id_var
 from fastvideo.envs import read_session_log_dir
 from fastvideo.serving.prompt_source import NOT_CONFIGURED
+from fastvideo.serving.request_mapping import decode_image_reference
 from fastvideo.serving.session import FLAGS, Session, SessionRejected, SessionState
 from fastvideo.serving.session_logger import SessionLogger
 from fastvideo.serving.stream_features import ENHANCER_FRAMES, SETTINGS_FRAMES, SessionFeatures
+from fastvideo.serving.video_store import storage_failure
 from fastvideo.serving.stream_protocol import (
     SEGMENT_FIELDS,
     SESSION_FIELDS,
@@ -131,6 +144,8 @@ class StreamSession(SessionFeatures):
         self.closed = False
         self._send_lock = asyncio.Lock()
         self._worker: asyncio.Task | None = None
+        #: The session's stored reference image (image-to-video), given to every segment; deleted at the end.
+        self.image_path: Path | None = None
 
     # ------------------------------------------------------------------ sending
     async def send(self, kind: str, **fields: Any) -> None:
@@ -171,7 +186,16 @@ class StreamSession(SessionFeatures):
                 await self._worker
             if self.encoder is not None:
                 await asyncio.to_thread(self.encoder.close)
+            self._drop_image()
             await self._persist()
+
+    def _drop_image(self) -> None:
+        """Delete the session's reference image (its segments are done or cancelled)."""
+        path, self.image_path = self.image_path, None
+        if path is not None:
+            self.state.store.held.discard(path)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
     async def _persist(self) -> None:
         """Write the session to the session store (only once it has a continuation state to resume)."""
@@ -275,11 +299,25 @@ class StreamSession(SessionFeatures):
         wire.update({k: getattr(msg, k) for k in SESSION_FIELDS if getattr(msg, k) is not None})
         if msg.negative_prompt is not None:
             wire["negative_prompt"] = msg.negative_prompt
+        reference: tuple[bytes, str] | None = None
+        if msg.input_reference is not None:
+            try:  # the HTTP edge's decoder: same limit, same messages
+                reference = decode_image_reference(msg.input_reference,
+                                                   max_bytes=self.state.config.server.max_body_bytes)
+            except APIError as exc:
+                await self.error("invalid_request", f"session_init_v2: {exc.message}",
+                                 param=exc.param or "input_reference")
+                return
+        ref_id = f"stream_{uuid.uuid4().hex[:24]}"
+        if reference is not None:  # judged with the path it will have; written once the session is accepted
+            self.image_path = self.state.store.input_path_for(ref_id, reference[1])
         try:  # judge the session's values now, as its first segment would be judged
             sampling = self._checked(wire, msg.prompt if msg.prompt is not None else "session check")
         except RequestError as exc:
             await self.error("invalid_message", f"session_init_v2: {exc}", param=exc.field)
             return
+        finally:
+            self.image_path = None
         negative = sampling.pop("negative_prompt", None)
         why = self.preset_error(msg.preset)
         if why is not None:
@@ -335,6 +373,15 @@ class StreamSession(SessionFeatures):
             if name != "generation_paused" and getattr(msg, name) is not None:
                 setattr(s, name, getattr(msg, name))
         s.generation_paused = False  # a (re)opened session starts unpaused
+        if reference is not None:
+            try:
+                path = await asyncio.to_thread(self.state.store.save_input, ref_id, reference[1], reference[0])
+            except OSError as exc:
+                logger.error("session %s: cannot store the reference image: %s", s.id, exc)
+                await self._fatal(*storage_failure(exc))
+                return
+            self.image_path = path
+            self.state.store.held.add(path)
         self.session.sampling, self.session.negative_prompt = sampling, negative
         self.initialized = True
         self.session.touch()
@@ -432,6 +479,7 @@ class StreamSession(SessionFeatures):
     def _translate(self, wire: dict[str, Any], request_id: str | None = None) -> TranslatedRequest:
         return translate_request("ws", {k: v for k, v in wire.items() if v is not None}, fps=self.state.defaults.fps,
                                  request_id=request_id, max_prompt_chars=self.state.config.server.max_prompt_chars,
+                                 image_path=str(self.image_path) if self.image_path is not None else None,
                                  output=OutputConfig(save_video=False, return_frames=True,
                                                      return_state=self._continues))
 

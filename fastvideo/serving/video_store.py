@@ -186,6 +186,8 @@ class VideoStore:
         self.ttl_s = float(ttl_s)
         self.max_records = max_records
         self.orphan_grace_s = float(orphan_grace_s)
+        #: Files held by live owners other than records (a stream session's reference image): never swept.
+        self.held: set[Path] = set()
         self.records: OrderedDict[str, VideoRecord] = OrderedDict()
         self._index: JobIndex | None = None
         self._watchers: set[asyncio.Task] = set()
@@ -291,7 +293,7 @@ class VideoStore:
     def owned_files(self) -> set[Path]:
         """Every file a record owns or may make (call on the event loop: it reads the records)."""
         owned = {p for r in self.records.values() for p in (r.file_path, r.thumbnail_path, r.input_path) if p}
-        return owned | {self._thumbnail_path(r) for r in self.records.values()}
+        return owned | {self._thumbnail_path(r) for r in self.records.values()} | self.held
 
     def sweep_files(self, now: float | None = None, owned: set[Path] | None = None) -> int:
         """Remove our files no record owns and leftover dot-temp files, once older than ``orphan_grace_s``
