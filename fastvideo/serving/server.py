@@ -91,11 +91,20 @@ def run_server(config: ServeConfig) -> int:
         app = build_app(config, generator)
         uv = uvicorn.Config(app, host=config.server.host, port=config.server.port, log_config=None,
                             access_log=False, timeout_keep_alive=30,
+                            ws_max_size=ws_message_limit(config.server.max_body_bytes),
                             timeout_graceful_shutdown=int(config.server.drain_timeout_s) + 30)
         _graceful_server(uv, drain=app.state.drain).run()
     finally:
         generator.shutdown()
     return 0
+
+
+def ws_message_limit(max_body_bytes: int) -> int:
+    """The largest WebSocket message the server accepts: a ``session_init_v2`` whose ``input_reference`` is an
+    image of ``max_body_bytes`` as base64 (4 characters per 3 bytes) plus 64 KiB for the data-URL prefix and the
+    frame's other fields, so the stream edge's own limit (``server.max_body_bytes``, with its clear error) is the
+    one a client meets, not uvicorn's default 16 MiB close."""
+    return 4 * -(-max_body_bytes // 3) + 64 * 1024
 
 
 def run_router(config: RouterConfig) -> int:

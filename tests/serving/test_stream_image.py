@@ -133,3 +133,14 @@ def test_i2v_session_without_or_with_a_bad_image_is_refused_naming_input_referen
         store.sweep_files(now=time.time() + 10 * store.orphan_grace_s, owned=store.owned_files())
         assert len(_refs(out)) == 1
     assert _wait_gone(out) == []  # a client that disconnects leaves no image behind
+
+
+@pytest.mark.parametrize("max_body_bytes", [1024, 32 * 1024 * 1024, 100 * 1024 * 1024 + 1])
+def test_served_websocket_message_limit_fits_the_largest_accepted_image(max_body_bytes: int) -> None:
+    from fastvideo.serving.server import ws_message_limit
+
+    image = b"\xff" * max_body_bytes
+    frame = json.dumps({"type": "session_init_v2", "prompt": "x" * 4096,
+                        "input_reference": "data:image/png;base64," + base64.b64encode(image).decode()})
+    assert len(frame.encode()) <= ws_message_limit(max_body_bytes)
+    assert ws_message_limit(max_body_bytes) < len(frame.encode()) + 128 * 1024  # not unbounded either
