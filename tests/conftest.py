@@ -46,6 +46,26 @@ def tiny_generator(tiny_model_dir: Path):
     generator.shutdown()
 
 
+def _builtin_generator(name: str):
+    from fastvideo import VideoGenerator
+
+    generator = VideoGenerator.from_pretrained(name, device="cpu", dtype="fp32")
+    yield generator
+    generator.shutdown()
+
+
+@pytest.fixture(scope="module")
+def i2v_generator(fastvideo_cache: Path):
+    """A CPU fp32 VideoGenerator on the built-in tiny Wan2.1 I2V model (``fastvideo-tiny-i2v``), per module."""
+    yield from _builtin_generator("fastvideo-tiny-i2v")
+
+
+@pytest.fixture(scope="module")
+def ltx2_generator(fastvideo_cache: Path):
+    """A CPU fp32 VideoGenerator on the built-in tiny LTX-2 model (``fastvideo-tiny-ltx2``), per module."""
+    yield from _builtin_generator("fastvideo-tiny-ltx2")
+
+
 # ----------------------------------------------------------------------------- collection guard
 # A whole-suite run (README's `python -m pytest -q`) must collect every test file under tests/: a
 # folder that pytest skips silently (its default norecursedirs drops any folder named "build") would

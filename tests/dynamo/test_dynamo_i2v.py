@@ -10,20 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import av
-import pytest
 
 from fastvideo.serving.dynamo.handler import VideoGenerationHandler
 from fastvideo.serving.dynamo.media import MediaStore
 from fastvideo.serving.dynamo.protocol import RequestDefaults
-
-
-@pytest.fixture(scope="module")
-def i2v_generator(fastvideo_cache):
-    from fastvideo import VideoGenerator
-
-    generator = VideoGenerator.from_pretrained("fastvideo-tiny-i2v", device="cpu", dtype="fp32")
-    yield generator
-    generator.shutdown()
 
 
 def _collect(handler: VideoGenerationHandler, request: dict[str, Any], context: Any) -> list[dict[str, Any]]:

@@ -20,15 +20,6 @@ from fastvideo.serving.dynamo.media import MediaStore
 from fastvideo.serving.dynamo.protocol import RequestDefaults
 
 
-@pytest.fixture(scope="module")
-def ltx2_generator(fastvideo_cache):
-    from fastvideo import VideoGenerator
-
-    generator = VideoGenerator.from_pretrained("fastvideo-tiny-ltx2", device="cpu", dtype="fp32")
-    yield generator
-    generator.shutdown()
-
-
 def _request(**fields: Any) -> dict[str, Any]:
     nvext = {"num_frames": 9, "num_inference_steps": 2, "fps": 24, "seed": 3, **fields.pop("nvext", {})}
     return {"prompt": "rain on a tin roof", "model": "fastvideo-tiny-ltx2", "size": "32x32",

@@ -5,21 +5,11 @@ i2v requests never share a batch (their bucket keys differ by workload)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from fastvideo.api import GenerationRequest, InputConfig, OutputConfig, SamplingConfig
 from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig, RecordingGraphBackend
 from fastvideo.runtime.executor import ExecutorConfig
 from fastvideo.runtime.worker import BatchWorker, WorkerConfig
-
-
-@pytest.fixture(scope="module")
-def i2v_generator(fastvideo_cache):
-    from fastvideo import VideoGenerator
-
-    generator = VideoGenerator.from_pretrained("fastvideo-tiny-i2v", device="cpu", dtype="fp32")
-    yield generator
-    generator.shutdown()
 
 
 def _request(path: str, seed: int) -> GenerationRequest:

@@ -23,15 +23,6 @@ STEPS = 2
 SEED = 5
 
 
-@pytest.fixture(scope="module")
-def ltx2_generator(fastvideo_cache: Path):
-    from fastvideo import VideoGenerator
-
-    generator = VideoGenerator.from_pretrained("fastvideo-tiny-ltx2", device="cpu", dtype="fp32")
-    yield generator
-    generator.shutdown()
-
-
 def _image(height: int = 40, width: int = 48) -> np.ndarray:
     """A structured RGB uint8 image (gradients, not one colour), at a size other than the video's."""
     y, x = np.mgrid[0:height, 0:width]

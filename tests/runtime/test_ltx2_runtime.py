@@ -26,15 +26,6 @@ PROMPT = "a fox runs through snow"
 STEPS = 2  # the tiny preset's 4 steps cost twice as long and test nothing more
 
 
-@pytest.fixture(scope="module")
-def ltx2_generator(fastvideo_cache: Path):
-    from fastvideo import VideoGenerator
-
-    generator = VideoGenerator.from_pretrained("fastvideo-tiny-ltx2", device="cpu", dtype="fp32")
-    yield generator
-    generator.shutdown()
-
-
 def _request(**sampling: object) -> dict:
     return {"prompt": PROMPT, "sampling": {"seed": 7, "num_inference_steps": STEPS, **sampling},
             "output": {"save_video": False, "return_frames": True}}

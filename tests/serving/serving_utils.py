@@ -11,6 +11,7 @@ test needs (small queue, API key, session cap, idle timeout, drain timeout). Sha
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -35,6 +36,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def solid_png(color: tuple[int, int, int], size: tuple[int, int] = (48, 40)) -> bytes:
+    """A one-color RGB PNG (``size`` is width, height): the reference image the image-to-video tests send."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def wait_ready(base_url: str, timeout_s: float = 180.0, path: str = "/readyz",

@@ -5,7 +5,6 @@ changes the video; an I2V model given no reference is a 400 naming ``input_refer
 from __future__ import annotations
 
 import base64
-import io
 
 import numpy as np
 import pytest
@@ -15,24 +14,7 @@ httpx = pytest.importorskip("httpx")
 
 from fastvideo.runtime.media import decode_mp4  # noqa: E402
 
-from serving_utils import SMALL, inproc_server, wait_job  # noqa: E402
-
-
-def _png(color: tuple[int, int, int]) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (48, 40), color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def i2v_generator(fastvideo_cache):
-    from fastvideo import VideoGenerator
-
-    generator = VideoGenerator.from_pretrained("fastvideo-tiny-i2v", device="cpu", dtype="fp32")
-    yield generator
-    generator.shutdown()
+from serving_utils import SMALL, inproc_server, solid_png, wait_job  # noqa: E402
 
 
 def test_input_reference_gives_image_to_video(i2v_generator, tmp_path):
@@ -40,7 +22,7 @@ def test_input_reference_gives_image_to_video(i2v_generator, tmp_path):
         videos = []
         for color in ((220, 30, 30), (30, 30, 220)):
             r = c.post("/v1/videos", data={"prompt": "a cat", **{k: str(v) for k, v in SMALL.items()}, "seed": "3"},
-                       files={"input_reference": ("in.png", _png(color), "image/png")})
+                       files={"input_reference": ("in.png", solid_png(color), "image/png")})
             assert r.status_code == 200, r.text
             done = wait_job(c, r.json()["id"])
             assert done["status"] == "completed", done
@@ -48,7 +30,7 @@ def test_input_reference_gives_image_to_video(i2v_generator, tmp_path):
             assert frames.shape == (5, 64, 64, 3)
             videos.append(frames.astype(np.int16))
         assert np.abs(videos[0] - videos[1]).max() > 10  # the reference image conditions the video
-        data_url = "data:image/png;base64," + base64.b64encode(_png((30, 200, 30))).decode()
+        data_url = "data:image/png;base64," + base64.b64encode(solid_png((30, 200, 30))).decode()
         r = c.post("/v1/videos", json={"prompt": "a cat", **SMALL, "input_reference": data_url})
         assert r.status_code == 200, r.text
         assert wait_job(c, r.json()["id"])["status"] == "completed"
@@ -75,7 +57,7 @@ def test_openai_sdk_input_reference_on_the_i2v_model(i2v_generator, tmp_path):
     warnings.filterwarnings("ignore", message="The Sora API", category=DeprecationWarning)
     with inproc_server(i2v_generator, tmp_path) as srv:
         client = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="sk-unused", max_retries=0, timeout=120.0)
-        video = client.videos.create(prompt="a cat", size="64x64", input_reference=("in.png", _png((200, 90, 10)),
+        video = client.videos.create(prompt="a cat", size="64x64", input_reference=("in.png", solid_png((200, 90, 10)),
                                                                                      "image/png"),
                                      extra_body={"num_frames": 5, "num_inference_steps": 2, "seed": 5})
         video = client.videos.poll(video.id, poll_interval_ms=50)

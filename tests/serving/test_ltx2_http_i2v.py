@@ -6,7 +6,6 @@ decodes to the same frames within one level; the text-only one does not)."""
 from __future__ import annotations
 
 import base64
-import io
 
 import numpy as np
 import pytest
@@ -16,32 +15,15 @@ httpx = pytest.importorskip("httpx")
 
 from fastvideo.runtime.media import decode_mp4, decode_mp4_audio  # noqa: E402
 
-from serving_utils import inproc_server, wait_job  # noqa: E402
+from serving_utils import inproc_server, solid_png, wait_job  # noqa: E402
 
 LTX2_SMALL = {"size": "32x32", "num_frames": 9, "num_inference_steps": 2}
-
-
-def _png(color: tuple[int, int, int]) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (48, 40), color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def ltx2_generator(fastvideo_cache):
-    from fastvideo import VideoGenerator
-
-    generator = VideoGenerator.from_pretrained("fastvideo-tiny-ltx2", device="cpu", dtype="fp32")
-    yield generator
-    generator.shutdown()
 
 
 def test_input_reference_gives_ltx2_image_to_video_mp4(ltx2_generator, tmp_path):
     with inproc_server(ltx2_generator, tmp_path) as srv, httpx.Client(base_url=srv.base_url, timeout=120) as c:
         r = c.post("/v1/videos", data={"prompt": "a fox", **{k: str(v) for k, v in LTX2_SMALL.items()}, "seed": "3"},
-                   files={"input_reference": ("in.png", _png((220, 30, 30)), "image/png")})
+                   files={"input_reference": ("in.png", solid_png((220, 30, 30)), "image/png")})
         assert r.status_code == 200, r.text
         done = wait_job(c, r.json()["id"])
         assert done["status"] == "completed", done
@@ -51,7 +33,7 @@ def test_input_reference_gives_ltx2_image_to_video_mp4(ltx2_generator, tmp_path)
         audio, rate = decode_mp4_audio(data)
         assert rate == ltx2_generator.pipeline.sample_rate and audio.shape[0] == 2
 
-        data_url = "data:image/png;base64," + base64.b64encode(_png((220, 30, 30))).decode()
+        data_url = "data:image/png;base64," + base64.b64encode(solid_png((220, 30, 30))).decode()
         r = c.post("/v1/videos", json={"prompt": "a fox", **LTX2_SMALL, "seed": 3, "input_reference": data_url})
         assert r.status_code == 200, r.text
         done = wait_job(c, r.json()["id"])
@@ -60,7 +42,7 @@ def test_input_reference_gives_ltx2_image_to_video_mp4(ltx2_generator, tmp_path)
         assert np.array_equal(again, frames)  # the same image and seed, uploaded or as a data URL
 
     png = tmp_path / "in.png"
-    png.write_bytes(_png((220, 30, 30)))
+    png.write_bytes(solid_png((220, 30, 30)))
     decoded = {}
     for name, inputs in (("image", {"image_path": str(png)}), ("plain", {})):
         path = tmp_path / f"{name}.mp4"

@@ -20,15 +20,6 @@ from serving_utils import inproc_server, wait_job  # noqa: E402
 LTX2_SMALL = {"size": "32x32", "num_frames": 9, "num_inference_steps": 2}
 
 
-@pytest.fixture(scope="module")
-def ltx2_generator(fastvideo_cache):
-    from fastvideo import VideoGenerator
-
-    generator = VideoGenerator.from_pretrained("fastvideo-tiny-ltx2", device="cpu", dtype="fp32")
-    yield generator
-    generator.shutdown()
-
-
 def test_v1_videos_returns_an_mp4_with_audio(ltx2_generator, tmp_path):
     with inproc_server(ltx2_generator, tmp_path, server={"warmup": True}) as srv, \
             httpx.Client(base_url=srv.base_url, timeout=120) as c:

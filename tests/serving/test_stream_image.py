@@ -22,18 +22,10 @@ pytest.importorskip("websockets")
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-from serving_utils import inproc_server  # noqa: E402
+from serving_utils import inproc_server, solid_png  # noqa: E402
 from test_stream_ws import binaries, collect_until, recv, texts, ws_url  # noqa: E402
 
 SHAPE = {"width": 64, "height": 64, "num_frames": 5, "fps": 8, "num_inference_steps": 2}
-
-
-def _png(color: tuple[int, int, int]) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (48, 40), color).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _decode(stream: bytes) -> np.ndarray:
@@ -89,9 +81,9 @@ def _wait_gone(out: Path, timeout: float = 10.0) -> list[Path]:
 
 def test_input_reference_conditions_every_segment_and_is_deleted_at_the_end(i2v):
     srv, out = i2v
-    red = "data:image/png;base64," + base64.b64encode(_png((220, 30, 30))).decode()
+    red = "data:image/png;base64," + base64.b64encode(solid_png((220, 30, 30))).decode()
     msgs, during = _two_segments(srv.base_url, out, red)
-    assert during == [_png((220, 30, 30))]  # stored once, as sent
+    assert during == [solid_png((220, 30, 30))]  # stored once, as sent
     done = [m for m in texts(msgs) if m["type"] == "ltx2_segment_complete"]
     assert [m["segment_idx"] for m in done] == [0, 1]
     assert all(m["has_continuation_state"] is False for m in done)
@@ -99,7 +91,7 @@ def test_input_reference_conditions_every_segment_and_is_deleted_at_the_end(i2v)
     assert red_frames.shape == (10, 64, 64, 3)  # both segments, one playable stream
     assert _wait_gone(out) == []  # the session's image is deleted when it ends
 
-    blue = base64.b64encode(_png((30, 30, 220))).decode()  # bare base64 works too
+    blue = base64.b64encode(solid_png((30, 30, 220))).decode()  # bare base64 works too
     msgs, during = _two_segments(srv.base_url, out, blue)
     assert len(during) == 1
     blue_frames = _decode(b"".join(binaries(msgs)))
@@ -124,8 +116,8 @@ def test_i2v_session_without_or_with_a_bad_image_is_refused_naming_input_referen
             assert err["param"] == "input_reference", err
         assert _refs(out) == []  # nothing stored for a refused init
         # the session is still open and takes a corrected init (no prompt: nothing runs)
-        ws.send(json.dumps({"type": "session_init_v2", "input_reference": base64.b64encode(_png((9, 9, 9))).decode(),
-                            **SHAPE}))
+        ws.send(json.dumps({"type": "session_init_v2",
+                            "input_reference": base64.b64encode(solid_png((9, 9, 9))).decode(), **SHAPE}))
         start = recv(ws, 30)
         assert start["type"] == "ltx2_stream_start", start
         assert len(_refs(out)) == 1
