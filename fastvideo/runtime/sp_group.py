@@ -7,12 +7,10 @@ Contract:
   the CPU N ranks named ``cpu`` (for tests and debugging: gloo). The field combinations themselves
   (``engine.parallelism.sp_size`` in {-1, N}, ...) are checked by :mod:`fastvideo.runtime.config_support`.
 - :class:`SequenceParallelGroup` spawns N processes (``multiprocessing`` *spawn*: a calling script needs the
-  ``if __name__ == "__main__":`` guard, as with FastVideo's launcher), rank ``r`` on device ``r``.
-  Each initialises ``torch.distributed`` (NCCL on CUDA with ``torch.cuda.set_device``, gloo on the CPU; a free
-  127.0.0.1 port; collectives time out after ``engine.parallelism.dist_timeout`` s, default 300), builds a
-  :class:`~fastvideo.runtime.generator.VideoGenerator` from the config with ``num_gpus = sp_size = 1`` and its
-  device, and wires a :class:`~fastvideo.engine.sequence_parallel.SequenceParallel` over the world group into
-  every DiT (``set_sequence_parallel``; a DiT without it, or heads that do not split, fail the boot). ``start``
+  ``if __name__ == "__main__":`` guard, as with FastVideo's launcher), rank ``r`` on device ``r``, on a free
+  127.0.0.1 port, collectives timing out after ``engine.parallelism.dist_timeout`` s (default 300). What runs inside
+  a rank (process group, its one-device VideoGenerator, the SP wiring into every DiT, the per-step agreement) is
+  :mod:`fastvideo.runtime.sp_rank`; this module is the parent side. ``start``
   returns once every rank is ready; a rank that fails to boot, or no boot within ``boot_timeout_s``, stops all
   ranks and raises :class:`SequenceParallelGroupError` (ConfigError / ModelLoadError when the rank raised one).
 - Every request is sent to every rank, in the same order (one lock), with ``request_id`` and ``sampling.seed``
@@ -48,12 +46,10 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import datetime
 import functools
 import logging
 import multiprocessing as mp
 import os
-import queue
 import random
 import socket
 import threading
@@ -65,13 +61,12 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait as wait_ready
 from typing import Any
 
-from fastvideo.api import (ConfigError, FastVideoError, GenerationCancelled, GenerationFailed, GenerationRequest,
-                           GeneratorConfig, RequestError, VideoFinalEvent, VideoProgressEvent, VideoResult,
-                           config_to_dict, parse_config)
+from fastvideo.api import (ConfigError, FastVideoError, GenerationCancelled, GenerationRequest, GeneratorConfig,
+                           RequestError, VideoFinalEvent, VideoProgressEvent, VideoResult, config_to_dict,
+                           parse_config)
 from fastvideo.api import ContinuationState
-from fastvideo.api.errors import ModelLoadError
 from fastvideo.runtime.pool import WorkerHandle
-from fastvideo.runtime.pool_process import child_process_setup
+from fastvideo.runtime.sp_rank import ErrorInfo, SequenceParallelGroupError, rank_config, rank_main, rebuild_error
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +74,6 @@ __all__ = ["SequenceParallelGenerator", "SequenceParallelGroup", "SequenceParall
            "SequenceParallelWorker", "sp_devices"]
 
 DEFAULT_DIST_TIMEOUT_S = 300
-
-
-class SequenceParallelGroupError(FastVideoError, RuntimeError):
-    """The sequence-parallel group cannot serve: a rank failed to boot, died, or the ranks disagreed."""
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -110,173 +101,6 @@ def sp_devices(config: GeneratorConfig) -> list[str]:
                                              f"(CUDA_VISIBLE_DEVICES); set engine.num_gpus to at most "
                                              f"{max(visible - first, 1)}")
     return [f"cuda:{first + r}" for r in range(n)]
-
-
-def rank_config(config: GeneratorConfig, device: str) -> GeneratorConfig:
-    """The one-device config a rank builds its generator from."""
-    engine = config.engine
-    return replace(config, engine=replace(engine, num_gpus=1, device=device,
-                                          parallelism=replace(engine.parallelism, sp_size=1)))
-
-
-# ---------------------------------------------------------------------------------------------- errors
-def _describe(exc: BaseException) -> tuple[str, str | None, str, int | None]:
-    """An exception as ``(kind, field, message, step)``, picklable whatever the exception holds."""
-    if isinstance(exc, RequestError):
-        return "request", exc.field, exc.reason, None
-    if isinstance(exc, ConfigError):
-        return "config", exc.path, exc.reason, None
-    if isinstance(exc, GenerationCancelled):
-        return "cancelled", None, str(exc), None
-    if isinstance(exc, GenerationFailed):
-        return "failed", None, str(exc), exc.step
-    if isinstance(exc, ModelLoadError):
-        return "model", None, str(exc), None
-    from fastvideo.engine.sequence_parallel import SequenceParallelError
-
-    if isinstance(exc, SequenceParallelError):
-        return "config", "engine.parallelism.sp_size", str(exc), None
-    return "other", None, f"{type(exc).__name__}: {exc}", None
-
-
-def _rebuild(info: tuple[str, str | None, str, int | None], rank: int) -> BaseException:
-    kind, path, message, step = info
-    if kind == "request" and path is not None:
-        return RequestError(path, message)
-    if kind == "config" and path is not None:
-        return ConfigError(path, message)
-    if kind == "cancelled":
-        return GenerationCancelled(message)
-    if kind == "failed":
-        return GenerationFailed(message, step=step)
-    if kind == "model":
-        return ModelLoadError(message)
-    return SequenceParallelGroupError(f"sequence-parallel rank {rank} failed: {message}")
-
-
-# ---------------------------------------------------------------------------------------------- rank process
-_STOP = object()
-
-
-def _rank_main(rank: int, world: int, init_method: str, config_dict: dict, conn: Any, threads: int | None,
-               timeout_s: float, log_level: str) -> None:
-    """Entry point of rank ``rank`` (module-level so spawn can import it; see the module contract)."""
-    send = child_process_setup(conn, log_level, f"sp rank {rank}")
-
-    try:
-        import torch
-        import torch.distributed as dist
-
-        if threads:
-            torch.set_num_threads(threads)
-        config = parse_config(GeneratorConfig, config_dict)
-        device = torch.device(config.engine.device)
-        bind: dict[str, Any] = {}
-        if device.type == "cuda":
-            torch.cuda.set_device(device)  # this thread; the engine's stage threads get the PG bound to it:
-            bind["device_id"] = device  # NCCL collectives of any thread run on this rank's GPU
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=init_method, rank=rank,
-                                world_size=world, timeout=datetime.timedelta(seconds=timeout_s), **bind)
-        from fastvideo.engine.sequence_parallel import SequenceParallel
-        from fastvideo.runtime.generator import VideoGenerator
-
-        generator = VideoGenerator.from_config(config)
-        sp = SequenceParallel.from_process_group()
-        pipe = generator.pipeline
-        dits = [d for d in (getattr(pipe, "dit", None), getattr(pipe, "dit_2", None)) if d is not None]
-        if not dits or not all(hasattr(d, "set_sequence_parallel") for d in dits):
-            raise ConfigError("engine.num_gpus", f"this model ({type(pipe).__name__}) has no sequence-parallel DiT "
-                                                 "forward yet; set engine.num_gpus to 1")
-        for dit in dits:
-            dit.set_sequence_parallel(sp)
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which stops the group
-        send("boot_failed", rank, _describe(exc))
-        conn.close()
-        os._exit(1)  # at once: no interpreter teardown waiting on a half-built process group
-    wired = getattr(dits[0], "sequence_parallel", None)
-    send("ready", rank, {"pid": os.getpid(), "device": str(device), "preset": generator.preset,
-                         "dit_sp_world_size": wired.world_size if wired is not None else 1})
-
-    jobs: queue.Queue[Any] = queue.Queue()
-    stop_flag: set[str] = set()  # request ids to cancel (read on rank 0 only: its flag is broadcast)
-    stopping = threading.Event()
-
-    def agreed(rid: str) -> bool:
-        """Rank 0's "cancel this request" flag, on every rank (one broadcast)."""
-        flag = torch.tensor([1 if rank == 0 and (rid in stop_flag or stopping.is_set()) else 0],
-                            dtype=torch.int32, device=device)
-        dist.broadcast(flag, src=0)
-        return bool(flag.item())
-
-    def run_job(rid: str, request: GenerationRequest, need_bytes: bool) -> None:
-        if agreed(rid):
-            send("error", rid, rank, _describe(GenerationCancelled("the job was cancelled before it started",
-                                                                   shutting_down=stopping.is_set())))
-            return
-        if rank != 0:  # only rank 0 saves and returns the video
-            request = replace(request, output=replace(request.output, save_video=False, return_frames=False,
-                                                      return_state=False))
-        wants_frames = request.output.return_frames
-        if need_bytes:
-            request = replace(request, output=replace(request.output, return_frames=True))
-
-        def on_step(step: int, total: int) -> None:
-            if rank == 0:
-                send("progress", rid, step, total)
-            if agreed(rid):
-                generator.engine_core().cancel(rid)  # every rank stops at the same step
-
-        try:
-            result = generator.generate(request, on_step=on_step)
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            send("error", rid, rank, _describe(exc))
-            return
-        if rank != 0:
-            send("done", rid, rank, None)
-            return
-        if need_bytes and result.video_bytes is None and result.frames is not None:
-            from fastvideo.runtime.media import encode_mp4
-
-            result.video_bytes = encode_mp4(result.frames, result.metadata["fps"])
-        if not wants_frames:
-            result.frames = None
-        result.samples = None  # a tensor view of the frames: rebuilt by the parent, not pickled
-        send("done", rid, rank, result)
-
-    def job_loop() -> None:
-        while True:
-            job = jobs.get()
-            if job is _STOP:
-                return
-            try:
-                run_job(*job)
-            except BaseException as exc:  # noqa: BLE001 - e.g. a collective that timed out
-                logging.getLogger(__name__).exception("request %s failed", job[0])
-                send("error", job[0], rank, _describe(exc))
-
-    worker = threading.Thread(target=job_loop, name=f"sp-rank-{rank}", daemon=True)
-    worker.start()
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            break  # the parent is gone
-        kind = message[0]
-        if kind == "generate":
-            jobs.put(message[1:])
-        elif kind == "cancel":
-            stop_flag.add(message[1])
-        elif kind == "stop":
-            break
-    stopping.set()  # what is queued is agreed cancelled (rank 0 broadcasts it), then every rank leaves
-    jobs.put(_STOP)
-    worker.join()
-    generator.shutdown()
-    try:
-        dist.destroy_process_group()
-    except Exception:  # noqa: BLE001 - leaving anyway
-        pass
-    conn.close()
 
 
 # ---------------------------------------------------------------------------------------------- parent side
@@ -319,7 +143,7 @@ class SequenceParallelGroup:
         self._lock = threading.Lock()
         self._reap_lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
-        self._boot_errors: dict[int, tuple[str, str | None, str, int | None]] = {}
+        self._boot_errors: dict[int, ErrorInfo] = {}
         self._booted = threading.Event()
         self._broken: str | None = None
         self._closed = False
@@ -334,7 +158,7 @@ class SequenceParallelGroup:
         init_method = f"tcp://127.0.0.1:{_free_port()}"
         for rank, device in enumerate(self.devices):
             parent, child = ctx.Pipe(duplex=True)
-            process = ctx.Process(target=_rank_main, name=f"fastvideo-sp-rank{rank}", daemon=True,
+            process = ctx.Process(target=rank_main, name=f"fastvideo-sp-rank{rank}", daemon=True,
                                   args=(rank, self.world, init_method, config_to_dict(rank_config(self.config, device)),
                                         child, self.threads, self.dist_timeout_s, self.log_level))
             process.start()
@@ -359,7 +183,7 @@ class SequenceParallelGroup:
             rank = min(self._boot_errors)
             info = self._boot_errors[rank]
             if info[0] in ("config", "model"):
-                return _rebuild(info, rank)
+                return rebuild_error(info, rank)
             return SequenceParallelGroupError(f"sequence-parallel rank {rank} failed to boot: {info[2]}")
         return SequenceParallelGroupError(str(self._broken))
 
@@ -483,7 +307,7 @@ class SequenceParallelGroup:
             self._finish_result(result)
             pending.future.set_result(result)
         elif kinds == {"error"}:
-            pending.future.set_exception(_rebuild(pending.outcomes[0][1], 0))
+            pending.future.set_exception(rebuild_error(pending.outcomes[0][1], 0))
         else:
             failed = min(r for r, (k, _) in pending.outcomes.items() if k == "error")
             message = f"rank {failed} failed request {rid} while others finished it: " \
