@@ -62,37 +62,48 @@ Kind = Literal["int", "float", "str", "state", "bool", "int_list"]
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """One request field: its internal path, its short wire name and its value type."""
+    """One request field: its internal path, its short wire name, its value type, its CLI flag and what it means."""
 
     path: str
     short: str
     kind: Kind
-    #: ``fastvideo generate`` flag, or None when the CLI has none.
+    #: ``fastvideo generate`` flag, or None when the CLI has none. The CLI builds its per-request flags from this
+    #: table (with ``--<short>`` as an alias where it differs), so a field given a flag here shows up there.
     flag: str | None
+    #: What the field means, for the user (``fastvideo generate --help`` shows it with the flag).
+    help: str = ""
 
 
 FIELDS: tuple[FieldSpec, ...] = (
-    FieldSpec("prompt", "prompt", "str", "--prompt"),
-    FieldSpec("negative_prompt", "negative_prompt", "str", "--negative-prompt"),
-    FieldSpec("sampling.width", "width", "int", "--width"),
-    FieldSpec("sampling.height", "height", "int", "--height"),
-    FieldSpec("sampling.num_frames", "num_frames", "int", "--num-frames"),
-    FieldSpec("sampling.fps", "fps", "int", "--fps"),
-    FieldSpec("sampling.num_inference_steps", "num_inference_steps", "int", "--steps"),
-    FieldSpec("sampling.guidance_scale", "guidance_scale", "float", "--guidance-scale"),
+    FieldSpec("prompt", "prompt", "str", "--prompt", "text describing the video"),
+    FieldSpec("negative_prompt", "negative_prompt", "str", "--negative-prompt",
+              "what to avoid (default: the preset's)"),
+    FieldSpec("sampling.width", "width", "int", "--width", "width in pixels, a multiple of 16"),
+    FieldSpec("sampling.height", "height", "int", "--height", "height in pixels, a multiple of 16"),
+    FieldSpec("sampling.num_frames", "num_frames", "int", "--num-frames", "frames to return (4k+1 decodes exactly)"),
+    FieldSpec("sampling.fps", "fps", "int", "--fps", "frames per second of the MP4"),
+    FieldSpec("sampling.num_inference_steps", "num_inference_steps", "int", "--steps", "denoising steps"),
+    FieldSpec("sampling.guidance_scale", "guidance_scale", "float", "--guidance-scale",
+              "classifier-free guidance (1 disables)"),
     #: Two-expert models (Wan2.2 A14B): the second expert's guidance and the switch point (refused on one expert).
-    FieldSpec("sampling.guidance_scale_2", "guidance_scale_2", "float", "--guidance-scale-2"),
-    FieldSpec("sampling.boundary_ratio", "boundary_ratio", "float", "--boundary-ratio"),
-    FieldSpec("sampling.seed", "seed", "int", "--seed"),
-    FieldSpec("sampling.true_cfg_scale", "true_cfg_scale", "float", None),
-    FieldSpec("sampling.shift", "shift", "float", "--shift"),
-    FieldSpec("sampling.sampler", "sampler", "str", "--sampler"),
+    FieldSpec("sampling.guidance_scale_2", "guidance_scale_2", "float", "--guidance-scale-2",
+              "two-expert models (Wan2.2 A14B): the second (low-noise) expert's guidance"),
+    FieldSpec("sampling.boundary_ratio", "boundary_ratio", "float", "--boundary-ratio",
+              "two-expert models: the switch point, a fraction of the training timesteps (e.g. 0.875)"),
+    FieldSpec("sampling.seed", "seed", "int", "--seed", "random seed (default: random, printed)"),
+    FieldSpec("sampling.true_cfg_scale", "true_cfg_scale", "float", None,
+              "for API compatibility: 1.0 (off) only; Wan uses guidance_scale"),
+    FieldSpec("sampling.shift", "shift", "float", "--shift", "flow-matching timestep shift"),
+    FieldSpec("sampling.sampler", "sampler", "str", "--sampler",
+              "sampler (default: the preset's, else the model's); dmd: few-step FastWan sampling"),
     #: FastVideo's DMD timesteps (``sampler="dmd"``): a JSON list of ints, or "1000,757,522" (forms, CLI).
-    FieldSpec("sampling.dmd_denoising_steps", "dmd_denoising_steps", "int_list", "--dmd-denoising-steps"),
-    FieldSpec("sampling.continuation_strength", "continuation_strength", "float", None),
-    FieldSpec("state", "continuation_state", "state", None),
+    FieldSpec("sampling.dmd_denoising_steps", "dmd_denoising_steps", "int_list", "--dmd-denoising-steps",
+              "dmd only: the timesteps, comma-separated and decreasing (default: the preset's, e.g. 1000,757,522)"),
+    FieldSpec("sampling.continuation_strength", "continuation_strength", "float", None,
+              "continuation segments: how strongly the previous segment's tail latents are imposed (0..1)"),
+    FieldSpec("state", "continuation_state", "state", None, "the ContinuationState a video continues from"),
     #: Ask for a ContinuationState back (http and dynamo; a request continuing a state always gets one).
-    FieldSpec("output.return_state", "return_state", "bool", None),
+    FieldSpec("output.return_state", "return_state", "bool", None, "return a ContinuationState with the video"),
 )
 _BY_PATH = {spec.path: spec for spec in FIELDS}
 

@@ -19,6 +19,8 @@ import json
 import logging
 import sys
 import time
+import types
+import typing
 from dataclasses import replace
 from typing import Any, Sequence
 
@@ -26,6 +28,7 @@ from fastvideo.api import (
     ConfigError,
     FastVideoError,
     GenerationFailed,
+    GenerationRequest,
     ModelLoadError,
     OutputConfig,
     RequestError,
@@ -38,7 +41,7 @@ from fastvideo.api import (
     parse_config,
     translate_request,
 )
-from fastvideo.api.wire import FIELDS
+from fastvideo.api.wire import FIELDS, FieldSpec
 from fastvideo.envs import read_env
 from fastvideo.serving.observability import StderrHandler
 
@@ -93,32 +96,12 @@ def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.Argument
                                    "(--config run.yaml: generator + request, as FastVideo's RunConfig) may give "
                                    "everything; then dotted overrides such as --request.sampling.seed 3 or "
                                    "--generator.engine.dtype bf16 change it, and the flags below win over both.")
-    p.add_argument("--prompt", default=None, help="text describing the video (required without --config)")
+    _add_request_flags(p, p.add_argument_group("sampling (default: the preset's)"))
     p.add_argument("--config", default=None, metavar="RUN.yaml",
                    help="a YAML/JSON run config with 'generator' and 'request' sections (fastvideo.api.RunConfig)")
-    p.add_argument("--negative-prompt", default=None, help="what to avoid (default: the preset's)")
     p.add_argument("--output", default=None,
                    help="output .mp4 path, or a folder (file named after the request id); default: the run config's "
                         "request.output.output_path, else outputs/video.mp4")
-    s = p.add_argument_group("sampling (default: the preset's)")
-    s.add_argument("--width", default=None, help="width in pixels, a multiple of 16")
-    s.add_argument("--height", default=None, help="height in pixels, a multiple of 16")
-    s.add_argument("--num-frames", default=None, help="frames to return (4k+1 decodes exactly)")
-    s.add_argument("--fps", default=None, help="frames per second of the MP4")
-    s.add_argument("--steps", "--num-inference-steps", dest="steps", default=None,
-                   help="denoising steps")
-    s.add_argument("--guidance-scale", default=None, help="classifier-free guidance (1 disables)")
-    s.add_argument("--guidance-scale-2", default=None,
-                   help="two-expert models (Wan2.2 A14B): the second (low-noise) expert's guidance")
-    s.add_argument("--boundary-ratio", default=None,
-                   help="two-expert models: the switch point, a fraction of the training timesteps (e.g. 0.875)")
-    s.add_argument("--shift", default=None, help="flow-matching timestep shift")
-    s.add_argument("--sampler", choices=["unipc", "euler", "dmd"], default=None,
-                   help="sampler (default: the preset's, else the model's); dmd: few-step FastWan sampling")
-    s.add_argument("--dmd-denoising-steps", default=None, metavar="T1,T2,...",
-                   help="dmd only: the timesteps, comma-separated and decreasing (default: the preset's, "
-                        "e.g. 1000,757,522)")
-    s.add_argument("--seed", default=None, help="random seed (default: random, printed)")
     i = p.add_argument_group("image-to-video (models such as --model-path fastvideo-tiny-i2v)")
     i.add_argument("--image", default=None, metavar="PATH", help="first frame (request.inputs.image_path)")
     i.add_argument("--last-image", default=None, metavar="PATH",
@@ -130,12 +113,55 @@ def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.Argument
     return p
 
 
+#: What the CLI adds to a field's help (the wire table's help says what the field means on every edge).
+_CLI_NOTES = {"prompt": " (required without --config)"}
+#: Metavar by value type, where argparse's default (the flag's name in capitals) would not show the format.
+_METAVARS = {"int_list": "N1,N2,..."}
+
+
+def _flag_dest(spec: FieldSpec) -> str:
+    assert spec.flag is not None
+    return spec.flag[2:].replace("-", "_")
+
+
+def _literal_choices(path: str) -> list[str] | None:
+    """The values a ``Literal`` field of :class:`GenerationRequest` allows (e.g. ``sampling.sampler``), else None."""
+    hint: Any = GenerationRequest
+    for part in path.split("."):
+        if not isinstance(hint, type):
+            return None
+        hint = typing.get_type_hints(hint).get(part)
+    stack: list[Any] = [hint]
+    choices: list[str] = []
+    while stack:
+        node = stack.pop(0)
+        if typing.get_origin(node) is typing.Literal:
+            choices.extend(str(a) for a in typing.get_args(node))
+        elif typing.get_origin(node) in (typing.Union, types.UnionType):
+            stack.extend(typing.get_args(node))
+    return choices or None
+
+
+def _add_request_flags(top: Any, sampling: Any) -> None:
+    """One flag per field of the wire table (:data:`fastvideo.api.wire.FIELDS`) that has one, with its help:
+    ``sampling.*`` fields in the ``sampling`` group, the others in ``top``; ``--<short>`` is an alias where the
+    flag is shorter (``--steps`` / ``--num-inference-steps``)."""
+    for spec in FIELDS:
+        if spec.flag is None:
+            continue
+        names = [spec.flag]
+        long = f"--{spec.short.replace('_', '-')}"
+        if long != spec.flag:
+            names.append(long)
+        group = sampling if spec.path.startswith("sampling.") else top
+        group.add_argument(*names, dest=_flag_dest(spec), default=None, choices=_literal_choices(spec.path),
+                           metavar=_METAVARS.get(spec.kind), help=spec.help + _CLI_NOTES.get(spec.path, ""))
+
+
 def _request_flags(args: argparse.Namespace) -> dict[str, object]:
-    """The request flags the user set, by flag name without ``--`` (``--steps`` is ``steps``)."""
-    names = ("prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale",
-             "guidance_scale_2", "boundary_ratio", "shift",
-             "sampler", "dmd_denoising_steps", "seed")
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    """The request flags the user set, keyed by the flag as the wire table names it (``--steps``)."""
+    given = {spec.flag: getattr(args, _flag_dest(spec)) for spec in FIELDS if spec.flag is not None}
+    return {flag: value for flag, value in given.items() if value is not None}
 
 
 #: Where ``fastvideo generate``'s dotted overrides may point (as in FastVideo's CLI).
@@ -152,7 +178,7 @@ def _run_request(args: argparse.Namespace) -> tuple[TranslatedRequest, dict[str,
                                    "(e.g. --request.sampling.seed 3)")
     if overrides and args.config is None:
         raise ConfigError("config", "dotted overrides change a run config: give --config RUN.yaml too")
-    flags = {f"--{k.replace('_', '-')}": v for k, v in _request_flags(args).items()}
+    flags = _request_flags(args)
     output = OutputConfig(save_video=True, return_frames=False, output_path=args.output or "outputs/video.mp4")
     if args.config is None:
         if args.prompt is None:
