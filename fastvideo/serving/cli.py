@@ -41,6 +41,7 @@ from fastvideo.api import (
     parse_config,
     translate_request,
 )
+from fastvideo.api.presets import BUILTIN_MODEL_NAMES
 from fastvideo.api.wire import FIELDS, FieldSpec
 from fastvideo.envs import read_env
 from fastvideo.serving.observability import StderrHandler
@@ -60,8 +61,8 @@ def add_generator_args(parser: argparse.ArgumentParser) -> None:
     """Flags that build a GeneratorConfig (shared by generate/serve)."""
     g = parser.add_argument_group("model")
     g.add_argument("--model-path", default=None,
-                   help="local diffusers-format Wan folder (e.g. Wan2.1-T2V-1.3B-Diffusers), or a built-in "
-                        "model: fastvideo-tiny-i2v (image-to-video); default: the built-in tiny model, "
+                   help="local diffusers-format model folder (e.g. Wan2.1-T2V-1.3B-Diffusers), or a built-in "
+                        f"model ({', '.join(BUILTIN_MODEL_NAMES)}); default: the built-in tiny model, "
                         "synthesized on first use")
     g.add_argument("--preset", default=None,
                    help="model preset giving defaults (wan2.1-t2v-1.3b, wan2.1-t2v-14b, fastvideo-tiny); "
@@ -89,6 +90,15 @@ def generator_flags(args: argparse.Namespace) -> dict[str, object]:
     return {path: value for path, value in given.items() if value is not None}
 
 
+#: Which models take ``--image``. The model registry has no "takes an image" entry to build this from (LTX-2's
+#: presets are text-to-video ones whose family also takes an optional first frame), so it is said here; the
+#: engine's request checks (fastvideo.engine.request_support) are what enforce it.
+IMAGE_HELP = ("first frame (request.inputs.image_path). Required by Wan2.1 image-to-video folders (I2V 14B 480p / "
+              "720p, FLF2V 14B; built-in: fastvideo-tiny-i2v); optional for Wan2.2 TI2V-5B / FastWan2.2 TI2V-5B "
+              "(built-in: fastvideo-tiny-ti2v) and LTX-2, whose image-to-video starts the video from it (built-in: "
+              "fastvideo-tiny-ltx2); refused by text-to-video models")
+
+
 def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate one video to an MP4 file",
                        description="Generate a video from a text prompt and write it as an H.264 MP4. "
@@ -102,10 +112,11 @@ def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--output", default=None,
                    help="output .mp4 path, or a folder (file named after the request id); default: the run config's "
                         "request.output.output_path, else outputs/video.mp4")
-    i = p.add_argument_group("image-to-video (models such as --model-path fastvideo-tiny-i2v)")
-    i.add_argument("--image", default=None, metavar="PATH", help="first frame (request.inputs.image_path)")
+    i = p.add_argument_group("image-to-video (Wan2.1 I2V / FLF2V, Wan2.2 TI2V-5B, LTX-2)")
+    i.add_argument("--image", default=None, metavar="PATH", help=IMAGE_HELP)
     i.add_argument("--last-image", default=None, metavar="PATH",
-                   help="last frame, for first-last-frame models (request.inputs.last_image)")
+                   help="last frame, for Wan2.1 first-last-frame (FLF2V) models, required there and refused by the "
+                        "others (request.inputs.last_image)")
     add_generator_args(p)
     p.add_argument("--json", action="store_true", help="print the result metadata as JSON on stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -89,3 +89,30 @@ def test_a_short_alias_is_added_only_where_the_flag_differs() -> None:
             matches = [a for a in parser._actions if spec.flag in a.option_strings]
             assert len(matches) == 1 and matches[0].option_strings == [spec.flag]
     assert FieldSpec("p", "p", "str", None).help == ""  # help is optional in the table
+
+
+def test_image_help_names_the_image_models_and_the_engine_agrees() -> None:
+    """``--image``'s help names Wan I2V, Wan2.2 TI2V-5B and LTX-2, and each built-in it names as taking an image
+    does take one by the engine's own request checks (fastvideo-tiny, text-to-video, refuses one)."""
+    from fastvideo.api import GenerationRequest, InputConfig
+    from fastvideo.api.errors import RequestError
+    from fastvideo.api.presets import BUILTIN_MODEL_NAMES, get_preset
+    from fastvideo.engine.request_support import check_ltx2_request_fields, check_request_fields
+
+    text = _help_text()
+    for words in ("Wan2.1 image-to-video", "Wan2.2 TI2V-5B", "LTX-2", "refused by text-to-video models"):
+        assert words in cli.IMAGE_HELP, words
+    assert " ".join(cli.IMAGE_HELP.split()) in text and "fastvideo-tiny-i2v (image-to-video)" not in text
+    request = GenerationRequest(prompt="x", inputs=InputConfig(image_path="first.png"))
+    for name in BUILTIN_MODEL_NAMES:
+        assert name in text  # --model-path lists every built-in model
+        preset = get_preset(name)
+        named = f"built-in: {name})" in cli.IMAGE_HELP
+        if preset.model_family == "ltx2":
+            check_ltx2_request_fields(request, name)  # an image is accepted
+            assert named
+        elif named:
+            check_request_fields(request, name, preset.workload_type or "t2v")
+        else:
+            with pytest.raises(RequestError, match="text-to-video"):
+                check_request_fields(request, name, preset.workload_type or "t2v")
