@@ -2,7 +2,10 @@
 
 The page opens ``/v1/stream``, feeds the fMP4 into Media Source Extensions and shows per-step progress;
 the first test asserts the codec is supported, both segments were appended, the progress bar filled, and
-the ``<video>`` element's ``currentTime`` actually advances (frames decoded and presented). The second
+the ``<video>`` element's ``currentTime`` actually advances (frames decoded and presented); a Wan stream is
+silent, so the page shows no sound toggle. The LTX-2 test plays the built-in tiny LTX-2's stream, whose fMP4
+carries an AAC track: MSE takes the ``avc1..., mp4a.40.2`` mime, the element decodes sound while muted
+(``webkitAudioDecodedByteCount``), has one audio track, and the page's "Sound" toggle unmutes it. The third
 drives the session controls like a user (prompt, curated prompts, preset label, loop, pause, resume,
 enhance on a server without an enhancer) and keeps a screenshot: ``browser-session.png`` under the
 test's tmp_path, copied to ``test-artifacts/`` at the repository root when ``CI`` is set (the path is
@@ -12,6 +15,7 @@ printed either way).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -44,6 +48,9 @@ def test_page_plays_the_stream(live_server):
             player = page.evaluate("() => window.fvPlayer")
             assert player["error"] is None, (player, console)
             assert player["supported"] is True and player["mime"].startswith('video/mp4; codecs="avc1.')
+            assert (player["hasAudio"], player["audioCodec"]) == (False, None), player  # Wan is silent
+            assert player["videoCodec"].startswith("avc1.")
+            assert page.get_by_role("button", name="Sound").count() == 0  # no sound toggle for a silent stream
             assert player["segmentsComplete"] == 2 and player["binaryMessages"] >= 3  # init + >= 1 per segment
             assert player["appended"] >= 1 and player["bytes"] > 0
             assert player["frames"].count("step_complete") == 4
@@ -60,12 +67,96 @@ def test_page_plays_the_stream(live_server):
             video = page.evaluate("""() => { const v = document.getElementById('video');
                 return {t: v.currentTime, ended: v.ended, w: v.videoWidth, h: v.videoHeight,
                         end: v.buffered.length ? v.buffered.end(v.buffered.length - 1) : 0,
-                        decoded: v.getVideoPlaybackQuality().totalVideoFrames, err: v.error && v.error.message}; }""")
+                        decoded: v.getVideoPlaybackQuality().totalVideoFrames, err: v.error && v.error.message,
+                        audioBytes: v.webkitAudioDecodedByteCount}; }""")
             assert video["err"] is None, video
             assert (video["w"], video["h"]) == (64, 64)
             assert video["end"] == pytest.approx(10 / 8, abs=0.13), video  # both 5-frame segments at 8 fps
             assert video["t"] > first or video["ended"], video
             assert video["decoded"] >= 2, video
+            assert video["audioBytes"] == 0, video  # no sound decoded from a silent stream
+        finally:
+            browser.close()
+
+
+LTX2_MEDIA = """() => { const v = document.getElementById('video');
+    return {t: v.currentTime, ended: v.ended, muted: v.muted, err: v.error && v.error.message,
+            w: v.videoWidth, h: v.videoHeight, audioBytes: v.webkitAudioDecodedByteCount,
+            audioTracks: v.audioTracks ? [...v.audioTracks].map((t) => t.enabled) : null,
+            videoTracks: v.videoTracks ? v.videoTracks.length : null,
+            end: v.buffered.length ? v.buffered.end(v.buffered.length - 1) : 0}; }"""
+AAC_FRAME = 1024
+
+
+def test_ltx2_stream_plays_with_sound(ltx2_generator, tmp_path):
+    """LTX-2's stream (two continued 9-frame segments at 24 fps) plays in the page with its AAC track decoded;
+    the sound toggle appears for it and a click unmutes the element (``video.muted`` false, aria-pressed true)."""
+    rate = ltx2_generator.pipeline.sample_rate
+    query = "autostart=1&prompt=waves%20on%20a%20beach&size=32x32&frames=9&fps=24&steps=2&segments=2&seed=4"
+    with inproc_server(ltx2_generator, tmp_path) as srv, playwright_sync.sync_playwright() as p:
+        # AudioVideoTracks exposes video.audioTracks (off by default in Chromium)
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=ARGS + ["--enable-blink-features=AudioVideoTracks"])
+        try:
+            page = browser.new_page()
+            console: list[str] = []
+            page.on("console", lambda msg: console.append(msg.text))
+            page.goto(f"{srv.base_url}/?{query}", wait_until="load", timeout=60_000)
+            page.wait_for_function("() => window.fvPlayer.streamComplete || window.fvPlayer.error !== null",
+                                   timeout=120_000)
+            player = page.evaluate("() => window.fvPlayer")
+            assert player["error"] is None, (player, console)
+            assert player["segmentsComplete"] == 2 and player["appended"] >= 3, player  # init + both segments
+            # MSE took the two-track mime (the page only creates the SourceBuffer when it is supported)
+            assert player["supported"] is True
+            assert re.fullmatch(r'video/mp4; codecs="avc1\.[0-9a-f]{6}, mp4a\.40\.2"', player["mime"]), player
+            assert (player["hasAudio"], player["audioCodec"]) == (True, "mp4a.40.2")
+            assert player["videoCodec"] == player["mime"].split('"')[1].split(",")[0]
+            # While the MediaSource is open the SourceBuffer's buffered range is where audio AND video are
+            # buffered: the sound reaches the 18 frames' end, less the AAC frames the encoder holds back.
+            ends = player["bufferedEnds"]
+            assert ends and ends == sorted(ends), ends
+            assert 18 / 24 - 3 * AAC_FRAME / rate <= ends[-1] <= 18 / 24 + 1e-3, (ends, rate)
+
+            # the muted element plays: currentTime moves and the AAC track is decoded
+            page.wait_for_function("() => document.getElementById('video').currentTime > 0", timeout=60_000)
+            first = page.evaluate("() => document.getElementById('video').currentTime")
+            page.wait_for_function(f"() => document.getElementById('video').currentTime > {first}"
+                                   " || document.getElementById('video').ended", timeout=60_000)
+            page.wait_for_function("() => document.getElementById('video').webkitAudioDecodedByteCount > 0",
+                                   timeout=30_000)
+            media = page.evaluate(LTX2_MEDIA)
+            assert media["err"] is None and media["muted"] is True, media
+            assert (media["w"], media["h"]) == (32, 32)
+            assert media["t"] > first or media["ended"], media
+            assert media["audioTracks"] == [True] and media["videoTracks"] == 1, media
+            assert media["end"] == pytest.approx(18 / 24, abs=0.05), media
+
+            # the sound toggle: shown for this stream, off, and a click (a user gesture) unmutes
+            toggle = page.get_by_role("button", name="Sound", exact=True)
+            assert toggle.count() == 1 and toggle.is_visible()
+            assert toggle.get_attribute("aria-pressed") == "false"
+            toggle.click()
+            assert page.evaluate("() => document.getElementById('video').muted") is False
+            assert toggle.get_attribute("aria-pressed") == "true"
+            # played again with sound on: it runs to the end and decodes the audio again
+            before = page.evaluate(LTX2_MEDIA)["audioBytes"]
+            refused = page.evaluate("() => { const v = document.getElementById('video'); v.currentTime = 0;"
+                                    " return v.play().then(() => null, (e) => String(e)); }")
+            assert refused is None
+            page.wait_for_function(f"() => document.getElementById('video').webkitAudioDecodedByteCount > {before}"
+                                   " && document.getElementById('video').ended", timeout=60_000)
+            media = page.evaluate(LTX2_MEDIA)
+            assert media["err"] is None and media["muted"] is False, media
+            # the toggle follows the element's own mute control, and a second click mutes again
+            page.evaluate("() => { document.getElementById('video').muted = true; }")
+            page.wait_for_function("() => document.getElementById('sound').getAttribute('aria-pressed') === 'false'",
+                                   timeout=10_000)
+            toggle.click()
+            assert toggle.get_attribute("aria-pressed") == "true"
+            toggle.click()
+            assert page.evaluate("() => document.getElementById('video').muted") is True
+            assert toggle.get_attribute("aria-pressed") == "false"
         finally:
             browser.close()
 
