@@ -1,11 +1,16 @@
-"""LoRA adapters for the Wan DiT: load a LoRA safetensors file, merge it into the weights, unmerge it exactly.
+"""LoRA adapters for the DiTs (Wan, LTX-2): load a LoRA safetensors file, merge it into the weights, unmerge it exactly.
 
 Contract
 --------
 - :func:`load_lora(path, model)` reads one ``.safetensors`` file (or a folder holding one; diffusers'
   ``pytorch_lora_weights.safetensors`` is preferred) and returns a :class:`LoraAdapter` whose targets are
-  parameter names of ``model`` (:class:`~fastvideo.engine.models.wan.transformer.WanTransformer3DModel`, same names as
-  diffusers' ``WanTransformer3DModel``). Accepted key layouts:
+  parameter names of ``model``. How a file names the model's modules is the model's :class:`LoraKeyMap`, chosen by
+  the model's class through the registry :data:`LORA_KEY_MAPS` (:func:`lora_key_map`; a class not registered takes
+  only the diffusers/PEFT layout): our DiTs have diffusers' module names
+  (:class:`~fastvideo.engine.models.wan.transformer.WanTransformer3DModel` = diffusers' ``WanTransformer3DModel``,
+  :class:`~fastvideo.engine.models.ltx2.transformer.LTX2Transformer` = ``LTX2VideoTransformer3DModel``), so the
+  maps differ only in the original (non-diffusers) layout and in the other components' keys they refuse.
+  Accepted key layouts:
 
   * diffusers / PEFT: ``[transformer.|base_model.model.]<module>.lora_A.weight`` / ``.lora_B.weight``
     (``.lora_B.bias``: PEFT's ``lora_bias``), with the PEFT scaling ``lora_alpha / r`` read from the file's
@@ -17,6 +22,10 @@ Contract
     ``alpha / rank``), ``.diff`` (a full weight difference) and ``.diff_b`` (a bias difference), mapped as
     diffusers' ``_convert_non_diffusers_wan_lora_to_diffusers`` maps them. Unlike diffusers, ``.diff`` keys
     (and norm ``.diff`` / ``.diff_b`` keys, which diffusers drops) are applied, not ignored.
+  * LTX-2: the original Lightricks layout under ``diffusion_model.`` (``patchify_proj``, ``adaln_single``,
+    ``q_norm`` ...), renamed as diffusers' ``_convert_non_diffusers_ltx2_lora_to_diffusers`` renames it. Only the
+    DiT is adapted: keys of the text connectors (``text_embedding_projection.`` / ``connectors.``) are refused
+    (ConfigError naming them).
 
   Errors are :class:`~fastvideo.api.ConfigError` on the caller's ``field``: a missing file, a file that is
   not safetensors, musubi ``lora_unet_`` keys (not supported yet), keys that map to no parameter (the first
@@ -40,6 +49,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +91,83 @@ _WAN_NAMES: tuple[tuple[str, str], ...] = (
     (r"img_emb\.proj\.4", "condition_embedder.image_embedder.norm2"),
     (r"img_emb\.emb_pos", "condition_embedder.image_embedder.pos_embed"),
 )
+
+#: original (Lightricks) LTX-2 name fragments -> ours (diffusers'), replaced in this order as diffusers does
+_LTX2_RENAMES: tuple[tuple[str, str], ...] = (
+    ("patchify_proj", "proj_in"),
+    ("audio_patchify_proj", "audio_proj_in"),
+    ("av_ca_video_scale_shift_adaln_single", "av_cross_attn_video_scale_shift"),
+    ("av_ca_a2v_gate_adaln_single", "av_cross_attn_video_a2v_gate"),
+    ("av_ca_audio_scale_shift_adaln_single", "av_cross_attn_audio_scale_shift"),
+    ("av_ca_v2a_gate_adaln_single", "av_cross_attn_audio_v2a_gate"),
+    ("scale_shift_table_a2v_ca_video", "video_a2v_cross_attn_scale_shift_table"),
+    ("scale_shift_table_a2v_ca_audio", "audio_a2v_cross_attn_scale_shift_table"),
+    ("q_norm", "norm_q"),
+    ("k_norm", "norm_k"),
+    ("audio_prompt_adaln_single", "audio_prompt_adaln"),
+    ("prompt_adaln_single", "prompt_adaln"),
+)
+#: leading original LTX-2 module names -> ours (after the renames)
+_LTX2_HEADS: tuple[tuple[str, str], ...] = (("adaln_single.", "time_embed."),
+                                             ("audio_adaln_single.", "audio_time_embed."))
+
+
+@dataclass(frozen=True)
+class LoraKeyMap:
+    """How LoRA files name one DiT's modules: the diffusers/PEFT layout is the model's own names (every map); this
+    adds the model's original (non-diffusers) layout and the other components' keys it refuses."""
+
+    #: the model, as errors name it
+    model: str
+    #: the diffusers pipeline class whose ``lora_state_dict`` + ``save_lora_weights`` converts a file (hints)
+    pipeline: str
+    #: whether a file (its keys) is in the original layout; None: the model has no original layout
+    is_original: Callable[[Collection[str]], bool] | None = None
+    #: an original module name (prefix and ``.lora_*`` suffix stripped) -> ours; None: no such module
+    rename: Callable[[str], str | None] | None = None
+    #: key prefixes of other components' adapters (refused: only the DiT is adapted) -> what they adapt
+    foreign: Mapping[str, str] = field(default_factory=dict)
+
+
+def _wan_is_original(keys: Collection[str]) -> bool:
+    return any(key.startswith(("diffusion_model.", "model.diffusion_model.")) for key in keys) or any(
+        ".self_attn." in key or ".cross_attn." in key for key in keys)
+
+
+def _ltx2_is_original(keys: Collection[str]) -> bool:
+    return any(key.startswith(("diffusion_model.", "model.diffusion_model.")) for key in keys)
+
+
+def _ltx2_name(module: str) -> str:
+    for old, new in _LTX2_RENAMES:
+        module = module.replace(old, new)
+    for old, new in _LTX2_HEADS:
+        if module.startswith(old):
+            return new + module[len(old):]
+    return module
+
+
+WAN_LORA_KEYS = LoraKeyMap(model="Wan DiT", pipeline="WanPipeline", is_original=_wan_is_original,
+                           rename=lambda module: _wan_name(module))
+LTX2_LORA_KEYS = LoraKeyMap(
+    model="LTX-2 DiT", pipeline="LTX2Pipeline", is_original=_ltx2_is_original, rename=_ltx2_name,
+    foreign={"text_embedding_projection.": "the text connectors (LTX-2 original layout)",
+             "connectors.": "the text connectors"})
+
+#: The registry: a model class (``module.qualname``; subclasses match through the MRO) -> its key map.
+LORA_KEY_MAPS: dict[str, LoraKeyMap] = {
+    "fastvideo.engine.models.wan.transformer.WanTransformer3DModel": WAN_LORA_KEYS,
+    "fastvideo.engine.models.ltx2.transformer.LTX2Transformer": LTX2_LORA_KEYS,
+}
+
+
+def lora_key_map(model: nn.Module) -> LoraKeyMap:
+    """The :class:`LoraKeyMap` of ``model``'s class (or a base's); a class not registered: the diffusers layout."""
+    for cls in type(model).__mro__:
+        found = LORA_KEY_MAPS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if found is not None:
+            return found
+    return LoraKeyMap(model=type(model).__name__, pipeline="its diffusers pipeline")
 
 
 @dataclass
@@ -202,12 +289,18 @@ def load_lora(path: str | Path, model: nn.Module, *, field_name: str = "lora_pat
     tensors, metadata = _read(file, field_name)
     if not tensors:
         raise ConfigError(field_name, f"{file} holds no tensors")
+    keys = lora_key_map(model)
     if any(key.startswith("lora_unet_") for key in tensors):
         raise ConfigError(field_name, f"{file} uses musubi-tuner 'lora_unet_' keys, which are not supported yet; "
-                                      "convert it to the diffusers format (diffusers' WanPipeline."
+                                      f"convert it to the diffusers format (diffusers' {keys.pipeline}."
                                       "lora_state_dict + save_lora_weights)")
-    original = any(key.startswith(("diffusion_model.", "model.diffusion_model.")) for key in tensors) or any(
-        ".self_attn." in key or ".cross_attn." in key for key in tensors)
+    for prefix, what in keys.foreign.items():
+        foreign = [key for key in tensors if key.startswith(prefix)]
+        if foreign:
+            raise ConfigError(field_name, f"{file}: {len(foreign)} key(s) adapt {what}, e.g. {foreign[:3]}; only the "
+                                          f"{keys.model} is adapted (LoRA of other components is not supported "
+                                          "yet): save the file without those keys")
+    rename = keys.rename if keys.is_original is not None and keys.is_original(tensors.keys()) else None
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
     peft_alpha, alpha_pattern = _peft_alphas(metadata)
@@ -224,7 +317,7 @@ def load_lora(path: str | Path, model: nn.Module, *, field_name: str = "lora_pat
             unmapped.append(key)
             continue
         part, module = _SUFFIXES[suffix], name[: -len(suffix)]
-        target = _wan_name(module) if original else module
+        target = rename(module) if rename is not None else module
         if target is None or (target not in modules and target not in params):
             unmapped.append(key)
             continue
@@ -234,9 +327,9 @@ def load_lora(path: str | Path, model: nn.Module, *, field_name: str = "lora_pat
         else:
             setattr(entry, part, tensor.detach().to(torch.float32))
     if unmapped:
-        raise ConfigError(field_name, f"{file}: {len(unmapped)} key(s) map to no parameter of the Wan DiT, e.g. "
-                                      f"{unmapped[:5]}; is this a LoRA for another model (only transformer "
-                                      "LoRAs in the diffusers/PEFT or original Wan layout are supported)?")
+        raise ConfigError(field_name, f"{file}: {len(unmapped)} key(s) map to no parameter of the {keys.model}, "
+                                      f"e.g. {unmapped[:5]}; is this a LoRA for another model (only transformer "
+                                      "LoRAs in the diffusers/PEFT or the model's original layout are supported)?")
     for module, t in targets.items():
         if (t.A is None) != (t.B is None):
             missing = "lora_B (lora_up)" if t.B is None else "lora_A (lora_down)"
