@@ -66,6 +66,19 @@ def ltx2_generator(fastvideo_cache: Path):
     yield from _builtin_generator("fastvideo-tiny-ltx2")
 
 
+@pytest.fixture(scope="session")
+def ltx2_diffusers_folders(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny random diffusers ``LTX2Pipeline`` folders (``save_pretrained``), one per video VAE kind, written on
+    first use and shared by the session: ``ltx2_diffusers_folders(timestep_vae=False) -> (pipeline, folder)``
+    (tests/engine/ltx2_side_fixtures.py). Tests only read them."""
+    import sys
+
+    sys.path.insert(0, str(TESTS_DIR / "engine"))
+    from ltx2_side_fixtures import TinyLTX2Folders
+
+    return TinyLTX2Folders(tmp_path_factory)
+
+
 # ----------------------------------------------------------------------------- collection guard
 # A whole-suite run (README's `python -m pytest -q`) must collect every test file under tests/: a
 # folder that pytest skips silently (its default norecursedirs drops any folder named "build") would

@@ -1,17 +1,42 @@
-"""Tiny random LTX-2 side components built from the real diffusers / transformers classes, for the parity tests.
+"""Tiny random LTX-2 models built from the real diffusers / transformers classes, for the parity tests: the one
+place that builds them, writes them as diffusers folders, calls diffusers on them and compares.
 
-Shared by ``test_ltx2_audio.py`` and ``test_ltx2_connectors.py``: a word-level tokenizer (no download) that behaves
-like Gemma's (BOS prepended, EOS as pad token), a two-layer ``Gemma3ForConditionalGeneration``, and a complete
-``LTX2Pipeline`` assembled from tiny components (sizes as diffusers' own fast tests use them), and that pipeline with
-a video VAE our loader accepts and the published scheduler settings (``tiny_pipeline_with_video_vae``, for the
-whole-pipeline and conditioning parity tests).
+- Components: a word-level tokenizer (no download) that behaves like Gemma's (BOS prepended, EOS as pad token), a
+  two-layer ``Gemma3ForConditionalGeneration`` (``tiny_gemma``), and a complete ``LTX2Pipeline`` assembled from tiny
+  components (``tiny_pipeline``, sizes as diffusers' own fast tests use them; ``test_ltx2_audio.py``,
+  ``test_ltx2_connectors.py``).
+- ``tiny_pipeline_with_video_vae(timestep_vae)``: that pipeline with a video VAE our loader accepts and the
+  published scheduler settings; ``TinyLTX2Folders`` writes it with ``save_pretrained`` once per VAE kind (the
+  session fixture ``ltx2_diffusers_folders`` of tests/conftest.py: whole-pipeline, conditioning and bf16 tests).
+  Tests only read the pipeline and the folder.
+- ``reference_kwargs(req)`` / ``run_reference(pipe, req)``: the ``LTX2Pipeline.__call__`` arguments of one
+  :class:`~fastvideo.engine.models.ltx2.pipeline.LTX2Request` and that call (``output_type="np"``, the request's
+  seed on a CPU generator): ``(video (T, H, W, 3) float32 in [0, 1], waveform (channels, samples) float32)``.
+- ``max_errors(out, video, waveform)`` / ``assert_matches(out, video, waveform, tol)``: our
+  :class:`~fastvideo.engine.models.ltx2.pipeline.LTX2Output` against such a reference (same shapes, max abs
+  error within ``tol``, a reference that is not trivially constant).
+- ``FULL_GUIDANCE`` (CFG, STG and modality isolation with rescale: ``LTX2Pipeline.__call__``'s defaults but a block
+  index the tiny DiT has) and ``CFG_ONLY``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
 import torch
+
+from fastvideo.engine.models.ltx2.pipeline import LTX2Guidance, LTX2Request
+
+MAX_SEQ = 16  #: the text length the tiny pipelines are run with
+FULL_GUIDANCE = LTX2Guidance(guidance_scale=3.0, stg_scale=1.0, modality_scale=3.0, guidance_rescale=0.7,
+                             audio_guidance_scale=7.0, audio_stg_scale=1.0, audio_modality_scale=3.0,
+                             audio_guidance_rescale=0.7, stg_blocks=(0,), use_cross_timestep=True)
+CFG_ONLY = LTX2Guidance(guidance_scale=4.0, stg_scale=0.0, modality_scale=1.0, guidance_rescale=0.0,
+                        audio_guidance_scale=None, audio_stg_scale=0.0, audio_modality_scale=1.0,
+                        audio_guidance_rescale=0.0, stg_blocks=None, use_cross_timestep=False)
 
 WORDS = ("<pad> <eos> <bos> <unk> a red fox runs through the snow two people walk on beach robot dancing cat in "
          "rain").split()
@@ -124,3 +149,59 @@ def tiny_pipeline_with_video_vae(timestep_vae: bool = False) -> Any:
     pipe.vae_spatial_compression_ratio = vae.spatial_compression_ratio
     pipe.vae_temporal_compression_ratio = vae.temporal_compression_ratio
     return pipe
+
+
+class TinyLTX2Folders:
+    """``save_pretrained`` folders of ``tiny_pipeline_with_video_vae``, written on first use per VAE kind."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._factory = tmp_path_factory
+        self._made: dict[bool, tuple[Any, Path]] = {}
+
+    def __call__(self, timestep_vae: bool = False) -> tuple[Any, Path]:
+        """``(the diffusers pipeline, its folder)``."""
+        if timestep_vae not in self._made:
+            pipe = tiny_pipeline_with_video_vae(timestep_vae)
+            folder = self._factory.mktemp("ltx2-timestep-vae" if timestep_vae else "ltx2-plain")
+            pipe.save_pretrained(str(folder))
+            self._made[timestep_vae] = (pipe, folder)
+        return self._made[timestep_vae]
+
+
+def reference_kwargs(req: LTX2Request, max_sequence_length: int = MAX_SEQ) -> dict[str, Any]:
+    """The ``LTX2Pipeline.__call__`` (and its image / condition siblings') arguments of ``req``."""
+    g = req.guidance
+    return dict(prompt=req.prompt, negative_prompt=req.negative_prompt, height=req.height, width=req.width,
+                num_frames=req.num_frames, frame_rate=req.fps, num_inference_steps=req.steps,
+                guidance_scale=g.guidance_scale, stg_scale=g.stg_scale, modality_scale=g.modality_scale,
+                guidance_rescale=g.guidance_rescale, audio_guidance_scale=g.audio_guidance_scale,
+                audio_stg_scale=g.audio_stg_scale, audio_modality_scale=g.audio_modality_scale,
+                audio_guidance_rescale=g.audio_guidance_rescale,
+                spatio_temporal_guidance_blocks=list(g.stg_blocks) if g.stg_blocks else None,
+                use_cross_timestep=g.use_cross_timestep, decode_timestep=req.decode_timestep,
+                decode_noise_scale=req.decode_noise_scale, max_sequence_length=max_sequence_length,
+                output_type="np", return_dict=False, generator=torch.Generator().manual_seed(req.seed))
+
+
+def run_reference(pipe: Any, req: LTX2Request, max_sequence_length: int = MAX_SEQ,
+                  **extra: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``pipe(**reference_kwargs(req), **extra)``: ``(video float32 (T, H, W, 3), waveform float32 (C, S))``."""
+    with torch.no_grad():
+        video, audio = pipe(**reference_kwargs(req, max_sequence_length), **extra)
+    return np.asarray(video[0], dtype=np.float32), audio[0].float().numpy()
+
+
+def max_errors(out: Any, video: np.ndarray, waveform: np.ndarray) -> tuple[float, float]:
+    """Max abs error of our output's float video and waveform against a reference (shapes must match)."""
+    assert out.video.shape == video.shape and tuple(out.waveform.shape) == waveform.shape
+    return (float(np.abs(out.video - video).max()), float(np.abs(out.waveform.float().numpy() - waveform).max()))
+
+
+def assert_matches(out: Any, video: np.ndarray, waveform: np.ndarray, tol: float) -> tuple[float, float]:
+    """Our output equals the reference within ``tol`` (max abs), and the reference is not trivially constant."""
+    video_err, audio_err = max_errors(out, video, waveform)
+    print(f"max abs: video {video_err:.3g}, waveform {audio_err:.3g}; video std {video.std():.3g}, "
+          f"waveform std {waveform.std():.3g}")
+    assert video_err <= tol and audio_err <= tol
+    assert video.std() > 1e-3 and waveform.std() > 1e-4
+    return video_err, audio_err

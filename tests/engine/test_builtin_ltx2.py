@@ -8,6 +8,7 @@ that the family registry matches it as the ``ltx2`` family (the runtime serves i
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from fastvideo.api import presets as api_presets
-from fastvideo.api.errors import ModelLoadError
-from fastvideo.api.parse import ConfigError
-from fastvideo.engine.builtin_model import BUILTIN_LTX2_PRESET, ensure_builtin_model, write_builtin_ltx2_model
+sys.path.insert(0, str(Path(__file__).parent))
+from ltx2_side_fixtures import assert_matches, run_reference  # noqa: E402
+
+from fastvideo.api import presets as api_presets  # noqa: E402
+from fastvideo.api.errors import ModelLoadError  # noqa: E402
+from fastvideo.api.parse import ConfigError  # noqa: E402
+from fastvideo.engine.builtin_model import (BUILTIN_LTX2_PRESET, ensure_builtin_model,  # noqa: E402
+                                            write_builtin_ltx2_model)
 
 TOL = 1e-4
 
@@ -74,33 +79,13 @@ def test_tiny_ltx2_folder_is_a_diffusers_folder_with_our_outputs(ltx2_folder: Pa
     max_seq = preset.model_defaults["text_length"]
     req = _request(preset, steps=2)
     ref = LTX2Pipeline.from_pretrained(str(ltx2_folder), dtype=torch.float32)
-    g = req.guidance
-    with torch.no_grad():
-        video, audio = ref(prompt=req.prompt, negative_prompt=req.negative_prompt, height=req.height,
-                           width=req.width, num_frames=req.num_frames, frame_rate=req.fps,
-                           num_inference_steps=req.steps, guidance_scale=g.guidance_scale, stg_scale=g.stg_scale,
-                           modality_scale=g.modality_scale, guidance_rescale=g.guidance_rescale,
-                           audio_guidance_scale=g.audio_guidance_scale, audio_stg_scale=g.audio_stg_scale,
-                           audio_modality_scale=g.audio_modality_scale,
-                           audio_guidance_rescale=g.audio_guidance_rescale,
-                           spatio_temporal_guidance_blocks=list(g.stg_blocks), use_cross_timestep=g.use_cross_timestep,
-                           max_sequence_length=max_seq, output_type="np", return_dict=False,
-                           generator=torch.Generator().manual_seed(req.seed))
+    ref_video, ref_audio = run_reference(ref, req, max_seq)
     ours = load_ltx2_pipeline(ltx2_folder, max_sequence_length=max_seq).run(req)
-    ref_video, ref_audio = video[0], audio[0].float().numpy()
-    assert ours.video.shape == ref_video.shape and ours.waveform.shape == ref_audio.shape
-    video_err = float(np.abs(ours.video - ref_video).max())
-    audio_err = float(np.abs(ours.waveform.numpy() - ref_audio).max())
-    print(f"max abs: video {video_err:.3g} (std {ref_video.std():.3g}), waveform {audio_err:.3g} "
-          f"(std {ref_audio.std():.3g})")
-    assert video_err <= TOL and audio_err <= TOL
-    assert ref_video.std() > 1e-3 and ref_audio.std() > 1e-4
+    assert_matches(ours, ref_video, ref_audio, TOL)
     assert ours.sample_rate == ref.vocoder.config.output_sampling_rate
 
 
 def test_synthesis_is_deterministic_and_needs_no_diffusers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
     monkeypatch.setitem(sys.modules, "diffusers", None)  # importing diffusers now fails: the writer must not
     a, b = write_builtin_ltx2_model(tmp_path / "a"), write_builtin_ltx2_model(tmp_path / "b")
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())

@@ -1,16 +1,17 @@
 """LTX-2 image-to-video and frame conditioning against diffusers 0.42's ``LTX2ImageToVideoPipeline`` and
 ``LTX2ConditionPipeline`` (tiny random components, fp32, CPU).
 
-The tiny ``LTX2Pipeline`` of ``ltx2_side_fixtures`` is saved with ``save_pretrained`` and loaded back through
-:func:`load_ltx2_pipeline`; the two diffusers pipelines are built from the same components. Both sides run with the
-same seed and inputs, and the decoded frames and waveforms are compared. Nothing of diffusers is patched.
+The tiny ``LTX2Pipeline`` of ``ltx2_side_fixtures`` is saved with ``save_pretrained`` (the session fixture
+``ltx2_diffusers_folders``) and loaded back through :func:`load_ltx2_pipeline`; the two diffusers pipelines are
+built from the same components. Both sides run with the same seed and inputs, and the decoded frames and waveforms
+are compared. Nothing of diffusers is patched.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -19,19 +20,12 @@ import torch
 pytest.importorskip("diffusers")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ltx2_side_fixtures import tiny_pipeline_with_video_vae  # noqa: E402
+from ltx2_side_fixtures import CFG_ONLY, FULL_GUIDANCE, MAX_SEQ, assert_matches, run_reference  # noqa: E402
 
 from fastvideo.engine.models.ltx2.conditioning import LTX2Condition, h264_roundtrip  # noqa: E402
 from fastvideo.engine.models.ltx2.pipeline import LTX2Guidance, LTX2Request, load_ltx2_pipeline  # noqa: E402
 
 TOL = 1e-4
-MAX_SEQ = 16
-FULL = LTX2Guidance(guidance_scale=3.0, stg_scale=1.0, modality_scale=3.0, guidance_rescale=0.7,
-                    audio_guidance_scale=7.0, audio_stg_scale=1.0, audio_modality_scale=3.0,
-                    audio_guidance_rescale=0.7, stg_blocks=(0,), use_cross_timestep=True)
-CFG_ONLY = LTX2Guidance(guidance_scale=4.0, stg_scale=0.0, modality_scale=1.0, guidance_rescale=0.0,
-                        audio_guidance_scale=None, audio_stg_scale=0.0, audio_modality_scale=1.0,
-                        audio_guidance_rescale=0.0, stg_blocks=None, use_cross_timestep=False)
 
 
 def _rgb(seed: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -44,40 +38,13 @@ def _rgb(seed: int, shape: tuple[int, ...]) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    pipe = tiny_pipeline_with_video_vae(False)
-    folder = tmp_path_factory.mktemp("ltx2-cond")
-    pipe.save_pretrained(str(folder))
+def setup(ltx2_diffusers_folders: Callable[..., tuple[Any, Path]]) -> tuple[Any, Any]:
+    pipe, folder = ltx2_diffusers_folders()
     return pipe, load_ltx2_pipeline(folder, torch.float32, "cpu", max_sequence_length=MAX_SEQ)
 
 
-def _common(req: LTX2Request) -> dict[str, Any]:
-    g = req.guidance
-    return dict(prompt=req.prompt, negative_prompt=req.negative_prompt, height=req.height, width=req.width,
-                num_frames=req.num_frames, frame_rate=req.fps, num_inference_steps=req.steps,
-                guidance_scale=g.guidance_scale, stg_scale=g.stg_scale, modality_scale=g.modality_scale,
-                guidance_rescale=g.guidance_rescale, audio_guidance_scale=g.audio_guidance_scale,
-                audio_stg_scale=g.audio_stg_scale, audio_modality_scale=g.audio_modality_scale,
-                audio_guidance_rescale=g.audio_guidance_rescale,
-                spatio_temporal_guidance_blocks=list(g.stg_blocks) if g.stg_blocks else None,
-                use_cross_timestep=g.use_cross_timestep, max_sequence_length=MAX_SEQ, return_dict=False,
-                output_type="np", generator=torch.Generator().manual_seed(req.seed))
-
-
-def _compare(ours: Any, req: LTX2Request, ref: tuple[Any, Any]) -> tuple[float, float]:
-    ref_video, ref_audio = ref[0][0], ref[1][0].float().numpy()
-    out = ours.run(req)
-    assert out.video.shape == ref_video.shape and out.waveform.shape == ref_audio.shape
-    video_err = float(np.abs(out.video - ref_video).max())
-    audio_err = float(np.abs(out.waveform.numpy() - ref_audio).max())
-    print(f"max abs: video {video_err:.3g}, waveform {audio_err:.3g}; video std {ref_video.std():.3g}")
-    assert video_err <= TOL and audio_err <= TOL
-    assert ref_video.std() > 1e-3 and ref_audio.std() > 1e-4
-    return video_err, audio_err
-
-
 I2V_CASES = [  # (image shape, crf, guidance)
-    ((64, 64, 3), None, FULL),  # diffusers' default H.264 re-compression (CRF 33), no resize
+    ((64, 64, 3), None, FULL_GUIDANCE),  # diffusers' default H.264 re-compression (CRF 33), no resize
     ((48, 80, 3), 0, CFG_ONLY),  # PIL bilinear stretch to 64x64, no re-compression
 ]
 
@@ -94,9 +61,7 @@ def test_image_to_video_matches_diffusers(setup: tuple[Any, Any], shape: tuple[i
                       height=64, num_frames=9, fps=24.0, steps=2, seed=7, guidance=guidance, image=image,
                       image_crf=crf)
     i2v = LTX2ImageToVideoPipeline(**pipe.components)
-    with torch.no_grad():
-        ref = i2v(image=PIL.Image.fromarray(image), image_crf=crf, **_common(req))
-    _compare(ours, req, ref)
+    assert_matches(ours.run(req), *run_reference(i2v, req, image=PIL.Image.fromarray(image), image_crf=crf), TOL)
 
 
 def test_h264_roundtrip_equals_diffusers_and_changes_the_image() -> None:
@@ -111,7 +76,7 @@ def test_h264_roundtrip_equals_diffusers_and_changes_the_image() -> None:
 
 COND_CASES = [
     # one image at latent index 0, full strength (an I2V through the condition path)
-    ("first-image", lambda: (LTX2Condition(_rgb(2, (64, 64, 3)), index=0, strength=1.0, crf=0),), FULL),
+    ("first-image", lambda: (LTX2Condition(_rgb(2, (64, 64, 3)), index=0, strength=1.0, crf=0),), FULL_GUIDANCE),
     # a 5-frame clip at index 0 at strength 0.6 and an image keyframe at latent index 2 (appended tokens)
     ("clip-and-keyframe", lambda: (LTX2Condition(_rgb(4, (5, 48, 80, 3)), index=0, strength=0.6),
                                    LTX2Condition(_rgb(5, (64, 64, 3)), index=2, strength=0.9, crf=0)), CFG_ONLY),
@@ -133,9 +98,7 @@ def test_frame_conditioning_matches_diffusers(setup: tuple[Any, Any], name: str,
     ref_conditions = [LTX2VideoCondition(frames=c.frames, index=c.index, strength=c.strength, crf=c.crf)
                       for c in conditions]
     cond_pipe = LTX2ConditionPipeline(**pipe.components)
-    with torch.no_grad():
-        ref = cond_pipe(conditions=ref_conditions, **_common(req))
-    _compare(ours, req, ref)
+    assert_matches(ours.run(req), *run_reference(cond_pipe, req, conditions=ref_conditions), TOL)
 
 
 def test_stepwise_api_and_refusals(setup: tuple[Any, Any]) -> None:
