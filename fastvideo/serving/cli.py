@@ -383,7 +383,9 @@ def _build_router_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPa
                        description="Proxy /v1/* HTTP and /v1/stream WebSocket traffic to healthy replicas "
                                    "(health-checked, failover, sticky job ids and streaming sessions).")
     p.add_argument("--config", required=True, help="router YAML/JSON (host, port, replicas[url, primary], "
-                                                   "health_check{path, interval_s, ...}); may sit under 'router:'")
+                                                   "health_check{path, interval_s, ...}, allowed_origins: browser "
+                                                   "origins besides its own that may open /v1/stream); may sit "
+                                                   "under 'router:'")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. port=9001")
     p.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines as text or JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -229,6 +229,13 @@ class RouterConfig:
     api_key: str | None = None
     #: Largest request body forwarded (bytes); a larger one, chunked or not, is answered 413 unread.
     max_body_bytes: int = 32 * 1024 * 1024
+    #: Browser origins (``scheme://host[:port]``, or ``"*"``) that may open the router's ``/v1/stream`` besides
+    #: its own, as ``server.allowed_origins`` for a server (:mod:`fastvideo.serving.ws_origin`).
+    allowed_origins: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.allowed_origins = [check_origin(entry, f"allowed_origins[{i}]")
+                                for i, entry in enumerate(self.allowed_origins)]
 
     def validate(self) -> "RouterConfig":
         if not self.replicas:

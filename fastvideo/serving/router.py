@@ -16,7 +16,11 @@ Contract:
   A body past ``max_body_bytes`` (a ``Content-Length`` over it, or a chunked body as it streams in) is
   answered 413 ``request_too_large`` and never forwarded nor held whole; the API key (``api_key``) is
   compared in constant time.
-- WebSocket ``/v1/stream``: the router reads the client's first frame; a ``session_init_v2`` with a
+- WebSocket ``/v1/stream``: a browser socket whose ``Origin`` is neither the router's own (the ``Host`` it was
+  opened on) nor in ``allowed_origins`` is refused before accept (HTTP 403), by the same rule as a server's
+  (:mod:`fastvideo.serving.ws_origin`); no ``Origin`` (not a browser) is not affected. The router does not
+  forward ``Origin``, so this is the check that guards its replicas' streams. Then the router reads the client's
+  first frame; a ``session_init_v2`` with a
   ``session_id`` the router has seen goes back to the replica that holds it (sticky continuation);
   otherwise the selected replica, failing over while the upstream connection cannot be opened.
   Frames are then relayed both ways unchanged (text and binary). If the replica dies mid-stream the
@@ -52,6 +56,7 @@ from starlette.websockets import WebSocketState
 from fastvideo.serving.config import ReplicaEndpoint, RouterConfig
 from fastvideo.serving.errors import error_body
 from fastvideo.serving.observability import accept_request_id, printable, request_id_var
+from fastvideo.serving.ws_origin import refuse_foreign_origin
 
 logger = logging.getLogger(__name__)
 
@@ -495,6 +500,9 @@ async def bridge_stream(ws: WebSocket, state: RouterState) -> None:
     """Relay one streaming session to a replica (see module contract)."""
     from websockets.asyncio.client import connect
 
+    if await refuse_foreign_origin(ws, state.config.allowed_origins, "router /v1/stream", "allowed_origins"):
+        state.ws_sessions.labels("origin_refused").inc()
+        return
     await ws.accept()
     request_id_var.set(accept_request_id(ws.headers.get("x-request-id")))
 

@@ -3,7 +3,8 @@
 Contract (frames in :mod:`fastvideo.serving.stream_protocol`):
 - Origin: a browser socket whose ``Origin`` is neither the server's own (the ``Host`` it was opened
   on) nor in ``server.allowed_origins`` is refused before accept (HTTP 403); a request without an
-  ``Origin`` header (not a browser) is not affected.
+  ``Origin`` header (not a browser) is not affected (:mod:`fastvideo.serving.ws_origin`, shared with the
+  router).
 - Admission: a bad key (compared in constant time) gets ``error{code:"unauthorized"}``, a server
   that is not ready ``error{code:"not_ready", retryable:true}``, a full server, or a client address
   that already holds ``max_sessions_per_client`` sessions, ``error{code:"session_rejected",
@@ -84,7 +85,6 @@ from fastvideo.api import (
 from fastvideo.runtime.pool import normalize_device
 from fastvideo.runtime.service import Job
 from fastvideo.serving.app_state import ServerState
-from fastvideo.serving.config import normalize_origin
 from fastvideo.serving.errors import APIError
 from fastvideo.serving.prompting import PromptBlocked
 from fastvideo.serving.fmp4 import FragmentedMP4Encoder
@@ -96,6 +96,7 @@ from fastvideo.serving.session import FLAGS, Session, SessionRejected, SessionSt
 from fastvideo.serving.session_logger import SessionLogger
 from fastvideo.serving.stream_features import ENHANCER_FRAMES, SETTINGS_FRAMES, SessionFeatures
 from fastvideo.serving.video_store import storage_failure
+from fastvideo.serving.ws_origin import refuse_foreign_origin
 from fastvideo.serving.stream_protocol import (
     SEGMENT_FIELDS,
     SESSION_FIELDS,
@@ -649,23 +650,6 @@ class StreamSession(SessionFeatures):
                         time_to_first_fragment_s=round(time.perf_counter() - segment.received_at, 4))
 
 
-def origin_allowed(origin: str, host: str | None, allowed: list[str]) -> bool:
-    """Whether a browser socket from ``origin`` may open the stream: the server's own origin (the ``host`` header
-    it was opened on: same host and port, under the origin's scheme, so a TLS proxy in front keeps working), an
-    entry of ``allowed`` (normalized origins), or any with ``"*"``."""
-    if "*" in allowed:
-        return True
-    given = normalize_origin(origin)
-    if given is None:  # "null" (sandboxed pages, file://) or garbage
-        return False
-    if given in allowed:
-        return True
-    if not host:
-        return False
-    scheme = given.split("://", 1)[0]
-    return normalize_origin(f"{scheme}://{host}") == given
-
-
 def register_stream_routes(app: FastAPI, state: ServerState) -> None:
     """Mount ``/v1/stream`` on ``app``."""
     slog = SessionLogger(read_session_log_dir())
@@ -673,12 +657,8 @@ def register_stream_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket) -> None:
-        origin = ws.headers.get("origin")
-        allowed = state.config.server.allowed_origins
-        if origin is not None and not origin_allowed(origin, ws.headers.get("host"), allowed):
-            logger.warning("/v1/stream: refused a browser socket from origin %r (not this server's own, and not "
-                           "in server.allowed_origins)", origin[:200])
-            await ws.close(WS_POLICY_VIOLATION, "origin not allowed")  # before accept: HTTP 403
+        if await refuse_foreign_origin(ws, state.config.server.allowed_origins, "/v1/stream",
+                                       "server.allowed_origins"):
             return
         await ws.accept()
         api_key = state.config.server.api_key
