@@ -4,7 +4,8 @@ Contract: ``parse_args(argv)`` returns a frozen :class:`WorkerArgs` (every flag 
 Dynamo runtime flags default from the same ``DYN_*`` environment variables Dynamo's own workers
 read, e.g. ``DYN_DISCOVERY_BACKEND``, ``DYN_REQUEST_PLANE``, ``DYN_NAMESPACE``); bad flags exit with
 status 2 and argparse's one-line message. ``build_generator_config(args)`` builds the engine config
-from public ``fastvideo.api`` types only, never flat legacy kwargs. ``--devices 0,1`` (CUDA indices,
+from public ``fastvideo.api`` types only, never flat legacy kwargs (``--variant`` is ``pipeline.variant``, as
+``fastvideo serve --variant``; a bad name is refused when the generator is built). ``--devices 0,1`` (CUDA indices,
 ``cuda:N``, or ``cpu,cpu``) serves one worker per device behind this one Dynamo instance:
 ``build_pool_config(args)`` is the :class:`fastvideo.PoolConfig` (None without ``--devices``); the
 first device is the engine's ``--device`` (set to it, or it must match), and ``--no-warmup`` is
@@ -66,6 +67,8 @@ class WorkerArgs:
     vae_offload: bool = False
     pin_cpu_memory: bool = True
     preset: str | None = None
+    #: Weight variant to load (``pipeline.variant``: ``fp16`` reads ``*.fp16.safetensors``); None: the plain files.
+    variant: str | None = None
     workload_type: str = "t2v"
     warmup: bool = True
     # request defaults
@@ -144,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--vae-offload", action="store_true")
     model.add_argument("--no-pin-cpu-memory", dest="pin_cpu_memory", action="store_false")
     model.add_argument("--preset", default=None, help="model preset name (default: inferred from the folder)")
+    model.add_argument("--variant", default=None,
+                       help="weight variant to load, e.g. fp16 for *.fp16.safetensors (pipeline.variant; default: "
+                            "the plain files, else a component's only variant), as `fastvideo serve --variant`")
     model.add_argument("--workload-type", default="t2v")
     model.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
                        help="run the health-check request once before registering (first requests are not slow)")
@@ -235,7 +241,7 @@ def build_generator_config(args: WorkerArgs) -> GeneratorConfig:
             cuda_graphs=CudaGraphsConfig(enabled=args.cuda_graphs is not None, sizes=list(args.cuda_graphs or [])),
         ),
         pipeline=PipelineSelection(workload_type=args.workload_type,  # type: ignore[arg-type]  # refused unless t2v
-                                   preset=args.preset),
+                                   preset=args.preset, variant=args.variant),
     )
 
 
