@@ -13,7 +13,7 @@ Contract
   no prompt enhancement, no duration head, no caller latents): it returns ``(frames, waveform, sample_rate)``:
   ``frames`` uint8 ``(T, H, W, 3)`` (diffusers' ``output_type="pil"`` frames as arrays), ``waveform`` float32
   ``(channels, samples)`` (the vocoder output) and the vocoder's ``output_sampling_rate``.
-- The step-wise API the runtime core will call (not wired into the runtime or family registry yet):
+- The step-wise API the runtime core calls (:class:`~fastvideo.runtime.ltx2_executor.LTX2BatchExecutor`):
 
   * :meth:`LTX2Components.prepare` ``(LTX2Request) -> LTX2State``: prompt encoding (positive, and for guidance
     the negative prompt, each through Gemma separately, then ``[negative, positive]`` through the connectors in
@@ -21,6 +21,11 @@ Contract
     ``(1, C, F', H', W')`` are drawn **first**, then the audio latents ``(1, C_a, L_a, M')``, both float32; the
     decode noise of a timestep-conditioned VAE is drawn last, in :meth:`decode`) and the schedule;
   * :meth:`LTX2Components.denoise_step` ``(state, i)``: step ``i`` (in order ``0..steps-1``) for both streams;
+  * :meth:`LTX2Components.denoise_steps` ``(states, i, forward=None)``: step ``i`` of several states (one runtime
+    bucket: same sizes, frames, steps, branch; prompts, seeds and guidance scales may differ) with one DiT call per
+    guidance pass for all of them (:func:`~.denoise.denoise_steps`: rows stacked, split back, guidance and sampler
+    per state); ``denoise_step`` is its batch of one. ``forward`` (default :meth:`LTX2Components.dit_forward`, the
+    eager transformer call) may be a CUDA-graph runner of the same call;
   * :meth:`LTX2Components.decode` ``(state) -> LTX2Output``: the video VAE (timestep-conditioned decode through
     :func:`~.latents.mix_decode_noise` when the VAE config says so) and the audio VAE + vocoder.
 
@@ -68,7 +73,7 @@ import logging
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -80,6 +85,7 @@ from fastvideo.engine.models.ltx2.conditioning import (AudioConditioning, LTX2Co
                                                        audio_prefix_latents, conditioned_latents,
                                                        image_to_video_latents)
 from fastvideo.engine.models.ltx2.connectors import LTX2Connectors, load_ltx2_connectors
+from fastvideo.engine.models.ltx2.denoise import DiTForward, LTX2DiTInputs, denoise_steps, run_dit
 from fastvideo.engine.models.ltx2.latents import denormalize_latents, mix_decode_noise, pack_latents, unpack_latents
 from fastvideo.engine.models.ltx2.loading import load_ltx2_transformer
 from fastvideo.engine.models.ltx2.state import LTX2ContinuationState
@@ -299,14 +305,6 @@ class LTX2Output:
     audio_latents: torch.Tensor | None = None  #: denoiser-space (1, C, L, M) audio latents (for a continuation)
 
 
-def _rescale_noise_cfg(noise_cfg: torch.Tensor, noise_pred_text: torch.Tensor, rescale: float) -> torch.Tensor:
-    """diffusers' ``rescale_noise_cfg`` (std-matching toward the conditional prediction)."""
-    std_text = noise_pred_text.std(dim=list(range(1, noise_pred_text.ndim)), keepdim=True)
-    std_cfg = noise_cfg.std(dim=list(range(1, noise_cfg.ndim)), keepdim=True)
-    rescaled = noise_cfg * (std_text / std_cfg)
-    return rescale * rescaled + (1 - rescale) * noise_cfg
-
-
 # ------------------------------------------------------------------------------------------------------ pipeline
 
 @dataclass
@@ -449,106 +447,18 @@ class LTX2Components:
                          video_state=sampler.new_state(), audio_state=sampler.new_state(),
                          conditioning=conditioning, audio_conditioning=audio_conditioning)
 
-    def _dit(self, st: LTX2State, video: torch.Tensor, audio: torch.Tensor, embeds: tuple[torch.Tensor, ...],
-             timestep: torch.Tensor, video_timestep: torch.Tensor | None = None,
-             audio_timestep: torch.Tensor | None = None, **extra: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        f, h, w = st.grid
-        cond = st.conditioning
-        if cond is not None or audio_timestep is not None:  # per-token timesteps
-            extra.update(audio_timestep=timestep if audio_timestep is None else audio_timestep)
-            if cond is not None and cond.coords is not None:
-                extra.update(video_coords=cond.coords.expand(video.shape[0], -1, -1, -1))
-        with torch.no_grad():
-            v, a = self.transformer(
-                hidden_states=video, audio_hidden_states=audio, encoder_hidden_states=embeds[0],
-                audio_encoder_hidden_states=embeds[1],
-                timestep=timestep if video_timestep is None else video_timestep, sigma=timestep,
-                encoder_attention_mask=embeds[2], audio_encoder_attention_mask=embeds[2], num_frames=f, height=h,
-                width=w, fps=st.conditioning_fps, audio_num_frames=st.audio_frames,
-                use_cross_timestep=st.guidance.use_cross_timestep, **extra)
-        return v.float(), a.float()
+    def dit_forward(self, inputs: LTX2DiTInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The eager DiT call (:func:`~.denoise.run_dit`): the default ``forward`` of :meth:`denoise_steps`."""
+        return run_dit(self.transformer, inputs)
 
     def denoise_step(self, st: LTX2State, i: int) -> None:
-        """Step ``i`` for both streams, in place on ``st`` (module contract)."""
-        if i != st.next_step:
-            raise ValueError(f"denoise_step({i}): steps run in order; the next one is {st.next_step}")
-        if i >= st.steps:
-            raise IndexError(f"denoise_step({i}): the schedule has {st.steps} steps")
-        g = st.guidance
-        x, a = st.latents, st.audio_latents
-        sigma = st.sampler.sigmas[i]
-        t = st.sampler.timesteps[i]
-        dtype = st.text_dtype
-        x_in = (torch.cat([x] * 2) if g.cfg else x).to(dtype)
-        a_in = (torch.cat([a] * 2) if g.cfg else a).to(dtype)
-        timestep = t.expand(x_in.shape[0])
-        cond = st.conditioning
-        video_timestep: torch.Tensor | None = None
-        if cond is not None:  # conditioned tokens see less (or no) noise: t * (1 - mask)
-            video_timestep = timestep.unsqueeze(-1) * (1 - cond.mask.expand(x_in.shape[0], -1))
-        acond = st.audio_conditioning
-        audio_timestep: torch.Tensor | None = None
-        if acond is not None:
-            audio_timestep = timestep.unsqueeze(-1) * (1 - acond.mask.expand(a_in.shape[0], -1))
-        embeds: tuple[torch.Tensor, ...] = (st.video_embeds, st.audio_embeds, st.text_mask)
-        pred_v, pred_a = self._dit(st, x_in, a_in, embeds, timestep, video_timestep, audio_timestep)
+        """Step ``i`` for both streams, in place on ``st`` (module contract): the batch of one."""
+        self.denoise_steps([st], i)
 
-        def x0(sample: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
-            return sample - velocity * sigma
-
-        v_cfg: torch.Tensor | int = 0
-        a_cfg: torch.Tensor | int = 0
-        if g.cfg:
-            v_un, v_c = pred_v.chunk(2)
-            x0_v, x0_v_un = x0(x, v_c), x0(x, v_un)
-            v_cfg = (g.guidance_scale - 1) * (x0_v - x0_v_un)
-            a_un, a_c = pred_a.chunk(2)
-            x0_a, x0_a_un = x0(a, a_c), x0(a, a_un)
-            a_cfg = (float(g.audio_guidance_scale or 0) - 1) * (x0_a - x0_a_un)
-            embeds = tuple(e.chunk(2, dim=0)[1] for e in embeds)
-            timestep = timestep.chunk(2, dim=0)[0]
-            if video_timestep is not None:
-                video_timestep = video_timestep.chunk(2, dim=0)[0]
-            if audio_timestep is not None:
-                audio_timestep = audio_timestep.chunk(2, dim=0)[0]
-        else:
-            x0_v, x0_a = x0(x, pred_v), x0(a, pred_a)
-
-        v_stg: torch.Tensor | int = 0
-        a_stg: torch.Tensor | int = 0
-        if g.stg:
-            sv, sa = self._dit(st, x.to(dtype), a.to(dtype), embeds, timestep, video_timestep, audio_timestep,
-                               spatio_temporal_guidance_blocks=list(g.stg_blocks or ()))
-            v_stg = g.stg_scale * (x0_v - x0(x, sv))
-            a_stg = float(g.audio_stg_scale or 0) * (x0_a - x0(a, sa))
-        v_mod: torch.Tensor | int = 0
-        a_mod: torch.Tensor | int = 0
-        if g.modality:
-            mv, ma = self._dit(st, x.to(dtype), a.to(dtype), embeds, timestep, video_timestep, audio_timestep,
-                               isolate_modalities=True)
-            v_mod = (g.modality_scale - 1) * (x0_v - x0(x, mv))
-            a_mod = (float(g.audio_modality_scale or 0) - 1) * (x0_a - x0(a, ma))
-
-        guided_v = x0_v + v_cfg + v_stg + v_mod
-        guided_a = x0_a + a_cfg + a_stg + a_mod
-        if g.guidance_rescale > 0:
-            guided_v = _rescale_noise_cfg(guided_v, x0_v, g.guidance_rescale)
-        audio_rescale = float(g.audio_guidance_rescale or 0)
-        if audio_rescale > 0:
-            guided_a = _rescale_noise_cfg(guided_a, x0_a, audio_rescale)
-        if cond is not None and cond.clean is not None:  # condition path: blend the clean condition back in
-            m = cond.mask.unsqueeze(-1)
-            guided_v = guided_v * (1 - m) + cond.clean * m
-        if acond is not None:  # carried-over audio prefix, likewise
-            am = acond.mask.unsqueeze(-1)
-            guided_a = guided_a * (1 - am) + acond.clean * am
-        velocity_v = (x - guided_v) / sigma
-        velocity_a = (a - guided_a) / sigma
-        st.latents = st.sampler.step(velocity_v, i, x, state=st.video_state)
-        if cond is not None and cond.keep_first_frame:  # image-to-video: latent frame 0 is never stepped
-            st.latents[:, :cond.first_frame_tokens] = x[:, :cond.first_frame_tokens]
-        st.audio_latents = st.sampler.step(velocity_a, i, a, state=st.audio_state)
-        st.next_step = i + 1
+    def denoise_steps(self, states: Sequence[LTX2State], i: int, forward: DiTForward | None = None) -> None:
+        """Step ``i`` of every state with one DiT call per guidance pass for the batch (module contract);
+        ``forward`` replaces the eager call (e.g. a CUDA-graph runner)."""
+        denoise_steps(states, i, self.dit_forward if forward is None else forward)
 
     def decode(self, st: LTX2State) -> LTX2Output:
         """Latents -> frames and waveform (module contract); every step must have run."""
