@@ -125,8 +125,9 @@ def run_dit(transformer: "LTX2Transformer", inputs: LTX2DiTInputs) -> tuple[torc
             hidden_states=inputs.video, audio_hidden_states=inputs.audio, encoder_hidden_states=inputs.video_embeds,
             audio_encoder_hidden_states=inputs.audio_embeds,
             timestep=timestep if inputs.video_timestep is None else inputs.video_timestep,
-            audio_timestep=timestep if inputs.audio_timestep is None else inputs.audio_timestep, sigma=timestep, encoder_attention_mask=inputs.mask,
-            audio_encoder_attention_mask=inputs.mask, num_frames=f, height=h, width=w, fps=inputs.fps,
+            audio_timestep=timestep if inputs.audio_timestep is None else inputs.audio_timestep, sigma=timestep,
+            encoder_attention_mask=inputs.mask, audio_encoder_attention_mask=inputs.mask, num_frames=f, height=h,
+            width=w, fps=inputs.fps,
             audio_num_frames=inputs.audio_frames, use_cross_timestep=inputs.use_cross_timestep, **extra)
 
 
