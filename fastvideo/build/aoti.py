@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from fastvideo.build.backends import ArtifactBackend, Runner
-from fastvideo.build.exportable import VAEDecodeExport, VAEEncodeExport, constants_map, dit_export
+from fastvideo.build.exportable import constants_map
 from fastvideo.build.specs import ShapeCase
 from fastvideo.kernels.device import device_guard
 
@@ -142,20 +142,18 @@ def _load_program(path: Path, device: torch.device, case: ShapeCase) -> AOTIProg
 
 
 def _bound_runners(pipeline: Any, loaded: LoadedArtifacts) -> dict[str, Runner]:
-    """Bind every loaded package to the eager module of its component (weights shared, not copied)."""
+    """Bind every loaded package to the export wrapper of its case around the pipeline's eager modules (the family's
+    :attr:`BuildAdapter.export_module`; weights shared, not copied)."""
+    from fastvideo.build.adapters import adapter_for_manifest
     from fastvideo.build.loading import ArtifactMismatchError
 
-    dit, vae, device = pipeline.dit, pipeline.vae, torch.device(pipeline.device)
-    dit_2 = getattr(pipeline, "dit_2", None)
-    owners = {"dit": lambda case: dit_export(dit, case.latent, device),
-              "dit_2": lambda case: dit_export(dit_2, case.latent, device),
-              "vae_decoder": lambda case: VAEDecodeExport(vae),
-              "vae_encoder": lambda case: VAEEncodeExport(vae)}
+    adapter = adapter_for_manifest(loaded.manifest.model)
+    models = adapter.pipeline_models(pipeline)
     runners: dict[str, Runner] = {}
     for key, entry in loaded.cases.items():
         case, program = entry.case, entry.program
         try:
-            program.bind(owners[case.component](case))
+            program.bind(adapter.export_module(case, models))
         except ValueError as exc:
             raise ArtifactMismatchError("component", case.component, case.component, (
                 f"the program {case.key} does not fit this model's {case.component}: {exc}"),

@@ -3,7 +3,9 @@
 Contract
 --------
 - :func:`apply_artifacts(pipeline, loaded)` (``loaded`` from :func:`fastvideo.build.loading.load_artifacts`)
-  swaps ``pipeline.dit`` for an :class:`ArtifactDiT` (an ``nn.Module`` keeping ``.config`` and the
+  hands the pipeline to the build's family adapter (:mod:`fastvideo.build.adapters`; LTX-2:
+  :mod:`fastvideo.build.ltx2_export`). For Wan (:func:`apply_wan_artifacts`) it swaps ``pipeline.dit``
+  for an :class:`ArtifactDiT` (an ``nn.Module`` keeping ``.config`` and the
   ``(hidden_states, timestep, encoder_hidden_states)`` call) and ``pipeline.vae`` for an
   :class:`ArtifactVAE` (same ``decode``/``encode``/``denormalize_latents``/``spatial_factor``
   surface). The runnable callables come from the backend registry
@@ -53,10 +55,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ArtifactDiT", "ArtifactVAE", "apply_artifacts"]
+__all__ = ["ArtifactDiT", "ArtifactVAE", "Dispatch", "apply_artifacts", "apply_wan_artifacts"]
 
 
-class _Dispatch:
+class Dispatch:
     """Shared miss handling: raise (default) or run eager with one warning per shape."""
 
     def __init__(self, loaded: LoadedArtifacts, component: str, on_miss: str) -> None:
@@ -92,7 +94,7 @@ class ArtifactDiT(nn.Module):
         self.attention_backend = getattr(dit, "attention_backend", None)
         self.eager: WanTransformer3DModel | None = dit if keep_eager else None
         self._runners = runners
-        self._dispatch = _Dispatch(loaded, component, on_miss)
+        self._dispatch = Dispatch(loaded, component, on_miss)
         self._text_shape = (int(loaded.manifest.model.get("text_length", 0)), dit.config.text_dim)
         model = loaded.manifest.model
         #: ``(image_tokens, image_dim)`` of an image-conditioned build; None for text-to-video.
@@ -150,8 +152,8 @@ class ArtifactVAE:
         self.eager = vae
         self.config = vae.config
         self._decoders, self._encoders = decoders, encoders
-        self._decode_dispatch = _Dispatch(loaded, "vae_decoder", on_miss)
-        self._encode_dispatch = _Dispatch(loaded, "vae_encoder", on_miss)
+        self._decode_dispatch = Dispatch(loaded, "vae_decoder", on_miss)
+        self._encode_dispatch = Dispatch(loaded, "vae_encoder", on_miss)
         self._dtype = next(vae.parameters()).dtype
 
     @property
@@ -190,7 +192,16 @@ class ArtifactVAE:
 
 
 def apply_artifacts(pipeline: Any, loaded: LoadedArtifacts, *, on_miss: str = "error") -> None:
-    """Serve ``pipeline``'s DiT and VAE from ``loaded`` (see module contract)."""
+    """Serve ``pipeline``'s compiled components from ``loaded`` through the build's family adapter
+    (:func:`fastvideo.build.adapters.adapter_for_manifest`: :func:`apply_wan_artifacts` for Wan,
+    :func:`fastvideo.build.ltx2_export.apply_ltx2_artifacts` for LTX-2)."""
+    from fastvideo.build.adapters import adapter_for_manifest
+
+    adapter_for_manifest(loaded.manifest.model).apply(pipeline, loaded, on_miss)
+
+
+def apply_wan_artifacts(pipeline: Any, loaded: LoadedArtifacts, on_miss: str = "error") -> None:
+    """Serve a Wan ``pipeline``'s DiT and VAE from ``loaded`` (see module contract)."""
     t0 = time.perf_counter()
     if isinstance(pipeline.dit, ArtifactDiT):
         raise ArtifactError("artifacts are already applied to this pipeline")

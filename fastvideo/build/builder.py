@@ -26,6 +26,10 @@ Contract
   of every file. Any failure or interrupt removes the partial folder (and ``out`` itself when this
   build created it and left it empty): nothing half-written remains. Build failures raise
   :class:`BuildError` with exit code :data:`EXIT_FAILED` (1).
+- Families: the folder's family picks its build adapter (:mod:`fastvideo.build.adapters`, keyed by the family's
+  runtime binding): the dims, shape cases, eager models, export wrappers and refusals below are Wan's; an LTX-2
+  folder (``LTX2Pipeline``) exports its audio+video DiT per (profile, branch) (:mod:`fastvideo.build.ltx2_export`)
+  with ``aoti`` or ``inductor``; the manifest records ``model.runtime`` (``ltx2``) and the identity ``runtime``.
 - Backends: ``aoti`` (one weight-free ``.pt2`` per shape case), ``inductor`` (a warm
   ``torch.compile`` cache for every case and batch), ``tensorrt`` (dynamo-exported ONNX checked
   with onnxruntime, then one engine per case). When TensorRT or a CUDA GPU is missing the
@@ -50,6 +54,7 @@ import torch
 
 from fastvideo.api.errors import FastVideoError
 from fastvideo.build import manifest as mf
+from fastvideo.build.adapters import adapter_for_folder
 from fastvideo.build.backends import artifact_backend_names
 from fastvideo.build.specs import (
     ComponentSpec,
@@ -59,7 +64,6 @@ from fastvideo.build.specs import (
     SpecError,
     VideoProfile,
     batches_for_cfg,
-    derive_specs,
     is_dit,
 )
 
@@ -220,6 +224,8 @@ class _Plan:
     components: tuple[str, ...]
     stage: str
     engines_reason: str | None = None
+    #: The family's build hooks (:mod:`fastvideo.build.adapters`), chosen by the folder's runtime binding.
+    adapter: Any = None
 
     def cases(self) -> list[ShapeCase]:
         return [case for spec in self.specs for case in spec.cases]
@@ -314,12 +320,16 @@ def _plan(request: BuildRequest) -> _Plan:
         else:
             root = Path(request.model_path).expanduser()
         folder = inspect_model_folder(root)
-        dims, preset = _model_dims(folder)
+        adapter = adapter_for_folder(folder)
+        dims, preset = adapter.model_dims(folder)
     except (ModelLoadError, ValueError, NotImplementedError, TypeError) as exc:
         raise BuildError(f"cannot use the model: {exc}", EXIT_USAGE) from None
+    refusal = adapter.refuse(request)
+    if refusal:
+        raise BuildError(refusal, EXIT_USAGE)
     try:
         batches = batches_for_cfg(request.cfg)
-        specs = derive_specs(dims, request.profiles, request.branches, batches, request.components)
+        specs = adapter.derive_specs(dims, request.profiles, request.branches, batches, request.components)
     except SpecError as exc:
         raise BuildError(str(exc), EXIT_USAGE) from None
     components = tuple(spec.name for spec in specs)
@@ -327,7 +337,7 @@ def _plan(request: BuildRequest) -> _Plan:
     stage, engines_reason = _BUILD_SIDES[request.backend].check(request, device, specs)
     return _Plan(request=request, device=device, dtype=dtype, vae_dtype=vae_dtype, folder=folder, dims=dims,
                  preset=preset, specs=specs, batches=batches, components=components, stage=stage,
-                 engines_reason=engines_reason)
+                 engines_reason=engines_reason, adapter=adapter)
 
 
 def _count_steps(plan: _Plan) -> int:
@@ -350,8 +360,8 @@ def _verify(label: str, program: Callable[..., torch.Tensor], module: Any, input
 
 def _build_aoti(plan: _Plan, models: Any, tmp: Path, step: _Steps) -> dict[str, dict[str, Any]]:
     from fastvideo.build.aoti import AOTIProgram, build_aoti_case
-    from fastvideo.build.exportable import export_module
 
+    export_module = plan.adapter.export_module
     records: dict[str, dict[str, Any]] = {}
     # Packages hold no weights: experts with the same config at the same shape are one graph, compiled once
     # (the copy is verified against its own expert's eager forward like any program).
@@ -362,7 +372,8 @@ def _build_aoti(plan: _Plan, models: Any, tmp: Path, step: _Steps) -> dict[str, 
         dtype = plan.case_dtype(case)
         sample = {b: case.sample_inputs(b, device=plan.device, compute_dtype=plan.dtype, vae_dtype=plan.vae_dtype)
                   for b in case.batches}
-        graph = ("dit" if same_experts and is_dit(case.component) else case.component, case.latent, case.batches)
+        graph = ("dit" if same_experts and is_dit(case.component) else case.component, case.latent, case.batches,
+                 case.variant)
         record: dict[str, Any] = {}
         step(f"aoti {case.key}")
         if graph in compiled:
@@ -382,36 +393,33 @@ def _build_aoti(plan: _Plan, models: Any, tmp: Path, step: _Steps) -> dict[str, 
 
 
 def _build_inductor(plan: _Plan, models: Any, tmp: Path, step: _Steps) -> dict[str, dict[str, Any]]:
-    from fastvideo.build.exportable import dit_grid, export_module
-    from fastvideo.build.inductor import CACHE_SUBDIR, compile_component, inductor_cache_env, warm_rope
+    from fastvideo.build.inductor import CACHE_SUBDIR, compile_component, inductor_cache_env
 
     cases = plan.cases()
     records: dict[str, dict[str, Any]] = {}
     shapes = sum(len(c.batches) for c in cases)
     with inductor_cache_env(tmp / CACHE_SUBDIR, shapes=shapes):
-        for component in [c for c in plan.components if is_dit(c)]:
-            dit = models.expert(component)
-            warm_rope(dit, [dit_grid(dit, c.latent) for c in cases if c.component == component], plan.device)
+        targets = plan.adapter.inductor_targets(models, cases)  # the same at load (inductor._compiled_runners)
         compiled: dict[str, Callable[..., torch.Tensor]] = {}
         for case in cases:
-            eager = models.expert(case.component) if is_dit(case.component) else export_module(case, models)
-            if case.component not in compiled:
-                compiled[case.component] = compile_component(case.component, eager)
+            group, eager = targets[case.key]
+            if group not in compiled:
+                compiled[group] = compile_component(case.component, eager)
             diffs = {}
             for batch in case.batches:
                 step(f"compile {case.key} batch {batch}")
                 inputs = case.sample_inputs(batch, device=plan.device, compute_dtype=plan.dtype,
                                             vae_dtype=plan.vae_dtype)
-                diffs[batch] = _verify(f"{case.key} batch {batch}", compiled[case.component], eager, inputs,
+                diffs[batch] = _verify(f"{case.key} batch {batch}", compiled[group], eager, inputs,
                                        plan.case_dtype(case))
             records[case.key] = {"file": CACHE_SUBDIR, "max_abs_diff": diffs}
     return records
 
 
 def _build_tensorrt(plan: _Plan, models: Any, tmp: Path, step: _Steps) -> dict[str, dict[str, Any]]:
-    from fastvideo.build.exportable import export_module, load_build_models
     from fastvideo.build.onnx_export import OnnxCheckError, check_onnx, export_onnx
 
+    export_module, load_build_models = plan.adapter.export_module, plan.adapter.load_models
     request = plan.request
     engines = plan.stage == "complete"
     onnx_dir = tmp / "onnx"
@@ -581,7 +589,6 @@ def _existing_ok(final: Path) -> mf.Manifest | None:
 
 def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildResult:
     """Build one artifact folder (see module contract)."""
-    from fastvideo.build.exportable import load_build_models
     from fastvideo.envs import read_env
 
     started = time.perf_counter()
@@ -608,7 +615,8 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
                                   precision=request.precision, vae_precision=request.vae_precision, profiles=profiles,
                                   branches=request.branches, batches=plan.batches, components=plan.components,
                                   environment=env, quantization=quantization, lora=lora,
-                                  image_conditioned=plan.dims.image_conditioned, experts=plan.dims.experts)
+                                  image_conditioned=plan.dims.image_conditioned, experts=plan.dims.experts,
+                                  runtime=plan.adapter.runtime)
     short = mf.identity_hash(identity)
     name = mf.folder_name(request.backend, request.precision, short)
     final = out / name
@@ -628,9 +636,9 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
                                time.perf_counter() - started, step.records)
 
     step("load models")
-    models = load_build_models(plan.folder, device=plan.device, dtype=plan.dtype, vae_dtype=plan.vae_dtype,
-                               fp8_granularity=None if quantization is None else quantization["granularity"])
-    _probe_precision(models, plan.components)
+    models = plan.adapter.load_models(plan.folder, device=plan.device, dtype=plan.dtype, vae_dtype=plan.vae_dtype,
+                                      fp8_granularity=None if quantization is None else quantization["granularity"])
+    plan.adapter.probe(models, plan.components)
     if lora is not None:  # fused before export: the compiled programs (and the eager reference) carry it
         from fastvideo.api import ConfigError
         from fastvideo.engine.lora import load_lora, merge_lora
@@ -669,7 +677,8 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
                    "attention_backend": models.dit.attention_backend.name,
                    "image_conditioned": plan.dims.image_conditioned, "image_dim": plan.dims.image_dim,
                    "image_tokens": plan.dims.image_tokens,
-                   "experts": {c: EXPERT_FOLDERS[c] for c in ("dit", "dit_2")[:plan.dims.experts]}},
+                   "experts": {c: EXPERT_FOLDERS[c] for c in ("dit", "dit_2")[:plan.dims.experts]},
+                   **_runtime_fields(plan)},
             environment=env.to_dict(), files=mf.hash_files(tmp), quantization=quantization, lora=lora,
             build={"command": _rebuild_command(plan), "device": str(plan.device),
                    "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -689,6 +698,14 @@ def run_build(request: BuildRequest, progress: Progress | None = None) -> BuildR
         logger.debug("build failed", exc_info=True)
         raise BuildError(f"building {request.backend} artifacts failed: {type(exc).__name__}: {exc}") from exc
     return BuildResult(final, manifest, status, code, message, time.perf_counter() - started, step.records)
+
+
+def _runtime_fields(plan: _Plan) -> dict[str, Any]:
+    """``manifest.model`` fields of a non-Wan family: its runtime binding and its adapter's own fields (none for Wan,
+    whose manifests keep their shape)."""
+    if plan.adapter.runtime == "wan":
+        return {}
+    return {"runtime": plan.adapter.runtime, **plan.adapter.manifest_model(plan.dims)}
 
 
 def _install(tmp: Path, final: Path) -> None:

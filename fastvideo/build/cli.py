@@ -74,14 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastvideo-build", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Build compiled artifacts of a Wan model's DiT and VAE (Wan2.1 T2V and I2V, Wan2.2 A14B's two "
-                    "experts; AOTInductor packages, a warm "
+                    "experts) or an LTX-2 model's audio+video DiT (aoti / inductor; AOTInductor packages, a warm "
                     "torch.compile cache, or TensorRT engines) for declared video shapes, into a self-describing, "
                     "content-addressed folder <out>/<backend>-<precision>-<hash>/ with manifest.json. The runtime "
                     "loads it with engine.artifacts_path (fastvideo.build.loading.load_artifacts) and refuses "
                     "it if the weights, GPU, torch version or files differ.")
     p.add_argument("--model-path", type=Path, default=None,
-                   help="diffusers-format Wan folder (model_index.json, transformer/, vae/, ...); default: the "
-                        "built-in tiny model")
+                   help="diffusers-format Wan or LTX-2 folder (model_index.json, transformer/, vae/, ...); "
+                        "default: the built-in tiny model")
     p.add_argument("--backend", required=True, choices=BACKENDS,
                    help="aoti: torch.export + AOTInductor .pt2 packages (CPU or CUDA); inductor: torch.compile with a "
                         "cache warmed for every shape; tensorrt: ONNX (checked with onnxruntime) then TensorRT engines "

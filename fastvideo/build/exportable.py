@@ -52,6 +52,8 @@ __all__ = [
     "dit_export",
     "export_module",
     "load_build_models",
+    "wan_inductor_targets",
+    "wan_pipeline_models",
 ]
 
 DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -202,6 +204,31 @@ def export_module(case: ShapeCase, models: BuildModels) -> nn.Module:
     else:  # pragma: no cover - specs reject unknown components
         raise ValueError(f"unknown component {case.component!r}")
     return module.eval()
+
+
+def wan_pipeline_models(pipeline: Any) -> BuildModels:
+    """A loaded Wan pipeline's eager DiT(s) and VAE as :class:`BuildModels` (what programs bind to at load)."""
+    vae = pipeline.vae
+    return BuildModels(dit=pipeline.dit, vae=vae, dtype=pipeline.dtype, vae_dtype=next(vae.parameters()).dtype,
+                       device=torch.device(pipeline.device), dit_2=getattr(pipeline, "dit_2", None))
+
+
+def wan_inductor_targets(models: BuildModels, cases: list[ShapeCase]) -> dict[str, tuple[str, nn.Module]]:
+    """What the inductor backend compiles for Wan: the DiT (each expert) itself, its RoPE cache warmed for every
+    case's grid first, and one VAE wrapper per VAE component; one compile per component."""
+    from fastvideo.build.inductor import warm_rope
+
+    for component in dict.fromkeys(c.component for c in cases if is_dit(c.component)):
+        dit = models.expert(component)
+        warm_rope(dit, [dit_grid(dit, c.latent) for c in cases if c.component == component], models.device)
+    targets: dict[str, tuple[str, nn.Module]] = {}
+    first: dict[str, nn.Module] = {}
+    for case in cases:
+        if case.component not in first:
+            first[case.component] = (models.expert(case.component) if is_dit(case.component)
+                                     else export_module(case, models))
+        targets[case.key] = (case.component, first[case.component])
+    return targets
 
 
 def constants_map(module: nn.Module) -> dict[str, torch.Tensor]:

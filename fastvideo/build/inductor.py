@@ -16,9 +16,10 @@ Contract
   ``TRITON_CACHE_DIR``; it restores both on exit (also on error), forces the local FX-graph and
   AOTAutograd caches on and remote caches off for its duration, and raises dynamo's recompile
   limit to at least the number of shapes compiled (a process-wide setting, never lowered).
-- The DiT is compiled directly (its RoPE lookup is a cache hit: :func:`warm_rope` fills the
-  DiT's RoPE cache for every grid before anything is compiled, at build and at load, so guards
-  see the same cache). At most ``ROPE_CACHE_SIZE`` DiT latent shapes per build.
+- What is compiled per case is the family's choice (:attr:`fastvideo.build.adapters.BuildAdapter.inductor_targets`,
+  the same at build and at load): Wan's DiT is compiled directly (its RoPE lookup is a cache hit: :func:`warm_rope`
+  fills the DiT's RoPE cache for every grid before anything is compiled, at build and at load, so guards see the
+  same cache; at most ``ROPE_CACHE_SIZE`` DiT latent shapes per build); LTX-2 compiles one export wrapper per case.
 - :data:`ARTIFACT_BACKEND` is the ``inductor`` entry of :mod:`fastvideo.build.backends`: no
   per-case program files; the private cache copy is made at load, the compile + warm-up runs at
   apply time; the compiled modules share the eager weights; the environment adds triton (CUDA) or
@@ -128,37 +129,33 @@ def _private_copy(folder: Path) -> Path:
 
 
 def _compiled_runners(pipeline: Any, loaded: LoadedArtifacts) -> dict[str, Runner]:
-    """Compile every component from the private cache copy and warm each (case, batch) once."""
-    from fastvideo.build.exportable import VAEDecodeExport, VAEEncodeExport, dit_grid
+    """Compile every case's target (the family's :attr:`BuildAdapter.inductor_targets`) from the private cache
+    copy and warm each (case, batch) once."""
+    from fastvideo.build.adapters import adapter_for_manifest
 
     assert loaded.private_dir is not None
+    adapter = adapter_for_manifest(loaded.manifest.model)
     entries = list(loaded.cases.values())
-    dit, vae = pipeline.dit, pipeline.vae
-    modules = {"dit": dit, "dit_2": getattr(pipeline, "dit_2", None), "vae_decoder": VAEDecodeExport(vae).eval(),
-               "vae_encoder": VAEEncodeExport(vae).eval()}
+    models = adapter.pipeline_models(pipeline)
     compiled: dict[str, Runner] = {}
-    vae_dtype = next(vae.parameters()).dtype
     with inductor_cache_env(loaded.private_dir / CACHE_SUBDIR, shapes=sum(len(e.case.batches) for e in entries)):
         before = read_cache_counters()
-        for component in ("dit", "dit_2"):
-            grids = [dit_grid(dit, e.case.latent) for e in entries if e.case.component == component]
-            if grids:
-                warm_rope(modules[component], grids, loaded.device)
+        targets = adapter.inductor_targets(models, [e.case for e in entries])
         with torch.no_grad():
             for entry in entries:
-                component = entry.case.component
-                if component not in compiled:
-                    compiled[component] = compile_component(component, modules[component])
+                group, module = targets[entry.case.key]
+                if group not in compiled:
+                    compiled[group] = compile_component(entry.case.component, module)
                 for batch in entry.case.batches:
-                    compiled[component](*entry.case.sample_inputs(batch, device=loaded.device,
-                                                                  compute_dtype=loaded.dtype, vae_dtype=vae_dtype))
+                    compiled[group](*entry.case.sample_inputs(batch, device=loaded.device, compute_dtype=loaded.dtype,
+                                                              vae_dtype=models.vae_dtype))
         after = read_cache_counters()
     loaded.stats["inductor_cache_hits"] = after.hits - before.hits
     loaded.stats["inductor_cache_misses"] = after.misses - before.misses
     if after.misses > before.misses:
         logger.warning("inductor compiled %d graph(s) that were not in the artifact cache (a different torch or "
                        "inductor configuration?); startup was slower than it should be", after.misses - before.misses)
-    return {key: compiled[entry.case.component] for key, entry in loaded.cases.items()}
+    return {key: compiled[targets[key][0]] for key in loaded.cases}
 
 
 #: The ``inductor`` entry of the artifact backend registry (see module contract).

@@ -15,7 +15,8 @@ Contract
   another device type, GPU arch, CPU ISA, torch / triton / TensorRT version, another kind of model
   (an image-conditioned build for a text-to-video model or the reverse, read from the model folder's
   ``transformer/config.json`` ``image_dim``; a build of one expert for a two-expert folder, one that
-  declares ``transformer_2`` in ``model_index.json``, or the reverse), other weights or
+  declares ``transformer_2`` in ``model_index.json``, or the reverse; another family's runtime binding:
+  ``runtime``, e.g. an LTX-2 build for a Wan folder), other weights or
   configs (the file that differs is named). Missing, truncated or altered files (sha256 against the
   manifest; skipped with ``check_files=False``) and a hand-edited manifest (its identity no longer
   hashes to the recorded hash, or disagrees with its descriptive fields) raise
@@ -252,7 +253,8 @@ def _check_consistent(req: LoadRequest) -> None:
                  "weights_digest": manifest.model.get("weights_digest"), "quantization": manifest.quantization,
                  "lora": mf.lora_identity(manifest.lora),
                  "image_conditioned": True if manifest.model.get("image_conditioned") else None,
-                 "experts": len(manifest.model["experts"]) if len(manifest.model.get("experts") or {}) > 1 else None}
+                 "experts": len(manifest.model["experts"]) if len(manifest.model.get("experts") or {}) > 1 else None,
+                 "runtime": manifest.model.get("runtime") if manifest.model.get("runtime", "wan") != "wan" else None}
     for name, value in described.items():
         if identity.get(name) != value:
             raise ArtifactCorruptError(f"{folder / mf.MANIFEST_NAME} was altered: {name} is {value!r} but the build's "
@@ -340,29 +342,37 @@ def _check_lora(req: LoadRequest) -> None:
                                             "set the same adapter or rebuild", lora=req.lora)
 
 
-def _model_kind(model_folder: Path) -> tuple[bool | None, int | None]:
-    """(image-conditioned?, experts) of a model folder, from its transformer config and model_index.json
-    (None where the file is absent or unreadable: the weights check still refuses a wrong folder)."""
-    from fastvideo.engine.families import declares_two_experts
+def _model_kind(model_folder: Path) -> tuple[bool | None, int | None, str | None]:
+    """(image-conditioned?, experts, runtime binding) of a model folder, from its transformer config and
+    model_index.json (None where the file is absent or unreadable: the weights check still refuses a wrong folder)."""
+    from fastvideo.engine.families import declares_two_experts, match_family
     from fastvideo.engine.loader import read_json
 
     image: bool | None = None
     experts: int | None = None
+    runtime: str | None = None
     try:
         image = read_json(model_folder / "transformer" / "config.json").get("image_dim") is not None
     except (OSError, ValueError, ModelLoadError, AttributeError):
         pass
     try:
-        experts = 2 if declares_two_experts(read_json(model_folder / "model_index.json")) else 1
+        index = read_json(model_folder / "model_index.json")
+        experts = 2 if declares_two_experts(index) else 1
+        runtime = match_family(index, {}).runtime
     except (OSError, ValueError, ModelLoadError, AttributeError):
         pass
-    return image, experts
+    return image, experts, runtime
 
 
 def _check_model_kind(req: LoadRequest) -> None:
     """An image-to-video build for a text-to-video model (or the reverse), a one-expert build for a two-expert
     model (or the reverse): refused before the weights are digested, naming what each side is."""
-    image, experts = _model_kind(req.model_folder)
+    image, experts, runtime = _model_kind(req.model_folder)
+    built_runtime = str(req.manifest.model.get("runtime") or "wan")
+    if runtime is not None and runtime != built_runtime:
+        raise req.mismatch("runtime", built_runtime, runtime,
+                           f"the artifacts hold a {built_runtime} model's programs but {req.model_folder} is a "
+                           f"{runtime} model")
     built_image = bool(req.manifest.model.get("image_conditioned", False))
     kind = {True: "an image-to-video DiT (image-conditioned: it takes CLIP image tokens)",
             False: "a text-to-video DiT (no image conditioning)"}

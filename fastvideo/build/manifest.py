@@ -19,8 +19,10 @@ Contract
 - The *identity* (:func:`identity_fields`) is the subset that decides whether an artifact can
   serve a model in an environment: weights and config digests, backend, stage, precisions,
   profiles, branches, batches, components, the quantization (only when there is one, so unquantized
-  builds keep their identity), ``image_conditioned`` (only when true) and ``experts`` (only when 2), and the
-  environment fields in :data:`ENV_IDENTITY`.
+  builds keep their identity), ``image_conditioned`` (only when true), ``experts`` (only when 2), the family's
+  runtime binding ``runtime`` (only when not ``wan``: LTX-2 builds record ``ltx2``, also as ``model.runtime``, which
+  picks the family's build adapter at load, :mod:`fastvideo.build.adapters`), and the environment fields in
+  :data:`ENV_IDENTITY`.
   The folder is named ``<backend>-<precision>-<hash12>`` where ``hash12`` is the first 12 hex
   digits of the sha256 of the canonical JSON of the identity: same inputs, same folder.
 - :func:`compute_weights_digest` streams files in 8 MiB blocks (the 14B model is ~57 GB) and
@@ -299,7 +301,7 @@ def identity_fields(*, weights: WeightsDigest, backend: str, stage: str, precisi
                     components: Iterable[str], environment: EnvironmentInfo,
                     quantization: dict[str, Any] | None = None,
                     lora: dict[str, Any] | None = None, image_conditioned: bool = False,
-                    experts: int = 1) -> dict[str, Any]:
+                    experts: int = 1, runtime: str = "wan") -> dict[str, Any]:
     """The fields that decide whether an artifact serves a model in an environment."""
     fields = {
         "format_version": FORMAT_VERSION, "weights_digest": weights.digest, "config_digest": weights.config_digest,
@@ -315,6 +317,8 @@ def identity_fields(*, weights: WeightsDigest, backend: str, stage: str, precisi
         fields["image_conditioned"] = True
     if experts != 1:
         fields["experts"] = experts
+    if runtime != "wan":
+        fields["runtime"] = runtime
     return fields
 
 

@@ -29,6 +29,11 @@ Contract
   the component ``dit_2``, with exactly the DiT's shape cases and inputs; it is built whenever ``dit``
   is (:func:`expand_components`), so an artifact never serves one expert compiled and the other eager.
   ``dit_2`` on a one-expert model is a :class:`SpecError`. :data:`DIT_COMPONENTS` lists both.
+- This module derives Wan's cases; another family derives its own through its build adapter
+  (:mod:`fastvideo.build.adapters`; LTX-2: :mod:`fastvideo.build.ltx2_export`), using
+  :attr:`ShapeCase.variant` (part of the key) and :attr:`ShapeCase.params` for what its programs are specialized
+  for besides the latent shape; both are omitted from Wan's manifests. :meth:`ShapeCase.sample_inputs` draws
+  int64 inputs as all-ones keep-masks and every :data:`TIME_INPUTS` name at :data:`SAMPLE_TIMESTEP`.
 """
 
 from __future__ import annotations
@@ -84,6 +89,8 @@ OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
 _PROFILE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 #: The value the sample timestep takes (the middle of the 0..1000 schedule).
 SAMPLE_TIMESTEP = 700.0
+#: Inputs that hold timesteps / sigmas on the 0..1000 scale (sampled at :data:`SAMPLE_TIMESTEP`).
+TIME_INPUTS = frozenset({"timestep", "sigma", "audio_timestep"})
 
 
 class SpecError(FastVideoError, ValueError):
@@ -213,11 +220,22 @@ class ShapeCase:
     outputs: tuple[TensorSpec, ...]
     #: The (profile, branch) pairs whose requests this case serves.
     covers: tuple[tuple[VideoProfile, str], ...]
+    #: A family's own tag for cases that share a latent shape but not a signature (LTX-2: ``a6-initial``, its
+    #: audio frames and branch); empty for Wan (its keys and manifests are unchanged).
+    variant: str = ""
+    #: Fixed scalars the program was specialized for (LTX-2: ``fps``, ``audio_frames``, ``use_cross_timestep``),
+    #: as sorted ``(name, value)`` pairs; empty for Wan.
+    params: tuple[tuple[str, Any], ...] = ()
 
     @property
     def key(self) -> str:
-        """Stable file stem, e.g. ``dit-f21h60w104``."""
-        return f"{self.component}-{self.latent.label}"
+        """Stable file stem, e.g. ``dit-f21h60w104`` (``dit-f3h16w16-a6-initial`` with a variant)."""
+        base = f"{self.component}-{self.latent.label}"
+        return f"{base}-{self.variant}" if self.variant else base
+
+    def param(self, name: str, default: Any = None) -> Any:
+        """One of :attr:`params` (``default`` when absent)."""
+        return dict(self.params).get(name, default)
 
     @property
     def dynamic_batch(self) -> bool:
@@ -250,11 +268,13 @@ class ShapeCase:
         if batch not in self.batches:
             raise SpecError(f"{self.key} is built for batches {self.batches}, not {batch}")
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        dtypes = {"compute": compute_dtype, "vae": vae_dtype, "float32": torch.float32}
+        dtypes = {"compute": compute_dtype, "vae": vae_dtype, "float32": torch.float32, "int64": torch.int64}
         out = []
         for spec in self.inputs:
             shape = spec.shape(batch)
-            if spec.name == "timestep":
+            if spec.dtype == "int64":  # keep-masks (LTX-2's text mask): every token kept
+                value = torch.ones(shape, dtype=torch.int64)
+            elif spec.name in TIME_INPUTS:
                 value = torch.full(shape, SAMPLE_TIMESTEP, dtype=torch.float32)
             elif spec.name == "video":
                 value = torch.rand(shape, generator=generator) * 2 - 1  # pixels live in [-1, 1]
@@ -271,15 +291,22 @@ class ShapeCase:
                               {int(k): v for k, v in d.get("dynamic_axes", {}).items()})
 
         covers = tuple((VideoProfile.parse(c["profile"]), c["branch"]) for c in data.get("covers", []))
+        params = tuple(sorted((str(k), v) for k, v in (data.get("params") or {}).items()))
         return cls(data["component"], LatentShape(*data["latent"]), tuple(data["batches"]),
-                   tuple(tensor(t) for t in data["inputs"]), tuple(tensor(t) for t in data["outputs"]), covers)
+                   tuple(tensor(t) for t in data["inputs"]), tuple(tensor(t) for t in data["outputs"]), covers,
+                   variant=str(data.get("variant") or ""), params=params)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "component": self.component, "latent": [self.latent.frames, self.latent.height,
-                                                                           self.latent.width],
-                "batches": list(self.batches), "inputs": [t.to_dict() for t in self.inputs],
-                "outputs": [t.to_dict() for t in self.outputs],
-                "covers": [{"profile": p.label, "branch": b} for p, b in self.covers]}
+        latent = [self.latent.frames, self.latent.height, self.latent.width]
+        out: dict[str, Any] = {"key": self.key, "component": self.component, "latent": latent,
+                               "batches": list(self.batches), "inputs": [t.to_dict() for t in self.inputs],
+                               "outputs": [t.to_dict() for t in self.outputs],
+                               "covers": [{"profile": p.label, "branch": b} for p, b in self.covers]}
+        if self.variant:  # only families that use them: Wan's manifests stay as they were
+            out["variant"] = self.variant
+        if self.params:
+            out["params"] = dict(self.params)
+        return out
 
 
 @dataclass(frozen=True)
