@@ -39,8 +39,11 @@ Contract
   self-attention or keyframe mask, explicit audio coordinates) is a miss handled by the ``on_miss`` policy of
   :class:`fastvideo.build.artifact_modules.Dispatch` (``error``: :class:`~fastvideo.build.loading.ArtifactShapeError`
   naming the served shapes; ``eager``: the eager DiT, one warning per shape).
-- Backends: ``aoti`` and ``inductor`` (CPU and CUDA). ``tensorrt`` is refused for LTX-2 (exit 2) until its ONNX
-  export is verified.
+- Backends: ``aoti`` and ``inductor`` (CPU and CUDA); ``tensorrt``: the dynamo ONNX export of both branches goes
+  through and is checked with onnxruntime (measured on the tiny model: max |diff| ~7e-5 at batches 1 and 2), so
+  without TensorRT / a GPU the build keeps the verified ONNX stage (exit 3, as for Wan); the engine stage is the
+  shared TensorRT path (verified against eager at build time like every program) and is not exercised here. The
+  eager DiT stays loaded for every backend (the pipeline holds it; the eager passes use it).
 """
 
 from __future__ import annotations
@@ -308,9 +311,6 @@ def _inductor_targets(models: BuildModels, cases: list[ShapeCase]) -> dict[str, 
 
 
 def _refuse(request: Any) -> str | None:
-    if request.backend == "tensorrt":
-        return ("--backend tensorrt does not export LTX-2 yet (its ONNX export is not verified); use --backend aoti "
-                "or inductor")
     if request.transformer_quant is not None:
         return "--transformer-quant: LTX-2 DiT quantization is not supported yet; drop it"
     if request.lora_path is not None:
@@ -502,8 +502,6 @@ def apply_ltx2_artifacts(pipeline: Any, loaded: Any, on_miss: str = "error") -> 
         raise ArtifactError(f"the pipeline computes in {pipeline.dtype} but the artifacts were loaded for "
                             f"{loaded.dtype}")
     backend = artifact_backend(loaded.backend)
-    if not backend.shares_eager_weights:  # the eager passes need the eager DiT's weights
-        raise ArtifactError(f"the {loaded.backend} backend does not serve LTX-2 (use aoti or inductor artifacts)")
     runners = backend.runners(pipeline, loaded)
     programs = [(entry.case, runners[key]) for key, entry in loaded.cases.items() if entry.case.component == "dit"]
     components.transformer = ArtifactLTX2DiT(components.transformer, loaded, programs, on_miss=on_miss)
