@@ -10,7 +10,8 @@ Contract:
   ``unsupported_config`` first, so these only guard direct callers).
 - :class:`LTX2ServedPipeline` exposes what the runtime reads of any served pipeline (``preset``: the engine's
   :class:`~fastvideo.engine.presets.ModelPreset` view of the LTX-2 preset, whose unset-field defaults the request
-  resolution uses; ``device``, ``dtype``, ``shift_source``, ``sampler_config``, ``close()``), the step-wise
+  resolution uses; ``device``, ``dtype``, ``shift_source``, ``sampler_config``, ``close()``; ``dit``: the DiT
+  LoRA adapters merge into), the step-wise
   :class:`~.pipeline.LTX2Components` (``components``), the preset's :class:`~.pipeline.LTX2Guidance` and fixed
   ``sigmas`` (the distilled preset's), and ``sample_rate`` (the vocoder's).
 - :meth:`LTX2ServedPipeline.check_resolved` refuses sizes the model cannot make, naming the field (RequestError):
@@ -25,13 +26,32 @@ Contract:
   :func:`~fastvideo.engine.models.wan.image_conditioning.load_image` the Wan image models use: an unreadable one
   is a RequestError naming the field) as an ``(H, W, 3)`` uint8 ``LTX2Request.image`` (image-to-video; the engine
   resizes it to the video size, ``image_crf`` None: diffusers' CRF 33).
+- Offload (the Wan semantics of :class:`~fastvideo.api.OffloadConfig`, on a CUDA device only: on the CPU every
+  component already lives there, so the options are honoured as they are and nothing moves). ``offload_text_encoder``
+  keeps the prompt encoder, Gemma-3 and the text connectors (:data:`OFFLOAD_GROUPS`), on the CPU; it visits the
+  device for each :meth:`~.pipeline.LTX2Components.prepare`. ``offload_vae`` does the same for the decoders, the
+  video VAE, audio VAE and vocoder, during each ``decode`` and during a ``prepare`` that encodes frames (an image,
+  frame conditions or a continuation). Both are :class:`~fastvideo.engine.offload.ComponentOffloader` s (pinned CPU
+  copies when ``pin_cpu_memory``) held by :class:`OffloadableLTX2Components` (``components.offloaders``, also
+  ``LTX2ServedPipeline.offloaders``), whose ``prepare`` / ``decode`` run the base stages inside them: the
+  pipeline's own code is unchanged. ``offload_dit_layerwise`` streams the DiT's ``transformer_blocks`` through a
+  device window each forward (:func:`fastvideo.engine.layer_offload.offload_layerwise`; the embeddings, time
+  modulations and heads stay resident), held in ``layerwise_offloaders``. With any of them the folder loads on the
+  CPU and only what stays resident moves to the device, so offloaded weights never occupy it at load; the attention
+  backend is still chosen for ``device``, before any weight is read. ``offload_experts`` (``engine.offload.dit``)
+  stays refused: LTX-2 has one DiT, and Wan's ``dit`` offload keeps one of two experts resident, which has no
+  one-DiT meaning (Wan's one-expert models refuse it too); ``dit_layerwise`` is the DiT offload for LTX-2.
+- ``dit`` is the DiT the runtime compiles (``engine.compile``: ``dit.compile(...)``, as for Wan's ``dit``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,22 +59,80 @@ import torch
 
 from fastvideo.api import presets as api_presets
 from fastvideo.api import ConfigError, RequestError
-from fastvideo.engine.models.ltx2.pipeline import LTX2Components, LTX2Guidance, LTX2Request, load_ltx2_pipeline
+from fastvideo.engine.layer_offload import LayerwiseOffloader, TransferBackend, offload_layerwise
+from fastvideo.engine.models.ltx2.loading import read_ltx2_config
+from fastvideo.engine.models.ltx2.pipeline import (LTX2Components, LTX2Guidance, LTX2Output, LTX2Request, LTX2State,
+                                                   load_ltx2_pipeline)
+from fastvideo.engine.models.ltx2.text_encoding import LTX2TextEncoder
+from fastvideo.engine.offload import ComponentOffloader
 from fastvideo.engine.models.wan.image_conditioning import load_image
 from fastvideo.engine.presets import ModelPreset
 from fastvideo.engine.sampler import SamplerConfig
+from fastvideo.kernels.registry import AttentionBackend, AttentionBackendError, select_attention_backend
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_LTX2_PRESET", "LTX2ServedPipeline", "load_served_ltx2", "ltx2_model_preset"]
+__all__ = ["DEFAULT_LTX2_PRESET", "LTX2ServedPipeline", "OFFLOAD_GROUPS", "OffloadableLTX2Components",
+           "load_served_ltx2", "ltx2_model_preset", "offload_group", "stage_offload"]
 
 #: The preset of an LTX-2 folder that names none (the published base checkpoint's).
 DEFAULT_LTX2_PRESET = "ltx2_base"
 
 #: Load options LTX-2 cannot honour yet -> the config field a set value came from.
-_REFUSED_OPTIONS = {"ops_backend": "engine.ops_backend", "offload_text_encoder": "engine.offload.text_encoder",
-                    "offload_vae": "engine.offload.vae", "transformer_quant": "engine.quantization",
-                    "offload_experts": "engine.offload.dit", "offload_dit_layerwise": "engine.offload.dit_layerwise"}
+_REFUSED_OPTIONS = {"ops_backend": "engine.ops_backend", "transformer_quant": "engine.quantization",
+                    "offload_experts": "engine.offload.dit"}
+
+#: Offload groups: the ``engine.offload`` field -> the :class:`~.pipeline.LTX2Components` members that visit the
+#: device together (the text encoder's Gemma model with the connectors that finish the prompt encoding; the video
+#: VAE with the audio decoders that share ``decode``).
+OFFLOAD_GROUPS: dict[str, tuple[str, ...]] = {"text_encoder": ("text_encoder", "connectors"),
+                                              "vae": ("vae", "audio_vae", "vocoder")}
+
+
+def offload_group(components: LTX2Components, name: str) -> torch.nn.ModuleList:
+    """The modules of offload group ``name`` (:data:`OFFLOAD_GROUPS`) of ``components``, as one module."""
+    if name not in OFFLOAD_GROUPS:
+        raise ValueError(f"unknown LTX-2 offload group {name!r}; choose one of {sorted(OFFLOAD_GROUPS)}")
+    members = [getattr(components, attr) for attr in OFFLOAD_GROUPS[name]]
+    return torch.nn.ModuleList([m.model if isinstance(m, LTX2TextEncoder) else m for m in members])
+
+
+@dataclass
+class OffloadableLTX2Components(LTX2Components):
+    """:class:`~.pipeline.LTX2Components` whose stages run inside their groups' offloaders (module contract);
+    without offloaders (the default) it is the base pipeline exactly."""
+
+    #: Offloaders by group name (:data:`OFFLOAD_GROUPS`); empty: every component stays where it is.
+    offloaders: dict[str, ComponentOffloader] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, components: LTX2Components, **changes: Any) -> "OffloadableLTX2Components":
+        """``components`` (the same modules, not copies) with ``changes`` to its fields."""
+        if isinstance(components, cls) and not changes:
+            return components
+        values = {f.name: getattr(components, f.name) for f in fields(components) if f.init}
+        return cls(**{**values, **changes})
+
+    @contextlib.contextmanager
+    def on_device(self, name: str) -> Iterator[None]:
+        """Group ``name``'s weights on the device for the block (nothing to do when it is not offloaded)."""
+        offloader = self.offloaders.get(name)
+        if offloader is None:
+            yield
+            return
+        with offloader.on_device():
+            yield
+
+    def prepare(self, req: LTX2Request) -> LTX2State:
+        """The base ``prepare`` with the prompt encoder on the device, and the decoders when it encodes frames."""
+        encodes_frames = req.image is not None or bool(req.conditions) or req.continuation is not None
+        with self.on_device("text_encoder"), (self.on_device("vae") if encodes_frames else contextlib.nullcontext()):
+            return super().prepare(req)
+
+    def decode(self, st: LTX2State) -> LTX2Output:
+        """The base ``decode`` with the decoders on the device."""
+        with self.on_device("vae"):
+            return super().decode(st)
 
 
 def ltx2_model_preset(name: str) -> tuple[ModelPreset, LTX2Guidance, tuple[float, ...] | None]:
@@ -94,6 +172,36 @@ class LTX2ServedPipeline:
     #: Read by the runtime's LoRA / expert checks: LTX-2 has one DiT, unquantized.
     dit_2: Any = None
     quantization: Any = None
+    #: Layerwise DiT offloaders (``offload_dit_layerwise``); empty: the DiT's blocks stay on ``device``.
+    layerwise_offloaders: list[LayerwiseOffloader] = field(default_factory=list)
+
+    @property
+    def offloaders(self) -> dict[str, ComponentOffloader]:
+        """The components' offloaders by group name (:data:`OFFLOAD_GROUPS`); empty when nothing is offloaded."""
+        return self.components.offloaders if isinstance(self.components, OffloadableLTX2Components) else {}
+
+    def offload(self, name: str, *, pin_memory: bool = True) -> ComponentOffloader:
+        """Keep offload group ``name`` (``"text_encoder"`` or ``"vae"``) on the CPU between uses (module contract)."""
+        group = offload_group(self.components, name)
+        self.components = OffloadableLTX2Components.of(self.components)
+        offloader = ComponentOffloader(group, self.device, name=name, pin_memory=pin_memory)
+        self.components.offloaders[name] = offloader
+        logger.info("LTX-2 %s offloaded to the CPU between uses (pinned: %s)", name, offloader.pinned)
+        return offloader
+
+    def offload_dit_layerwise(self, *, pin_memory: bool = True, window: int = 2,
+                              backend: TransferBackend | None = None) -> LayerwiseOffloader:
+        """Stream the DiT's blocks through a ``window``-block device window each forward (module contract);
+        ``backend`` None: CUDA streams (:func:`~fastvideo.engine.layer_offload.default_backend`)."""
+        offloader = offload_layerwise(self.components.transformer, self.device, blocks_attr="transformer_blocks",
+                                      window=window, pin_memory=pin_memory, backend=backend, name="LTX-2 DiT")
+        self.layerwise_offloaders.append(offloader)
+        return offloader
+
+    @property
+    def dit(self) -> torch.nn.Module:
+        """The DiT (``components.transformer``): what the runtime's LoRA adapters merge into, as Wan's ``dit``."""
+        return self.components.transformer
 
     @property
     def device(self) -> torch.device:
@@ -145,6 +253,9 @@ class LTX2ServedPipeline:
 
     def close(self) -> None:
         """Drop the components (their memory is freed once nothing else holds them)."""
+        for offloader in self.layerwise_offloaders:
+            offloader.remove()  # hooks off, device slots dropped
+        self.layerwise_offloaders = []
         self.components = None  # type: ignore[assignment]
         gc.collect()
         if torch.cuda.is_available():
@@ -158,7 +269,9 @@ def _gcd(a: int, b: int) -> int:
 
 
 def load_served_ltx2(folder: Any, *, family: Any, device: torch.device, dtype: torch.dtype,
-                     preset_name: str | None = None, attention_backend: str | None = None, **options: Any,
+                     preset_name: str | None = None, attention_backend: str | None = None,
+                     offload_text_encoder: bool = False, offload_vae: bool = False,
+                     offload_dit_layerwise: bool = False, pin_cpu_memory: bool = True, **options: Any,
                      ) -> LTX2ServedPipeline:
     """Load a checked LTX-2 folder for the runtime (module contract); ``family`` is its ModelFamily."""
     for option, config_field in _REFUSED_OPTIONS.items():
@@ -166,13 +279,55 @@ def load_served_ltx2(folder: Any, *, family: Any, device: torch.device, dtype: t
             raise ConfigError(config_field, f"is not supported for LTX-2 yet ({family.description}); drop it")
     name = preset_name or folder.model_index.get("_fastvideo_preset") or DEFAULT_LTX2_PRESET
     preset, guidance, sigmas = ltx2_model_preset(str(name))
-    components = load_ltx2_pipeline(folder.root, dtype=dtype, device=device, attention_backend=attention_backend,
-                                    max_sequence_length=preset.text_length)
+    on_device = device.type == "cuda"  # on the CPU every component already lives there: nothing to offload
+    offloaded = [group for group, on in (("text_encoder", offload_text_encoder), ("vae", offload_vae)) if on]
+    layerwise = offload_dit_layerwise and on_device
+    staged = on_device and bool(offloaded or layerwise)
+    backend = _attention_backend(Path(folder.root), attention_backend, dtype, device) if staged else None
+    loaded = load_ltx2_pipeline(folder.root, dtype=dtype, device="cpu" if staged else device,
+                                attention_backend=None if staged else attention_backend,
+                                max_sequence_length=preset.text_length)
     if guidance.stg and guidance.stg_blocks:
-        layers = components.transformer.config.num_layers
+        layers = loaded.transformer.config.num_layers
         bad = [b for b in guidance.stg_blocks if not 0 <= b < layers]
         if bad:
             raise ConfigError("pipeline.preset", f"preset {preset.name!r} perturbs DiT blocks {bad} for STG, but "
                                                  f"this DiT has {layers} blocks; use a preset made for it")
+    served = LTX2ServedPipeline(components=OffloadableLTX2Components.of(loaded, device=device), preset=preset,
+                                guidance=guidance, sigmas=sigmas, dtype=dtype)
+    if staged:
+        assert backend is not None
+        stage_offload(served, backend, offloaded=offloaded, layerwise=layerwise,
+                      pin_memory=pin_cpu_memory)
     logger.info("serving LTX-2 from %s with preset %s", folder.root, preset.name)
-    return LTX2ServedPipeline(components=components, preset=preset, guidance=guidance, sigmas=sigmas, dtype=dtype)
+    return served
+
+
+def _attention_backend(root: Path, name: str | None, dtype: torch.dtype, device: torch.device) -> AttentionBackend:
+    """The DiT's attention backend for ``device`` (as :func:`~.loading.load_ltx2_transformer` picks it), chosen
+    before any weight is read when the folder loads on the CPU first."""
+    config = read_ltx2_config(root / "transformer")
+    backend = select_attention_backend(name, dtype=dtype, head_dim=config.attention_head_dim, device=device)
+    reason = backend.check(dtype, config.audio_attention_head_dim, device)
+    if reason is not None:
+        raise AttentionBackendError(f"attention backend {backend.name!r} rejected the audio head size "
+                                    f"{config.audio_attention_head_dim}: {reason}")
+    return backend
+
+
+def stage_offload(served: LTX2ServedPipeline, backend: AttentionBackend, *, offloaded: list[str], layerwise: bool,
+                  pin_memory: bool = True, layer_backend: TransferBackend | None = None) -> None:
+    """Place a pipeline loaded on the CPU for ``served.device`` (module contract): the groups in ``offloaded``
+    and (``layerwise``) the DiT's blocks stay on the CPU behind their offloaders, everything else moves to the
+    device; the DiT takes ``backend``. ``layer_backend``: the layerwise transfer backend (None: CUDA streams)."""
+    components, device = served.components, served.device
+    components.transformer.set_attention_backend(backend)
+    for name in OFFLOAD_GROUPS:
+        if name in offloaded:
+            served.offload(name, pin_memory=pin_memory)
+        else:
+            offload_group(components, name).to(device)
+    if layerwise:
+        served.offload_dit_layerwise(pin_memory=pin_memory, backend=layer_backend)
+    else:
+        components.transformer.to(device)
