@@ -28,17 +28,32 @@ Contract (the :class:`fastvideo.runtime.dispatcher.BatchExecutor` interface the 
   mapped :class:`~fastvideo.engine.models.ltx2.pipeline.LTX2Request`) / ``denoise(batch, on_step)`` /
   ``finish`` (``decode``: frames + waveform; MP4 with an AAC track via ``VideoGenerator.encode_outputs``;
   ``VideoResult.audio`` / ``audio_sample_rate`` set) / ``release``.
-- Batching: the scheduler may hand a batch of several same-bucket requests; each DiT call still runs one request
-  (batch of 1 per forward: ``LTX2Components.denoise_step``), the members interleaved step by step, so every member
-  advances together and its numerics equal its solo ``LTX2Components.run`` exactly. ``on_step(item, step, total)``
-  follows every member's step. A member whose ``is_cancelled()`` turns true is dropped before its next step
-  (``GenerationCancelled``); one whose step raises, or whose video/audio latents are non-finite after the first or
-  the last step, is dropped with the error (:class:`~fastvideo.api.GenerationFailed` for non-finite values); the
-  others go on. Counters as Wan's: ``generations_started`` / ``generations_completed`` /
-  ``generations_failed`` / ``generations_cancelled``.
-- CUDA graphs are not captured for LTX-2 yet: a graph config with graphs enabled is a ConfigError on
-  ``engine.cuda_graphs`` (the generator refuses ``engine.cuda_graphs.enabled`` for the family at load, by name);
-  ``capture_declared`` returns no labels. No CUDA stage streams (stages run in order on the dispatcher's threads).
+- Batching: the scheduler may hand a batch of several same-bucket requests (prompts, seeds and guidance scales
+  may differ); every step runs them together through ``LTX2Components.denoise_steps``: one DiT forward per
+  guidance pass (CFG rows of every member, then the STG rows, then the modality rows) for the whole batch, guidance
+  and the sampler step per member. A batched member's result equals its solo run up to float rounding of the
+  batched kernels (tests/runtime/test_ltx2_batching.py measures it). ``on_step(item, step, total)`` follows every
+  member's step, in batch order. A member whose ``is_cancelled()`` turns true is dropped before its next step
+  (``GenerationCancelled``); one whose video/audio latents are non-finite after the first or the last step is
+  dropped with :class:`~fastvideo.api.GenerationFailed`; the others go on. A step that raises in the shared call is
+  retried member by member (alone, the batch of one, for every member the failed call left at that step): the
+  members that fail alone are dropped with their own error, the others go on with that step done (so one bad
+  member never fails its batch-mates; the retry is logged). Counters as Wan's: ``generations_started`` /
+  ``generations_completed`` / ``generations_failed`` / ``generations_cancelled``.
+- CUDA graphs (``engine.cuda_graphs``; a graph backend: :class:`~fastvideo.runtime.cuda_graphs.CudaGraphBackend`
+  on a CUDA device, or the one given, e.g. the CPU stand-in
+  :class:`~fastvideo.runtime.cuda_graphs.RecordingGraphBackend`): the DiT call alone (video and audio tokens, the two
+  text embeddings, the mask, the timestep(s), the conditioned tokens' per-token timesteps and coordinates; STG and
+  modality passes are calls of their own) is captured by a :class:`~fastvideo.runtime.graph_runner.
+  StaticGraphRunner` keyed by :meth:`~fastvideo.engine.models.ltx2.denoise.LTX2DiTInputs.shape_key` (rows, static
+  settings, per-row shapes and dtypes); guidance and the sampler stay eager. :meth:`capture_declared` captures,
+  for every declared bucket x served branch x batch size, every pass a step of such a batch runs (the initial
+  branch as text-to-video; the continuation branch with the state this executor returns: its frames at frame 0,
+  per-token timesteps, no appended tokens, no audio prefix; an image-to-video step has that same shape key, so it
+  replays the continuation graphs). Any call without a graph (another size or batch size, a continuation with
+  appended condition tokens or an audio prefix) runs eagerly, counted in ``runner.stats["eager_calls"]``.
+  Without a graph backend (CPU and none given) the DiT runs eagerly, with a warning. No CUDA stage streams
+  (stages run in order on the dispatcher's threads).
 """
 
 from __future__ import annotations
@@ -48,14 +63,17 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 
-from fastvideo.api import ConfigError, GenerationCancelled, GenerationFailed, GenerationRequest, RequestError
+from fastvideo.api import GenerationCancelled, GenerationFailed, GenerationRequest, RequestError
 from fastvideo.api.ltx2_state import LTX2_CONTINUATION_KIND
+from fastvideo.engine.models.ltx2.denoise import LTX2DiTInputs, run_dit, step_passes
 from fastvideo.engine.models.ltx2.state import LTX2ContinuationState
 from fastvideo.engine.request_support import check_ltx2_request_fields
 from fastvideo.engine.validation import ResolvedSampling, resolve_sampling
-from fastvideo.runtime.cuda_graphs import GraphConfig
+from fastvideo.runtime.cuda_graphs import CudaGraphBackend, GraphBucket, GraphConfig
+from fastvideo.runtime.graph_runner import StaticGraphRunner
 from fastvideo.runtime.executor import ExecutorConfig
 from fastvideo.runtime.scheduler import BucketKey, RequestWork, WorkItem
 
@@ -83,12 +101,17 @@ class LTX2BatchExecutor:
         self.config = config or ExecutorConfig()
         self.pipeline = generator.pipeline
         self.device: torch.device = self.pipeline.device
-        graphs = self.config.graphs if self.config.graphs is not None else generator.graph_config()
-        if graphs.enabled:
-            raise ConfigError("engine.cuda_graphs", "CUDA graphs are not supported for LTX-2 yet (the DiT runs "
-                                                    "eagerly); turn engine.cuda_graphs off")
-        #: Always disabled (module contract).
-        self.graphs = GraphConfig()
+        self.graphs: GraphConfig = self.config.graphs if self.config.graphs is not None else generator.graph_config()
+        self.runner: StaticGraphRunner | None = None
+        if self.graphs.enabled:
+            if graph_backend is None and self.device.type == "cuda":
+                graph_backend = CudaGraphBackend(self.device)
+            if graph_backend is None:
+                logger.warning("CUDA graphs requested on %s without a graph backend; the DiT runs eagerly",
+                               self.device)
+            else:
+                self.runner = StaticGraphRunner(graph_backend, counters=generator.counters,
+                                                warmup_iters=self.graphs.warmup_iters)
 
     # ------------------------------------------------------------------ requests
     @staticmethod
@@ -163,7 +186,6 @@ class LTX2BatchExecutor:
         keys = {item.key for item in batch}
         if len(keys) != 1:
             raise ValueError(f"a batch must share one bucket, got {sorted(k.describe() for k in keys)}")
-        components = self.pipeline.components
         total = batch[0].payload.resolved.num_inference_steps
         dropped: list[tuple[WorkItem, BaseException]] = []
         members = list(batch)
@@ -174,23 +196,23 @@ class LTX2BatchExecutor:
                 if item.is_cancelled():
                     self.generator.counters.add("generations_cancelled")
                     dropped.append((item, GenerationCancelled(f"cancelled before step {index + 1}/{total}")))
-                    continue
-                state = item.ctx.state
-                try:
-                    components.denoise_step(state, index)
-                    if (index == 0 or index == total - 1) and not self._finite(state):
-                        raise GenerationFailed(
-                            f"the model produced non-finite values (NaN/Inf) at denoising step {index + 1}/{total}, "
-                            "so no video was made: its weights are probably corrupt (re-download the model files)",
-                            step=index + 1)
-                except Exception as exc:  # noqa: BLE001 - reported on that request only; the batch goes on
-                    logger.error("request %s failed at step %d/%d: %s", item.request_id, index + 1, total, exc)
+                else:
+                    alive.append(item)
+            errors = self._step(alive, index) if alive else []
+            members = []
+            for item, error in zip(alive, errors):
+                if error is None and (index == 0 or index == total - 1) and not self._finite(item.ctx.state):
+                    error = GenerationFailed(
+                        f"the model produced non-finite values (NaN/Inf) at denoising step {index + 1}/{total}, "
+                        "so no video was made: its weights are probably corrupt (re-download the model files)",
+                        step=index + 1)
+                if error is not None:
+                    logger.error("request %s failed at step %d/%d: %s", item.request_id, index + 1, total, error)
                     self.generator.counters.add("generations_failed")
-                    dropped.append((item, exc))
+                    dropped.append((item, error))
                     continue
                 on_step(item, index + 1, total)
-                alive.append(item)
-            members = alive
+                members.append(item)
             if not members:
                 break
         elapsed = time.perf_counter() - t0
@@ -198,6 +220,41 @@ class LTX2BatchExecutor:
             item.ctx.timings["denoise_s"] = elapsed
             item.ctx.batch_size = len(batch)
         return dropped
+
+    def _forward(self, inputs: LTX2DiTInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DiT call: the captured graph of its shape key, else eager (module contract)."""
+        transformer = self.pipeline.components.transformer
+        if self.runner is None:
+            return run_dit(transformer, inputs)
+
+        def call(*tensors: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            return run_dit(transformer, inputs.with_tensors(tensors))
+
+        return self.runner.run(inputs.shape_key(), call, inputs.tensors())
+
+    def _step(self, members: list[WorkItem], index: int) -> list[BaseException | None]:
+        """Step ``index`` of every member, batched; on a failure each member left at that step retries alone
+        (module contract). Returns each member's error (None: stepped)."""
+        components = self.pipeline.components
+        states = [item.ctx.state for item in members]
+        try:
+            components.denoise_steps(states, index, forward=self._forward)
+            return [None] * len(members)
+        except Exception as exc:  # noqa: BLE001 - attributed below, member by member
+            if len(members) == 1:
+                return [exc]
+            logger.warning("the batched LTX-2 step %d of %d requests failed (%s: %s); retrying each alone",
+                           index + 1, len(members), type(exc).__name__, exc)
+        errors: list[BaseException | None] = []
+        for state in states:
+            error: BaseException | None = None
+            if state.next_step == index:  # not advanced before the failure
+                try:
+                    components.denoise_steps([state], index, forward=self._forward)
+                except Exception as solo:  # noqa: BLE001 - reported on that request only; the batch goes on
+                    error = solo
+            errors.append(error)
+        return errors
 
     @staticmethod
     def _finite(state: Any) -> bool:
@@ -241,7 +298,52 @@ class LTX2BatchExecutor:
 
     # ------------------------------------------------------------------ graphs
     def capture_declared(self, graphs: GraphConfig | None = None) -> list[str]:
-        """No graphs are captured for LTX-2 yet (module contract)."""
-        if graphs is not None and graphs.enabled:
-            raise ConfigError("engine.cuda_graphs", "CUDA graphs are not supported for LTX-2 yet; turn them off")
-        return []
+        """Capture every DiT call of a step for each declared bucket x served branch x batch size (module
+        contract); returns the labels captured."""
+        graphs = graphs or self.graphs
+        if self.runner is None or not graphs.buckets:
+            return []
+        labels = []
+        transformer = self.pipeline.components.transformer
+        for bucket in graphs.buckets:
+            for branch in self.generator.served_branches:
+                for batch in bucket.batch_sizes:
+                    base = f"{bucket.width}x{bucket.height}x{bucket.num_frames}/{branch}/b{batch}/" + \
+                           ("cfg" if bucket.cfg else "nocfg")
+                    for name, inputs in self.example_step_calls(bucket, branch, batch).items():
+                        if inputs.video_coords is None:  # the graph reads the cached grid RoPE tables
+                            keep = transformer.rope_tables(inputs.grid, inputs.fps, inputs.audio_frames,
+                                                           inputs.video.device)
+                        else:
+                            keep = None
+
+                        def call(*tensors: torch.Tensor | None, inputs: LTX2DiTInputs = inputs) -> Any:
+                            return run_dit(transformer, inputs.with_tensors(tensors))
+
+                        if self.runner.capture(inputs.shape_key(), call, inputs.tensors(), label=f"{base}/{name}",
+                                               keep_alive=keep):
+                            labels.append(f"{base}/{name}")
+        return labels
+
+    @torch.no_grad()
+    def example_step_calls(self, bucket: GraphBucket, branch: str, batch: int) -> dict[str, LTX2DiTInputs]:
+        """The DiT calls (``main``, and ``stg`` / ``modality`` when the guidance has them) of one step of
+        ``batch`` warm-up requests of ``bucket`` / ``branch``: what :meth:`denoise` passes for such a batch."""
+        sampling: dict[str, Any] = {"width": bucket.width, "height": bucket.height, "num_frames": bucket.num_frames,
+                                    "seed": 0}
+        if not bucket.cfg:
+            sampling["guidance_scale"] = 1.0
+        request: dict[str, Any] = {"prompt": "warmup", "sampling": sampling,
+                                   "output": {"save_video": False, "return_frames": False}}
+        continuation = None
+        if branch == "continuation":  # the state this executor returns: temporal_ratio + 1 frames, no audio prefix
+            frames = self.pipeline.components.vae.temporal_compression_ratio + 1
+            continuation = LTX2ContinuationState(
+                video_frames=[np.zeros((bucket.height, bucket.width, 3), np.uint8)] * frames)
+            request["state"] = continuation.to_continuation_state().to_dict()
+        req, resolved = self.generator.resolve(request)
+        ltx2_request = replace(self.pipeline.to_request(req, resolved), continuation=continuation)
+        state = self.pipeline.components.prepare(ltx2_request)
+        passes = step_passes(state, 0)
+        calls = {"main": passes.main, "stg": passes.stg, "modality": passes.modality}
+        return {name: LTX2DiTInputs.cat([call] * batch) for name, call in calls.items() if call is not None}

@@ -6,7 +6,8 @@ diffusers' ``LTX2Pipeline`` is tests/engine/test_ltx2_pipeline.py); a returned `
 (the continuation branch equals the engine's ``LTX2Request.continuation`` run); progress comes once per step (sync
 and async); the result carries the waveform and the MP4 an AAC track of the video's duration; ``fastvideo
 generate`` writes such an MP4;
-fields LTX-2 cannot honour (Wan-only, not yet supported) and config it cannot honour are refused by name.
+fields LTX-2 cannot honour (Wan-only, not yet supported) and config it cannot honour are refused by name; a batch
+of two steps together and equals each solo run (within the batched kernels' rounding).
 """
 
 from __future__ import annotations
@@ -118,14 +119,10 @@ def test_config_ltx2_cannot_honour_is_refused_by_name_before_loading(fastvideo_c
                                                                      ltx2_generator) -> None:
     from fastvideo import VideoGenerator
 
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError) as info:  # (engine.compile and the other offloads: test_ltx2_options.py)
         VideoGenerator.from_config({"model_path": "fastvideo-tiny-ltx2", "engine": {"device": "cpu",
-                                    "compile": {"enabled": True}}})
-    assert info.value.path == "engine.compile.enabled" and "LTX-2" in info.value.message
-    with pytest.raises(ConfigError) as info:
-        VideoGenerator.from_config({"model_path": "fastvideo-tiny-ltx2", "engine": {"device": "cpu",
-                                    "offload": {"dit_layerwise": True}}})
-    assert info.value.path == "engine.offload.dit_layerwise"
+                                    "offload": {"dit": True}}})
+    assert info.value.path == "engine.offload.dit" and "LTX-2" in info.value.message
     with pytest.raises(ConfigError) as info:
         VideoGenerator.from_config({"model_path": "fastvideo-tiny-ltx2", "engine": {"device": "cpu"},
                                     "pipeline": {"preset": "wan2.1-t2v-1.3b"}})
@@ -138,16 +135,17 @@ def test_config_ltx2_cannot_honour_is_refused_by_name_before_loading(fastvideo_c
     assert info.value.path == "lora_path"
 
 
-def test_cuda_graphs_are_refused_by_the_ltx2_executor_naming_the_field(ltx2_generator) -> None:
+def test_cuda_graphs_without_a_graph_backend_run_the_dit_eagerly(ltx2_generator) -> None:
+    """The executor takes a graph config (captured graphs: tests/runtime/test_ltx2_graphs.py); on the CPU with no
+    graph backend given it has no runner, captures nothing and the DiT runs eagerly."""
     from fastvideo.runtime.cuda_graphs import GraphBucket, GraphConfig
     from fastvideo.runtime.executor import ExecutorConfig
     from fastvideo.runtime.ltx2_executor import LTX2BatchExecutor
 
     graphs = GraphConfig(enabled=True, buckets=(GraphBucket(width=32, height=32, num_frames=9, cfg=True,
                                                             batch_sizes=(1,)),))
-    with pytest.raises(ConfigError) as info:
-        LTX2BatchExecutor(ltx2_generator, ExecutorConfig(graphs=graphs))
-    assert info.value.path == "engine.cuda_graphs"
+    executor = LTX2BatchExecutor(ltx2_generator, ExecutorConfig(graphs=graphs))
+    assert executor.runner is None and executor.capture_declared() == []
 
 
 def test_fastvideo_generate_writes_an_mp4_with_audio(fastvideo_cache: Path, tmp_path: Path,
@@ -185,9 +183,11 @@ def test_closing_the_event_stream_cancels_at_the_next_step(ltx2_generator) -> No
     assert ltx2_generator.generate(_request(seed=14)).frames.shape[0] == ltx2_generator.preset.num_frames
 
 
-def test_a_batch_of_two_interleaves_and_each_equals_its_solo_run(ltx2_generator) -> None:
-    """The executor given a two-request batch (what the scheduler may form for one shape) runs one request per DiT
-    call, the two interleaved step by step; each result equals that request run alone, and progress is per member."""
+def test_a_batch_of_two_steps_together_and_each_equals_its_solo_run(ltx2_generator) -> None:
+    """The executor given a two-request batch (what the scheduler may form for one shape) runs both in one DiT call
+    per guidance pass, step by step; each result equals that request run alone within the float rounding of the
+    batched kernels (frames within one level, waveform <= 1e-5: measured and justified in
+    tests/runtime/test_ltx2_batching.py), and progress is per member, in batch order."""
     from fastvideo.runtime.ltx2_executor import LTX2BatchExecutor
 
     executor = LTX2BatchExecutor(ltx2_generator)
@@ -208,8 +208,8 @@ def test_a_batch_of_two_interleaves_and_each_equals_its_solo_run(ltx2_generator)
         executor.release(item)
         solo = ltx2_generator.generate(_request(seed=seed))
         assert result.metadata["batch_size"] == 2
-        np.testing.assert_array_equal(result.frames, solo.frames)
-        np.testing.assert_array_equal(result.audio, solo.audio)
+        assert np.abs(result.frames.astype(np.int16) - solo.frames.astype(np.int16)).max() <= 1
+        np.testing.assert_allclose(result.audio, solo.audio, atol=1e-5, rtol=0)
 
 
 def test_a_returned_state_continues_the_video_as_the_engine_does(ltx2_generator) -> None:
