@@ -413,7 +413,8 @@ class VideoGenerator:
 
     def warmup_request(self) -> GenerationRequest:
         """What warmup runs by default: the health-check request, or, when compiled artifacts serve the DiT,
-        the same probe at the smallest size they are built for (the health-check size may not be); a model that
+        the same probe at the smallest size they are built for (the health-check size may not be), with the fewest
+        steps it accepts (1, 2, else the preset's); a model that
         refuses the health-check probe (LTX-2: 32-multiples, k*8+1 frames, 2+ steps) runs it at its preset's size
         with the fewest steps it accepts (1, 2, else the preset's)."""
         probe = replace(self.default_health_check_request(), inputs=self.probe_inputs())
@@ -431,8 +432,16 @@ class VideoGenerator:
                 return candidate
             return probe  # refused at every size: warmup reports the health-check probe's refusal
         profile, cfg = served
-        return replace(probe, sampling=replace(probe.sampling, width=profile.width, height=profile.height,
-                                               num_frames=profile.frames, guidance_scale=5.0 if cfg else 1.0))
+        at_profile = replace(probe, sampling=replace(probe.sampling, width=profile.width, height=profile.height,
+                                                     num_frames=profile.frames, guidance_scale=5.0 if cfg else 1.0))
+        for steps in (1, 2, self.preset.num_inference_steps):  # LTX-2's schedule needs 2+ steps (as above)
+            candidate = replace(at_profile, sampling=replace(at_profile.sampling, num_inference_steps=steps))
+            try:
+                self.resolve(candidate)
+            except RequestError:
+                continue
+            return candidate
+        return at_profile
 
     def resolve(self, request: GenerationRequest | Mapping[str, Any]) -> tuple[GenerationRequest, ResolvedSampling]:
         """Parse and validate a request against the loaded model (raises RequestError / ConfigError)."""
