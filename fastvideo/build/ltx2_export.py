@@ -39,6 +39,9 @@ Contract
   self-attention or keyframe mask, explicit audio coordinates) is a miss handled by the ``on_miss`` policy of
   :class:`fastvideo.build.artifact_modules.Dispatch` (``error``: :class:`~fastvideo.build.loading.ArtifactShapeError`
   naming the served shapes; ``eager``: the eager DiT, one warning per shape).
+- A served call does no host sync and allocates nothing it keeps (the continuation's grid coordinates are made at
+  apply time; the text masks are compared by identity first, as the pipeline passes one tensor for both), so the
+  runtime's CUDA-graph capture of the DiT call can record it (not exercised here: no GPU).
 - Backends: ``aoti`` and ``inductor`` (CPU and CUDA); ``tensorrt``: the dynamo ONNX export of both branches goes
   through and is checked with onnxruntime (measured on the tiny model: max |diff| ~7e-5 at batches 1 and 2), so
   without TensorRT / a GPU the build keeps the verified ONNX stage (exit 3, as for Wan); the engine stage is the
@@ -348,6 +351,10 @@ class ArtifactLTX2DiT(nn.Module):
             self._programs[key] = (case, runner)
         self._dtype = loaded.dtype
         self._coords: dict[tuple[Any, ...], torch.Tensor] = {}
+        device = next(dit.parameters()).device  # with its index, as the inputs' device reads
+        for branch, grid, _, fps, _ in self._programs:  # made now, never inside a CUDA-graph capture
+            if branch == "continuation":
+                self._grid_coords(grid, fps, device)
         #: Calls run eagerly by design (module contract), and calls served by a compiled program.
         self.eager_passes = 0
         self.compiled_calls = 0
