@@ -1,6 +1,9 @@
 """LoRA adapters of one ``VideoGenerator``: registered by nickname, one merged at a time, changed only when idle.
 
 Contract (FastVideo's ``VideoGenerator`` LoRA semantics, on :mod:`fastvideo.engine.lora`):
+- The adapters go into the served pipeline's ``dit`` (Wan's DiT; LTX-2's ``components.transformer``), whatever the
+  family, for the families whose registry entry says ``lora`` (the generator refuses the others); the file's key
+  layout is the DiT's (:func:`fastvideo.engine.lora.lora_key_map`).
 - ``set_adapter(nickname, path=None, strength=1.0)`` loads ``path`` (a LoRA ``.safetensors`` file or a folder
   holding one) and registers it as ``nickname`` (a registered nickname needs no path), then merges it into the
   DiT at ``strength``, unmerging the adapter merged before (switching adapters never stacks them; FastVideo's
