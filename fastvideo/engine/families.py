@@ -136,7 +136,6 @@ LTX2_T2AV = ModelFamily(
     preset_family="ltx2",
     lora=False,
     unsupported_config={
-        "engine.cuda_graphs.enabled": f"CUDA graphs {_LTX2_LATER} (the DiT runs eagerly); turn them off",
         "engine.compile.enabled": f"torch.compile {_LTX2_LATER}; turn it off",
         "engine.artifacts_path": f"compiled artifacts {_LTX2_LATER}; drop engine.artifacts_path",
         "engine.quantization": f"DiT quantization {_LTX2_LATER}; drop engine.quantization",

@@ -6,7 +6,7 @@ size, each DiT call of a step (main CFG rows, STG, modality). Denoising then rep
 and of 2, initial and continuation, replays a graph (no eager call) and the latents, frames and waveform equal the
 eager executor's exactly (the replay recomputes the captured ops on the same shapes: bitwise the eager arithmetic).
 A runner that skipped refreshing one static input (the text embeddings) would differ; a call whose shape was not
-declared (another size here) runs eagerly and is counted.
+declared (another size here) runs eagerly and is counted. The family no longer refuses ``engine.cuda_graphs``.
 The real ``torch.cuda.CUDAGraph`` path: tests/gpu/test_ltx2_graphs_cuda.py.
 """
 
@@ -142,6 +142,18 @@ def test_an_undeclared_shape_runs_eagerly_and_is_counted(graphed, ltx2_generator
     assert runner.stats["replays"] == replays and runner.stats["eager_calls"] - eager_calls == STEPS * len(PASSES)
     (reference,) = _denoise(ltx2_generator, LTX2BatchExecutor(ltx2_generator), [request])
     assert torch.equal(item.ctx.state.latents, reference.ctx.state.latents)
+
+
+def test_the_ltx2_family_no_longer_refuses_cuda_graphs() -> None:
+    from fastvideo.api.config import GeneratorConfig
+    from fastvideo.api.parse import parse_config
+    from fastvideo.engine.families import FAMILIES
+    from fastvideo.runtime.generator import _check_family_config
+
+    assert "engine.cuda_graphs.enabled" not in FAMILIES["ltx2"].unsupported_config
+    config = parse_config(GeneratorConfig, {"model_path": "fastvideo-tiny-ltx2", "engine": {
+        "cuda_graphs": {"enabled": True, "sizes": ["32x32x9"], "batch_sizes": [1, 2]}}})
+    _check_family_config(config, FAMILIES["ltx2"])  # no ConfigError (on a CUDA device the core captures them)
 
 
 def test_the_static_graph_runner_refreshes_inputs_keeps_none_and_falls_back() -> None:
