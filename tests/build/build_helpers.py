@@ -14,6 +14,8 @@ from typing import Any, Callable
 from fastvideo.build import manifest as mf
 
 PROFILE = "64x64x5"
+#: The tiny LTX-2's build profile (32-multiples, k*2+1 frames): token grid 3x16x16, 5 audio latent frames at 24 fps.
+LTX2_PROFILE = "32x32x5"
 #: Latent (frames, height, width) of PROFILE: (5 - 1) // 4 + 1 frames, 64 / 8 pixels.
 LATENT = (2, 8, 8)
 

@@ -9,6 +9,9 @@ entry point) on the built-in tiny model at the smallest profile, 64x64x5 (latent
   with the default ``--precision auto`` (fp32 here);
 - ``onnx_build``: ``--backend tensorrt`` on the CPU: the ONNX stage is exported and checked, the
   engine stage cannot run here (exit status 3).
+- ``ltx2_dir`` / ``ltx2_aoti_build``: the built-in tiny LTX-2 (``fastvideo-tiny-ltx2``) and its ``--backend aoti``
+  build at ``LTX2_PROFILE`` (32x32x5), both branches, both CFG batch sizes, fp32 (test_build_ltx2.py and
+  test_ltx2_artifact_serving.py).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from build_helpers import PROFILE, CliRun, run_cli
+from build_helpers import LTX2_PROFILE, PROFILE, CliRun, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +58,19 @@ def build_models(tiny_model_dir: Path):
 
     return load_build_models(inspect_model_folder(tiny_model_dir), device=torch.device("cpu"), dtype=torch.float32,
                              vae_dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def ltx2_dir(fastvideo_cache: Path) -> Path:
+    from fastvideo.engine.builtin_model import ensure_builtin_model
+
+    return ensure_builtin_model(fastvideo_cache, "fastvideo-tiny-ltx2")
+
+
+@pytest.fixture(scope="session")
+def ltx2_aoti_build(ltx2_dir: Path, fastvideo_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> CliRun:
+    out = tmp_path_factory.mktemp("ltx2-aoti") / "artifacts"
+    run = run_cli(["--model-path", str(ltx2_dir), "--backend", "aoti", "--profile", LTX2_PROFILE, "--branch",
+                   "initial,continuation", "--precision", "fp32"], out, fastvideo_cache)
+    assert run.returncode == 0, f"aoti build failed ({run.returncode}):\n{run.stdout}\n{run.stderr}"
+    return run
