@@ -137,7 +137,6 @@ LTX2_T2AV = ModelFamily(
     lora=False,
     unsupported_config={
         "engine.compile.enabled": f"torch.compile {_LTX2_LATER}; turn it off",
-        "engine.artifacts_path": f"compiled artifacts {_LTX2_LATER}; drop engine.artifacts_path",
         "engine.quantization": f"DiT quantization {_LTX2_LATER}; drop engine.quantization",
         "engine.ops_backend": f"fused op backends {_LTX2_LATER}; drop engine.ops_backend",
         "engine.offload.dit": f"DiT offload {_LTX2_LATER}; turn it off",
