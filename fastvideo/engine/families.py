@@ -134,19 +134,14 @@ LTX2_T2AV = ModelFamily(
     },
     runtime="ltx2",
     preset_family="ltx2",
-    lora=False,
     unsupported_config={
-        "engine.compile.enabled": f"torch.compile {_LTX2_LATER}; turn it off",
         "engine.quantization": f"DiT quantization {_LTX2_LATER}; drop engine.quantization",
         "engine.ops_backend": f"fused op backends {_LTX2_LATER}; drop engine.ops_backend",
-        "engine.offload.dit": f"DiT offload {_LTX2_LATER}; turn it off",
-        "engine.offload.dit_layerwise": f"layerwise DiT offload {_LTX2_LATER}; turn it off",
-        "engine.offload.text_encoder": f"text encoder offload {_LTX2_LATER}; turn it off",
-        "engine.offload.vae": f"VAE offload {_LTX2_LATER}; turn it off",
+        "engine.offload.dit": "offloads one of two experts (Wan2.2 A14B) and LTX-2 has one DiT; turn it off "
+                              "(engine.offload.dit_layerwise keeps the DiT's blocks on the CPU)",
         "pipeline.experimental": f"experimental pipeline options (vae_dtype, ...) {_LTX2_LATER}: every LTX-2 "
                                  "component runs in engine.dtype; drop them",
         "pipeline.variant": f"weight variants {_LTX2_LATER}; drop pipeline.variant (plain *.safetensors load)",
-        "pipeline.components.lora_path": f"LoRA {_LTX2_LATER}; drop pipeline.components.lora_path",
         **{f"pipeline.components.{name}_path": f"component overrides {_LTX2_LATER}; put the component in the "
                                                "model folder" for name in ("transformer", "vae", "text_encoder",
                                                                           "tokenizer")},
