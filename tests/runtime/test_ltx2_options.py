@@ -1,4 +1,4 @@
-"""LTX-2 offload (text encoder, VAE, DiT layerwise) with the Wan path's semantics, at the served-pipeline level.
+"""LTX-2 honours engine.compile and the offload options (text encoder, VAE, DiT layerwise), as the Wan path does.
 
 On the built-in tiny LTX-2 (``fastvideo-tiny-ltx2``, CPU, fp32). The CPU is also the "device" here, so the offload
 tests make the device copies visible: a recording offloader whose device copies are fresh clones (the Wan offload
@@ -6,7 +6,9 @@ tests' stand-in) and the layerwise offloader's recording transfer backend. With 
 the plain one exactly (frames and waveform); forward hooks check that the prompt encoder (Gemma + connectors) runs
 only on its device copies, the decoders likewise, and the DiT with both groups back home on the CPU; the counters
 say one visit per use. The load path for a real device (load on the CPU, then place) is checked on the ``meta``
-device. ``engine.offload.dit`` (expert offload: one DiT has none) stays refused by name; so do the combinations
+device. ``engine.compile`` compiles the DiT through a counting dynamo backend (the graphs run as captured, so the
+video is bit-equal; CPU inductor on this tiny model took ~490 s on the 2 shared cores, far past a unit test's
+budget). ``engine.offload.dit`` (expert offload: one DiT has none) stays refused by name; so do the combinations
 that need resident DiT weights on CUDA. The GPU twin is tests/gpu/test_ltx2_offload_cuda.py.
 """
 
@@ -172,6 +174,38 @@ def test_a_real_device_load_keeps_offloaded_weights_on_the_cpu_and_moves_the_res
     served.close()
 
 
+_COMPILED: list[torch.fx.GraphModule] = []
+
+
+def _counting_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+    _COMPILED.append(gm)
+    return gm.forward  # the captured graph run as is: numerically the eager model
+
+
+def test_compile_runs_the_dit_through_torch_compile_with_every_offload_option_accepted(fastvideo_cache: Path,
+                                                                                      reference) -> None:
+    from torch._dynamo import register_backend
+
+    from fastvideo import VideoGenerator
+
+    register_backend(_counting_backend, name="fastvideo_test_counting")
+    config = {"model_path": "fastvideo-tiny-ltx2",
+              "engine": {"device": "cpu", "dtype": "fp32", "compile": {"enabled": True,
+                                                                        "backend": "fastvideo_test_counting"},
+                         "offload": {"text_encoder": True, "vae": True, "dit_layerwise": True}}}
+    generator = VideoGenerator.from_config(config)
+    try:
+        pipe = generator.pipeline
+        assert pipe.dit is pipe.components.transformer and generator.counters.compiles == 1
+        assert pipe.offloaders == {} and pipe.layerwise_offloaders == []  # a CPU engine: honoured as they are
+        got = generator.generate(_request())
+        assert _COMPILED, "the DiT never went through torch.compile"
+    finally:
+        generator.shutdown()
+        torch._dynamo.reset()
+    _same(got, reference["t2v"])
+
+
 def test_expert_offload_stays_refused_by_name(fastvideo_cache: Path) -> None:
     from fastvideo import VideoGenerator
     from fastvideo.engine.families import FAMILIES
@@ -180,7 +214,7 @@ def test_expert_offload_stays_refused_by_name(fastvideo_cache: Path) -> None:
     with pytest.raises(ConfigError) as info:
         VideoGenerator.from_config({"model_path": "fastvideo-tiny-ltx2", "engine": {"device": "cpu",
                                     "offload": {"dit": True}}})
-    assert info.value.path == "engine.offload.dit"
+    assert info.value.path == "engine.offload.dit" and "LTX-2 has one DiT" in info.value.message
     with pytest.raises(ConfigError) as info:  # a direct caller of the loader is refused too, before loading
         load_served_ltx2(None, family=FAMILIES["ltx2"], device=torch.device("cpu"), dtype=torch.float32,
                          offload_experts=True)
