@@ -8,7 +8,10 @@ Contract:
   registration is a ``ValueError``; an unknown preset is a :class:`~fastvideo.api.ConfigValidationError` at
   ``pipeline.preset`` listing the registered names).
 - The built-in presets carry FastVideo's names for the models this engine runs (``wan_t2v_1_3b``,
-  ``wan_t2v_14b``, ``wan_t2v_a14b``: Wan2.2's two experts, picked for a folder with ``boundary_ratio``), the
+  ``wan_t2v_14b``, ``wan_t2v_a14b``: Wan2.2's two experts, picked for a folder with ``boundary_ratio``;
+  ``wan_i2v_a14b``: Wan2.2 I2V A14B, alias ``wan2.2-i2v-a14b`` and FastVideo's ``wan_2_2_i2v_a14b``, 1280x720, 81
+  frames at 16 fps, 40 steps, guidance 3.5 / 3.5, shift 5, workload ``i2v``, picked for a
+  ``WanImageToVideoPipeline`` folder with ``boundary_ratio``), the
   few-step FastWan presets (``fastwan_t2v_1_3b``: DMD sampling, 3 steps, guidance 1, no
   CFG; ``fastwan_ti2v_5b``: FastWan2.2 TI2V-5B, DMD sampling, 3 steps), Wan2.2 TI2V-5B (``wan_ti2v_5b``: 1280x704,
   121 frames at 24 fps, 50 steps, guidance 5, shift 5, the image optional: workload ``ti2v``, picked for a folder
@@ -204,6 +207,9 @@ def infer_preset_for_folder(model_index: Mapping[str, Any], transformer_config: 
                              "sampling.dmd_denoising_steps")
     if model_index.get("expand_timesteps") is True:  # Wan2.2 TI2V-5B (WanPipeline or WanImageToVideoPipeline)
         return get_preset("wan_ti2v_5b" if dim >= 3072 else "fastvideo-tiny-ti2v", "wan")
+    if model_index.get("_class_name") == "WanImageToVideoPipeline" and model_index.get("boundary_ratio") is not None:
+        # Wan2.2 I2V A14B: two experts, no CLIP (a smaller one is a test folder: the tiny I2V preset)
+        return get_preset("wan_i2v_a14b" if dim >= 5120 else "fastvideo-tiny-i2v", "wan")
     if model_index.get("_class_name") == "WanImageToVideoPipeline":  # Wan2.1 I2V / FLF2V folders
         if transformer_config.get("pos_embed_seq_len") is not None:
             return get_preset("wan_flf2v_14b_720p", "wan")
@@ -351,6 +357,16 @@ for _preset in (
         defaults={"height": 720, "width": 1280, "num_frames": 81, "fps": 16, "guidance_scale": 4.0,
                   "guidance_scale_2": 3.0, "num_inference_steps": 40, "negative_prompt": WAN_NEGATIVE_PROMPT},
         model_defaults={"flow_shift": 12.0, "max_frames": 161, "max_side": 1920, "text_length": 512}),
+    # FastVideo's Wan2_2_I2V_A14B_SamplingParam / _Config and its wan_2_2_i2v_a14b preset: 1280x720, 16 fps, 40
+    # steps, guidance 3.5 (transformer) and 3.5 (transformer_2), flow_shift 5.0 (Wan's i2v_A14B config: sample_shift
+    # 5.0, frame_num 81); boundary_ratio comes from the folder's model_index.json (0.9 published).
+    InferencePreset(
+        name="wan_i2v_a14b", version=1, model_family="wan", workload_type="i2v", stage_schemas=(_DENOISE,),
+        description="Wan2.2 I2V A14B (two experts, image-to-video without a CLIP encoder), 720p",
+        aliases=("wan2.2-i2v-a14b", "wan_2_2_i2v_a14b"), engine_name_override="wan2.2-i2v-a14b",
+        defaults={"height": 720, "width": 1280, "num_frames": 81, "fps": 16, "guidance_scale": 3.5,
+                  "guidance_scale_2": 3.5, "num_inference_steps": 40, "negative_prompt": WAN_NEGATIVE_PROMPT},
+        model_defaults={"flow_shift": 5.0, "max_frames": 161, "max_side": 1920, "text_length": 512}),
 ):
     register_preset(_preset)
 

@@ -14,7 +14,10 @@ found and the classes supported, so a Flux, Wan2.2 or other pipeline is refused 
 read instead of being run as Wan2.1; a pipeline in :data:`NOT_SERVED` (model code in the engine, not served by the
 runtime yet; empty today) is refused with the reason given there. ``image_conditioned`` says whether the
 family's transformer must be an image-to-video one (``image_dim`` set); the pipeline refuses a transformer
-config that disagrees. :func:`family_of_folder` is :func:`match_family` on a checked model folder.
+config that disagrees. ``wan2.2-i2v-a14b`` (``two_experts`` and ``latent_image_condition``) is a
+``WanImageToVideoPipeline`` folder with ``transformer_2/``, a numeric ``boundary_ratio`` and no CLIP
+``image_encoder`` / ``image_processor``: its image enters only through the condition latents concatenated to the
+noise (a transformer without ``image_dim``). :func:`family_of_folder` is :func:`match_family` on a checked model folder.
 ``ltx2`` (``LTX2Pipeline``: video + audio) is a family like Wan's, with its own runtime binding.
 Runtime binding: ``ModelFamily.runtime`` names how the family's pipeline loads
 (:data:`fastvideo.engine.models.registry.PIPELINE_LOADERS`) and which batch executor runs it (the runtime's
@@ -54,6 +57,11 @@ class ModelFamily:
     #: Two experts (Wan2.2 A14B): ``transformer_2/`` loads too and ``model_index.json``'s ``boundary_ratio``
     #: must be a number in (0, 1] (the switch point; see :mod:`fastvideo.engine.models.wan.experts`).
     two_experts: bool = False
+    #: Wan2.2 I2V A14B: image-to-video through the condition latents alone (mask + VAE latents of the image
+    #: concatenated to the noise: the DiT's ``in_channels`` = 2 * ``z_dim`` + 4), no CLIP image tokens; the
+    #: transformer must not be ``image_conditioned`` (no ``image_dim``); see
+    #: :mod:`fastvideo.engine.models.wan.image_conditioning`.
+    latent_image_condition: bool = False
     #: Wan2.2 TI2V-5B: ``model_index.json`` must set ``expand_timesteps: true``; the DiT takes per-token
     #: timesteps and an optional first-frame image conditions the video (:mod:`fastvideo.engine.models.wan.ti2v`).
     per_token_timesteps: bool = False
@@ -160,9 +168,26 @@ WAN22_TI2V_5B = ModelFamily(
     continuation=False,  # the first frame is the image's (or noise's), not a previous segment's tail
 )
 
+WAN22_I2V_A14B = ModelFamily(
+    name="wan2.2-i2v-a14b",
+    description="Wan2.2 image-to-video with two experts (diffusers WanImageToVideoPipeline with transformer_2 and "
+                "boundary_ratio, no image encoder)",
+    pipelines=("WanImageToVideoPipeline",),
+    # No CLIP: image_encoder / image_processor must be null (the image enters as condition latents only).
+    components={**WAN22_T2V_A14B.components, "image_encoder": (), "image_processor": ()},
+    index_options={"expand_timesteps": (None, False)},
+    two_experts=True,
+    latent_image_condition=True,
+    continuation=False,  # an image-to-video model: its first frame is the image, not a previous segment's tail
+    unsupported_config={
+        "engine.artifacts_path": "compiled artifacts are not exported or checked for Wan2.2 I2V A14B yet (no parity "
+                                 "test of its built experts); drop engine.artifacts_path (both experts run eagerly)",
+    },
+)
+
 #: Every family the engine runs, by name.
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (WAN_T2V, WAN_I2V, WAN22_T2V_A14B,
-                                                                       WAN22_TI2V_5B, LTX2_T2AV)}
+                                                                       WAN22_TI2V_5B, WAN22_I2V_A14B, LTX2_T2AV)}
 
 #: Where each component declares its class: (file in the component folder, key).
 _CONFIG_CLASS_KEYS: dict[str, tuple[str, str]] = {

@@ -4,7 +4,8 @@ Contract (implements :class:`fastvideo.runtime.dispatcher.BatchExecutor` over a 
 - ``prepare(item)``: on the *encode* stream, the request's text embeddings (cond + uncond under
   CFG), its seeded noise (drawn on the CPU exactly as :meth:`WanT2VPipeline.initial_noise`) and,
   for the continuation branch, the previous segment's tail latents; for image-to-video models the
-  condition channels and CLIP image tokens (:meth:`WanT2VPipeline.image_condition`); records an event.
+  condition channels and CLIP image tokens (:meth:`WanT2VPipeline.image_condition`; Wan2.2 I2V A14B has no
+  image tokens: its steps take the condition channels only); records an event.
   Image-to-video steps concatenate each member's condition after its latents (channels) and pack its
   image tokens (repeated for the uncond half under CFG) after the text embeddings, zero-padded to one
   width, so the step keeps three tensors and its graphs are captured and replayed like text-to-video's.
@@ -208,8 +209,9 @@ class _Ctx:
     denoised: Any = None
     latents: torch.Tensor | None = None
     batch_size: int = 1
-    #: Image-to-video: the condition channels and CLIP image tokens (None for text-to-video).
-    image: tuple[torch.Tensor, torch.Tensor] | None = None
+    #: Image-to-video: the condition channels and CLIP image tokens (None for text-to-video; tokens None for a
+    #: model without an image encoder, Wan2.2 I2V A14B, whose image enters through the condition channels only).
+    image: tuple[torch.Tensor, torch.Tensor | None] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     #: TeaCache (``runtime.enable_teacache``): the request's step cache, None when off.
     teacache: TeaCacheState | None = None
@@ -618,10 +620,11 @@ class WanBatchExecutor:
 
     @staticmethod
     def _batch_images(members: list[_Member]) -> torch.Tensor | None:
-        images = [m.item.ctx.image for m in members]
-        if images[0] is None:
+        """The members' CLIP image tokens, concatenated; None for text-to-video and for models without them."""
+        tokens = [m.item.ctx.image[1] for m in members if m.item.ctx.image is not None]
+        if len(tokens) != len(members) or any(t is None for t in tokens):
             return None
-        return torch.cat([image[1] for image in images if image is not None])
+        return torch.cat([t for t in tokens if t is not None])
 
     def _pack_images(self, embeds: torch.Tensor, images: torch.Tensor | None, cfg: bool) -> torch.Tensor:
         """Image-to-video: one tensor ``(rows, L_text + L_img, max(text_dim, image_dim))`` holding the text states
@@ -715,7 +718,7 @@ class WanBatchExecutor:
         embeds = pipe.encode_prompts("warmup", "", s.do_cfg)
         embeds = self._batch_embeds([embeds] * batch, s.do_cfg)
         image = pipe.image_condition(self.generator.probe_inputs(), s)
-        if image is not None:
+        if image is not None and image[1] is not None:
             embeds = self._pack_images(embeds, torch.cat([image[1]] * batch), s.do_cfg)
         return latents, timestep, embeds
 

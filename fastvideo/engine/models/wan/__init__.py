@@ -1,4 +1,4 @@
-"""Wan (2.1 T2V / I2V / FLF2V, 2.2 A14B, 2.2 VAE) model family: our own code, numerically equal to diffusers.
+"""Wan (2.1 T2V / I2V / FLF2V, 2.2 T2V / I2V A14B, 2.2 TI2V-5B and VAE) models: our own code, equal to diffusers.
 
 Contract
 --------
@@ -6,7 +6,8 @@ Contract
   as diffusers' ``WanTransformer3DModel``, with the embed / blocks / head split the step cache and runtime use.
 - ``vae.py``: :class:`WanVAE` (``AutoencoderKLWan``, Wan2.1 and Wan2.2 configs), decode and encode.
 - ``text_encoder.py``: UMT5 prompts -> embeddings through ``transformers``.
-- ``image_conditioning.py``: CLIP image tokens and the I2V/FLF2V condition latents.
+- ``image_conditioning.py``: CLIP image tokens and the I2V/FLF2V condition latents (Wan2.2 I2V A14B: the latents
+  only).
 - ``experts.py``: Wan2.2 A14B's high/low-noise expert switch.
 - ``pipeline.py``: :class:`WanT2VPipeline`, the loaded components and the stages the runtime core calls
   (encode prompts, initial noise, image condition, sampler, decode).

@@ -1,7 +1,8 @@
 """Two-expert DiTs (Wan2.2 A14B): which expert runs a step, and keeping one resident at a time.
 
 Contract:
-- :func:`expert_index` is diffusers 0.42 ``WanPipeline``'s rule: with ``boundary = boundary_ratio *
+- :func:`expert_index` is diffusers 0.42 ``WanPipeline``'s (and ``WanImageToVideoPipeline``'s: Wan2.2 I2V A14B,
+  whose published ``boundary_ratio`` is 0.9) rule: with ``boundary = boundary_ratio *
   num_train_timesteps``, a step whose scheduler timestep ``t >= boundary`` runs expert 0 (``transformer``, the
   high-noise expert, with ``guidance_scale``), a later one expert 1 (``transformer_2``, with ``guidance_scale_2``).
   ``boundary_ratio`` None: always expert 0.

@@ -1,4 +1,4 @@
-"""Wan2.1 image-to-video conditioning: the CLIP image tokens and the VAE condition latents.
+"""Wan image-to-video conditioning (Wan2.1 I2V / FLF2V, Wan2.2 I2V A14B): CLIP image tokens, VAE condition latents.
 
 Contract (each step numerically the same as diffusers' ``WanImageToVideoPipeline``):
 - :func:`load_image` opens ``inputs.image_path`` / ``inputs.last_image`` (a path or a PIL image) as RGB; an
@@ -16,9 +16,15 @@ Contract (each step numerically the same as diffusers' ``WanImageToVideoPipeline
   factor, then folded into latent frames) followed by the VAE encoding (the posterior's mode, normalized with
   the config's mean/std) of a video whose first frame is the image, last frame the last image or zero, and
   every other frame zero, all encoded together. Returns ``(1, 4 + z_dim, T', H/8, W/8)`` float32.
+- Wan2.2 I2V A14B (a family with ``latent_image_condition``): no CLIP at all. The image enters only through
+  :func:`condition_latents` (the same mask + VAE channels, as diffusers' ``WanImageToVideoPipeline`` builds them
+  whatever its transformer), concatenated to the noise; its transformer has no ``image_dim`` and takes no image
+  tokens (diffusers: ``image_embeds`` stay None when ``transformer.config.image_dim`` is None).
 - :func:`family_workload` / :func:`check_image_conditioning`: a folder's workload (``t2v``, ``i2v``, ``flf2v``:
-  a DiT with ``pos_embed_seq_len``, diffusers' first-last-frame models, which need both images) and the
-  ModelLoadError for a transformer whose kind disagrees with its pipeline class.
+  a DiT with ``pos_embed_seq_len``, diffusers' first-last-frame models, which need both images; ``i2v`` for a
+  ``latent_image_condition`` family) and the ModelLoadError for a transformer whose kind disagrees with its
+  pipeline class (for ``latent_image_condition``: one with ``image_dim``, or whose ``in_channels`` are not the
+  noise plus the condition channels, ``2 * z_dim + 4``).
 """
 
 from __future__ import annotations
@@ -147,17 +153,35 @@ def condition_latents(vae: WanVAE, first: Any, last: Any | None, *, height: int,
 
 
 def family_workload(family: ModelFamily, config: WanDiTConfig) -> str:
-    """``"t2v"``, ``"i2v"``, or ``"flf2v"`` (an image-conditioned DiT with ``pos_embed_seq_len``)."""
+    """``"t2v"``, ``"i2v"`` (also a ``latent_image_condition`` family), or ``"flf2v"`` (an image-conditioned DiT
+    with ``pos_embed_seq_len``)."""
+    if family.latent_image_condition:
+        return "i2v"
     if not family.image_conditioned:
         return "t2v"
     return "flf2v" if config.pos_embed_seq_len is not None else "i2v"
 
 
-def check_image_conditioning(family: ModelFamily, config: WanDiTConfig, folder: Any) -> None:
-    """A ModelLoadError when the transformer's kind (``image_dim`` set or not) disagrees with the family's."""
+def check_image_conditioning(family: ModelFamily, config: WanDiTConfig, folder: Any, *,
+                             z_dim: int | None = None, component: str = "transformer") -> None:
+    """A ModelLoadError when the ``component`` transformer's kind (``image_dim`` set or not) disagrees with the
+    family's; for a ``latent_image_condition`` family also when its ``in_channels`` are not ``2 * z_dim + 4``
+    (``z_dim``: the VAE's; None skips that check)."""
+    where = f"{folder.component(component)}/config.json"
+    if family.latent_image_condition:
+        if config.is_image_conditioned:
+            raise ModelLoadError(f"{where} sets image_dim={config.image_dim}, added_kv_proj_dim="
+                                 f"{config.added_kv_proj_dim} (a Wan2.1 image-to-video transformer that takes CLIP "
+                                 f"image tokens), but {folder.root}/model_index.json names a {family.description} "
+                                 "folder, whose transformer takes the image through its input channels only; use the "
+                                 "checkpoint shipped with that pipeline")
+        if z_dim is not None and config.in_channels != 2 * z_dim + 4:
+            raise ModelLoadError(f"{where} sets in_channels={config.in_channels}, but {family.description} takes the "
+                                 f"noise ({z_dim} channels, the VAE's z_dim), the 4 mask channels and the image's "
+                                 f"{z_dim} latent channels: in_channels must be {2 * z_dim + 4}")
+        return
     if config.is_image_conditioned == family.image_conditioned:
         return
-    where = f"{folder.component('transformer')}/config.json"
     if config.is_image_conditioned:
         raise ModelLoadError(f"{where} sets image_dim={config.image_dim}, added_kv_proj_dim="
                              f"{config.added_kv_proj_dim} (an image-to-video transformer), but "

@@ -37,6 +37,11 @@ Contract:
   and attention backend as :attr:`dit`), :attr:`experts` holds both (:class:`~.experts.ExpertSet`;
   ``offload_experts`` keeps one resident at a time on a CUDA device) and the preset's ``boundary_ratio`` is the
   folder's ``model_index.json`` value. One-expert models: ``dit_2`` None, ``experts`` holds ``dit`` alone.
+- Two-expert image-to-video (the ``wan2.2-i2v-a14b`` family, ``latent_image_condition``: diffusers'
+  ``WanImageToVideoPipeline`` with ``transformer_2`` and no image encoder): both experts load as above, no CLIP
+  component loads (:attr:`image_encoder` None), the preset's ``workload`` is ``"i2v"``, and
+  :meth:`image_condition` gives the condition channels with no image tokens (None in their place); each expert's
+  config is checked (no ``image_dim``; ``in_channels`` = 2 * the VAE's ``z_dim`` + 4).
 - Text-image-to-video (the ``wan2.2-ti2v-5b`` family, ``per_token_timesteps``: Wan2.2 TI2V-5B, its 48-channel
   VAE with 16x spatial compression): the preset's ``workload`` becomes ``"ti2v"`` (the image is optional),
   :meth:`first_frame` gives the clean first-frame latent of a request's image (None without one: text-to-video)
@@ -196,7 +201,7 @@ class WanT2VPipeline:
             sampler_config = SamplerConfig.from_scheduler_config(configs["scheduler"])
         except (ValueError, TypeError) as exc:
             raise ModelLoadError(f"unsupported model config in {folder.root}: {exc}") from exc
-        check_image_conditioning(family, dit_config, folder)
+        check_image_conditioning(family, dit_config, folder, z_dim=vae_config.z_dim)
         preset = dataclasses.replace(preset, workload="ti2v" if family.per_token_timesteps
                                      else family_workload(family, dit_config))
         folder_shift = scheduler_shift(configs["scheduler"])
@@ -215,6 +220,7 @@ class WanT2VPipeline:
                                      f"{family.description} needs both experts") from None
             except (ValueError, TypeError) as exc:
                 raise ModelLoadError(f"unsupported model config in {folder.component('transformer_2')}: {exc}") from exc
+            check_image_conditioning(family, dit_2_config, folder, z_dim=vae_config.z_dim, component="transformer_2")
         backend = select_attention_backend(attention_backend, dtype=dtype, head_dim=dit_config.attention_head_dim,
                                            device=device)
         ops = select_ops_backend(ops_backend, dtype=dtype, device=device) if ops_backend else None
@@ -316,15 +322,23 @@ class WanT2VPipeline:
         return (batch, self.vae.config.z_dim, s.latent_frames,
                 s.height // self.vae.spatial_factor, s.width // self.vae.spatial_factor)
 
-    def image_condition(self, inputs: InputConfig, s: ResolvedSampling) -> tuple[torch.Tensor, torch.Tensor] | None:
+    @property
+    def latent_image_condition(self) -> bool:
+        """Whether the model is image-to-video through the condition latents alone (Wan2.2 I2V A14B: no CLIP)."""
+        return self.family is not None and self.family.latent_image_condition
+
+    def image_condition(self, inputs: InputConfig,
+                        s: ResolvedSampling) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """Image-to-video: ``(condition (1, 4 + z_dim, T', h, w) float32, image tokens (1, L_img, D) in the
-        compute dtype)`` from ``inputs`` (see :mod:`fastvideo.engine.models.wan.image_conditioning`); None for T2V."""
-        if self.image_encoder is None:
+        compute dtype)`` from ``inputs`` (see :mod:`fastvideo.engine.models.wan.image_conditioning`); the tokens
+        are None for a model without an image encoder (Wan2.2 I2V A14B); None for T2V."""
+        if self.image_encoder is None and not self.latent_image_condition:
             return None
         first = load_image(inputs.image_path if inputs.image_path is not None else inputs.pil_image,
                            "inputs.image_path")
         last = None if inputs.last_image is None else load_image(inputs.last_image, "inputs.last_image")
-        tokens = image_tokens(self.image_encoder, first, last).to(device=self.device, dtype=self.dtype)
+        tokens = (None if self.image_encoder is None
+                  else image_tokens(self.image_encoder, first, last).to(device=self.device, dtype=self.dtype))
         with self._on_device("vae"):
             condition = condition_latents(self.vae, first, last, height=s.height, width=s.width,
                                           num_frames=s.generated_frames, vae_dtype=self.vae_dtype)
