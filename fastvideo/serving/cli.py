@@ -94,9 +94,9 @@ def generator_flags(args: argparse.Namespace) -> dict[str, object]:
 #: presets are text-to-video ones whose family also takes an optional first frame), so it is said here; the
 #: engine's request checks (fastvideo.engine.request_support) are what enforce it.
 IMAGE_HELP = ("first frame (request.inputs.image_path). Required by Wan2.1 image-to-video folders (I2V 14B 480p / "
-              "720p, FLF2V 14B; built-in: fastvideo-tiny-i2v); optional for Wan2.2 TI2V-5B / FastWan2.2 TI2V-5B "
-              "(built-in: fastvideo-tiny-ti2v) and LTX-2, whose image-to-video starts the video from it (built-in: "
-              "fastvideo-tiny-ltx2); refused by text-to-video models")
+              "720p, FLF2V 14B; built-in: fastvideo-tiny-i2v) and Wan2.2 I2V A14B; optional for Wan2.2 TI2V-5B / "
+              "FastWan2.2 TI2V-5B (built-in: fastvideo-tiny-ti2v) and LTX-2, whose image-to-video starts the video "
+              "from it (built-in: fastvideo-tiny-ltx2); refused by text-to-video models")
 
 
 def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -112,7 +112,7 @@ def _build_generate_parser(sub: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--output", default=None,
                    help="output .mp4 path, or a folder (file named after the request id); default: the run config's "
                         "request.output.output_path, else outputs/video.mp4")
-    i = p.add_argument_group("image-to-video (Wan2.1 I2V / FLF2V, Wan2.2 TI2V-5B, LTX-2)")
+    i = p.add_argument_group("image-to-video (Wan2.1 I2V / FLF2V, Wan2.2 I2V A14B / TI2V-5B, LTX-2)")
     i.add_argument("--image", default=None, metavar="PATH", help=IMAGE_HELP)
     i.add_argument("--last-image", default=None, metavar="PATH",
                    help="last frame, for Wan2.1 first-last-frame (FLF2V) models, required there and refused by the "
