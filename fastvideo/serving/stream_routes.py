@@ -96,7 +96,7 @@ from fastvideo.serving.session import FLAGS, Session, SessionRejected, SessionSt
 from fastvideo.serving.session_logger import SessionLogger
 from fastvideo.serving.stream_features import ENHANCER_FRAMES, SETTINGS_FRAMES, SessionFeatures
 from fastvideo.serving.video_store import storage_failure
-from fastvideo.serving.ws_origin import refuse_foreign_origin
+from fastvideo.serving.ws_origin import WS_POLICY_VIOLATION, refuse_foreign_origin
 from fastvideo.serving.stream_protocol import (
     SEGMENT_FIELDS,
     SESSION_FIELDS,
@@ -112,7 +112,6 @@ from fastvideo.serving.stream_protocol import (
 logger = logging.getLogger(__name__)
 
 S = SessionState
-WS_POLICY_VIOLATION = 1008
 WS_TRY_AGAIN_LATER = 1013
 WS_INTERNAL_ERROR = 1011
 
