@@ -148,8 +148,8 @@ def rank_main(rank: int, world: int, init_method: str, config_dict: dict, conn: 
 
     def run_job(rid: str, request: GenerationRequest, need_bytes: bool) -> None:
         if agreed(rid):
-            send("error", rid, rank, describe_error(GenerationCancelled("the job was cancelled before it started",
-                                                                   shutting_down=stopping.is_set())))
+            cancelled = GenerationCancelled("the job was cancelled before it started", shutting_down=stopping.is_set())
+            send("error", rid, rank, describe_error(cancelled))
             return
         if rank != 0:  # only rank 0 saves and returns the video
             request = replace(request, output=replace(request.output, save_video=False, return_frames=False,
