@@ -13,6 +13,8 @@ Contract:
   where a number is expected; an ``int`` is accepted where a ``float`` is.
 - :func:`config_to_dict(obj)` is the inverse: JSON-safe plain data (tuples become lists) such that
   ``parse_config(type(obj), config_to_dict(obj)) == obj``.
+- :func:`literal_values(tp)` gives the values a ``Literal`` type allows, walking unions (``Literal[...] | None``);
+  the parser's error wording and the CLI's ``choices=`` both read it.
 - Stdlib only: importing this module must not import torch.
 """
 
@@ -74,12 +76,24 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS_CACHE[cls]
 
 
+def literal_values(tp: Any) -> tuple[Any, ...]:
+    """The values a ``Literal`` type allows, in declaration order. For a union (``Literal[...] | None``, a union
+    of Literals) the values of its ``Literal`` members, in order; other members (``None``, ``str``...) add
+    nothing. ``()`` for a type that is neither."""
+    origin = get_origin(tp)
+    if origin is typing.Literal:
+        return get_args(tp)
+    if origin is Union or origin is types.UnionType:
+        return tuple(value for option in get_args(tp) for value in literal_values(option))
+    return ()
+
+
 def _expected(tp: Any) -> str:
     """What a non-optional type expects, in FastVideo's words."""
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return f"mapping for {tp.__name__}"
     if get_origin(tp) is typing.Literal:
-        return f"one of {sorted(get_args(tp), key=repr)!r}"
+        return f"one of {sorted(literal_values(tp), key=repr)!r}"
     origin = get_origin(tp) or tp
     return {list: "list", tuple: "tuple", dict: "mapping"}.get(origin, _type_name(tp))
 
@@ -109,7 +123,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             raise errors[0]
         raise ConfigError(path, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
     if origin is typing.Literal:
-        allowed = get_args(tp)
+        allowed = literal_values(tp)
         if value not in allowed:
             raise ConfigError(path, f"expected one of {sorted(allowed, key=repr)!r}, got {value!r}")
         return value

@@ -19,7 +19,6 @@ import json
 import logging
 import sys
 import time
-import types
 import typing
 from dataclasses import replace
 from typing import Any, Sequence
@@ -41,6 +40,7 @@ from fastvideo.api import (
     parse_config,
     translate_request,
 )
+from fastvideo.api.parse import literal_values
 from fastvideo.api.presets import BUILTIN_MODEL_NAMES
 from fastvideo.api.wire import FIELDS, FieldSpec
 from fastvideo.envs import read_env
@@ -142,15 +142,7 @@ def _literal_choices(path: str) -> list[str] | None:
         if not isinstance(hint, type):
             return None
         hint = typing.get_type_hints(hint).get(part)
-    stack: list[Any] = [hint]
-    choices: list[str] = []
-    while stack:
-        node = stack.pop(0)
-        if typing.get_origin(node) is typing.Literal:
-            choices.extend(str(a) for a in typing.get_args(node))
-        elif typing.get_origin(node) in (typing.Union, types.UnionType):
-            stack.extend(typing.get_args(node))
-    return choices or None
+    return [str(value) for value in literal_values(hint)] or None
 
 
 def _add_request_flags(top: Any, sampling: Any) -> None:
