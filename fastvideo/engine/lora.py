@@ -4,9 +4,11 @@ Contract
 --------
 - :func:`load_lora(path, model)` reads one ``.safetensors`` file (or a folder holding one; diffusers'
   ``pytorch_lora_weights.safetensors`` is preferred) and returns a :class:`LoraAdapter` whose targets are
-  parameter names of ``model``. How a file names the model's modules is the model's :class:`LoraKeyMap`, chosen by
-  the model's class through the registry :data:`LORA_KEY_MAPS` (:func:`lora_key_map`; a class not registered takes
-  only the diffusers/PEFT layout): our DiTs have diffusers' module names
+  parameter names of ``model``. How a file names the model's modules is the model's :class:`LoraKeyMap`, which
+  its family declares in its own package: ``fastvideo/engine/models/<family>/lora_keys.py`` holds
+  ``LORA_KEY_MAPS`` (DiT class -> map), found by :func:`lora_key_map` from the model's class or a base in its MRO
+  (a class no family maps takes only the diffusers/PEFT layout); this module holds only the mechanism. Our DiTs
+  have diffusers' module names
   (:class:`~fastvideo.engine.models.wan.transformer.WanTransformer3DModel` = diffusers' ``WanTransformer3DModel``,
   :class:`~fastvideo.engine.models.ltx2.transformer.LTX2Transformer` = ``LTX2VideoTransformer3DModel``), so the
   maps differ only in the original (non-diffusers) layout and in the other components' keys they refuse.
@@ -16,16 +18,16 @@ Contract
     (``.lora_B.bias``: PEFT's ``lora_bias``), with the PEFT scaling ``lora_alpha / r`` read from the file's
     ``lora_adapter_metadata`` (``lora_alpha``, ``alpha_pattern``; what diffusers' ``save_lora_weights``
     writes) and 1.0 without it, as diffusers' ``load_lora_weights`` does;
-  * the original Wan / ComfyUI names under ``diffusion_model.`` (``blocks.N.self_attn.q``,
-    ``cross_attn.k_img``, ``ffn.0``, ``time_projection.1``, ``head.head``, ``img_emb.proj.1`` ...), with
-    ``.lora_down.weight`` / ``.lora_up.weight`` (or ``lora_A`` / ``lora_B``), kohya ``.alpha`` keys (scale
-    ``alpha / rank``), ``.diff`` (a full weight difference) and ``.diff_b`` (a bias difference), mapped as
-    diffusers' ``_convert_non_diffusers_wan_lora_to_diffusers`` maps them. Unlike diffusers, ``.diff`` keys
-    (and norm ``.diff`` / ``.diff_b`` keys, which diffusers drops) are applied, not ignored.
-  * LTX-2: the original Lightricks layout under ``diffusion_model.`` (``patchify_proj``, ``adaln_single``,
-    ``q_norm`` ...), renamed as diffusers' ``_convert_non_diffusers_ltx2_lora_to_diffusers`` renames it. Only the
-    DiT is adapted: keys of the text connectors (``text_embedding_projection.`` / ``connectors.``) are refused
-    (ConfigError naming them).
+  * Wan (``models/wan/lora_keys.py``): the original Wan / ComfyUI names under ``diffusion_model.``
+    (``blocks.N.self_attn.q``, ``cross_attn.k_img``, ``ffn.0``, ``time_projection.1``, ``head.head``,
+    ``img_emb.proj.1`` ...), with ``.lora_down.weight`` / ``.lora_up.weight`` (or ``lora_A`` / ``lora_B``),
+    kohya ``.alpha`` keys (scale ``alpha / rank``), ``.diff`` (a full weight difference) and ``.diff_b`` (a bias
+    difference), mapped as diffusers' ``_convert_non_diffusers_wan_lora_to_diffusers`` maps them. Unlike
+    diffusers, ``.diff`` keys (and norm ``.diff`` / ``.diff_b`` keys, which diffusers drops) are applied, not ignored.
+  * LTX-2 (``models/ltx2/lora_keys.py``): the original Lightricks layout under ``diffusion_model.``
+    (``patchify_proj``, ``adaln_single``, ``q_norm`` ...), renamed as diffusers'
+    ``_convert_non_diffusers_ltx2_lora_to_diffusers`` renames it. Only the DiT is adapted: keys of the
+    text connectors (``text_embedding_projection.`` / ``connectors.``) are refused (ConfigError naming them).
 
   Errors are :class:`~fastvideo.api.ConfigError` on the caller's ``field``: a missing file, a file that is
   not safetensors, musubi ``lora_unet_`` keys (not supported yet), keys that map to no parameter (the first
@@ -46,6 +48,8 @@ Contract
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import json
 import logging
 import re
@@ -67,49 +71,9 @@ _SUFFIXES = {
     ".lora_B.bias": "lora_bias", ".lora_up.bias": "lora_bias", ".alpha": "alpha", ".diff_b": "diff_b",
     ".diff": "diff",
 }
-_ATTN = {"q": "to_q", "k": "to_k", "v": "to_v", "o": "to_out.0", "norm_q": "norm_q", "norm_k": "norm_k",
-         "k_img": "add_k_proj", "v_img": "add_v_proj", "norm_k_img": "norm_added_k"}
-#: original Wan module names -> ours (diffusers'); ``{}`` groups are filled from the match.
-_WAN_NAMES: tuple[tuple[str, str], ...] = (
-    (r"blocks\.(\d+)\.self_attn\.(\w+)", "blocks.{0}.attn1.{attn}"),
-    (r"blocks\.(\d+)\.cross_attn\.(\w+)", "blocks.{0}.attn2.{attn}"),
-    (r"blocks\.(\d+)\.ffn\.0", "blocks.{0}.ffn.net.0.proj"),
-    (r"blocks\.(\d+)\.ffn\.2", "blocks.{0}.ffn.net.2"),
-    (r"blocks\.(\d+)\.norm3", "blocks.{0}.norm2"),
-    (r"blocks\.(\d+)\.modulation", "blocks.{0}.scale_shift_table"),
-    (r"time_projection\.1", "condition_embedder.time_proj"),
-    (r"time_embedding\.0", "condition_embedder.time_embedder.linear_1"),
-    (r"time_embedding\.2", "condition_embedder.time_embedder.linear_2"),
-    (r"text_embedding\.0", "condition_embedder.text_embedder.linear_1"),
-    (r"text_embedding\.2", "condition_embedder.text_embedder.linear_2"),
-    (r"head\.head", "proj_out"),
-    (r"head\.modulation", "scale_shift_table"),
-    (r"patch_embedding", "patch_embedding"),
-    (r"img_emb\.proj\.0", "condition_embedder.image_embedder.norm1"),
-    (r"img_emb\.proj\.1", "condition_embedder.image_embedder.ff.net.0.proj"),
-    (r"img_emb\.proj\.3", "condition_embedder.image_embedder.ff.net.2"),
-    (r"img_emb\.proj\.4", "condition_embedder.image_embedder.norm2"),
-    (r"img_emb\.emb_pos", "condition_embedder.image_embedder.pos_embed"),
-)
-
-#: original (Lightricks) LTX-2 name fragments -> ours (diffusers'), replaced in this order as diffusers does
-_LTX2_RENAMES: tuple[tuple[str, str], ...] = (
-    ("patchify_proj", "proj_in"),
-    ("audio_patchify_proj", "audio_proj_in"),
-    ("av_ca_video_scale_shift_adaln_single", "av_cross_attn_video_scale_shift"),
-    ("av_ca_a2v_gate_adaln_single", "av_cross_attn_video_a2v_gate"),
-    ("av_ca_audio_scale_shift_adaln_single", "av_cross_attn_audio_scale_shift"),
-    ("av_ca_v2a_gate_adaln_single", "av_cross_attn_audio_v2a_gate"),
-    ("scale_shift_table_a2v_ca_video", "video_a2v_cross_attn_scale_shift_table"),
-    ("scale_shift_table_a2v_ca_audio", "audio_a2v_cross_attn_scale_shift_table"),
-    ("q_norm", "norm_q"),
-    ("k_norm", "norm_k"),
-    ("audio_prompt_adaln_single", "audio_prompt_adaln"),
-    ("prompt_adaln_single", "prompt_adaln"),
-)
-#: leading original LTX-2 module names -> ours (after the renames)
-_LTX2_HEADS: tuple[tuple[str, str], ...] = (("adaln_single.", "time_embed."),
-                                             ("audio_adaln_single.", "audio_time_embed."))
+#: where a model family keeps its key maps: ``<the DiT class's package>.lora_keys.LORA_KEY_MAPS``
+_FAMILY_PACKAGES = "fastvideo.engine.models."
+_KEY_MAPS_MODULE = "lora_keys"
 
 
 @dataclass(frozen=True)
@@ -129,42 +93,22 @@ class LoraKeyMap:
     foreign: Mapping[str, str] = field(default_factory=dict)
 
 
-def _wan_is_original(keys: Collection[str]) -> bool:
-    return any(key.startswith(("diffusion_model.", "model.diffusion_model.")) for key in keys) or any(
-        ".self_attn." in key or ".cross_attn." in key for key in keys)
-
-
-def _ltx2_is_original(keys: Collection[str]) -> bool:
-    return any(key.startswith(("diffusion_model.", "model.diffusion_model.")) for key in keys)
-
-
-def _ltx2_name(module: str) -> str:
-    for old, new in _LTX2_RENAMES:
-        module = module.replace(old, new)
-    for old, new in _LTX2_HEADS:
-        if module.startswith(old):
-            return new + module[len(old):]
-    return module
-
-
-WAN_LORA_KEYS = LoraKeyMap(model="Wan DiT", pipeline="WanPipeline", is_original=_wan_is_original,
-                           rename=lambda module: _wan_name(module))
-LTX2_LORA_KEYS = LoraKeyMap(
-    model="LTX-2 DiT", pipeline="LTX2Pipeline", is_original=_ltx2_is_original, rename=_ltx2_name,
-    foreign={"text_embedding_projection.": "the text connectors (LTX-2 original layout)",
-             "connectors.": "the text connectors"})
-
-#: The registry: a model class (``module.qualname``; subclasses match through the MRO) -> its key map.
-LORA_KEY_MAPS: dict[str, LoraKeyMap] = {
-    "fastvideo.engine.models.wan.transformer.WanTransformer3DModel": WAN_LORA_KEYS,
-    "fastvideo.engine.models.ltx2.transformer.LTX2Transformer": LTX2_LORA_KEYS,
-}
+def _family_key_maps(cls: type) -> Mapping[type, LoraKeyMap]:
+    """The ``LORA_KEY_MAPS`` of the model family whose package defines ``cls`` ({} for any other class)."""
+    package, _, _ = cls.__module__.rpartition(".")
+    if not package.startswith(_FAMILY_PACKAGES):
+        return {}
+    name = f"{package}.{_KEY_MAPS_MODULE}"
+    if importlib.util.find_spec(name) is None:
+        return {}
+    maps: Mapping[type, LoraKeyMap] = getattr(importlib.import_module(name), "LORA_KEY_MAPS", {})
+    return maps
 
 
 def lora_key_map(model: nn.Module) -> LoraKeyMap:
     """The :class:`LoraKeyMap` of ``model``'s class (or a base's); a class not registered: the diffusers layout."""
     for cls in type(model).__mro__:
-        found = LORA_KEY_MAPS.get(f"{cls.__module__}.{cls.__qualname__}")
+        found = _family_key_maps(cls).get(cls)
         if found is not None:
             return found
     return LoraKeyMap(model=type(model).__name__, pipeline="its diffusers pipeline")
@@ -266,21 +210,6 @@ def _peft_alphas(metadata: dict[str, str]) -> tuple[float | None, dict[str, floa
     alpha = data.get("lora_alpha")
     pattern = data.get("alpha_pattern") or {}
     return (float(alpha) if alpha is not None else None), {str(k): float(v) for k, v in pattern.items()}
-
-
-def _wan_name(module: str) -> str | None:
-    for pattern, target in _WAN_NAMES:
-        match = re.fullmatch(pattern, module)
-        if match is None:
-            continue
-        groups = match.groups()
-        attn = None
-        if "{attn}" in target:
-            attn = _ATTN.get(groups[1])
-            if attn is None:
-                return None
-        return target.format(*groups, attn=attn)
-    return None
 
 
 def load_lora(path: str | Path, model: nn.Module, *, field_name: str = "lora_path") -> LoraAdapter:

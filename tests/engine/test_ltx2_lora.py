@@ -27,9 +27,10 @@ from peft import LoraConfig  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from fastvideo.api import ConfigError  # noqa: E402
-from fastvideo.engine.lora import (LTX2_LORA_KEYS, WAN_LORA_KEYS, load_lora, lora_key_map, merge_lora,  # noqa: E402
-                                   unmerge_lora)
+from fastvideo.engine.lora import load_lora, lora_key_map, merge_lora, unmerge_lora  # noqa: E402
 from fastvideo.engine.models.ltx2 import LTX2DiTConfig, LTX2Transformer  # noqa: E402
+from fastvideo.engine.models.ltx2.lora_keys import LTX2_LORA_KEYS  # noqa: E402
+from fastvideo.engine.models.wan.lora_keys import WAN_LORA_KEYS  # noqa: E402
 
 TOL = 1e-5
 TINY: dict[str, Any] = dict(
