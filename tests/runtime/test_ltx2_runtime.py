@@ -130,9 +130,13 @@ def test_config_ltx2_cannot_honour_is_refused_by_name_before_loading(fastvideo_c
     with pytest.raises(ConfigError, match="is a ltx2 preset"):  # and the reverse: a Wan folder refuses LTX-2 presets
         VideoGenerator.from_config({"model_path": "fastvideo-tiny", "engine": {"device": "cpu"},
                                     "pipeline": {"preset": "ltx2_base"}})
+    # LTX-2 serves LoRA (merging, switching, lora_path at load: tests/runtime/test_ltx2_lora_runtime.py); a file that
+    # does not exist is refused naming the field, and the generator keeps its weights unmerged
+    missing = fastvideo_cache / "no-such-lora.safetensors"
     with pytest.raises(ConfigError) as info:
-        ltx2_generator.set_lora_adapter("style", "style.safetensors")
-    assert info.value.path == "lora_path"
+        ltx2_generator.set_lora_adapter("style", str(missing))
+    assert info.value.path == "lora_path" and "does not exist" in info.value.message
+    assert ltx2_generator.lora.merged is None
 
 
 def test_cuda_graphs_without_a_graph_backend_run_the_dit_eagerly(ltx2_generator) -> None:
