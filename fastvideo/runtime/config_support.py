@@ -84,8 +84,9 @@ FIELD_SUPPORT: dict[str, str] = {
     "pipeline.components.text_encoder_path": "honoured: UMT5 is loaded from this folder",
     "pipeline.components.tokenizer_path": "honoured: the tokenizer is loaded from this folder",
     "pipeline.components.upsampler_weights": "None honoured; a path refused (this engine has no upsampler stage)",
-    "pipeline.components.lora_path": "honoured: that LoRA .safetensors (diffusers/PEFT or original Wan layout) is "
-                                     "merged into the DiT at load (fastvideo.engine.lora); with engine.artifacts_path "
+    "pipeline.components.lora_path": "honoured: that LoRA .safetensors (diffusers/PEFT layout, or the model's "
+                                     "original layout: Wan/ComfyUI or LTX-2's Lightricks) is merged into the DiT at "
+                                     "load (fastvideo.engine.lora); with engine.artifacts_path "
                                      "the build must have fused the same file at the same strength (fastvideo-build "
                                      "--lora); refused with an FP8 transformer_quant",
     "pipeline.experimental": "known keys honoured (vae_dtype: auto/bf16/fp16/fp32, default fp32); unknown keys "
