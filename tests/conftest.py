@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,15 +69,25 @@ def ltx2_generator(fastvideo_cache: Path):
 
 @pytest.fixture(scope="session")
 def ltx2_diffusers_folders(tmp_path_factory: pytest.TempPathFactory):
-    """Tiny random diffusers ``LTX2Pipeline`` folders (``save_pretrained``), one per video VAE kind, written on
-    first use and shared by the session: ``ltx2_diffusers_folders(timestep_vae=False) -> (pipeline, folder)``
-    (tests/engine/ltx2_side_fixtures.py). Tests only read them."""
+    """Tiny random diffusers ``LTX2Pipeline`` folders (``save_pretrained``), one per video VAE kind, built and
+    written once per session (tests/engine/ltx2_side_fixtures.py): ``ltx2_diffusers_folders(timestep_vae=False)
+    -> (pipeline, folder)``. Each call hands out its own deep copy of the built pipeline (about 0.1 s; building
+    one is ~4.5 s), so a test that changes it (``pipe.to(torch.bfloat16)``, a scheduler config, a component
+    shared into an image-to-video pipeline) cannot change what another test or module gets. Tests only read the
+    folder."""
+    import copy
     import sys
 
     sys.path.insert(0, str(TESTS_DIR / "engine"))
     from ltx2_side_fixtures import TinyLTX2Folders
 
-    return TinyLTX2Folders(tmp_path_factory)
+    built = TinyLTX2Folders(tmp_path_factory)
+
+    def folders(timestep_vae: bool = False) -> tuple[Any, Path]:
+        pipe, folder = built(timestep_vae)
+        return copy.deepcopy(pipe), folder
+
+    return folders
 
 
 # ----------------------------------------------------------------------------- collection guard
