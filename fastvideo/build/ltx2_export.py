@@ -42,6 +42,10 @@ Contract
 - A served call does no host sync and allocates nothing it keeps (the continuation's grid coordinates are made at
   apply time; the text masks are compared by identity first, as the pipeline passes one tensor for both), so the
   runtime's CUDA-graph capture of the DiT call can record it (not exercised here: no GPU).
+- ``--lora``: the builder fuses the adapter into the DiT before exporting (the same code as Wan's builds:
+  :func:`fastvideo.engine.lora.load_lora` reads it through the LTX-2 key map), so every program and the eager
+  reference carry it and the manifest records it; a runtime with the same ``pipeline.components.lora_path`` and
+  strength loads the build (it fuses the file into its eager DiT at load, before the artifacts take the DiT over).
 - Backends: ``aoti`` and ``inductor`` (CPU and CUDA); ``tensorrt``: the dynamo ONNX export of both branches goes
   through and is checked with onnxruntime (measured on the tiny model: max |diff| ~7e-5 at batches 1 and 2), so
   without TensorRT / a GPU the build keeps the verified ONNX stage (exit 3, as for Wan); the engine stage is the
@@ -316,8 +320,6 @@ def _inductor_targets(models: BuildModels, cases: list[ShapeCase]) -> dict[str, 
 def _refuse(request: Any) -> str | None:
     if request.transformer_quant is not None:
         return "--transformer-quant: LTX-2 DiT quantization is not supported yet; drop it"
-    if request.lora_path is not None:
-        return "--lora: LoRA adapters are not supported for LTX-2 yet; drop it"
     return None
 
 

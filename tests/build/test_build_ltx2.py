@@ -11,8 +11,12 @@ through the real CLI, exit 0, both branches, CFG both):
   ArtifactMismatchError on weights_digest;
 - tensorrt on the CPU (``--cfg on``, initial branch): the ONNX stage is exported and checked with onnxruntime (exit
   3, ``stage=onnx``), and loading it is refused on ``stage``;
-- bad profiles (frames not k*2+1, a side not a multiple of 32), ``--components vae_decoder`` and ``--lora`` exit 2
-  naming the flag, with nothing on disk.
+- bad profiles (frames not k*2+1, a side not a multiple of 32) and ``--components vae_decoder`` exit 2 naming the
+  flag, with nothing on disk;
+- ``--lora`` (aoti, initial branch, ``--cfg on``: one program): the manifest records the fused adapter (sha256,
+  strength) in its identity, a generator with the same ``lora_path`` and strength loads the build and its generation
+  equals the eager generator with that LoRA (frames within 1 level, waveform 1e-4) and differs from the one without;
+  a generator without the LoRA or at another strength is refused on ``lora``.
 
 Serving these builds through VideoGenerator: test_ltx2_artifact_serving.py.
 """
@@ -118,7 +122,6 @@ def test_tensorrt_keeps_the_verified_onnx_stage_without_tensorrt(ltx2_dir: Path,
     (["--profile", "32x32x4"], "--profile", "k*2+1 frames"),
     (["--profile", "32x48x5"], "--profile", "width 48 is not a multiple of 32"),
     (["--profile", PROFILE, "--components", "dit,vae_decoder"], "--components", "DiT only"),
-    (["--profile", PROFILE, "--lora", "adapter.safetensors"], "--lora", "LTX-2"),
 ])
 def test_what_ltx2_cannot_build_exits_2_naming_the_flag(ltx2_dir: Path, tmp_path: Path, capsys, args: list[str],
                                                         flag: str, words: str) -> None:
@@ -129,3 +132,75 @@ def test_what_ltx2_cannot_build_exits_2_naming_the_flag(ltx2_dir: Path, tmp_path
     err = capsys.readouterr().err
     assert flag in err and words in err, err
     assert not out.exists()
+
+
+def _ltx2_lora(model: Path, path: Path) -> Path:
+    """A random diffusers-layout LoRA (rank 2) over every attention projection of the DiT's first block."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(3)
+    tensors = {}
+    for weights in sorted((model / "transformer").glob("*.safetensors")):
+        with safe_open(str(weights), framework="pt") as handle:
+            for key in handle.keys():
+                if key.startswith("transformer_blocks.0.attn1.to_") and key.endswith(".weight") and \
+                        len(shape := handle.get_slice(key).get_shape()) == 2:
+                    module = f"transformer.{key.removesuffix('.weight')}"
+                    tensors[f"{module}.lora_A.weight"] = 0.5 * torch.randn(2, shape[1], generator=g)
+                    tensors[f"{module}.lora_B.weight"] = 0.5 * torch.randn(shape[0], 2, generator=g)
+    assert tensors
+    save_file(tensors, str(path))
+    return path
+
+
+def test_a_lora_build_records_the_adapter_and_serves_a_generator_with_it(ltx2_dir: Path, fastvideo_cache: Path,
+                                                                         tmp_path: Path, ltx2_generator) -> None:
+    import numpy as np
+
+    from fastvideo import VideoGenerator
+    from fastvideo.build.loading import ArtifactMismatchError
+    from fastvideo.build.ltx2_export import ArtifactLTX2DiT
+    from fastvideo.engine.lora import lora_manifest_value
+
+    lora = _ltx2_lora(ltx2_dir, tmp_path / "style.safetensors")
+    run = run_cli(["--model-path", str(ltx2_dir), "--backend", "aoti", "--profile", PROFILE, "--branch", "initial",
+                   "--cfg", "on", "--precision", "fp32", "--lora", str(lora), "--lora-strength", "0.5", "--quiet"],
+                  tmp_path / "artifacts", fastvideo_cache)
+    assert run.returncode == 0, f"{run.returncode}:\n{run.stdout}\n{run.stderr}"
+    manifest = json.loads((run.folder / "manifest.json").read_text())
+    value = lora_manifest_value(lora, 0.5)
+    assert manifest["lora"] == value and manifest["identity"]["lora"]["sha256"] == value["sha256"]
+    assert f"--lora {value['path']}" in manifest["build"]["command"]
+
+    def config(**components: object) -> dict:
+        return {"model_path": str(ltx2_dir), "engine": {"device": "cpu", "dtype": "fp32"},
+                "pipeline": {"components": components}}
+
+    request = {"prompt": "a fox runs through snow", "sampling": {"seed": 5, "num_inference_steps": 2, "width": 32,
+                                                                 "height": 32, "num_frames": 5},
+               "output": {"save_video": False, "return_frames": True}}
+    with_lora = config(lora_path=str(lora), lora_strength=0.5)
+    served = VideoGenerator.from_config({**with_lora, "engine": {**with_lora["engine"],
+                                                                 "artifacts_path": str(run.folder)}})
+    try:
+        dit = served.pipeline.components.transformer
+        assert isinstance(dit, ArtifactLTX2DiT) and served.lora.merged is not None
+        result = served.generate(request)
+        assert dit.compiled_calls > 0 and dit.misses == 0
+    finally:
+        served.shutdown()
+    eager = VideoGenerator.from_config(with_lora)
+    try:
+        reference = eager.generate(request)
+    finally:
+        eager.shutdown()
+    assert np.abs(result.frames.astype(np.int16) - reference.frames.astype(np.int16)).max() <= 1
+    np.testing.assert_allclose(result.audio, reference.audio, atol=1e-4, rtol=0)
+    plain = ltx2_generator.generate(request)  # the adapter is not a no-op: without it the video differs
+    assert np.abs(result.frames.astype(np.int16) - plain.frames.astype(np.int16)).max() > 1
+    for other in (config(), config(lora_path=str(lora), lora_strength=0.7)):
+        with pytest.raises(ArtifactMismatchError) as info:
+            VideoGenerator.from_config({**other, "engine": {**other["engine"], "artifacts_path": str(run.folder)}})
+        assert info.value.field == "lora"
