@@ -107,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FP8 (e4m3) DiT weights, per-row scales (FP8) or one per tensor; must match the runtime's "
                         "engine.quantization.transformer_quant (default: none, weights in --precision)")
     p.add_argument("--lora", default=None, metavar="FILE",
-                   help="a LoRA .safetensors file fused into the DiT before compiling (diffusers/PEFT or original "
-                        "Wan layout); the runtime must set the same pipeline.components.lora_path (the manifest "
-                        "records its sha256)")
+                   help="a LoRA .safetensors file fused into the DiT before compiling (diffusers/PEFT layout or the "
+                        "model's original one: Wan/ComfyUI, LTX-2's Lightricks); the runtime must set the same "
+                        "pipeline.components.lora_path (the manifest records its sha256)")
     p.add_argument("--lora-strength", type=float, default=1.0,
                    help="the strength --lora is fused at; must equal the runtime's lora_strength (default 1.0)")
     p.add_argument("--components", type=_csv(COMPONENTS, "component"), default=None,
