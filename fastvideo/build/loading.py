@@ -30,7 +30,9 @@ Contract
 - :meth:`LoadedArtifacts.check_request` refuses, before any compute, a resolved request whose shape
   the build does not cover, as a :class:`~fastvideo.api.RequestError` (HTTP 400) naming the served
   profiles and the rebuild command, and a continuation request when the build does not serve the
-  continuation branch. :class:`ArtifactShapeError` is the same refusal for a call at run time.
+  continuation branch (the caller says which branch a request needs). Programs specialized per profile (cases
+  with ``params``: LTX-2) are matched by the profiles and branch they cover and their fps, at any batch.
+  :class:`ArtifactShapeError` is the same refusal for a call at run time.
 """
 
 from __future__ import annotations
@@ -139,17 +141,21 @@ class LoadedArtifacts:
         _, profile, cfg = min(options, key=lambda o: (o[0], o[1].label))
         return profile, cfg
 
-    def check_request(self, sampling: Any, *, continuation: bool = False) -> None:
-        """Raise :class:`RequestError` if a resolved request needs a shape the build does not cover."""
+    def check_request(self, sampling: Any, *, continuation: bool = False, branch_field: str = "state") -> None:
+        """Raise :class:`RequestError` if a resolved request needs a shape the build does not cover;
+        ``branch_field`` is the request field that makes it a continuation (named when that branch is not built)."""
         factor = int(self.manifest.model.get("spatial_factor", 8))
         latent = (sampling.latent_frames, sampling.height // factor, sampling.width // factor)
         batch = 2 if sampling.do_cfg else 1
         branch = "continuation" if continuation else "initial"
         if branch not in self.manifest.branches:
-            raise RequestError("state", (
+            raise RequestError(branch_field, (
                 f"the loaded {self.backend} artifacts serve the {', '.join(self.manifest.branches)} branch only, not "
-                f"the {branch} branch this request needs; drop the state or rebuild with: "
+                f"the {branch} branch this request needs; drop {branch_field} or rebuild with: "
                 f"{self.rebuild_command(branches=('initial', 'continuation'))}"))
+        if any(e.case.params for e in self.cases.values() if e.case.component == "dit"):
+            self._check_specialized(sampling, branch)
+            return
         built = {e.case.component for e in self.cases.values()}
         needed = ["dit"] + [c for c in ("dit_2", "vae_decoder") if c in built]
         for component in needed:
@@ -164,6 +170,32 @@ class LoadedArtifacts:
                     f"{label} ({branch} branch, latent {latent[0]}x{latent[1]}x{latent[2]}, DiT batch {batch}) is not "
                     f"covered by the loaded {self.backend} artifacts, which serve: {self.served(component)}. Use a "
                     f"served size or rebuild with: {self.rebuild_command([label])}"))
+
+    def _check_specialized(self, sampling: Any, branch: str) -> None:
+        """:meth:`check_request` for DiT programs specialized per profile (cases with ``params``, e.g. LTX-2's
+        token grid, audio frames and fps): the request's ``height x width x frames`` must be a profile a case covers
+        on ``branch``, at the fps the case was built for. Any DiT batch is served (such programs split / pad rows,
+        see :mod:`fastvideo.build.ltx2_export`), so CFG is not checked."""
+        label = f"{sampling.height}x{sampling.width}x{sampling.num_frames}"
+        fps_built: list[Any] = []
+        for entry in self.cases.values():
+            case = entry.case
+            if case.component != "dit" or not any(
+                    (p.height, p.width, p.frames, b) == (sampling.height, sampling.width, sampling.num_frames, branch)
+                    for p, b in case.covers):
+                continue
+            fps = case.param("fps")
+            if fps is None or float(fps) == float(sampling.fps):
+                return
+            fps_built.append(fps)
+        if fps_built:
+            raise RequestError("sampling.fps", (
+                f"the loaded {self.backend} artifacts serve {label} at fps {', '.join(map(str, fps_built))} only (the "
+                f"DiT programs are specialized for it), not {sampling.fps}; use that fps or run without "
+                "engine.artifacts_path"))
+        raise RequestError("sampling", (
+            f"{label} ({branch} branch) is not covered by the loaded {self.backend} artifacts, which serve: "
+            f"{self.served('dit')}. Use a served size or rebuild with: {self.rebuild_command([label])}"))
 
     def close(self) -> None:
         """Drop programs and the backend's private working copy."""

@@ -462,15 +462,20 @@ class VideoGenerator:
                 req = replace(req, state=internalize_state(req.state, self.blob_store))
             except ValueError as exc:
                 raise RequestError("state", str(exc)) from exc
-        resolver = getattr(self.executor_class(), "resolve_sampling", None)  # a family's own rules (and state)
+        executor = self.executor_class()
+        resolver = getattr(executor, "resolve_sampling", None)  # a family's own rules (and state)
         if resolver is not None:
-            return req, resolver(self, req)
-        resolved = resolve_sampling(req, self.preset)
-        if req.state is not None:
-            tail, _ = self._continuation(req, resolved)
-            resolved = with_overlap(resolved, overlap_video_frames(tail.shape[2]))
+            resolved = resolver(self, req)
+        else:
+            resolved = resolve_sampling(req, self.preset)
+            if req.state is not None:
+                tail, _ = self._continuation(req, resolved)
+                resolved = with_overlap(resolved, overlap_video_frames(tail.shape[2]))
         if self.artifacts is not None:  # a shape no compiled program covers is a RequestError, before any compute
-            self.artifacts.check_request(resolved, continuation=req.state is not None)
+            branch_field = getattr(executor, "artifact_branch_field", None)  # the family's rule; default: a state
+            field = branch_field(req, resolved) if branch_field is not None else (
+                "state" if req.state is not None else None)
+            self.artifacts.check_request(resolved, continuation=field is not None, branch_field=field or "state")
         return req, resolved
 
     def _continuation(self, req: GenerationRequest, s: ResolvedSampling) -> tuple[torch.Tensor, int]:
@@ -491,7 +496,9 @@ class VideoGenerator:
 
     def executor_class(self) -> Any:
         """The batch executor class that runs this generator's family (``fastvideo.runtime.worker.EXECUTORS``); it
-        may define ``resolve_sampling(generator, request)``, the family's request rules (LTX-2's does)."""
+        may define ``resolve_sampling(generator, request)``, the family's request rules (LTX-2's does), and
+        ``artifact_branch_field(request, resolved)``: the request field that makes it run the built artifacts'
+        continuation branch, or None for the initial branch (default: ``state`` when the request has one)."""
         from fastvideo.runtime.worker import executor_class
 
         return executor_class(self)

@@ -13,7 +13,10 @@ Contract (the :class:`fastvideo.runtime.dispatcher.BatchExecutor` interface the 
   (defaults; RequestError naming the field), then the model's sizes (``LTX2ServedPipeline.check_resolved``), then
   a continuation ``state``: it must be an ``ltx2.v1`` state (:class:`~fastvideo.engine.models.ltx2.state.
   LTX2ContinuationState`) with inline media, no video RoPE offset, and frames of the request's size, else a
-  RequestError on ``state``.
+  RequestError on ``state``. With ``engine.artifacts_path``, ``VideoGenerator.resolve`` then checks the built
+  programs cover the request (``LoadedArtifacts.check_request``) on the branch :meth:`artifact_branch_field` names:
+  ``continuation`` for a ``state`` and for image-to-video (both run the DiT with per-token timesteps), else
+  ``initial``; an uncovered request is a RequestError before any compute.
 - Image-to-video: a request with ``inputs.image_path`` or ``inputs.pil_image`` (checked by the family's rules,
   then left out of the common ones, which refuse images for a text-to-video preset) resolves with workload
   ``i2v``, so it never shares a bucket with text-to-video requests; ``LTX2ServedPipeline.to_request`` loads the
@@ -142,6 +145,15 @@ class LTX2BatchExecutor:
                 raise RequestError("state", f"the continuation state's frames are {width}x{height}; this request "
                                             f"is {resolved.width}x{resolved.height}: continue with the same size")
         return resolved
+
+    @staticmethod
+    def artifact_branch_field(request: GenerationRequest, resolved: ResolvedSampling) -> str | None:
+        """The request field that makes the DiT run the built artifacts' continuation branch (per-token timesteps,
+        :mod:`fastvideo.build.ltx2_export`): ``state`` (a continuation), ``inputs.image_path`` (image-to-video: the
+        first frame is a conditioning), else None (the initial branch)."""
+        if request.state is not None:
+            return "state"
+        return "inputs.image_path" if resolved.workload == "i2v" else None
 
     @staticmethod
     def continuation_of(request: GenerationRequest) -> LTX2ContinuationState:
