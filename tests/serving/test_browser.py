@@ -218,9 +218,12 @@ def test_session_controls_loop_pause_resume_and_errors(tiny_generator, tmp_path)
             page.wait_for_function("() => window.fvPlayer.sessionId !== null", timeout=30_000)
             assert page.locator("#errors").text_content() == ""  # a new start clears the old errors
 
-            # segments arrive and the buffered media grows
-            page.wait_for_function("() => window.fvPlayer.segmentsComplete >= 1 || window.fvPlayer.error",
-                                   timeout=60_000)
+            # segments arrive and the buffered media grows; the page appends a fragment asynchronously
+            # (SourceBuffer updateend), so wait for it to land rather than read `buffered` the moment the
+            # segment's summary frame arrives
+            page.wait_for_function("() => (window.fvPlayer.segmentsComplete >= 1"
+                                   " && document.getElementById('video').buffered.length > 0)"
+                                   " || window.fvPlayer.error", timeout=60_000)
             first_end = page.evaluate(VIDEO_END)
             player = page.evaluate("() => window.fvPlayer")
             assert player["error"] is None, (player, console)
