@@ -205,12 +205,8 @@ def apply_wan_artifacts(pipeline: Any, loaded: LoadedArtifacts, on_miss: str = "
     t0 = time.perf_counter()
     if isinstance(pipeline.dit, ArtifactDiT):
         raise ArtifactError("artifacts are already applied to this pipeline")
+    loaded.check_target(pipeline)
     device = torch.device(pipeline.device)
-    if device.type != loaded.device.type or (device.index or 0) != (loaded.device.index or 0):
-        raise ArtifactError(f"the pipeline runs on {device} but the artifacts were loaded for {loaded.device}")
-    if pipeline.dtype != loaded.dtype:
-        raise ArtifactError(f"the pipeline computes in {pipeline.dtype} but the artifacts were loaded for "
-                            f"{loaded.dtype}")
     vae_precision = PRECISION_NAMES.get(pipeline.vae_dtype)
     if any(e.case.component != "dit" for e in loaded.cases.values()) and vae_precision != \
             loaded.manifest.vae_precision:

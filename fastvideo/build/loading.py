@@ -141,6 +141,16 @@ class LoadedArtifacts:
         _, profile, cfg = min(options, key=lambda o: (o[0], o[1].label))
         return profile, cfg
 
+    def check_target(self, pipeline: Any) -> None:
+        """Refuse (ArtifactError) serving a pipeline on another device or in another dtype than these artifacts
+        were loaded for (every family's apply checks this first)."""
+        device = torch.device(pipeline.device)
+        if device.type != self.device.type or (device.index or 0) != (self.device.index or 0):
+            raise ArtifactError(f"the pipeline runs on {device} but the artifacts were loaded for {self.device}")
+        if pipeline.dtype != self.dtype:
+            raise ArtifactError(f"the pipeline computes in {pipeline.dtype} but the artifacts were loaded for "
+                                f"{self.dtype}")
+
     def check_request(self, sampling: Any, *, continuation: bool = False, branch_field: str = "state") -> None:
         """Raise :class:`RequestError` if a resolved request needs a shape the build does not cover;
         ``branch_field`` is the request field that makes it a continuation (named when that branch is not built)."""

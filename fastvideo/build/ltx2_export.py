@@ -67,8 +67,8 @@ from torch import nn
 
 from fastvideo.build.adapters import BuildAdapter
 from fastvideo.build.exportable import BuildModels
-from fastvideo.build.specs import (BRANCHES, ComponentSpec, LatentShape, ModelDims, ShapeCase, SpecError, TensorSpec,
-                                   VideoProfile)
+from fastvideo.build.specs import (ComponentSpec, LatentShape, ModelDims, ShapeCase, SpecError, TensorSpec,
+                                   VideoProfile, check_declared)
 
 logger = logging.getLogger(__name__)
 
@@ -187,19 +187,10 @@ def derive_ltx2_specs(dims: ModelDims, profiles: Iterable[VideoProfile], branche
                       ) -> list[ComponentSpec]:
     """The LTX-2 DiT's shape cases for the declared profiles and branches (module contract; SpecError otherwise)."""
     assert isinstance(dims, LTX2Dims)
-    profiles = sorted(set(profiles))
-    branches = tuple(dict.fromkeys(branches))
-    if not profiles:
-        raise SpecError("declare at least one --profile HEIGHTxWIDTHxFRAMES")
-    bad = [b for b in branches if b not in BRANCHES]
-    if bad or not branches:
-        raise SpecError(f"--branch {bad[0] if bad else ''!r} is unknown; use initial and/or continuation")
-    if not batches or any(b not in (1, 2) for b in batches):
-        raise SpecError(f"DiT batches must be 1 (no CFG) and/or 2 (CFG), got {batches}")
+    profiles, branches, batches = check_declared(profiles, branches, batches)
     if components is not None and tuple(dict.fromkeys(components)) != ("dit",):
         raise SpecError(f"--components {','.join(components)}: LTX-2 builds export the DiT only (its video VAE, audio "
                         "VAE and vocoder run eagerly); use --components dit or leave it out")
-    batches = tuple(sorted(set(batches)))
     for profile in profiles:
         _check_profile(profile, dims)
     pt, ph, pw = dims.patch_size
@@ -504,12 +495,7 @@ def apply_ltx2_artifacts(pipeline: Any, loaded: Any, on_miss: str = "error") -> 
     components = pipeline.components
     if isinstance(components.transformer, ArtifactLTX2DiT):
         raise ArtifactError("artifacts are already applied to this pipeline")
-    device = torch.device(pipeline.device)
-    if device.type != loaded.device.type or (device.index or 0) != (loaded.device.index or 0):
-        raise ArtifactError(f"the pipeline runs on {device} but the artifacts were loaded for {loaded.device}")
-    if pipeline.dtype != loaded.dtype:
-        raise ArtifactError(f"the pipeline computes in {pipeline.dtype} but the artifacts were loaded for "
-                            f"{loaded.dtype}")
+    loaded.check_target(pipeline)
     backend = artifact_backend(loaded.backend)
     runners = backend.runners(pipeline, loaded)
     programs = [(entry.case, runners[key]) for key, entry in loaded.cases.items() if entry.case.component == "dit"]

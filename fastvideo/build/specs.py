@@ -401,13 +401,10 @@ def _case_tensors(component: str, dims: ModelDims, latent: LatentShape,
     raise SpecError(f"unknown component {component!r}; known: {', '.join(COMPONENTS)}")
 
 
-def derive_specs(dims: ModelDims, profiles: Iterable[VideoProfile], branches: Iterable[str] = ("initial",),
-                 batches: tuple[int, ...] = (1, 2),
-                 components: Iterable[str] | None = None) -> list[ComponentSpec]:
-    """Every component's shape cases for the declared profiles (deduplicated by latent shape).
-
-    Raises :class:`SpecError` for a bad profile, branch, component or batch set.
-    """
+def check_declared(profiles: Iterable[VideoProfile], branches: Iterable[str], batches: tuple[int, ...],
+                   ) -> tuple[list[VideoProfile], tuple[str, ...], tuple[int, ...]]:
+    """The declared profiles (sorted, unique), branches (ordered, unique) and DiT batches (sorted, unique) of any
+    family's build; :class:`SpecError` for none, an unknown branch or a batch other than 1 / 2."""
     profiles = sorted(set(profiles))
     branches = tuple(dict.fromkeys(branches))
     if not profiles:
@@ -417,7 +414,17 @@ def derive_specs(dims: ModelDims, profiles: Iterable[VideoProfile], branches: It
         raise SpecError(f"branch {bad[0] if bad else ''!r} is unknown; use initial and/or continuation")
     if not batches or any(b not in (1, 2) for b in batches):
         raise SpecError(f"DiT batches must be 1 (no CFG) and/or 2 (CFG), got {batches}")
-    batches = tuple(sorted(set(batches)))
+    return profiles, branches, tuple(sorted(set(batches)))
+
+
+def derive_specs(dims: ModelDims, profiles: Iterable[VideoProfile], branches: Iterable[str] = ("initial",),
+                 batches: tuple[int, ...] = (1, 2),
+                 components: Iterable[str] | None = None) -> list[ComponentSpec]:
+    """Every component's shape cases for the declared profiles (deduplicated by latent shape).
+
+    Raises :class:`SpecError` for a bad profile, branch, component or batch set.
+    """
+    profiles, branches, batches = check_declared(profiles, branches, batches)
     components = tuple(dict.fromkeys(components if components is not None else
                                      default_components(branches, dims.experts)))
     unknown = [c for c in components if c not in COMPONENTS]
