@@ -12,9 +12,10 @@ transfers (tests and logs read them). Tied parameters are moved once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
@@ -71,3 +72,9 @@ class ComponentOffloader:
                         tensor.data = cpu
                     self.moves_to_cpu += 1
                     logger.debug("%s back on the CPU", self.name)
+
+
+def on_device_of(offloaders: "Mapping[str, ComponentOffloader]", name: str) -> "contextlib.AbstractContextManager":
+    """``offloaders[name].on_device()``, or a no-op context when component ``name`` is not offloaded."""
+    offloader = offloaders.get(name)
+    return contextlib.nullcontext() if offloader is None else offloader.on_device()

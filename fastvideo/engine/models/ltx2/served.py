@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,7 @@ from fastvideo.engine.models.ltx2.loading import read_ltx2_config
 from fastvideo.engine.models.ltx2.pipeline import (LTX2Components, LTX2Guidance, LTX2Output, LTX2Request, LTX2State,
                                                    load_ltx2_pipeline)
 from fastvideo.engine.models.ltx2.text_encoding import LTX2TextEncoder
-from fastvideo.engine.offload import ComponentOffloader
+from fastvideo.engine.offload import ComponentOffloader, on_device_of
 from fastvideo.engine.models.wan.image_conditioning import load_image
 from fastvideo.engine.presets import ModelPreset
 from fastvideo.engine.sampler import SamplerConfig
@@ -113,15 +112,9 @@ class OffloadableLTX2Components(LTX2Components):
         values = {f.name: getattr(components, f.name) for f in fields(components) if f.init}
         return cls(**{**values, **changes})
 
-    @contextlib.contextmanager
-    def on_device(self, name: str) -> Iterator[None]:
+    def on_device(self, name: str) -> contextlib.AbstractContextManager:
         """Group ``name``'s weights on the device for the block (nothing to do when it is not offloaded)."""
-        offloader = self.offloaders.get(name)
-        if offloader is None:
-            yield
-            return
-        with offloader.on_device():
-            yield
+        return on_device_of(self.offloaders, name)
 
     def prepare(self, req: LTX2Request) -> LTX2State:
         """The base ``prepare`` with the prompt encoder on the device, and the decoders when it encodes frames."""

@@ -56,7 +56,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +79,7 @@ from fastvideo.engine.models.wan.image_conditioning import (
 )
 from fastvideo.engine.loader import ModelFolder, load_module_weights, read_json
 from fastvideo.engine.layer_offload import LayerwiseOffloader, offload_layerwise
-from fastvideo.engine.offload import ComponentOffloader
+from fastvideo.engine.offload import ComponentOffloader, on_device_of
 from fastvideo.engine.presets import ModelPreset, infer_preset
 from fastvideo.engine.sampler import (
     DEFAULT_DMD_TIMESTEPS,
@@ -296,14 +295,8 @@ class WanT2VPipeline:
         logger.info("%s offloaded to the CPU between uses (pinned: %s)", name, offloader.pinned)
         return offloader
 
-    @contextlib.contextmanager
-    def _on_device(self, name: str) -> Iterator[None]:
-        offloader = self.offloaders.get(name)
-        if offloader is None:
-            yield
-            return
-        with offloader.on_device():
-            yield
+    def _on_device(self, name: str) -> contextlib.AbstractContextManager:
+        return on_device_of(self.offloaders, name)
 
     # ------------------------------------------------------------------ stages
     def encode_prompts(self, prompt: str, negative_prompt: str, do_cfg: bool) -> torch.Tensor:
